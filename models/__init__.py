@@ -1,0 +1,1 @@
+"""Ganglion models."""

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create or refresh the project's .venv with everything Ganglion and its tests need.
+# Lava (lava-nc 0.10.0) declares Python <3.11; it is installed alone with --no-deps
+# after its pinned dependencies (see README, "Lava on Python 3.11").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPIP=".venv/bin/python -m pip"
+$VPIP install -q --upgrade pip setuptools wheel
+$VPIP install -q -e ".[dev,lava,kernels]"
+$VPIP install -q --no-deps --ignore-requires-python "lava-nc==0.10.0"
+$VPIP install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
