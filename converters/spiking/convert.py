@@ -1,0 +1,127 @@
+"""Entry point: a trained ANN (module or torch.export program) -> a spiking Deployable."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+from ganglion.converters.spiking.ann_graph import AnnGraph, export_module, read_ann
+from ganglion.converters.spiking.ann_to_snn import SpikingOptions, ann_to_spiking_graph
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import ConversionError
+from ganglion.models.manifest import Manifest, TensorSpec, TimeSemantics
+from ganglion.models.spiking.graph import SpikingGraph
+from ganglion.models.spiking.network import SpikingNetwork
+
+_REPORT_BATCH = 512
+
+
+def convert_spiking(
+    model: torch.nn.Module | torch.export.ExportedProgram,
+    calib_x: np.ndarray | torch.Tensor,
+    calib_y: np.ndarray | torch.Tensor | None = None,
+    options: SpikingOptions | None = None,
+) -> Deployable:
+    """Convert a trained ReLU network into a spiking program.
+
+    model: an ``nn.Module`` or an ``ExportedProgram`` (from ``torch.export``).
+    calib_x: calibration inputs [N, ...features]; thresholds are percentiles of the ReLU
+        activations on them. calib_y: optional integer labels [N] for the accuracy report.
+    Returns a Deployable whose manifest carries the conversion report.
+    """
+    opts = options or SpikingOptions()
+    x = _as_float_tensor(calib_x, "calibration x")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ConversionError(f"calibration x must be [N, ...features] with N > 0, got {tuple(x.shape)}")
+    program = model if isinstance(model, torch.export.ExportedProgram) else export_module(model, x[:2])
+    ann = read_ann(program)
+    if tuple(x.shape[1:]) != ann.input_shape:
+        raise ConversionError(
+            f"calibration x has features {tuple(x.shape[1:])}, the model takes {ann.input_shape}"
+        )
+    graph, thresholds = ann_to_spiking_graph(ann, x, opts)
+    time = TimeSemantics(opts.timesteps, encoding=opts.encoding, decoding=opts.decoding,
+                         seed=opts.seed)
+    network = SpikingNetwork(graph, time)
+    y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long().reshape(-1)
+    report = conversion_report(ann, network, thresholds, x, y)
+    manifest = spiking_manifest(graph, time, report)
+    manifest.provenance = {
+        "source_sha256": _program_hash(program),
+        "converter": "ganglion.converters.spiking",
+        "options": {k: v for k, v in vars(opts).items()},
+        "calibration": {"samples": int(x.shape[0]), "percentile": opts.percentile,
+                        "per_channel": opts.per_channel},
+    }
+    return Deployable(network, manifest, graph.to_config())
+
+
+def spiking_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict | None = None) -> Manifest:
+    """Manifest of a spiking program: I/O shapes follow its encoding and decoding."""
+    state = [TensorSpec("t", [1], "int64")]
+    state += [TensorSpec(f"v.{n}", [-1, *layer.shape]) for n, layer in graph.neurons().items()]
+    if time.decoding != "none":
+        state.append(TensorSpec("decode", [-1, *graph.output_shape]))
+    return Manifest(
+        kind="spiking",
+        architecture="spiking_graph",
+        inputs=[TensorSpec("input", [-1, *graph.input_shape])],
+        outputs=[TensorSpec("output", [-1, *graph.output_shape])],
+        time=time,
+        state=state,
+        report=report or {},
+    )
+
+
+def conversion_report(
+    ann: AnnGraph,
+    network: SpikingNetwork,
+    thresholds: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+) -> dict:
+    """Per-layer thresholds and firing rates on the calibration set; accuracies when labelled."""
+    spikes: dict[str, float] = {}
+    ann_pred, snn_pred = [], []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], _REPORT_BATCH):
+            xb = x[start : start + _REPORT_BATCH]
+            snn_out = network.run(xb, record=True)
+            for name, count in network.activity.items():
+                spikes[name] = spikes.get(name, 0.0) + float(count.sum())
+            ann_pred.append(ann.run(xb)[0].argmax(-1))
+            snn_pred.append(snn_out.reshape(snn_out.shape[0], -1).argmax(-1))
+    steps = network.time.timesteps * x.shape[0]
+    layers = {}
+    for name, neuron in network.graph.neurons().items():
+        theta = thresholds.get(name, neuron.threshold)
+        layers[name] = {
+            "neurons": int(neuron.threshold.numel()),
+            "threshold_min": float(theta.min()), "threshold_max": float(theta.max()),
+            "firing_rate": spikes.get(name, 0.0) / (steps * neuron.threshold.numel()),
+        }
+    report: dict = {"layers": layers, "timesteps": network.time.timesteps}
+    if y is not None:
+        a = torch.cat(ann_pred)
+        s = torch.cat(snn_pred)
+        report["ann_accuracy"] = float((a == y).float().mean())
+        report["snn_accuracy"] = float((s == y).float().mean())
+        report["agreement"] = float((a == s).float().mean())
+    return report
+
+
+def _as_float_tensor(a: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    if not (torch.is_floating_point(t) or t.dtype in (torch.uint8, torch.int32, torch.int64)):
+        raise ConversionError(f"{what} must be numeric, got {t.dtype}")
+    return t.float()
+
+
+def _program_hash(program: torch.export.ExportedProgram) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(program.state_dict.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

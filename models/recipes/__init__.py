@@ -1,0 +1,1 @@
+"""Small training recipes on data that ships offline."""

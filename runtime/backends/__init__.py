@@ -1,0 +1,1 @@
+"""Backends: torch (reference), onnxruntime, tensorrt, lava. See ganglion.runtime.session."""
