@@ -1,0 +1,89 @@
+"""The demo of the day: train digits networks, convert them to spiking programs, run them.
+
+Also the accuracy sweep that benchmarks/spiking_conversion.py reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganglion.converters.spiking import SpikingOptions, convert_spiking
+from ganglion.models.recipes.digits import (
+    DigitsData,
+    accuracy,
+    digits_cnn,
+    digits_mlp,
+    load_digits,
+    train_classifier,
+)
+from ganglion.runtime.bundle import save_bundle
+from ganglion.runtime.session import load
+
+NETWORKS: dict[str, tuple[Callable[[], torch.nn.Module], bool]] = {
+    "mlp": (digits_mlp, False),
+    "cnn": (digits_cnn, True),
+}
+
+
+@dataclass
+class SweepRow:
+    """Accuracy of one converted network at one timestep budget (test split)."""
+
+    network: str
+    timesteps: int
+    ann_accuracy: float
+    snn_accuracy: float
+    seconds: float
+
+    @property
+    def gap_points(self) -> float:
+        """ANN minus SNN accuracy, in percentage points."""
+        return 100.0 * (self.ann_accuracy - self.snn_accuracy)
+
+
+def train_network(name: str, seed: int = 0) -> tuple[torch.nn.Module, DigitsData]:
+    """Train one of NETWORKS on digits; returns the model (eval mode) and its data split."""
+    factory, image = NETWORKS[name]
+    data = load_digits(image=image, seed=seed)
+    torch.manual_seed(seed)
+    model = factory()
+    train_classifier(model, data, seed=seed)
+    return model, data
+
+
+def accuracy_sweep(
+    name: str, model: torch.nn.Module, data: DigitsData, timesteps: list[int],
+    options: SpikingOptions | None = None,
+) -> list[SweepRow]:
+    """Convert ``model`` at each T (calibrating on the train split) and score the test split."""
+    base = options or SpikingOptions()
+    ann = accuracy(model, data.x_test, data.y_test)
+    rows = []
+    for steps in timesteps:
+        opts = SpikingOptions(**{**vars(base), "timesteps": steps})
+        deployable = convert_spiking(model, data.x_train, None, opts)
+        start = time.perf_counter()
+        with load(deployable) as session:
+            out = session.run(data.x_test)
+        snn = float((out.argmax(-1) == data.y_test).mean())
+        rows.append(SweepRow(name, steps, ann, snn, time.perf_counter() - start))
+    return rows
+
+
+def write_demo_bundle(name: str, model: torch.nn.Module, data: DigitsData, out: Path,
+                      timesteps: int) -> Path:
+    """Save the model (.pt2), calibration data (.npz) and its spiking bundle under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    sample = torch.from_numpy(data.x_train[:2])
+    torch.export.save(torch.export.export(model, (sample,)), str(out / f"{name}.pt2"))
+    np.savez(out / f"{name}-calib.npz", x=data.x_train, y=data.y_train)
+    np.save(out / f"{name}-test-x.npy", data.x_test)
+    deployable = convert_spiking(model, data.x_train, data.y_train,
+                                 SpikingOptions(timesteps=timesteps))
+    return save_bundle(deployable, out / f"{name}-snn-T{timesteps}")
