@@ -34,7 +34,8 @@ def run(
 ) -> None:
     """Run a bundle on an input array and save the output."""
     x = read_npy(input)
-    with load(bundle, backend=backend, device=device) as session:
+    options: dict[str, object] = {}  # backend-specific flags, passed only when given
+    with load(bundle, backend=backend, device=device, **options) as session:
         y = session.run(x)
     np.save(output, y)
     typer.echo(f"output {list(y.shape)} {y.dtype} written to {output}")
