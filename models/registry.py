@@ -12,6 +12,8 @@ import torch
 
 from ganglion.models.errors import BundleError
 from ganglion.models.manifest import Manifest
+from ganglion.models.spiking.fixed_point import ARCHITECTURE as LOIHI2_FIXED
+from ganglion.models.spiking.fixed_point import build_fixed_point
 from ganglion.models.spiking.graph import SpikingGraph
 from ganglion.models.spiking.network import SpikingNetwork
 
@@ -22,7 +24,10 @@ def _build_spiking(config: dict, tensors: dict[str, torch.Tensor], manifest: Man
     return SpikingNetwork(SpikingGraph.from_config(config, tensors), manifest.time)
 
 
-ARCHITECTURES: dict[str, Builder] = {"spiking_graph": _build_spiking}
+ARCHITECTURES: dict[str, Builder] = {
+    "spiking_graph": _build_spiking,
+    LOIHI2_FIXED: build_fixed_point,
+}
 
 
 def build_module(

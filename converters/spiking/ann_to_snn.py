@@ -55,6 +55,7 @@ class _Builder:
         self.edges: list[tuple[str, str]] = []
         self.shapes: dict[str, tuple[int, ...]] = {INPUT: ann.input_shape}
         self.values: dict[str, list[Contribution]] = {INPUT: [(INPUT, None)]}
+        self.node_shapes: dict[str, tuple[int, ...]] = {INPUT: ann.input_shape}
 
     def build(self) -> SpikingGraph:
         _, sample_values = self.ann.run(torch.zeros(1, *self.ann.input_shape))
@@ -91,6 +92,7 @@ class _Builder:
                 folded.bias = torch.zeros_like(folded.bias)
             name = op.name if len(inputs) == 1 else f"{op.name}_{i}"
             self.nodes[name] = folded
+            self.node_shapes[name] = self.shapes[op.name]
             self.edges.append((src, name))
             out.append((name, None))
         return out
@@ -102,6 +104,7 @@ class _Builder:
             inputs = [(s, None) for s in self.materialize(inputs, op.name)]
         scale = inputs[0][1]
         self.nodes[op.name] = copy.copy(op.layer)
+        self.node_shapes[op.name] = self.shapes[op.name]
         self.edges += [(src, op.name) for src, _ in inputs]
         if scale is not None and isinstance(op.layer, Flatten):
             in_shape = self.shapes[op.inputs[0]]
@@ -116,6 +119,7 @@ class _Builder:
             neuron.decay = torch.full(shape, self.opts.leak)
             neuron.model = "lif"
         self.nodes[name] = neuron
+        self.node_shapes[name] = shape
         self.edges += [(src, name) for src in self.materialize(inputs, name)]
         return name
 
@@ -125,7 +129,8 @@ class _Builder:
                 for i, (src, scale) in enumerate(inputs)]
 
     def scale_node(self, name: str, src: str, scale: torch.Tensor) -> str:
-        self.nodes[name] = Scale(scale.clone())
+        self.nodes[name] = Scale(scale.expand(self.node_shapes[src]).clone())
+        self.node_shapes[name] = self.node_shapes[src]
         self.edges.append((src, name))
         return name
 

@@ -16,6 +16,7 @@ from ganglion.models.spiking.graph import SpikingGraph
 from ganglion.models.spiking.network import SpikingNetwork
 
 _REPORT_BATCH = 512
+REPORT_SAMPLES = 512  # calibration samples the report's firing rates and accuracies use
 
 
 def convert_spiking(
@@ -46,13 +47,15 @@ def convert_spiking(
                          seed=opts.seed)
     network = SpikingNetwork(graph, time)
     y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long().reshape(-1)
-    report = conversion_report(ann, network, thresholds, x, y)
+    n = min(REPORT_SAMPLES, x.shape[0])
+    report = conversion_report(ann, network, thresholds, x[:n], None if y is None else y[:n])
     manifest = spiking_manifest(graph, time, report)
     manifest.provenance = {
         "source_sha256": _program_hash(program),
         "converter": "ganglion.converters.spiking",
         "options": {k: v for k, v in vars(opts).items()},
-        "calibration": {"samples": int(x.shape[0]), "percentile": opts.percentile,
+        "calibration": {"samples": int(x.shape[0]), "report_samples": n,
+                        "percentile": opts.percentile,
                         "per_channel": opts.per_channel},
     }
     return Deployable(network, manifest, graph.to_config())
@@ -82,7 +85,7 @@ def conversion_report(
     x: torch.Tensor,
     y: torch.Tensor | None,
 ) -> dict:
-    """Per-layer thresholds and firing rates on the calibration set; accuracies when labelled."""
+    """Per-layer thresholds, firing rates and (when labelled) accuracies on ``x``."""
     spikes: dict[str, float] = {}
     ann_pred, snn_pred = [], []
     with torch.no_grad():

@@ -27,9 +27,9 @@ def _root(
 
 
 def _register() -> None:
-    from ganglion.runtime.cli import convert, demo, inspect, nir_io, run
+    from ganglion.runtime.cli import convert, demo, devices, inspect, nir_io, profile, run
 
-    for module in (convert, nir_io, run, inspect, demo):
+    for module in (convert, nir_io, run, inspect, demo, devices, profile):
         module.register(app)
 
 

@@ -1,0 +1,273 @@
+"""Float spiking program -> Loihi 2 fixed-point program (what Lava ``fixed_pt`` and the chip run).
+
+Per neuron layer, every neuron's threshold θ is folded into its incoming weights and bias, so
+the layer shares one integer threshold ``vth`` (Lava's LIF has one per process); thresholds are
+then exact and their rounding becomes weight and bias rounding, which is reported.
+- weights: ``W_q = m · 2^(e+1)`` (Dense: mixed-sign 8-bit mantissa m, Lava's ×2, shared
+  exponent e ≥ −8; for e < 0 the summed input is floored, as Lava's right shift does) or
+  ``m · 2^e`` with e ≥ 0 (Conv: Lava's Conv model applies no exponent, so the backend passes
+  ``m << e``); e is the smallest exponent that fits the layer's largest weight. A graded input
+  layer also folds the input scale (8-bit input spikes).
+- vth = 2^14 unless the worst-case input of one step would overflow u (a_in << 6 wraps at 24
+  bits), then the largest power of two that fits; bias mantissa/exponent 13/3 bits, dv 12 bits,
+  du = 4095 (u = a_in << 6: no synaptic current memory, like our neurons).
+- Reset: Loihi's LIF resets v to 0. Programs converted with reset by subtraction lose the
+  charge above threshold at each spike, so rates drop. We scale every threshold by one factor
+  α ≤ 1 chosen on the calibration data (accuracy with labels, else agreement with the float
+  program) from ``THRESHOLD_SCALES``; the report states α and the accuracy change.
+- The output layer's current is read out as a graded value: y = a / readout_scale + bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import ConversionError
+from ganglion.models.spiking.fixed_point import (
+    FixedPointNetwork,
+    fixed_point_config,
+    fixed_point_manifest,
+)
+from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
+from ganglion.models.spiking.layers import Affine, Conv2d, Flatten, Neuron
+from ganglion.models.spiking.loihi_layout import (
+    ACT_SHIFT,
+    DECAY_UNITY,
+    SYNAPTIC,
+    UV_LIMIT,
+    VTH_MAX,
+    WEIGHT_MANT_MAX,
+    LoihiConfig,
+    decay_to_dv,
+    split_bias,
+    unsupported_reason,
+)
+
+THRESHOLD_SCALES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+_CALIB_SAMPLES = 512
+WEIGHT_EXP_MIN = -8  # Dense shifts the summed input right (floor); Lava's Conv has no exponent
+
+
+@dataclass
+class LoihiOptions:
+    """Quantization options."""
+
+    vth: int = 2**14  # target threshold mantissa (lowered when a step's input could overflow)
+    input_bits: int = 8  # graded input spikes for analog ("direct") inputs
+    threshold_scales: tuple[float, ...] = THRESHOLD_SCALES
+
+
+@dataclass
+class _Layer:
+    """A neuron layer normalized to threshold 1: its synapses' weights and its bias."""
+
+    weights: dict[str, torch.Tensor]  # synaptic node -> weight scaled per output neuron
+    bias: torch.Tensor  # [*shape] constant input per step, threshold units
+    v_init: torch.Tensor  # [*shape] threshold units
+
+
+def quantize_loihi2(
+    deployable: Deployable,
+    calib_x: np.ndarray | torch.Tensor | None = None,
+    calib_y: np.ndarray | torch.Tensor | None = None,
+    options: LoihiOptions | None = None,
+) -> Deployable:
+    """Quantize a float spiking program for Loihi 2; returns a ``loihi2-fixed`` Deployable.
+
+    calib_x: inputs shaped as the program takes them (sets the input scale, picks the threshold
+    scale α, scores the change); calib_y: optional labels for an accuracy report.
+    """
+    opts = options or LoihiOptions()
+    graph, manifest = _float_graph(deployable)
+    x = None if calib_x is None else torch.as_tensor(np.asarray(calib_x)).float()[:_CALIB_SAMPLES]
+    y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long()[:_CALIB_SAMPLES]
+    config = _input_config(manifest.time.encoding, x, opts)
+    reference = None if x is None else deployable.module.run(x)
+    best: tuple[float, Deployable] | None = None
+    for alpha in opts.threshold_scales if x is not None else (1.0,):
+        fixed_graph, cfg, report = _quantize_graph(graph, config, opts, alpha)
+        program = FixedPointNetwork(fixed_graph, manifest.time, cfg)
+        score = 0.0 if x is None else _score(program.run(x), reference, y)
+        if best is None or score > best[0]:
+            fixed_manifest = fixed_point_manifest(fixed_graph, manifest.time, {"loihi2": report})
+            config_json = fixed_point_config(fixed_graph, cfg)
+            best = (score, Deployable(program, fixed_manifest, config_json))
+    assert best is not None
+    result = best[1]
+    if x is not None:
+        result.manifest.report["loihi2"]["accuracy"] = _accuracy_change(
+            reference, result.module.run(x), y)
+    result.manifest.provenance = {
+        "converter": "ganglion.converters.loihi_quantize",
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
+        "source": dict(manifest.provenance),
+        "calibration_samples": 0 if x is None else int(x.shape[0]),
+    }
+    return result
+
+
+def _float_graph(deployable: Deployable) -> tuple[SpikingGraph, object]:
+    m = deployable.manifest
+    if m.kind != "spiking" or m.numerics != "float32" or not hasattr(deployable.module, "graph"):
+        raise ConversionError(f"Loihi quantization takes a float spiking program, got a {m.kind} "
+                              f"program with numerics {m.numerics!r}")
+    reason = unsupported_reason(deployable.module.graph)
+    if reason:
+        raise ConversionError(f"cannot quantize for Loihi 2: {reason}")
+    return deployable.module.graph, m
+
+
+def _input_config(encoding: str, x: torch.Tensor | None, opts: LoihiOptions) -> LoihiConfig:
+    binary = encoding == "rate" or (x is not None and bool(((x == 0) | (x == 1)).all()))
+    if binary:
+        return LoihiConfig(input_scale=1.0, input_bits=0)
+    x_max = 1.0 if x is None else max(float(x.abs().max()), 1e-12)
+    return LoihiConfig(input_scale=(2**opts.input_bits - 1) / x_max, input_bits=opts.input_bits)
+
+
+def _quantize_graph(graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions, alpha: float
+                    ) -> tuple[SpikingGraph, LoihiConfig, dict]:
+    """The fixed-point graph for threshold scale ``alpha``, its config and its error report."""
+    nodes: dict[str, object] = {}
+    cfg = replace(config, weight_exp={}, readout_bias=[])
+    report: dict = {"threshold_scale": alpha, "reset": "zero (Loihi 2 LIF)",
+                    "input": {"bits": cfg.input_bits, "scale": cfg.input_scale}, "layers": {}}
+    for name, layer in graph.nodes.items():
+        if isinstance(layer, Neuron):
+            norm = _normalize(graph, name, layer, alpha)
+            vth = _pick_vth(graph, norm, cfg, opts)
+            nodes[name], report["layers"][name] = _fixed_neuron(layer, norm, vth, alpha)
+            for syn, w in norm.weights.items():
+                nodes[syn], cfg.weight_exp[syn], report["layers"][syn] = _fixed_synapse(
+                    graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth)
+        elif isinstance(layer, Flatten):
+            nodes[name] = layer
+    readout = [p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), SYNAPTIC)]
+    if readout:
+        biggest = max(float(graph.nodes[p].weight.abs().max()) for p in readout)
+        cfg.readout_scale = 2 * WEIGHT_MANT_MAX / max(biggest, 1e-12)
+        bias = sum(_spread_bias(graph.nodes[p], graph.shapes[p]) for p in readout)
+        cfg.readout_bias = [float(b) for b in bias.reshape(-1)]
+        for p in readout:
+            w = graph.nodes[p].weight * cfg.readout_scale / _input_scale(graph, p, cfg)
+            nodes[p], cfg.weight_exp[p], report["layers"][p] = _fixed_synapse(
+                graph.nodes[p], w, cfg.readout_scale)
+        report["readout_scale"] = cfg.readout_scale
+    fixed = SpikingGraph({n: nodes[n] for n in graph.nodes}, list(graph.edges), graph.input_shape)
+    return fixed, cfg, report
+
+
+def _normalize(graph: SpikingGraph, name: str, neuron: Neuron, alpha: float) -> _Layer:
+    """Fold gain and threshold·alpha into the incoming weights and bias (threshold becomes 1)."""
+    if neuron.decay.unique().numel() > 1:
+        raise ConversionError(f"neuron node {name!r}: Loihi 2 shares one decay per layer, "
+                              f"this layer has {neuron.decay.unique().numel()}")
+    per = neuron.gain / (neuron.threshold * alpha)  # [*shape]
+    weights, bias = {}, neuron.bias / (neuron.threshold * alpha)
+    for syn in graph.predecessors(name):
+        layer = graph.nodes[syn]
+        bias = bias + per * _spread_bias(layer, graph.shapes[syn])
+        if isinstance(layer, Affine):
+            weights[syn] = layer.weight * per.reshape(-1, 1)
+        else:
+            channel = per.reshape(per.shape[0], -1)
+            if not torch.allclose(channel, channel[:, :1].expand_as(channel)):
+                raise ConversionError(f"neuron node {name!r}: Loihi 2 Conv needs one threshold "
+                                      f"per channel, this layer has one per neuron")
+            weights[syn] = layer.weight * channel[:, 0].reshape(-1, 1, 1, 1)
+    return _Layer(weights, bias, neuron.v_init / neuron.threshold)
+
+
+def _spread_bias(layer: Affine | Conv2d, shape: tuple[int, ...]) -> torch.Tensor:
+    """A synaptic layer's bias broadcast to its output shape."""
+    b = layer.bias
+    return b if isinstance(layer, Affine) else b.reshape(-1, 1, 1).expand(shape)
+
+
+def _input_scale(graph: SpikingGraph, syn: str, cfg: LoihiConfig) -> float:
+    """The scale of the values a synaptic layer reads: graded input or 1 for spikes."""
+    src = graph.predecessors(syn)[0]
+    while src != INPUT and isinstance(graph.nodes[src], Flatten):
+        src = graph.predecessors(src)[0]
+    return cfg.input_scale if src == INPUT else 1.0
+
+
+def _pick_vth(graph: SpikingGraph, norm: _Layer, cfg: LoihiConfig, opts: LoihiOptions) -> int:
+    """opts.vth, or the largest power of two for which one step's input cannot wrap u."""
+    worst = norm.bias.abs().reshape(-1)
+    for syn, w in norm.weights.items():
+        peak = 2**cfg.input_bits - 1 if _input_scale(graph, syn, cfg) != 1.0 else 1
+        peak /= _input_scale(graph, syn, cfg)  # the largest input value, float units
+        flat = w.reshape(w.shape[0], -1)
+        reach = torch.maximum(flat.clamp(min=0).sum(1), (-flat).clamp(min=0).sum(1)) * peak
+        worst = worst + reach.repeat_interleave(worst.numel() // reach.numel())
+    limit = (UV_LIMIT >> ACT_SHIFT) - 1
+    fits = 2 ** math.floor(math.log2(limit / max(float(worst.max()), 1e-12)))
+    return int(min(opts.vth, fits, VTH_MAX) if fits >= 1 else 1)
+
+
+def _fixed_synapse(layer: Affine | Conv2d, w_real: torch.Tensor, scale: float
+                   ) -> tuple[Affine | Conv2d, int, dict]:
+    """Round ``w_real`` (integer units) to mantissa·2^k; returns the layer, exponent, report."""
+    dense = isinstance(layer, Affine)
+    step_bits = 1 if dense else 0  # Lava's Dense doubles mixed-sign weights
+    peak = max(float(w_real.abs().max()), 1e-12)
+    exp = max(WEIGHT_EXP_MIN if dense else 0,
+              math.ceil(math.log2(peak / (WEIGHT_MANT_MAX * 2**step_bits))))
+    quantum = 2 ** (exp + step_bits)
+    mant = (w_real / quantum).round().clamp(-WEIGHT_MANT_MAX, WEIGHT_MANT_MAX)
+    w_q = (mant * quantum).float()
+    err = (w_q - w_real).double().pow(2).mean().sqrt() / w_real.double().pow(2).mean().sqrt()
+    zero_bias = torch.zeros_like(layer.bias)
+    fixed = Affine(w_q, zero_bias) if dense else replace(layer, weight=w_q, bias=zero_bias)
+    return fixed, exp, {"weight_exp": exp, "weight_mantissa_max": int(mant.abs().max()),
+                        "weight_rms_error": float(err), "scale": scale}
+
+
+def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple[Neuron, dict]:
+    """Integer LIF parameters of a normalized layer with threshold mantissa ``vth``."""
+    unit = vth * 2**ACT_SHIFT  # v units per threshold
+    mant, exp = split_bias((norm.bias * unit).reshape(-1))
+    bias = (mant << exp).double().reshape(neuron.shape)
+    limit = UV_LIMIT - 1
+    v_init = (norm.v_init * unit).round().clamp(-limit, limit)
+    dv = decay_to_dv(neuron.decay.reshape(-1)[:1])
+    decay = (DECAY_UNITY - dv.double()) / DECAY_UNITY
+    fixed = Neuron(decay=decay.float().expand(neuron.shape).clone(),
+                   gain=torch.full(neuron.shape, float(2**ACT_SHIFT)),
+                   bias=bias.float(), threshold=torch.full(neuron.shape, float(unit)),
+                   v_reset=torch.zeros(neuron.shape), v_init=v_init.float(), reset="zero",
+                   model=neuron.model)
+    bias_err = (bias / unit - norm.bias.double()).abs().max()
+    decay_err = abs(float(decay) - float(neuron.decay.reshape(-1)[0]))
+    return fixed, {"vth": vth, "threshold_rounding": 0.0, "threshold_scale": alpha,
+                   "dv": int(dv), "decay_error": decay_err, "bias_max_error": float(bias_err),
+                   "reset_was": neuron.reset}
+
+
+def _predictions(out: torch.Tensor) -> torch.Tensor:
+    return out.reshape(out.shape[0], -1).argmax(-1)
+
+
+def _score(out: torch.Tensor, reference: torch.Tensor, y: torch.Tensor | None) -> float:
+    """Accuracy (labels) or agreement with the float program; time-major: −mean |change|."""
+    if reference.ndim != 2:
+        return -float((out - reference).abs().mean())
+    target = _predictions(reference) if y is None else y
+    return float((_predictions(out) == target).float().mean())
+
+
+def _accuracy_change(reference: torch.Tensor, fixed: torch.Tensor, y: torch.Tensor | None) -> dict:
+    """Float vs fixed-point accuracy (with labels) and their agreement, on the given data."""
+    if reference.ndim != 2:  # time-major outputs: compare mean output instead
+        return {"mean_abs_output_change": float((fixed - reference).abs().mean())}
+    result = {"agreement": float((_predictions(fixed) == _predictions(reference)).float().mean())}
+    if y is not None:
+        result["float"] = float((_predictions(reference) == y).float().mean())
+        result["fixed"] = float((_predictions(fixed) == y).float().mean())
+        result["change_points"] = 100.0 * (result["fixed"] - result["float"])
+    return result

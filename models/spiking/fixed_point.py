@@ -1,0 +1,224 @@
+"""A Loihi 2 fixed-point spiking program in PyTorch: Lava ``fixed_pt``'s integer arithmetic,
+timing included, so it predicts Lava spike for spike without Lava.
+
+Timestep alignment (Lava's rule, reproduced here):
+  every synaptic layer (Dense, Conv) delivers its input one timestep late — the current a
+  neuron integrates at step t comes from spikes sent at step t − 1. A program whose longest
+  input -> output path has D synaptic layers therefore answers input step t at step t + D.
+  ``run`` executes T + D steps (the encoded input continues for the extra D steps: the same
+  current for "direct", further seeded draws for "rate", zeros for time-major input) and keeps
+  the last T output steps, which line up with input steps 0..T−1. ``step`` is one Lava step;
+  its decoded output sums only steps t ≥ D. So ``run(x)`` equals T + D calls of ``step``.
+
+Arithmetic per step: synaptic ``a = floor(W_q · s)`` (exact), neurons through
+``lif_fixed_scan`` (Lava ``PyLifModelBitAcc``: du = 4095, u = a << 6, v decays by
+(4096 − dv) >> 12 truncated toward zero, 24-bit clip, spike on v > vth << 6, v ← 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ganglion.kernels.lif import lif_fixed_scan
+from ganglion.models.manifest import Manifest, TensorSpec, TimeSemantics
+from ganglion.models.spiking.encoding import encode, encode_step
+from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
+from ganglion.models.spiking.layers import Affine, Neuron
+from ganglion.models.spiking.loihi_layout import (
+    ACT_SHIFT,
+    DU_PLAIN,
+    SYNAPTIC,
+    UV_LIMIT,
+    LoihiConfig,
+    decay_to_dv,
+    split_bias,
+    synaptic_depth,
+)
+
+State = dict[str, torch.Tensor]
+ARCHITECTURE = "loihi2_fixed_graph"
+
+
+def quantize_input(x: torch.Tensor, config: LoihiConfig) -> torch.Tensor:
+    """Encoded input (float) -> the integer spikes Lava receives (graded or binary), int64."""
+    if config.input_bits == 0:
+        return x.round().long()
+    limit = 2**config.input_bits - 1
+    return (x.double() * config.input_scale).round().clamp(-limit, limit).long()
+
+
+def encoded_sequence(x: torch.Tensor, time: TimeSemantics, steps: int) -> torch.Tensor:
+    """Float input of ``steps`` Lava timesteps: [steps, B, ...].
+
+    x: [B, ...] raw features when the program declares an encoding (encoded for every step),
+    else time-major [T, B, ...] (padded with zero steps up to ``steps``).
+    """
+    if time.encoding != "none":
+        return encode(x, steps, time.encoding, time.seed)
+    pad = x.new_zeros(max(steps - x.shape[0], 0), *x.shape[1:])
+    return torch.cat([x, pad])[:steps]
+
+
+def input_sequence(x: torch.Tensor, time: TimeSemantics, config: LoihiConfig, steps: int
+                   ) -> torch.Tensor:
+    """Integer input spikes for ``steps`` Lava timesteps: [steps, B, ...] int64."""
+    return quantize_input(encoded_sequence(x, time, steps), config)
+
+
+class FixedPointNetwork(torch.nn.Module):
+    """Integer spiking program with Lava's one-step synaptic delay (see module docstring)."""
+
+    def __init__(self, graph: SpikingGraph, time: TimeSemantics, config: LoihiConfig) -> None:
+        super().__init__()
+        self.graph, self.time, self.config = graph, time, config
+        self.depth = synaptic_depth(graph)
+        self.activity: dict[str, torch.Tensor] = {}
+        self._lif = {name: _lif_params(n) for name, n in graph.neurons().items()}
+
+    @property
+    def output_is_current(self) -> bool:
+        """True when the output is a synaptic layer's current (read out as a graded value)."""
+        return any(isinstance(self.graph.nodes.get(p), SYNAPTIC)
+                   for p in self.graph.predecessors(OUTPUT))
+
+    def init_state(self, batch: int) -> State:
+        """Fresh state: t, u/v per neuron layer, delay buffer per synaptic layer, decode."""
+        state: State = {"t": torch.zeros(1, dtype=torch.int64)}
+        for name, layer in self.graph.nodes.items():
+            shape = self.graph.shapes[name]
+            if isinstance(layer, Neuron):
+                state[f"u.{name}"] = torch.zeros(batch, *shape, dtype=torch.int64)
+                state[f"v.{name}"] = layer.v_init.long().expand(batch, *shape).clone()
+            elif isinstance(layer, SYNAPTIC):
+                state[f"a.{name}"] = torch.zeros(batch, *shape, dtype=torch.int64)
+        if self.time.decoding != "none":
+            state["decode"] = torch.zeros(batch, *self.graph.output_shape)
+        return state
+
+    def run(self, x: torch.Tensor, record: bool = False) -> torch.Tensor:
+        """Whole input -> output, shapes as ``SpikingNetwork.run`` (T + D Lava steps inside)."""
+        steps = self.time.timesteps + self.depth
+        seq = input_sequence(x, self.time, self.config, steps)
+        batch = seq.shape[1]
+        values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
+        self.activity = {}
+        for name, layer in self.graph.nodes.items():
+            inp = self._gather(name, values)
+            if isinstance(layer, Neuron):
+                a = inp.reshape(steps, batch, -1)
+                u0 = torch.zeros(batch, a.shape[-1], dtype=torch.int64)
+                v0 = layer.v_init.long().reshape(1, -1).expand(batch, -1).contiguous()
+                spikes, _, _ = lif_fixed_scan(a, u0, v0, *self._lif[name])
+                if record:
+                    self.activity[name] = spikes[self.depth:].sum(dim=(0, 1)).float()
+                values[name] = spikes.reshape(steps * batch, *layer.shape)
+            elif isinstance(layer, SYNAPTIC):
+                a = _synapse(layer, inp).reshape(steps, batch, *self.graph.shapes[name])
+                delayed = torch.cat([torch.zeros_like(a[:1]), a[:-1]])
+                values[name] = delayed.reshape(steps * batch, *a.shape[2:])
+            else:
+                values[name] = layer.forward(inp)
+        out = self._gather(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
+        out = self.readout(out[self.depth:])
+        if self.time.decoding == "none":
+            return out
+        total = out.sum(dim=0)
+        return total / self.time.timesteps if self.time.decoding == "membrane" else total
+
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One Lava timestep. Returns this step's output, or the running decoded output."""
+        t = int(state["t"].item())
+        if self.time.encoding != "none":
+            x_t = encode_step(x_t, t, self.time.encoding, self.time.seed)
+        values: dict[str, torch.Tensor] = {INPUT: quantize_input(x_t, self.config)}
+        new: State = {"t": state["t"] + 1}
+        for name, layer in self.graph.nodes.items():
+            inp = self._gather(name, values)
+            if isinstance(layer, Neuron):
+                batch = inp.shape[0]
+                flat = (inp.reshape(1, batch, -1), state[f"u.{name}"].reshape(batch, -1),
+                        state[f"v.{name}"].reshape(batch, -1))
+                spikes, u, v = lif_fixed_scan(*flat, *self._lif[name])
+                values[name] = spikes[0].reshape(batch, *layer.shape)
+                new[f"u.{name}"], new[f"v.{name}"] = u.reshape(inp.shape), v.reshape(inp.shape)
+            elif isinstance(layer, SYNAPTIC):
+                values[name] = state[f"a.{name}"]
+                new[f"a.{name}"] = _synapse(layer, inp)
+            else:
+                values[name] = layer.forward(inp)
+        out = self.readout(self._gather(OUTPUT, values).unsqueeze(0))[0]
+        if self.time.decoding == "none":
+            return out, new
+        counted = out if t >= self.depth else torch.zeros_like(out)
+        new["decode"] = state["decode"] + counted
+        scale = self.time.timesteps if self.time.decoding == "membrane" else 1
+        return new["decode"] / scale, new
+
+    def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        preds = self.graph.predecessors(name)
+        total = values[preds[0]]
+        for p in preds[1:]:
+            total = total + values[p]
+        return total
+
+    def readout(self, out: torch.Tensor) -> torch.Tensor:
+        """[S, B, ...] integer output -> float: spikes as they are, currents scaled back."""
+        if not self.output_is_current:
+            return out.float()
+        bias = torch.tensor(self.config.readout_bias, dtype=torch.float64)
+        bias = bias.reshape(self.graph.output_shape)
+        return (out.double() / self.config.readout_scale + bias).float()
+
+
+def _synapse(layer: Any, x: torch.Tensor) -> torch.Tensor:
+    """floor(W_q · x), int64: W_q are dyadic (mantissa · 2^k, k ≥ −8), so float64 holds the sum
+    exactly and the floor is Lava's right shift for a negative exponent; bias is zero here."""
+    w = layer.weight.double()
+    if isinstance(layer, Affine):
+        y = F.linear(x.double(), w)
+    else:  # Lava's fixed-point Conv clamps its output to signed 24 bits
+        y = F.conv2d(x.double(), w, None, layer.stride, layer.padding, layer.dilation,
+                     layer.groups).clamp(-UV_LIMIT, UV_LIMIT - 1)
+    return y.floor().long()
+
+
+def _lif_params(neuron: Neuron) -> tuple[torch.Tensor, ...]:
+    """(du, dv, bias_mant, bias_exp, vth) per flattened neuron, from the graph's integers."""
+    n = neuron.threshold.numel()
+    mant, exp = split_bias(neuron.bias.reshape(-1))
+    vth = (neuron.threshold.reshape(-1).double() / 2**ACT_SHIFT).round().long()
+    return (torch.full((n,), DU_PLAIN, dtype=torch.int64), decay_to_dv(neuron.decay.reshape(-1)),
+            mant, exp, vth)
+
+
+def fixed_point_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict) -> Manifest:
+    """Manifest of a fixed-point program (numerics ``loihi2-fixed``)."""
+    state = [TensorSpec("t", [1], "int64")]
+    for name, layer in graph.nodes.items():
+        shape = [-1, *graph.shapes[name]]
+        if isinstance(layer, Neuron):
+            state += [TensorSpec(f"{v}.{name}", shape, "int64") for v in ("u", "v")]
+        elif isinstance(layer, SYNAPTIC):
+            state.append(TensorSpec(f"a.{name}", shape, "int64"))
+    if time.decoding != "none":
+        state.append(TensorSpec("decode", [-1, *graph.output_shape]))
+    return Manifest(
+        kind="spiking", architecture=ARCHITECTURE,
+        inputs=[TensorSpec("input", [-1, *graph.input_shape])],
+        outputs=[TensorSpec("output", [-1, *graph.output_shape])],
+        time=time, state=state, numerics="loihi2-fixed", report=report,
+    )
+
+
+def fixed_point_config(graph: SpikingGraph, config: LoihiConfig) -> dict[str, Any]:
+    """config.json of a fixed-point program: its graph plus the ``loihi`` numbers."""
+    return {"architecture": ARCHITECTURE, "graph": graph.to_config(), "loihi": vars(config)}
+
+
+def build_fixed_point(config: dict, tensors: dict[str, torch.Tensor], manifest: Manifest
+                      ) -> FixedPointNetwork:
+    """Registry builder: rebuild a FixedPointNetwork from config.json and its tensors."""
+    graph = SpikingGraph.from_config(config["graph"], tensors)
+    return FixedPointNetwork(graph, manifest.time, LoihiConfig(**config["loihi"]))
