@@ -1,0 +1,125 @@
+"""Intel/AMD RAPL energy counters through the powercap sysfs interface.
+
+Each top-level zone ``/sys/class/powercap/intel-rapl:N`` (one per CPU package) has
+``energy_uj``, a µJ counter that wraps to 0 after ``max_energy_range_uj``. The meter sums the
+packages and accounts for wrap-around: a reading lower than the previous one means the counter
+passed ``max_energy_range_uj``. Reads are counter differences, so `read()` is exact between
+two reads as long as each counter wraps at most once in between; a slow background check
+(``wrap_check_s``) keeps that true on long runs. Since Linux 5.10 ``energy_uj`` is readable by
+root only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ganglion.device.meters.base import EnergyMeter, MeterError, Reading
+from ganglion.device.sysroot import FileReader, read_text
+
+POWERCAP = "sys/class/powercap"
+
+
+@dataclass(frozen=True)
+class RaplZone:
+    """One package-level RAPL zone."""
+
+    name: str
+    energy_file: Path
+    max_range_uj: int
+
+
+def find_rapl_zones(
+    root: str | os.PathLike[str] = "/", reader: FileReader = read_text
+) -> list[RaplZone]:
+    """The package zones ``intel-rapl:N`` under ``root`` (sub-zones ``intel-rapl:N:M`` are parts of
+    a package and are not summed)."""
+    zones = []
+    for folder in sorted(glob.glob(str(Path(root) / POWERCAP / "intel-rapl:*"))):
+        if not re.fullmatch(r"intel-rapl:\d+", os.path.basename(folder)):
+            continue
+        f = Path(folder)
+        name = _read(reader, f / "name").strip() if (f / "name").exists() else f.name
+        max_range = int(_read(reader, f / "max_energy_range_uj"))
+        zones.append(RaplZone(name, f / "energy_uj", max_range))
+    return zones
+
+
+def _read(reader: FileReader, path: Path) -> str:
+    try:
+        return reader(path)
+    except PermissionError as e:
+        raise MeterError(
+            f"permission denied reading {path}: RAPL energy counters are root-only since "
+            "Linux 5.10; run as root or grant read access (chmod o+r) to that file"
+        ) from e
+    except OSError as e:
+        raise MeterError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+class RaplMeter(EnergyMeter):
+    """CPU package energy from RAPL counters (``measured``), with wrap-around handled."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "/",
+        reader: FileReader = read_text,
+        wrap_check_s: float = 10.0,
+    ) -> None:
+        self.reader = reader
+        self.zones = find_rapl_zones(root, reader)
+        if not self.zones:
+            raise MeterError(f"no RAPL zones under {Path(root) / POWERCAP} (intel-rapl:N)")
+        self.source = "rapl: " + "+".join(z.name for z in self.zones)
+        self.wrap_check_s = wrap_check_s
+        self._lock = threading.Lock()
+        self._last: list[int] = []
+        self._total_uj = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def raw_uj(self) -> list[int]:
+        """Each zone's counter now (µJ); raises `MeterError` naming the file if unreadable."""
+        return [int(_read(self.reader, z.energy_file)) for z in self.zones]
+
+    def _advance(self) -> float:
+        with self._lock:
+            now_raw, now = self.raw_uj(), time.perf_counter()
+            for i, (zone, value) in enumerate(zip(self.zones, now_raw, strict=True)):
+                delta = value - self._last[i]
+                if delta < 0:
+                    delta += zone.max_range_uj + 1
+                self._total_uj += delta
+            self._last = now_raw
+            return now
+
+    def start(self) -> None:
+        """Take the counters' starting values and start the wrap-check thread."""
+        self.stop()
+        self._last, self._total_uj = self.raw_uj(), 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="RaplMeter", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.wrap_check_s):
+            self._advance()
+
+    def stop(self) -> None:
+        """Stop the wrap-check thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def read(self) -> Reading:
+        """Package energy since `start()`."""
+        if not self._last:
+            raise MeterError("RaplMeter.read() called before start()")
+        now = self._advance()
+        return Reading(self._total_uj * 1e-6, now, "measured", self.source)

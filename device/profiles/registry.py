@@ -1,0 +1,107 @@
+"""Where profiles come from: built-in JSON files, the detected host CPU, and user files.
+
+Users add a device without code by writing a JSON or TOML file and pointing Ganglion at it:
+- ``paths`` given to `available_profiles` (the CLI's ``--devices FILE``),
+- the ``GANGLION_DEVICES`` environment variable: files or folders, separated by ``os.pathsep``,
+- ``~/.config/ganglion/devices/`` (every ``*.json`` and ``*.toml`` in it).
+A file holds one profile (a top-level object/table with ``name``), a JSON list of them, or a TOML
+array of tables ``[[device]]``. A user profile with a built-in's name replaces the built-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ganglion.device.profiles.cpu_host import detect_cpu_profile
+from ganglion.device.profiles.schema import DeviceProfile, ProfileError, profile_from_dict
+
+ENV_VAR = "GANGLION_DEVICES"
+USER_DIR = Path("~/.config/ganglion/devices")
+BUILTIN_NAMES = (
+    "jetson-agx-orin-64gb",
+    "jetson-agx-orin-32gb",
+    "jetson-orin-nx-16gb",
+    "jetson-orin-nano-8gb",
+    "rtx-4090",
+    "rtx-4060",
+    "loihi2",
+)
+
+
+def builtin_profiles() -> dict[str, DeviceProfile]:
+    """The shipped profiles (without the host ``cpu``, which is detected), by name."""
+    pkg = resources.files(__package__)
+    out = {}
+    for name in BUILTIN_NAMES:
+        data = json.loads(pkg.joinpath(f"{name}.json").read_text())
+        out[name] = profile_from_dict(data, origin=f"builtin {name}.json")
+    return out
+
+
+def load_profile_file(path: str | os.PathLike[str]) -> list[DeviceProfile]:
+    """Read the profiles in one user JSON or TOML file; errors name the file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ProfileError(f"cannot read device file {p}: {e.strerror}") from e
+    try:
+        if p.suffix == ".toml":
+            raw: Any = tomllib.loads(text)
+            entries = raw["device"] if "device" in raw else [raw]
+        elif p.suffix == ".json":
+            raw = json.loads(text)
+            entries = raw if isinstance(raw, list) else [raw]
+        else:
+            raise ProfileError(f"device file {p} must end in .json or .toml")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ProfileError(f"device file {p} is not valid {p.suffix[1:].upper()}: {e}") from e
+    return [profile_from_dict(entry, origin=str(p)) for entry in entries]
+
+
+def user_profile_files(paths: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """The user device files to read: ``paths``, then ``GANGLION_DEVICES``, then the user folder."""
+    candidates = [Path(p) for p in paths]
+    env = os.environ.get(ENV_VAR, "")
+    candidates += [Path(p) for p in env.split(os.pathsep) if p]
+    user_dir = USER_DIR.expanduser()
+    if user_dir.is_dir():
+        candidates.append(user_dir)
+    files: list[Path] = []
+    for c in candidates:
+        if c.is_dir():
+            files += sorted(f for f in c.iterdir() if f.suffix in (".json", ".toml"))
+        elif c.exists():
+            files.append(c)
+        else:
+            raise ProfileError(f"device file {c} does not exist (from --devices or {ENV_VAR})")
+    return files
+
+
+def available_profiles(
+    paths: Iterable[str | os.PathLike[str]] = (), root: str | os.PathLike[str] = "/"
+) -> dict[str, DeviceProfile]:
+    """Every known profile by name: built-ins, the host ``cpu`` detected under ``root``, and
+    user files (which override same-named entries)."""
+    profiles = builtin_profiles()
+    profiles["cpu"] = detect_cpu_profile(root)
+    for f in user_profile_files(paths):
+        for profile in load_profile_file(f):
+            profiles[profile.name] = profile
+    return profiles
+
+
+def get_profile(
+    name: str, paths: Iterable[str | os.PathLike[str]] = (), root: str | os.PathLike[str] = "/"
+) -> DeviceProfile:
+    """The profile called ``name``; unknown names raise with the list of known ones."""
+    profiles = available_profiles(paths, root)
+    if name not in profiles:
+        raise ProfileError(f"unknown device {name!r}; known: {', '.join(sorted(profiles))}")
+    return profiles[name]

@@ -1,0 +1,128 @@
+"""Operation counts of a loaded program, for the roofline simulator and ``ganglion profile``.
+
+Spiking programs (a ``SpikingGraph``) are counted from one recorded run: each synaptic layer
+(Affine, Conv2d) does ``rate_in × dense MACs × T`` synaptic ops, where ``rate_in`` is the spike
+rate of the nearest upstream neuron layer (through Flatten/pooling/Scale); a layer fed by
+real-valued input does dense fp32 MACs every timestep. Neuron layers do one update per neuron
+per timestep and emit the recorded spikes. Other programs are counted with PyTorch's
+``FlopCounterMode`` on one run (MACs = FLOPs / 2, fp32). All counts are per inference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from ganglion.device.simulator import LayerOpCounts, OpCounts
+from ganglion.models.deployable import Deployable
+from ganglion.models.spiking.graph import INPUT, SpikingGraph
+from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
+from torch.utils.flop_counter import FlopCounterMode
+
+BYTES_PER_VALUE = 4
+
+
+def example_input(deployable: Deployable, batch: int = 1, seed: int = 0) -> np.ndarray:
+    """A random input in [0, 1) shaped as the manifest says (time-major when it declares no
+    encoding for a spiking program)."""
+    m = deployable.manifest
+    shape = [batch if d == -1 else d for d in m.inputs[0].shape]
+    if m.kind == "spiking" and m.time.encoding == "none":
+        shape = [m.time.timesteps, *shape]
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def count_ops(deployable: Deployable, x: np.ndarray) -> OpCounts:
+    """Operation counts per inference of ``deployable`` on input ``x`` (runs it once on CPU)."""
+    graph = getattr(deployable.module, "graph", None)
+    if isinstance(graph, SpikingGraph):
+        return _spiking_counts(deployable, graph, x)
+    return _dense_counts(deployable, x)
+
+
+def _batch_of(deployable: Deployable, x: np.ndarray) -> int:
+    m = deployable.manifest
+    time_major = m.kind == "spiking" and m.time.encoding == "none"
+    return int(x.shape[1] if time_major else x.shape[0])
+
+
+def _spiking_counts(deployable: Deployable, graph: SpikingGraph, x: np.ndarray) -> OpCounts:
+    module = deployable.module.cpu().eval()
+    time = deployable.manifest.time
+    with torch.no_grad():
+        module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), record=True)
+    activity = {k: v.cpu().numpy() for k, v in module.activity.items()}
+    batch = _batch_of(deployable, x)
+    steps = int(x.shape[0]) if time.encoding == "none" else time.timesteps
+    input_rate = _input_rate(x, time.encoding)
+    rates = {n: float(activity[n].sum()) / (activity[n].size * steps * batch) for n in activity}
+    layers = []
+    for name, layer in graph.nodes.items():
+        out_elems = math.prod(graph.shapes[name])
+        if isinstance(layer, Neuron):
+            spikes = float(activity[name].sum()) / batch if name in activity else 0.0
+            layers.append(
+                LayerOpCounts(
+                    name,
+                    neuron_updates=float(out_elems * steps),
+                    spikes=spikes,
+                    bytes_moved=float(2 * out_elems * steps * BYTES_PER_VALUE),
+                    neurons=out_elems,
+                    timesteps=steps,
+                )
+            )
+        elif isinstance(layer, Affine | Conv2d):
+            layers.append(_synaptic(name, layer, graph, out_elems, steps, rates, input_rate))
+    return OpCounts.from_layers(layers, timesteps=steps)
+
+
+def _synaptic(
+    name: str,
+    layer: Affine | Conv2d,
+    graph: SpikingGraph,
+    out_elems: int,
+    steps: int,
+    rates: dict[str, float],
+    input_rate: float | None,
+) -> LayerOpCounts:
+    fan_in = math.prod(layer.weight.shape[1:])
+    dense_macs = float(out_elems * fan_in)
+    weight_bytes = float(layer.weight.numel() + layer.bias.numel()) * BYTES_PER_VALUE
+    source = _upstream_neuron(graph, name)
+    rate = rates.get(source, 0.0) if source != INPUT else input_rate
+    act_bytes = float(out_elems * steps * BYTES_PER_VALUE)
+    if rate is None:  # real-valued input: dense MACs every timestep
+        return LayerOpCounts(
+            name, macs={"fp32": dense_macs * steps}, bytes_moved=weight_bytes + act_bytes
+        )
+    return LayerOpCounts(
+        name, synops=rate * dense_macs * steps, bytes_moved=weight_bytes + act_bytes
+    )
+
+
+def _upstream_neuron(graph: SpikingGraph, name: str) -> str:
+    node = graph.predecessors(name)[0]
+    while node != INPUT and not isinstance(graph.nodes[node], Neuron):
+        node = graph.predecessors(node)[0]
+    return node
+
+
+def _input_rate(x: np.ndarray, encoding: str) -> float | None:
+    if encoding == "rate":
+        return float(np.clip(x, 0.0, 1.0).mean())
+    if encoding == "none" and np.isin(x, (0.0, 1.0)).all():
+        return float(x.mean())
+    return None
+
+
+def _dense_counts(deployable: Deployable, x: np.ndarray) -> OpCounts:
+    module = deployable.module.cpu().eval()
+    batch = _batch_of(deployable, x)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        out = module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    params = sum(p.numel() for p in module.parameters()) * BYTES_PER_VALUE
+    io_bytes = (x.size + int(np.prod(out.shape))) * BYTES_PER_VALUE / batch
+    macs = counter.get_total_flops() / 2 / batch
+    return OpCounts(macs={"fp32": float(macs)}, bytes_moved=float(params + io_bytes))

@@ -1,0 +1,96 @@
+"""Jetson INA3221 rails on fixture trees of both sysfs layouts, with power changing over time."""
+
+import time
+from pathlib import Path
+
+import pytest
+from ganglion.device.meters import JetsonRailsMeter, MeterError, find_rails
+from ganglion.device.sysfs_fixtures import JETSON_BOARDS, PowerWriter, write_jetson
+from ganglion.device.sysroot import read_text
+
+EXPECTED_TOTAL = {
+    "xavier-agx-jp46": None,
+    "nano-jp46": "POM_5V_IN",
+    "agx-orin-64gb-jp512": None,
+    "orin-nano-8gb-jp62": "VDD_IN",
+}
+
+
+@pytest.mark.parametrize("board", sorted(JETSON_BOARDS))
+def test_rails_read_the_written_watts(tmp_path, board):
+    fixture = write_jetson(tmp_path, board, board_w=12.0)
+    meter = JetsonRailsMeter(tmp_path)
+    expected = fixture.rail_watts(12.0)
+    got = meter.read_rails()
+    assert set(got) == set(expected)  # NC channels and the shunt-sum channel are dropped
+    for name, watts in expected.items():
+        assert got[name] == pytest.approx(watts, rel=2e-3)
+    assert meter.layout == JETSON_BOARDS[board].layout
+    assert (meter.total_rail.name if meter.total_rail else None) == EXPECTED_TOTAL[board]
+    assert meter.sample_watts() == pytest.approx(fixture.total_watts(12.0), rel=2e-3)
+
+
+@pytest.mark.parametrize("board", ["nano-jp46", "agx-orin-64gb-jp512", "orin-nano-8gb-jp62"])
+def test_energy_integrates_changing_power(tmp_path, board):
+    fixture = write_jetson(tmp_path, board)
+    with PowerWriter(fixture, base_w=10.0, swing=0.5, period_s=0.1) as writer:
+        meter = JetsonRailsMeter(tmp_path, interval_s=0.003)
+        with meter:
+            first = meter.read()
+            time.sleep(0.35)
+            last = meter.read()
+    truth = writer.energy_between(first.timestamp, last.timestamp)
+    assert last.kind == "measured"
+    assert meter.samples > 50
+    assert (last - first).joules == pytest.approx(truth, rel=0.05)
+
+
+def test_hwmon_power_files_are_microwatts(tmp_path):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62", board_w=8.0, power_files=True)
+    rails = {r.name: r for r in find_rails(tmp_path)}
+    assert rails["VDD_IN"].power_file is not None
+    assert rails["VDD_IN"].watts() == pytest.approx(8.0, rel=2e-3)
+
+
+def test_hwmon_class_symlinks_are_not_counted_twice(tmp_path):
+    write_jetson(tmp_path, "agx-orin-64gb-jp512")
+    assert (tmp_path / "sys/class/hwmon/hwmon3").is_symlink()
+    names = [r.name for r in find_rails(tmp_path)]
+    assert len(names) == len(set(names)) == 4
+
+
+def test_no_rails_names_the_paths_searched(tmp_path):
+    with pytest.raises(MeterError, match="ina3221x"):
+        JetsonRailsMeter(tmp_path)
+
+
+def test_missing_power_file_after_discovery_names_it(tmp_path):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    meter = JetsonRailsMeter(tmp_path)
+    victim = meter.rails[0].current_file
+    victim.unlink()
+    with pytest.raises(MeterError, match=str(victim)):
+        meter.sample_watts()
+
+
+def test_unreadable_rail_is_reported_with_its_file(tmp_path):
+    write_jetson(tmp_path, "nano-jp46")
+
+    def deny_power(path: Path) -> str:
+        if path.name.startswith("in_power"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path)
+
+    meter = JetsonRailsMeter(tmp_path, reader=deny_power)
+    with pytest.raises(MeterError, match=r"in_power0_input: Permission denied"):
+        meter.start()
+
+
+def test_garbage_in_a_rail_file_is_a_clear_error(tmp_path):
+    fixture = write_jetson(tmp_path, "nano-jp46")
+    meter = JetsonRailsMeter(tmp_path)
+    (fixture.root / "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0/in_power0_input").write_text(
+        "n/a\n"
+    )
+    with pytest.raises(MeterError, match="not a number"):
+        meter.sample_watts()

@@ -1,0 +1,139 @@
+"""``ganglion devices`` and ``ganglion profile`` through Typer's CliRunner on fixture roots."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ganglion.converters.spiking import SpikingOptions, convert_spiking
+from ganglion.device.sysfs_fixtures import PowerWriter, write_host_cpu, write_jetson, write_rapl
+from ganglion.runtime.bundle import load_bundle, save_bundle
+from ganglion.runtime.cli.app import _register, app
+from ganglion.runtime.opcount import count_ops, example_input
+from typer.testing import CliRunner
+
+runner = CliRunner()
+_register()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    calib = np.random.default_rng(0).random((64, 16), dtype=np.float32)
+    deployable = convert_spiking(model.eval(), calib, options=SpikingOptions(timesteps=8))
+    return save_bundle(deployable, tmp_path_factory.mktemp("b") / "tiny-snn")
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_spiking_counts_follow_the_recorded_spikes(bundle):
+    d = load_bundle(bundle)
+    counts = count_ops(d, example_input(d, batch=3))
+    first, lif, second = counts.layers[0], counts.layers[1], counts.layers[2]
+    assert first.macs == {"fp32": 16 * 32 * 8}  # real-valued input: dense every timestep
+    assert lif.neurons == 32 and lif.neuron_updates == 32 * 8
+    assert second.synops == pytest.approx(lif.spike_rate * 32 * 4 * 8)
+    assert counts.timesteps == 8
+
+
+def test_devices_json_reports_the_fixture_board(tmp_path):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    data = json.loads(invoke("devices", "--json", "--root", tmp_path))
+    assert data["detected"]["jetson_profile"] == "jetson-orin-nano-8gb"
+    assert data["detected"]["power_mode"]["active_name"] == "25W"
+    assert data["detected"]["l4t_version"] == "36.4.3"
+    assert {"loihi2", "rtx-4090", "cpu"} <= set(data["profiles"])
+
+
+def test_devices_table_names_rapl_state(tmp_path):
+    write_host_cpu(tmp_path)
+    write_rapl(tmp_path, packages=1)
+    out = invoke("devices", "--root", tmp_path)
+    assert "package-0 (readable)" in out and "Xeon" in out
+
+
+def test_profile_measures_energy_from_rapl_fixture(tmp_path, bundle):
+    write_host_cpu(tmp_path)
+    fixture = write_rapl(tmp_path, packages=1)
+    with PowerWriter(fixture, base_w=30.0, swing=0.0):
+        data = json.loads(
+            invoke("profile", bundle, "--runs", 30, "--warmup", 2, "--json", "--root", tmp_path)
+        )
+    (r,) = data["results"]
+    assert r["device"] == "cpu" and r["latency_kind"] == "measured"
+    assert r["energy_kind"] == "measured" and r["energy_source"].startswith("rapl")
+    assert r["average_power_w"] == pytest.approx(30.0, rel=0.25)
+    lat = r["latency"]
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert r["throughput_per_s"] == pytest.approx(1 / lat["mean"], rel=1e-6)
+    assert data["ops_per_inference"]["neuron_updates"] == 32 * 8
+
+
+def test_profile_simulates_other_devices_and_plots(tmp_path, bundle):
+    write_host_cpu(tmp_path)
+    png = tmp_path / "pareto.png"
+    data = json.loads(
+        invoke(
+            "profile",
+            bundle,
+            "--device",
+            "auto",
+            "--device",
+            "loihi2",
+            "--device",
+            "jetson-agx-orin-64gb",
+            "--runs",
+            5,
+            "--warmup",
+            1,
+            "--simulate",
+            "--json",
+            "--plot",
+            png,
+            "--root",
+            tmp_path,
+        )
+    )
+    host, loihi, orin = data["results"]
+    assert host["latency_kind"] == "measured" and host["energy_kind"] == "simulated"
+    assert loihi["latency_kind"] == loihi["energy_kind"] == "simulated" and loihi["runs"] == 0
+    assert loihi["energy_per_inference_j"] == pytest.approx(loihi["prediction"]["energy_j"])
+    first, neuron, second = loihi["layers"][:3]
+    assert first["spike_rate"] is None and neuron["spike_rate"] is not None
+    assert second["synops"] > 0 and second["energy_j"] > 0
+    assert orin["mode"] == "MAXN"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_table_marks_measured_and_simulated(tmp_path, bundle):
+    write_host_cpu(tmp_path)
+    out = invoke(
+        "profile",
+        bundle,
+        "--device",
+        "cpu",
+        "--device",
+        "loihi2",
+        "--runs",
+        3,
+        "--warmup",
+        0,
+        "--root",
+        tmp_path,
+    )
+    assert "p50 / p90 / p95 / p99" in out and "spike rate" in out
+    assert "measured" in out and "simulated" in out
+
+
+def test_unknown_device_is_one_line_error(tmp_path, bundle):
+    write_host_cpu(tmp_path)
+    result = runner.invoke(
+        app, ["profile", str(bundle), "--device", "tpu-v9", "--root", str(tmp_path)]
+    )
+    assert result.exit_code != 0
+    assert "unknown device 'tpu-v9'" in str(result.exception)
