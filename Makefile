@@ -1,0 +1,16 @@
+# The two commands README.md gives: `make demo` (set up .venv, run the demo) and
+# `make test` (set up .venv, run the test suite). .ci/run calls `make test`.
+.PHONY: setup demo test bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/ganglion demo
+
+test: setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	.venv/bin/python benchmarks/spiking_conversion.py
+	.venv/bin/python benchmarks/spiking_throughput.py
