@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ConversionError
 from ganglion.models.spiking.fixed_point import (
@@ -144,6 +145,7 @@ def _quantize_graph(graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions
             for syn, w in norm.weights.items():
                 nodes[syn], cfg.weight_exp[syn], report["layers"][syn] = _fixed_synapse(
                     graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth)
+            _move_bias_to_synapse(nodes, graph.predecessors(name)[0], nodes[name])
         elif isinstance(layer, Flatten):
             nodes[name] = layer
     readout = [p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), SYNAPTIC)]
@@ -226,6 +228,20 @@ def _fixed_synapse(layer: Affine | Conv2d, w_real: torch.Tensor, scale: float
     fixed = Affine(w_q, zero_bias) if dense else replace(layer, weight=w_q, bias=zero_bias)
     return fixed, exp, {"weight_exp": exp, "weight_mantissa_max": int(mant.abs().max()),
                         "weight_rms_error": float(err), "scale": scale}
+
+
+def _move_bias_to_synapse(nodes: dict[str, object], syn: str, neuron: Neuron) -> None:
+    """Carry the neuron's bias on its (first) synapse, in a-units (× gain 64 = v units), where
+    it has that layout (an IF neuron with a bias has no NIR form); numbers are unchanged."""
+    layer = nodes[syn]
+    per_a = neuron.bias / neuron.gain
+    if isinstance(layer, Conv2d):
+        channel = per_a.reshape(per_a.shape[0], -1)
+        if not torch.equal(channel, channel[:, :1].expand_as(channel)):
+            return
+        per_a = channel[:, 0]
+    layer.bias = per_a.clone()
+    neuron.bias = torch.zeros_like(neuron.bias)
 
 
 def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple[Neuron, dict]:

@@ -1,5 +1,6 @@
 """Bundles on disk: a folder (or .tar of one) holding manifest.json, config.json,
-weights.safetensors and, for spiking programs, graph.nir. Every artifact's SHA-256 is in the
+weights.safetensors and, for spiking programs, graph.nir plus the ONNX step graph
+(model.onnx) and sequence graph (model.sequence.onnx). Every artifact's SHA-256 is in the
 manifest and verified at load: a missing, corrupt or tampered file is a BundleError.
 """
 
@@ -22,13 +23,17 @@ from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BundleError
 from ganglion.models.manifest import Manifest
 from ganglion.models.registry import build_module
+from ganglion.runtime.onnx_export import onnx_artifact_writers
 
 MANIFEST, CONFIG, WEIGHTS, GRAPH_NIR = "manifest.json", "config.json", "weights.safetensors", "graph.nir"
 
 # Extra artifacts by program kind: name -> writer(deployable, path). Backends' exporters add theirs.
 ArtifactWriter = Callable[[Deployable, Path], None]
 ARTIFACT_WRITERS: dict[str, dict[str, ArtifactWriter]] = {
-    "spiking": {GRAPH_NIR: lambda d, p: write_nir(d.module.graph, p, d.manifest.time.dt)},
+    "spiking": {
+        GRAPH_NIR: lambda d, p: write_nir(d.module.graph, p, d.manifest.time.dt),
+        **onnx_artifact_writers(),  # model.onnx (step graph), model.sequence.onnx
+    },
 }
 
 

@@ -29,6 +29,9 @@ State = dict[str, np.ndarray]
 # name -> "module:Class", imported only when asked for (heavy and optional packages).
 BACKENDS: dict[str, str] = {
     "torch": "ganglion.runtime.backends.torch_backend:TorchBackend",
+    "onnxruntime": "ganglion.runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "tensorrt": "ganglion.runtime.backends.tensorrt_backend:TensorRTBackend",
+    "lava": "ganglion.runtime.backends.lava_backend:LavaBackend",
 }
 
 

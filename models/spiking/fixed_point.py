@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from ganglion.kernels.lif import lif_fixed_scan
 from ganglion.models.manifest import Manifest, TensorSpec, TimeSemantics
 from ganglion.models.spiking.encoding import encode, encode_step
@@ -75,7 +76,7 @@ class FixedPointNetwork(torch.nn.Module):
         self.graph, self.time, self.config = graph, time, config
         self.depth = synaptic_depth(graph)
         self.activity: dict[str, torch.Tensor] = {}
-        self._lif = {name: _lif_params(n) for name, n in graph.neurons().items()}
+        self._lif = {name: lif_params(graph, name) for name in graph.neurons()}
 
     @property
     def output_is_current(self) -> bool:
@@ -94,7 +95,7 @@ class FixedPointNetwork(torch.nn.Module):
             elif isinstance(layer, SYNAPTIC):
                 state[f"a.{name}"] = torch.zeros(batch, *shape, dtype=torch.int64)
         if self.time.decoding != "none":
-            state["decode"] = torch.zeros(batch, *self.graph.output_shape)
+            state["decode"] = torch.zeros(batch, *self.graph.output_shape, dtype=torch.int64)
         return state
 
     def run(self, x: torch.Tensor, record: bool = False) -> torch.Tensor:
@@ -121,11 +122,7 @@ class FixedPointNetwork(torch.nn.Module):
             else:
                 values[name] = layer.forward(inp)
         out = self._gather(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
-        out = self.readout(out[self.depth:])
-        if self.time.decoding == "none":
-            return out
-        total = out.sum(dim=0)
-        return total / self.time.timesteps if self.time.decoding == "membrane" else total
+        return self.decode(out[self.depth:])
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One Lava timestep. Returns this step's output, or the running decoded output."""
@@ -148,13 +145,12 @@ class FixedPointNetwork(torch.nn.Module):
                 new[f"a.{name}"] = _synapse(layer, inp)
             else:
                 values[name] = layer.forward(inp)
-        out = self.readout(self._gather(OUTPUT, values).unsqueeze(0))[0]
+        out = self._gather(OUTPUT, values)
         if self.time.decoding == "none":
-            return out, new
+            return self.readout(out), new
         counted = out if t >= self.depth else torch.zeros_like(out)
         new["decode"] = state["decode"] + counted
-        scale = self.time.timesteps if self.time.decoding == "membrane" else 1
-        return new["decode"] / scale, new
+        return self._decoded(new["decode"], max(t + 1 - self.depth, 0)), new
 
     def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
         preds = self.graph.predecessors(name)
@@ -164,12 +160,28 @@ class FixedPointNetwork(torch.nn.Module):
         return total
 
     def readout(self, out: torch.Tensor) -> torch.Tensor:
-        """[S, B, ...] integer output -> float: spikes as they are, currents scaled back."""
+        """[..., *out] integer output -> float: spikes as they are, currents scaled back."""
+        return self._scaled(out.double(), 1).float()
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        """Integer output of the T aligned steps [T, B, ...] -> the program's output.
+
+        Sums integers first (exact, in any order), so every backend decodes identically.
+        """
+        if self.time.decoding == "none":
+            return self.readout(out)
+        return self._decoded(out.sum(dim=0), out.shape[0])
+
+    def _decoded(self, total: torch.Tensor, counted: int) -> torch.Tensor:
+        y = self._scaled(total.double(), counted)
+        return (y / self.time.timesteps if self.time.decoding == "membrane" else y).float()
+
+    def _scaled(self, total: torch.Tensor, counted: int) -> torch.Tensor:
+        """Sum of ``counted`` steps' raw outputs in float units (currents: a / scale + bias)."""
         if not self.output_is_current:
-            return out.float()
+            return total
         bias = torch.tensor(self.config.readout_bias, dtype=torch.float64)
-        bias = bias.reshape(self.graph.output_shape)
-        return (out.double() / self.config.readout_scale + bias).float()
+        return total / self.config.readout_scale + counted * bias.reshape(self.graph.output_shape)
 
 
 def _synapse(layer: Any, x: torch.Tensor) -> torch.Tensor:
@@ -184,10 +196,23 @@ def _synapse(layer: Any, x: torch.Tensor) -> torch.Tensor:
     return y.floor().long()
 
 
-def _lif_params(neuron: Neuron) -> tuple[torch.Tensor, ...]:
+def effective_bias(graph: SpikingGraph, name: str) -> torch.Tensor:
+    """A neuron layer's constant input per step: its bias plus gain × its synapses' biases
+    (the quantizer keeps a layer's bias on its synapse so the graph exports to NIR)."""
+    neuron = graph.nodes[name]
+    total = neuron.bias.double()
+    for p in graph.predecessors(name):
+        b = graph.nodes[p].bias.double()
+        total = total + neuron.gain.double() * (b if b.shape == neuron.shape
+                                                else b.reshape(-1, 1, 1).expand(neuron.shape))
+    return total
+
+
+def lif_params(graph: SpikingGraph, name: str) -> tuple[torch.Tensor, ...]:
     """(du, dv, bias_mant, bias_exp, vth) per flattened neuron, from the graph's integers."""
+    neuron = graph.nodes[name]
     n = neuron.threshold.numel()
-    mant, exp = split_bias(neuron.bias.reshape(-1))
+    mant, exp = split_bias(effective_bias(graph, name).reshape(-1))
     vth = (neuron.threshold.reshape(-1).double() / 2**ACT_SHIFT).round().long()
     return (torch.full((n,), DU_PLAIN, dtype=torch.int64), decay_to_dv(neuron.decay.reshape(-1)),
             mant, exp, vth)
@@ -203,7 +228,7 @@ def fixed_point_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict)
         elif isinstance(layer, SYNAPTIC):
             state.append(TensorSpec(f"a.{name}", shape, "int64"))
     if time.decoding != "none":
-        state.append(TensorSpec("decode", [-1, *graph.output_shape]))
+        state.append(TensorSpec("decode", [-1, *graph.output_shape], "int64"))
     return Manifest(
         kind="spiking", architecture=ARCHITECTURE,
         inputs=[TensorSpec("input", [-1, *graph.input_shape])],

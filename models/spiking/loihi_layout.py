@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Flatten, Neuron
 

@@ -27,9 +27,18 @@ def _root(
 
 
 def _register() -> None:
-    from ganglion.runtime.cli import convert, demo, devices, inspect, nir_io, profile, run
+    from ganglion.runtime.cli import (
+        convert,
+        demo,
+        devices,
+        inspect,
+        nir_io,
+        profile,
+        quantize,
+        run,
+    )
 
-    for module in (convert, nir_io, run, inspect, demo, devices, profile):
+    for module in (convert, nir_io, quantize, run, inspect, demo, devices, profile):
         module.register(app)
 
 

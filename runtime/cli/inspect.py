@@ -10,14 +10,20 @@ from rich.console import Console
 from rich.table import Table
 
 from ganglion.runtime.bundle import load_bundle
+from ganglion.runtime.cli.chip_fit import show_chip_fit
 from ganglion.runtime.describe import describe
 
 
 def inspect(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    target: str | None = typer.Option(None, "--target", help="loihi2: chip-fit report instead."),
+    chips: int = typer.Option(1, "--chips", help="With --target loihi2: chips available."),
 ) -> None:
     """Show kind, inputs/outputs (and their shape convention), timesteps, layers, checksums."""
+    if target is not None:
+        show_chip_fit(load_bundle(bundle), target, chips, as_json)
+        return
     info = describe(load_bundle(bundle))
     if as_json:
         typer.echo(json.dumps(info, indent=1))

@@ -13,6 +13,7 @@ from ganglion.models.errors import BundleError
 from ganglion.models.manifest import TimeSemantics
 from ganglion.models.spiking.network import SpikingNetwork
 from ganglion.runtime.bundle import load_bundle, save_bundle, sha256_file
+from ganglion.runtime.onnx_export.naming import DEFAULT_OPSET
 
 
 def import_nir(
@@ -34,15 +35,26 @@ def import_nir(
 def export(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
     nir: Path | None = typer.Option(None, "--nir", help="Write the spiking graph to this NIR file."),
+    onnx: Path | None = typer.Option(None, "--onnx", help="Write an ONNX graph to this file."),
+    graph: str = typer.Option("step", "--graph", help="ONNX graph: step | sequence."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset of the graph."),
 ) -> None:
-    """Export a bundle's program to an interchange format."""
-    if nir is None:
-        raise BundleError("nothing to export: give --nir OUT.nir")
+    """Export a bundle's program to an interchange format (NIR, ONNX)."""
+    if nir is None and onnx is None:
+        raise BundleError("nothing to export: give --nir OUT.nir and/or --onnx OUT.onnx")
     deployable = load_bundle(bundle)
-    if deployable.manifest.kind != "spiking":
-        raise BundleError(f"--nir needs a spiking program, this bundle is {deployable.manifest.kind!r}")
-    write_nir(deployable.module.graph, nir, deployable.manifest.time.dt)
-    typer.echo(f"NIR graph written to {nir}")
+    if nir is not None:
+        if deployable.manifest.kind != "spiking":
+            raise BundleError(
+                f"--nir needs a spiking program, this bundle is {deployable.manifest.kind!r}"
+            )
+        write_nir(deployable.module.graph, nir, deployable.manifest.time.dt)
+        typer.echo(f"NIR graph written to {nir}")
+    if onnx is not None:
+        from ganglion.runtime.onnx_export.export import write_onnx
+
+        write_onnx(deployable, onnx, graph, opset)
+        typer.echo(f"ONNX {graph} graph (opset {opset}) written to {onnx}")
 
 
 def register(app: typer.Typer) -> None:

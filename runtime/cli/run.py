@@ -8,6 +8,7 @@ import numpy as np
 import typer
 
 from ganglion.models.errors import ShapeError
+from ganglion.runtime.cli.convert import load_calibration
 from ganglion.runtime.session import load
 
 
@@ -30,11 +31,38 @@ def run(
     input: Path = typer.Option(..., "--input", help="Input .npy, shaped as `ganglion inspect` states."),
     output: Path = typer.Option(..., "--output", help="Where to write the output .npy."),
     backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime | tensorrt | lava"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | loihi2 (lava)"),
+    providers: str | None = typer.Option(
+        None, "--providers", help="onnxruntime: providers in order, e.g. tensorrt,cuda,cpu."
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="onnxruntime: intra-op threads."),
+    precision: str | None = typer.Option(
+        None, "--precision", help="tensorrt: fp32 (default) | fp16 | int8 | auto."
+    ),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="tensorrt int8: calibration .npz (array x shaped like --input)."
+    ),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="tensorrt: largest batch."),
+    workspace_mb: int | None = typer.Option(None, "--workspace-mb", help="tensorrt: workspace."),
+    dla_core: int | None = typer.Option(None, "--dla-core", help="tensorrt: Jetson DLA core."),
+    engine_cache: Path | None = typer.Option(
+        None, "--engine-cache", help="tensorrt: engine cache folder."
+    ),
+    lava_precision: str | None = typer.Option(
+        None, "--lava-precision", help="lava: fixed_pt (default for loihi2-fixed bundles) | "
+        "floating_pt (default otherwise)."
+    ),
 ) -> None:
     """Run a bundle on an input array and save the output."""
     x = read_npy(input)
-    options: dict[str, object] = {}  # backend-specific flags, passed only when given
+    flags = {"providers": providers, "threads": threads, "precision": precision,
+             "max_batch": max_batch, "workspace_mb": workspace_mb, "dla_core": dla_core,
+             "engine_cache": engine_cache}
+    options: dict[str, object] = {k: v for k, v in flags.items() if v is not None}
+    if calib is not None:
+        options["calibration"] = load_calibration(calib)[0]
+    if lava_precision is not None:
+        options["precision"] = lava_precision
     with load(bundle, backend=backend, device=device, **options) as session:
         y = session.run(x)
     np.save(output, y)

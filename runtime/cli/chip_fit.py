@@ -1,0 +1,41 @@
+"""``ganglion inspect BUNDLE --target loihi2``: the chip-fit report, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import BackendUnavailable
+from ganglion.runtime.loihi_fit import chip_fit, require_fit
+
+TARGETS = ("loihi2",)
+
+
+def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool) -> None:
+    """Print neurons, synapses, memory and neurocores per layer; LoihiFitError if too large."""
+    if target not in TARGETS:
+        raise BackendUnavailable(f"--target must be one of {TARGETS}, got {target!r}")
+    graph = getattr(deployable.module, "graph", None)
+    if deployable.manifest.kind != "spiking" or graph is None:
+        raise BackendUnavailable(f"a chip-fit report needs a spiking program, got "
+                                 f"{deployable.manifest.kind!r}")
+    report = chip_fit(graph, chips)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        table = Table("layer", "neurons", "synapses", "synaptic memory", "neurocores")
+        for row in report["layers"]:
+            table.add_row(row["layer"], f"{row['neurons']:,}", f"{row['synapses']:,}",
+                          f"{row['synaptic_memory_bytes'] / 1024:.1f} KiB", str(row["neurocores"]))
+        console.print(table)
+        verdict = "fits" if report["fits"] else "does not fit"
+        console.print(f"total: {report['neurons']:,} neurons, {report['synapses']:,} synapses, "
+                      f"{report['neurocores']} neurocores = {report['chips_needed']} chip(s); "
+                      f"{verdict} on {chips} declared", markup=False)
+        console.print(f"limits: {report['source']}", markup=False)
+    require_fit(report)

@@ -1,0 +1,101 @@
+"""The onnxruntime backend: providers, threads, IO-bound step buffers, bundles, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import BackendUnavailable, ShapeError
+from ganglion.runtime.backends.onnxruntime_backend import resolve_providers
+from ganglion.runtime.bundle import save_bundle
+from ganglion.runtime.cli import main
+from ganglion.runtime.session import load
+
+CPU_ONLY = ["CPUExecutionProvider"]
+
+
+def test_providers_default_to_cpu_and_accept_aliases() -> None:
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers(None, "cpu", available) == CPU_ONLY
+    assert resolve_providers(None, "cuda", available) == available[1:]
+    assert resolve_providers("tensorrt,cuda,cpu", "cuda", available) == available
+
+
+def test_missing_provider_is_named() -> None:
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider.*not available"):
+        resolve_providers("cuda", "cpu", CPU_ONLY)
+
+
+def test_unknown_option_is_refused(program: Deployable) -> None:
+    with pytest.raises(BackendUnavailable, match="unknown options \\['fast'\\]"):
+        load(program, backend="onnxruntime", fast=True)
+
+
+@pytest.mark.parametrize("threads", [0, -2])
+def test_threads_must_be_positive(program: Deployable, threads: int) -> None:
+    with pytest.raises(BackendUnavailable, match="threads must be >= 1"):
+        load(program, backend="onnxruntime", threads=threads)
+
+
+def test_threads_reach_the_session(program: Deployable, x: np.ndarray) -> None:
+    with load(program, backend="onnxruntime", threads=1) as session:
+        assert session._step.get_session_options().intra_op_num_threads == 1
+        assert session.run(x).shape == (3, 4)
+
+
+def test_step_loop_reuses_two_buffer_sets(program: Deployable, x: np.ndarray) -> None:
+    """Steps alternate between two preallocated sets: nothing is allocated per step."""
+    with load(program, backend="onnxruntime") as session:
+        state = session.init_state(3)
+        seen = []
+        for _ in range(6):
+            out, state = session.step(x, state)
+            seen.append((out.ctypes.data, state["v.relu_1"].ctypes.data))
+        assert len(set(seen)) == 2
+        assert seen[0] == seen[2] == seen[4] and seen[1] == seen[3] == seen[5]
+
+
+def test_caller_state_is_copied_not_aliased(program: Deployable, x: np.ndarray) -> None:
+    with load(program, backend="onnxruntime") as session:
+        start = session.init_state(3)
+        before = {k: v.copy() for k, v in start.items()}
+        first, _ = session.step(x, start)
+        first = first.copy()
+        again, _ = session.step(x, start)  # the same start state gives the same step
+        np.testing.assert_array_equal(first, again)
+        for name, value in before.items():
+            np.testing.assert_array_equal(start[name], value)
+
+
+def test_wrong_state_is_one_line(program: Deployable, x: np.ndarray) -> None:
+    with load(program, backend="onnxruntime") as session:
+        state = session.init_state(3)
+        state["v.relu_1"] = state["v.relu_1"][:1]
+        with pytest.raises(ShapeError, match="state 'v.relu_1' must be \\[3, 16\\]"):
+            session.step(x, state)
+        with pytest.raises(ShapeError, match="input must be \\[batch, ...\\]"):
+            session.run(x[:, :5])
+
+
+def test_bundle_graphs_are_used_from_disk(program: Deployable, x: np.ndarray,
+                                          tmp_path: Path) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    with load(folder, backend="onnxruntime") as session, load(folder) as reference:
+        np.testing.assert_allclose(session.run(x), reference.run(x), atol=1e-5, rtol=0)
+
+
+def test_run_command_takes_backend_flags(program: Deployable, x: np.ndarray,
+                                         tmp_path: Path) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", str(folder), "--input", str(tmp_path / "x.npy"), "--output",
+            str(tmp_path / "y.npy"), "--backend", "onnxruntime", "--providers", "cpu",
+            "--threads", "1"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 0
+    with load(folder) as reference:
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference.run(x), atol=1e-5)

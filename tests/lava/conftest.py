@@ -1,0 +1,96 @@
+"""Fixtures of the Lava tests: the digits MLP quantized for Loihi 2, hand-written programs.
+
+Tests marked ``lava`` are skipped with "lava-nc not installed" only when Lava fails to import.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ganglion.converters.loihi_quantize import quantize_loihi2
+from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
+from ganglion.models.deployable import Deployable
+from ganglion.models.manifest import TimeSemantics
+from ganglion.models.spiking import Affine, Conv2d, Flatten, Neuron, SpikingGraph, SpikingNetwork
+from ganglion.models.spiking.graph import INPUT, OUTPUT
+
+
+def lava_missing_reason() -> str | None:
+    """None when Lava imports (with our 3.11 patch), else the skip reason."""
+    from ganglion.models.errors import BackendUnavailable
+    from ganglion.runtime.backends.lava_backend import import_lava
+
+    try:
+        import_lava()
+    except BackendUnavailable:
+        return "lava-nc not installed"
+    return None
+
+
+
+def _neuron(shape: tuple[int, ...], decay: float, bias: float, threshold: float) -> Neuron:
+    return Neuron(decay=torch.full(shape, decay), gain=torch.ones(shape),
+                  bias=torch.full(shape, bias), threshold=torch.full(shape, threshold),
+                  v_reset=torch.zeros(shape), v_init=torch.zeros(shape), reset="zero", model="lif")
+
+
+def leaky_program(timesteps: int = 12) -> Deployable:
+    """Hand-written 6 -> 5 -> 4 LIF program with leak and bias; time-major spikes in and out."""
+    gen = torch.Generator().manual_seed(3)
+    nodes = {
+        "fc1": Affine(torch.randn(5, 6, generator=gen), 0.1 * torch.randn(5, generator=gen)),
+        "lif1": _neuron((5,), decay=0.9, bias=0.05, threshold=1.0),
+        "fc2": Affine(torch.randn(4, 5, generator=gen), torch.zeros(4)),
+        "lif2": _neuron((4,), decay=0.8, bias=0.1, threshold=0.8),
+    }
+    edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
+    graph = SpikingGraph(nodes, edges, (6,))
+    time = TimeSemantics(timesteps=timesteps)
+    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
+
+
+def conv_program(timesteps: int = 8) -> Deployable:
+    """Hand-written Conv2d (stride 1, padding 1) -> LIF -> Flatten -> Affine readout."""
+    gen = torch.Generator().manual_seed(5)
+    nodes = {
+        "conv": Conv2d(torch.randn(3, 2, 3, 3, generator=gen), 0.1 * torch.randn(3, generator=gen),
+                       padding=(1, 1)),
+        "lif": _neuron((3, 4, 5), decay=0.95, bias=0.0, threshold=1.0),
+        "flat": Flatten(),
+        "fc": Affine(torch.randn(7, 60, generator=gen), torch.randn(7, generator=gen)),
+    }
+    edges = [(INPUT, "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", OUTPUT)]
+    graph = SpikingGraph(nodes, edges, (2, 4, 5))
+    time = TimeSemantics(timesteps=timesteps, encoding="direct", decoding="none")
+    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip ``lava``-marked tests when Lava cannot be imported."""
+    if lava_missing_reason() is None:
+        return
+    skip = pytest.mark.skip(reason="lava-nc not installed")
+    for item in items:
+        if "lava" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def quantized_mlp(digits_mlp):
+    """The digits MLP converted at T=32 and quantized for Loihi 2 (calibrated on train data)."""
+    model, data = digits_mlp
+    spiking = convert_spiking(model, data.x_train, data.y_train, SpikingOptions(timesteps=32))
+    return quantize_loihi2(spiking, data.x_train, data.y_train)
+
+
+@pytest.fixture
+def leaky():
+    """Builder of the hand-written LIF program with leak and bias."""
+    return leaky_program
+
+
+@pytest.fixture
+def conv():
+    """Builder of the hand-written Conv program."""
+    return conv_program
