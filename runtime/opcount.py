@@ -6,21 +6,70 @@ rate of the nearest upstream neuron layer (through Flatten/pooling/Scale); a lay
 real-valued input does dense fp32 MACs every timestep. Neuron layers do one update per neuron
 per timestep and emit the recorded spikes. Other programs are counted with PyTorch's
 ``FlopCounterMode`` on one run (MACs = FLOPs / 2, fp32). All counts are per inference.
+
+What a dense device does besides the MACs is counted from the ops the program actually
+dispatches (`OpTally`, a ``TorchDispatchMode`` around one run): every op that is not a view or
+an allocation is one launch, and reads and writes its tensors' bytes; matmul/convolution ops'
+bytes are MAC-layer traffic, all others' are elementwise traffic (per inference: divided by the
+batch). This follows the implementation that runs here: the reference neuron scan issues ~5
+small ops per timestep per neuron layer (a fused CUDA scan would issue one per layer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
 from ganglion.device.simulator import LayerOpCounts, OpCounts
 from ganglion.models.deployable import Deployable
 from ganglion.models.spiking.graph import INPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
-from torch.utils.flop_counter import FlopCounterMode
 
 BYTES_PER_VALUE = 4
+_ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+_VIEWS = {"_unsafe_view", "detach", "lift_fresh", "alias"}
+
+
+class OpTally(TorchDispatchMode):
+    """Counts the ops dispatched inside it: launches, and bytes read + written by the
+    matmul/convolution ops (``mac_bytes``) and by all others (``elementwise_bytes``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.launches = 0
+        self.mac_bytes = 0.0
+        self.elementwise_bytes = 0.0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in _ALLOCATIONS or name in _VIEWS or _is_view(func):
+            return out
+        self.launches += 1
+        nbytes = sum(
+            t.numel() * t.element_size()
+            for t in tree_leaves((args, kwargs or {}, out))
+            if isinstance(t, torch.Tensor)
+        )
+        if func.overloadpacket in flop_registry:
+            self.mac_bytes += nbytes
+        else:
+            self.elementwise_bytes += nbytes
+        return out
+
+
+def _is_view(func: Any) -> bool:
+    returns = func._schema.returns
+    return bool(returns) and all(
+        r.alias_info is not None and not r.alias_info.is_write for r in returns
+    )
 
 
 def example_input(deployable: Deployable, batch: int = 1, seed: int = 0) -> np.ndarray:
@@ -53,6 +102,9 @@ def _spiking_counts(deployable: Deployable, graph: SpikingGraph, x: np.ndarray) 
     with torch.no_grad():
         module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), record=True)
     activity = {k: v.cpu().numpy() for k, v in module.activity.items()}
+    tally = OpTally()
+    with torch.no_grad(), tally:
+        module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
     batch = _batch_of(deployable, x)
     steps = int(x.shape[0]) if time.encoding == "none" else time.timesteps
     input_rate = _input_rate(x, time.encoding)
@@ -67,14 +119,25 @@ def _spiking_counts(deployable: Deployable, graph: SpikingGraph, x: np.ndarray) 
                     name,
                     neuron_updates=float(out_elems * steps),
                     spikes=spikes,
-                    bytes_moved=float(2 * out_elems * steps * BYTES_PER_VALUE),
+                    elementwise_bytes=float(2 * out_elems * steps * BYTES_PER_VALUE),
                     neurons=out_elems,
                     timesteps=steps,
                 )
             )
         elif isinstance(layer, Affine | Conv2d):
             layers.append(_synaptic(name, layer, graph, out_elems, steps, rates, input_rate))
-    return OpCounts.from_layers(layers, timesteps=steps)
+    return _with_tally(OpCounts.from_layers(layers, timesteps=steps), tally, batch)
+
+
+def _with_tally(counts: OpCounts, tally: OpTally, batch: int) -> OpCounts:
+    """``counts`` with the dispatched ops' launches and traffic (per inference) as totals."""
+    activations = max(tally.mac_bytes - counts.weight_bytes, 0.0) / batch
+    return dataclasses.replace(
+        counts,
+        bytes_moved=counts.weight_bytes + activations,
+        elementwise_bytes=tally.elementwise_bytes / batch,
+        launches=float(tally.launches),
+    )
 
 
 def _synaptic(
@@ -92,12 +155,11 @@ def _synaptic(
     source = _upstream_neuron(graph, name)
     rate = rates.get(source, 0.0) if source != INPUT else input_rate
     act_bytes = float(out_elems * steps * BYTES_PER_VALUE)
+    moved = {"bytes_moved": weight_bytes + act_bytes, "weight_bytes": weight_bytes}
     if rate is None:  # real-valued input: dense MACs every timestep
-        return LayerOpCounts(
-            name, macs={"fp32": dense_macs * steps}, bytes_moved=weight_bytes + act_bytes
-        )
+        return LayerOpCounts(name, macs={"fp32": dense_macs * steps}, **moved)
     return LayerOpCounts(
-        name, synops=rate * dense_macs * steps, bytes_moved=weight_bytes + act_bytes
+        name, synops=rate * dense_macs * steps, synaptic_macs=dense_macs * steps, **moved
     )
 
 
@@ -119,10 +181,10 @@ def _input_rate(x: np.ndarray, encoding: str) -> float | None:
 def _dense_counts(deployable: Deployable, x: np.ndarray) -> OpCounts:
     module = deployable.module.cpu().eval()
     batch = _batch_of(deployable, x)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        out = module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    params = sum(p.numel() for p in module.parameters()) * BYTES_PER_VALUE
-    io_bytes = (x.size + int(np.prod(out.shape))) * BYTES_PER_VALUE / batch
+    counter, tally = FlopCounterMode(display=False), OpTally()
+    with torch.no_grad(), counter, tally:
+        module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    params = float(sum(p.numel() for p in module.parameters()) * BYTES_PER_VALUE)
     macs = counter.get_total_flops() / 2 / batch
-    return OpCounts(macs={"fp32": float(macs)}, bytes_moved=float(params + io_bytes))
+    counts = OpCounts(macs={"fp32": float(macs)}, bytes_moved=params, weight_bytes=params)
+    return _with_tally(counts, tally, batch)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
 from ganglion.device import DeviceProfile, EnergyMeter, OpCounts, Prediction, predict
 from ganglion.runtime.session import Session
 
@@ -143,8 +144,8 @@ def predicted_result(
     profile: DeviceProfile, backend: str, batch: int, counts: OpCounts, mode: str | None = None
 ) -> ProfileResult:
     """A `ProfileResult` from the roofline model alone (another device than this one)."""
-    pred = predict(counts, profile, mode)
-    call_s = pred.latency_s + (batch - 1) * (pred.latency_s - profile.launch_overhead_s)
+    pred = predict(counts, profile, mode, batch=batch)
+    call_s = pred.latency_s
     stats = LatencyStats(*([call_s] * 7))
     return ProfileResult(
         device=profile.name,
@@ -156,7 +157,7 @@ def predicted_result(
         latency=stats,
         throughput_per_s=batch / call_s if call_s > 0 else 0.0,
         energy_kind="simulated",
-        energy_per_inference_j=pred.energy_j,
+        energy_per_inference_j=pred.energy_per_inference_j,
         average_power_w=pred.power_w,
         energy_source=f"roofline model of {profile.name} ({pred.bound}-bound)",
         prediction=_prediction_dict(pred, batch),
@@ -170,6 +171,7 @@ def _prediction_dict(pred: Prediction, batch: int) -> dict[str, Any]:
         "kind": "simulated",
         "latency_s": pred.latency_s,
         "energy_j": pred.energy_j,
+        "dispatch_s": pred.dispatch_s,
         "bound": pred.bound,
         "assumed": list(pred.assumed),
         "batch": batch,

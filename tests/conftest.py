@@ -1,12 +1,20 @@
-"""Shared fixtures: the digits networks trained once per test session (seconds on a CPU)."""
+"""Shared fixtures: the digits networks trained once per test session (seconds on a CPU).
+
+Kernel tests run Triton kernels on CPU tensors through the Triton interpreter."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from ganglion.models.recipes.digits import DigitsData
-from ganglion.runtime.demo import train_network
+# Triton decides at import time whether its own library functions (tl.cumsum, ...) run under
+# the interpreter, so the flag must be set before anything imports triton (torch may).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ganglion.models.recipes.digits import DigitsData  # noqa: E402
+from ganglion.runtime.demo import train_network  # noqa: E402
 
 
 @pytest.fixture(scope="session")

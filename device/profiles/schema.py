@@ -55,7 +55,8 @@ class DeviceProfile:
     peak_ops: dense operations per second by precision (a MAC counts as 2 ops)
     memory_bandwidth: bytes/s; memory_bytes: capacity in bytes
     power_modes: the modes and their limits; default_mode names one of them
-    idle_w: power drawn while idle; launch_overhead_s: fixed cost per inference
+    idle_w: power drawn while idle; launch_overhead_s: cost of one dispatched op (kernel launch,
+    framework dispatch), paid once per op a call issues (at least once per call)
     neuromorphic: per-event figures, for kind == "neuromorphic"
     sources: figure key → where it comes from; assumed: figure keys we estimated
     """

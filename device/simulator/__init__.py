@@ -7,7 +7,13 @@ from ganglion.device.simulator.calibration import (
     measure_latency,
 )
 from ganglion.device.simulator.opcounts import LayerOpCounts, OpCounts
-from ganglion.device.simulator.roofline import LayerPrediction, Prediction, dense_ops, predict
+from ganglion.device.simulator.roofline import (
+    LayerPrediction,
+    Prediction,
+    dense_ops,
+    dense_terms,
+    predict,
+)
 
 __all__ = [
     "Calibration",
@@ -18,6 +24,7 @@ __all__ = [
     "Sample",
     "calibrate_cpu",
     "dense_ops",
+    "dense_terms",
     "measure_latency",
     "predict",
 ]

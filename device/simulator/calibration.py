@@ -1,9 +1,17 @@
-"""Fit the CPU roofline to measured runs on this machine and report the prediction error.
+"""Fit the dense roofline to measured runs on this machine and report the prediction error.
 
-The fit is least squares on ``latency ≈ overhead + ops / effective_ops_per_s`` over the
-samples (ops = fp32-equivalent dense operations, `dense_ops`). The calibrated profile replaces
-``peak_ops.fp32`` and ``launch_overhead_s`` with the fitted values, sourced as ``calibrated``.
-Errors are those of the calibrated roofline itself, on held-out samples when given.
+The model of a call (see `roofline`) is, when the MAC layers are compute-bound,
+
+    latency ≈ launch_overhead_s·launches + ops / peak_fp32 + elementwise_bytes / bandwidth
+
+which is linear in the three device figures' inverses. `calibrate_cpu` fits them by
+non-negative least squares on the *relative* error (each sample's row divided by its measured
+latency, so a 50 µs run counts as much as a 50 ms one) over the measured samples. The
+calibrated profile replaces ``launch_overhead_s``, ``peak_ops.fp32`` and ``memory_bandwidth``
+with the fitted values, sourced as ``calibrated``. A figure the samples cannot determine (no
+sample exercises it, or the fit drives it to zero) keeps the profile's value and is listed in
+``Calibration.kept``. Errors are those of the calibrated model itself, on held-out samples
+when given: calibrate on programs other than the ones you score.
 """
 
 from __future__ import annotations
@@ -15,31 +23,40 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import nnls
+
 from ganglion.device.profiles.schema import DeviceProfile
 from ganglion.device.simulator.opcounts import OpCounts
-from ganglion.device.simulator.roofline import dense_ops, predict
+from ganglion.device.simulator.roofline import dense_terms, predict
 
-_FITTED = ("peak_ops.fp32", "launch_overhead_s")
+FIGURES = ("launch_overhead_s", "peak_ops.fp32", "memory_bandwidth")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One measured workload: its counts and its measured latency per inference (s)."""
+    """One measured workload: its counts, the batch of one call, the call's latency (s)."""
 
     name: str
     counts: OpCounts
     latency_s: float
+    batch: int = 1
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """The calibrated profile, the fitted constants and the relative errors (%) per sample."""
+    """The calibrated profile, the fitted figures and the relative errors (%) per sample.
+
+    overhead_s: per-op launch/dispatch overhead; effective_ops_per_s: fp32 ops/s;
+    effective_bandwidth: bytes/s; kept: figures left at the profile's value.
+    """
 
     profile: DeviceProfile
     effective_ops_per_s: float
     overhead_s: float
     errors_pct: dict[str, float]
     held_out: bool
+    effective_bandwidth: float = 0.0
+    kept: tuple[str, ...] = ()
 
     @property
     def mean_abs_error_pct(self) -> float:
@@ -50,41 +67,60 @@ class Calibration:
 def calibrate_cpu(
     profile: DeviceProfile, fit: Sequence[Sample], check: Sequence[Sample] = ()
 ) -> Calibration:
-    """Fit effective throughput and overhead to ``fit``; report errors on ``check`` (or ``fit``)."""
+    """Fit overhead, throughput, bandwidth to ``fit``; report errors on ``check`` (or ``fit``)."""
     if not fit:
         raise ValueError("calibrate_cpu needs at least one measured sample")
-    ops = np.array([dense_ops(s.counts) for s in fit])
+    rows = []
+    for s in fit:
+        if s.latency_s <= 0:
+            raise ValueError(f"calibrate_cpu: sample {s.name!r} has no positive latency")
+        launches, ops, _, elem_bytes = dense_terms(s.counts, s.batch)
+        rows.append([launches, ops, elem_bytes])
+    a = np.array(rows, dtype=np.float64)
     lat = np.array([s.latency_s for s in fit])
-    if np.any(ops <= 0):
-        raise ValueError("calibrate_cpu: every sample needs a positive operation count")
-    overhead, slope = _fit_line(ops, lat, profile.launch_overhead_s)
-    rate = 1.0 / slope
+    if not np.any(a[:, 1] > 0):
+        raise ValueError("calibrate_cpu: no sample has a positive operation count")
+    coef = _fit_relative(a, lat)
+    prior = (profile.launch_overhead_s, 1.0 / profile.ops_per_s("fp32"))
+    prior += (1.0 / profile.memory_bandwidth if profile.memory_bandwidth else 0.0,)
+    kept = tuple(
+        key for key, c, col in zip(FIGURES, coef, a.T, strict=True) if c <= 0 or not np.any(col)
+    )
+    coef = [p if key in kept else c for key, c, p in zip(FIGURES, coef, prior, strict=True)]
+    overhead, rate = float(coef[0]), 1.0 / float(coef[1])
+    bandwidth = 1.0 / float(coef[2]) if coef[2] > 0 else profile.memory_bandwidth
     sources = dict(profile.sources)
     note = f"calibrated on {len(fit)} measured run(s) on this machine"
-    sources["peak_ops.fp32"] = sources["launch_overhead_s"] = note
+    for key in FIGURES:
+        if key not in kept:
+            sources[key] = note
     calibrated = dataclasses.replace(
         profile,
         peak_ops={**profile.peak_ops, "fp32": rate},
         launch_overhead_s=overhead,
+        memory_bandwidth=bandwidth,
         sources=sources,
-        assumed=tuple(k for k in profile.assumed if k not in _FITTED),
+        assumed=tuple(k for k in profile.assumed if k in kept or k not in FIGURES),
     )
     checked = check or fit
     errors = {
-        s.name: 100.0 * (predict(s.counts, calibrated).latency_s - s.latency_s) / s.latency_s
+        s.name: 100.0
+        * (predict(s.counts, calibrated, batch=s.batch).latency_s - s.latency_s)
+        / s.latency_s
         for s in checked
     }
-    return Calibration(calibrated, rate, overhead, errors, held_out=bool(check))
+    return Calibration(
+        calibrated, rate, overhead, errors, bool(check), effective_bandwidth=bandwidth, kept=kept
+    )
 
 
-def _fit_line(ops: np.ndarray, lat: np.ndarray, default_overhead: float) -> tuple[float, float]:
-    """Least-squares intercept and slope, both kept positive (one sample: default intercept)."""
-    if len(ops) >= 2 and np.ptp(ops) > 0:
-        slope, intercept = np.polyfit(ops, lat, 1)
-        if slope > 0 and intercept >= 0:
-            return float(intercept), float(slope)
-    slope = float(np.sum(ops * np.maximum(lat - default_overhead, 1e-12)) / np.sum(ops * ops))
-    return default_overhead, slope
+def _fit_relative(a: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising Σ ((a·c − lat) / lat)²; columns scaled for
+    conditioning (they differ by many orders of magnitude)."""
+    weighted = a / lat[:, None]
+    scale = np.where(np.abs(weighted).max(axis=0) > 0, np.abs(weighted).max(axis=0), 1.0)
+    coef, _ = nnls(weighted / scale, np.ones_like(lat))
+    return coef / scale
 
 
 def measure_latency(fn: Callable[[], object], runs: int = 20, warmup: int = 3) -> list[float]:

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from ganglion.device import available_profiles, detect
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+
+from ganglion.device import available_profiles, detect
+
+PIPE_WIDTH = 160  # wide enough for every column of the built-in profiles, unwrapped
 
 
 def devices(
@@ -32,8 +35,10 @@ def devices(
         )
         return
     console = Console()
+    if not console.is_terminal:  # a pipe or file: rich would squeeze the table to 80 columns
+        console = Console(width=PIPE_WIDTH)
     table = Table(
-        "name",
+        Column("name", no_wrap=True),
         "kind",
         "fp32 TFLOP/s",
         "best TOP/s",

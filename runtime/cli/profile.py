@@ -12,6 +12,10 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
 from ganglion.device import SimulatedMeter, detect, get_profile, open_hardware_meter, predict
 from ganglion.runtime.bundle import load_bundle, resolve_bundle
 from ganglion.runtime.opcount import count_ops, example_input
@@ -22,9 +26,6 @@ from ganglion.runtime.profiling import (
     predicted_result,
 )
 from ganglion.runtime.session import load
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-from rich.table import Table
 
 PROGRESS_FROM_RUNS = 20
 
@@ -70,6 +71,8 @@ def profile(
             "neuron_updates": counts.neuron_updates,
             "spikes": counts.spikes,
             "bytes_moved": counts.bytes_moved,
+            "elementwise_bytes": counts.elementwise_bytes,
+            "launches_per_call": counts.launches,
         },
         "results": [r.to_dict() for r in results],
     }
@@ -103,9 +106,8 @@ def _measure(bundle, prof, backend, x, batch, runs, warmup, simulate, root, coun
             times, joules, wall = measure_session(
                 session, x, runs, warmup, meter, lambda: progress.advance(task)
             )
-    result = measured_result(
-        prof, backend, batch, times, joules, wall, meter, predict(counts, prof), counts
-    )
+    pred = predict(counts, prof, batch=batch)
+    result = measured_result(prof, backend, batch, times, joules, wall, meter, pred, counts)
     result.notes += notes
     return result
 

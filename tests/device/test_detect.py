@@ -1,6 +1,7 @@
 """`detect` and the Jetson identity files (model, L4T, nvpmodel) on fixture trees."""
 
 import pytest
+
 from ganglion.device import detect
 from ganglion.device.jetson_system import jetpack_version, l4t_version, power_mode
 from ganglion.device.sysfs_fixtures import write_file, write_host_cpu, write_jetson, write_rapl

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ganglion.device.meters import JetsonRailsMeter, MeterError, find_rails
 from ganglion.device.sysfs_fixtures import JETSON_BOARDS, PowerWriter, write_jetson
 from ganglion.device.sysroot import read_text

@@ -4,6 +4,7 @@ import time
 import types
 
 import pytest
+
 from ganglion.device.meters import MeterError, NvmlMeter, load_nvml, nvml_gpus
 
 

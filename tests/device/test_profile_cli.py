@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.device.sysfs_fixtures import PowerWriter, write_host_cpu, write_jetson, write_rapl
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli.app import _register, app
 from ganglion.runtime.opcount import count_ops, example_input
-from typer.testing import CliRunner
 
 runner = CliRunner()
 _register()
@@ -39,6 +40,17 @@ def test_spiking_counts_follow_the_recorded_spikes(bundle):
     assert lif.neurons == 32 and lif.neuron_updates == 32 * 8
     assert second.synops == pytest.approx(lif.spike_rate * 32 * 4 * 8)
     assert counts.timesteps == 8
+    assert second.synaptic_macs == 32 * 4 * 8  # a dense device multiplies the zeros too
+
+
+def test_counts_include_the_ops_the_scan_dispatches(bundle):
+    d = load_bundle(bundle)
+    one, four = (count_ops(d, example_input(d, batch=b)) for b in (1, 4))
+    # the reference scan issues several small ops per timestep: the loop dominates launches
+    assert one.launches >= 4 * 8
+    assert one.launches == pytest.approx(four.launches, abs=2)  # per call, whatever the batch
+    assert one.elementwise_bytes > 0 and one.weight_bytes == (16 * 32 + 32 + 32 * 4 + 4) * 4
+    assert four.elementwise_bytes == pytest.approx(one.elementwise_bytes, rel=0.2)
 
 
 def test_devices_json_reports_the_fixture_board(tmp_path):
@@ -55,6 +67,8 @@ def test_devices_table_names_rapl_state(tmp_path):
     write_rapl(tmp_path, packages=1)
     out = invoke("devices", "--root", tmp_path)
     assert "package-0 (readable)" in out and "Xeon" in out
+    for name in ("jetson-agx-orin-64gb", "jetson-orin-nano-8gb", "rtx-4090"):
+        assert name in out  # full names in a pipe (CliRunner's output is not a terminal)
 
 
 def test_profile_measures_energy_from_rapl_fixture(tmp_path, bundle):
@@ -62,7 +76,7 @@ def test_profile_measures_energy_from_rapl_fixture(tmp_path, bundle):
     fixture = write_rapl(tmp_path, packages=1)
     with PowerWriter(fixture, base_w=30.0, swing=0.0):
         data = json.loads(
-            invoke("profile", bundle, "--runs", 30, "--warmup", 2, "--json", "--root", tmp_path)
+            invoke("profile", bundle, "--runs", 300, "--warmup", 2, "--json", "--root", tmp_path)
         )
     (r,) = data["results"]
     assert r["device"] == "cpu" and r["latency_kind"] == "measured"

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ganglion.device.profiles import (
     ENV_VAR,
     ProfileError,

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ganglion.device.meters import MeterError, RaplMeter, find_rapl_zones
 from ganglion.device.sysfs_fixtures import PowerWriter, write_rapl
 from ganglion.device.sysroot import read_text

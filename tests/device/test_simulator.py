@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+
 from ganglion.device import SimulatedMeter
 from ganglion.device.profiles import builtin_profiles, detect_cpu_profile
 from ganglion.device.simulator import (
@@ -13,6 +14,7 @@ from ganglion.device.simulator import (
     Sample,
     calibrate_cpu,
     dense_ops,
+    dense_terms,
     measure_latency,
     predict,
 )
@@ -148,3 +150,74 @@ def test_calibration_on_a_real_run_predicts_held_out_sizes():
     assert cal.held_out and set(cal.errors_pct) == {"matmul896"}
     assert abs(cal.errors_pct["matmul896"]) < 60.0
     assert dense_ops(check[0].counts) == 2 * 896**3
+
+
+def test_dispatch_overhead_is_per_op_and_per_call(profiles):
+    p = profiles["rtx-4090"]
+    counts = OpCounts(macs={"fp32": 1e6}, launches=500, elementwise_bytes=1e6)
+    one, many = predict(counts, p), predict(counts, p, batch=64)
+    assert one.dispatch_s == pytest.approx(500 * p.launch_overhead_s)
+    assert many.dispatch_s == one.dispatch_s  # a batched call pays the launches once
+    compute = 2e6 / p.peak_ops["fp32"]
+    elem = 1e6 / p.memory_bandwidth
+    assert one.latency_s == pytest.approx(one.dispatch_s + compute + elem)
+    assert many.latency_s == pytest.approx(one.dispatch_s + 64 * (compute + elem))
+    assert one.bound == "overhead"
+    assert many.energy_per_inference_j == pytest.approx(many.energy_j / 64)
+
+
+def test_weights_are_read_once_per_batched_call(profiles):
+    p = dataclasses.replace(profiles["rtx-4090"], launch_overhead_s=0.0)
+    counts = OpCounts(bytes_moved=1e9 + 1e6, weight_bytes=1e9)
+    pred = predict(counts, p, batch=10)
+    assert pred.memory_s == pytest.approx((1e9 + 10 * 1e6) / p.memory_bandwidth)
+    with pytest.raises(ValueError, match="weight_bytes"):
+        OpCounts(bytes_moved=1.0, weight_bytes=2.0)
+
+
+def test_dense_devices_run_synapses_densely_neuromorphic_ones_by_event(profiles):
+    counts = OpCounts(synops=1e6, synaptic_macs=1e7, timesteps=4)
+    assert dense_ops(counts) == 2e7
+    assert dense_ops(OpCounts(synops=1e6)) == 1e6  # no dense count: one add per synop
+    loihi = predict(counts, profiles["loihi2"])
+    assert loihi.energy_j == pytest.approx(
+        predict(OpCounts(synops=1e6, timesteps=4), profiles["loihi2"]).energy_j
+    )
+
+
+def test_calibration_recovers_known_overhead_rate_and_bandwidth(tmp_path):
+    from ganglion.device.sysfs_fixtures import write_host_cpu
+
+    write_host_cpu(tmp_path)
+    cpu = detect_cpu_profile(tmp_path)
+    overhead, rate, bandwidth = 4e-6, 3e10, 6e9
+    samples = []
+    grid = [
+        (n, m, e, b) for n in (60, 200) for m in (1e5, 1e6) for e in (1e4, 2e5) for b in (1, 16)
+    ]
+    for launches, macs, elem_bytes, batch in grid:
+        counts = OpCounts(
+            macs={"fp32": macs}, elementwise_bytes=elem_bytes, bytes_moved=1e3, launches=launches
+        )
+        _, ops, _, elem = dense_terms(counts, batch)
+        latency = overhead * launches + ops / rate + elem / bandwidth
+        samples.append(Sample(f"{launches}-{macs}-{elem_bytes}-{batch}", counts, latency, batch))
+    cal = calibrate_cpu(cpu, samples)
+    assert cal.overhead_s == pytest.approx(overhead, rel=1e-4)
+    assert cal.effective_ops_per_s == pytest.approx(rate, rel=1e-4)
+    assert cal.effective_bandwidth == pytest.approx(bandwidth, rel=1e-4)
+    assert cal.kept == () and cal.mean_abs_error_pct < 1e-3
+    assert cal.profile.memory_bandwidth == pytest.approx(bandwidth, rel=1e-4)
+    assert not cal.profile.is_assumed("launch_overhead_s")
+
+
+def test_calibration_keeps_a_figure_no_sample_exercises(tmp_path):
+    from ganglion.device.sysfs_fixtures import write_host_cpu
+
+    write_host_cpu(tmp_path)
+    cpu = detect_cpu_profile(tmp_path)
+    samples = [Sample(f"n{n}", OpCounts(macs={"fp32": n}), 1e-4 + 2 * n / 1e10) for n in (1e6, 1e8)]
+    cal = calibrate_cpu(cpu, samples)
+    assert cal.kept == ("memory_bandwidth",)
+    assert cal.profile.memory_bandwidth == cpu.memory_bandwidth
+    assert cal.profile.is_assumed("memory_bandwidth")

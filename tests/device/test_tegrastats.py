@@ -1,6 +1,7 @@
 """tegrastats lines as printed by Orin (JetPack 5 and 6), Xavier and Nano (JetPack 4)."""
 
 import pytest
+
 from ganglion.device.tegrastats import parse_tegrastats
 
 ORIN_AGX_JP5 = (
