@@ -54,8 +54,9 @@ def _timed(session: Session, x: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, program: Deployable, x: np.ndarray, steps: int, threads: int | None
-            ) -> list[dict[str, object]]:
+def measure(
+    name: str, program: Deployable, x: np.ndarray, steps: int, threads: int | None
+) -> list[dict[str, object]]:
     """One row per backend: latency percentiles, steps/s and run samples/s."""
     options = {} if threads is None else {"threads": threads}
     sessions = {"torch": load(program), "onnxruntime": load(program, "onnxruntime", **options)}
@@ -64,15 +65,20 @@ def measure(name: str, program: Deployable, x: np.ndarray, steps: int, threads: 
     rows = []
     for backend, session in sessions.items():
         lat = step_latencies(session, x[:1], steps)
-        rows.append({
-            "program": name, "backend": backend, "timesteps": program.manifest.time.timesteps,
-            "step_p50_us": float(np.percentile(lat, 50) * 1e6),
-            "step_p99_us": float(np.percentile(lat, 99) * 1e6),
-            "steps_per_s": float(1.0 / lat.mean()),
-            "run_batch": int(x.shape[0]),
-            "run_samples_per_s": run_throughput(session, x, 3),
-            "torch_threads": torch.get_num_threads(), "ort_threads": threads,
-        })
+        rows.append(
+            {
+                "program": name,
+                "backend": backend,
+                "timesteps": program.manifest.time.timesteps,
+                "step_p50_us": float(np.percentile(lat, 50) * 1e6),
+                "step_p99_us": float(np.percentile(lat, 99) * 1e6),
+                "steps_per_s": float(1.0 / lat.mean()),
+                "run_batch": int(x.shape[0]),
+                "run_samples_per_s": run_throughput(session, x, 3),
+                "torch_threads": torch.get_num_threads(),
+                "ort_threads": threads,
+            }
+        )
     return rows
 
 
@@ -85,12 +91,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     args = parser.parse_args()
-    table = Table("program", "backend", "step p50 µs", "step p99 µs", "steps/s",
-                  f"run samples/s (batch {args.batch})", "step speed-up", "run speed-up")
+    table = Table(
+        "program",
+        "backend",
+        "step p50 µs",
+        "step p99 µs",
+        "steps/s",
+        f"run samples/s (batch {args.batch})",
+        "step speed-up",
+        "run speed-up",
+    )
     for net in args.networks.split(","):
         model, data = train_network(net)
-        program = convert_spiking(model, data.x_train, None,
-                                  SpikingOptions(timesteps=args.timesteps))
+        program = convert_spiking(
+            model, data.x_train, None, SpikingOptions(timesteps=args.timesteps)
+        )
         x = np.ascontiguousarray(data.x_test[: args.batch], dtype=np.float32)
         name = f"spiking-{net}"
         rows = measure(name, program, x, args.steps, args.threads)
@@ -99,11 +114,16 @@ def main() -> None:
             row["step_speedup_vs_torch"] = torch_row["step_p50_us"] / row["step_p50_us"]
             row["run_speedup_vs_torch"] = row["run_samples_per_s"] / torch_row["run_samples_per_s"]
             print(json.dumps(row))
-            table.add_row(name, str(row["backend"]), f"{row['step_p50_us']:.1f}",
-                          f"{row['step_p99_us']:.1f}", f"{row['steps_per_s']:.0f}",
-                          f"{row['run_samples_per_s']:.0f}",
-                          f"{row['step_speedup_vs_torch']:.2f}x",
-                          f"{row['run_speedup_vs_torch']:.2f}x")
+            table.add_row(
+                name,
+                str(row["backend"]),
+                f"{row['step_p50_us']:.1f}",
+                f"{row['step_p99_us']:.1f}",
+                f"{row['steps_per_s']:.0f}",
+                f"{row['run_samples_per_s']:.0f}",
+                f"{row['step_speedup_vs_torch']:.2f}x",
+                f"{row['run_speedup_vs_torch']:.2f}x",
+            )
     Console(width=150).print(table)
 
 

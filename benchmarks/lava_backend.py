@@ -36,16 +36,21 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=32)
     args = parser.parse_args()
     model, data = train_network("mlp")
-    program = convert_spiking(model, data.x_train, data.y_train,
-                              SpikingOptions(timesteps=args.timesteps))
+    program = convert_spiking(
+        model, data.x_train, data.y_train, SpikingOptions(timesteps=args.timesteps)
+    )
     quantized = quantize_loihi2(program, data.x_train, data.y_train)
     x, y = data.x_test[: args.samples], data.y_test[: args.samples]
     torch_rate, torch_out = _samples_per_second(quantized, "torch", x)
     lava_rate, lava_out = _samples_per_second(quantized, "lava", x)
     result = {
-        "benchmark": "lava_backend", "network": "digits_mlp", "timesteps": args.timesteps,
-        "samples": int(x.shape[0]), "torch_fixed_samples_per_s": torch_rate,
-        "lava_fixed_pt_samples_per_s": lava_rate, "ratio_torch_over_lava": torch_rate / lava_rate,
+        "benchmark": "lava_backend",
+        "network": "digits_mlp",
+        "timesteps": args.timesteps,
+        "samples": int(x.shape[0]),
+        "torch_fixed_samples_per_s": torch_rate,
+        "lava_fixed_pt_samples_per_s": lava_rate,
+        "ratio_torch_over_lava": torch_rate / lava_rate,
         "identical_outputs": bool(np.array_equal(torch_out, lava_out)),
         "lava_accuracy": float((lava_out.argmax(-1) == y).mean()),
     }
@@ -53,8 +58,10 @@ def main() -> None:
     print(f"{'backend':<28}{'samples/s':>12}")
     print(f"{'torch (fixed-point program)':<28}{torch_rate:>12.1f}")
     print(f"{'lava fixed_pt (Loihi2SimCfg)':<28}{lava_rate:>12.2f}")
-    print(f"ratio torch / lava: {result['ratio_torch_over_lava']:.0f}x; "
-          f"identical outputs: {result['identical_outputs']}")
+    print(
+        f"ratio torch / lava: {result['ratio_torch_over_lava']:.0f}x; "
+        f"identical outputs: {result['identical_outputs']}"
+    )
 
 
 if __name__ == "__main__":

@@ -28,21 +28,45 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="training seeds, comma separated")
     args = parser.parse_args()
     steps = [int(s) for s in args.timesteps.split(",")]
-    table = Table("network", "seed", "T", "ANN acc", "SNN acc", "gap (points)", "goal", "met",
-                  title="digits test split (360 samples): ANN vs converted SNN, measured on this CPU")
+    table = Table(
+        "network",
+        "seed",
+        "T",
+        "ANN acc",
+        "SNN acc",
+        "gap (points)",
+        "goal",
+        "met",
+        title="digits test split (360 samples): ANN vs converted SNN, measured on this CPU",
+    )
     for name in NETWORKS:
         for seed in (int(s) for s in args.seeds.split(",")):
             model, data = train_network(name, seed=seed)
             for row in accuracy_sweep(name, model, data, steps):
                 goal = GOALS.get(row.timesteps)
                 met = None if goal is None else row.gap_points <= goal + 1e-9
-                print(json.dumps({"benchmark": "spiking_conversion", "seed": seed, **vars(row),
-                                  "gap_points": round(row.gap_points, 3), "goal_points": goal,
-                                  "met": met}))
-                table.add_row(name, str(seed), str(row.timesteps), f"{row.ann_accuracy:.4f}",
-                              f"{row.snn_accuracy:.4f}", f"{row.gap_points:+.2f}",
-                              "-" if goal is None else f"<= {goal}",
-                              "-" if met is None else ("yes" if met else "NO"))
+                print(
+                    json.dumps(
+                        {
+                            "benchmark": "spiking_conversion",
+                            "seed": seed,
+                            **vars(row),
+                            "gap_points": round(row.gap_points, 3),
+                            "goal_points": goal,
+                            "met": met,
+                        }
+                    )
+                )
+                table.add_row(
+                    name,
+                    str(seed),
+                    str(row.timesteps),
+                    f"{row.ann_accuracy:.4f}",
+                    f"{row.snn_accuracy:.4f}",
+                    f"{row.gap_points:+.2f}",
+                    "-" if goal is None else f"<= {goal}",
+                    "-" if met is None else ("yes" if met else "NO"),
+                )
     Console().print(table)
 
 

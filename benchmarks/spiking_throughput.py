@@ -47,9 +47,15 @@ class SnnTorchTwin(nn.Module):
             lin.weight.data, lin.bias.data = layer.weight.clone(), layer.bias.clone()
             return lin
         if isinstance(layer, Conv2d):
-            conv = nn.Conv2d(layer.weight.shape[1] * layer.groups, layer.weight.shape[0],
-                             tuple(layer.weight.shape[2:]), layer.stride, layer.padding,
-                             layer.dilation, layer.groups)
+            conv = nn.Conv2d(
+                layer.weight.shape[1] * layer.groups,
+                layer.weight.shape[0],
+                tuple(layer.weight.shape[2:]),
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                layer.groups,
+            )
             conv.weight.data, conv.bias.data = layer.weight.clone(), layer.bias.clone()
             return conv
         if isinstance(layer, AvgPool2d):
@@ -58,8 +64,13 @@ class SnnTorchTwin(nn.Module):
             return nn.Flatten()
         if isinstance(layer, Neuron):
             self.v_init[index] = layer.v_init
-            return snn.Leaky(beta=layer.decay.clone(), threshold=layer.threshold.clone(),
-                             init_hidden=True, reset_mechanism="subtract", reset_delay=False)
+            return snn.Leaky(
+                beta=layer.decay.clone(),
+                threshold=layer.threshold.clone(),
+                init_hidden=True,
+                reset_mechanism="subtract",
+                reset_delay=False,
+            )
         raise TypeError(f"no snnTorch twin for {type(layer).__name__}")
 
     def run(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
@@ -94,28 +105,44 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16,256", help="batch sizes, comma separated")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    table = Table("network", "T", "batch", "ganglion samples/s", "snntorch samples/s", "ratio",
-                  "outputs agree", title=f"CPU ({torch.get_num_threads()} threads), measured")
+    table = Table(
+        "network",
+        "T",
+        "batch",
+        "ganglion samples/s",
+        "snntorch samples/s",
+        "ratio",
+        "outputs agree",
+        title=f"CPU ({torch.get_num_threads()} threads), measured",
+    )
     for name in NETWORKS:
         model, data = train_network(name)
-        deployable = convert_spiking(model, data.x_train, None,
-                                     SpikingOptions(timesteps=args.timesteps))
+        deployable = convert_spiking(
+            model, data.x_train, None, SpikingOptions(timesteps=args.timesteps)
+        )
         session = load(deployable)
         twin = SnnTorchTwin(deployable.module)
         for batch in (int(b) for b in args.batches.split(",")):
-            x = torch.from_numpy(data.x_test).repeat(batch // len(data.x_test) + 1,
-                                                     *[1] * (data.x_test.ndim - 1))[:batch]
+            x = torch.from_numpy(data.x_test).repeat(
+                batch // len(data.x_test) + 1, *[1] * (data.x_test.ndim - 1)
+            )[:batch]
             row = compare(name, session, twin, x, args.timesteps, args.repeats)
             print(json.dumps(row))
-            table.add_row(name, str(args.timesteps), str(batch),
-                          f"{row['ganglion_samples_per_s']:,.0f}",
-                          f"{row['snntorch_samples_per_s']:,.0f}", f"{row['ratio']:.2f}x",
-                          f"{row['argmax_agreement']:.3f}")
+            table.add_row(
+                name,
+                str(args.timesteps),
+                str(batch),
+                f"{row['ganglion_samples_per_s']:,.0f}",
+                f"{row['snntorch_samples_per_s']:,.0f}",
+                f"{row['ratio']:.2f}x",
+                f"{row['argmax_agreement']:.3f}",
+            )
     Console().print(table)
 
 
-def compare(name: str, session, twin: SnnTorchTwin, x: torch.Tensor, timesteps: int,
-            repeats: int) -> dict:
+def compare(
+    name: str, session, twin: SnnTorchTwin, x: torch.Tensor, timesteps: int, repeats: int
+) -> dict:
     """Check both agree on ``x``, then time both; returns one JSON-able row."""
     with torch.no_grad():
         ours = torch.from_numpy(session.run(x.numpy()))
@@ -124,11 +151,18 @@ def compare(name: str, session, twin: SnnTorchTwin, x: torch.Tensor, timesteps: 
         t_ours = best_seconds(lambda: session.run(x.numpy()), repeats)
         t_theirs = best_seconds(lambda: twin.run(x, timesteps), repeats)
     batch = x.shape[0]
-    return {"benchmark": "spiking_throughput", "network": name, "timesteps": timesteps,
-            "batch": batch, "ganglion_samples_per_s": batch / t_ours,
-            "snntorch_samples_per_s": batch / t_theirs, "ratio": t_theirs / t_ours,
-            "max_abs_output_diff": float((ours - theirs).abs().max()),
-            "argmax_agreement": agree, "threads": torch.get_num_threads()}
+    return {
+        "benchmark": "spiking_throughput",
+        "network": name,
+        "timesteps": timesteps,
+        "batch": batch,
+        "ganglion_samples_per_s": batch / t_ours,
+        "snntorch_samples_per_s": batch / t_theirs,
+        "ratio": t_theirs / t_ours,
+        "max_abs_output_diff": float((ours - theirs).abs().max()),
+        "argmax_agreement": agree,
+        "threads": torch.get_num_threads(),
+    }
 
 
 if __name__ == "__main__":

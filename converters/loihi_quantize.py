@@ -101,7 +101,8 @@ def quantize_loihi2(
     result = best[1]
     if x is not None:
         result.manifest.report["loihi2"]["accuracy"] = _accuracy_change(
-            reference, result.module.run(x), y)
+            reference, result.module.run(x), y
+        )
     result.manifest.provenance = {
         "converter": "ganglion.converters.loihi_quantize",
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
@@ -114,8 +115,10 @@ def quantize_loihi2(
 def _float_graph(deployable: Deployable) -> tuple[SpikingGraph, object]:
     m = deployable.manifest
     if m.kind != "spiking" or m.numerics != "float32" or not hasattr(deployable.module, "graph"):
-        raise ConversionError(f"Loihi quantization takes a float spiking program, got a {m.kind} "
-                              f"program with numerics {m.numerics!r}")
+        raise ConversionError(
+            f"Loihi quantization takes a float spiking program, got a {m.kind} "
+            f"program with numerics {m.numerics!r}"
+        )
     reason = unsupported_reason(deployable.module.graph)
     if reason:
         raise ConversionError(f"cannot quantize for Loihi 2: {reason}")
@@ -130,13 +133,18 @@ def _input_config(encoding: str, x: torch.Tensor | None, opts: LoihiOptions) -> 
     return LoihiConfig(input_scale=(2**opts.input_bits - 1) / x_max, input_bits=opts.input_bits)
 
 
-def _quantize_graph(graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions, alpha: float
-                    ) -> tuple[SpikingGraph, LoihiConfig, dict]:
+def _quantize_graph(
+    graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions, alpha: float
+) -> tuple[SpikingGraph, LoihiConfig, dict]:
     """The fixed-point graph for threshold scale ``alpha``, its config and its error report."""
     nodes: dict[str, object] = {}
     cfg = replace(config, weight_exp={}, readout_bias=[])
-    report: dict = {"threshold_scale": alpha, "reset": "zero (Loihi 2 LIF)",
-                    "input": {"bits": cfg.input_bits, "scale": cfg.input_scale}, "layers": {}}
+    report: dict = {
+        "threshold_scale": alpha,
+        "reset": "zero (Loihi 2 LIF)",
+        "input": {"bits": cfg.input_bits, "scale": cfg.input_scale},
+        "layers": {},
+    }
     for name, layer in graph.nodes.items():
         if isinstance(layer, Neuron):
             norm = _normalize(graph, name, layer, alpha)
@@ -144,7 +152,8 @@ def _quantize_graph(graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions
             nodes[name], report["layers"][name] = _fixed_neuron(layer, norm, vth, alpha)
             for syn, w in norm.weights.items():
                 nodes[syn], cfg.weight_exp[syn], report["layers"][syn] = _fixed_synapse(
-                    graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth)
+                    graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth
+                )
             _move_bias_to_synapse(nodes, graph.predecessors(name)[0], nodes[name])
         elif isinstance(layer, Flatten):
             nodes[name] = layer
@@ -157,7 +166,8 @@ def _quantize_graph(graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions
         for p in readout:
             w = graph.nodes[p].weight * cfg.readout_scale / _input_scale(graph, p, cfg)
             nodes[p], cfg.weight_exp[p], report["layers"][p] = _fixed_synapse(
-                graph.nodes[p], w, cfg.readout_scale)
+                graph.nodes[p], w, cfg.readout_scale
+            )
         report["readout_scale"] = cfg.readout_scale
     fixed = SpikingGraph({n: nodes[n] for n in graph.nodes}, list(graph.edges), graph.input_shape)
     return fixed, cfg, report
@@ -166,8 +176,10 @@ def _quantize_graph(graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions
 def _normalize(graph: SpikingGraph, name: str, neuron: Neuron, alpha: float) -> _Layer:
     """Fold gain and threshold·alpha into the incoming weights and bias (threshold becomes 1)."""
     if neuron.decay.unique().numel() > 1:
-        raise ConversionError(f"neuron node {name!r}: Loihi 2 shares one decay per layer, "
-                              f"this layer has {neuron.decay.unique().numel()}")
+        raise ConversionError(
+            f"neuron node {name!r}: Loihi 2 shares one decay per layer, "
+            f"this layer has {neuron.decay.unique().numel()}"
+        )
     per = neuron.gain / (neuron.threshold * alpha)  # [*shape]
     weights, bias = {}, neuron.bias / (neuron.threshold * alpha)
     for syn in graph.predecessors(name):
@@ -178,8 +190,10 @@ def _normalize(graph: SpikingGraph, name: str, neuron: Neuron, alpha: float) -> 
         else:
             channel = per.reshape(per.shape[0], -1)
             if not torch.allclose(channel, channel[:, :1].expand_as(channel)):
-                raise ConversionError(f"neuron node {name!r}: Loihi 2 Conv needs one threshold "
-                                      f"per channel, this layer has one per neuron")
+                raise ConversionError(
+                    f"neuron node {name!r}: Loihi 2 Conv needs one threshold "
+                    f"per channel, this layer has one per neuron"
+                )
             weights[syn] = layer.weight * channel[:, 0].reshape(-1, 1, 1, 1)
     return _Layer(weights, bias, neuron.v_init / neuron.threshold)
 
@@ -212,22 +226,33 @@ def _pick_vth(graph: SpikingGraph, norm: _Layer, cfg: LoihiConfig, opts: LoihiOp
     return int(min(opts.vth, fits, VTH_MAX) if fits >= 1 else 1)
 
 
-def _fixed_synapse(layer: Affine | Conv2d, w_real: torch.Tensor, scale: float
-                   ) -> tuple[Affine | Conv2d, int, dict]:
+def _fixed_synapse(
+    layer: Affine | Conv2d, w_real: torch.Tensor, scale: float
+) -> tuple[Affine | Conv2d, int, dict]:
     """Round ``w_real`` (integer units) to mantissa·2^k; returns the layer, exponent, report."""
     dense = isinstance(layer, Affine)
     step_bits = 1 if dense else 0  # Lava's Dense doubles mixed-sign weights
     peak = max(float(w_real.abs().max()), 1e-12)
-    exp = max(WEIGHT_EXP_MIN if dense else 0,
-              math.ceil(math.log2(peak / (WEIGHT_MANT_MAX * 2**step_bits))))
+    exp = max(
+        WEIGHT_EXP_MIN if dense else 0,
+        math.ceil(math.log2(peak / (WEIGHT_MANT_MAX * 2**step_bits))),
+    )
     quantum = 2 ** (exp + step_bits)
     mant = (w_real / quantum).round().clamp(-WEIGHT_MANT_MAX, WEIGHT_MANT_MAX)
     w_q = (mant * quantum).float()
     err = (w_q - w_real).double().pow(2).mean().sqrt() / w_real.double().pow(2).mean().sqrt()
     zero_bias = torch.zeros_like(layer.bias)
     fixed = Affine(w_q, zero_bias) if dense else replace(layer, weight=w_q, bias=zero_bias)
-    return fixed, exp, {"weight_exp": exp, "weight_mantissa_max": int(mant.abs().max()),
-                        "weight_rms_error": float(err), "scale": scale}
+    return (
+        fixed,
+        exp,
+        {
+            "weight_exp": exp,
+            "weight_mantissa_max": int(mant.abs().max()),
+            "weight_rms_error": float(err),
+            "scale": scale,
+        },
+    )
 
 
 def _move_bias_to_synapse(nodes: dict[str, object], syn: str, neuron: Neuron) -> None:
@@ -253,16 +278,27 @@ def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple
     v_init = (norm.v_init * unit).round().clamp(-limit, limit)
     dv = decay_to_dv(neuron.decay.reshape(-1)[:1])
     decay = (DECAY_UNITY - dv.double()) / DECAY_UNITY
-    fixed = Neuron(decay=decay.float().expand(neuron.shape).clone(),
-                   gain=torch.full(neuron.shape, float(2**ACT_SHIFT)),
-                   bias=bias.float(), threshold=torch.full(neuron.shape, float(unit)),
-                   v_reset=torch.zeros(neuron.shape), v_init=v_init.float(), reset="zero",
-                   model=neuron.model)
+    fixed = Neuron(
+        decay=decay.float().expand(neuron.shape).clone(),
+        gain=torch.full(neuron.shape, float(2**ACT_SHIFT)),
+        bias=bias.float(),
+        threshold=torch.full(neuron.shape, float(unit)),
+        v_reset=torch.zeros(neuron.shape),
+        v_init=v_init.float(),
+        reset="zero",
+        model=neuron.model,
+    )
     bias_err = (bias / unit - norm.bias.double()).abs().max()
     decay_err = abs(float(decay) - float(neuron.decay.reshape(-1)[0]))
-    return fixed, {"vth": vth, "threshold_rounding": 0.0, "threshold_scale": alpha,
-                   "dv": int(dv), "decay_error": decay_err, "bias_max_error": float(bias_err),
-                   "reset_was": neuron.reset}
+    return fixed, {
+        "vth": vth,
+        "threshold_rounding": 0.0,
+        "threshold_scale": alpha,
+        "dv": int(dv),
+        "decay_error": decay_err,
+        "bias_max_error": float(bias_err),
+        "reset_was": neuron.reset,
+    }
 
 
 def _predictions(out: torch.Tensor) -> torch.Tensor:

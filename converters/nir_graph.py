@@ -51,13 +51,20 @@ def _neuron_to_nir(n: Neuron, dt: float) -> nir.NIRNode:
     if np.all(decay == 1.0):
         if np.any(bias != 0.0):
             raise NIRError("an IF neuron with a bias cannot be written to NIR (IF has no v_leak)")
-        return nir.IF(r=gain / dt, v_threshold=_np(n.threshold), v_reset=_np(n.v_reset),
-                      metadata=meta)
+        return nir.IF(
+            r=gain / dt, v_threshold=_np(n.threshold), v_reset=_np(n.v_reset), metadata=meta
+        )
     if np.any(decay >= 1.0):
         raise NIRError("a neuron mixes leaky and non-leaky elements; NIR cannot express it")
     tau = dt / (1.0 - decay)
-    return nir.LIF(tau=tau, r=gain / (1.0 - decay), v_leak=bias / (1.0 - decay),
-                   v_threshold=_np(n.threshold), v_reset=_np(n.v_reset), metadata=meta)
+    return nir.LIF(
+        tau=tau,
+        r=gain / (1.0 - decay),
+        v_leak=bias / (1.0 - decay),
+        v_threshold=_np(n.threshold),
+        v_reset=_np(n.v_reset),
+        metadata=meta,
+    )
 
 
 def to_nir(graph: SpikingGraph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
@@ -74,17 +81,25 @@ def to_nir(graph: SpikingGraph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
             nodes[name] = nir.Affine(weight=_np(layer.weight), bias=_np(layer.bias))
         elif isinstance(layer, Conv2d):
             nodes[name] = nir.Conv2d(
-                input_shape=tuple(in_shape[1:]), weight=_np(layer.weight), bias=_np(layer.bias),
-                stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                input_shape=tuple(in_shape[1:]),
+                weight=_np(layer.weight),
+                bias=_np(layer.bias),
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
                 groups=layer.groups,
             )
         elif isinstance(layer, SumPool2d | AvgPool2d):
             cls = nir.SumPool2d if isinstance(layer, SumPool2d) else nir.AvgPool2d
-            nodes[name] = cls(kernel_size=np.array(layer.kernel_size),
-                              stride=np.array(layer.stride), padding=np.array(layer.padding))
+            nodes[name] = cls(
+                kernel_size=np.array(layer.kernel_size),
+                stride=np.array(layer.stride),
+                padding=np.array(layer.padding),
+            )
         elif isinstance(layer, Flatten):
-            nodes[name] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0,
-                                      end_dim=-1)
+            nodes[name] = nir.Flatten(
+                input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1
+            )
         elif isinstance(layer, Scale):
             nodes[name] = nir.Scale(scale=_np(layer.scale.expand(in_shape)))
         else:
@@ -116,8 +131,16 @@ def _neuron_from_nir(name: str, node: nir.NIRNode, dt: float) -> Neuron:
     reset = str(meta.get("reset", "zero"))
     if isinstance(meta.get("reset"), bytes):
         reset = meta["reset"].decode()
-    return Neuron(decay=_f32(decay), gain=_f32(gain), bias=_f32(bias), threshold=_f32(threshold),
-                  v_reset=_f32(v_reset), v_init=_f32(v_init), reset=reset, model=model)
+    return Neuron(
+        decay=_f32(decay),
+        gain=_f32(gain),
+        bias=_f32(bias),
+        threshold=_f32(threshold),
+        v_reset=_f32(v_reset),
+        v_init=_f32(v_init),
+        reset=reset,
+        model=model,
+    )
 
 
 def _flatten_from_nir(name: str, node: nir.Flatten) -> Flatten:
@@ -141,9 +164,14 @@ def _layer_from_nir(name: str, node: nir.NIRNode, dt: float) -> Any:  # noqa: C9
         padding = node.padding
         if isinstance(padding, str):
             raise NIRError(f"Conv2d node {name!r} uses padding={padding!r}; give explicit padding")
-        return Conv2d(weight, _f32(bias), tuple(int(s) for s in np.broadcast_to(node.stride, 2)),
-                      tuple(int(p) for p in np.broadcast_to(padding, 2)),
-                      tuple(int(d) for d in np.broadcast_to(node.dilation, 2)), int(node.groups))
+        return Conv2d(
+            weight,
+            _f32(bias),
+            tuple(int(s) for s in np.broadcast_to(node.stride, 2)),
+            tuple(int(p) for p in np.broadcast_to(padding, 2)),
+            tuple(int(d) for d in np.broadcast_to(node.dilation, 2)),
+            int(node.groups),
+        )
     if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
         cls = SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
         pair = lambda v: tuple(int(x) for x in np.broadcast_to(np.asarray(v), 2))  # noqa: E731
@@ -152,8 +180,9 @@ def _layer_from_nir(name: str, node: nir.NIRNode, dt: float) -> Any:  # noqa: C9
         return _flatten_from_nir(name, node)
     if isinstance(node, nir.Scale):
         return Scale(_f32(node.scale))
-    raise NIRError(f"node {name!r} of type {type(node).__name__} is not supported; "
-                   f"supported: {IMPORTABLE}")
+    raise NIRError(
+        f"node {name!r} of type {type(node).__name__} is not supported; supported: {IMPORTABLE}"
+    )
 
 
 def from_nir(graph: nir.NIRGraph, dt: float = DEFAULT_DT) -> SpikingGraph:
@@ -187,8 +216,10 @@ def read_nir(path: str | Path, dt: float = DEFAULT_DT) -> SpikingGraph:
     except NIRError:
         raise
     except Exception as exc:  # h5py and nir raise OSError, KeyError, ValueError, ...
-        raise NIRError(f"{path}: not a readable NIR (HDF5) file ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
+        raise NIRError(
+            f"{path}: not a readable NIR (HDF5) file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        ) from exc
     try:
         return from_nir(graph, dt)
     except NIRError as exc:

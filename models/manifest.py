@@ -19,7 +19,7 @@ DECODINGS = ("none", "count", "membrane")
 
 @dataclass
 class TensorSpec:
-    """A named tensor: shape uses -1 for the batch axis and "T" is never used (see TimeSemantics)."""
+    """A named tensor; shape uses -1 for the batch axis (time semantics: see TimeSemantics)."""
 
     name: str
     shape: list[int]  # -1 marks the dynamic batch axis

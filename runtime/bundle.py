@@ -25,7 +25,12 @@ from ganglion.models.manifest import Manifest
 from ganglion.models.registry import build_module
 from ganglion.runtime.onnx_export import onnx_artifact_writers
 
-MANIFEST, CONFIG, WEIGHTS, GRAPH_NIR = "manifest.json", "config.json", "weights.safetensors", "graph.nir"
+MANIFEST, CONFIG, WEIGHTS, GRAPH_NIR = (
+    "manifest.json",
+    "config.json",
+    "weights.safetensors",
+    "graph.nir",
+)
 
 # Extra artifacts by program kind: name -> writer(deployable, path). Backends' exporters add theirs.
 ArtifactWriter = Callable[[Deployable, Path], None]

@@ -58,7 +58,10 @@ def train_network(name: str, seed: int = 0) -> tuple[torch.nn.Module, DigitsData
 
 
 def accuracy_sweep(
-    name: str, model: torch.nn.Module, data: DigitsData, timesteps: list[int],
+    name: str,
+    model: torch.nn.Module,
+    data: DigitsData,
+    timesteps: list[int],
     options: SpikingOptions | None = None,
 ) -> list[SweepRow]:
     """Convert ``model`` at each T (calibrating on the train split) and score the test split."""
@@ -76,14 +79,16 @@ def accuracy_sweep(
     return rows
 
 
-def write_demo_bundle(name: str, model: torch.nn.Module, data: DigitsData, out: Path,
-                      timesteps: int) -> Path:
+def write_demo_bundle(
+    name: str, model: torch.nn.Module, data: DigitsData, out: Path, timesteps: int
+) -> Path:
     """Save the model (.pt2), calibration data (.npz) and its spiking bundle under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     sample = torch.from_numpy(data.x_train[:2])
     torch.export.save(torch.export.export(model, (sample,)), str(out / f"{name}.pt2"))
     np.savez(out / f"{name}-calib.npz", x=data.x_train, y=data.y_train)
     np.save(out / f"{name}-test-x.npy", data.x_test)
-    deployable = convert_spiking(model, data.x_train, data.y_train,
-                                 SpikingOptions(timesteps=timesteps))
+    deployable = convert_spiking(
+        model, data.x_train, data.y_train, SpikingOptions(timesteps=timesteps)
+    )
     return save_bundle(deployable, out / f"{name}-snn-T{timesteps}")

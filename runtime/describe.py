@@ -41,9 +41,15 @@ def describe(deployable: Deployable) -> dict[str, Any]:
             params = sum(int(v.numel()) for v in tensor_fields(layer).values())
             if not isinstance(layer, Neuron):
                 total += params
-            layers.append({"name": name, "type": type(layer).__name__,
-                           "shape": list(graph.shapes[name]), "parameters": params,
-                           "inputs": graph.predecessors(name)})
+            layers.append(
+                {
+                    "name": name,
+                    "type": type(layer).__name__,
+                    "shape": list(graph.shapes[name]),
+                    "parameters": params,
+                    "inputs": graph.predecessors(name),
+                }
+            )
     else:
         total = sum(int(p.numel()) for p in deployable.module.parameters())
     return {

@@ -24,8 +24,10 @@ LIMITS = {
     "synapses_per_core": 120_000_000 // 128,
     "bytes_per_synapse": 1,
 }
-SOURCE = ("Intel Loihi 2 brief and open-neuromorphic.org: 128 cores, 1M neurons, 120M synapses "
-          "per chip; per-core limits = chip totals / 128 (assumption)")
+SOURCE = (
+    "Intel Loihi 2 brief and open-neuromorphic.org: 128 cores, 1M neurons, 120M synapses "
+    "per chip; per-core limits = chip totals / 128 (assumption)"
+)
 
 
 class LoihiFitError(GanglionError):
@@ -43,20 +45,35 @@ def _synapses(layer: Affine | Conv2d, out_shape: tuple[int, ...]) -> int:
 def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
     """Neurons, synapses, synaptic memory and neurocores per layer; chips needed; fits or not."""
     targets = {n: graph.shapes[n] for n, layer in graph.nodes.items() if isinstance(layer, Neuron)}
-    readout = [p for p in graph.predecessors(OUTPUT)
-               if isinstance(graph.nodes.get(p), (Affine, Conv2d))]
+    readout = [
+        p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), (Affine, Conv2d))
+    ]
     targets.update({p: graph.shapes[p] for p in readout})
     layers = []
     for name, shape in targets.items():
-        feeding = [name] if name in readout else [
-            p for p in graph.predecessors(name) if isinstance(graph.nodes[p], (Affine, Conv2d))]
+        feeding = (
+            [name]
+            if name in readout
+            else [
+                p for p in graph.predecessors(name) if isinstance(graph.nodes[p], (Affine, Conv2d))
+            ]
+        )
         synapses = sum(_synapses(graph.nodes[p], graph.shapes[p]) for p in feeding)
         neurons = math.prod(shape)
-        cores = max(math.ceil(neurons / LIMITS["neurons_per_core"]),
-                    math.ceil(synapses / LIMITS["synapses_per_core"]), 1)
-        layers.append({"layer": name, "neurons": neurons, "synapses": synapses,
-                       "synaptic_memory_bytes": synapses * LIMITS["bytes_per_synapse"],
-                       "neurocores": cores})
+        cores = max(
+            math.ceil(neurons / LIMITS["neurons_per_core"]),
+            math.ceil(synapses / LIMITS["synapses_per_core"]),
+            1,
+        )
+        layers.append(
+            {
+                "layer": name,
+                "neurons": neurons,
+                "synapses": synapses,
+                "synaptic_memory_bytes": synapses * LIMITS["bytes_per_synapse"],
+                "neurocores": cores,
+            }
+        )
     cores = sum(layer["neurocores"] for layer in layers)
     needed = math.ceil(cores / LIMITS["cores_per_chip"])
     available = chips * LIMITS["cores_per_chip"]
@@ -64,9 +81,13 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
         "layers": layers,
         "neurons": sum(layer["neurons"] for layer in layers),
         "synapses": sum(layer["synapses"] for layer in layers),
-        "neurocores": cores, "chips_needed": needed, "chips_declared": chips,
-        "fits": cores <= available, "neurocores_over": max(cores - available, 0),
-        "limits": dict(LIMITS), "source": SOURCE,
+        "neurocores": cores,
+        "chips_needed": needed,
+        "chips_declared": chips,
+        "fits": cores <= available,
+        "neurocores_over": max(cores - available, 0),
+        "limits": dict(LIMITS),
+        "source": SOURCE,
     }
 
 
@@ -76,4 +97,5 @@ def require_fit(report: dict[str, Any]) -> None:
         raise LoihiFitError(
             f"program needs {report['neurocores']} neurocores ({report['chips_needed']} Loihi 2 "
             f"chips), {report['chips_declared']} declared: {report['neurocores_over']} neurocores "
-            f"({report['chips_needed'] - report['chips_declared']} chips) over")
+            f"({report['chips_needed'] - report['chips_declared']} chips) over"
+        )

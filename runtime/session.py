@@ -54,7 +54,7 @@ class Session(ABC):
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (default: nothing to release)."""
 
     def __enter__(self) -> Session:

@@ -20,8 +20,13 @@ SUPPORTED = "Linear, Conv2d, AvgPool2d, Flatten, ReLU, BatchNorm (after Linear/C
 INPUT = "input"
 
 aten = torch.ops.aten
-_IDENTITY = {aten.dropout.default, aten.clone.default, aten.contiguous.default,
-             aten.alias.default, aten.detach.default}
+_IDENTITY = {
+    aten.dropout.default,
+    aten.clone.default,
+    aten.contiguous.default,
+    aten.alias.default,
+    aten.detach.default,
+}
 _RELU = {aten.relu.default, aten.relu_.default}
 _ADD = {aten.add.Tensor, aten.add_.Tensor}
 _RESHAPE = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
@@ -93,8 +98,11 @@ class _Reader:
     def __init__(self, program: torch.export.ExportedProgram) -> None:
         self.program = program
         sig = program.graph_signature
-        self.params = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
-                       **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
+        self.params = {
+            **sig.inputs_to_parameters,
+            **sig.inputs_to_buffers,
+            **getattr(sig, "inputs_to_lifted_tensor_constants", {}),
+        }
         user_inputs = list(sig.user_inputs)
         if len(user_inputs) != 1:
             raise ConversionError(f"the model must take one input tensor, it takes {user_inputs}")
@@ -107,7 +115,9 @@ class _Reader:
         if arg is None:
             return None
         key = self.params[arg.name]
-        table = self.program.state_dict if key in self.program.state_dict else self.program.constants
+        table = (
+            self.program.state_dict if key in self.program.state_dict else self.program.constants
+        )
         return table[key].detach().float().clone()
 
     def source(self, arg: Any, node: torch.fx.Node) -> str:
@@ -137,7 +147,9 @@ class _Reader:
             elif node.op == "output":
                 outs = node.args[0]
                 if len(outs) != 1:
-                    raise ConversionError(f"the model must return one tensor, it returns {len(outs)}")
+                    raise ConversionError(
+                        f"the model must return one tensor, it returns {len(outs)}"
+                    )
                 output = self.source(outs[0], node)
             elif node.op == "call_function":
                 self.visit(node)
@@ -189,7 +201,8 @@ class _Reader:
         if isinstance(a[4], str):
             raise _unsupported(node, f"padding={a[4]!r}; give explicit padding")
         layer = Conv2d(
-            w, b if b is not None else torch.zeros(w.shape[0]),
+            w,
+            b if b is not None else torch.zeros(w.shape[0]),
             stride=_pair(a[3] if a[3] is not None else 1),
             padding=_pair(a[4] if a[4] is not None else 0),
             dilation=_pair(a[5] if a[5] is not None else 1),

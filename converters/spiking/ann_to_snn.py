@@ -37,11 +37,17 @@ class SpikingOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {"neuron": ("if", "lif"), "encoding": ("direct", "rate"),
-                  "decoding": ("membrane", "count"), "reset": ("subtract", "zero")}
+        checks = {
+            "neuron": ("if", "lif"),
+            "encoding": ("direct", "rate"),
+            "decoding": ("membrane", "count"),
+            "reset": ("subtract", "zero"),
+        }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
-                raise ConversionError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ConversionError(
+                    f"--{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         if self.timesteps < 1:
             raise ConversionError(f"--timesteps must be >= 1, got {self.timesteps}")
 
@@ -64,8 +70,14 @@ class _Builder:
             self.values[name] = self.visit(op)
         out = self.values[self.ann.output]
         if self.opts.decoding == "count":
-            out = [(self.neuron("spike_out", out, self.thresholds["spike_out"],
-                                self.shapes[self.ann.output]), None)]
+            out = [
+                (
+                    self.neuron(
+                        "spike_out", out, self.thresholds["spike_out"], self.shapes[self.ann.output]
+                    ),
+                    None,
+                )
+            ]
         for src in self.materialize(out, "output"):
             self.edges.append((src, OUTPUT))
         return SpikingGraph(self.nodes, self.edges, self.ann.input_shape)
@@ -75,8 +87,12 @@ class _Builder:
         if op.kind in ("affine", "conv"):
             return self.synapse(op, inputs)
         if op.kind == "relu":
-            return [(self.neuron(op.name, inputs, self.thresholds[op.name], self.shapes[op.name]),
-                     self.thresholds[op.name])]
+            return [
+                (
+                    self.neuron(op.name, inputs, self.thresholds[op.name], self.shapes[op.name]),
+                    self.thresholds[op.name],
+                )
+            ]
         if op.kind == "add":
             return inputs
         return self.linear_map(op, inputs)
@@ -111,8 +127,9 @@ class _Builder:
             scale = scale.expand(in_shape).reshape(-1) if scale.ndim else scale
         return [(op.name, scale)]
 
-    def neuron(self, name: str, inputs: list[Contribution], theta: torch.Tensor,
-               shape: tuple[int, ...]) -> str:
+    def neuron(
+        self, name: str, inputs: list[Contribution], theta: torch.Tensor, shape: tuple[int, ...]
+    ) -> str:
         threshold = theta.expand(shape).clone()
         neuron = Neuron.integrate_and_fire(threshold, self.opts.v_init, self.opts.reset)
         if self.opts.neuron == "lif":
@@ -125,8 +142,10 @@ class _Builder:
 
     def materialize(self, inputs: list[Contribution], consumer: str) -> list[str]:
         """Sources whose plain sum is the value: scaled ones go through a Scale node."""
-        return [src if scale is None else self.scale_node(f"{consumer}_scale{i}", src, scale)
-                for i, (src, scale) in enumerate(inputs)]
+        return [
+            src if scale is None else self.scale_node(f"{consumer}_scale{i}", src, scale)
+            for i, (src, scale) in enumerate(inputs)
+        ]
 
     def scale_node(self, name: str, src: str, scale: torch.Tensor) -> str:
         self.nodes[name] = Scale(scale.expand(self.node_shapes[src]).clone())

@@ -35,16 +35,21 @@ def convert_spiking(
     opts = options or SpikingOptions()
     x = _as_float_tensor(calib_x, "calibration x")
     if x.ndim < 2 or x.shape[0] == 0:
-        raise ConversionError(f"calibration x must be [N, ...features] with N > 0, got {tuple(x.shape)}")
-    program = model if isinstance(model, torch.export.ExportedProgram) else export_module(model, x[:2])
+        raise ConversionError(
+            f"calibration x must be [N, ...features] with N > 0, got {tuple(x.shape)}"
+        )
+    program = (
+        model if isinstance(model, torch.export.ExportedProgram) else export_module(model, x[:2])
+    )
     ann = read_ann(program)
     if tuple(x.shape[1:]) != ann.input_shape:
         raise ConversionError(
             f"calibration x has features {tuple(x.shape[1:])}, the model takes {ann.input_shape}"
         )
     graph, thresholds = ann_to_spiking_graph(ann, x, opts)
-    time = TimeSemantics(opts.timesteps, encoding=opts.encoding, decoding=opts.decoding,
-                         seed=opts.seed)
+    time = TimeSemantics(
+        opts.timesteps, encoding=opts.encoding, decoding=opts.decoding, seed=opts.seed
+    )
     network = SpikingNetwork(graph, time)
     y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long().reshape(-1)
     n = min(REPORT_SAMPLES, x.shape[0])
@@ -54,14 +59,19 @@ def convert_spiking(
         "source_sha256": _program_hash(program),
         "converter": "ganglion.converters.spiking",
         "options": {k: v for k, v in vars(opts).items()},
-        "calibration": {"samples": int(x.shape[0]), "report_samples": n,
-                        "percentile": opts.percentile,
-                        "per_channel": opts.per_channel},
+        "calibration": {
+            "samples": int(x.shape[0]),
+            "report_samples": n,
+            "percentile": opts.percentile,
+            "per_channel": opts.per_channel,
+        },
     }
     return Deployable(network, manifest, graph.to_config())
 
 
-def spiking_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict | None = None) -> Manifest:
+def spiking_manifest(
+    graph: SpikingGraph, time: TimeSemantics, report: dict | None = None
+) -> Manifest:
     """Manifest of a spiking program: I/O shapes follow its encoding and decoding."""
     state = [TensorSpec("t", [1], "int64")]
     state += [TensorSpec(f"v.{n}", [-1, *layer.shape]) for n, layer in graph.neurons().items()]
@@ -102,7 +112,8 @@ def conversion_report(
         theta = thresholds.get(name, neuron.threshold)
         layers[name] = {
             "neurons": int(neuron.threshold.numel()),
-            "threshold_min": float(theta.min()), "threshold_max": float(theta.max()),
+            "threshold_min": float(theta.min()),
+            "threshold_max": float(theta.max()),
             "firing_rate": spikes.get(name, 0.0) / (steps * neuron.threshold.numel()),
         }
     report: dict = {"layers": layers, "timesteps": network.time.timesteps}

@@ -1,4 +1,4 @@
-"""Threshold balancing: per-layer or per-channel percentiles of ReLU activations on calibration data."""
+"""Threshold balancing: percentiles of ReLU activations on calibration data (layer or channel)."""
 
 from __future__ import annotations
 

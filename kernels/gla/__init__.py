@@ -5,6 +5,7 @@
 """
 
 import torch
+
 from ganglion.kernels.checks import expect_ndim
 from ganglion.kernels.dispatch import use_triton
 from ganglion.kernels.gla.reference import gla_recurrent_reference

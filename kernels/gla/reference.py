@@ -9,6 +9,7 @@ Per head, with ``q_t, k_t, g_t`` ``[K]``, ``v_t`` ``[V]`` and state ``S`` ``[K, 
 """
 
 import torch
+
 from ganglion.kernels.checks import (
     FLOAT_DTYPES,
     expect_dtype,

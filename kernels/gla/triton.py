@@ -16,6 +16,7 @@ are computed element-wise in log space. Derivation in README.md.
 import torch
 import triton
 import triton.language as tl
+
 from ganglion.kernels.gla.reference import (
     check_gla_args,
     default_scale,

@@ -5,6 +5,7 @@
 """
 
 import torch
+
 from ganglion.kernels.dispatch import use_triton
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 

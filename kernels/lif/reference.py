@@ -15,6 +15,7 @@ Loihi 2 fixed-point CUBA LIF (bit-accurate, see README.md)::
 """
 
 import torch
+
 from ganglion.kernels.checks import (
     FLOAT_DTYPES,
     INT_DTYPES,

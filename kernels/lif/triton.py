@@ -7,6 +7,7 @@ and writes are contiguous along ``B * N``, so the kernel is bound by memory band
 import torch
 import triton
 import triton.language as tl
+
 from ganglion.kernels.lif.reference import (
     RESETS,
     UV_LIMIT,

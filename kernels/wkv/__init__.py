@@ -5,6 +5,7 @@ and the PyTorch reference elsewhere.
 """
 
 import torch
+
 from ganglion.kernels.dispatch import use_triton
 from ganglion.kernels.wkv.reference import (
     State,

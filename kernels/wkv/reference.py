@@ -6,6 +6,7 @@ scan over ``(a, b, p)``: ``a`` and ``b`` are numerator and denominator scaled by
 """
 
 import torch
+
 from ganglion.kernels.checks import (
     FLOAT_DTYPES,
     expect_dtype,

@@ -4,6 +4,7 @@ state ``(a, b, p)`` in registers; ``T`` is a runtime loop bound, so there is no 
 import torch
 import triton
 import triton.language as tl
+
 from ganglion.kernels.wkv.reference import (
     State,
     check_wkv_args,

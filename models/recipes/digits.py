@@ -40,8 +40,11 @@ def load_digits(image: bool, seed: int = 0, test_fraction: float = 0.2) -> Digit
 def digits_mlp() -> nn.Module:
     """64 -> 128 -> 64 -> 10 ReLU MLP."""
     return nn.Sequential(
-        nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.1),
-        nn.Linear(128, 64), nn.ReLU(),
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(128, 64),
+        nn.ReLU(),
         nn.Linear(64, 10),
     )
 
@@ -49,9 +52,16 @@ def digits_mlp() -> nn.Module:
 def digits_cnn() -> nn.Module:
     """Two conv blocks (BatchNorm, ReLU, average pooling) and a linear classifier."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 2 * 2, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 2 * 2, 10),
     )
 
 

@@ -62,8 +62,9 @@ def encoded_sequence(x: torch.Tensor, time: TimeSemantics, steps: int) -> torch.
     return torch.cat([x, pad])[:steps]
 
 
-def input_sequence(x: torch.Tensor, time: TimeSemantics, config: LoihiConfig, steps: int
-                   ) -> torch.Tensor:
+def input_sequence(
+    x: torch.Tensor, time: TimeSemantics, config: LoihiConfig, steps: int
+) -> torch.Tensor:
     """Integer input spikes for ``steps`` Lava timesteps: [steps, B, ...] int64."""
     return quantize_input(encoded_sequence(x, time, steps), config)
 
@@ -81,8 +82,9 @@ class FixedPointNetwork(torch.nn.Module):
     @property
     def output_is_current(self) -> bool:
         """True when the output is a synaptic layer's current (read out as a graded value)."""
-        return any(isinstance(self.graph.nodes.get(p), SYNAPTIC)
-                   for p in self.graph.predecessors(OUTPUT))
+        return any(
+            isinstance(self.graph.nodes.get(p), SYNAPTIC) for p in self.graph.predecessors(OUTPUT)
+        )
 
     def init_state(self, batch: int) -> State:
         """Fresh state: t, u/v per neuron layer, delay buffer per synaptic layer, decode."""
@@ -113,7 +115,7 @@ class FixedPointNetwork(torch.nn.Module):
                 v0 = layer.v_init.long().reshape(1, -1).expand(batch, -1).contiguous()
                 spikes, _, _ = lif_fixed_scan(a, u0, v0, *self._lif[name])
                 if record:
-                    self.activity[name] = spikes[self.depth:].sum(dim=(0, 1)).float()
+                    self.activity[name] = spikes[self.depth :].sum(dim=(0, 1)).float()
                 values[name] = spikes.reshape(steps * batch, *layer.shape)
             elif isinstance(layer, SYNAPTIC):
                 a = _synapse(layer, inp).reshape(steps, batch, *self.graph.shapes[name])
@@ -122,7 +124,7 @@ class FixedPointNetwork(torch.nn.Module):
             else:
                 values[name] = layer.forward(inp)
         out = self._gather(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
-        return self.decode(out[self.depth:])
+        return self.decode(out[self.depth :])
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One Lava timestep. Returns this step's output, or the running decoded output."""
@@ -135,8 +137,11 @@ class FixedPointNetwork(torch.nn.Module):
             inp = self._gather(name, values)
             if isinstance(layer, Neuron):
                 batch = inp.shape[0]
-                flat = (inp.reshape(1, batch, -1), state[f"u.{name}"].reshape(batch, -1),
-                        state[f"v.{name}"].reshape(batch, -1))
+                flat = (
+                    inp.reshape(1, batch, -1),
+                    state[f"u.{name}"].reshape(batch, -1),
+                    state[f"v.{name}"].reshape(batch, -1),
+                )
                 spikes, u, v = lif_fixed_scan(*flat, *self._lif[name])
                 values[name] = spikes[0].reshape(batch, *layer.shape)
                 new[f"u.{name}"], new[f"v.{name}"] = u.reshape(inp.shape), v.reshape(inp.shape)
@@ -191,8 +196,9 @@ def _synapse(layer: Any, x: torch.Tensor) -> torch.Tensor:
     if isinstance(layer, Affine):
         y = F.linear(x.double(), w)
     else:  # Lava's fixed-point Conv clamps its output to signed 24 bits
-        y = F.conv2d(x.double(), w, None, layer.stride, layer.padding, layer.dilation,
-                     layer.groups).clamp(-UV_LIMIT, UV_LIMIT - 1)
+        y = F.conv2d(
+            x.double(), w, None, layer.stride, layer.padding, layer.dilation, layer.groups
+        ).clamp(-UV_LIMIT, UV_LIMIT - 1)
     return y.floor().long()
 
 
@@ -203,8 +209,9 @@ def effective_bias(graph: SpikingGraph, name: str) -> torch.Tensor:
     total = neuron.bias.double()
     for p in graph.predecessors(name):
         b = graph.nodes[p].bias.double()
-        total = total + neuron.gain.double() * (b if b.shape == neuron.shape
-                                                else b.reshape(-1, 1, 1).expand(neuron.shape))
+        total = total + neuron.gain.double() * (
+            b if b.shape == neuron.shape else b.reshape(-1, 1, 1).expand(neuron.shape)
+        )
     return total
 
 
@@ -214,8 +221,13 @@ def lif_params(graph: SpikingGraph, name: str) -> tuple[torch.Tensor, ...]:
     n = neuron.threshold.numel()
     mant, exp = split_bias(effective_bias(graph, name).reshape(-1))
     vth = (neuron.threshold.reshape(-1).double() / 2**ACT_SHIFT).round().long()
-    return (torch.full((n,), DU_PLAIN, dtype=torch.int64), decay_to_dv(neuron.decay.reshape(-1)),
-            mant, exp, vth)
+    return (
+        torch.full((n,), DU_PLAIN, dtype=torch.int64),
+        decay_to_dv(neuron.decay.reshape(-1)),
+        mant,
+        exp,
+        vth,
+    )
 
 
 def fixed_point_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict) -> Manifest:
@@ -230,10 +242,14 @@ def fixed_point_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict)
     if time.decoding != "none":
         state.append(TensorSpec("decode", [-1, *graph.output_shape], "int64"))
     return Manifest(
-        kind="spiking", architecture=ARCHITECTURE,
+        kind="spiking",
+        architecture=ARCHITECTURE,
         inputs=[TensorSpec("input", [-1, *graph.input_shape])],
         outputs=[TensorSpec("output", [-1, *graph.output_shape])],
-        time=time, state=state, numerics="loihi2-fixed", report=report,
+        time=time,
+        state=state,
+        numerics="loihi2-fixed",
+        report=report,
     )
 
 
@@ -242,8 +258,9 @@ def fixed_point_config(graph: SpikingGraph, config: LoihiConfig) -> dict[str, An
     return {"architecture": ARCHITECTURE, "graph": graph.to_config(), "loihi": vars(config)}
 
 
-def build_fixed_point(config: dict, tensors: dict[str, torch.Tensor], manifest: Manifest
-                      ) -> FixedPointNetwork:
+def build_fixed_point(
+    config: dict, tensors: dict[str, torch.Tensor], manifest: Manifest
+) -> FixedPointNetwork:
     """Registry builder: rebuild a FixedPointNetwork from config.json and its tensors."""
     graph = SpikingGraph.from_config(config["graph"], tensors)
     return FixedPointNetwork(graph, manifest.time, LoihiConfig(**config["loihi"]))

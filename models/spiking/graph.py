@@ -120,5 +120,8 @@ class SpikingGraph:
             prefix = f"{name}."
             params = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             nodes[name] = LAYER_TYPES[type_name](**params, **spec)
-        return cls(nodes=nodes, edges=[tuple(e) for e in config["edges"]],
-                   input_shape=tuple(config["input_shape"]))
+        return cls(
+            nodes=nodes,
+            edges=[tuple(e) for e in config["edges"]],
+            input_shape=tuple(config["input_shape"]),
+        )

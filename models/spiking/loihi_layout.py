@@ -51,8 +51,7 @@ def unsupported_reason(graph: SpikingGraph) -> str | None:
     for name, layer in graph.nodes.items():
         kind = type(layer).__name__
         if not isinstance(layer, MAPPABLE):
-            return (f"node {name!r} ({kind}) has no Loihi 2 / Lava process "
-                    f"(supported: {supported})")
+            return f"node {name!r} ({kind}) has no Loihi 2 / Lava process (supported: {supported})"
         sources = [_through_flatten(graph, p) for p in graph.predecessors(name)]
         consumers = [b for a, b in graph.edges if a == name]
         if isinstance(layer, Neuron) and any(not _is_synaptic(graph, s) for s in sources):

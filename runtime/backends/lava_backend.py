@@ -77,9 +77,10 @@ class LavaSession(Session):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Whole input -> output (shapes as on the torch backend); one sample at a time."""
         seq = self._input_sequence(check_float_input(x))  # [S, B, ...]
-        out = np.stack([self._run_sample(np.moveaxis(seq[:, b], 0, -1))
-                        for b in range(seq.shape[1])], axis=1)
-        out = torch.from_numpy(out[self.depth:])
+        out = np.stack(
+            [self._run_sample(np.moveaxis(seq[:, b], 0, -1)) for b in range(seq.shape[1])], axis=1
+        )
+        out = torch.from_numpy(out[self.depth :])
         if self.program is not None:
             return self.program.decode(out.round().long()).numpy()
         out = self._readout(out)
@@ -90,8 +91,10 @@ class LavaSession(Session):
 
     def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """Not offered: Lava runs whole sequences here (the torch fixed-point program steps)."""
-        raise BackendUnavailable("lava backend runs whole sequences only; for step-by-step use "
-                                 "--backend torch on the quantized bundle (identical spikes)")
+        raise BackendUnavailable(
+            "lava backend runs whole sequences only; for step-by-step use "
+            "--backend torch on the quantized bundle (identical spikes)"
+        )
 
     def init_state(self, batch: int) -> State:
         """The timestep counter (Lava keeps the neurons' state in its processes)."""
@@ -108,8 +111,9 @@ class LavaSession(Session):
         lead = 2 if self.time.encoding == "none" else 1
         if x.ndim != len(features) + lead or tuple(x.shape[lead:]) != features:
             expected = "[T, batch, ...]" if lead == 2 else "[batch, ...]"
-            raise ShapeError(f"input must be {expected} with features {features}, "
-                             f"got shape {tuple(x.shape)}")
+            raise ShapeError(
+                f"input must be {expected} with features {features}, got shape {tuple(x.shape)}"
+            )
         seq = encoded_sequence(torch.from_numpy(x), self.time, self.steps)
         if self.program is not None:
             seq = quantize_input(seq, self.program.config)
@@ -147,10 +151,15 @@ class LavaSession(Session):
 
     def _readout(self, out: torch.Tensor) -> torch.Tensor:
         """[T, B, ...] raw output of a float program -> spikes, or currents plus their bias."""
-        preds = [p for p in self.graph.predecessors(OUTPUT)
-                 if isinstance(self.graph.nodes.get(p), SYNAPTIC)]
-        bias = sum((_output_bias(self.graph.nodes[p], self.graph.output_shape) for p in preds),
-                   torch.zeros(self.graph.output_shape))
+        preds = [
+            p
+            for p in self.graph.predecessors(OUTPUT)
+            if isinstance(self.graph.nodes.get(p), SYNAPTIC)
+        ]
+        bias = sum(
+            (_output_bias(self.graph.nodes[p], self.graph.output_shape) for p in preds),
+            torch.zeros(self.graph.output_shape),
+        )
         return (out.double() + bias.double()).float()
 
 
@@ -163,8 +172,14 @@ class LavaBackend(Backend):
 
     name = "lava"
 
-    def load(self, deployable: Deployable, bundle_dir: Path | None, device: str,
-             precision: str | None = None, **options: Any) -> Session:
+    def load(
+        self,
+        deployable: Deployable,
+        bundle_dir: Path | None,
+        device: str,
+        precision: str | None = None,
+        **options: Any,
+    ) -> Session:
         """A LavaSession; BackendUnavailable (one line) when the program or host cannot run it."""
         if options:
             raise BackendUnavailable(f"lava backend: unknown options {sorted(options)}")
@@ -174,18 +189,23 @@ class LavaBackend(Backend):
         fixed = m.numerics == "loihi2-fixed"
         precision = precision or ("fixed_pt" if fixed else "floating_pt")
         if precision not in PRECISIONS:
-            raise BackendUnavailable(f"lava precision must be one of {PRECISIONS}, "
-                                     f"got {precision!r}")
+            raise BackendUnavailable(
+                f"lava precision must be one of {PRECISIONS}, got {precision!r}"
+            )
         if precision == "fixed_pt" and not fixed:
-            raise BackendUnavailable("lava fixed_pt runs loihi2-fixed bundles: quantize first "
-                                     "(ganglion quantize BUNDLE --target loihi2 -o QBUNDLE)")
+            raise BackendUnavailable(
+                "lava fixed_pt runs loihi2-fixed bundles: quantize first "
+                "(ganglion quantize BUNDLE --target loihi2 -o QBUNDLE)"
+            )
         if device not in DEVICES:
-            raise BackendUnavailable(f"lava backend: device must be one of {DEVICES}, "
-                                     f"got {device!r}")
+            raise BackendUnavailable(
+                f"lava backend: device must be one of {DEVICES}, got {device!r}"
+            )
         check_mappable(deployable.module.graph, fixed)
         import_lava()
         if device == "loihi2" and importlib.util.find_spec("lava.magma.core.model.nc") is None:
-            raise BackendUnavailable("lava backend: device 'loihi2' needs Intel's lava-loihi "
-                                     "extension (Loihi2HwCfg), which is not installed")
+            raise BackendUnavailable(
+                "lava backend: device 'loihi2' needs Intel's lava-loihi "
+                "extension (Loihi2HwCfg), which is not installed"
+            )
         return LavaSession(deployable, precision, device)
-

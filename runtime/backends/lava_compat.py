@@ -39,8 +39,9 @@ class _PatchingLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str):  # type: ignore[override]
         # Never use the cached bytecode of the unpatched file.
-        return self.source_to_code(self.get_data(self.get_filename(fullname)),
-                                   self.get_filename(fullname))
+        return self.source_to_code(
+            self.get_data(self.get_filename(fullname)), self.get_filename(fullname)
+        )
 
 
 class _VarModelFinder(importlib.abc.MetaPathFinder):

@@ -60,16 +60,19 @@ def check_mappable(graph: SpikingGraph, fixed: bool) -> None:
         if n.reset != "zero" or bool(n.v_reset.any()):
             raise BackendUnavailable(
                 f"lava backend: neuron node {name!r} resets by subtraction, Loihi's LIF resets to "
-                f"0: quantize it (ganglion quantize --target loihi2) or convert with --reset zero")
+                f"0: quantize it (ganglion quantize --target loihi2) or convert with --reset zero"
+            )
         for what in ("threshold", "decay"):
             if getattr(n, what).unique().numel() > 1:
                 raise BackendUnavailable(
                     f"lava backend: neuron node {name!r} has one {what} per neuron, Lava's LIF "
-                    f"takes one per layer: quantize it (ganglion quantize --target loihi2)")
+                    f"takes one per layer: quantize it (ganglion quantize --target loihi2)"
+                )
 
 
-def build_network(graph: SpikingGraph, config: LoihiConfig | None, first_input: np.ndarray
-                  ) -> LavaNetwork:
+def build_network(
+    graph: SpikingGraph, config: LoihiConfig | None, first_input: np.ndarray
+) -> LavaNetwork:
     """Lava processes for ``graph`` (``config`` given: fixed point), fed ``first_input``
     [*input_shape, steps]; the sink records the output node over the same steps."""
     from lava.proc.io.sink import RingBuffer as Sink
@@ -112,8 +115,14 @@ def _reads_input(graph: SpikingGraph, name: str) -> bool:
     return src == INPUT
 
 
-def _synapse(name: str, graph: SpikingGraph, ports: dict[str, Any], config: LoihiConfig | None,
-             gain: np.ndarray, graded_input: bool) -> Any:
+def _synapse(
+    name: str,
+    graph: SpikingGraph,
+    ports: dict[str, Any],
+    config: LoihiConfig | None,
+    gain: np.ndarray,
+    graded_input: bool,
+) -> Any:
     """Dense or Conv process for synaptic node ``name`` (connected to its source port)."""
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
@@ -125,8 +134,11 @@ def _synapse(name: str, graph: SpikingGraph, ports: dict[str, Any], config: Loih
     w = layer.weight.double().numpy()
     if isinstance(layer, Affine):
         w = w * gain.reshape(-1, 1)
-        in_shape = graph.shapes[graph.predecessors(src)[0] if src != INPUT and isinstance(
-            graph.nodes[src], Flatten) else src]
+        in_shape = graph.shapes[
+            graph.predecessors(src)[0]
+            if src != INPUT and isinstance(graph.nodes[src], Flatten)
+            else src
+        ]
         if len(in_shape) == 3:  # columns in Lava's flattened (W, H, C) order
             w = w.reshape(w.shape[0], *in_shape).transpose(0, 3, 2, 1).reshape(w.shape[0], -1)
         kwargs: dict[str, Any] = {"num_message_bits": bits}
@@ -138,16 +150,23 @@ def _synapse(name: str, graph: SpikingGraph, ports: dict[str, Any], config: Loih
         w = w * gain.reshape(gain.shape[0], -1)[:, :1].reshape(-1, 1, 1, 1)
         w = w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)  # Lava convolves: flip, (O, W, H, I)
         w = np.ascontiguousarray(np.rint(w).astype(np.int32) if config is not None else w)
-        proc = Conv(weight=w, input_shape=tuple(reversed(graph.shapes[src])),
-                    padding=tuple(reversed(layer.padding)), stride=tuple(reversed(layer.stride)),
-                    dilation=tuple(reversed(layer.dilation)), groups=layer.groups,
-                    num_message_bits=bits, name=name)
+        proc = Conv(
+            weight=w,
+            input_shape=tuple(reversed(graph.shapes[src])),
+            padding=tuple(reversed(layer.padding)),
+            stride=tuple(reversed(layer.stride)),
+            dilation=tuple(reversed(layer.dilation)),
+            groups=layer.groups,
+            num_message_bits=bits,
+            name=name,
+        )
     ports[src].connect(proc.s_in)
     return proc
 
 
-def _lif(name: str, neuron: Neuron, graph: SpikingGraph, preds: list[str], fixed: bool
-         ) -> tuple[Any, np.ndarray]:
+def _lif(
+    name: str, neuron: Neuron, graph: SpikingGraph, preds: list[str], fixed: bool
+) -> tuple[Any, np.ndarray]:
     """LIF process for a neuron node; returns it and its initial v (Lava layout)."""
     from lava.proc.lif.process import LIF
 
@@ -155,15 +174,26 @@ def _lif(name: str, neuron: Neuron, graph: SpikingGraph, preds: list[str], fixed
     v0 = to_lava_layout(neuron.v_init.double().numpy())
     if fixed:
         mant, exp = split_bias(effective_bias(graph, name).reshape(-1))
-        lif = LIF(shape=shape, du=DU_PLAIN, dv=int(decay_to_dv(neuron.decay.reshape(-1)[:1])),
-                  vth=int(round(float(neuron.threshold.reshape(-1)[0]) / 2**ACT_SHIFT)),
-                  bias_mant=to_lava_layout(mant.reshape(neuron.shape).numpy()),
-                  bias_exp=to_lava_layout(exp.reshape(neuron.shape).numpy()),
-                  v=np.rint(v0).astype(np.int32), name=name)
+        lif = LIF(
+            shape=shape,
+            du=DU_PLAIN,
+            dv=int(decay_to_dv(neuron.decay.reshape(-1)[:1])),
+            vth=int(round(float(neuron.threshold.reshape(-1)[0]) / 2**ACT_SHIFT)),
+            bias_mant=to_lava_layout(mant.reshape(neuron.shape).numpy()),
+            bias_exp=to_lava_layout(exp.reshape(neuron.shape).numpy()),
+            v=np.rint(v0).astype(np.int32),
+            name=name,
+        )
         return lif, np.rint(v0)
     bias = effective_bias(graph, name)
-    lif = LIF(shape=shape, du=1.0, dv=1.0 - float(neuron.decay.reshape(-1)[0]),
-              vth=float(neuron.threshold.reshape(-1)[0]), bias_mant=to_lava_layout(bias.numpy()),
-              bias_exp=0, v=v0, name=name)
+    lif = LIF(
+        shape=shape,
+        du=1.0,
+        dv=1.0 - float(neuron.decay.reshape(-1)[0]),
+        vth=float(neuron.threshold.reshape(-1)[0]),
+        bias_mant=to_lava_layout(bias.numpy()),
+        bias_exp=0,
+        v=v0,
+        name=name,
+    )
     return lif, v0
-

@@ -65,11 +65,18 @@ class StepBuffers:
     ``bindings[k]`` reads state set ``k`` and writes output and state set ``1 - k``.
     """
 
-    def __init__(self, session: Any, input_spec: TensorSpec, output_spec: TensorSpec,
-                 state_specs: list[TensorSpec], batch: int) -> None:
+    def __init__(
+        self,
+        session: Any,
+        input_spec: TensorSpec,
+        output_spec: TensorSpec,
+        state_specs: list[TensorSpec],
+        batch: int,
+    ) -> None:
         self.input = np.zeros(_shape(input_spec, batch), dtype=input_spec.dtype)
-        self.outputs = [np.zeros(_shape(output_spec, batch), dtype=output_spec.dtype)
-                        for _ in range(2)]
+        self.outputs = [
+            np.zeros(_shape(output_spec, batch), dtype=output_spec.dtype) for _ in range(2)
+        ]
         self.states: list[State] = [
             {s.name: np.zeros(_shape(s, batch), dtype=s.dtype) for s in state_specs}
             for _ in range(2)
@@ -100,8 +107,9 @@ class StepBuffers:
                 raise ShapeError(f"state has no {name!r}; expected {sorted(self.states[0])}")
             value = np.asarray(state[name])
             if value.shape != array.shape:
-                raise ShapeError(f"state {name!r} must be {list(array.shape)}, "
-                                 f"got {list(value.shape)}")
+                raise ShapeError(
+                    f"state {name!r} must be {list(array.shape)}, got {list(value.shape)}"
+                )
             np.copyto(array, value, casting="same_kind")
 
 
@@ -118,8 +126,15 @@ class OnnxRuntimeSession(Session):
 
     backend = "onnxruntime"
 
-    def __init__(self, deployable: Deployable, program: OnnxProgram, bundle_dir: Path | None,
-                 device: str, providers: list[str], threads: int | None) -> None:
+    def __init__(
+        self,
+        deployable: Deployable,
+        program: OnnxProgram,
+        bundle_dir: Path | None,
+        device: str,
+        providers: list[str],
+        threads: int | None,
+    ) -> None:
         import onnxruntime as ort
 
         self.manifest = deployable.manifest
@@ -146,8 +161,9 @@ class OnnxRuntimeSession(Session):
     def _buffers_for(self, batch: int) -> StepBuffers:
         if batch not in self._buffers:
             m = self.manifest
-            self._buffers[batch] = StepBuffers(self._step, m.inputs[0], m.outputs[0], m.state,
-                                               batch)
+            self._buffers[batch] = StepBuffers(
+                self._step, m.inputs[0], m.outputs[0], m.state, batch
+            )
         return self._buffers[batch]
 
     def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
@@ -183,22 +199,34 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise BackendUnavailable("onnxruntime backend: the 'onnxruntime' package is not "
-                                     "installed (pip install onnxruntime)") from exc
-        providers = resolve_providers(options.pop("providers", None), device,
-                                      ort.get_available_providers())
+            raise BackendUnavailable(
+                "onnxruntime backend: the 'onnxruntime' package is not "
+                "installed (pip install onnxruntime)"
+            ) from exc
+        providers = resolve_providers(
+            options.pop("providers", None), device, ort.get_available_providers()
+        )
         threads = options.pop("threads", None)
         if options:
-            raise BackendUnavailable(f"onnxruntime backend: unknown options {sorted(options)} "
-                                     "(known: providers, threads)")
+            raise BackendUnavailable(
+                f"onnxruntime backend: unknown options {sorted(options)} "
+                "(known: providers, threads)"
+            )
         if threads is not None and int(threads) < 1:
             raise BackendUnavailable(f"onnxruntime backend: threads must be >= 1, got {threads}")
         if not (device == "cpu" or device.startswith("cuda")):
-            raise BackendUnavailable(f"onnxruntime backend: unknown device {device!r} "
-                                     "(use cpu or cuda)")
+            raise BackendUnavailable(
+                f"onnxruntime backend: unknown device {device!r} (use cpu or cuda)"
+            )
         try:
             program = onnx_program(deployable)
         except BundleError as exc:
             raise BackendUnavailable(f"onnxruntime backend: {exc}") from exc
-        return OnnxRuntimeSession(deployable, program, bundle_dir, device, providers,
-                                  None if threads is None else int(threads))
+        return OnnxRuntimeSession(
+            deployable,
+            program,
+            bundle_dir,
+            device,
+            providers,
+            None if threads is None else int(threads),
+        )

@@ -44,8 +44,16 @@ from ganglion.runtime.session import Backend, Session, State, check_float_input
 if TYPE_CHECKING:
     import tensorrt as trt
 
-OPTIONS = ("precision", "workspace_mb", "max_batch", "opt_batch", "dla_core", "engine_cache",
-           "calibration", "cuda_graphs")
+OPTIONS = (
+    "precision",
+    "workspace_mb",
+    "max_batch",
+    "opt_batch",
+    "dla_core",
+    "engine_cache",
+    "calibration",
+    "cuda_graphs",
+)
 
 
 def _shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
@@ -96,8 +104,15 @@ class TensorRTSession(Session):
 
     backend = "tensorrt"
 
-    def __init__(self, deployable: Deployable, program: OnnxProgram, engine: bytes,
-                 plan: BuildPlan, device: str, cuda_graphs: bool) -> None:
+    def __init__(
+        self,
+        deployable: Deployable,
+        program: OnnxProgram,
+        engine: bytes,
+        plan: BuildPlan,
+        device: str,
+        cuda_graphs: bool,
+    ) -> None:
         from ganglion.runtime.backends.tensorrt_engine import deserialize
 
         self.manifest = deployable.manifest
@@ -115,8 +130,10 @@ class TensorRTSession(Session):
     def _buffers_for(self, batch: int) -> DeviceBuffers:
         low, _, high = self.plan.batch_profile
         if not low <= batch <= high:
-            raise ShapeError(f"batch {batch} is outside the engine's profile [{low}, {high}]; "
-                             "load with a larger max_batch")
+            raise ShapeError(
+                f"batch {batch} is outside the engine's profile [{low}, {high}]; "
+                "load with a larger max_batch"
+            )
         if batch not in self._buffers:
             self._buffers[batch] = DeviceBuffers(self.manifest, batch, self._torch_device)
         return self._buffers[batch]
@@ -160,8 +177,9 @@ class TensorRTSession(Session):
                 for name, pair in buffers.state.items():
                     value = torch.from_numpy(np.ascontiguousarray(state[name]))
                     if tuple(value.shape) != tuple(pair[0].shape):
-                        raise ShapeError(f"state {name!r} must be {list(pair[0].shape)}, "
-                                         f"got {list(value.shape)}")
+                        raise ShapeError(
+                            f"state {name!r} must be {list(pair[0].shape)}, got {list(value.shape)}"
+                        )
                     pair[0].copy_(value)
             self._launch(buffers, k)
             buffers.output_host[1 - k].copy_(buffers.output[1 - k], non_blocking=True)
@@ -192,7 +210,7 @@ class TensorRTSession(Session):
 def _shape_of(name: str, buffers: DeviceBuffers) -> tuple[int, ...]:
     if name == naming.INPUT:
         return tuple(buffers.input.shape)
-    return tuple(buffers.state[name[len(naming.STATE_IN_PREFIX):]][0].shape)
+    return tuple(buffers.state[name[len(naming.STATE_IN_PREFIX) :]][0].shape)
 
 
 def _calibration_digest(calibration: Any, cache_file: Path) -> str | None:
@@ -205,8 +223,10 @@ def _calibration_digest(calibration: Any, cache_file: Path) -> str | None:
 
 def _require_tensorrt(device: str) -> str:
     """TensorRT's version, or BackendUnavailable naming what is missing."""
-    missing = BackendUnavailable("tensorrt backend: the 'tensorrt' package is not installed "
-                                 "(pip install 'ganglion[tensorrt]' on a CUDA machine)")
+    missing = BackendUnavailable(
+        "tensorrt backend: the 'tensorrt' package is not installed "
+        "(pip install 'ganglion[tensorrt]' on a CUDA machine)"
+    )
     try:
         import tensorrt
     except ImportError as exc:
@@ -214,8 +234,9 @@ def _require_tensorrt(device: str) -> str:
     if not hasattr(tensorrt, "Builder"):  # type stubs alone make an empty namespace package
         raise missing
     if not device.startswith("cuda"):
-        raise BackendUnavailable(f"tensorrt backend runs on a CUDA GPU; use --device cuda, "
-                                 f"not {device!r}")
+        raise BackendUnavailable(
+            f"tensorrt backend runs on a CUDA GPU; use --device cuda, not {device!r}"
+        )
     if not torch.cuda.is_available():
         raise BackendUnavailable("tensorrt backend: no CUDA GPU is visible")
     return str(tensorrt.__version__)
@@ -232,8 +253,9 @@ class TensorRTBackend(Backend):
         """Build or fetch the engine for this GPU and open a session (options: see module)."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
-            raise BackendUnavailable(f"tensorrt backend: unknown options {unknown} "
-                                     f"(known: {', '.join(OPTIONS)})")
+            raise BackendUnavailable(
+                f"tensorrt backend: unknown options {unknown} (known: {', '.join(OPTIONS)})"
+            )
         version = _require_tensorrt(device)
         from ganglion.runtime.backends import tensorrt_engine as engines
         from ganglion.runtime.backends.tensorrt_calibration import calibration_feeds
@@ -248,31 +270,53 @@ class TensorRTBackend(Backend):
         dla_core = options.get("dla_core")
         fast_fp16, fast_int8, dla_cores = engines.device_capabilities()
         if dla_core is not None and not 0 <= int(dla_core) < dla_cores:
-            raise BackendUnavailable(f"tensorrt backend: DLA core {dla_core} asked for, this "
-                                     f"device has {dla_cores}")
+            raise BackendUnavailable(
+                f"tensorrt backend: DLA core {dla_core} asked for, this device has {dla_cores}"
+            )
         onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
         calib_cache = cache.folder / f"{onnx_sha}.calib"
-        precision = select_precision(str(options.get("precision", "fp32")), fast_fp16,
-                                     fast_int8, dla_core is not None,
-                                     calibration is not None or calib_cache.is_file())
-        plan = build_plan(deployable.manifest, precision, int(options.get("max_batch", 1)),
-                          options.get("opt_batch"),
-                          int(options.get("workspace_mb", DEFAULT_WORKSPACE_MB)),
-                          None if dla_core is None else int(dla_core))
-        key = EngineKey(onnx_sha, version, torch.cuda.get_device_name(torch.device(device)),
-                        precision, plan.batch_profile, plan.dla_core,
-                        _calibration_digest(calibration, calib_cache) if precision == "int8"
-                        else None)
+        precision = select_precision(
+            str(options.get("precision", "fp32")),
+            fast_fp16,
+            fast_int8,
+            dla_core is not None,
+            calibration is not None or calib_cache.is_file(),
+        )
+        plan = build_plan(
+            deployable.manifest,
+            precision,
+            int(options.get("max_batch", 1)),
+            options.get("opt_batch"),
+            int(options.get("workspace_mb", DEFAULT_WORKSPACE_MB)),
+            None if dla_core is None else int(dla_core),
+        )
+        key = EngineKey(
+            onnx_sha,
+            version,
+            torch.cuda.get_device_name(torch.device(device)),
+            precision,
+            plan.batch_profile,
+            plan.dla_core,
+            _calibration_digest(calibration, calib_cache) if precision == "int8" else None,
+        )
 
         def build() -> bytes:
             calibrator = None
             if precision == "int8":
-                feeds = [] if calibration is None else calibration_feeds(
-                    deployable, program, np.asarray(calibration, dtype=np.float32),
-                    plan.batch_profile[1])
+                feeds = (
+                    []
+                    if calibration is None
+                    else calibration_feeds(
+                        deployable,
+                        program,
+                        np.asarray(calibration, dtype=np.float32),
+                        plan.batch_profile[1],
+                    )
+                )
                 calibrator = engines.EntropyCalibrator(feeds, calib_cache)
             return engines.build_engine(onnx_bytes, plan, calibrator)
 
         engine, _ = cache.get_or_build(key, build)
-        return TensorRTSession(deployable, program, engine, plan, device,
-                               bool(options.get("cuda_graphs", True)))
+        return TensorRTSession(
+            deployable, program, engine, plan, device, bool(options.get("cuda_graphs", True))
+        )

@@ -58,8 +58,9 @@ def device_capabilities() -> tuple[bool, bool, int]:
     return builder.platform_has_fast_fp16, builder.platform_has_fast_int8, builder.num_DLA_cores
 
 
-def _parse(builder: trt.Builder, onnx_bytes: bytes
-           ) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+def _parse(
+    builder: trt.Builder, onnx_bytes: bytes
+) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
     """(network, parser): the parser owns weights the network uses, so both stay alive."""
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
     parser = trt.OnnxParser(network, LOGGER)
@@ -69,8 +70,7 @@ def _parse(builder: trt.Builder, onnx_bytes: bytes
     return network, parser
 
 
-def build_engine(onnx_bytes: bytes, plan: BuildPlan, calibrator: EntropyCalibrator | None
-                 ) -> bytes:
+def build_engine(onnx_bytes: bytes, plan: BuildPlan, calibrator: EntropyCalibrator | None) -> bytes:
     """A serialized engine of the step graph ``onnx_bytes`` built as ``plan`` says."""
     builder = trt.Builder(LOGGER)
     network, _parser = _parse(builder, onnx_bytes)

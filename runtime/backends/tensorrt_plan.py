@@ -30,8 +30,9 @@ class BuildPlan:
     dla_core: int | None = None
 
 
-def select_precision(requested: str, fast_fp16: bool, fast_int8: bool, dla: bool,
-                     can_calibrate: bool) -> str:
+def select_precision(
+    requested: str, fast_fp16: bool, fast_int8: bool, dla: bool, can_calibrate: bool
+) -> str:
     """The engine precision for ``requested`` on this device, or BackendUnavailable.
 
     "auto" picks int8 when the device is fast at it and calibration data (or a calibration
@@ -39,8 +40,9 @@ def select_precision(requested: str, fast_fp16: bool, fast_int8: bool, dla: bool
     DLA, which runs fp16 or int8 only).
     """
     if requested not in PRECISIONS:
-        raise BackendUnavailable(f"tensorrt backend: precision must be one of {PRECISIONS}, "
-                                 f"got {requested!r}")
+        raise BackendUnavailable(
+            f"tensorrt backend: precision must be one of {PRECISIONS}, got {requested!r}"
+        )
     if requested == "auto":
         if fast_int8 and can_calibrate:
             return "int8"
@@ -53,8 +55,10 @@ def select_precision(requested: str, fast_fp16: bool, fast_int8: bool, dla: bool
         if not fast_int8:
             raise BackendUnavailable("tensorrt backend: this GPU has no fast int8; use fp16")
         if not can_calibrate:
-            raise BackendUnavailable("tensorrt backend: int8 needs calibration data "
-                                     "(--calib CALIB.npz) or an existing calibration cache")
+            raise BackendUnavailable(
+                "tensorrt backend: int8 needs calibration data "
+                "(--calib CALIB.npz) or an existing calibration cache"
+            )
     return requested
 
 
@@ -69,13 +73,15 @@ def batch_profile(max_batch: int, opt_batch: int | None = None) -> tuple[int, in
     """(min, opt, max) batch; opt defaults to 1, the streaming case."""
     opt = 1 if opt_batch is None else opt_batch
     if max_batch < 1 or not 1 <= opt <= max_batch:
-        raise BackendUnavailable(f"tensorrt backend: need 1 <= opt batch ({opt}) <= max batch "
-                                 f"({max_batch})")
+        raise BackendUnavailable(
+            f"tensorrt backend: need 1 <= opt batch ({opt}) <= max batch ({max_batch})"
+        )
     return (1, opt, max_batch)
 
 
-def profile_shapes(manifest: Manifest, batches: tuple[int, int, int]
-                   ) -> dict[str, tuple[Shape, Shape, Shape]]:
+def profile_shapes(
+    manifest: Manifest, batches: tuple[int, int, int]
+) -> dict[str, tuple[Shape, Shape, Shape]]:
     """min/opt/max shape of every step-graph input: the batch axis (-1) spans ``batches``."""
     specs = [(naming.INPUT, manifest.inputs[0].shape)]
     specs += [(naming.state_input(s.name), s.shape) for s in manifest.state]
@@ -86,8 +92,14 @@ def profile_shapes(manifest: Manifest, batches: tuple[int, int, int]
     return out
 
 
-def build_plan(manifest: Manifest, precision: str, max_batch: int, opt_batch: int | None,
-               workspace_mb: int, dla_core: int | None) -> BuildPlan:
+def build_plan(
+    manifest: Manifest,
+    precision: str,
+    max_batch: int,
+    opt_batch: int | None,
+    workspace_mb: int,
+    dla_core: int | None,
+) -> BuildPlan:
     """A BuildPlan for an already selected ``precision``."""
     if workspace_mb < 1:
         raise BackendUnavailable(

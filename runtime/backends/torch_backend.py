@@ -36,7 +36,9 @@ class TorchSession(Session):
     def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One timestep with explicit state."""
         with torch.no_grad():
-            torch_state = {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in state.items()}
+            torch_state = {
+                k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in state.items()
+            }
             out, new_state = self.module.step(self._tensor(x_t), torch_state)
         return out.cpu().numpy(), {k: v.cpu().numpy() for k, v in new_state.items()}
 
@@ -61,7 +63,9 @@ class TorchBackend(Backend):
         if options:
             raise BackendUnavailable(f"torch backend takes no options, got {sorted(options)}")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable("torch backend: device 'cuda' asked for but no CUDA GPU is visible")
+            raise BackendUnavailable(
+                "torch backend: device 'cuda' asked for but no CUDA GPU is visible"
+            )
         if not (device == "cpu" or device.startswith("cuda")):
             raise BackendUnavailable(f"torch backend: unknown device {device!r} (use cpu or cuda)")
         return TorchSession(deployable, device)

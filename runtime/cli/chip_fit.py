@@ -21,8 +21,9 @@ def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool
         raise BackendUnavailable(f"--target must be one of {TARGETS}, got {target!r}")
     graph = getattr(deployable.module, "graph", None)
     if deployable.manifest.kind != "spiking" or graph is None:
-        raise BackendUnavailable(f"a chip-fit report needs a spiking program, got "
-                                 f"{deployable.manifest.kind!r}")
+        raise BackendUnavailable(
+            f"a chip-fit report needs a spiking program, got {deployable.manifest.kind!r}"
+        )
     report = chip_fit(graph, chips)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -30,12 +31,20 @@ def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool
         console = Console(highlight=False, soft_wrap=True)
         table = Table("layer", "neurons", "synapses", "synaptic memory", "neurocores")
         for row in report["layers"]:
-            table.add_row(row["layer"], f"{row['neurons']:,}", f"{row['synapses']:,}",
-                          f"{row['synaptic_memory_bytes'] / 1024:.1f} KiB", str(row["neurocores"]))
+            table.add_row(
+                row["layer"],
+                f"{row['neurons']:,}",
+                f"{row['synapses']:,}",
+                f"{row['synaptic_memory_bytes'] / 1024:.1f} KiB",
+                str(row["neurocores"]),
+            )
         console.print(table)
         verdict = "fits" if report["fits"] else "does not fit"
-        console.print(f"total: {report['neurons']:,} neurons, {report['synapses']:,} synapses, "
-                      f"{report['neurocores']} neurocores = {report['chips_needed']} chip(s); "
-                      f"{verdict} on {chips} declared", markup=False)
+        console.print(
+            f"total: {report['neurons']:,} neurons, {report['synapses']:,} synapses, "
+            f"{report['neurocores']} neurocores = {report['chips_needed']} chip(s); "
+            f"{verdict} on {chips} declared",
+            markup=False,
+        )
         console.print(f"limits: {report['source']}", markup=False)
     require_fit(report)

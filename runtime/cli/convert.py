@@ -15,8 +15,9 @@ from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.errors import ConversionError
 from ganglion.runtime.bundle import save_bundle
 
-convert_app = typer.Typer(help="Convert a trained PyTorch model into a deployable bundle.",
-                          no_args_is_help=True)
+convert_app = typer.Typer(
+    help="Convert a trained PyTorch model into a deployable bundle.", no_args_is_help=True
+)
 
 
 def load_exported(path: Path) -> torch.export.ExportedProgram:
@@ -31,8 +32,9 @@ def load_exported(path: Path) -> torch.export.ExportedProgram:
     try:
         return torch.export.load(str(path))
     except Exception as exc:  # torch raises RuntimeError, zipfile errors, ...
-        raise ConversionError(f"{path}: not a torch.export archive (.pt2): "
-                              f"{type(exc).__name__}") from exc
+        raise ConversionError(
+            f"{path}: not a torch.export archive (.pt2): {type(exc).__name__}"
+        ) from exc
     finally:
         export_log.setLevel(level)
 
@@ -55,34 +57,54 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 @convert_app.command("spiking")
 def spiking(
-    model: Path = typer.Argument(..., help="Trained ReLU network saved with torch.export.save (.pt2)."),
-    calib: Path = typer.Option(..., "--calib", help="NPZ with calibration inputs 'x' (labels 'y' optional)."),
+    model: Path = typer.Argument(
+        ..., help="Trained ReLU network saved with torch.export.save (.pt2)."
+    ),
+    calib: Path = typer.Option(
+        ..., "--calib", help="NPZ with calibration inputs 'x' (labels 'y' optional)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
     timesteps: int = typer.Option(32, "--timesteps", help="Timesteps T per inference."),
     neuron: str = typer.Option("if", "--neuron", help="if | lif"),
     encoding: str = typer.Option("direct", "--encoding", help="direct | rate (Poisson, seeded)"),
     decoding: str = typer.Option("membrane", "--decoding", help="membrane | count"),
-    percentile: float = typer.Option(99.9, "--percentile", help="Activation percentile for thresholds."),
-    per_channel: bool = typer.Option(False, "--per-channel", help="Thresholds per channel, not per layer."),
+    percentile: float = typer.Option(
+        99.9, "--percentile", help="Activation percentile for thresholds."
+    ),
+    per_channel: bool = typer.Option(
+        False, "--per-channel", help="Thresholds per channel, not per layer."
+    ),
     reset: str = typer.Option("subtract", "--reset", help="subtract | zero"),
     seed: int = typer.Option(0, "--seed", help="Seed of the rate encoder."),
 ) -> None:
     """Convert a trained ReLU network into a spiking program (IF/LIF neurons)."""
     program = load_exported(model)
     x, y = load_calibration(calib)
-    opts = SpikingOptions(timesteps=timesteps, neuron=neuron, encoding=encoding, decoding=decoding,
-                          percentile=percentile, per_channel=per_channel, reset=reset, seed=seed)
+    opts = SpikingOptions(
+        timesteps=timesteps,
+        neuron=neuron,
+        encoding=encoding,
+        decoding=decoding,
+        percentile=percentile,
+        per_channel=per_channel,
+        reset=reset,
+        seed=seed,
+    )
     deployable = convert_spiking(program, x, y, opts)
     deployable.manifest.provenance["source_file"] = model.name
     path = save_bundle(deployable, output)
     console = Console()
     report = deployable.manifest.report
     for name, layer in report["layers"].items():
-        console.print(f"{name}: threshold {layer['threshold_min']:.4g}..{layer['threshold_max']:.4g}"
-                      f", firing rate {layer['firing_rate']:.3f}")
+        console.print(
+            f"{name}: threshold {layer['threshold_min']:.4g}..{layer['threshold_max']:.4g}"
+            f", firing rate {layer['firing_rate']:.3f}"
+        )
     if "ann_accuracy" in report:
-        console.print(f"accuracy on calibration data: ANN {report['ann_accuracy']:.4f}, "
-                      f"SNN {report['snn_accuracy']:.4f} (T={timesteps})")
+        console.print(
+            f"accuracy on calibration data: ANN {report['ann_accuracy']:.4f}, "
+            f"SNN {report['snn_accuracy']:.4f} (T={timesteps})"
+        )
     console.print(f"bundle written to {path}")
 
 

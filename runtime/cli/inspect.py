@@ -29,24 +29,35 @@ def inspect(
         typer.echo(json.dumps(info, indent=1))
         return
     console = Console(highlight=False, soft_wrap=True)
-    console.print(f"[bold]{bundle}[/]: {info['kind']} program ({info['architecture']}, "
-                  f"{info['numerics']}), {info['parameters']:,} parameters")
+    console.print(
+        f"[bold]{bundle}[/]: {info['kind']} program ({info['architecture']}, "
+        f"{info['numerics']}), {info['parameters']:,} parameters"
+    )
     console.print(f"input:  {info['shapes']['input']}", markup=False)
     console.print(f"output: {info['shapes']['output']}", markup=False)
     if info["kind"] == "spiking":
         t = info["time"]
-        console.print(f"time:   T={t['timesteps']}, dt={t['dt']}, encoding={t['encoding']}, "
-                      f"decoding={t['decoding']}")
+        console.print(
+            f"time:   T={t['timesteps']}, dt={t['dt']}, encoding={t['encoding']}, "
+            f"decoding={t['decoding']}"
+        )
     if info["layers"]:
         table = Table("layer", "type", "shape", "parameters", "inputs")
         for layer in info["layers"]:
-            table.add_row(layer["name"], layer["type"], str(layer["shape"]),
-                          f"{layer['parameters']:,}", ", ".join(layer["inputs"]))
+            table.add_row(
+                layer["name"],
+                layer["type"],
+                str(layer["shape"]),
+                f"{layer['parameters']:,}",
+                ", ".join(layer["inputs"]),
+            )
         console.print(table)
     report = info["report"]
     if "ann_accuracy" in report:
-        console.print(f"calibration accuracy: ANN {report['ann_accuracy']:.4f}, "
-                      f"SNN {report['snn_accuracy']:.4f}")
+        console.print(
+            f"calibration accuracy: ANN {report['ann_accuracy']:.4f}, "
+            f"SNN {report['snn_accuracy']:.4f}"
+        )
     for name, digest in info["checksums"].items():
         console.print(f"sha256 {digest}  {name}", markup=False)
 

@@ -25,16 +25,23 @@ def import_nir(
     spiking_graph = read_nir(graph, dt)
     time = TimeSemantics(timesteps=1, dt=dt, encoding="none", decoding="none")
     manifest = spiking_manifest(spiking_graph, time)
-    manifest.provenance = {"source_file": graph.name, "source_sha256": sha256_file(graph),
-                           "converter": "ganglion.converters.nir_graph", "dt": dt}
-    deployable = Deployable(SpikingNetwork(spiking_graph, time), manifest,
-                            spiking_graph.to_config())
+    manifest.provenance = {
+        "source_file": graph.name,
+        "source_sha256": sha256_file(graph),
+        "converter": "ganglion.converters.nir_graph",
+        "dt": dt,
+    }
+    deployable = Deployable(
+        SpikingNetwork(spiking_graph, time), manifest, spiking_graph.to_config()
+    )
     typer.echo(f"bundle written to {save_bundle(deployable, output)}")
 
 
 def export(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
-    nir: Path | None = typer.Option(None, "--nir", help="Write the spiking graph to this NIR file."),
+    nir: Path | None = typer.Option(
+        None, "--nir", help="Write the spiking graph to this NIR file."
+    ),
     onnx: Path | None = typer.Option(None, "--onnx", help="Write an ONNX graph to this file."),
     graph: str = typer.Option("step", "--graph", help="ONNX graph: step | sequence."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset of the graph."),

@@ -21,9 +21,14 @@ def quantize(
     bundle: Annotated[Path, typer.Argument(help="Float spiking bundle (folder or .tar).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Quantized bundle to write.")],
     target: Annotated[str, typer.Option("--target", help="Fixed-point target: loihi2.")] = "loihi2",
-    calib: Annotated[Path | None, typer.Option(
-        "--calib", help="NPZ with inputs 'x' (labels 'y' optional): sets the input scale and "
-        "threshold scale, and scores the accuracy change.")] = None,
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            "--calib",
+            help="NPZ with inputs 'x' (labels 'y' optional): sets the input scale and "
+            "threshold scale, and scores the accuracy change.",
+        ),
+    ] = None,
 ) -> None:
     """Map a spiking program onto Loihi 2's fixed-point formats and report the error."""
     if target not in TARGETS:
@@ -36,18 +41,28 @@ def quantize(
     table = Table("layer", "vth / weight exp", "weight RMS error", "bias max error", "dv")
     for name, layer in report["layers"].items():
         if "vth" in layer:
-            table.add_row(name, f"vth {layer['vth']}", "", f"{layer['bias_max_error']:.2e}",
-                          str(layer["dv"]))
+            table.add_row(
+                name, f"vth {layer['vth']}", "", f"{layer['bias_max_error']:.2e}", str(layer["dv"])
+            )
         else:
-            table.add_row(name, f"exp {layer['weight_exp']}",
-                          f"{100 * layer['weight_rms_error']:.2f} %", "", "")
+            table.add_row(
+                name,
+                f"exp {layer['weight_exp']}",
+                f"{100 * layer['weight_rms_error']:.2f} %",
+                "",
+                "",
+            )
     console.print(table)
-    console.print(f"reset: {report['reset']}; threshold scale α = {report['threshold_scale']} "
-                  f"(thresholds are exact: folded into the weights)")
+    console.print(
+        f"reset: {report['reset']}; threshold scale α = {report['threshold_scale']} "
+        f"(thresholds are exact: folded into the weights)"
+    )
     accuracy = report.get("accuracy", {})
     if "fixed" in accuracy:
-        console.print(f"accuracy on {calib}: float {accuracy['float']:.4f} -> fixed "
-                      f"{accuracy['fixed']:.4f} ({accuracy['change_points']:+.2f} points)")
+        console.print(
+            f"accuracy on {calib}: float {accuracy['float']:.4f} -> fixed "
+            f"{accuracy['fixed']:.4f} ({accuracy['change_points']:+.2f} points)"
+        )
     elif "agreement" in accuracy:
         console.print(f"agreement with the float program on {calib}: {accuracy['agreement']:.4f}")
     console.print(f"loihi2-fixed bundle written to {path}")

@@ -28,7 +28,9 @@ def read_npy(path: Path) -> np.ndarray:
 
 def run(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
-    input: Path = typer.Option(..., "--input", help="Input .npy, shaped as `ganglion inspect` states."),
+    input: Path = typer.Option(
+        ..., "--input", help="Input .npy, shaped as `ganglion inspect` states."
+    ),
     output: Path = typer.Option(..., "--output", help="Where to write the output .npy."),
     backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime | tensorrt | lava"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | loihi2 (lava)"),
@@ -49,15 +51,22 @@ def run(
         None, "--engine-cache", help="tensorrt: engine cache folder."
     ),
     lava_precision: str | None = typer.Option(
-        None, "--lava-precision", help="lava: fixed_pt (default for loihi2-fixed bundles) | "
-        "floating_pt (default otherwise)."
+        None,
+        "--lava-precision",
+        help="lava: fixed_pt (default for loihi2-fixed bundles) | floating_pt (default otherwise).",
     ),
 ) -> None:
     """Run a bundle on an input array and save the output."""
     x = read_npy(input)
-    flags = {"providers": providers, "threads": threads, "precision": precision,
-             "max_batch": max_batch, "workspace_mb": workspace_mb, "dla_core": dla_core,
-             "engine_cache": engine_cache}
+    flags = {
+        "providers": providers,
+        "threads": threads,
+        "precision": precision,
+        "max_batch": max_batch,
+        "workspace_mb": workspace_mb,
+        "dla_core": dla_core,
+        "engine_cache": engine_cache,
+    }
     options: dict[str, object] = {k: v for k, v in flags.items() if v is not None}
     if calib is not None:
         options["calibration"] = load_calibration(calib)[0]

@@ -48,9 +48,7 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def op(
-        self, op_type: str, inputs: Sequence[str], hint: str | None = None, **attrs: Any
-    ) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], hint: str | None = None, **attrs: Any) -> str:
         """Append one single-output node; returns the output's name."""
         out = self.fresh(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
@@ -72,7 +70,8 @@ class GraphBuilder:
 def make_model(graph: onnx.GraphProto, opset: int, doc: str) -> onnx.ModelProto:
     """A model at ``opset`` with the lowest IR version that opset needs (for older runtimes)."""
     opset_ids = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opset_ids, producer_name="ganglion",
-                              doc_string=doc)
+    model = helper.make_model(
+        graph, opset_imports=opset_ids, producer_name="ganglion", doc_string=doc
+    )
     model.ir_version = helper.find_min_ir_version_for(opset_ids)
     return model

@@ -57,8 +57,10 @@ def unexportable_reason(deployable: Deployable) -> str | None:
     """Why ``deployable`` has no ONNX form (its kind or numerics), or None when it has one."""
     manifest = deployable.manifest
     if manifest.kind not in ONNX_PROGRAMS:
-        return (f"no ONNX export for {manifest.kind!r} programs; exportable kinds: "
-                f"{', '.join(sorted(ONNX_PROGRAMS))}")
+        return (
+            f"no ONNX export for {manifest.kind!r} programs; exportable kinds: "
+            f"{', '.join(sorted(ONNX_PROGRAMS))}"
+        )
     if manifest.numerics != "float32":
         return f"no ONNX export for {manifest.numerics!r} numerics (float32 programs only)"
     return None

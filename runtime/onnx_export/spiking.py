@@ -68,12 +68,24 @@ def _synapse(b: GraphBuilder, layer: Any, x: str, p: Params) -> str:
         return b.op("Gemm", [x, p["weight"], p["bias"]], transB=1)
     if isinstance(layer, Conv2d):
         pads = [*layer.padding, *layer.padding]
-        return b.op("Conv", [x, p["weight"], p["bias"]], strides=list(layer.stride), pads=pads,
-                    dilations=list(layer.dilation), group=layer.groups)
+        return b.op(
+            "Conv",
+            [x, p["weight"], p["bias"]],
+            strides=list(layer.stride),
+            pads=pads,
+            dilations=list(layer.dilation),
+            group=layer.groups,
+        )
     if isinstance(layer, AvgPool2d):  # SumPool2d too: the reference computes mean · area
         pads = [*layer.padding, *layer.padding]
-        y = b.op("AveragePool", [x], kernel_shape=list(layer.kernel_size),
-                 strides=list(layer.stride), pads=pads, count_include_pad=1)
+        y = b.op(
+            "AveragePool",
+            [x],
+            kernel_shape=list(layer.kernel_size),
+            strides=list(layer.stride),
+            pads=pads,
+            count_include_pad=1,
+        )
         if isinstance(layer, SumPool2d):
             area = layer.kernel_size[0] * layer.kernel_size[1]
             y = b.op("Mul", [y, b.const("area", np.array(area, dtype=np.float32))])
@@ -133,8 +145,9 @@ class SpikingOnnx:
             if isinstance(layer, Neuron):
                 current = b.op("Mul", [x, params[name]["gain"]])
                 v_in = states[f"v.{name}"][0]
-                values[name], out_state[f"v.{name}"] = _integrate(b, layer, params[name], v_in,
-                                                                  current)
+                values[name], out_state[f"v.{name}"] = _integrate(
+                    b, layer, params[name], v_in, current
+                )
             else:
                 values[name] = _synapse(b, layer, x, params[name])
         out = self._gather(b, OUTPUT, values)
@@ -159,14 +172,26 @@ class SpikingOnnx:
     def sequence_graph(self, opset: int) -> onnx.ModelProto:
         """The whole encoded input [time, batch, ...] -> ``run``'s output, from v_init."""
         b = GraphBuilder("ganglion_spiking_sequence")
-        x = b.input(naming.INPUT, "float32",
-                    [naming.TIME_DIM, naming.BATCH_DIM, *self.graph.input_shape])
+        x = b.input(
+            naming.INPUT, "float32", [naming.TIME_DIM, naming.BATCH_DIM, *self.graph.input_shape]
+        )
         time_batch = b.op("Shape", [x], start=0, end=2)  # [T, B]
         batch = b.op("Shape", [x], start=1, end=2)  # [B]
         params = self._params(b)
         minus_one = b.const("minus_one", _i64([-1]))
-        values = {INPUT: b.op("Reshape", [x, b.op("Concat", [minus_one, b.const(
-            "in_shape", _i64(list(self.graph.input_shape)))], axis=0)])}
+        values = {
+            INPUT: b.op(
+                "Reshape",
+                [
+                    x,
+                    b.op(
+                        "Concat",
+                        [minus_one, b.const("in_shape", _i64(list(self.graph.input_shape)))],
+                        axis=0,
+                    ),
+                ],
+            )
+        }
         for name, layer in self.graph.nodes.items():
             h = self._gather(b, name, values)
             if isinstance(layer, Neuron):
@@ -181,12 +206,17 @@ class SpikingOnnx:
             else:
                 values[name] = _synapse(b, layer, h, params[name])
         out_shape = b.const("out_shape", _i64(list(self.graph.output_shape)))
-        out = b.op("Reshape", [self._gather(b, OUTPUT, values),
-                               b.op("Concat", [time_batch, out_shape], axis=0)])
+        out = b.op(
+            "Reshape",
+            [self._gather(b, OUTPUT, values), b.op("Concat", [time_batch, out_shape], axis=0)],
+        )
         dims: list[Any] = [naming.TIME_DIM, naming.BATCH_DIM, *self.graph.output_shape]
         if self.time.decoding != "none":
-            zeros = b.op("ConstantOfShape", [b.op("Concat", [batch, out_shape], axis=0)],
-                         value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+            zeros = b.op(
+                "ConstantOfShape",
+                [b.op("Concat", [batch, out_shape], axis=0)],
+                value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+            )
             body = _sum_body(len(self.graph.output_shape))
             (total,) = b.ops("Scan", [zeros, out], 1, body=body, num_scan_inputs=1)
             out, dims = self._scale_decoded(b, total), dims[1:]
@@ -201,8 +231,10 @@ class SpikingOnnx:
             self.graph.input_shape
         ):
             layout = "[T, batch, ...]" if time_major else "[batch, ...]"
-            raise ShapeError(f"input must be {layout} with features {self.graph.input_shape}, "
-                             f"got shape {tuple(x.shape)}")
+            raise ShapeError(
+                f"input must be {layout} with features {self.graph.input_shape}, "
+                f"got shape {tuple(x.shape)}"
+            )
 
     def step_input(self, x_t: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
         """The step graph's ``input`` for raw features x_t [B, ...] at timestep ``state["t"]``."""

@@ -84,8 +84,9 @@ def test_bundle_holds_checksummed_graphs_and_opset(program: Deployable, tmp_path
 
 
 @pytest.mark.parametrize("graph", ["step", "sequence"])
-def test_export_command_writes_graph(program: Deployable, tmp_path: Path, graph: str,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_command_writes_graph(
+    program: Deployable, tmp_path: Path, graph: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = save_bundle(program, tmp_path / "b")
     out = tmp_path / f"{graph}.onnx"
     with pytest.raises(SystemExit) as done:
@@ -97,8 +98,9 @@ def test_export_command_writes_graph(program: Deployable, tmp_path: Path, graph:
     assert f"ONNX {graph} graph (opset 18)" in capsys.readouterr().out
 
 
-def test_export_command_bad_opset_is_one_line(program: Deployable, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_command_bad_opset_is_one_line(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = save_bundle(program, tmp_path / "b")
     with pytest.raises(SystemExit) as done:
         main(["export", str(folder), "--onnx", str(tmp_path / "x.onnx"), "--opset", "9"])

@@ -80,20 +80,33 @@ def test_wrong_state_is_one_line(program: Deployable, x: np.ndarray) -> None:
             session.run(x[:, :5])
 
 
-def test_bundle_graphs_are_used_from_disk(program: Deployable, x: np.ndarray,
-                                          tmp_path: Path) -> None:
+def test_bundle_graphs_are_used_from_disk(
+    program: Deployable, x: np.ndarray, tmp_path: Path
+) -> None:
     folder = save_bundle(program, tmp_path / "b")
     with load(folder, backend="onnxruntime") as session, load(folder) as reference:
         np.testing.assert_allclose(session.run(x), reference.run(x), atol=1e-5, rtol=0)
 
 
-def test_run_command_takes_backend_flags(program: Deployable, x: np.ndarray,
-                                         tmp_path: Path) -> None:
+def test_run_command_takes_backend_flags(
+    program: Deployable, x: np.ndarray, tmp_path: Path
+) -> None:
     folder = save_bundle(program, tmp_path / "b")
     np.save(tmp_path / "x.npy", x)
-    args = ["run", str(folder), "--input", str(tmp_path / "x.npy"), "--output",
-            str(tmp_path / "y.npy"), "--backend", "onnxruntime", "--providers", "cpu",
-            "--threads", "1"]
+    args = [
+        "run",
+        str(folder),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--output",
+        str(tmp_path / "y.npy"),
+        "--backend",
+        "onnxruntime",
+        "--providers",
+        "cpu",
+        "--threads",
+        "1",
+    ]
     with pytest.raises(SystemExit) as done:
         main(args)
     assert done.value.code == 0

@@ -27,25 +27,35 @@ def _reason() -> str | None:
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_reason() is not None, reason=str(_reason()))]
 
 
-def test_engine_is_built_once_then_loaded(program: Deployable, x: np.ndarray,
-                                          tmp_path: Path) -> None:
-    with load(program, backend="tensorrt", device="cuda", engine_cache=tmp_path,
-              max_batch=4) as first:
+def test_engine_is_built_once_then_loaded(
+    program: Deployable, x: np.ndarray, tmp_path: Path
+) -> None:
+    with load(
+        program, backend="tensorrt", device="cuda", engine_cache=tmp_path, max_batch=4
+    ) as first:
         out = first.run(x)
     engines = sorted(tmp_path.glob("*.engine"))
     assert len(engines) == 1
     stamp = engines[0].stat().st_mtime_ns
-    with load(program, backend="tensorrt", device="cuda", engine_cache=tmp_path,
-              max_batch=4) as second:
+    with load(
+        program, backend="tensorrt", device="cuda", engine_cache=tmp_path, max_batch=4
+    ) as second:
         np.testing.assert_array_equal(second.run(x), out)
     assert engines[0].stat().st_mtime_ns == stamp
 
 
-def test_fp16_engine_runs_close_to_fp32(program: Deployable, x: np.ndarray,
-                                        tmp_path: Path) -> None:
-    with load(program) as reference, load(program, backend="tensorrt", device="cuda",
-                                          engine_cache=tmp_path, max_batch=4,
-                                          precision="fp16") as session:
+def test_fp16_engine_runs_close_to_fp32(program: Deployable, x: np.ndarray, tmp_path: Path) -> None:
+    with (
+        load(program) as reference,
+        load(
+            program,
+            backend="tensorrt",
+            device="cuda",
+            engine_cache=tmp_path,
+            max_batch=4,
+            precision="fp16",
+        ) as session,
+    ):
         np.testing.assert_allclose(session.run(x), reference.run(x), atol=0.2)
 
 

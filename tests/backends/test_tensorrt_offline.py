@@ -121,8 +121,9 @@ def test_bad_batch_profile_is_refused(max_batch: int, opt: int | None) -> None:
         ("auto", False, False, True, False, "fp16"),
     ],
 )
-def test_precision_selection(requested: str, fp16: bool, int8: bool, dla: bool, calib: bool,
-                             expected: str) -> None:
+def test_precision_selection(
+    requested: str, fp16: bool, int8: bool, dla: bool, calib: bool, expected: str
+) -> None:
     assert select_precision(requested, fp16, int8, dla, calib) == expected
 
 
@@ -136,8 +137,9 @@ def test_precision_selection(requested: str, fp16: bool, int8: bool, dla: bool, 
         ("bf17", True, True, False, False, "precision must be one of"),
     ],
 )
-def test_impossible_precision_is_one_line(requested: str, fp16: bool, int8: bool, dla: bool,
-                                          calib: bool, reason: str) -> None:
+def test_impossible_precision_is_one_line(
+    requested: str, fp16: bool, int8: bool, dla: bool, calib: bool, reason: str
+) -> None:
     with pytest.raises(BackendUnavailable, match=reason):
         select_precision(requested, fp16, int8, dla, calib)
 
@@ -205,13 +207,26 @@ def test_backend_refuses_unknown_options(program: Deployable) -> None:
 
 
 @pytest.mark.skipif(_tensorrt_runs_here(), reason="TensorRT and a GPU are present")
-def test_run_command_with_tensorrt_fails_in_one_line(program: Deployable, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_command_with_tensorrt_fails_in_one_line(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = save_bundle(program, tmp_path / "b")
     np.save(tmp_path / "x.npy", np.zeros((2, 12), np.float32))
     with pytest.raises(SystemExit) as done:
-        main(["run", str(folder), "--input", str(tmp_path / "x.npy"), "--output",
-              str(tmp_path / "y.npy"), "--backend", "tensorrt", "--device", "cuda"])
+        main(
+            [
+                "run",
+                str(folder),
+                "--input",
+                str(tmp_path / "x.npy"),
+                "--output",
+                str(tmp_path / "y.npy"),
+                "--backend",
+                "tensorrt",
+                "--device",
+                "cuda",
+            ]
+        )
     assert done.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: tensorrt backend: ") and "\n" not in err

@@ -33,8 +33,9 @@ def ganglion(*args: str) -> tuple[int, str, str]:
 def workspace(tmp_path_factory, digits_mlp) -> Path:
     model, data = digits_mlp
     root = tmp_path_factory.mktemp("cli")
-    torch.export.save(torch.export.export(model, (torch.from_numpy(data.x_train[:2]),)),
-                      str(root / "mlp.pt2"))
+    torch.export.save(
+        torch.export.export(model, (torch.from_numpy(data.x_train[:2]),)), str(root / "mlp.pt2")
+    )
     np.savez(root / "calib.npz", x=data.x_train[:400], y=data.y_train[:400])
     np.save(root / "x.npy", data.x_test[:30])
     np.save(root / "y.npy", data.y_test[:30])
@@ -42,46 +43,88 @@ def workspace(tmp_path_factory, digits_mlp) -> Path:
 
 
 def test_convert_inspect_run(workspace: Path) -> None:
-    code, out, _ = ganglion("convert", "spiking", str(workspace / "mlp.pt2"), "--calib",
-                            str(workspace / "calib.npz"), "-o", str(workspace / "b"),
-                            "--timesteps", "24", "--neuron", "lif", "--decoding", "count")
+    code, out, _ = ganglion(
+        "convert",
+        "spiking",
+        str(workspace / "mlp.pt2"),
+        "--calib",
+        str(workspace / "calib.npz"),
+        "-o",
+        str(workspace / "b"),
+        "--timesteps",
+        "24",
+        "--neuron",
+        "lif",
+        "--decoding",
+        "count",
+    )
     assert code == 0 and "bundle written" in out and "firing rate" in out
     code, out, _ = ganglion("inspect", str(workspace / "b"), "--json")
     info = json.loads(out)
     assert code == 0 and info["kind"] == "spiking" and info["time"]["timesteps"] == 24
     assert info["time"]["decoding"] == "count" and "raw features" in info["shapes"]["input"]
     assert {"config.json", "weights.safetensors", "graph.nir"} <= set(info["checksums"])
-    code, _, _ = ganglion("run", str(workspace / "b"), "--input", str(workspace / "x.npy"),
-                          "--output", str(workspace / "out.npy"))
+    code, _, _ = ganglion(
+        "run",
+        str(workspace / "b"),
+        "--input",
+        str(workspace / "x.npy"),
+        "--output",
+        str(workspace / "out.npy"),
+    )
     out_arr = np.load(workspace / "out.npy")
     assert code == 0 and out_arr.shape == (30, 10)
     assert (out_arr.argmax(-1) == np.load(workspace / "y.npy")).mean() > 0.85
 
 
 def test_export_then_import_nir_runs_time_major(workspace: Path) -> None:
-    ganglion("convert", "spiking", str(workspace / "mlp.pt2"), "--calib",
-             str(workspace / "calib.npz"), "-o", str(workspace / "c"))
+    ganglion(
+        "convert",
+        "spiking",
+        str(workspace / "mlp.pt2"),
+        "--calib",
+        str(workspace / "calib.npz"),
+        "-o",
+        str(workspace / "c"),
+    )
     assert ganglion("export", str(workspace / "c"), "--nir", str(workspace / "c.nir"))[0] == 0
-    code, _, _ = ganglion("import-nir", str(workspace / "c.nir"), "-o", str(workspace / "i"),
-                          "--dt", "1e-3")
+    code, _, _ = ganglion(
+        "import-nir", str(workspace / "c.nir"), "-o", str(workspace / "i"), "--dt", "1e-3"
+    )
     assert code == 0
     info = json.loads(ganglion("inspect", str(workspace / "i"), "--json")[1])
     assert info["time"]["encoding"] == "none" and "time-major" in info["shapes"]["input"]
     np.save(workspace / "seq.npy", np.ones((5, 2, 64), np.float32))
-    code, _, _ = ganglion("run", str(workspace / "i"), "--input", str(workspace / "seq.npy"),
-                          "--output", str(workspace / "seq_out.npy"))
+    code, _, _ = ganglion(
+        "run",
+        str(workspace / "i"),
+        "--input",
+        str(workspace / "seq.npy"),
+        "--output",
+        str(workspace / "seq_out.npy"),
+    )
     assert code == 0 and np.load(workspace / "seq_out.npy").shape == (5, 2, 10)
 
 
-@pytest.mark.parametrize("args,reason", [
-    (["convert", "spiking", "{ws}/calib.npz", "--calib", "{ws}/calib.npz", "-o", "{ws}/z"],
-     "not a torch.export archive"),
-    (["convert", "spiking", "{ws}/mlp.pt2", "--calib", "{ws}/x.npy", "-o", "{ws}/z"],
-     "not a readable .npz"),
-    (["run", "{ws}/absent", "--input", "{ws}/x.npy", "--output", "{ws}/o.npy"], "no such bundle"),
-    (["import-nir", "{ws}/x.npy", "-o", "{ws}/z"], "not a readable NIR (HDF5) file"),
-    (["export", "{ws}/absent", "--nir", "{ws}/o.nir"], "no such bundle"),
-])
+@pytest.mark.parametrize(
+    "args,reason",
+    [
+        (
+            ["convert", "spiking", "{ws}/calib.npz", "--calib", "{ws}/calib.npz", "-o", "{ws}/z"],
+            "not a torch.export archive",
+        ),
+        (
+            ["convert", "spiking", "{ws}/mlp.pt2", "--calib", "{ws}/x.npy", "-o", "{ws}/z"],
+            "not a readable .npz",
+        ),
+        (
+            ["run", "{ws}/absent", "--input", "{ws}/x.npy", "--output", "{ws}/o.npy"],
+            "no such bundle",
+        ),
+        (["import-nir", "{ws}/x.npy", "-o", "{ws}/z"], "not a readable NIR (HDF5) file"),
+        (["export", "{ws}/absent", "--nir", "{ws}/o.nir"], "no such bundle"),
+    ],
+)
 def test_bad_input_exits_non_zero_with_one_line(workspace: Path, args, reason) -> None:
     code, _, err = ganglion(*[a.format(ws=workspace) for a in args])
     assert code != 0
@@ -89,27 +132,54 @@ def test_bad_input_exits_non_zero_with_one_line(workspace: Path, args, reason) -
 
 
 def test_wrong_input_shape_from_the_command_line(workspace: Path) -> None:
-    ganglion("convert", "spiking", str(workspace / "mlp.pt2"), "--calib",
-             str(workspace / "calib.npz"), "-o", str(workspace / "d"))
+    ganglion(
+        "convert",
+        "spiking",
+        str(workspace / "mlp.pt2"),
+        "--calib",
+        str(workspace / "calib.npz"),
+        "-o",
+        str(workspace / "d"),
+    )
     np.save(workspace / "bad.npy", np.zeros((3, 8, 8), np.float32))
-    code, _, err = ganglion("run", str(workspace / "d"), "--input", str(workspace / "bad.npy"),
-                            "--output", str(workspace / "o.npy"))
+    code, _, err = ganglion(
+        "run",
+        str(workspace / "d"),
+        "--input",
+        str(workspace / "bad.npy"),
+        "--output",
+        str(workspace / "o.npy"),
+    )
     assert code != 0 and "features (64,)" in err and not (workspace / "o.npy").exists()
 
 
 def test_traceback_only_with_debug(workspace: Path) -> None:
-    cmd = [sys.executable, "-m", "ganglion.runtime.cli", "import-nir", str(workspace / "x.npy"),
-           "-o", str(workspace / "z")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ganglion.runtime.cli",
+        "import-nir",
+        str(workspace / "x.npy"),
+        "-o",
+        str(workspace / "z"),
+    ]
     plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True,
-                           timeout=120)
+    debug = subprocess.run(
+        cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, timeout=120
+    )
     assert plain.returncode != 0 and "Traceback" not in plain.stderr
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
 def test_every_command_has_help() -> None:
-    for command in (["--help"], ["convert", "spiking", "--help"], ["import-nir", "--help"],
-                    ["export", "--help"], ["run", "--help"], ["inspect", "--help"],
-                    ["demo", "--help"]):
+    for command in (
+        ["--help"],
+        ["convert", "spiking", "--help"],
+        ["import-nir", "--help"],
+        ["export", "--help"],
+        ["run", "--help"],
+        ["inspect", "--help"],
+        ["demo", "--help"],
+    ):
         code, out, _ = ganglion(*command)
         assert code == 0 and "Usage" in out, command

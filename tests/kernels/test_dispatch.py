@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from ganglion.kernels.dispatch import kernels_enabled, use_triton
 from ganglion.kernels.gla import gla_chunk
 from ganglion.kernels.lif import lif_scan

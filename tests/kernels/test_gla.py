@@ -4,6 +4,7 @@ repeated recurrent steps."""
 import pytest
 import torch
 import torch.nn.functional as F
+
 from ganglion.kernels.gla import gla_chunk, gla_recurrent_step
 from ganglion.kernels.gla.reference import gla_recurrent_reference
 from ganglion.kernels.gla.triton import chunk_gla_triton, fused_recurrent_gla_triton

@@ -3,6 +3,7 @@ Loihi 2 arithmetic."""
 
 import pytest
 import torch
+
 from ganglion.kernels.lif import lif_fixed_scan, lif_scan
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 from ganglion.kernels.lif.triton import lif_fixed_scan_triton, lif_scan_triton

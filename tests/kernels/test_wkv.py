@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ganglion.kernels.wkv import wkv_initial_state, wkv_scan, wkv_step
 from ganglion.kernels.wkv.reference import wkv_scan_reference
 from ganglion.kernels.wkv.triton import wkv_scan_triton

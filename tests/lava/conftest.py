@@ -28,11 +28,17 @@ def lava_missing_reason() -> str | None:
     return None
 
 
-
 def _neuron(shape: tuple[int, ...], decay: float, bias: float, threshold: float) -> Neuron:
-    return Neuron(decay=torch.full(shape, decay), gain=torch.ones(shape),
-                  bias=torch.full(shape, bias), threshold=torch.full(shape, threshold),
-                  v_reset=torch.zeros(shape), v_init=torch.zeros(shape), reset="zero", model="lif")
+    return Neuron(
+        decay=torch.full(shape, decay),
+        gain=torch.ones(shape),
+        bias=torch.full(shape, bias),
+        threshold=torch.full(shape, threshold),
+        v_reset=torch.zeros(shape),
+        v_init=torch.zeros(shape),
+        reset="zero",
+        model="lif",
+    )
 
 
 def leaky_program(timesteps: int = 12) -> Deployable:
@@ -54,8 +60,11 @@ def conv_program(timesteps: int = 8) -> Deployable:
     """Hand-written Conv2d (stride 1, padding 1) -> LIF -> Flatten -> Affine readout."""
     gen = torch.Generator().manual_seed(5)
     nodes = {
-        "conv": Conv2d(torch.randn(3, 2, 3, 3, generator=gen), 0.1 * torch.randn(3, generator=gen),
-                       padding=(1, 1)),
+        "conv": Conv2d(
+            torch.randn(3, 2, 3, 3, generator=gen),
+            0.1 * torch.randn(3, generator=gen),
+            padding=(1, 1),
+        ),
         "lif": _neuron((3, 4, 5), decay=0.95, bias=0.0, threshold=1.0),
         "flat": Flatten(),
         "fc": Affine(torch.randn(7, 60, generator=gen), torch.randn(7, generator=gen)),

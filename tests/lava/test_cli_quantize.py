@@ -24,13 +24,37 @@ def test_quantize_writes_a_loihi2_fixed_bundle_that_runs_on_torch(digits_mlp, tm
     program = convert_spiking(model, data.x_train, None, SpikingOptions(timesteps=8))
     source = save_bundle(program, tmp_path / "float")
     np.savez(tmp_path / "calib.npz", x=data.x_train[:128], y=data.y_train[:128])
-    assert _cli(["quantize", str(source), "--target", "loihi2", "-o", str(tmp_path / "q"),
-                 "--calib", str(tmp_path / "calib.npz")]) == 0
+    assert (
+        _cli(
+            [
+                "quantize",
+                str(source),
+                "--target",
+                "loihi2",
+                "-o",
+                str(tmp_path / "q"),
+                "--calib",
+                str(tmp_path / "calib.npz"),
+            ]
+        )
+        == 0
+    )
     assert "points" in capsys.readouterr().out
     assert load_bundle(tmp_path / "q").manifest.numerics == "loihi2-fixed"
     np.save(tmp_path / "x.npy", data.x_test[:4])
-    assert _cli(["run", str(tmp_path / "q"), "--input", str(tmp_path / "x.npy"),
-                 "--output", str(tmp_path / "y.npy")]) == 0
+    assert (
+        _cli(
+            [
+                "run",
+                str(tmp_path / "q"),
+                "--input",
+                str(tmp_path / "x.npy"),
+                "--output",
+                str(tmp_path / "y.npy"),
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "y.npy").shape == (4, 10)
     capsys.readouterr()
     assert _cli(["inspect", str(tmp_path / "q"), "--target", "loihi2", "--json"]) == 0

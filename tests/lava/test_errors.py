@@ -19,10 +19,12 @@ from ganglion.runtime.session import load
 
 def test_pooling_node_is_named_by_quantize_and_by_the_lava_backend(digits_cnn):
     model, data = digits_cnn
-    program = convert_spiking(model, data.x_train[:64], None,
-                              SpikingOptions(timesteps=4, reset="zero"))
-    pool = next(n for n, layer in program.module.graph.nodes.items()
-                if type(layer).__name__ == "AvgPool2d")
+    program = convert_spiking(
+        model, data.x_train[:64], None, SpikingOptions(timesteps=4, reset="zero")
+    )
+    pool = next(
+        n for n, layer in program.module.graph.nodes.items() if type(layer).__name__ == "AvgPool2d"
+    )
     with pytest.raises(ConversionError, match=f"node '{pool}' \\(AvgPool2d\\)"):
         quantize_loihi2(program)
     with pytest.raises(BackendUnavailable, match=f"node '{pool}' \\(AvgPool2d\\)"):
@@ -38,8 +40,9 @@ def test_subtract_reset_program_on_lava_names_the_neuron_and_the_fix(digits_mlp)
 
 def _wide_program(neurons: int) -> SpikingGraph:
     t = torch.ones(neurons)
-    neuron = Neuron(decay=t, gain=t, bias=0 * t, threshold=t, v_reset=0 * t, v_init=0 * t,
-                    reset="zero")
+    neuron = Neuron(
+        decay=t, gain=t, bias=0 * t, threshold=t, v_reset=0 * t, v_init=0 * t, reset="zero"
+    )
     nodes = {"fc": Affine(torch.zeros(neurons, 1), torch.zeros(neurons)), "lif": neuron}
     return SpikingGraph(nodes, [(INPUT, "fc"), ("fc", "lif"), ("lif", OUTPUT)], (1,))
 
@@ -47,8 +50,10 @@ def _wide_program(neurons: int) -> SpikingGraph:
 def test_too_large_program_says_by_how_much():
     report = chip_fit(_wide_program(130 * 8192), chips=1)  # 130 neurocores of neurons
     assert report["neurocores"] == 130 and not report["fits"]
-    with pytest.raises(LoihiFitError, match="130 neurocores .2 Loihi 2 chips., 1 declared: "
-                                            "2 neurocores .1 chips. over"):
+    with pytest.raises(
+        LoihiFitError,
+        match="130 neurocores .2 Loihi 2 chips., 1 declared: 2 neurocores .1 chips. over",
+    ):
         require_fit(report)
     assert chip_fit(_wide_program(130 * 8192), chips=2)["fits"]
 

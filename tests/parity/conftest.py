@@ -75,6 +75,7 @@ class BackendCase:
 
 # ---- spiking programs --------------------------------------------------------------------
 
+
 def _calibration(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (64, *shape)).astype(np.float32)
 
@@ -90,13 +91,21 @@ class _Residual(nn.Module):
 
 
 def _mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(),
-                         nn.Linear(16, 5))
+    return nn.Sequential(
+        nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 5)
+    )
 
 
 def _cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-                         nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 5))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 5),
+    )
 
 
 def _converted(factory: Callable[[], nn.Module], shape: tuple[int, ...], **opts: Any) -> Deployable:
@@ -108,19 +117,37 @@ def _converted(factory: Callable[[], nn.Module], shape: tuple[int, ...], **opts:
 def _handbuilt() -> Deployable:
     """Conv, SumPool2d, Scale, LIF with bias and zero reset; direct input, no decoding."""
     g = torch.Generator().manual_seed(1)
-    conv = Conv2d(torch.randn(3, 1, 3, 3, generator=g), torch.randn(3, generator=g) * 0.1,
-                  padding=(1, 1))
+    conv = Conv2d(
+        torch.randn(3, 1, 3, 3, generator=g), torch.randn(3, generator=g) * 0.1, padding=(1, 1)
+    )
     shape = (3, 6, 6)
-    lif = Neuron(decay=torch.full(shape, 0.9), gain=torch.full(shape, 1.5),
-                 bias=torch.full(shape, 0.05), threshold=torch.full(shape, 0.8),
-                 v_reset=torch.full(shape, -0.1), v_init=torch.zeros(shape), reset="zero",
-                 model="lif")
+    lif = Neuron(
+        decay=torch.full(shape, 0.9),
+        gain=torch.full(shape, 1.5),
+        bias=torch.full(shape, 0.05),
+        threshold=torch.full(shape, 0.8),
+        v_reset=torch.full(shape, -0.1),
+        v_init=torch.zeros(shape),
+        reset="zero",
+        model="lif",
+    )
     pooled = (3, 3, 3)
     out = Neuron.integrate_and_fire(torch.full(pooled, 1.0))
-    nodes = {"conv": conv, "lif": lif, "pool": SumPool2d((2, 2), (2, 2)),
-             "scale": Scale(torch.full(pooled, 0.7)), "out": out}
-    edges = [("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "scale"),
-             ("scale", "out"), ("out", "output")]
+    nodes = {
+        "conv": conv,
+        "lif": lif,
+        "pool": SumPool2d((2, 2), (2, 2)),
+        "scale": Scale(torch.full(pooled, 0.7)),
+        "out": out,
+    }
+    edges = [
+        ("input", "conv"),
+        ("conv", "lif"),
+        ("lif", "pool"),
+        ("pool", "scale"),
+        ("scale", "out"),
+        ("out", "output"),
+    ]
     graph = SpikingGraph(nodes, edges, (1, 6, 6))
     time = TimeSemantics(timesteps=10, encoding="direct", decoding="none")
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
@@ -133,15 +160,26 @@ def _imported_nir() -> Deployable:
     nodes = {
         "input": nir.Input(input_type=np.array([6])),
         "fc1": nir.Affine(weight=rng.normal(0, 1, (8, 6)), bias=rng.normal(0, 0.1, 8)),
-        "lif1": nir.LIF(tau=tau, r=tau / dt, v_leak=np.zeros(8), v_threshold=np.ones(8),
-                        v_reset=np.zeros(8)),
+        "lif1": nir.LIF(
+            tau=tau, r=tau / dt, v_leak=np.zeros(8), v_threshold=np.ones(8), v_reset=np.zeros(8)
+        ),
         "fc2": nir.Affine(weight=rng.normal(0, 1, (3, 8)), bias=np.zeros(3)),
-        "lif2": nir.LIF(tau=tau[:3], r=tau[:3] / dt, v_leak=np.zeros(3),
-                        v_threshold=np.ones(3), v_reset=np.zeros(3)),
+        "lif2": nir.LIF(
+            tau=tau[:3],
+            r=tau[:3] / dt,
+            v_leak=np.zeros(3),
+            v_threshold=np.ones(3),
+            v_reset=np.zeros(3),
+        ),
         "output": nir.Output(output_type=np.array([3])),
     }
-    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"),
-             ("lif2", "output")]
+    edges = [
+        ("input", "fc1"),
+        ("fc1", "lif1"),
+        ("lif1", "fc2"),
+        ("fc2", "lif2"),
+        ("lif2", "output"),
+    ]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "imported.nir"
         nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges))
@@ -169,18 +207,21 @@ def _spiking(name: str, build: Callable[[], Deployable]) -> ProgramCase:
 
 PROGRAMS: list[ProgramCase] = [
     _spiking("spiking-mlp-if-direct-membrane", lambda: _converted(_mlp, (12,))),
-    _spiking("spiking-mlp-lif-rate-count",
-             lambda: _converted(_mlp, (12,), neuron="lif", encoding="rate", decoding="count")),
-    _spiking("spiking-cnn-if-direct-count",
-             lambda: _converted(_cnn, (1, 8, 8), decoding="count")),
-    _spiking("spiking-residual-lif-direct-membrane",
-             lambda: _converted(_Residual, (12,), neuron="lif")),
+    _spiking(
+        "spiking-mlp-lif-rate-count",
+        lambda: _converted(_mlp, (12,), neuron="lif", encoding="rate", decoding="count"),
+    ),
+    _spiking("spiking-cnn-if-direct-count", lambda: _converted(_cnn, (1, 8, 8), decoding="count")),
+    _spiking(
+        "spiking-residual-lif-direct-membrane", lambda: _converted(_Residual, (12,), neuron="lif")
+    ),
     _spiking("spiking-handbuilt-conv-sumpool-scale-zero-reset", _handbuilt),
     _spiking("spiking-imported-nir", _imported_nir),
 ]
 
 
 # ---- backends ------------------------------------------------------------------------------
+
 
 def _needs(module: str, attribute: str | None = None) -> str | None:
     if importlib.util.find_spec(module) is None:

@@ -22,8 +22,9 @@ def _open(program: ProgramCase, backend: BackendCase) -> Session:
     return load(program.build(), backend=backend.name, device=backend.device, **backend.options)
 
 
-def _stepped(session: Session, program: ProgramCase, x: np.ndarray
-             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _stepped(
+    session: Session, program: ProgramCase, x: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """run's output computed by repeated step, and the final state (copied)."""
     face = onnx_program(program.build())
     inputs = face.step_inputs(x)
@@ -56,8 +57,9 @@ def test_step_state_matches_torch(program: ProgramCase, backend: BackendCase) ->
     program.compare(ref_out, out, program.build())
     assert state.keys() == ref_state.keys()
     for name in state:
-        np.testing.assert_allclose(state[name], ref_state[name], atol=program.state_atol, rtol=0,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            state[name], ref_state[name], atol=program.state_atol, rtol=0, err_msg=name
+        )
 
 
 def test_every_program_fires(program: ProgramCase) -> None:

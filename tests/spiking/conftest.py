@@ -54,14 +54,20 @@ def handmade_graph() -> SpikingGraph:
 
     def lif(shape: tuple[int, ...], reset: str) -> Neuron:
         return Neuron(
-            decay=torch.full(shape, 0.9), gain=torch.full(shape, 1.5),
-            bias=torch.full(shape, 0.02), threshold=torch.rand(shape, generator=g) + 0.5,
-            v_reset=torch.zeros(shape), v_init=torch.zeros(shape), reset=reset, model="lif",
+            decay=torch.full(shape, 0.9),
+            gain=torch.full(shape, 1.5),
+            bias=torch.full(shape, 0.02),
+            threshold=torch.rand(shape, generator=g) + 0.5,
+            v_reset=torch.zeros(shape),
+            v_init=torch.zeros(shape),
+            reset=reset,
+            model="lif",
         )
 
     nodes = {
-        "conv": Conv2d(torch.randn(4, 2, 3, 3, generator=g), torch.randn(4, generator=g) * 0.1,
-                       padding=(1, 1)),
+        "conv": Conv2d(
+            torch.randn(4, 2, 3, 3, generator=g), torch.randn(4, generator=g) * 0.1, padding=(1, 1)
+        ),
         "lif1": lif(shape, "zero"),
         "pool": SumPool2d((2, 2), (2, 2)),
         "flat": Flatten(),
@@ -69,8 +75,16 @@ def handmade_graph() -> SpikingGraph:
         "fc": Affine(torch.randn(5, 16, generator=g), torch.zeros(5)),
         "lif2": lif((5,), "subtract"),
     }
-    edges = [("input", "conv"), ("conv", "lif1"), ("lif1", "pool"), ("pool", "flat"),
-             ("flat", "scale"), ("scale", "fc"), ("fc", "lif2"), ("lif2", "output")]
+    edges = [
+        ("input", "conv"),
+        ("conv", "lif1"),
+        ("lif1", "pool"),
+        ("pool", "flat"),
+        ("flat", "scale"),
+        ("scale", "fc"),
+        ("fc", "lif2"),
+        ("lif2", "output"),
+    ]
     return SpikingGraph(nodes, edges, input_shape=(2, 4, 4))
 
 

@@ -18,8 +18,9 @@ from ganglion.runtime.session import load
 @pytest.fixture
 def bundle(digits_cnn, tmp_path: Path) -> Path:
     model, data = digits_cnn
-    deployable = convert_spiking(model, data.x_train[:128], data.y_train[:128],
-                                 SpikingOptions(timesteps=8))
+    deployable = convert_spiking(
+        model, data.x_train[:128], data.y_train[:128], SpikingOptions(timesteps=8)
+    )
     return save_bundle(deployable, tmp_path / "cnn")
 
 
@@ -61,9 +62,14 @@ def test_missing_artifact_is_named(bundle: Path) -> None:
         load_bundle(bundle)
 
 
-@pytest.mark.parametrize("text,match", [("{not json", "not valid JSON"),
-                                        ("[1, 2]", "expected a JSON object"),
-                                        ('{"kind": "spiking"}', "malformed")])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"kind": "spiking"}', "malformed"),
+    ],
+)
 def test_malformed_manifest_is_refused(bundle: Path, text: str, match: str) -> None:
     (bundle / "manifest.json").write_text(text)
     with pytest.raises(BundleError, match=match):

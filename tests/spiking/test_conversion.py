@@ -82,8 +82,9 @@ def test_neuron_option_sets_decay(digits_mlp, neuron: str, decay: float) -> None
 
 def test_count_decoding_adds_a_spiking_output_layer(digits_mlp) -> None:
     model, data = digits_mlp
-    d = convert_spiking(model, data.x_train, data.y_train,
-                        SpikingOptions(decoding="count", timesteps=64))
+    d = convert_spiking(
+        model, data.x_train, data.y_train, SpikingOptions(decoding="count", timesteps=64)
+    )
     graph = d.module.graph
     assert isinstance(graph.nodes[graph.predecessors("output")[0]], Neuron)
     counts = d.module.run(torch.from_numpy(data.x_test))
@@ -95,8 +96,12 @@ def test_count_decoding_adds_a_spiking_output_layer(digits_mlp) -> None:
 def test_rate_encoding_is_seeded(digits_mlp) -> None:
     model, data = digits_mlp
     x = torch.from_numpy(data.x_test[:50])
-    outs = [convert_spiking(model, data.x_train[:100], None,
-                            SpikingOptions(encoding="rate", seed=s)).module.run(x) for s in (1, 1, 2)]
+    outs = [
+        convert_spiking(
+            model, data.x_train[:100], None, SpikingOptions(encoding="rate", seed=s)
+        ).module.run(x)
+        for s in (1, 1, 2)
+    ]
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], outs[2])
 
@@ -131,8 +136,10 @@ def test_calibration_data_of_the_wrong_shape_is_refused(digits_mlp) -> None:
         convert_spiking(torch.export.export(model, (torch.rand(2, 64),)), torch.rand(10, 32))
 
 
-@pytest.mark.parametrize("field,value", [("neuron", "izhikevich"), ("encoding", "latency"),
-                                         ("decoding", "first"), ("timesteps", 0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("neuron", "izhikevich"), ("encoding", "latency"), ("decoding", "first"), ("timesteps", 0)],
+)
 def test_bad_options_are_refused(field: str, value) -> None:
     with pytest.raises(ConversionError, match=field):
         SpikingOptions(**{field: value})

@@ -31,8 +31,12 @@ def assert_graphs_bit_equal(a: SpikingGraph, b: SpikingGraph) -> None:
 @pytest.mark.parametrize("neuron", ["if", "lif"])
 def test_converted_program_round_trips_bit_equal(digits_cnn, tmp_path: Path, neuron, decoding):
     model, data = digits_cnn
-    d = convert_spiking(model, data.x_train[:64], None,
-                        SpikingOptions(neuron=neuron, decoding=decoding, timesteps=6))
+    d = convert_spiking(
+        model,
+        data.x_train[:64],
+        None,
+        SpikingOptions(neuron=neuron, decoding=decoding, timesteps=6),
+    )
     write_nir(d.module.graph, tmp_path / "g.nir")
     back = read_nir(tmp_path / "g.nir")
     assert_graphs_bit_equal(d.module.graph, back)
@@ -66,11 +70,19 @@ def test_nir_file_uses_standard_nodes(digits_mlp) -> None:
 def test_lif_discretization_follows_dt(tmp_path: Path) -> None:
     tau, dt = np.full(3, 2e-3), 1e-3
     graph = nir.NIRGraph(
-        nodes={"in": nir.Input(input_type={"input": np.array([3])}),
-               "lif": nir.LIF(tau=tau, r=np.full(3, 2.0), v_leak=np.full(3, 0.5),
-                              v_threshold=np.ones(3), v_reset=np.zeros(3)),
-               "out": nir.Output(output_type={"output": np.array([3])})},
-        edges=[("in", "lif"), ("lif", "out")])
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([3])}),
+            "lif": nir.LIF(
+                tau=tau,
+                r=np.full(3, 2.0),
+                v_leak=np.full(3, 0.5),
+                v_threshold=np.ones(3),
+                v_reset=np.zeros(3),
+            ),
+            "out": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("in", "lif"), ("lif", "out")],
+    )
     nir.write(tmp_path / "lif.nir", graph)
     neuron = read_nir(tmp_path / "lif.nir", dt=dt).nodes["lif"]
     assert torch.allclose(neuron.decay, torch.full((3,), 0.5))  # 1 - dt/tau
@@ -99,11 +111,20 @@ def test_not_hdf5_names_the_file(tmp_path: Path) -> None:
 
 def test_unsupported_node_is_named(tmp_path: Path) -> None:
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
-               "syn": nir.CubaLIF(tau_syn=np.ones(2), tau_mem=np.ones(2), r=np.ones(2),
-                                  v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
-               "output": nir.Output(output_type={"output": np.array([2])})},
-        edges=[("input", "syn"), ("syn", "output")])
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([2])}),
+            "syn": nir.CubaLIF(
+                tau_syn=np.ones(2),
+                tau_mem=np.ones(2),
+                r=np.ones(2),
+                v_leak=np.zeros(2),
+                v_threshold=np.ones(2),
+                v_reset=np.zeros(2),
+            ),
+            "output": nir.Output(output_type={"output": np.array([2])}),
+        },
+        edges=[("input", "syn"), ("syn", "output")],
+    )
     nir.write(tmp_path / "cuba.nir", graph)
     with pytest.raises(NIRError, match=r"cuba\.nir: node 'syn' of type CubaLIF is not supported"):
         read_nir(tmp_path / "cuba.nir")
@@ -111,11 +132,14 @@ def test_unsupported_node_is_named(tmp_path: Path) -> None:
 
 def test_recurrent_edge_is_refused(tmp_path: Path) -> None:
     graph = nir.NIRGraph(
-        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
-               "fc": nir.Linear(weight=np.eye(2)),
-               "lif": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
-               "output": nir.Output(output_type={"output": np.array([2])})},
-        edges=[("input", "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", "output")])
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([2])}),
+            "fc": nir.Linear(weight=np.eye(2)),
+            "lif": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
+            "output": nir.Output(output_type={"output": np.array([2])}),
+        },
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", "output")],
+    )
     nir.write(tmp_path / "rec.nir", graph)
     with pytest.raises(NIRError, match="recurrent edges are not supported"):
         read_nir(tmp_path / "rec.nir")

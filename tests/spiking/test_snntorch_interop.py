@@ -19,8 +19,14 @@ from ganglion.models.spiking import SpikingNetwork
 
 def leaky(shape: tuple[int, ...], beta: float, threshold: float, output: bool = False) -> snn.Leaky:
     """snnTorch Leaky with NIR's semantics: reset to zero at the spike, per-neuron arrays."""
-    return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.full(shape, threshold),
-                     init_hidden=True, output=output, reset_mechanism="zero", reset_delay=False)
+    return snn.Leaky(
+        beta=torch.full(shape, beta),
+        threshold=torch.full(shape, threshold),
+        init_hidden=True,
+        output=output,
+        reset_mechanism="zero",
+        reset_delay=False,
+    )
 
 
 def snntorch_spikes(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +36,9 @@ def snntorch_spikes(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([net(x_t)[0] for x_t in x])
 
 
-def ganglion_spikes(net: nn.Module, sample: torch.Tensor, x: torch.Tensor, path: Path) -> torch.Tensor:
+def ganglion_spikes(
+    net: nn.Module, sample: torch.Tensor, x: torch.Tensor, path: Path
+) -> torch.Tensor:
     nir.write(str(path), export_to_nir(net, sample, ignore_dims=[0]))
     program = SpikingNetwork(read_nir(path), TimeSemantics())
     with torch.no_grad():
@@ -39,8 +47,12 @@ def ganglion_spikes(net: nn.Module, sample: torch.Tensor, x: torch.Tensor, path:
 
 def test_dense_snntorch_network_spikes_match(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(12, 32), leaky((32,), 0.9, 0.6), nn.Linear(32, 6),
-                        leaky((6,), 0.8, 0.4, output=True))
+    net = nn.Sequential(
+        nn.Linear(12, 32),
+        leaky((32,), 0.9, 0.6),
+        nn.Linear(32, 6),
+        leaky((6,), 0.8, 0.4, output=True),
+    )
     x = (torch.rand(40, 16, 12) < 0.3).float()
     expected = snntorch_spikes(net, x)
     got = ganglion_spikes(net, torch.zeros(1, 12), x, tmp_path / "dense.nir")
@@ -50,9 +62,14 @@ def test_dense_snntorch_network_spikes_match(tmp_path: Path) -> None:
 
 def test_conv_snntorch_network_spikes_match(tmp_path: Path) -> None:
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), leaky((4, 6, 6), 0.85, 0.5),
-                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(36, 5),
-                        leaky((5,), 0.9, 0.3, output=True))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        leaky((4, 6, 6), 0.85, 0.5),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(36, 5),
+        leaky((5,), 0.9, 0.3, output=True),
+    )
     x = torch.rand(25, 8, 1, 6, 6)
     expected = snntorch_spikes(net, x)
     got = ganglion_spikes(net, torch.zeros(1, 1, 6, 6), x, tmp_path / "conv.nir")
