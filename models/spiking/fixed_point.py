@@ -108,7 +108,7 @@ class FixedPointNetwork(torch.nn.Module):
         values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
         self.activity = {}
         for name, layer in self.graph.nodes.items():
-            inp = self._gather(name, values)
+            inp = self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 a = inp.reshape(steps, batch, -1)
                 u0 = torch.zeros(batch, a.shape[-1], dtype=torch.int64)
@@ -123,7 +123,7 @@ class FixedPointNetwork(torch.nn.Module):
                 values[name] = delayed.reshape(steps * batch, *a.shape[2:])
             else:
                 values[name] = layer.forward(inp)
-        out = self._gather(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
+        out = self.graph.input_of(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
         return self.decode(out[self.depth :])
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -134,7 +134,7 @@ class FixedPointNetwork(torch.nn.Module):
         values: dict[str, torch.Tensor] = {INPUT: quantize_input(x_t, self.config)}
         new: State = {"t": state["t"] + 1}
         for name, layer in self.graph.nodes.items():
-            inp = self._gather(name, values)
+            inp = self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 batch = inp.shape[0]
                 flat = (
@@ -150,19 +150,12 @@ class FixedPointNetwork(torch.nn.Module):
                 new[f"a.{name}"] = _synapse(layer, inp)
             else:
                 values[name] = layer.forward(inp)
-        out = self._gather(OUTPUT, values)
+        out = self.graph.input_of(OUTPUT, values)
         if self.time.decoding == "none":
             return self.readout(out), new
         counted = out if t >= self.depth else torch.zeros_like(out)
         new["decode"] = state["decode"] + counted
         return self._decoded(new["decode"], max(t + 1 - self.depth, 0)), new
-
-    def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        preds = self.graph.predecessors(name)
-        total = values[preds[0]]
-        for p in preds[1:]:
-            total = total + values[p]
-        return total
 
     def readout(self, out: torch.Tensor) -> torch.Tensor:
         """[..., *out] integer output -> float: spikes as they are, currents scaled back."""

@@ -44,6 +44,14 @@ class SpikingGraph:
         """Nodes with an edge into ``name``, in edge order."""
         return [a for a, b in self.edges if b == name]
 
+    def input_of(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The input of ``name``: the sum of its predecessors' values, in edge order."""
+        preds = self.predecessors(name)
+        total = values[preds[0]]
+        for p in preds[1:]:
+            total = total + values[p]
+        return total
+
     def _topological_order(self) -> list[str]:
         indegree = {n: 0 for n in self.nodes}
         for a, b in self.edges:

@@ -74,12 +74,12 @@ class SpikingNetwork(torch.nn.Module):
         values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
         self.activity = {}
         for name, layer in self.graph.nodes.items():
-            inp = self._gather(name, values)
+            inp = self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 values[name] = self._scan(layer, inp, steps, batch, record, name)
             else:
                 values[name] = layer.forward(inp)
-        out = self._gather(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
+        out = self.graph.input_of(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
         return self._decode(out)
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -96,24 +96,17 @@ class SpikingNetwork(torch.nn.Module):
         values: dict[str, torch.Tensor] = {INPUT: x_t}
         new_state: State = {"t": state["t"] + 1}
         for name, layer in self.graph.nodes.items():
-            inp = self._gather(name, values)
+            inp = self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 spikes, v = _neuron_scan(layer, inp.unsqueeze(0), state[f"v.{name}"])
                 values[name], new_state[f"v.{name}"] = spikes[0], v
             else:
                 values[name] = layer.forward(inp)
-        out = self._gather(OUTPUT, values)
+        out = self.graph.input_of(OUTPUT, values)
         if self.time.decoding == "none":
             return out, new_state
         new_state["decode"] = state["decode"] + out
         return self._scale_decoded(new_state["decode"]), new_state
-
-    def _gather(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        preds = self.graph.predecessors(name)
-        total = values[preds[0]]
-        for p in preds[1:]:
-            total = total + values[p]
-        return total
 
     def _scan(
         self, layer: Neuron, inp: torch.Tensor, steps: int, batch: int, record: bool, name: str
