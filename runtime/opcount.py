@@ -126,7 +126,9 @@ def _spiking_counts(deployable: Deployable, graph: SpikingGraph, x: np.ndarray) 
             )
         elif isinstance(layer, Affine | Conv2d):
             layers.append(_synaptic(name, layer, graph, out_elems, steps, rates, input_rate))
-    return _with_tally(OpCounts.from_layers(layers, timesteps=steps), tally, batch)
+    counts = _with_tally(OpCounts.from_layers(layers, timesteps=steps), tally, batch)
+    # On CUDA every node is one kernel (the neuron scan fused over T), plus encode and decode.
+    return dataclasses.replace(counts, fused_launches=float(len(graph.nodes) + 2))
 
 
 def _with_tally(counts: OpCounts, tally: OpTally, batch: int) -> OpCounts:

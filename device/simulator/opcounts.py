@@ -64,7 +64,10 @@ class OpCounts:
     neuron_updates: neuron state updates; spikes: spikes emitted
     bytes_moved: MAC-layer traffic (bytes), of which weight_bytes are parameters
     elementwise_bytes: traffic of the bandwidth-bound elementwise ops (bytes)
-    launches: ops dispatched per call; timesteps: SNN timesteps (1 for dense programs)
+    launches: ops dispatched per call (as measured on the CPU reference path)
+    fused_launches: kernels per call where every layer is one kernel (GPU path with the
+        fused Triton scan); 0 when unknown, then ``launches`` applies everywhere
+    timesteps: SNN timesteps (1 for dense programs)
     layers: optional per-layer breakdown
     """
 
@@ -79,6 +82,7 @@ class OpCounts:
     elementwise_bytes: float = 0.0
     weight_bytes: float = 0.0
     launches: float = 0.0
+    fused_launches: float = 0.0
 
     def __post_init__(self) -> None:
         bad = set(self.macs) - set(PRECISIONS)
@@ -86,7 +90,7 @@ class OpCounts:
             raise ValueError(f"OpCounts.macs: unknown precisions {sorted(bad)}; use {PRECISIONS}")
         values = [*self.macs.values(), self.synops, self.neuron_updates, self.spikes]
         values += [self.bytes_moved, self.synaptic_macs, self.elementwise_bytes]
-        values += [self.weight_bytes, self.launches]
+        values += [self.weight_bytes, self.launches, self.fused_launches]
         if any(v < 0 for v in values) or self.timesteps < 1:
             raise ValueError("OpCounts: counts must be >= 0 and timesteps >= 1")
         if self.weight_bytes > self.bytes_moved:

@@ -13,9 +13,11 @@ The MAC layers are one roofline (compute or their own traffic bounds them); the 
 (e.g. a neuron scan's per-timestep updates) are bandwidth-bound and run after them, so their
 time adds. Every op dispatched costs ``launch_overhead_s`` (a GPU's kernel launch, a CPU
 framework's per-op dispatch): a program that issues few large ops is bounded by the roofline,
-one that issues many small ones (a Python loop over timesteps) by ``launches``. Counts without
-``launches`` pay it once. (A synop is one add; a neuron update ≈ 4 ops: decay, add, compare,
-reset; a precision the device does not list runs at its fp32 rate.)
+one that issues many small ones (a Python loop over timesteps) by ``launches``. GPUs and
+Jetsons run each layer as one kernel (the neuron scan fused over T), so they pay
+``fused_launches`` where the counts know it. Counts without ``launches`` pay it once.
+(A synop is one add; a neuron update ≈ 4 ops: decay, add, compare, reset; a precision the
+device does not list runs at its fp32 rate.)
 
 Neuromorphic devices (Loihi 2), per `NeuromorphicFigures`, inferences one after another:
     busy_s  = synops / synops_per_s + neuron_updates / neuron_updates_per_s
@@ -34,6 +36,7 @@ from ganglion.device.profiles.schema import DeviceProfile
 from ganglion.device.simulator.opcounts import LayerOpCounts, OpCounts
 
 NEURON_UPDATE_OPS = 4
+FUSED_KINDS = ("gpu", "jetson")  # run each layer as one kernel (our Triton scan on CUDA)
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,16 @@ def dense_ops(counts: OpCounts) -> float:
     return 2 * counts.total_macs + spiking + NEURON_UPDATE_OPS * counts.neuron_updates
 
 
-def dense_terms(counts: OpCounts, batch: int = 1) -> tuple[float, float, float, float]:
+def dense_terms(
+    counts: OpCounts, batch: int = 1, fused: bool = False
+) -> tuple[float, float, float, float]:
     """The model's inputs for a call: (launches, fp32-equivalent ops, MAC-layer bytes,
-    elementwise bytes); calibration fits the device's rates to them."""
+    elementwise bytes); calibration fits the device's rates to them. ``fused``: the device
+    runs each layer as one kernel (GPUs), so ``fused_launches`` applies where known."""
     mac_bytes = counts.weight_bytes + batch * (counts.bytes_moved - counts.weight_bytes)
+    launches = counts.fused_launches if fused and counts.fused_launches else counts.launches
     return (
-        max(counts.launches, 1.0),
+        max(launches, 1.0),
         batch * dense_ops(counts),
         mac_bytes,
         batch * counts.elementwise_bytes,
@@ -142,7 +149,8 @@ def dense_terms(counts: OpCounts, batch: int = 1) -> tuple[float, float, float, 
 
 def _dense(counts: OpCounts, profile: DeviceProfile, mode_w: float, batch: int) -> _Terms:
     used = ["launch_overhead_s", "idle_w", "memory_bandwidth", "peak_ops.fp32"]
-    launches, _, mac_bytes, elem_bytes = dense_terms(counts, batch)
+    fused = profile.kind in FUSED_KINDS
+    launches, _, mac_bytes, elem_bytes = dense_terms(counts, batch, fused)
     compute_s = 0.0
     for precision, macs in counts.macs.items():
         rate_key = precision if precision in profile.peak_ops else "fp32"
