@@ -1,8 +1,9 @@
 """SpikingNetwork: runs a SpikingGraph over time, as a whole sequence or one step at a time.
 
-``run`` batches every timestep of a synaptic layer into one tensor op and scans only the
-neurons over time; ``step`` advances one timestep with explicit state. Both give identical
-results (tests prove it).
+``run`` batches the timesteps of a synaptic layer into one tensor op (in chunks of about
+CHUNK_ROWS rows, so large batches stay in cache) and scans only the neurons over time;
+``step`` advances one timestep with explicit state. Both give identical results (tests
+prove it).
 
 State names (shared by every backend and the ONNX step graph):
   ``v.<neuron node>`` membrane [B, *shape] · ``t`` timestep counter [1] (int64) ·
@@ -21,6 +22,7 @@ from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Neuron
 
 State = dict[str, torch.Tensor]
+CHUNK_ROWS = 2048  # ``run`` batches up to this many (timestep, sample) rows per layer call
 
 
 class SpikingNetwork(torch.nn.Module):
@@ -71,16 +73,34 @@ class SpikingNetwork(torch.nn.Module):
             self._check_input(x, time_major=False)
             seq = encode(x, self.time.timesteps, self.time.encoding, self.time.seed)
         steps, batch = seq.shape[:2]
-        values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
         self.activity = {}
+        membranes = {n: layer.v_init.expand(batch, *layer.shape) for n, layer in
+                     self.graph.neurons().items()}  # fmt: skip
+        chunk = max(1, CHUNK_ROWS // batch)
+        out = torch.cat([self._run_chunk(seq[t : t + chunk], membranes, record)
+                         for t in range(0, steps, chunk)])  # fmt: skip
+        return self._decode(out)
+
+    def _run_chunk(
+        self, seq: torch.Tensor, membranes: dict[str, torch.Tensor], record: bool
+    ) -> torch.Tensor:
+        """Timesteps [t0, t1) of ``run``: synaptic layers batched over them, neurons scanned;
+        ``membranes`` carries each neuron layer's potential to the next chunk."""
+        steps, batch = seq.shape[:2]
+        values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
         for name, layer in self.graph.nodes.items():
             inp = self.graph.input_of(name, values)
-            if isinstance(layer, Neuron):
-                values[name] = self._scan(layer, inp, steps, batch, record, name)
-            else:
+            if not isinstance(layer, Neuron):
                 values[name] = layer.forward(inp)
-        out = self.graph.input_of(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
-        return self._decode(out)
+                continue
+            spikes, membranes[name] = _neuron_scan(
+                layer, inp.reshape(steps, batch, *layer.shape), membranes[name]
+            )
+            if record:
+                counted = spikes.sum(dim=(0, 1))
+                self.activity[name] = self.activity.get(name, 0) + counted
+            values[name] = spikes.reshape(steps * batch, *layer.shape)
+        return self.graph.input_of(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One timestep: x_t [B, ...] (raw features when an encoding is declared).
@@ -107,16 +127,6 @@ class SpikingNetwork(torch.nn.Module):
             return out, new_state
         new_state["decode"] = state["decode"] + out
         return self._scale_decoded(new_state["decode"]), new_state
-
-    def _scan(
-        self, layer: Neuron, inp: torch.Tensor, steps: int, batch: int, record: bool, name: str
-    ) -> torch.Tensor:
-        current = inp.reshape(steps, batch, *layer.shape)
-        v0 = layer.v_init.expand(batch, *layer.shape)
-        spikes, _ = _neuron_scan(layer, current, v0)
-        if record:
-            self.activity[name] = spikes.sum(dim=(0, 1))
-        return spikes.reshape(steps * batch, *layer.shape)
 
     def _decode(self, out: torch.Tensor) -> torch.Tensor:
         if self.time.decoding == "none":
