@@ -22,7 +22,7 @@ from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Neuron
 
 State = dict[str, torch.Tensor]
-CHUNK_ROWS = 2048  # ``run`` batches up to this many (timestep, sample) rows per layer call
+CHUNK_ROWS = 1024  # ``run`` batches up to this many (timestep, sample) rows per layer call
 
 
 class SpikingNetwork(torch.nn.Module):

@@ -177,13 +177,14 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     points = [(r.latency.mean * 1e3 / r.batch, r.energy_per_inference_j * 1e3, r) for r in results]
     for lat, energy, r in points:
         measured = r.latency_kind == "measured" and r.energy_kind == "measured"
         ax.scatter(lat, energy, marker="o" if measured else "x", s=50)
+        where = r.device if r.latency_kind == "simulated" else f"{r.device}/{r.backend}"
         ax.annotate(
-            f"{r.device}/{r.backend}\n({r.latency_kind} latency, {r.energy_kind} energy)",
+            f"{where}\n({r.latency_kind} latency, {r.energy_kind} energy)",
             (lat, energy),
             fontsize=7,
             xytext=(4, 4),
@@ -205,6 +206,7 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
         ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.margins(0.3)  # room for the labels
     ax.set_xlabel("latency per inference (ms)")
     ax.set_ylabel("energy per inference (mJ)")
     ax.set_title("latency vs energy (o measured, x simulated)")
