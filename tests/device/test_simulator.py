@@ -225,6 +225,6 @@ def test_calibration_keeps_a_figure_no_sample_exercises(tmp_path):
 
 def test_gpus_pay_fused_launches_and_cpus_the_measured_ones(profiles):
     counts = OpCounts(macs={"fp32": 1e3}, launches=500.0, fused_launches=6.0)
-    cpu, gpu = profiles["cpu"], profiles["rtx-4090"]
+    cpu, gpu = detect_cpu_profile("/"), profiles["rtx-4090"]
     assert predict(counts, cpu).dispatch_s == pytest.approx(500 * cpu.launch_overhead_s)
     assert predict(counts, gpu).dispatch_s == pytest.approx(6 * gpu.launch_overhead_s)
