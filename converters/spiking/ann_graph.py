@@ -246,7 +246,7 @@ def read_ann(program: torch.export.ExportedProgram) -> AnnGraph:
 
 
 def export_module(model: torch.nn.Module, sample: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export`` a module in eval mode on a sample batch, with a dynamic batch axis."""
+    """``torch.export`` a module in eval mode on a sample batch."""
     model = model.eval()
     try:
         return torch.export.export(model, (sample,))

@@ -42,22 +42,17 @@ def workspace(tmp_path_factory, digits_mlp) -> Path:
     return root
 
 
-def test_convert_inspect_run(workspace: Path) -> None:
-    code, out, _ = ganglion(
-        "convert",
-        "spiking",
-        str(workspace / "mlp.pt2"),
-        "--calib",
-        str(workspace / "calib.npz"),
-        "-o",
-        str(workspace / "b"),
-        "--timesteps",
-        "24",
-        "--neuron",
-        "lif",
-        "--decoding",
-        "count",
+def convert_mlp(workspace: Path, out: str, *flags: str) -> tuple[int, str, str]:
+    """``ganglion convert spiking`` on the workspace's MLP into ``workspace/out``."""
+    model, calib = str(workspace / "mlp.pt2"), str(workspace / "calib.npz")
+    return ganglion(
+        "convert", "spiking", model, "--calib", calib, "-o", str(workspace / out), *flags
     )
+
+
+def test_convert_inspect_run(workspace: Path) -> None:
+    flags = ("--timesteps", "24", "--neuron", "lif", "--decoding", "count")
+    code, out, _ = convert_mlp(workspace, "b", *flags)
     assert code == 0 and "bundle written" in out and "firing rate" in out
     code, out, _ = ganglion("inspect", str(workspace / "b"), "--json")
     info = json.loads(out)
@@ -78,15 +73,7 @@ def test_convert_inspect_run(workspace: Path) -> None:
 
 
 def test_export_then_import_nir_runs_time_major(workspace: Path) -> None:
-    ganglion(
-        "convert",
-        "spiking",
-        str(workspace / "mlp.pt2"),
-        "--calib",
-        str(workspace / "calib.npz"),
-        "-o",
-        str(workspace / "c"),
-    )
+    convert_mlp(workspace, "c")
     assert ganglion("export", str(workspace / "c"), "--nir", str(workspace / "c.nir"))[0] == 0
     code, _, _ = ganglion(
         "import-nir", str(workspace / "c.nir"), "-o", str(workspace / "i"), "--dt", "1e-3"
@@ -132,15 +119,7 @@ def test_bad_input_exits_non_zero_with_one_line(workspace: Path, args, reason) -
 
 
 def test_wrong_input_shape_from_the_command_line(workspace: Path) -> None:
-    ganglion(
-        "convert",
-        "spiking",
-        str(workspace / "mlp.pt2"),
-        "--calib",
-        str(workspace / "calib.npz"),
-        "-o",
-        str(workspace / "d"),
-    )
+    convert_mlp(workspace, "d")
     np.save(workspace / "bad.npy", np.zeros((3, 8, 8), np.float32))
     code, _, err = ganglion(
         "run",
