@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,6 +63,33 @@ class EnergyMeter(ABC):
         self.stop()
 
 
+class PeriodicThread:
+    """Calls ``tick`` every ``interval_s`` seconds in a daemon thread until stopped."""
+
+    def __init__(self, tick: Callable[[], object], interval_s: float, name: str) -> None:
+        self.tick, self.interval_s, self.name = tick, interval_s, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.tick()
+
+    def start(self) -> None:
+        """Start ticking (stops a running thread first)."""
+        self.stop()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 class PollingMeter(EnergyMeter):
     """Integrates sampled power (W) over time in a background thread (trapezoid rule).
 
@@ -74,8 +102,7 @@ class PollingMeter(EnergyMeter):
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.interval_s = interval_s
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = PeriodicThread(self._accumulate, interval_s, type(self).__name__)
         self._joules = 0.0
         self._last: tuple[float, float] | None = None
         self.samples = 0
@@ -95,25 +122,16 @@ class PollingMeter(EnergyMeter):
             self.samples += 1
             return now
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._accumulate()
-
     def start(self) -> None:
         """Reset the integral, take a first sample and start the polling thread."""
         self.stop()
         self._joules, self._last, self.samples = 0.0, None, 0
         self._accumulate()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
         """Stop the polling thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._poller.stop()
 
     def read(self) -> Reading:
         """Energy integrated since `start()`, including a sample taken now."""

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganglion.device.meters.base import EnergyMeter, MeterError, Reading
+from ganglion.device.meters.base import EnergyMeter, MeterError, PeriodicThread, Reading
 from ganglion.device.sysroot import FileReader, read_text
 
 POWERCAP = "sys/class/powercap"
@@ -80,8 +80,7 @@ class RaplMeter(EnergyMeter):
         self._lock = threading.Lock()
         self._last: list[int] = []
         self._total_uj = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wrap_check = PeriodicThread(self._advance, wrap_check_s, "RaplMeter")
 
     def raw_uj(self) -> list[int]:
         """Each zone's counter now (µJ); raises `MeterError` naming the file if unreadable."""
@@ -102,20 +101,11 @@ class RaplMeter(EnergyMeter):
         """Take the counters' starting values and start the wrap-check thread."""
         self.stop()
         self._last, self._total_uj = self.raw_uj(), 0
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="RaplMeter", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.wrap_check_s):
-            self._advance()
+        self._wrap_check.start()
 
     def stop(self) -> None:
         """Stop the wrap-check thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._wrap_check.stop()
 
     def read(self) -> Reading:
         """Package energy since `start()`."""

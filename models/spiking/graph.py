@@ -29,6 +29,7 @@ class SpikingGraph:
     edges: list[tuple[str, str]]
     input_shape: tuple[int, ...]
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False)
+    _preds: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(d) for d in self.input_shape)
@@ -37,12 +38,13 @@ class SpikingGraph:
         for a, b in self.edges:
             if a not in names or b not in names:
                 raise ShapeError(f"edge {a} -> {b} names a node that does not exist")
+            self._preds.setdefault(b, []).append(a)
         self.nodes = {n: self.nodes[n] for n in self._topological_order()}
         self.shapes = self._infer_shapes()
 
     def predecessors(self, name: str) -> list[str]:
         """Nodes with an edge into ``name``, in edge order."""
-        return [a for a, b in self.edges if b == name]
+        return self._preds.get(name, [])
 
     def input_of(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """The input of ``name``: the sum of its predecessors' values, in edge order."""
