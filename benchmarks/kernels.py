@@ -253,6 +253,36 @@ def measure(case: Case, gpu: str, peak: float | None) -> dict:
     return row
 
 
+def profile_gla(sizes: list[tuple[int, int, int, int, int]]) -> None:
+    """Per-kernel CUDA time of one chunked GLA call, ours and fla's (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ganglion.kernels.gla.triton import chunk_gla_triton
+
+    impls = {"ganglion": chunk_gla_triton}
+    try:
+        from fla.ops.gla import chunk_gla
+
+        impls["fla"] = chunk_gla
+    except ImportError:
+        pass
+    for b, t, h, dk, dv in sizes:
+        args = [torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16) for d in (dk, dk, dv)]
+        gate = torch.nn.functional.logsigmoid(torch.randn(b, t, h, dk, device="cuda")) / 16
+        args.append(gate.to(torch.bfloat16))
+        for name, fn in impls.items():
+            fn(*args)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    fn(*args)
+                torch.cuda.synchronize()
+            print(f"# profile {name} B{b}-T{t}-H{h}-K{dk}-V{dv}: CUDA time per call, by kernel")
+            for event in sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:6]:
+                us = event.device_time_total / 5
+                print(f"#   {event.key[:60]:60s} {us:9.1f} us")
+
+
 def print_table(rows: list[dict]) -> None:
     """A readable table of the rows (missing entries shown as ``-``)."""
     cols = sorted({k for r in rows for k in r} - {"gpu", "op", "size"}, key=_col_order)
@@ -288,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         "--interpret-smoke", action="store_true",
         help="tiny sizes on CPU under TRITON_INTERPRET=1; error checks only, no timings",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile-gla", action="store_true",
+        help="also print the per-kernel CUDA time of chunked GLA (ours and fla's)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     ops = args.ops.split(",")
     if args.interpret_smoke:
@@ -314,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         torch.cuda.empty_cache()
     print_table(rows)
+    if args.profile_gla:
+        profile_gla([(1, 16384, 8, 64, 128), (16, 4096, 8, 64, 128)])
     return 0
 
 

@@ -74,6 +74,7 @@ def _chunk_state_kernel(
     BV: tl.constexpr,
     USE_INITIAL: tl.constexpr,
     STORE_FINAL: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -98,7 +99,7 @@ def _chunk_state_kernel(
         b_g = tl.load(g_ptrs, mask=k_mask, other=0.0)
         g_last = tl.load(last_ptrs, mask=last_mask, other=0.0)
         b_kg = (b_k.to(tl.float32) * tl.exp(g_last[None, :] - b_g)).to(b_v.dtype)
-        h = h * tl.exp(g_last)[:, None] + tl.dot(tl.trans(b_kg), b_v)
+        h = h * tl.exp(g_last)[:, None] + tl.dot(tl.trans(b_kg), b_v, input_precision=DOT_PRECISION)
     if STORE_FINAL:
         tl.store(ht_ptr + i_bh.to(tl.int64) * K * V + kv_offs, h, mask=kv_mask)
 
@@ -116,6 +117,7 @@ def _chunk_intra_kernel(
     BT: tl.constexpr,
     BC: tl.constexpr,
     BK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -141,13 +143,13 @@ def _chunk_intra_kernel(
                 b_gn = tl.load(gn_ptrs, mask=gn_mask, other=0.0)
                 b_qg = b_q * tl.exp(b_gi - b_gn[None, :])
                 b_kg = b_k * tl.exp(b_gn[None, :] - b_gj)
-                a += tl.dot(b_qg, tl.trans(b_kg))
+                a += tl.dot(b_qg, tl.trans(b_kg), input_precision=DOT_PRECISION)
             else:
                 for j in range(BC):
                     kj_ptrs, kj_mask = _row_ptrs(k_ptr, i_b, i_h, t_i + j, k0, T, H, K, BK)
-                    gj_ptrs, _ = _row_ptrs(gc_ptr, i_b, i_h, t_i + j, k0, T, H, K, BK)
+                    gj_row_ptrs, gj_row_mask = _row_ptrs(gc_ptr, i_b, i_h, t_i + j, k0, T, H, K, BK)
                     b_kj = tl.load(kj_ptrs, mask=kj_mask, other=0.0).to(tl.float32)
-                    b_gj = tl.load(gj_ptrs, mask=kj_mask, other=0.0)
+                    b_gj = tl.load(gj_row_ptrs, mask=kj_mask, other=0.0)
                     causal = rows[:, None] >= j
                     decay = tl.exp(tl.where(causal, b_gi - b_gj[None, :], 0.0))
                     col = tl.sum(tl.where(causal, b_q * b_kj[None, :] * decay, 0.0), axis=1)
@@ -173,6 +175,7 @@ def _chunk_output_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -190,11 +193,12 @@ def _chunk_output_kernel(
         rk = k0 + tl.arange(0, BK)
         h_offs = (i_bh.to(tl.int64) * NT + i_t) * K * V + rk[:, None] * V + rv[None, :]
         b_h = tl.load(h_ptr + h_offs, mask=(rk[:, None] < K) & (rv[None, :] < V), other=0.0)
-        o += tl.dot(b_qg, b_h.to(b_v.dtype))
+        o += tl.dot(b_qg, b_h.to(b_v.dtype), input_precision=DOT_PRECISION)
     a_ptrs, a_mask = _tile_ptrs(a_ptr, i_b, i_h, t0, 0, T, H, BT, BT, BT)
     b_a = tl.load(a_ptrs, mask=a_mask, other=0.0)
     causal = tl.arange(0, BT)[:, None] >= tl.arange(0, BT)[None, :]
-    o += tl.dot(tl.where(causal, b_a, 0.0).to(b_v.dtype), b_v)
+    b_a = tl.where(causal, b_a, 0.0).to(b_v.dtype)
+    o += tl.dot(b_a, b_v, input_precision=DOT_PRECISION)
     o_ptrs, o_mask = _tile_ptrs(o_ptr, i_b, i_h, t0, i_v * BV, T, H, V, BT, BV)
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=o_mask)
 
@@ -242,6 +246,13 @@ def _fused_recurrent_kernel(
         tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=v_mask)
     if STORE_FINAL:
         tl.store(ht_ptr + kv_offs, h, mask=kv_mask)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """Tensor-core precision of the chunk matmuls: fp32 inputs stay fp32 ("ieee"; TF32 would
+    lose about three decimal digits), half-precision inputs accumulate their products in fp32
+    ("tf32" for the fp32-valued gate-scaled operands)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def _block(dim: int, cap: int) -> int:
@@ -293,18 +304,20 @@ def chunk_gla_triton(
         o, state = gla_recurrent_reference(q, k, v, g, scale, initial_state)
         return o, state if output_final_state else None
     bh = batch * heads
+    dot = dot_precision(v.dtype)
     _chunk_cumsum_kernel[(nt, bh)](g, gc, length, heads, dk, BT=bt, BK=bk)
     _chunk_state_kernel[(triton.cdiv(dk, bk), triton.cdiv(dv, bv), bh)](
         k, v, gc, h, h0, final, length, heads, dk, dv, nt, BT=bt, BK=bk, BV=bv,
-        USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state,
+        USE_INITIAL=initial_state is not None, STORE_FINAL=output_final_state, DOT_PRECISION=dot,
     )  # fmt: skip
     nc = bt // SUB_CHUNK
     _chunk_intra_kernel[(nt * nc * nc, bh)](
-        q, k, gc, a, scale, length, heads, dk, BT=bt, BC=SUB_CHUNK, BK=bk
+        q, k, gc, a, scale, length, heads, dk, BT=bt, BC=SUB_CHUNK, BK=bk, DOT_PRECISION=dot
     )
     _chunk_output_kernel[(triton.cdiv(dv, bv), nt, bh)](
-        q, v, gc, h, a, o, scale, length, heads, dk, dv, nt, BT=bt, BK=bk, BV=bv
-    )
+        q, v, gc, h, a, o, scale, length, heads, dk, dv, nt, BT=bt, BK=bk, BV=bv,
+        DOT_PRECISION=dot,
+    )  # fmt: skip
     return o, final if output_final_state else None
 
 

@@ -79,6 +79,12 @@ class FixedPointNetwork(torch.nn.Module):
         self.activity: dict[str, torch.Tensor] = {}
         self._lif = {name: lif_params(graph, name) for name in graph.neurons()}
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch.nn.Module's signature
+        """``to``/``cuda`` also move the graph's node tensors and the derived LIF parameters."""
+        self.graph.apply_to_tensors(fn)
+        self._lif = {name: lif_params(self.graph, name) for name in self.graph.neurons()}
+        return super()._apply(fn, recurse)
+
     @property
     def output_is_current(self) -> bool:
         """True when the output is a synaptic layer's current (read out as a graded value)."""
@@ -111,7 +117,7 @@ class FixedPointNetwork(torch.nn.Module):
             inp = self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 a = inp.reshape(steps, batch, -1)
-                u0 = torch.zeros(batch, a.shape[-1], dtype=torch.int64)
+                u0 = a.new_zeros(batch, a.shape[-1], dtype=torch.int64)
                 v0 = layer.v_init.long().reshape(1, -1).expand(batch, -1).contiguous()
                 spikes, _, _ = lif_fixed_scan(a, u0, v0, *self._lif[name])
                 if record:
@@ -178,7 +184,7 @@ class FixedPointNetwork(torch.nn.Module):
         """Sum of ``counted`` steps' raw outputs in float units (currents: a / scale + bias)."""
         if not self.output_is_current:
             return total
-        bias = torch.tensor(self.config.readout_bias, dtype=torch.float64)
+        bias = torch.tensor(self.config.readout_bias, dtype=torch.float64, device=total.device)
         return total / self.config.readout_scale + counted * bias.reshape(self.graph.output_shape)
 
 

@@ -6,6 +6,7 @@ whole graph is evaluated once per timestep, in topological order (no synaptic de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,12 @@ class SpikingGraph:
             ],
             "edges": [list(e) for e in self.edges],
         }
+
+    def apply_to_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every node tensor ``x`` by ``fn(x)`` (how ``Module.to`` reaches the nodes)."""
+        for layer in self.nodes.values():
+            for name, tensor in tensor_fields(layer).items():
+                setattr(layer, name, fn(tensor))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor of every node, keyed ``<node>.<field>``."""

@@ -34,6 +34,11 @@ class SpikingNetwork(torch.nn.Module):
         self.time = time
         self.activity: dict[str, torch.Tensor] = {}  # node -> spikes per neuron, last run
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch.nn.Module's signature
+        """``to``/``cuda``/``double`` also move the graph's node tensors (plain dataclasses)."""
+        self.graph.apply_to_tensors(fn)
+        return super()._apply(fn, recurse)
+
     @property
     def takes_time_major_input(self) -> bool:
         """True when inputs are [T, B, ...] (no encoding declared)."""

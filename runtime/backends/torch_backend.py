@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ class TorchSession(Session):
         self.deployable = deployable
         self.manifest = deployable.manifest
         self.device = device
-        self.module = deployable.module.to(device).eval()
+        # A session on another device works on its own copy: the Deployable (which other
+        # sessions may share) stays where it is.
+        module = deployable.module if device == "cpu" else copy.deepcopy(deployable.module)
+        self.module = module.to(device).eval()
 
     def _tensor(self, x: np.ndarray, what: str = "input") -> torch.Tensor:
         return torch.from_numpy(check_float_input(x, what)).to(self.device)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-os.environ["TRITON_INTERPRET"] = "1"
+if os.environ.get("TRITON_INTERPRET") != "0":  # "0": compiled, on a GPU (kernels/testing.py)
+    os.environ["TRITON_INTERPRET"] = "1"
 _loaded = [m for m in sys.modules if m.startswith("ganglion.kernels.") and m.endswith(".triton")]
 for _name in _loaded:
     importlib.reload(sys.modules[_name])

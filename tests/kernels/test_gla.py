@@ -8,6 +8,9 @@ import torch.nn.functional as F
 from ganglion.kernels.gla import gla_chunk, gla_recurrent_step
 from ganglion.kernels.gla.reference import gla_recurrent_reference
 from ganglion.kernels.gla.triton import chunk_gla_triton, fused_recurrent_gla_triton
+from ganglion.kernels.testing import kernel_test_device
+
+DEVICE = kernel_test_device()  # "cuda" when the suite runs compiled (TRITON_INTERPRET=0)
 
 # [B, T, H, K, V, chunk]: T not a multiple of the chunk, K/V not multiples of 16 or 64,
 # K = 80 spans two K blocks, chunk 32 exercises the off-diagonal sub-chunks.
@@ -27,7 +30,7 @@ def _args(b, t, h, dk, dv, dtype, gate_scale=2.0):
     v = torch.randn(b, t, h, dv, generator=gen).to(dtype)
     g = F.logsigmoid(torch.randn(b, t, h, dk, generator=gen) * gate_scale).to(dtype)
     h0 = torch.randn(b, h, dk, dv, generator=gen)
-    return q, k, v, g, h0
+    return tuple(x.to(DEVICE) for x in (q, k, v, g, h0))
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["zero-state", "initial-state"])

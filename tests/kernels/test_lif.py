@@ -4,11 +4,17 @@ Loihi 2 arithmetic."""
 import pytest
 import torch
 
+from ganglion.kernels.launch import Launch
 from ganglion.kernels.lif import lif_fixed_scan, lif_scan
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 from ganglion.kernels.lif.triton import lif_fixed_scan_triton, lif_scan_triton
+from ganglion.kernels.testing import kernel_test_device
 
-SHAPES = [(1, 1, 1), (6, 1, 37), (5, 3, 50), (3, 2, 700)]  # [T, B, N]; 1400 spans several blocks
+DEVICE = kernel_test_device()  # "cuda" when the suite runs compiled (TRITON_INTERPRET=0)
+
+# [T, B, N]: 1400 lanes span several blocks; T = 19 spans several time tiles and ends mid-tile
+SHAPES = [(1, 1, 1), (6, 1, 37), (5, 3, 50), (3, 2, 700), (19, 2, 45)]
+LAUNCHES = [Launch(32, 1, 1), Launch(16, 2, 1), Launch(64, 16, 2)]
 
 
 def _float_args(t: int, b: int, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -19,7 +25,7 @@ def _float_args(t: int, b: int, n: int, dtype: torch.dtype) -> tuple[torch.Tenso
     threshold = torch.rand(n, generator=g) + 0.5
     bias = torch.randn(n, generator=g) * 0.1
     v_reset = torch.randn(n, generator=g) * 0.1
-    return current, v0, decay, threshold, bias, v_reset
+    return tuple(x.to(DEVICE) for x in (current, v0, decay, threshold, bias, v_reset))
 
 
 def _fixed_args(t: int, b: int, n: int) -> tuple[torch.Tensor, ...]:
@@ -32,7 +38,7 @@ def _fixed_args(t: int, b: int, n: int) -> tuple[torch.Tensor, ...]:
     bias_mant = torch.randint(-4096, 4096, (n,), generator=g)
     bias_exp = torch.randint(0, 8, (n,), generator=g)
     vth = torch.randint(0, 2**17, (n,), generator=g) // torch.randint(1, 2**12, (n,), generator=g)
-    return a_in, u0, v0, du, dv, bias_mant, bias_exp, vth
+    return tuple(x.to(DEVICE) for x in (a_in, u0, v0, du, dv, bias_mant, bias_exp, vth))
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
@@ -55,6 +61,16 @@ def test_lif_fixed_scan_kernel_matches_reference(shape):
     for name, r, o in zip(("spikes", "u", "v"), ref, out, strict=True):
         assert o.dtype == r.dtype, name
         assert torch.equal(o, r), name
+
+
+@pytest.mark.parametrize("launch", LAUNCHES, ids=str)
+def test_lif_kernels_match_reference_for_any_launch_shape(launch):
+    args = _float_args(21, 3, 40, torch.float16)
+    got, want = lif_scan_triton(*args, launch=launch), lif_scan_reference(*args)
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    args = _fixed_args(21, 3, 40)
+    got, want = lif_fixed_scan_triton(*args, launch=launch), lif_fixed_scan_reference(*args)
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("use_kernel", [False, True], ids=["reference", "kernel"])

@@ -3,9 +3,12 @@
 import pytest
 import torch
 
+from ganglion.kernels.testing import kernel_test_device
 from ganglion.kernels.wkv import wkv_initial_state, wkv_scan, wkv_step
 from ganglion.kernels.wkv.reference import wkv_scan_reference
 from ganglion.kernels.wkv.triton import wkv_scan_triton
+
+DEVICE = kernel_test_device()  # "cuda" when the suite runs compiled (TRITON_INTERPRET=0)
 
 SHAPES = [(1, 1, 1), (1, 17, 37), (3, 9, 130)]  # [B, T, C]; 130 spans three channel blocks
 
@@ -16,12 +19,13 @@ def _args(b: int, t: int, c: int, dtype: torch.dtype, k_scale: float = 3.0):
     u = torch.randn(c, generator=g)
     k = (torch.randn(b, t, c, generator=g) * k_scale).to(dtype)
     v = torch.randn(b, t, c, generator=g).to(dtype)
-    return w, u, k, v
+    return tuple(x.to(DEVICE) for x in (w, u, k, v))
 
 
 def _warm_state(b: int, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(7)
-    return torch.randn(b, c, generator=g), torch.rand(b, c, generator=g) + 0.5, torch.randn(b, c)
+    state = torch.randn(b, c, generator=g), torch.rand(b, c, generator=g) + 0.5, torch.randn(b, c)
+    return tuple(x.to(DEVICE) for x in state)
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["empty-state", "warm-state"])
@@ -49,7 +53,7 @@ def test_wkv_stays_finite_with_large_keys(use_kernel):
 def test_wkv_scan_equals_repeated_steps(use_kernel, assert_close):
     w, u, k, v = _args(2, 11, 21, torch.float32)
     y, final = wkv_scan(w, u, k, v, use_kernel=use_kernel)
-    state = wkv_initial_state(2, 21)
+    state = wkv_initial_state(2, 21, DEVICE)
     for t in range(k.shape[1]):
         y_t, state = wkv_step(w, u, k[:, t], v[:, t], state, use_kernel=use_kernel)
         assert_close(f"y[{t}]", y[:, t], y_t, torch.float32)

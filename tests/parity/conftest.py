@@ -239,6 +239,9 @@ def _tensorrt_unavailable() -> str | None:
 
 BACKENDS: list[BackendCase] = [
     BackendCase("torch", "cpu", lambda: None),
+    BackendCase(  # the Triton LIF kernel on the GPU, the reference loop on the CPU
+        "torch", "cuda", lambda: None if torch.cuda.is_available() else "no CUDA GPU is visible"
+    ),
     BackendCase("onnxruntime", "cpu", lambda: _needs("onnxruntime")),
     BackendCase("tensorrt", "cuda", _tensorrt_unavailable),
 ]
@@ -249,4 +252,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "program" in metafunc.fixturenames:
         metafunc.parametrize("program", PROGRAMS, ids=[p.name for p in PROGRAMS])
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, ids=[b.name for b in BACKENDS])
+        metafunc.parametrize("backend", BACKENDS, ids=[f"{b.name}-{b.device}" for b in BACKENDS])

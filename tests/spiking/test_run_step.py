@@ -71,3 +71,20 @@ def test_wrong_input_shape_is_refused(digits_mlp) -> None:
 def test_time_major_program_wants_a_time_axis(handmade_network) -> None:
     with pytest.raises(ShapeError, match=r"\[T, batch, ...\]"):
         handmade_network.run(torch.zeros(3, 2, 4, 4))
+
+
+def test_module_to_reaches_the_graph_tensors(handmade_network) -> None:
+    """``Module.to`` (how the torch backend puts a program on a GPU) converts every node tensor,
+    though the nodes are plain dataclasses, not submodules."""
+    from ganglion.models.spiking.layers import tensor_fields
+
+    def dtypes() -> set[torch.dtype]:
+        return {
+            t.dtype
+            for layer in handmade_network.graph.nodes.values()
+            for t in tensor_fields(layer).values()
+        }
+
+    assert dtypes() == {torch.float32}
+    handmade_network.to(torch.float64)
+    assert dtypes() == {torch.float64}
