@@ -18,6 +18,13 @@ def tile_ptrs(ptr, t0, lanes, lane_mask, T, stride, DEPTH: tl.constexpr):
 
 
 @triton.jit
+def load_tile(ptr, t0, lanes, lane_mask, T, stride, DEPTH: tl.constexpr):
+    """The tile of timesteps ``t0 .. t0 + DEPTH - 1`` (zeros past ``T`` and outside the lanes)."""
+    ptrs, mask = tile_ptrs(ptr, t0, lanes, lane_mask, T, stride, DEPTH)
+    return tl.load(ptrs, mask=mask, other=0)
+
+
+@triton.jit
 def take_row(tile, i, DEPTH: tl.constexpr):
     """Row ``i`` of ``tile`` as a ``[BLOCK]`` vector (exact: one term, the rest zeros)."""
     return tl.sum(tl.where(tl.arange(0, DEPTH)[:, None] == i, tile, 0), axis=0)

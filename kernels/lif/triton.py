@@ -16,7 +16,7 @@ from ganglion.kernels.lif.reference import (
     check_lif_args,
     check_lif_fixed_args,
 )
-from ganglion.kernels.time_tiles import put_row, take_row, tile_ptrs
+from ganglion.kernels.time_tiles import load_tile, put_row, take_row, tile_ptrs
 
 BLOCKS = (256, 512, 1024)
 DEPTH = 16  # float LIF: measured best on an H200 (benchmarks/kernel_tuning.py)
@@ -48,13 +48,11 @@ def _lif_scan_kernel(
     bias = tl.load(bias_ptr + neuron, mask=mask, other=0.0).to(tl.float32)
     v_reset = tl.load(v_reset_ptr + neuron, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(v0_ptr + lanes, mask=mask, other=0.0).to(tl.float32)
-    ptrs, tile_mask = tile_ptrs(current_ptr, 0, lanes, mask, T, M, DEPTH)
-    ahead = tl.load(ptrs, mask=tile_mask, other=0.0)
+    ahead = load_tile(current_ptr, 0, lanes, mask, T, M, DEPTH)
     for t0 in range(0, T, DEPTH):
         x_tile = ahead
         out_ptrs, out_mask = tile_ptrs(spikes_ptr, t0, lanes, mask, T, M, DEPTH)
-        ptrs, tile_mask = tile_ptrs(current_ptr, t0 + DEPTH, lanes, mask, T, M, DEPTH)
-        ahead = tl.load(ptrs, mask=tile_mask, other=0.0)
+        ahead = load_tile(current_ptr, t0 + DEPTH, lanes, mask, T, M, DEPTH)
         s_tile = tl.zeros([DEPTH, BLOCK], dtype=spikes_ptr.dtype.element_ty)
         for i in tl.static_range(DEPTH):
             v_new = decay * v + bias + take_row(x_tile, i, DEPTH).to(tl.float32)
@@ -106,13 +104,11 @@ def _lif_fixed_scan_kernel(
     vth = tl.load(vth_ptr + neuron, mask=mask, other=0).to(tl.int64) << 6
     u = tl.load(u0_ptr + lanes, mask=mask, other=0).to(tl.int64)
     v = tl.load(v0_ptr + lanes, mask=mask, other=0).to(tl.int64)
-    ptrs, tile_mask = tile_ptrs(a_in_ptr, 0, lanes, mask, T, M, DEPTH)
-    ahead = tl.load(ptrs, mask=tile_mask, other=0)
+    ahead = load_tile(a_in_ptr, 0, lanes, mask, T, M, DEPTH)
     for t0 in range(0, T, DEPTH):
         a_tile = ahead
         out_ptrs, out_mask = tile_ptrs(spikes_ptr, t0, lanes, mask, T, M, DEPTH)
-        ptrs, tile_mask = tile_ptrs(a_in_ptr, t0 + DEPTH, lanes, mask, T, M, DEPTH)
-        ahead = tl.load(ptrs, mask=tile_mask, other=0)
+        ahead = load_tile(a_in_ptr, t0 + DEPTH, lanes, mask, T, M, DEPTH)
         s_tile = tl.zeros([DEPTH, BLOCK], dtype=spikes_ptr.dtype.element_ty)
         for i in tl.static_range(DEPTH):
             u_new = _decay_toward_zero(u, keep_u) + (take_row(a_tile, i, DEPTH).to(tl.int64) << 6)

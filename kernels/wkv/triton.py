@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ganglion.kernels.launch import Launch, pick_block, warps_for
-from ganglion.kernels.time_tiles import put_row, take_row, tile_ptrs
+from ganglion.kernels.time_tiles import load_tile, put_row, take_row, tile_ptrs
 from ganglion.kernels.wkv.reference import (
     State,
     check_wkv_args,
@@ -47,18 +47,14 @@ def _wkv_scan_kernel(
     b = tl.load(b_ptr + state_offs, mask=mask, other=1.0)
     p = tl.load(p_ptr + state_offs, mask=mask, other=0.0)
     base = i_b.to(tl.int64) * T * C
-    k_ptrs, tile_mask = tile_ptrs(k_ptr + base, 0, lanes, mask, T, C, DEPTH)
-    v_ptrs, _ = tile_ptrs(v_ptr + base, 0, lanes, mask, T, C, DEPTH)
-    k_ahead = tl.load(k_ptrs, mask=tile_mask, other=0.0)
-    v_ahead = tl.load(v_ptrs, mask=tile_mask, other=0.0)
+    k_ahead = load_tile(k_ptr + base, 0, lanes, mask, T, C, DEPTH)
+    v_ahead = load_tile(v_ptr + base, 0, lanes, mask, T, C, DEPTH)
     for t0 in range(0, T, DEPTH):
         k_tile = k_ahead
         v_tile = v_ahead
         y_ptrs, y_mask = tile_ptrs(y_ptr + base, t0, lanes, mask, T, C, DEPTH)
-        k_ptrs, tile_mask = tile_ptrs(k_ptr + base, t0 + DEPTH, lanes, mask, T, C, DEPTH)
-        v_ptrs, _ = tile_ptrs(v_ptr + base, t0 + DEPTH, lanes, mask, T, C, DEPTH)
-        k_ahead = tl.load(k_ptrs, mask=tile_mask, other=0.0)
-        v_ahead = tl.load(v_ptrs, mask=tile_mask, other=0.0)
+        k_ahead = load_tile(k_ptr + base, t0 + DEPTH, lanes, mask, T, C, DEPTH)
+        v_ahead = load_tile(v_ptr + base, t0 + DEPTH, lanes, mask, T, C, DEPTH)
         y_tile = tl.zeros([DEPTH, BLOCK_C], dtype=tl.float32)
         for i in tl.static_range(DEPTH):
             k = take_row(k_tile, i, DEPTH).to(tl.float32)

@@ -231,17 +231,17 @@ def _needs(module: str, attribute: str | None = None) -> str | None:
     return None
 
 
+def _no_cuda() -> str | None:
+    return None if torch.cuda.is_available() else "no CUDA GPU is visible"
+
+
 def _tensorrt_unavailable() -> str | None:
-    return _needs("tensorrt", "Builder") or (
-        None if torch.cuda.is_available() else "no CUDA GPU is visible"
-    )
+    return _needs("tensorrt", "Builder") or _no_cuda()
 
 
 BACKENDS: list[BackendCase] = [
     BackendCase("torch", "cpu", lambda: None),
-    BackendCase(  # the Triton LIF kernel on the GPU, the reference loop on the CPU
-        "torch", "cuda", lambda: None if torch.cuda.is_available() else "no CUDA GPU is visible"
-    ),
+    BackendCase("torch", "cuda", _no_cuda),  # the Triton LIF kernel, vs the CPU reference loop
     BackendCase("onnxruntime", "cpu", lambda: _needs("onnxruntime")),
     BackendCase("tensorrt", "cuda", _tensorrt_unavailable),
 ]
