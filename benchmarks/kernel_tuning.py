@@ -14,13 +14,14 @@ import argparse
 import itertools
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ganglion.kernels.launch import Launch, warps_for  # noqa: E402
-from kernels import PEAK_SOURCE, peak_gbps, print_table  # noqa: E402
+from kernels import PEAK_SOURCE, ops_list, peak_gbps, print_table  # noqa: E402
 
 DEPTHS = (2, 4, 8, 16)
 
@@ -104,7 +105,7 @@ def _flat(out) -> list[torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", default="lif,lif_fixed,wkv")
+    parser.add_argument("--ops", type=partial(ops_list, known=tuple(SIZES)), default=list(SIZES))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/kernel_tuning.py needs an NVIDIA GPU (CUDA not available)")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_gbps(gpu)
     print(f"# GPU: {gpu}; peak bandwidth {peak} GB/s ({PEAK_SOURCE})", flush=True)
     rows = []
-    for op in args.ops.split(","):
+    for op in args.ops:
         builder, sizes = SIZES[op]
         for size in sizes:
             name, nbytes, run, default, launches = builder(size)

@@ -210,6 +210,18 @@ def gla_cases(
     return cases
 
 
+OPS = ("lif", "lif_fixed", "wkv", "gla")
+
+
+def ops_list(text: str, known: tuple[str, ...] = OPS) -> list[str]:
+    """``--ops`` value: comma-separated names from ``known`` (argparse type)."""
+    ops = [op for op in text.split(",") if op]
+    unknown = [op for op in ops if op not in known]
+    if unknown or not ops:
+        raise argparse.ArgumentTypeError(f"expected ops from {', '.join(known)}, got {text!r}")
+    return ops
+
+
 def build_cases(ops: list[str], device: str, ref_max_t: int, smoke: bool) -> list[Case]:
     """The benchmark grid: edge sizes (batch 1-16) and prefill (T = 1K-16K); tiny if ``smoke``."""
     if smoke:
@@ -309,7 +321,7 @@ def _fmt(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", default="lif,lif_fixed,wkv,gla")
+    parser.add_argument("--ops", type=ops_list, default=list(OPS))
     parser.add_argument(
         "--ref-max-t", type=int, default=1024,
         help="run the step-by-step PyTorch references (timing and error check) up to this T",
@@ -323,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also print the per-kernel CUDA time of chunked GLA (ours and fla's)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    ops = args.ops.split(",")
+    ops = args.ops
     if args.interpret_smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel modules are imported
         rows = []

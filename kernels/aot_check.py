@@ -95,12 +95,26 @@ def compile_kernel(name: str, arch: int) -> dict:
     }
 
 
+def parse_arch(text: str) -> int:
+    """``"sm_87"`` -> 87; a ``ValueError`` naming the expected form otherwise."""
+    number = text.removeprefix("sm_")
+    if not (text.startswith("sm_") and number.isdigit()):
+        raise ValueError(f"expected a CUDA architecture like sm_87 or sm_90, got {text!r}")
+    return int(number)
+
+
 def main(argv: list[str]) -> int:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        print("set TRITON_INTERPRET=0: interpreted kernels cannot be compiled", file=sys.stderr)
+    """Compile every kernel for each architecture named in ``argv`` (default ``sm_90``)."""
+    try:
+        archs = [parse_arch(a) for a in argv or ["sm_90"]]
+    except ValueError as err:
+        print(f"aot_check: {err}", file=sys.stderr)
         return 2
-    rows = [compile_kernel(name, int(a.removeprefix("sm_"))) for a in argv or ["sm_90"]
-            for name in KERNELS]  # fmt: skip
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("aot_check: set TRITON_INTERPRET=0 (interpreted kernels cannot be compiled)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    rows = [compile_kernel(name, arch) for arch in archs for name in KERNELS]
     for row in rows:
         print(json.dumps(row))
     return 0 if all(r["ok"] for r in rows) else 1
