@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ganglion.kernels.launch import Launch, warps_for  # noqa: E402
-from kernels import PEAK_SOURCE, ops_list, peak_gbps, print_table  # noqa: E402
+from kernels import announce_gpu, ops_list, print_table  # noqa: E402
 
 DEPTHS = (2, 4, 8, 16)
 
@@ -112,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from triton.testing import do_bench
 
-    gpu = torch.cuda.get_device_name()
-    peak = peak_gbps(gpu)
-    print(f"# GPU: {gpu}; peak bandwidth {peak} GB/s ({PEAK_SOURCE})", flush=True)
+    gpu, peak = announce_gpu()
     rows = []
     for op in args.ops:
         builder, sizes = SIZES[op]

@@ -61,6 +61,14 @@ def peak_gbps(name: str) -> float | None:
     return next((gbps for key, gbps in PEAK_GBPS if key in name), None)
 
 
+def announce_gpu() -> tuple[str, float | None]:
+    """Print and return this GPU's name and its peak bandwidth (GB/s, ``None`` if unknown)."""
+    gpu = torch.cuda.get_device_name()
+    peak = peak_gbps(gpu)
+    print(f"# GPU: {gpu}; peak bandwidth {peak} GB/s ({PEAK_SOURCE})", flush=True)
+    return gpu, peak
+
+
 def _nbytes(*tensors: torch.Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -350,9 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("benchmarks/kernels.py needs an NVIDIA GPU (CUDA not available); nothing measured")
         return 0
-    gpu = torch.cuda.get_device_name()
-    peak = peak_gbps(gpu)
-    print(f"# GPU: {gpu}; peak bandwidth {peak} GB/s ({PEAK_SOURCE})", flush=True)
+    gpu, peak = announce_gpu()
     rows = []
     for case in build_cases(ops, "cuda", args.ref_max_t, smoke=False):
         row = measure(case, gpu, peak)
