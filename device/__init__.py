@@ -30,6 +30,7 @@ from ganglion.device.simulator import (
     calibrate_cpu,
     predict,
 )
+from ganglion.device.sysroot import RootError
 from ganglion.device.tegrastats import TegrastatsSample, parse_tegrastats
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "ProfileError",
     "RaplMeter",
     "Reading",
+    "RootError",
     "Sample",
     "SimulatedMeter",
     "TegrastatsSample",

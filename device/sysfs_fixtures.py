@@ -4,7 +4,8 @@ writer that changes their power values over time, so tests run the real detectio
 Boards (``JETSON_BOARDS``): ``xavier-agx-jp46`` and ``nano-jp46`` (old ``ina3221x`` IIO layout,
 L4T R32.7), ``agx-orin-64gb-jp512`` (hwmon layout, two INA3221 with ``NC`` channels, L4T
 R35.4.1, no ``VDD_IN``: the total is the sum), ``orin-nano-8gb-jp62`` (hwmon, ``VDD_IN``, L4T
-R36.4.3). Plus RAPL powercap zones (`write_rapl`) and an x86 host (`write_host_cpu`).
+R36.4.3); each board's device tree names its module's part number (``compatible``). Plus RAPL
+powercap zones (`write_rapl`) and an x86 host (`write_host_cpu`).
 Values are written atomically (temp file + rename) so readers never see half a number.
 """
 
@@ -43,6 +44,7 @@ class Board:
     mem_kb: int
     cpu_cores: int
     cpu_max_khz: int
+    compatible: tuple[str, ...] = ()  # /proc/device-tree/compatible: carrier+module part numbers
 
 
 _R32 = (
@@ -73,6 +75,7 @@ JETSON_BOARDS: dict[str, Board] = {
         32_630_000,
         8,
         2_265_600,
+        ("nvidia,p2822-0000+p2888-0004", "nvidia,jetson-xavier", "nvidia,tegra194"),
     ),
     "nano-jp46": Board(
         "NVIDIA Jetson Nano Developer Kit",
@@ -91,6 +94,7 @@ JETSON_BOARDS: dict[str, Board] = {
         4_057_000,
         4,
         1_479_000,
+        ("nvidia,p3449-0000-b00+p3448-0000-b00", "nvidia,jetson-nano", "nvidia,tegra210"),
     ),
     "agx-orin-64gb-jp512": Board(
         "NVIDIA Jetson AGX Orin Developer Kit",
@@ -110,6 +114,7 @@ JETSON_BOARDS: dict[str, Board] = {
         64_335_836,
         12,
         2_201_600,
+        ("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005", "nvidia,tegra234"),
     ),
     "orin-nano-8gb-jp62": Board(
         "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super",
@@ -123,6 +128,7 @@ JETSON_BOARDS: dict[str, Board] = {
         7_802_000,
         6,
         1_728_000,
+        ("nvidia,p3768-0000+p3767-0003", "nvidia,p3767-0003", "nvidia,tegra234"),
     ),
 }
 
@@ -196,6 +202,9 @@ def write_jetson(
     b = JETSON_BOARDS[board]
     r = Path(root)
     write_file(r, "/sys/firmware/devicetree/base/model", b.model + "\x00")
+    if b.compatible:
+        compatible = "".join(c + "\x00" for c in b.compatible)
+        write_file(r, "/sys/firmware/devicetree/base/compatible", compatible)
     (r / "proc").mkdir(parents=True, exist_ok=True)
     if not (r / "proc/device-tree").is_symlink():
         os.symlink("/sys/firmware/devicetree/base", r / "proc/device-tree")

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 from ganglion.device.meters.jetson_rails import TOTAL_RAILS
 
-_RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
+# Numbers are at most 12 digits (a line from a broken pipe cannot make an int of 5000 digits).
+_RAM = re.compile(r"\bRAM (\d{1,12})/(\d{1,12})MB")
 _CPU = re.compile(r"\bCPU \[([^\]]*)\]")
-_GPU = re.compile(r"\bGR3D_FREQ (\d+)%(?:@\[?([\d,]+)\]?)?")
-_TEMP = re.compile(r"(?<!\S)([A-Za-z][\w]*)@(-?[\d.]+)C\b")
-_RAIL = re.compile(r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
+_GPU = re.compile(r"\bGR3D_FREQ (\d{1,3})%(?:@\[?((?:\d{1,12},)*\d{1,12})\]?)?")
+_TEMP = re.compile(r"(?<!\S)([A-Za-z][\w]*)@(-?\d{1,6}(?:\.\d{1,6})?)C\b")
+_RAIL = re.compile(r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (\d{1,12})(?:mW)?/(\d{1,12})(?:mW)?(?=\s|$)")
 _NOT_RAILS = {"RAM", "SWAP", "IRAM", "NC"}
 
 
@@ -68,8 +69,9 @@ def parse_tegrastats(line: str) -> TegrastatsSample:
     cpu = _CPU.search(line)
     for core in cpu.group(1).split(",") if cpu else []:
         load, _, freq = core.strip().partition("@")
-        loads.append(None if load == "off" else float(load.rstrip("%")))
-        freqs.append(int(freq) if freq.isdigit() else None)
+        value = load.rstrip("%")
+        loads.append(float(value) if re.fullmatch(r"\d{1,3}", value) else None)
+        freqs.append(int(freq) if re.fullmatch(r"\d{1,12}", freq) else None)
     gpu = _GPU.search(line)
     return TegrastatsSample(
         ram_used_mb=int(ram.group(1)) if ram else None,

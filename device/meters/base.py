@@ -9,18 +9,40 @@ Threading: `read()` may be called from any thread; `start`/`stop` from the ownin
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+from ganglion.device.sysroot import with_timeout
 
 Kind = Literal["measured", "simulated"]
 
 
 class MeterError(RuntimeError):
-    """A meter cannot read its sensor (missing file, no permission, no device)."""
+    """A meter cannot read its sensor (missing file, no permission, no device, a reading that is
+    not a finite non-negative number); the message is one line naming the file."""
+
+
+T = TypeVar("T")
+
+
+def timed_read(fn: Callable[[], T], what: str) -> T:
+    """Run the file reads in ``fn`` with the sysroot timeout; a timeout becomes `MeterError`."""
+    try:
+        return with_timeout(fn, what)
+    except OSError as e:  # ReadTimeout; fn's own errors arrive as MeterError already
+        raise MeterError(str(e)) from e
+
+
+def check_watts(watts: float, what: str) -> float:
+    """``watts`` if it is a finite non-negative number, else `MeterError` naming ``what``."""
+    if not (math.isfinite(watts) and watts >= 0):
+        raise MeterError(f"{what}: power {watts!r} W is not a finite non-negative number")
+    return watts
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,10 @@ class Reading:
     timestamp: float
     kind: Kind
     source: str
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.joules):
+            raise MeterError(f"{self.source}: energy {self.joules!r} J is not a finite number")
 
     def __sub__(self, earlier: Reading) -> Reading:
         """The energy between ``earlier`` and this reading, stamped with this reading's time."""
@@ -64,21 +90,36 @@ class EnergyMeter(ABC):
 
 
 class PeriodicThread:
-    """Calls ``tick`` every ``interval_s`` seconds in a daemon thread until stopped."""
+    """Calls ``tick`` every ``interval_s`` seconds in a daemon thread until stopped.
+
+    A `MeterError` raised by ``tick`` ends the thread and is kept in ``error`` (no traceback is
+    printed); the owner re-raises it on its next `read()`.
+    """
 
     def __init__(self, tick: Callable[[], object], interval_s: float, name: str) -> None:
         self.tick, self.interval_s, self.name = tick, interval_s, name
+        self.error: MeterError | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.tick()
+            try:
+                self.tick()
+            except MeterError as e:
+                self.error = e
+                return
+
+    def check(self) -> None:
+        """Re-raise the error that stopped the thread, if any."""
+        if self.error is not None:
+            raise self.error
 
     def start(self) -> None:
         """Start ticking (stops a running thread first)."""
         self.stop()
         self._stop.clear()
+        self.error = None
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -113,7 +154,7 @@ class PollingMeter(EnergyMeter):
 
     def _accumulate(self) -> float:
         with self._lock:
-            watts = self.sample_watts()
+            watts = check_watts(self.sample_watts(), self.source or type(self).__name__)
             now = time.perf_counter()
             if self._last is not None:
                 t0, w0 = self._last
@@ -137,6 +178,7 @@ class PollingMeter(EnergyMeter):
         """Energy integrated since `start()`, including a sample taken now."""
         if self._last is None:
             raise MeterError(f"{type(self).__name__}.read() called before start()")
+        self._poller.check()
         now = self._accumulate()
         with self._lock:
             return Reading(self._joules, now, self.kind, self.source)

@@ -10,19 +10,22 @@
   "sum of shunt voltages" channel are skipped.
 
 The board's total is the ``VDD_IN`` rail (``POM_5V_IN`` on Nano); boards without one (AGX Orin)
-report the sum of their rails.
+report the sum of their rails, and the reading's ``source`` says so. Every value is read through
+`sysroot` (regular files only, bounded, with a timeout); one that is not a finite non-negative
+number is a `MeterError` naming its file, never a measurement.
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganglion.device.meters.base import MeterError, PollingMeter
-from ganglion.device.sysroot import FileReader, read_text
+from ganglion.device.meters.base import MeterError, PollingMeter, check_watts, timed_read
+from ganglion.device.sysroot import FileReader, problem, read_text
 
 TOTAL_RAILS = ("VDD_IN", "POM_5V_IN")
 OLD_GLOB = "sys/bus/i2c/drivers/ina3221x/*/iio:device*/rail_name_*"
@@ -44,17 +47,34 @@ class Rail:
     current_file: Path | None = None
 
     def watts(self, reader: FileReader = read_text) -> float:
-        """Read the rail's power now, in watts."""
+        """Read the rail's power now, in watts; `MeterError` naming the file if unreadable."""
         if self.power_file is not None:
-            return _number(reader, self.power_file) * self.power_scale
-        assert self.voltage_file is not None and self.current_file is not None
-        return _number(reader, self.voltage_file) * _number(reader, self.current_file) * 1e-6
+            watts = _number(reader, self.power_file) * self.power_scale
+        else:
+            assert self.voltage_file is not None and self.current_file is not None
+            watts = _number(reader, self.voltage_file) * _number(reader, self.current_file) * 1e-6
+        return check_watts(watts, f"rail {self.name}")
+
+
+def board_total(rails: list[Rail]) -> tuple[Rail | None, list[Rail], str]:
+    """How to get the board's power: its total rail (``None`` if it has none), the rails to
+    sum (that rail alone, else all of them) and a description saying which."""
+    by_name = {r.name: r for r in rails}
+    total = next((by_name[n] for n in TOTAL_RAILS if n in by_name), None)
+    if total is not None:
+        return total, [total], f"{total.name} rail"
+    names = "+".join(r.name for r in rails)
+    return None, rails, f"sum of {len(rails)} rails (no {' or '.join(TOTAL_RAILS)} rail): {names}"
 
 
 def find_rails(root: str | os.PathLike[str] = "/", reader: FileReader = read_text) -> list[Rail]:
     """Discover the INA3221 rails under ``root`` (old layout first, then hwmon)."""
-    rails = _old_layout(Path(root), reader)
-    return rails if rails else _new_layout(Path(root), reader)
+
+    def discover() -> list[Rail]:
+        rails = _old_layout(Path(root), reader)
+        return rails if rails else _new_layout(Path(root), reader)
+
+    return timed_read(discover, f"INA3221 rails under {root}")
 
 
 def _old_layout(root: Path, reader: FileReader) -> list[Rail]:
@@ -68,16 +88,18 @@ def _old_layout(root: Path, reader: FileReader) -> list[Rail]:
 
 
 def _new_layout(root: Path, reader: FileReader) -> list[Rail]:
-    rails, seen = [], set()
+    rails: list[Rail] = []
+    seen: set[str] = set()
     for pattern in NEW_GLOBS:
-        for label_file in sorted(glob.glob(str(root / pattern))):
+        found = sorted(glob.glob(str(root / pattern)))
+        for label_file in found:
             folder = Path(label_file).parent
-            if folder.resolve() in seen or not _is_ina3221(folder, pattern, reader):
+            if os.path.realpath(folder) in seen or not _is_ina3221(folder, pattern, reader):
                 continue
             rail = _hwmon_rail(Path(label_file), reader)
             if rail is not None:
                 rails.append(rail)
-        seen |= {Path(f).parent.resolve() for f in glob.glob(str(root / pattern))}
+        seen |= {os.path.realpath(Path(f).parent) for f in found}
     return rails
 
 
@@ -107,19 +129,26 @@ def _label(reader: FileReader, path: Path) -> str:
     try:
         return reader(path).strip().strip("\x00")
     except OSError as e:
-        raise MeterError(f"cannot read {path}: {e.strerror or e}") from e
+        raise MeterError(f"{path}: {problem(e)}") from e
 
 
 def _number(reader: FileReader, path: Path) -> float:
     text = _label(reader, path)
     try:
-        return float(text)
+        value = float(text)
     except ValueError as e:
-        raise MeterError(f"{path} holds {text!r}, not a number") from e
+        raise MeterError(f"{path}: holds {text[:40]!r}, not a number") from e
+    if not (math.isfinite(value) and value >= 0):
+        raise MeterError(f"{path}: holds {text[:40]!r}, not a finite non-negative number")
+    return value
 
 
 class JetsonRailsMeter(PollingMeter):
-    """Board energy from the INA3221 rails, integrated in a polling thread (``measured``)."""
+    """Board energy from the INA3221 rails, integrated in a polling thread (``measured``).
+
+    ``source`` names the rails summed: the ``VDD_IN`` rail, or on boards without one every rail
+    (``sum of 4 rails (no VDD_IN or POM_5V_IN rail): ...``).
+    """
 
     def __init__(
         self,
@@ -136,17 +165,13 @@ class JetsonRailsMeter(PollingMeter):
                 f"{NEW_GLOBS[0]})"
             )
         self.layout = self.rails[0].layout
-        by_name = {r.name: r for r in self.rails}
-        total = next((by_name[n] for n in TOTAL_RAILS if n in by_name), None)
-        self.total_rail = total
-        self._measured = [total] if total is not None else self.rails
-        what = total.name if total is not None else "sum of " + "+".join(by_name)
+        self.total_rail, self._measured, what = board_total(self.rails)
         self.source = f"jetson INA3221 ({self.layout}): {what}"
 
     def read_rails(self) -> dict[str, float]:
         """Every rail's power now, in watts."""
-        return {r.name: r.watts(self.reader) for r in self.rails}
+        return timed_read(lambda: {r.name: r.watts(self.reader) for r in self.rails}, self.source)
 
     def sample_watts(self) -> float:
         """Board power now: the total rail, else the sum of the rails."""
-        return sum(r.watts(self.reader) for r in self._measured)
+        return timed_read(lambda: sum(r.watts(self.reader) for r in self._measured), self.source)

@@ -6,7 +6,9 @@ packages and accounts for wrap-around: a reading lower than the previous one mea
 passed ``max_energy_range_uj``. Reads are counter differences, so `read()` is exact between
 two reads as long as each counter wraps at most once in between; a slow background check
 (``wrap_check_s``) keeps that true on long runs. Since Linux 5.10 ``energy_uj`` is readable by
-root only.
+root only. Files are read through `sysroot` (regular files only, bounded, with a timeout); a
+counter that is not a whole number within ``0..max_energy_range_uj`` is a `MeterError` naming
+its file.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganglion.device.meters.base import EnergyMeter, MeterError, PeriodicThread, Reading
-from ganglion.device.sysroot import FileReader, read_text
+from ganglion.device.meters.base import (
+    EnergyMeter,
+    MeterError,
+    PeriodicThread,
+    Reading,
+    timed_read,
+)
+from ganglion.device.sysroot import FileReader, problem, read_text
 
 POWERCAP = "sys/class/powercap"
+_COUNTER = re.compile(r"\d{1,20}")  # a µJ counter fits in 64 bits: at most 20 digits
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,21 @@ def find_rapl_zones(
 ) -> list[RaplZone]:
     """The package zones ``intel-rapl:N`` under ``root`` (sub-zones ``intel-rapl:N:M`` are parts of
     a package and are not summed)."""
-    zones = []
-    for folder in sorted(glob.glob(str(Path(root) / POWERCAP / "intel-rapl:*"))):
-        if not re.fullmatch(r"intel-rapl:\d+", os.path.basename(folder)):
-            continue
-        f = Path(folder)
-        name = _read(reader, f / "name").strip() if (f / "name").exists() else f.name
-        max_range = int(_read(reader, f / "max_energy_range_uj"))
-        zones.append(RaplZone(name, f / "energy_uj", max_range))
-    return zones
+
+    def discover() -> list[RaplZone]:
+        zones = []
+        for folder in sorted(glob.glob(str(Path(root) / POWERCAP / "intel-rapl:*"))):
+            if not re.fullmatch(r"intel-rapl:\d+", os.path.basename(folder)):
+                continue
+            f = Path(folder)
+            name = _read(reader, f / "name").strip() if (f / "name").exists() else f.name
+            max_range = _counter(reader, f / "max_energy_range_uj")
+            if max_range == 0:
+                raise MeterError(f"{f / 'max_energy_range_uj'}: holds 0, not a counter range")
+            zones.append(RaplZone(name or f.name, f / "energy_uj", max_range))
+        return zones
+
+    return timed_read(discover, f"RAPL zones under {Path(root) / POWERCAP}")
 
 
 def _read(reader: FileReader, path: Path) -> str:
@@ -55,11 +70,21 @@ def _read(reader: FileReader, path: Path) -> str:
         return reader(path)
     except PermissionError as e:
         raise MeterError(
-            f"permission denied reading {path}: RAPL energy counters are root-only since "
+            f"{path}: permission denied: RAPL energy counters are root-only since "
             "Linux 5.10; run as root or grant read access (chmod o+r) to that file"
         ) from e
     except OSError as e:
-        raise MeterError(f"cannot read {path}: {e.strerror or e}") from e
+        raise MeterError(f"{path}: {problem(e)}") from e
+
+
+def _counter(reader: FileReader, path: Path, max_value: int | None = None) -> int:
+    text = _read(reader, path).strip()
+    if not _COUNTER.fullmatch(text):
+        raise MeterError(f"{path}: holds {text[:40]!r}, not a whole number of µJ")
+    value = int(text)
+    if max_value is not None and value > max_value:
+        raise MeterError(f"{path}: holds {value}, above max_energy_range_uj {max_value}")
+    return value
 
 
 class RaplMeter(EnergyMeter):
@@ -84,7 +109,10 @@ class RaplMeter(EnergyMeter):
 
     def raw_uj(self) -> list[int]:
         """Each zone's counter now (µJ); raises `MeterError` naming the file if unreadable."""
-        return [int(_read(self.reader, z.energy_file)) for z in self.zones]
+        return timed_read(
+            lambda: [_counter(self.reader, z.energy_file, z.max_range_uj) for z in self.zones],
+            self.source,
+        )
 
     def _advance(self) -> float:
         with self._lock:
@@ -111,5 +139,6 @@ class RaplMeter(EnergyMeter):
         """Package energy since `start()`."""
         if not self._last:
             raise MeterError("RaplMeter.read() called before start()")
+        self._wrap_check.check()
         now = self._advance()
         return Reading(self._total_uj * 1e-6, now, "measured", self.source)

@@ -2,22 +2,43 @@
 
 Figures that the files cannot give (SIMD throughput per cycle, memory bandwidth, power) come
 from the ``cpu.json`` template and stay marked as assumed; `calibrate_cpu` in the simulator fits
-the effective throughput to a measured run.
+the effective throughput to a measured run. Files are read through `sysroot` (bounded, regular
+files only); a value that is not a plausible number (a core count below 1 or above the logical
+count, a frequency outside 1 MHz-100 GHz, NaN) is ignored and the next source is used.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from ganglion.device.profiles.schema import DeviceProfile, profile_from_dict
-from ganglion.device.sysroot import read_optional
+from ganglion.device.sysroot import CPUINFO_MAX_BYTES, VALUE_MAX_BYTES, read_optional
 
 _SIMD_ORDER = ("avx512f", "avx2", "avx", "asimd", "sse2")
+_MHZ_RANGE = (1.0, 100_000.0)
+_MODEL_MAX_CHARS = 200
+_MAX_SOCKETS = 1024
+_FIELDS = {
+    "processor",
+    "model name",
+    "Model",
+    "Hardware",
+    "CPU part",
+    "physical id",
+    "cpu cores",
+    "flags",
+    "Features",
+    "cpu MHz",
+    "BogoMIPS",
+}
 
 
 @dataclass(frozen=True)
@@ -34,27 +55,42 @@ class CpuInfo:
 
 
 def read_cpu_info(root: str | os.PathLike[str] = "/") -> CpuInfo:
-    """Parse the host CPU's model, core counts, max frequency and widest SIMD under ``root``."""
-    text = read_optional(root, "/proc/cpuinfo")
+    """Parse the host CPU's model, core counts, max frequency and widest SIMD under ``root``.
+
+    Raises `FileNotFoundError` without ``/proc/cpuinfo``, and `OSError` naming the file when it
+    is there but unreadable (not a regular file, too big, permission denied).
+    """
+    text = read_optional(root, "/proc/cpuinfo", CPUINFO_MAX_BYTES)
     if text is None:
         raise FileNotFoundError(f"cannot read {os.path.join(str(root), 'proc/cpuinfo')}")
-    blocks = [b for b in text.split("\n\n") if b.strip()]
-    entries = [dict(_fields(b)) for b in blocks]
-    processors = [e for e in entries if "processor" in e]
-    first = processors[0] if processors else {}
+    processors = 0
+    first: dict[str, str] = {}
+    hardware: str | None = None
+    sockets: set[str] = set()
+    for block in _blocks(text):
+        hardware = hardware or block.get("Hardware")
+        if "processor" not in block:
+            continue
+        processors += 1
+        first = first or block
+        if "physical id" in block and len(sockets) < _MAX_SOCKETS:
+            sockets.add(block["physical id"])
     model = (
         first.get("model name")
         or first.get("Model")
-        or _first_value(entries, "Hardware")
+        or hardware
         or _arm_part(first)
         or "unknown CPU"
     )
-    logical = max(len(processors), 1)
-    sockets = {e.get("physical id") for e in processors if "physical id" in e}
-    per_socket = int(first.get("cpu cores", "0") or 0)
-    physical = per_socket * max(len(sockets), 1) if per_socket else logical
-    flags = set((first.get("flags") or first.get("Features") or "").split())
-    simd = next((f for f in _SIMD_ORDER if f in flags), "none")
+    model = model[:_MODEL_MAX_CHARS]
+    logical = max(processors, 1)
+    cores = first.get("cpu cores", "")
+    per_socket = int(cores) if re.fullmatch(r"\d{1,6}", cores) else 0
+    physical = per_socket * max(len(sockets), 1)
+    if not 1 <= physical <= logical:
+        physical = logical
+    flags = first.get("flags") or first.get("Features") or ""
+    simd = next((f for f in _SIMD_ORDER if re.search(rf"(?<!\S){f}(?!\S)", flags)), "none")
     max_mhz, freq_source = _max_frequency_mhz(root, first)
     return CpuInfo(model, logical, physical, max_mhz, freq_source, simd, _mem_total(root))
 
@@ -73,7 +109,7 @@ def detect_cpu_profile(root: str | os.PathLike[str] = "/") -> DeviceProfile:
     watts_per_core: float = template.pop("watts_per_core")
     try:
         info = read_cpu_info(root)
-    except FileNotFoundError as e:
+    except OSError as e:
         template["detected"] = {"error": str(e)}
         return profile_from_dict(template, origin="cpu.json template (host not detected)")
     data: dict[str, Any] = dict(template)
@@ -99,17 +135,20 @@ def detect_cpu_profile(root: str | os.PathLike[str] = "/") -> DeviceProfile:
     return profile_from_dict(data, origin=f"detected under {root}")
 
 
-def _fields(block: str) -> list[tuple[str, str]]:
-    pairs = []
-    for line in block.splitlines():
+def _blocks(text: str) -> Iterator[dict[str, str]]:
+    """The blank-line-separated blocks of cpuinfo, keeping only the fields we use (one line at a
+    time, so a hostile file of millions of lines costs no more memory than its text)."""
+    block: dict[str, str] = {}
+    for line in io.StringIO(text):
         key, sep, value = line.partition(":")
-        if sep:
-            pairs.append((key.strip(), value.strip()))
-    return pairs
-
-
-def _first_value(entries: list[dict[str, str]], key: str) -> str | None:
-    return next((e[key] for e in entries if e.get(key)), None)
+        key = key.strip()
+        if sep and key in _FIELDS:
+            block[key] = value.strip()
+        elif not line.strip() and block:
+            yield block
+            block = {}
+    if block:
+        yield block
 
 
 def _arm_part(first: dict[str, str]) -> str | None:
@@ -117,20 +156,36 @@ def _arm_part(first: dict[str, str]) -> str | None:
     return f"ARM CPU part {part}" if part else None
 
 
+def _mhz(text: str | None, scale: float = 1.0) -> float | None:
+    """``text`` as a frequency in MHz (× ``scale``) when it is a plausible one, else ``None``."""
+    match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{0,12})?)\s*", text or "")
+    if match is None:
+        return None
+    mhz = float(match.group(1)) * scale
+    return mhz if math.isfinite(mhz) and _MHZ_RANGE[0] <= mhz <= _MHZ_RANGE[1] else None
+
+
 def _max_frequency_mhz(root: str | os.PathLike[str], first: dict[str, str]) -> tuple[float, str]:
     path = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
-    khz = read_optional(root, path)
-    if khz and khz.strip().isdigit():
-        return int(khz) / 1000.0, path
-    if "cpu MHz" in first:
-        return float(first["cpu MHz"]), "/proc/cpuinfo cpu MHz"
-    bogo = re.match(r"[\d.]+", first.get("BogoMIPS", ""))
-    if bogo:
-        return float(bogo.group()), "/proc/cpuinfo BogoMIPS (no cpufreq)"
+    try:
+        khz = read_optional(root, path, VALUE_MAX_BYTES)
+    except OSError:
+        khz = None  # unreadable: fall back to /proc/cpuinfo like a missing cpufreq
+    for mhz, source in (
+        (_mhz(khz, 1e-3), path),
+        (_mhz(first.get("cpu MHz")), "/proc/cpuinfo cpu MHz"),
+        (_mhz(first.get("BogoMIPS")), "/proc/cpuinfo BogoMIPS (no cpufreq)"),
+    ):
+        if mhz is not None:
+            return mhz, source
     return 1000.0, "none found (1000 MHz assumed)"
 
 
 def _mem_total(root: str | os.PathLike[str]) -> float | None:
-    text = read_optional(root, "/proc/meminfo")
-    match = re.search(r"^MemTotal:\s+(\d+)\s+kB", text or "", re.MULTILINE)
-    return int(match.group(1)) * 1024.0 if match else None
+    try:
+        text = read_optional(root, "/proc/meminfo")
+    except OSError:
+        return None
+    match = re.search(r"^MemTotal:\s+(\d{1,15})\s+kB", text or "", re.MULTILINE)
+    kib = int(match.group(1)) if match else 0
+    return kib * 1024.0 if kib > 0 else None

@@ -6,6 +6,8 @@ Users add a device without code by writing a JSON or TOML file and pointing Gang
 - ``~/.config/ganglion/devices/`` (every ``*.json`` and ``*.toml`` in it).
 A file holds one profile (a top-level object/table with ``name``), a JSON list of them, or a TOML
 array of tables ``[[device]]``. A user profile with a built-in's name replaces the built-in.
+A file is read through `sysroot` (a regular file of at most `PROFILE_MAX_BYTES`, with a timeout)
+before it is parsed, and every field of every profile is checked (`profile_from_dict`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 
 from ganglion.device.profiles.cpu_host import detect_cpu_profile
 from ganglion.device.profiles.schema import DeviceProfile, ProfileError, profile_from_dict
+from ganglion.device.sysroot import problem, read_bytes, with_timeout
 
 ENV_VAR = "GANGLION_DEVICES"
+PROFILE_MAX_BYTES = 1024 * 1024  # a profile is a few KB; a list of hundreds still fits
 USER_DIR = Path("~/.config/ganglion/devices")
 BUILTIN_NAMES = (
     "jetson-agx-orin-64gb",
@@ -45,24 +49,49 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
 
 
 def load_profile_file(path: str | os.PathLike[str]) -> list[DeviceProfile]:
-    """Read the profiles in one user JSON or TOML file; errors name the file."""
+    """Read the profiles in one user JSON or TOML file; every error is one line naming the file."""
     p = Path(path)
+    if p.suffix not in (".json", ".toml"):
+        raise ProfileError(f"device file {p} must end in .json or .toml")
     try:
-        text = p.read_text()
+        raw_bytes = with_timeout(lambda: read_bytes(p, PROFILE_MAX_BYTES), str(p))
     except OSError as e:
-        raise ProfileError(f"cannot read device file {p}: {e.strerror}") from e
+        raise ProfileError(f"cannot read device file {p}: {problem(e)}") from e
     try:
-        if p.suffix == ".toml":
-            raw: Any = tomllib.loads(text)
-            entries = raw["device"] if "device" in raw else [raw]
-        elif p.suffix == ".json":
-            raw = json.loads(text)
-            entries = raw if isinstance(raw, list) else [raw]
-        else:
-            raise ProfileError(f"device file {p} must end in .json or .toml")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ProfileError(f"device file {p} is not valid {p.suffix[1:].upper()}: {e}") from e
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(
+            f"device file {p} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from e
+    kind = p.suffix[1:].upper()
+    try:
+        raw: Any = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except ValueError as e:  # JSONDecodeError, TOMLDecodeError, and ints over 4300 digits
+        raise ProfileError(f"device file {p} is not valid {kind}: {e}") from e
+    except RecursionError as e:
+        raise ProfileError(f"device file {p} is not valid {kind}: nested too deeply") from e
+    entries = _entries(raw, p)
+    if not entries:
+        raise ProfileError(f"device file {p} holds no profiles")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ProfileError(
+                f"device file {p}: entry {i + 1} is a {type(entry).__name__}, not a profile table"
+            )
     return [profile_from_dict(entry, origin=str(p)) for entry in entries]
+
+
+def _entries(raw: Any, p: Path) -> list[Any]:
+    """The profiles in a parsed file: a JSON list, a TOML ``[[device]]`` array, or one table."""
+    if isinstance(raw, list):
+        return raw
+    if isinstance(raw, dict) and p.suffix == ".toml" and "device" in raw:
+        if not isinstance(raw["device"], list):
+            raise ProfileError(f"device file {p}: 'device' must be an array of tables [[device]]")
+        return raw["device"]
+    if isinstance(raw, dict):
+        return [raw]
+    raise ProfileError(f"device file {p} must hold a profile object or a list of them")
 
 
 def user_profile_files(paths: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:

@@ -4,15 +4,25 @@ A profile is plain data. It is read from JSON/TOML by `registry.py`; this module
 types and checks them. Every figure is named by a dotted key (``peak_ops.fp16``,
 ``memory_bandwidth``, ``power_modes.MAXN``, ``neuromorphic.energy_per_synop_j``) and that key must
 appear either in ``sources`` (where the number comes from) or in ``assumed`` (our estimate).
+
+Every figure must be a finite number: > 0 where the simulator divides by it or a power limit is
+meant (peak ops, bandwidth, memory, mode watts, event rates), >= 0 where nothing can be one
+(idle power, overheads, per-event energies). A neuromorphic chip has no dense figures: there
+``peak_ops``, ``memory_bandwidth`` and ``memory_bytes`` may be 0, meaning "does not apply".
+`profile_from_dict` checks each field's type first; each error is one line naming the origin
+(the file), the profile and the field.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 KINDS = ("gpu", "jetson", "cpu", "neuromorphic")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+NEURO_COUNTS = ("cores", "neurons_per_core")  # whole numbers >= 1
+NEURO_RATES = ("synops_per_s", "neuron_updates_per_s")  # > 0: the simulator divides by them
 
 
 class ProfileError(ValueError):
@@ -85,7 +95,9 @@ class DeviceProfile:
             )
         unknown = set(self.peak_ops) - set(PRECISIONS)
         if unknown:
-            raise ProfileError(f"profile {self.name!r}: unknown precisions {sorted(unknown)}")
+            raise ProfileError(
+                f"profile {self.name!r}: unknown precisions {_show(sorted(unknown), 300)}"
+            )
         if "fp32" not in self.peak_ops:
             raise ProfileError(f"profile {self.name!r}: peak_ops needs an fp32 entry")
         if not self.power_modes:
@@ -96,12 +108,50 @@ class DeviceProfile:
             )
         if self.kind == "neuromorphic" and self.neuromorphic is None:
             raise ProfileError(f"profile {self.name!r}: a neuromorphic profile needs figures")
+        self._check_figures()
         marked = set(self.sources) | set(self.assumed)
         unsourced = [k for k in self.figure_keys() if k not in marked]
         if unsourced:
             raise ProfileError(
-                f"profile {self.name!r}: figures without a source or 'assumed' mark: {unsourced}"
+                f"profile {self.name!r}: figures without a source or 'assumed' mark: "
+                f"{_show(unsourced, 300)}"
             )
+
+    def _check_figures(self) -> None:
+        dense = self.kind != "neuromorphic"
+        figures = [(f"peak_ops.{p}", v) for p, v in self.peak_ops.items()]
+        figures += [
+            ("memory_bandwidth", self.memory_bandwidth),
+            ("memory_bytes", self.memory_bytes),
+        ]
+        for key, value in figures:
+            _check_number(self.name, key, value, positive=dense)
+        names = [m.name for m in self.power_modes]
+        if len(set(names)) != len(names) or not all(names):
+            raise ProfileError(
+                f"profile {self.name!r}: power mode names must be unique and non-empty, "
+                f"got {_show(names, 300)}"
+            )
+        for m in self.power_modes:
+            _check_number(self.name, f"power_modes.{m.name}.watts", m.watts, positive=True)
+            if m.nvpmodel_id is not None and not _is_count(m.nvpmodel_id, minimum=0):
+                raise ProfileError(
+                    f"profile {self.name!r}: power_modes.{m.name}.nvpmodel_id must be a whole "
+                    f"number >= 0, got {m.nvpmodel_id!r}"
+                )
+        _check_number(self.name, "idle_w", self.idle_w, positive=False)
+        _check_number(self.name, "launch_overhead_s", self.launch_overhead_s, positive=False)
+        if self.neuromorphic is not None:
+            for key, value in asdict(self.neuromorphic).items():
+                if key in NEURO_COUNTS:
+                    if not _is_count(value, minimum=1):
+                        raise ProfileError(
+                            f"profile {self.name!r}: neuromorphic.{key} must be a whole number "
+                            f">= 1, got {value!r}"
+                        )
+                else:
+                    positive = key in NEURO_RATES
+                    _check_number(self.name, f"neuromorphic.{key}", value, positive=positive)
 
     def figure_keys(self) -> list[str]:
         """Every figure's dotted key; each must be sourced or assumed."""
@@ -139,44 +189,149 @@ class DeviceProfile:
         return data
 
 
-def profile_from_dict(data: dict[str, Any], origin: str = "builtin") -> DeviceProfile:
-    """Build and check a `DeviceProfile` from parsed JSON/TOML; errors name the profile."""
-    name = data.get("name", "<unnamed>")
+def _check_number(profile: str, key: str, value: object, positive: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    try:
+        ok = ok and math.isfinite(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int too large for a float
+        ok = False
+    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
+        rule = "> 0" if positive else ">= 0"
+        raise ProfileError(
+            f"profile {profile!r}: {key} must be a finite number {rule}, got {_show(value)}"
+        )
+
+
+def _is_count(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """A repr of at most ``limit`` characters for an error line (huge ints and deep nesting
+    cannot break it)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        text = f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Fields:
+    """Typed access to one parsed profile's fields; each error names the origin and the field."""
+
+    def __init__(self, data: dict[str, Any], origin: str) -> None:
+        self.data, self.origin = data, origin
+        name = data.get("name")
+        self.where = f"{origin}: profile {_show(name if isinstance(name, str) else '<unnamed>')}"
+
+    def fail(self, key: str, must: str, value: object) -> ProfileError:
+        key = key if len(key) <= 80 else key[:77] + "..."
+        return ProfileError(f"{self.where}: {key} must be {must}, got {_show(value)}")
+
+    def number(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "a number", value)
+        try:
+            return float(value)
+        except OverflowError as e:
+            raise self.fail(key, "a number a float can hold", value) from e
+
+    def text(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, "a string", value)
+        return value
+
+    def table(self, value: object, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, "a table (an object)", value)
+        return value
+
+    def texts(self, value: object, key: str) -> list[str]:
+        if not isinstance(value, list):
+            raise self.fail(key, "a list of strings", value)
+        return [self.text(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+    def get(self, key: str, default: object) -> object:
+        return self.data.get(key, default)
+
+    def power_mode(self, value: object, i: int) -> PowerMode:
+        m = self.table(value, f"power_modes[{i}]")
+        unknown = sorted(set(m) - {"name", "watts", "nvpmodel_id"})
+        if unknown or "name" not in m or "watts" not in m:
+            raise self.fail(f"power_modes[{i}]", "a table of name, watts, nvpmodel_id", m)
+        name = self.text(m["name"], f"power_modes[{i}].name")
+        nvp = m.get("nvpmodel_id")
+        if nvp is not None and not _is_count(nvp, minimum=0):
+            raise self.fail(f"power_modes.{name}.nvpmodel_id", "a whole number >= 0", nvp)
+        return PowerMode(name, self.number(m["watts"], f"power_modes.{name}.watts"), nvp)
+
+    def neuromorphic(self, value: object) -> NeuromorphicFigures:
+        figures = self.table(value, "neuromorphic")
+        expected = {f.name for f in fields(NeuromorphicFigures)}
+        if set(figures) != expected:
+            missing, unknown = sorted(expected - set(figures)), sorted(set(figures) - expected)
+            raise ProfileError(
+                f"{self.where}: neuromorphic needs exactly {sorted(expected)} "
+                f"(missing {missing}, unknown {_show(unknown, 300)})"
+            )
+        typed: dict[str, Any] = {}
+        for key, v in figures.items():
+            if key in NEURO_COUNTS:
+                if not _is_count(v, minimum=1):
+                    raise self.fail(f"neuromorphic.{key}", "a whole number >= 1", v)
+                typed[key] = v
+            else:
+                typed[key] = self.number(v, f"neuromorphic.{key}")
+        return NeuromorphicFigures(**typed)
+
+
+def profile_from_dict(data: object, origin: str = "builtin") -> DeviceProfile:
+    """Build and check a `DeviceProfile` from parsed JSON/TOML.
+
+    Every field's type and value is checked; an error is a one-line `ProfileError` naming
+    ``origin`` (the file), the profile and the field.
+    """
+    if not isinstance(data, dict):
+        raise ProfileError(f"{origin}: a profile must be a table (an object), got {_show(data)}")
+    f = _Fields(data, origin)
     required = ["name", "kind", "peak_ops", "memory_bandwidth", "memory_bytes", "power_modes"]
     missing = [k for k in required if k not in data]
     if missing:
-        raise ProfileError(f"profile {name!r} ({origin}): missing fields {missing}")
-    unknown = sorted(set(data) - {f.name for f in fields(DeviceProfile)})
+        raise ProfileError(f"{f.where}: missing fields {missing}")
+    unknown = sorted(set(data) - {fl.name for fl in fields(DeviceProfile)})
     if unknown:
-        raise ProfileError(f"profile {name!r} ({origin}): unknown fields {unknown}")
+        raise ProfileError(f"{f.where}: unknown fields {_show(unknown, 300)}")
+    name = f.text(data["name"], "name")
+    if not name:
+        raise f.fail("name", "a non-empty string", name)
+    raw_modes = data["power_modes"]
+    if not isinstance(raw_modes, list) or not raw_modes:
+        raise f.fail("power_modes", "a non-empty list of tables", raw_modes)
+    modes = tuple(f.power_mode(m, i) for i, m in enumerate(raw_modes))
+    neuro = data.get("neuromorphic")
+    defaulted = tuple(k for k in ("idle_w", "launch_overhead_s") if k not in data)
+    peak_ops = f.table(data["peak_ops"], "peak_ops")
+    sources = f.table(f.get("sources", {}), "sources")
     try:
-        modes = tuple(
-            PowerMode(
-                name=str(m["name"]),
-                watts=float(m["watts"]),
-                nvpmodel_id=None if m.get("nvpmodel_id") is None else int(m["nvpmodel_id"]),
-            )
-            for m in data["power_modes"]
-        )
-        neuro = data.get("neuromorphic")
-        defaulted = tuple(k for k in ("idle_w", "launch_overhead_s") if k not in data)
         return DeviceProfile(
-            name=str(data["name"]),
-            display_name=str(data.get("display_name", data["name"])),
-            kind=str(data["kind"]),
-            peak_ops={str(k): float(v) for k, v in data["peak_ops"].items()},
-            memory_bandwidth=float(data["memory_bandwidth"]),
-            memory_bytes=float(data["memory_bytes"]),
+            name=name,
+            display_name=f.text(f.get("display_name", name), "display_name"),
+            kind=f.text(data["kind"], "kind"),
+            peak_ops={k: f.number(v, f"peak_ops.{k}") for k, v in peak_ops.items()},
+            memory_bandwidth=f.number(data["memory_bandwidth"], "memory_bandwidth"),
+            memory_bytes=f.number(data["memory_bytes"], "memory_bytes"),
             power_modes=modes,
-            default_mode=str(data.get("default_mode", modes[0].name if modes else "")),
-            idle_w=float(data.get("idle_w", 0.0)),
-            launch_overhead_s=float(data.get("launch_overhead_s", 0.0)),
-            sources={str(k): str(v) for k, v in data.get("sources", {}).items()},
-            assumed=tuple(str(k) for k in data.get("assumed", ())) + defaulted,
-            neuromorphic=None if neuro is None else NeuromorphicFigures(**neuro),
-            notes=str(data.get("notes", "")),
+            default_mode=f.text(f.get("default_mode", modes[0].name), "default_mode"),
+            idle_w=f.number(f.get("idle_w", 0.0), "idle_w"),
+            launch_overhead_s=f.number(f.get("launch_overhead_s", 0.0), "launch_overhead_s"),
+            sources={k: f.text(v, f"sources.{k}") for k, v in sources.items()},
+            assumed=tuple(f.texts(f.get("assumed", []), "assumed")) + defaulted,
+            neuromorphic=None if neuro is None else f.neuromorphic(neuro),
+            notes=f.text(f.get("notes", ""), "notes"),
             origin=origin,
-            detected=dict(data.get("detected", {})),
+            detected=dict(f.table(f.get("detected", {}), "detected")),
         )
-    except (KeyError, TypeError) as e:
-        raise ProfileError(f"profile {name!r} ({origin}): malformed field: {e}") from e
+    except ProfileError as e:
+        if str(e).startswith(origin):
+            raise
+        raise ProfileError(f"{origin}: {e}") from e

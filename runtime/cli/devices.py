@@ -1,17 +1,29 @@
-"""``ganglion devices``: known device profiles and what this machine offers for profiling."""
+"""``ganglion devices``: known device profiles and what this machine offers for profiling.
+
+Whatever the files under ``--root`` hold, the command prints its tables (an unreadable part is a
+row saying ``unreadable (FILE: what is wrong)``) or one error line: a ``--root`` that is not a
+folder, a malformed ``--devices`` file. ``--json`` is strict JSON (`dumps_strict`). Text read
+from files reaches the terminal as plain text: no Rich markup, no control characters.
+"""
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
-from ganglion.device import available_profiles, detect
+from ganglion.device import DeviceProfile, available_profiles, detect
+from ganglion.device.detect import unreadable
+from ganglion.device.strict_json import dumps_strict
 
 PIPE_WIDTH = 160  # wide enough for every column of the built-in profiles, unwrapped
+NOT_APPLICABLE = "—"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def devices(
@@ -22,21 +34,34 @@ def devices(
     ),
 ) -> None:
     """List device profiles and detect GPU, Jetson board, L4T, power mode, rails and RAPL."""
+    found = detect(root)  # first: a --root that is not a folder is the error to report
     profiles = available_profiles(device_files, root)
-    found = detect(root)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "profiles": {n: p.to_dict() for n, p in profiles.items()},
-                    "detected": found.to_dict(),
-                }
-            )
-        )
+        payload = {
+            "profiles": {n: p.to_dict() for n, p in profiles.items()},
+            "detected": found.to_dict(),
+        }
+        typer.echo(dumps_strict(payload))
         return
     console = Console()
     if not console.is_terminal:  # a pipe or file: rich would squeeze the table to 80 columns
         console = Console(width=PIPE_WIDTH)
+    console.print(_profiles_table(profiles))
+    console.print(_detected_table(found.to_dict()))
+
+
+def _cell(value: object) -> Text:
+    """``value`` as plain text for a table cell: markup is not parsed, control characters are
+    replaced (a file under --root cannot restyle or move the terminal)."""
+    return Text(_CONTROL.sub("\ufffd", str(value)))
+
+
+def _dense(p: DeviceProfile, value: float, scale: float, fmt: str) -> Text:
+    """A dense-compute figure, or "—" where it does not apply (a neuromorphic chip)."""
+    return _cell(NOT_APPLICABLE if p.kind == "neuromorphic" else format(value / scale, fmt))
+
+
+def _profiles_table(profiles: dict[str, DeviceProfile]) -> Table:
     table = Table(
         Column("name", no_wrap=True),
         "kind",
@@ -51,54 +76,75 @@ def devices(
     for name, p in sorted(profiles.items()):
         modes = ", ".join(f"{m.name} {m.watts:g}" for m in p.power_modes)
         table.add_row(
-            name,
-            p.kind,
-            f"{p.peak_ops['fp32'] / 1e12:.2f}",
-            f"{max(p.peak_ops.values()) / 1e12:.1f}",
-            f"{p.memory_bandwidth / 1e9:.0f}",
-            modes,
-            str(len(p.assumed)),
-            p.origin,
+            _cell(name),
+            _cell(p.kind),
+            _dense(p, p.peak_ops["fp32"], 1e12, ".2f"),
+            _dense(p, max(p.peak_ops.values()), 1e12, ".1f"),
+            _dense(p, p.memory_bandwidth, 1e9, ".0f"),
+            _cell(modes),
+            _cell(len(p.assumed)),
+            _cell(p.origin),
         )
-    console.print(table)
-    console.print(_detected_table(found.to_dict()))
+    return table
 
 
-def _detected_table(d: dict) -> Table:
-    t = Table("what", "detected", title=f"detected under {d['root']}")
+def _detected_table(d: dict[str, Any]) -> Table:
+    t = Table("what", "detected", title=_cell(f"detected under {d['root']}"))
+    bad = d["unreadable"]
+
+    def row(what: str, value: object) -> None:
+        t.add_row(_cell(what), _cell(value))
+
     cpu = d["cpu"]
-    t.add_row(
+    row(
         "CPU",
         cpu.get("error")
         or f"{cpu['model']}: {cpu['physical_cores']} cores / {cpu['logical_cores']} threads, "
         f"{cpu['max_mhz']:.0f} MHz, {cpu['simd']}",
     )
     gpus = ", ".join(f"{g['name']} ({g['power_limit_w']:.0f} W)" for g in d["gpus"])
-    t.add_row("GPU (NVML)", gpus or f"none: {d['gpu_error']}")
-    t.add_row("Jetson model", d["jetson_model"] or "none")
-    if d["l4t_version"]:
-        t.add_row("L4T / JetPack", f"{d['l4t_version']} / {d['jetpack_version'] or 'unknown'}")
+    row("GPU (NVML)", gpus or f"none: {d['gpu_error']}")
+    model = d["jetson_model"] or "none"
+    if d["jetson_module"]:
+        model += f" (module {d['jetson_module']})"
+    row("Jetson model", unreadable(bad["jetson_model"]) if "jetson_model" in bad else model)
+    for key, what in (("jetson_module", "Jetson module"), ("memory", "memory")):
+        if key in bad:
+            row(what, unreadable(bad[key]))
+    if "l4t_version" in bad:
+        row("L4T / JetPack", unreadable(bad["l4t_version"]))
+    elif d["l4t_version"]:
+        row("L4T / JetPack", f"{d['l4t_version']} / {d['jetpack_version'] or 'unknown'}")
     mode = d["power_mode"]
-    if mode:
-        t.add_row(
-            "power mode",
-            f"{mode['active_name']} (id {mode['active_id']}"
-            f"{', from status file' if mode['from_status_file'] else ', configured default'})",
-        )
-    rails = ", ".join(f"{n} {w:.2f} W" for n, w in d["rails_w"].items())
-    t.add_row(
-        "power rails",
-        f"{d['rails_layout']}: {rails} (measured)" if rails else f"none: {d['rails_error']}",
-    )
+    if "power_mode" in bad:
+        row("power mode", unreadable(bad["power_mode"]))
+    elif mode:
+        how = ", from status file" if mode["from_status_file"] else ", configured default"
+        row("power mode", f"{mode['active_name']} (id {mode['active_id']}{how})")
+    _rail_rows(d, row)
     zones = ", ".join(d["rapl_zones"])
-    t.add_row(
+    row(
         "RAPL",
         f"{zones} (readable)"
         if d["rapl_readable"]
         else f"{zones or 'no zones'}: {d['rapl_error']}",
     )
-    t.add_row("profile", d["profile_name"])
+    row("profile", d["profile_name"])
     return t
+
+
+def _rail_rows(d: dict[str, Any], row: Any) -> None:
+    """The power rails row (each rail's watts, or why it is unreadable) and the board total."""
+    if d["rails_layout"] is None:
+        row("power rails", f"none: {d['rails_error']}")
+        return
+    rails = [f"{n} {w:.2f} W" for n, w in d["rails_w"].items()]
+    rails += [f"{n} {unreadable(why)}" for n, why in d["rails_unreadable"].items()]
+    row("power rails", f"{d['rails_layout']}: {', '.join(rails)} (measured)")
+    if d["total_w"] is None:
+        row("board power", unreadable(d["total_source"]))
+    else:
+        row("board power", f"{d['total_w']:.2f} W ({d['total_source']}) (measured)")
 
 
 def register(app: typer.Typer) -> None:

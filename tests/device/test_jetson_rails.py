@@ -1,12 +1,14 @@
 """Jetson INA3221 rails on fixture trees of both sysfs layouts, with power changing over time."""
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from ganglion.device import sysroot
 from ganglion.device.meters import JetsonRailsMeter, MeterError, find_rails
-from ganglion.device.sysfs_fixtures import JETSON_BOARDS, PowerWriter, write_jetson
+from ganglion.device.sysfs_fixtures import JETSON_BOARDS, PowerWriter, write_file, write_jetson
 from ganglion.device.sysroot import read_text
 
 EXPECTED_TOTAL = {
@@ -95,3 +97,56 @@ def test_garbage_in_a_rail_file_is_a_clear_error(tmp_path):
     )
     with pytest.raises(MeterError, match="not a number"):
         meter.sample_watts()
+
+
+@pytest.mark.parametrize("text", ["nan\n", "-inf\n", "inf\n", "-3\n"])
+def test_non_finite_or_negative_reading_is_refused_not_measured(tmp_path, text):
+    fixture = write_jetson(tmp_path, "nano-jp46")
+    power = fixture.root / "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0/in_power0_input"
+    power.write_text(text)
+    meter = JetsonRailsMeter(tmp_path)
+    with pytest.raises(MeterError, match=rf"{power}: holds .*not a finite non-negative number"):
+        meter.start()
+
+
+def test_rail_going_bad_mid_run_stops_polling_without_a_traceback(tmp_path, monkeypatch):
+    hooked = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+    fixture = write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    meter = JetsonRailsMeter(tmp_path, interval_s=0.005)
+    meter.start()
+    victim = meter.total_rail.current_file
+    write_file(fixture.root, str(victim.relative_to(fixture.root)), "nan\n")
+    time.sleep(0.3)  # about 60 ticks of the background thread on the bad file
+    with pytest.raises(MeterError, match=str(victim)):
+        meter.read()
+    meter.stop()
+    assert hooked == []  # the polling thread ended quietly; read() reported why
+
+
+def test_blocked_rail_read_times_out(tmp_path, monkeypatch):
+    write_jetson(tmp_path, "nano-jp46")
+    monkeypatch.setattr(sysroot, "READ_TIMEOUT_S", 0.2)
+    release = threading.Event()
+
+    def hung_power(path: Path) -> str:
+        if path.name.startswith("in_power"):
+            release.wait(30)  # a sysfs read stuck on a dead I2C bus
+        return read_text(path)
+
+    meter = JetsonRailsMeter(tmp_path, reader=hung_power)
+    try:
+        with pytest.raises(MeterError, match=r"no answer within 0.2 s"):
+            meter.sample_watts()
+    finally:
+        release.set()
+
+
+def test_board_without_total_rail_says_it_sums_the_rails(tmp_path):
+    write_jetson(tmp_path, "agx-orin-64gb-jp512")
+    meter = JetsonRailsMeter(tmp_path)
+    assert meter.total_rail is None
+    assert meter.source == (
+        "jetson INA3221 (hwmon): sum of 4 rails (no VDD_IN or POM_5V_IN rail): "
+        "VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0+VDDQ_VDD2_1V8AO"
+    )

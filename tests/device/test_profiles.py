@@ -1,8 +1,15 @@
 """Built-in profiles, the detected host CPU, and user devices from TOML/JSON files."""
 
 import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ganglion.device.profiles import (
     ENV_VAR,
@@ -14,6 +21,7 @@ from ganglion.device.profiles import (
     load_profile_file,
     profile_from_dict,
 )
+from ganglion.device.simulator import OpCounts, predict
 from ganglion.device.sysfs_fixtures import write_host_cpu, write_jetson
 
 REQUIRED = [
@@ -162,3 +170,195 @@ def test_empty_root_still_lists_a_template_cpu(tmp_path):
     cpu = available_profiles(root=tmp_path)["cpu"]
     assert "proc/cpuinfo" in cpu.detected["error"]
     assert cpu.is_assumed("peak_ops.fp32")
+
+
+def _write_profile(tmp_path, change, name="bad.json"):
+    """A valid user profile (the RTX 4090's figures renamed) with ``change`` applied to it."""
+    data = builtin_profiles()["rtx-4090"].to_dict()
+    data["name"] = "my-gpu"
+    change(data)
+    f = tmp_path / name
+    f.write_text(json.dumps(data))
+    return f
+
+
+def _set(path, value):
+    def change(data):
+        *parents, last = path.split(".")
+        for key in parents:
+            data = data[key]
+        data[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("peak_ops.fp32", float("nan"), r"peak_ops\.fp32 must be a finite number > 0, got nan"),
+        ("peak_ops.fp16", 0, r"peak_ops\.fp16 must be a finite number > 0, got 0\.0"),
+        ("memory_bandwidth", -1e9, r"memory_bandwidth must be a finite number > 0"),
+        ("memory_bytes", float("inf"), r"memory_bytes must be a finite number > 0, got inf"),
+        ("idle_w", -5, r"idle_w must be a finite number >= 0"),
+        ("launch_overhead_s", float("nan"), r"launch_overhead_s must be a finite number >= 0"),
+        ("peak_ops.fp32", "82.6e12", r"peak_ops\.fp32 must be a number, got '82\.6e12'"),
+        ("memory_bytes", True, r"memory_bytes must be a number, got True"),
+        ("memory_bytes", 10**400, r"memory_bytes must be a number a float can hold"),
+        ("peak_ops", [1, 2], r"peak_ops must be a table"),
+        ("power_modes", [], r"power_modes must be a non-empty list of tables"),
+        ("power_modes", [5], r"power_modes\[0\] must be a table"),
+        ("sources", ["a"], r"sources must be a table"),
+        ("assumed", [1], r"assumed\[0\] must be a string"),
+        ("kind", 3, r"kind must be a string, got 3"),
+    ],
+)
+def test_each_bad_field_is_one_line_naming_file_and_field(tmp_path, path, value, message):
+    f = _write_profile(tmp_path, _set(path, value))
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(f)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{f}: profile 'my-gpu': ")
+    assert re.search(message, text), text
+
+
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        (
+            {"name": "default", "watts": 0},
+            r"power_modes\.default\.watts must be a finite number > 0",
+        ),
+        ({"name": "default", "watts": float("nan")}, r"watts must be a finite number > 0, got nan"),
+        ({"name": "default", "watts": 450, "nvpmodel_id": 1.5}, r"nvpmodel_id must be a whole"),
+        ({"name": "default"}, r"power_modes\[0\] must be a table of name, watts, nvpmodel_id"),
+    ],
+)
+def test_bad_power_mode_is_refused(tmp_path, mode, message):
+    f = _write_profile(tmp_path, _set("power_modes", [mode]))
+    with pytest.raises(ProfileError, match=message):
+        load_profile_file(f)
+
+
+def test_duplicate_power_mode_names_are_refused(tmp_path):
+    def change(data):
+        data["power_modes"] = [{"name": "a", "watts": 1}, {"name": "a", "watts": 2}]
+        data["default_mode"] = "a"
+
+    f = _write_profile(tmp_path, change)
+    with pytest.raises(ProfileError, match="power mode names must be unique"):
+        load_profile_file(f)
+
+
+def test_neuromorphic_rate_of_zero_is_refused_but_dense_zeros_are_not_applicable(tmp_path):
+    loihi = builtin_profiles()["loihi2"]
+    assert loihi.peak_ops["fp32"] == 0 and loihi.memory_bandwidth == 0  # allowed: does not apply
+    data = loihi.to_dict()
+    data["neuromorphic"]["synops_per_s"] = 0
+    f = tmp_path / "chip.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(
+        ProfileError, match=r"neuromorphic\.synops_per_s must be a finite number > 0"
+    ):
+        load_profile_file(f)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", r"entry 1 is a int, not a profile table"),
+        ("[]", r"holds no profiles"),
+        ("7", r"must hold a profile object or a list of them"),
+        ("[" * 100_000, r"is not valid JSON"),
+        ('{"name": 1' + "0" * 5000 + "}", r"is not valid JSON"),
+        ('{"peak_ops": {"fp32": NaN}}', r"missing fields"),
+    ],
+)
+def test_malformed_json_files_are_one_line_errors(tmp_path, text, message):
+    f = tmp_path / "devices.json"
+    f.write_text(text)
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(f)
+    assert re.search(message, str(err.value)) and str(f) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_toml_device_key_that_is_not_an_array_is_refused(tmp_path):
+    f = tmp_path / "d.toml"
+    f.write_text('device = "gpu"\n')
+    with pytest.raises(ProfileError, match=r"'device' must be an array of tables"):
+        load_profile_file(f)
+
+
+def test_profile_file_is_bounded_before_parsing(tmp_path):
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(2**31)  # 2 GB, sparse
+    with pytest.raises(ProfileError, match=r"cannot read device file .*big.json: .*larger than"):
+        load_profile_file(big)
+    (tmp_path / "latin1.json").write_bytes(b'{"name": "\xe9"}')
+    with pytest.raises(ProfileError, match="is not UTF-8 text"):
+        load_profile_file(tmp_path / "latin1.json")
+
+
+@pytest.mark.timeout(30)
+def test_profile_fifo_from_the_env_var_is_refused_without_blocking(tmp_path, monkeypatch):
+    write_host_cpu(tmp_path)
+    fifo = tmp_path / "devices.json"
+    os.mkfifo(fifo)
+    monkeypatch.setenv(ENV_VAR, str(fifo))
+    with pytest.raises(ProfileError, match="a FIFO, not a regular file"):
+        available_profiles(root=tmp_path)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+FIELDS = [
+    "name",
+    "kind",
+    "peak_ops",
+    "peak_ops.fp32",
+    "peak_ops.fp16",
+    "memory_bandwidth",
+    "memory_bytes",
+    "power_modes",
+    "default_mode",
+    "idle_w",
+    "launch_overhead_s",
+    "sources",
+    "assumed",
+    "neuromorphic",
+    "neuromorphic.synops_per_s",
+    "neuromorphic.cores",
+    "neuromorphic.min_timestep_s",
+]
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(
+    base=st.sampled_from(["rtx-4090", "loihi2"]),
+    changes=st.lists(st.tuples(st.sampled_from(FIELDS), JSON_VALUES), min_size=1, max_size=3),
+)
+def test_random_field_values_give_a_named_error_or_finite_predictions(base, changes):
+    data = builtin_profiles()[base].to_dict()
+    for path, value in changes:
+        *parents, last = path.split(".")
+        target = data
+        for key in parents:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target[last] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "fuzzed.json"
+        f.write_text(json.dumps(data))  # bare NaN/Infinity as Python writes them
+        try:
+            (profile,) = load_profile_file(f)
+        except ProfileError as e:
+            assert str(f) in str(e) and "\n" not in str(e)
+            return
+    counts = OpCounts(macs={"fp32": 1e6}, bytes_moved=1e6, synops=1e5, neuron_updates=1e4)
+    pred = predict(counts, profile)
+    assert math.isfinite(pred.latency_s) and pred.latency_s >= 0
+    assert math.isfinite(pred.energy_j) and pred.energy_j >= 0

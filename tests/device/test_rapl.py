@@ -1,6 +1,7 @@
 """RAPL powercap counters: package sums, wrap-around, missing zones, permission denied."""
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -77,3 +78,41 @@ def test_chmod_000_counter_is_refused(tmp_path):
     (tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj").chmod(0)
     with pytest.raises(MeterError, match="permission denied"):
         RaplMeter(tmp_path).start()
+
+
+@pytest.mark.parametrize("text", ["lots\n", "-1\n", "nan\n", "1e9\n", "9" * 30 + "\n"])
+def test_counter_that_is_not_a_whole_number_names_its_file(tmp_path, text):
+    write_rapl(tmp_path, packages=1)
+    counter = tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj"
+    counter.write_text(text)
+    with pytest.raises(MeterError, match=rf"{counter}: holds .*not a whole number of µJ"):
+        RaplMeter(tmp_path).start()
+
+
+def test_counter_above_its_range_is_refused(tmp_path):
+    write_rapl(tmp_path, packages=1, max_range_uj=1000)
+    (tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj").write_text("5000\n")
+    with pytest.raises(MeterError, match="above max_energy_range_uj 1000"):
+        RaplMeter(tmp_path).start()
+
+
+@pytest.mark.parametrize("text", ["0\n", "big\n"])
+def test_bad_counter_range_makes_the_zone_unreadable(tmp_path, text):
+    write_rapl(tmp_path, packages=1)
+    (tmp_path / "sys/class/powercap/intel-rapl:0/max_energy_range_uj").write_text(text)
+    with pytest.raises(MeterError, match="max_energy_range_uj: holds"):
+        find_rapl_zones(tmp_path)
+
+
+def test_counter_going_bad_mid_run_is_reported_by_read(tmp_path, monkeypatch):
+    hooked = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+    write_rapl(tmp_path, packages=1)
+    meter = RaplMeter(tmp_path, wrap_check_s=0.005)
+    meter.start()
+    (tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj").write_text("gone\n")
+    time.sleep(0.3)  # about 60 ticks of the background thread on the bad file
+    with pytest.raises(MeterError, match="energy_uj: holds 'gone'"):
+        meter.read()
+    meter.stop()
+    assert hooked == []
