@@ -208,9 +208,12 @@ def from_nir(graph: nir.NIRGraph, dt: float = DEFAULT_DT) -> SpikingGraph:
 
 def read_nir(path: str | Path, dt: float = DEFAULT_DT) -> SpikingGraph:
     """Read an NIR HDF5 file; any problem is an NIRError naming the file."""
+    from ganglion.converters.hdf5_guard import check_hdf5
+
     path = Path(path)
     if not path.is_file():
         raise NIRError(f"{path}: no such file")
+    check_hdf5(path)  # no other file, plugin, loop or oversized dataset before nir reads it
     try:
         graph = nir.read(str(path))
     except NIRError:

@@ -1,0 +1,69 @@
+"""Reading an ONNX model that nothing else vouches for: size-bounded, self-contained.
+
+``onnx.load`` follows a tensor's external-data reference to another file; a model read here
+must hold all its tensors itself, so no local file can be pulled into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from ganglion.models.errors import ConversionError
+
+MAX_ONNX_BYTES = 1 << 30  # protobuf cannot hold more than 2 GiB anyway
+
+
+def _tensors(nodes: Any, initializers: Any = ()) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every dense tensor among initializers and node attributes, subgraphs included."""
+    for tensor in initializers:
+        yield tensor.name, tensor
+    for node in nodes:
+        label = f"{node.name or node.op_type}.{{}}"
+        for attr in node.attribute:
+            for tensor in [attr.t, *attr.tensors]:
+                yield label.format(attr.name), tensor
+            for sparse in [attr.sparse_tensor, *attr.sparse_tensors]:
+                yield label.format(attr.name), sparse.values
+            for sub in [attr.g, *attr.graphs]:
+                yield from _tensors(
+                    sub.node, [*sub.initializer, *(s.values for s in sub.sparse_initializer)]
+                )
+
+
+def check_self_contained(model: onnx.ModelProto, label: str) -> None:
+    """Refuse a model with any tensor that refers to external data: reading it would open
+    another file (onnx.numpy_helper.to_array follows the reference)."""
+    graph = model.graph
+    found = _tensors(
+        [*graph.node, *(n for f in model.functions for n in f.node)],
+        [*graph.initializer, *(s.values for s in graph.sparse_initializer)],
+    )
+    for name, tensor in found:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise ConversionError(
+                f"{label}: tensor {name or tensor.name!r} refers to external data (another "
+                "file); save the model self-contained (torch.onnx.export(..., "
+                "external_data=False))"
+            )
+
+
+def load_onnx(path: str | Path, max_bytes: int = MAX_ONNX_BYTES) -> onnx.ModelProto:
+    """``onnx.load`` a file of at most ``max_bytes`` without its external data, and refuse
+    it if it refers to any; a one-line ConversionError for every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ConversionError(f"{path}: {size} bytes, more than the {max_bytes} allowed")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, RuntimeError) as exc:
+        raise ConversionError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+    check_self_contained(model, str(path))
+    return model
