@@ -33,7 +33,7 @@ from rich.table import Table
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.device import JetsonRailsMeter, open_hardware_meter
 from ganglion.device.sysfs_fixtures import PowerWriter, write_jetson
-from ganglion.runtime.opcount import example_input
+from ganglion.runtime.opcount import example_inputs
 from ganglion.runtime.session import load
 
 
@@ -49,7 +49,7 @@ def workload(timesteps: int):
     ).eval()
     calib = np.random.default_rng(0).random((128, 784), dtype=np.float32)
     deployable = convert_spiking(model, calib, options=SpikingOptions(timesteps=timesteps))
-    return load(deployable), example_input(deployable, batch=8)
+    return load(deployable), example_inputs(deployable.manifest, batch=8)
 
 
 def timed_block(session, x, runs: int) -> float:

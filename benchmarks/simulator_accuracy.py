@@ -36,7 +36,7 @@ from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.device import OpCounts, Sample, calibrate_cpu, predict
 from ganglion.device.profiles import detect_cpu_profile
 from ganglion.models.recipes.digits import digits_cnn, digits_mlp, load_digits, train_classifier
-from ganglion.runtime.opcount import count_ops, example_input
+from ganglion.runtime.opcount import count_ops, example_inputs
 from ganglion.runtime.session import load
 
 
@@ -107,7 +107,7 @@ def make_jobs(programs, role: str) -> list[Job]:
     for name, deployable, batches in programs:
         session = load(deployable)
         for b in batches:
-            x = example_input(deployable, batch=b)
+            x = example_inputs(deployable.manifest, batch=b)
             counts = count_ops(deployable, x)
             jobs.append(Job(f"{name}-b{b}", role, b, lambda s=session, x=x: s.run(x), counts))
     return jobs

@@ -114,7 +114,7 @@ def quantize_loihi2(
 
 def _float_graph(deployable: Deployable) -> tuple[SpikingGraph, object]:
     m = deployable.manifest
-    if m.kind != "spiking" or m.numerics != "float32" or not hasattr(deployable.module, "graph"):
+    if m.kind != "spiking" or m.numerics != "float32":
         raise ConversionError(
             f"Loihi quantization takes a float spiking program, got a {m.kind} "
             f"program with numerics {m.numerics!r}"

@@ -1,39 +1,111 @@
-"""The manifest: what a deployable program is, its tensors, time semantics and provenance.
+"""The manifest: what a deployable program is, its named tensors, time semantics and provenance.
 
-Plain dataclasses with JSON (de)serialization; one registry of kinds, versioned format.
+Plain dataclasses with JSON (de)serialization and no torch, so a device that only runs ONNX
+reads it. Every field is range-checked on construction, and a bad one is a ``BundleError``
+naming the field (``manifest.time.timesteps must be ...``).
+
+Kinds: ``spiking`` (spiking graphs: timesteps, dt, encoding, decoding), ``sequence`` (token
+models: one token per step, state carried between tokens), ``dense`` (one call, no time), and
+``ensemble`` (a composite: member programs plus a gate).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganglion.models.errors import BundleError
 
-FORMAT_VERSION = 1
-KINDS = ("spiking", "linear", "ensemble", "dense")
+FORMAT_VERSION = 2
+KINDS = ("spiking", "sequence", "dense", "ensemble")
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 ENCODINGS = ("none", "direct", "rate")
 DECODINGS = ("none", "count", "membrane")
+NUMERICS = ("float32", "loihi2-fixed")
+MAX_RANK = 8
+MAX_DIM = 1 << 24  # a declared dimension above this is refused before anything is allocated
+MAX_TIMESTEPS = 1 << 20
+MAX_TENSORS = 4096
+NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def _require(ok: bool, where: str, what: str, got: object) -> None:
+    if not ok:
+        raise BundleError(f"{where} must be {what}, got {got!r}")
+
+
+def _int(value: object, where: str, low: int, high: int) -> int:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+        where,
+        f"an integer in [{low}, {high}]",
+        value,
+    )
+    return int(value)  # type: ignore[call-overload]
+
+
+def _float(value: object, where: str, positive: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not positive or value > 0)  # type: ignore[operator]
+    _require(ok, where, "a finite positive number" if positive else "a finite number", value)
+    return float(value)  # type: ignore[arg-type]
+
+
+def _choice(value: object, where: str, choices: tuple[str, ...]) -> str:
+    _require(value in choices, where, f"one of {', '.join(choices)}", value)
+    return str(value)
 
 
 @dataclass
 class TensorSpec:
-    """A named tensor; shape uses -1 for the batch axis (time semantics: see TimeSemantics)."""
+    """A named tensor. ``shape``: the first -1 is the batch axis; any other -1 is a dimension
+    that varies between calls (a KV cache's length). Shapes are those of one ``step``; how
+    ``run`` adds a time axis is the kind's time semantics."""
 
     name: str
-    shape: list[int]  # -1 marks the dynamic batch axis
+    shape: list[int]
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.check("tensor")
+
+    def check(self, where: str) -> None:
+        """Raise BundleError naming ``where`` if a field is out of range."""
+        _require(
+            isinstance(self.name, str) and bool(NAME.match(self.name)),
+            f"{where}.name",
+            "1-128 letters, digits or _.:-",
+            self.name,
+        )
+        where = f"{where} {self.name!r}"
+        _require(
+            isinstance(self.shape, list | tuple) and len(self.shape) <= MAX_RANK,
+            f"{where} shape",
+            f"a list of at most {MAX_RANK} dimensions",
+            self.shape,
+        )
+        self.shape = [_int(d, f"{where} shape", -1, MAX_DIM) for d in self.shape]
+        self.dtype = _choice(self.dtype, f"{where} dtype", DTYPES)
+
+    @property
+    def batched(self) -> bool:
+        """True when axis 0 is the batch axis."""
+        return bool(self.shape) and self.shape[0] == -1
 
 
 @dataclass
-class TimeSemantics:
-    """How a program consumes time.
+class SpikingTime:
+    """Time semantics of spiking programs.
 
-    encoding: "direct" (the same input current every timestep), "rate" (seeded Poisson
-    spikes) or "none" (inputs are already time-major [T, batch, ...]).
-    decoding: "count" (spike count of the output layer), "membrane" (mean output current
-    over T) or "none" (outputs are time-major [T, batch, ...]).
+    encoding: "direct" (the same input current every timestep), "rate" (seeded Bernoulli
+    spikes) or "none" (inputs are time-major [T, batch, ...]). decoding: "count" (spike count
+    of the output layer), "membrane" (mean output current over T) or "none" (outputs
+    time-major). ``run`` executes T + delay steps: output step t + delay answers input step t
+    (inputs continue: the same current, further rate draws, or zeros for time-major input)
+    and the first ``delay`` outputs are dropped.
     """
 
     timesteps: int = 1
@@ -41,14 +113,82 @@ class TimeSemantics:
     encoding: str = "none"
     decoding: str = "none"
     seed: int = 0  # seed of the rate encoder
+    delay: int = 0  # steps from an input to the output it drives (Loihi 2: synaptic layers)
 
     def __post_init__(self) -> None:
-        if self.encoding not in ENCODINGS:
-            raise BundleError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if self.decoding not in DECODINGS:
-            raise BundleError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
-        if self.timesteps < 1:
-            raise BundleError(f"timesteps must be >= 1, got {self.timesteps}")
+        self.timesteps = _int(self.timesteps, "manifest.time.timesteps", 1, MAX_TIMESTEPS)
+        self.delay = _int(self.delay, "manifest.time.delay", 0, 1024)
+        self.dt = _float(self.dt, "manifest.time.dt", positive=True)
+        self.encoding = _choice(self.encoding, "manifest.time.encoding", ENCODINGS)
+        self.decoding = _choice(self.decoding, "manifest.time.decoding", DECODINGS)
+        self.seed = _int(self.seed, "manifest.time.seed", 0, 2**63 - 1)
+
+    @property
+    def time_major(self) -> bool:
+        """True when ``run`` takes [T, batch, ...] inputs (no per-sample encoding)."""
+        return self.encoding == "none"
+
+
+@dataclass
+class SequenceTime:
+    """Time semantics of token programs: ``run`` takes [batch, T] ids, ``step`` one token.
+
+    vocab_size: token ids are in [0, vocab_size). autoregressive: outputs are next-token
+    logits, so the generation layer can sample. chunk: tokens per call of the parallel form
+    when prefilling (0: the whole prompt at once). context: the longest sequence accepted
+    (0: unbounded, constant-memory recurrent state).
+    """
+
+    vocab_size: int = 256
+    autoregressive: bool = True
+    chunk: int = 0
+    context: int = 0
+
+    def __post_init__(self) -> None:
+        self.vocab_size = _int(self.vocab_size, "manifest.time.vocab_size", 1, MAX_DIM)
+        _require(
+            isinstance(self.autoregressive, bool),
+            "manifest.time.autoregressive",
+            "true or false",
+            self.autoregressive,
+        )
+        self.chunk = _int(self.chunk, "manifest.time.chunk", 0, MAX_DIM)
+        self.context = _int(self.context, "manifest.time.context", 0, MAX_DIM)
+
+
+TIME_TYPES: dict[str, type] = {"spiking": SpikingTime, "sequence": SequenceTime}
+Time = SpikingTime | SequenceTime | None
+
+
+@dataclass
+class MemberRef:
+    """A member program of a composite bundle: stored inside it under ``members/<name>``
+    (``path`` empty) or referenced by a path relative to the bundle; ``sha256`` is the digest
+    of the member's manifest.json, which pins every file of the member."""
+
+    name: str
+    sha256: str
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.name, str) and bool(NAME.match(self.name)),
+            "manifest.members name",
+            "1-128 letters, digits or _.:-",
+            self.name,
+        )
+        _require(
+            isinstance(self.sha256, str) and bool(re.fullmatch(r"[0-9a-f]{64}", self.sha256)),
+            f"manifest.members {self.name!r} sha256",
+            "64 hex digits",
+            self.sha256,
+        )
+        _require(
+            isinstance(self.path, str),
+            f"manifest.members {self.name!r} path",
+            "a string",
+            self.path,
+        )
 
 
 @dataclass
@@ -59,43 +199,140 @@ class Manifest:
     architecture: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    time: TimeSemantics = field(default_factory=TimeSemantics)
+    time: Time = None
     state: list[TensorSpec] = field(default_factory=list)
     numerics: str = "float32"  # "float32" or "loihi2-fixed"
     provenance: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    members: list[MemberRef] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise BundleError(f"manifest kind must be one of {KINDS}, got {self.kind!r}")
+        self.kind = _choice(self.kind, "manifest.kind", KINDS)
+        _require(
+            isinstance(self.architecture, str) and bool(NAME.match(self.architecture)),
+            "manifest.architecture",
+            "a name",
+            self.architecture,
+        )
+        self.numerics = _choice(self.numerics, "manifest.numerics", NUMERICS)
+        expected_time = TIME_TYPES.get(self.kind)
+        if expected_time is None:
+            _require(
+                self.time is None, "manifest.time", f"absent for {self.kind} programs", self.time
+            )
+        else:
+            _require(
+                isinstance(self.time, expected_time),
+                "manifest.time",
+                f"{self.kind} time semantics",
+                self.time,
+            )
+        _require(len(self.inputs) >= 1, "manifest.inputs", "at least one tensor", self.inputs)
+        _require(len(self.outputs) >= 1, "manifest.outputs", "at least one tensor", self.outputs)
+        for group in ("inputs", "outputs", "state"):
+            specs = getattr(self, group)
+            _require(
+                len(specs) <= MAX_TENSORS,
+                f"manifest.{group}",
+                f"at most {MAX_TENSORS} tensors",
+                len(specs),
+            )
+            names = [s.name for s in specs]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            _require(not dupes, f"manifest.{group}", "uniquely named", dupes)
+        members = [m.name for m in self.members]
+        _require(len(set(members)) == len(members), "manifest.members", "uniquely named", members)
+        _require(
+            self.kind == "ensemble" or not self.members,
+            "manifest.members",
+            "empty except for ensemble programs",
+            members,
+        )
+
+    def input(self, name: str) -> TensorSpec:
+        """The input spec called ``name`` (KeyError if there is none)."""
+        return {s.name: s for s in self.inputs}[name]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form of the manifest."""
-        return dataclasses.asdict(self)
+        """Plain-JSON form of the manifest (time semantics tagged with their kind)."""
+        data = dataclasses.asdict(self)
+        if self.time is not None:
+            data["time"] = {"kind": self.kind, **dataclasses.asdict(self.time)}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        """Parse a manifest dict, with a clear error on a missing field or a newer format."""
-        try:
-            version = int(data.get("format_version", 0))
-            if version > FORMAT_VERSION:
-                raise BundleError(
-                    f"manifest format {version} is newer than this Ganglion ({FORMAT_VERSION})"
-                )
-            return cls(
-                kind=data["kind"],
-                architecture=data["architecture"],
-                inputs=[TensorSpec(**t) for t in data["inputs"]],
-                outputs=[TensorSpec(**t) for t in data["outputs"]],
-                time=TimeSemantics(**data.get("time", {})),
-                state=[TensorSpec(**t) for t in data.get("state", [])],
-                numerics=data.get("numerics", "float32"),
-                provenance=dict(data.get("provenance", {})),
-                report=dict(data.get("report", {})),
-                artifacts=dict(data.get("artifacts", {})),
-                format_version=version,
+        """Parse a manifest dict, with a one-line BundleError naming a bad or missing field.
+
+        Reads format 1 (spiking-only time semantics, no members) as well as format 2.
+        """
+        if not isinstance(data, dict):
+            raise BundleError("manifest: expected a JSON object")
+        version = _int(data.get("format_version", 1), "manifest.format_version", 1, 2**31)
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"manifest format {version} is newer than this Ganglion reads ({FORMAT_VERSION})"
             )
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"manifest.json is malformed: {exc!r}") from exc
+        try:
+            kind = data["kind"]
+            return cls(
+                kind=kind,
+                architecture=data["architecture"],
+                inputs=_specs(data["inputs"], "manifest.inputs"),
+                outputs=_specs(data["outputs"], "manifest.outputs"),
+                time=_time(kind, data.get("time")),
+                state=_specs(data.get("state", []), "manifest.state"),
+                numerics=data.get("numerics", "float32"),
+                provenance=_object(data.get("provenance", {}), "manifest.provenance"),
+                report=_object(data.get("report", {}), "manifest.report"),
+                members=[
+                    MemberRef(**_object(m, "manifest.members[]"))
+                    for m in _list(data.get("members", []), "manifest.members")
+                ],
+                artifacts=_artifacts(data.get("artifacts", {})),
+                format_version=FORMAT_VERSION,
+            )
+        except KeyError as exc:
+            raise BundleError(f"manifest is malformed: no field {exc.args[0]!r}") from exc
+        except TypeError as exc:  # an unknown or missing field inside a nested object
+            raise BundleError(f"manifest is malformed: {exc}") from exc
+
+
+def _list(value: object, where: str) -> list[Any]:
+    _require(isinstance(value, list), where, "a list", type(value).__name__)
+    return value  # type: ignore[return-value]
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    _require(isinstance(value, dict), where, "an object", type(value).__name__)
+    return dict(value)  # type: ignore[call-overload]
+
+
+def _specs(value: object, where: str) -> list[TensorSpec]:
+    items = _list(value, where)
+    _require(len(items) <= MAX_TENSORS, where, f"at most {MAX_TENSORS} tensors", len(items))
+    return [TensorSpec(**_object(item, f"{where}[{i}]")) for i, item in enumerate(items)]
+
+
+def _time(kind: object, value: object) -> Time:
+    time_type = TIME_TYPES.get(str(kind))
+    if time_type is None:
+        return None
+    fields = _object(value if value is not None else {}, "manifest.time")
+    tagged = fields.pop("kind", kind)
+    _require(tagged == kind, "manifest.time.kind", f"{kind!r} like manifest.kind", tagged)
+    return time_type(**fields)
+
+
+def _artifacts(value: object) -> dict[str, str]:
+    artifacts = _object(value, "manifest.artifacts")
+    for name, digest in artifacts.items():
+        _require(
+            isinstance(digest, str) and bool(re.fullmatch(r"[0-9a-f]{64}", digest)),
+            f"manifest.artifacts[{name!r}]",
+            "a SHA-256 (64 hex digits)",
+            digest,
+        )
+    return artifacts

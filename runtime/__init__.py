@@ -1,1 +1,5 @@
-"""Ganglion runtime."""
+"""Ganglion runtime: ``load`` a bundle on a backend and run it (see ``runtime.session``)."""
+
+from ganglion.runtime.session import BACKENDS, Session, load
+
+__all__ = ["BACKENDS", "Session", "load"]

@@ -1,45 +1,38 @@
-"""Bundles on disk: a folder (or .tar of one) holding manifest.json, config.json,
-weights.safetensors and, for spiking programs, graph.nir plus the ONNX step graph
-(model.onnx) and sequence graph (model.sequence.onnx). Every artifact's SHA-256 is in the
-manifest and verified at load: a missing, corrupt or tampered file is a BundleError.
+"""Bundles on disk: a folder (or a .tar of one) holding ``manifest.json`` and the files it lists.
+
+Every kind writes ``config.json``, ``weights.safetensors`` where it has torch weights,
+``initial_state.safetensors`` where it has state, and its own artifacts (``graph.nir``,
+``model.onnx``, ...; see ``runtime/kinds``). A composite (ensemble) bundle holds its member
+bundles under ``members/<name>/`` and pins each by the SHA-256 of its manifest, which pins
+every member file in turn.
+
+Writes are atomic (``runtime.atomic``): a failed write leaves nothing behind and never touches
+what was there; an existing non-empty target is refused unless ``force``, which replaces it
+as a whole.
+Reads verify every checksum and refuse files the manifest does not list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
-import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from ganglion.converters.nir_graph import write_nir
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BundleError
-from ganglion.models.manifest import Manifest
-from ganglion.models.registry import build_module
-from ganglion.runtime.onnx_export import onnx_artifact_writers
+from ganglion.models.manifest import Manifest, MemberRef
+from ganglion.runtime.atomic import atomic_folder, check_target
+from ganglion.runtime.bundle_archive import extracted_bundle, write_bundle_tar
+from ganglion.runtime.kinds import kind_of
+from ganglion.runtime.program import CONFIG, INITIAL_STATE, WEIGHTS, Program, initial_state_of
 
-MANIFEST, CONFIG, WEIGHTS, GRAPH_NIR = (
-    "manifest.json",
-    "config.json",
-    "weights.safetensors",
-    "graph.nir",
-)
-
-# Extra artifacts by program kind: name -> writer(deployable, path). Backends' exporters add theirs.
-ArtifactWriter = Callable[[Deployable, Path], None]
-ARTIFACT_WRITERS: dict[str, dict[str, ArtifactWriter]] = {
-    "spiking": {
-        GRAPH_NIR: lambda d, p: write_nir(d.module.graph, p, d.manifest.time.dt),
-        **onnx_artifact_writers(),  # model.onnx (step graph), model.sequence.onnx
-    },
-}
+MANIFEST = "manifest.json"
+MEMBERS = "members"
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_MEMBER_DEPTH = 2
 
 
 def sha256_file(path: Path) -> str:
@@ -51,102 +44,136 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _module_tensors(deployable: Deployable) -> dict[str, torch.Tensor]:
-    module = deployable.module
-    if hasattr(module, "graph"):
-        return module.graph.state_tensors()
-    return {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+# ---- writing -----------------------------------------------------------------------------------
 
 
-def save_bundle(deployable: Deployable, path: str | Path) -> Path:
-    """Write a bundle folder (or a .tar when ``path`` ends in .tar); returns the path."""
+def save_bundle(deployable: Deployable, path: str | Path, force: bool = False) -> Path:
+    """Write a bundle folder (or a .tar when ``path`` ends in .tar) atomically; returns ``path``.
+
+    Raises BundleError when ``path`` exists and is not an empty folder, unless ``force``.
+    """
     path = Path(path)
     if path.suffix == ".tar":
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = save_bundle(deployable, Path(tmp) / path.stem)
-            with tarfile.open(path, "w") as tar:
-                for f in sorted(folder.iterdir()):
-                    tar.add(f, arcname=f.name)
+        check_target(path, force)
+        with tempfile.TemporaryDirectory(prefix="ganglion-save-") as tmp:
+            folder = Path(tmp) / path.stem
+            _write_folder(deployable, folder, depth=0)
+            write_bundle_tar(folder, path, force)
         return path
-    path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG).write_text(json.dumps(deployable.config, indent=1))
-    save_file(_module_tensors(deployable), str(path / WEIGHTS))
-    for name, writer in ARTIFACT_WRITERS.get(deployable.manifest.kind, {}).items():
-        writer(deployable, path / name)
-    manifest = deployable.manifest
-    manifest.artifacts = {
-        f.name: sha256_file(f) for f in sorted(path.iterdir()) if f.is_file() and f.name != MANIFEST
-    }
-    (path / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1))
+    with atomic_folder(path, force) as work:
+        _write_folder(deployable, work, depth=0)
     return path
 
 
-def add_artifact(bundle: str | Path, name: str, writer: Callable[[Path], None]) -> None:
-    """Write one more artifact into an existing bundle folder and record its checksum."""
-    folder = Path(bundle)
-    manifest = read_manifest(folder)
-    writer(folder / name)
-    manifest.artifacts[name] = sha256_file(folder / name)
-    (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1))
+def _write_folder(deployable: Deployable, folder: Path, depth: int) -> None:
+    if depth > MAX_MEMBER_DEPTH:
+        raise BundleError(f"members nest deeper than {MAX_MEMBER_DEPTH} levels")
+    folder.mkdir(parents=True)
+    manifest = deployable.manifest
+    kind = kind_of(manifest)
+    (folder / CONFIG).write_text(json.dumps(deployable.config, indent=1, allow_nan=False))
+    tensors = kind.module_tensors(deployable)
+    if tensors:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(folder / WEIGHTS))
+    if manifest.state:
+        from safetensors.numpy import save_file as save_numpy
+
+        save_numpy(initial_state_of(deployable), str(folder / INITIAL_STATE))
+    for name, writer in kind.artifact_writers(deployable).items():
+        writer(deployable, folder / name)
+    refs = []
+    for name, member in deployable.members.items():
+        member_folder = folder / MEMBERS / name
+        _write_folder(member, member_folder, depth + 1)
+        refs.append(MemberRef(name, sha256_file(member_folder / MANIFEST)))
+    manifest.members = refs
+    manifest.artifacts = {f.name: sha256_file(f) for f in sorted(folder.iterdir()) if f.is_file()}
+    text = json.dumps(manifest.to_dict(), indent=1, allow_nan=False)
+    (folder / MANIFEST).write_text(text)
+
+
+# ---- reading -----------------------------------------------------------------------------------
 
 
 def read_manifest(folder: Path) -> Manifest:
-    """Parse manifest.json of a bundle folder."""
-    if not (folder / MANIFEST).is_file():
+    """Parse manifest.json of a bundle folder (size-bounded, one-line errors)."""
+    path = folder / MANIFEST
+    if not path.is_file():
         raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        data = json.loads((folder / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{folder / MANIFEST}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise BundleError(f"{folder / MANIFEST}: expected a JSON object")
-    return Manifest.from_dict(data)
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge integers, deep nesting
+        raise BundleError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})") from exc
+    try:
+        return Manifest.from_dict(data)
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def verify_bundle(folder: Path) -> Manifest:
-    """Check every artifact against its recorded SHA-256; returns the manifest."""
+    """Check every listed file against its SHA-256 and refuse unlisted files; the manifest."""
     manifest = read_manifest(folder)
-    for required in (CONFIG, WEIGHTS):
+    for required in kind_of(manifest).required_artifacts(manifest):
         if required not in manifest.artifacts:
             raise BundleError(f"{folder}: the manifest lists no {required}")
     for name, expected in manifest.artifacts.items():
         f = folder / name
-        if Path(name).name != name:
+        if Path(name).name != name or name in (MANIFEST, MEMBERS):
             raise BundleError(f"{folder}: artifact name {name!r} is not a plain file name")
-        if not f.is_file():
-            raise BundleError(f"{folder}: {name} is missing")
+        if f.is_symlink() or not f.is_file():
+            raise BundleError(f"{folder}: {name} is missing or not a regular file")
         if sha256_file(f) != expected:
             raise BundleError(f"{folder}: {name} does not match its SHA-256 (corrupt or tampered)")
+    allowed = {MANIFEST, *manifest.artifacts, *([MEMBERS] if manifest.members else [])}
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in allowed)
+    if extra:
+        raise BundleError(f"{folder}: files the manifest does not list: {', '.join(extra[:5])}")
     return manifest
 
 
-def _extract_tar(path: Path) -> Path:
-    target = Path(tempfile.mkdtemp(prefix="ganglion-bundle-"))
-    try:
-        with tarfile.open(path) as tar:
-            tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        shutil.rmtree(target, ignore_errors=True)
-        raise BundleError(f"{path}: not a readable bundle archive ({exc})") from exc
-    return target
+def _open_folder(folder: Path, depth: int) -> Program:
+    manifest = verify_bundle(folder)
+    members = {}
+    for ref in manifest.members:
+        member_folder = folder / MEMBERS / ref.name if not ref.path else folder / ref.path
+        if not (member_folder / MANIFEST).is_file():
+            raise BundleError(f"{folder}: member {ref.name!r} is missing ({member_folder})")
+        if sha256_file(member_folder / MANIFEST) != ref.sha256:
+            raise BundleError(
+                f"{folder}: member {ref.name!r} does not match its SHA-256 (corrupt or tampered)"
+            )
+        if depth >= MAX_MEMBER_DEPTH:
+            raise BundleError(f"{folder}: members nest deeper than {MAX_MEMBER_DEPTH} levels")
+        members[ref.name] = _open_folder(member_folder, depth + 1)
+    return Program(manifest, folder, members)
 
 
-def resolve_bundle(path: str | Path) -> Path:
-    """The bundle folder for a folder or .tar path (a .tar is extracted to a temp folder)."""
+@contextlib.contextmanager
+def open_bundle(path: str | Path) -> Iterator[Program]:
+    """The verified program of a bundle folder or .tar; a .tar is extracted into a temporary
+    folder that is removed when the block ends (read what you need inside it)."""
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path}: no such bundle")
-    return _extract_tar(path) if path.is_file() else path
+    if path.is_dir():
+        yield _open_folder(path, 0)
+        return
+    with extracted_bundle(path) as folder:
+        try:
+            yield _open_folder(folder, 0)
+        except BundleError as exc:  # name the tar, not the temporary folder
+            raise BundleError(str(exc).replace(str(folder), str(path))) from exc
 
 
 def load_bundle(path: str | Path) -> Deployable:
-    """Verify and load a bundle into a Deployable (module rebuilt from config + weights)."""
-    folder = resolve_bundle(path)
-    manifest = verify_bundle(folder)
-    try:
-        config = json.loads((folder / CONFIG).read_text())
-        tensors = load_file(str(folder / WEIGHTS))
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise BundleError(f"{folder}: cannot read config or weights ({exc})") from exc
-    module = build_module(config, tensors, manifest)
-    return Deployable(module, manifest, config)
+    """Verify and load a bundle into a Deployable (module rebuilt from its files)."""
+    with open_bundle(path) as program:
+        return program.deployable()

@@ -82,13 +82,16 @@ def accuracy_sweep(
 def write_demo_bundle(
     name: str, model: torch.nn.Module, data: DigitsData, out: Path, timesteps: int
 ) -> Path:
-    """Save the model (.pt2), calibration data (.npz) and its spiking bundle under ``out``."""
+    """Save the model (.pt2), calibration data (.npz), test data (``-test-x.npy`` and, with
+    labels, ``-test.npz``) and its spiking bundle under ``out`` (replacing the demo's own
+    earlier outputs)."""
     out.mkdir(parents=True, exist_ok=True)
     sample = torch.from_numpy(data.x_train[:2])
     torch.export.save(torch.export.export(model, (sample,)), str(out / f"{name}.pt2"))
     np.savez(out / f"{name}-calib.npz", x=data.x_train, y=data.y_train)
     np.save(out / f"{name}-test-x.npy", data.x_test)
+    np.savez(out / f"{name}-test.npz", x=data.x_test, y=data.y_test)
     deployable = convert_spiking(
         model, data.x_train, data.y_train, SpikingOptions(timesteps=timesteps)
     )
-    return save_bundle(deployable, out / f"{name}-snn-T{timesteps}")
+    return save_bundle(deployable, out / f"{name}-snn-T{timesteps}", force=True)

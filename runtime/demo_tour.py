@@ -19,7 +19,7 @@ from ganglion.models.errors import GanglionError
 from ganglion.models.recipes.digits import DigitsData
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.loihi_fit import chip_fit
-from ganglion.runtime.opcount import count_ops, example_input
+from ganglion.runtime.opcount import count_ops, example_inputs
 from ganglion.runtime.session import load
 
 SIMULATED_DEVICES = ("jetson-orin-nano-8gb", "jetson-agx-orin-64gb", "loihi2")
@@ -69,7 +69,7 @@ def deployment_tour(bundle: Path, data: DigitsData, lava_samples: int = 8) -> li
         )
     )
     quantized = quantize_loihi2(load_bundle(bundle), data.x_train, data.y_train)
-    qbundle = save_bundle(quantized, bundle.parent / f"{bundle.name}-loihi2")
+    qbundle = save_bundle(quantized, bundle.parent / f"{bundle.name}-loihi2", force=True)
     with load(qbundle, backend="torch") as fixed_session:
         fixed_out, ms = _timed_run(fixed_session, x)
     rows.append(
@@ -100,7 +100,7 @@ def _lava_row(qbundle: Path, x: np.ndarray, predicted: np.ndarray) -> TourRow:
 
 def _energy_rows(bundle: Path) -> list[TourRow]:
     deployable = load_bundle(bundle)
-    counts = count_ops(deployable, example_input(deployable, batch=1))
+    counts = count_ops(deployable, example_inputs(deployable.manifest, batch=1))
     here = detect().profile_name
     rows = []
     for name in SIMULATED_DEVICES:

@@ -29,8 +29,10 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from ganglion.device.simulator import LayerOpCounts, OpCounts
 from ganglion.models.deployable import Deployable
+from ganglion.models.manifest import Manifest
 from ganglion.models.spiking.graph import INPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
+from ganglion.runtime.kinds import ProgramKind, kind_of
 
 BYTES_PER_VALUE = 4
 _ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
@@ -72,31 +74,19 @@ def _is_view(func: Any) -> bool:
     )
 
 
-def example_input(deployable: Deployable, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """A random input in [0, 1) shaped as the manifest says (time-major when it declares no
-    encoding for a spiking program)."""
-    m = deployable.manifest
-    shape = [batch if d == -1 else d for d in m.inputs[0].shape]
-    if m.kind == "spiking" and m.time.encoding == "none":
-        shape = [m.time.timesteps, *shape]
-    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+def example_inputs(manifest: Manifest, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs shaped like ``run``'s, as the program's kind makes them."""
+    return kind_of(manifest).example_inputs(manifest, batch, seed)
 
 
-def count_ops(deployable: Deployable, x: np.ndarray) -> OpCounts:
-    """Operation counts per inference of ``deployable`` on input ``x`` (runs it once on CPU)."""
-    graph = getattr(deployable.module, "graph", None)
-    if isinstance(graph, SpikingGraph):
-        return _spiking_counts(deployable, graph, x)
-    return _dense_counts(deployable, x)
+def count_ops(deployable: Deployable, inputs: dict[str, np.ndarray]) -> OpCounts:
+    """Operation counts per inference of ``deployable`` on ``inputs`` (runs it once on CPU)."""
+    return kind_of(deployable.manifest).count_ops(deployable, inputs)
 
 
-def _batch_of(deployable: Deployable, x: np.ndarray) -> int:
-    m = deployable.manifest
-    time_major = m.kind == "spiking" and m.time.encoding == "none"
-    return int(x.shape[1] if time_major else x.shape[0])
-
-
-def _spiking_counts(deployable: Deployable, graph: SpikingGraph, x: np.ndarray) -> OpCounts:
+def spiking_counts(deployable: Deployable, x: np.ndarray) -> OpCounts:
+    """Counts of a spiking program on its input ``x`` (see the module docstring)."""
+    graph: SpikingGraph = deployable.module.graph
     module = deployable.module.cpu().eval()
     time = deployable.manifest.time
     with torch.no_grad():
@@ -105,8 +95,8 @@ def _spiking_counts(deployable: Deployable, graph: SpikingGraph, x: np.ndarray) 
     tally = OpTally()
     with torch.no_grad(), tally:
         module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    batch = _batch_of(deployable, x)
-    steps = int(x.shape[0]) if time.encoding == "none" else time.timesteps
+    batch = int(x.shape[kind_of(deployable.manifest).batch_axis(deployable.manifest)])
+    steps = int(x.shape[0]) if time.time_major else time.timesteps
     input_rate = _input_rate(x, time.encoding)
     rates = {n: float(activity[n].sum()) / (activity[n].size * steps * batch) for n in activity}
     layers = []
@@ -180,12 +170,16 @@ def _input_rate(x: np.ndarray, encoding: str) -> float | None:
     return None
 
 
-def _dense_counts(deployable: Deployable, x: np.ndarray) -> OpCounts:
+def dense_counts(
+    deployable: Deployable, kind: ProgramKind, inputs: dict[str, np.ndarray]
+) -> OpCounts:
+    """Counts of any program from PyTorch's FLOP counter and the dispatched ops of one run."""
     module = deployable.module.cpu().eval()
-    batch = _batch_of(deployable, x)
+    batch = int(next(iter(inputs.values())).shape[kind.batch_axis(deployable.manifest)])
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     counter, tally = FlopCounterMode(display=False), OpTally()
     with torch.no_grad(), counter, tally:
-        module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        kind.torch_run(module, tensors)
     params = float(sum(p.numel() for p in module.parameters()) * BYTES_PER_VALUE)
     macs = counter.get_total_flops() / 2 / batch
     counts = OpCounts(macs={"fp32": float(macs)}, bytes_moved=params, weight_bytes=params)

@@ -14,8 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from ganglion.device import DeviceProfile, EnergyMeter, OpCounts, Prediction, predict
-from ganglion.runtime.session import Session
+from ganglion.device import (
+    DeviceProfile,
+    EnergyMeter,
+    OpCounts,
+    Prediction,
+    SimulatedMeter,
+    detect,
+    get_profile,
+    open_hardware_meter,
+    predict,
+)
+from ganglion.runtime.bundle import open_bundle
+from ganglion.runtime.opcount import count_ops, example_inputs
+from ganglion.runtime.session import Session, open_session
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -84,7 +96,7 @@ def layer_rows(counts: OpCounts, prediction: Prediction) -> list[dict[str, Any]]
 
 def measure_session(
     session: Session,
-    x: np.ndarray,
+    x: np.ndarray | dict[str, np.ndarray],
     runs: int,
     warmup: int,
     meter: EnergyMeter,
@@ -176,3 +188,101 @@ def _prediction_dict(pred: Prediction, batch: int) -> dict[str, Any]:
         "assumed": list(pred.assumed),
         "batch": batch,
     }
+
+
+@dataclass
+class ProfileRequest:
+    """What ``profile_bundle`` measures and predicts."""
+
+    devices: list[str]  # profile names; "auto" is this machine
+    backend: str = "torch"
+    backend_device: str | None = None  # where the backend runs here (default: cuda for tensorrt)
+    runs: int = 100
+    warmup: int = 10
+    batch: int = 1
+    simulate: bool = False  # model energy even where a meter is available
+    root: str = "/"
+    device_files: list[Any] = field(default_factory=list)
+
+
+def profile_bundle(
+    bundle: Any, request: ProfileRequest, on_run: Callable[[str, int], None] | None = None
+) -> dict[str, Any]:
+    """Measure ``bundle`` on this machine and predict it on the other devices.
+
+    Returns the JSON-ready payload: bundle, kind, operation counts per inference and one
+    result per device (each figure marked measured or simulated). ``on_run(device, runs)``
+    is called before the timed loop and after each timed run (a progress bar's hooks).
+    """
+    host = detect(request.root).profile_name
+    device = request.backend_device or ("cuda" if request.backend == "tensorrt" else "cpu")
+    with open_bundle(bundle) as program:
+        deployable = program.deployable()
+        manifest = program.manifest
+        counts = count_ops(deployable, example_inputs(manifest, batch=1))
+        x = example_inputs(manifest, batch=request.batch)
+        session = None
+        if any(name in ("auto", host) for name in request.devices):
+            session = open_session(program, request.backend, device)
+    results = []
+    try:
+        for name in request.devices:
+            target = host if name == "auto" else name
+            profile = get_profile(target, request.device_files, request.root)
+            if target == host and session is not None:
+                results.append(_measure_here(session, profile, request, x, counts, on_run))
+            else:
+                results.append(predicted_result(profile, request.backend, request.batch, counts))
+    finally:
+        if session is not None:
+            session.close()
+    return {
+        "bundle": str(bundle),
+        "kind": manifest.kind,
+        "timesteps": counts.timesteps,
+        "ops_per_inference": {
+            "macs": counts.macs,
+            "synops": counts.synops,
+            "neuron_updates": counts.neuron_updates,
+            "spikes": counts.spikes,
+            "bytes_moved": counts.bytes_moved,
+            "elementwise_bytes": counts.elementwise_bytes,
+            "launches_per_call": counts.launches,
+        },
+        "results": results,
+    }
+
+
+def _measure_here(
+    session: Session,
+    profile: DeviceProfile,
+    request: ProfileRequest,
+    x: dict[str, np.ndarray],
+    counts: OpCounts,
+    on_run: Callable[[str, int], None] | None,
+) -> ProfileResult:
+    meter, skipped = (None, {}) if request.simulate else open_hardware_meter(request.root)
+    if meter is None:
+        meter = SimulatedMeter(
+            profile.mode().watts, f"{profile.name} {profile.mode().name} power limit"
+        )
+    if on_run is not None:
+        on_run(profile.name, request.runs)
+    tick = None if on_run is None else (lambda: on_run(profile.name, -1))
+    times, joules, wall = measure_session(session, x, request.runs, request.warmup, meter, tick)
+    pred = predict(counts, profile, batch=request.batch)
+    result = measured_result(
+        profile, request.backend, request.batch, times, joules, wall, meter, pred, counts
+    )
+    result.notes += [f"{k}: {v}" for k, v in skipped.items()]
+    return result
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (latency, energy) points no other point beats on both, by increasing latency."""
+    front, best = [], float("inf")
+    for lat, energy in sorted(points):
+        if energy < best:
+            front.append((lat, energy))
+            best = energy
+    return front

@@ -1,20 +1,29 @@
-"""The one contract every backend implements, and ``load`` that picks a backend by name.
+"""The one contract every backend implements, and ``load`` that opens a program on a backend.
 
 Contract (who owns what):
-- ``Backend.load(deployable, bundle_dir, device, **options) -> Session`` — a backend checks up
-  front that it can run the program (package present, device present, ops supported) and
-  raises ``BackendUnavailable`` with a one-line reason otherwise. Backends never convert.
-- ``Session.run(x)``: the whole input (all timesteps / the whole sequence) -> output.
-- ``Session.step(x_t, state) -> (output, state)``: one timestep or token; state is a dict of
-  named numpy arrays (names in ``manifest.state``). ``run`` equals repeated ``step``.
+- ``Backend.load(program, device, **options) -> Session``: a backend checks up front that it
+  can run the program (package present, device present, ops supported) and raises
+  ``BackendUnavailable`` with a one-line reason otherwise; it reads every file it needs while
+  loading. Backends never convert.
+- ``Session.run(inputs) -> outputs``: the whole input (all timesteps / the whole sequence).
+- ``Session.step(inputs, state) -> (outputs, state)``: one timestep or token; ``run`` equals
+  repeated ``step`` (how ``run``'s inputs split into steps is the program kind's rule).
+- ``Session.prefill(inputs, state) -> (outputs, state)``: ``run`` continuing from ``state``
+  and returning the state after it (what generation uses for a prompt); the default is
+  repeated ``step``, backends with a parallel form override it.
 - ``Session.init_state(batch)``; ``Session.close()`` releases the backend's resources.
-Arrays in and out are numpy; a session is used from one thread at a time.
+
+Inputs, outputs and state are named numpy arrays whose names, dtypes and shapes the manifest
+declares; the base class checks inputs and state (``runtime.tensors``) before a backend sees
+them. A program with one input also takes a bare array, and then returns a bare array when it
+has one output. A session is used from one thread at a time.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +32,12 @@ import numpy as np
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable, ShapeError
 from ganglion.models.manifest import Manifest
+from ganglion.runtime.kinds import BATCH, ProgramKind
+from ganglion.runtime.program import Program
+from ganglion.runtime.tensors import State, batched_state, check_inputs, check_state
 
-State = dict[str, np.ndarray]
+Inputs = Mapping[str, np.ndarray] | np.ndarray
+Outputs = dict[str, np.ndarray] | np.ndarray
 
 # name -> "module:Class", imported only when asked for (heavy and optional packages).
 BACKENDS: dict[str, str] = {
@@ -36,23 +49,68 @@ BACKENDS: dict[str, str] = {
 
 
 class Session(ABC):
-    """A loaded program on one backend and device."""
+    """A loaded program on one backend and device (see the module docstring)."""
 
-    manifest: Manifest
-    backend: str
-    device: str
+    backend: str = ""
+
+    def __init__(self, program: Program, device: str) -> None:
+        self.manifest: Manifest = program.manifest
+        self.kind: ProgramKind = program.kind
+        self.device = device
+        self.allow_nonfinite = False  # set by ``load(..., allow_nonfinite=True)``
+        self._state0 = program.initial_state()
+        manifest, kind = self.manifest, self.kind
+        self._run_shapes = {s.name: kind.run_shape(manifest, s) for s in manifest.inputs}
+        self._step_shapes = {s.name: kind.step_shape(manifest, s) for s in manifest.inputs}
+
+    # ---- what backends implement ---------------------------------------------------------------
 
     @abstractmethod
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Whole input -> output (shapes per the manifest's time semantics)."""
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Checked inputs of the whole sequence -> outputs by name."""
 
     @abstractmethod
-    def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One timestep or token with explicit state."""
+    def _step(
+        self, inputs: dict[str, np.ndarray], state: State
+    ) -> tuple[dict[str, np.ndarray], State]:
+        """Checked inputs of one step and a checked state -> (outputs, new state)."""
 
-    @abstractmethod
+    def _prefill(
+        self, inputs: dict[str, np.ndarray], state: State
+    ) -> tuple[dict[str, np.ndarray], State]:
+        """``run`` from ``state`` returning the final state; default: repeated ``_step``."""
+        outputs = []
+        for step_inputs in self.kind.split_steps(self.manifest, inputs):
+            out, state = self._step(step_inputs, state)
+            outputs.append({k: np.array(v) for k, v in out.items()})
+        return self.kind.collect(self.manifest, outputs), state
+
+    # ---- the public contract -------------------------------------------------------------------
+
+    def run(self, inputs: Inputs) -> Outputs:
+        """Whole input -> outputs (shapes per the manifest's time semantics)."""
+        named, bare = self._named(inputs, self._run_shapes)
+        return self._unnamed(self._run(named), bare)
+
+    def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
+        """One timestep or token with explicit state -> (outputs, new state)."""
+        named, bare = self._named(inputs, self._step_shapes)
+        check_state(self.manifest.state, state, self._batch(named, self._step_shapes))
+        outputs, new_state = self._step(named, dict(state))
+        return self._unnamed(outputs, bare), new_state
+
+    def prefill(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
+        """``run``'s inputs continuing from ``state`` -> (``run``'s outputs, final state)."""
+        named, bare = self._named(inputs, self._run_shapes)
+        check_state(self.manifest.state, state, self._batch(named, self._run_shapes))
+        outputs, new_state = self._prefill(named, dict(state))
+        return self._unnamed(outputs, bare), new_state
+
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
+        if not isinstance(batch, int) or batch < 1:
+            raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+        return batched_state(self.manifest.state, self._state0, batch)
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (default: nothing to release)."""
@@ -63,6 +121,30 @@ class Session(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _named(
+        self, inputs: Inputs, shapes: dict[str, list[int]]
+    ) -> tuple[dict[str, np.ndarray], bool]:
+        specs = self.manifest.inputs
+        bare = not isinstance(inputs, Mapping)
+        if bare:
+            if len(specs) != 1:
+                names = ", ".join(s.name for s in specs)
+                raise ShapeError(f"this program takes several named inputs ({names}): pass a dict")
+            inputs = {specs[0].name: inputs}
+        return check_inputs(specs, shapes, inputs, self.allow_nonfinite), bare  # type: ignore[arg-type]
+
+    @staticmethod
+    def _batch(inputs: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> int | None:
+        for name, shape in shapes.items():
+            if BATCH in shape:
+                return int(inputs[name].shape[shape.index(BATCH)])
+        return None
+
+    def _unnamed(self, outputs: dict[str, np.ndarray], bare: bool) -> Outputs:
+        if bare and len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
 
 class Backend(ABC):
     """Where programs execute."""
@@ -70,9 +152,7 @@ class Backend(ABC):
     name: str
 
     @abstractmethod
-    def load(
-        self, deployable: Deployable, bundle_dir: Path | None, device: str, **options: Any
-    ) -> Session:
+    def load(self, program: Program, device: str, **options: Any) -> Session:
         """A Session for the program, or BackendUnavailable saying why not."""
 
 
@@ -84,23 +164,32 @@ def get_backend(name: str) -> Backend:
     return getattr(importlib.import_module(module_name), cls_name)()
 
 
+def open_session(program: Program, backend: str, device: str, **options: Any) -> Session:
+    """A session for an opened program (a composite kind opens its members' sessions)."""
+    allow_nonfinite = bool(options.pop("allow_nonfinite", False))
+    session = program.kind.open_session(program, backend, device, options)
+    if session is None:
+        session = get_backend(backend).load(program, device, **options)
+    session.allow_nonfinite = allow_nonfinite
+    return session
+
+
 def load(
-    bundle: str | Path | Deployable, backend: str = "torch", device: str = "cpu", **options: Any
+    bundle: str | Path | Deployable | Program,
+    backend: str = "torch",
+    device: str = "cpu",
+    **options: Any,
 ) -> Session:
-    """Load a bundle (path) or an in-memory Deployable on a backend and device."""
-    from ganglion.runtime.bundle import load_bundle, resolve_bundle
+    """Open a bundle (folder or .tar), an in-memory Deployable or a Program on a backend.
 
+    ``allow_nonfinite=True`` lets NaN and infinity through to the program; other options
+    are the backend's (see each backend's module).
+    """
+    from ganglion.runtime.bundle import open_bundle
+
+    if isinstance(bundle, Program):
+        return open_session(bundle, backend, device, **options)
     if isinstance(bundle, Deployable):
-        deployable, folder = bundle, None
-    else:
-        folder = resolve_bundle(bundle)
-        deployable = load_bundle(folder)
-    return get_backend(backend).load(deployable, folder, device, **options)
-
-
-def check_float_input(x: np.ndarray, what: str = "input") -> np.ndarray:
-    """Return ``x`` as float32, or ShapeError if it is not a real numeric array."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiub":
-        raise ShapeError(f"{what} must be a numeric array, got dtype {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+        return open_session(Program.in_memory(bundle), backend, device, **options)
+    with open_bundle(bundle) as program:
+        return open_session(program, backend, device, **options)

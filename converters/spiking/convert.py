@@ -11,7 +11,7 @@ from ganglion.converters.spiking.ann_graph import AnnGraph, export_module, read_
 from ganglion.converters.spiking.ann_to_snn import SpikingOptions, ann_to_spiking_graph
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ConversionError
-from ganglion.models.manifest import Manifest, TensorSpec, TimeSemantics
+from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
 from ganglion.models.spiking.graph import SpikingGraph
 from ganglion.models.spiking.network import SpikingNetwork
 
@@ -20,14 +20,15 @@ REPORT_SAMPLES = 512  # calibration samples the report's firing rates and accura
 
 
 def convert_spiking(
-    model: torch.nn.Module | torch.export.ExportedProgram,
+    model: torch.nn.Module | torch.export.ExportedProgram | AnnGraph,
     calib_x: np.ndarray | torch.Tensor,
     calib_y: np.ndarray | torch.Tensor | None = None,
     options: SpikingOptions | None = None,
 ) -> Deployable:
     """Convert a trained ReLU network into a spiking program.
 
-    model: an ``nn.Module`` or an ``ExportedProgram`` (from ``torch.export``).
+    model: an ``nn.Module``, an ``ExportedProgram`` (from ``torch.export``) or an ``AnnGraph``
+        already read (``read_ann_onnx`` for an ONNX model).
     calib_x: calibration inputs [N, ...features]; thresholds are percentiles of the ReLU
         activations on them. calib_y: optional integer labels [N] for the accuracy report.
     Returns a Deployable whose manifest carries the conversion report.
@@ -38,16 +39,21 @@ def convert_spiking(
         raise ConversionError(
             f"calibration x must be [N, ...features] with N > 0, got {tuple(x.shape)}"
         )
-    program = (
-        model if isinstance(model, torch.export.ExportedProgram) else export_module(model, x[:2])
-    )
-    ann = read_ann(program)
+    if isinstance(model, AnnGraph):
+        ann = model
+    else:
+        program = (
+            model
+            if isinstance(model, torch.export.ExportedProgram)
+            else export_module(model, x[:2])
+        )
+        ann = read_ann(program)
     if tuple(x.shape[1:]) != ann.input_shape:
         raise ConversionError(
             f"calibration x has features {tuple(x.shape[1:])}, the model takes {ann.input_shape}"
         )
     graph, thresholds = ann_to_spiking_graph(ann, x, opts)
-    time = TimeSemantics(
+    time = SpikingTime(
         opts.timesteps, encoding=opts.encoding, decoding=opts.decoding, seed=opts.seed
     )
     network = SpikingNetwork(graph, time)
@@ -56,7 +62,7 @@ def convert_spiking(
     report = conversion_report(ann, network, thresholds, x[:n], None if y is None else y[:n])
     manifest = spiking_manifest(graph, time, report)
     manifest.provenance = {
-        "source_sha256": _program_hash(program),
+        "source_sha256": _ann_hash(ann),
         "converter": "ganglion.converters.spiking",
         "options": {k: v for k, v in vars(opts).items()},
         "calibration": {
@@ -70,7 +76,7 @@ def convert_spiking(
 
 
 def spiking_manifest(
-    graph: SpikingGraph, time: TimeSemantics, report: dict | None = None
+    graph: SpikingGraph, time: SpikingTime, report: dict | None = None
 ) -> Manifest:
     """Manifest of a spiking program: I/O shapes follow its encoding and decoding."""
     state = [TensorSpec("t", [1], "int64")]
@@ -133,9 +139,15 @@ def _as_float_tensor(a: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     return t.float()
 
 
-def _program_hash(program: torch.export.ExportedProgram) -> str:
+def _ann_hash(ann: AnnGraph) -> str:
+    """SHA-256 of the source network's layer tensors, in op order (any source format)."""
+    from ganglion.models.spiking.layers import tensor_fields
+
     digest = hashlib.sha256()
-    for name, tensor in sorted(program.state_dict.items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for name, op in ann.ops.items():
+        if op.layer is None:
+            continue
+        for field, tensor in sorted(tensor_fields(op.layer).items()):
+            digest.update(f"{name}.{field}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

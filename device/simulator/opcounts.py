@@ -119,6 +119,33 @@ class OpCounts:
             launches=launches,
         )
 
+    @classmethod
+    def combined(cls, parts: list[OpCounts]) -> OpCounts:
+        """The counts of programs run one after another (an ensemble's members): every count
+        summed, layers concatenated, the longest timestep count kept."""
+        macs: dict[str, float] = {}
+        for part in parts:
+            for p, n in part.macs.items():
+                macs[p] = macs.get(p, 0.0) + n
+        additive = (
+            "synops",
+            "neuron_updates",
+            "spikes",
+            "bytes_moved",
+            "synaptic_macs",
+            "elementwise_bytes",
+            "weight_bytes",
+            "launches",
+            "fused_launches",
+        )
+        totals = {name: sum(getattr(p, name) for p in parts) for name in additive}
+        return cls(
+            macs=macs,
+            timesteps=max(p.timesteps for p in parts),
+            layers=tuple(layer for p in parts for layer in p.layers),
+            **totals,
+        )
+
     @property
     def total_macs(self) -> float:
         """MACs over all precisions."""

@@ -1,25 +1,25 @@
-"""Spiking programs: a graph of synaptic layers and spiking neurons, run in discrete time."""
+"""Spiking programs: a graph of synaptic layers and spiking neurons, run in discrete time.
 
-from ganglion.models.spiking.graph import SpikingGraph
-from ganglion.models.spiking.layers import (
-    Affine,
-    AvgPool2d,
-    Conv2d,
-    Flatten,
-    Neuron,
-    Scale,
-    SumPool2d,
-)
-from ganglion.models.spiking.network import SpikingNetwork
+Names are imported on first use, so the torch-free parts (``rate_code``) load without torch.
+"""
 
-__all__ = [
-    "Affine",
-    "AvgPool2d",
-    "Conv2d",
-    "Flatten",
-    "Neuron",
-    "Scale",
-    "SpikingGraph",
-    "SpikingNetwork",
-    "SumPool2d",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SpikingGraph": "graph",
+    "SpikingNetwork": "network",
+    **{
+        n: "layers"
+        for n in ("Affine", "AvgPool2d", "Conv2d", "Flatten", "Neuron", "Scale", "SumPool2d")
+    },
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,14 +1,13 @@
-"""Input encoders of spiking programs: direct current or seeded Poisson (Bernoulli) rate spikes.
+"""Input encoders of spiking programs on torch tensors: direct current or seeded rate spikes.
 
-The rate encoder draws timestep t from a generator seeded by (seed, t), so a whole-sequence
-``run`` and a loop of ``step`` calls see exactly the same spikes.
+The rate spikes come from ``rate_code`` (numpy), so torch and every other backend agree.
 """
 
 from __future__ import annotations
 
 import torch
 
-_SEED_STRIDE = 1_000_003
+from ganglion.models.spiking.rate_code import rate_spikes
 
 
 def encode_step(x: torch.Tensor, t: int, encoding: str, seed: int) -> torch.Tensor:
@@ -16,9 +15,8 @@ def encode_step(x: torch.Tensor, t: int, encoding: str, seed: int) -> torch.Tens
     if encoding == "direct":
         return x
     if encoding == "rate":
-        generator = torch.Generator().manual_seed(seed * _SEED_STRIDE + t)
-        u = torch.rand(x.shape, generator=generator).to(x.device)
-        return (u < x.clamp(0.0, 1.0)).to(x.dtype)
+        spikes = rate_spikes(x.detach().cpu().float().numpy(), t, seed)
+        return torch.from_numpy(spikes).to(device=x.device, dtype=x.dtype)
     raise ValueError(f"encoding must be 'direct' or 'rate', got {encoding!r}")
 
 

@@ -17,13 +17,15 @@ Arithmetic per step: synaptic ``a = floor(W_q · s)`` (exact), neurons through
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ganglion.kernels.lif import lif_fixed_scan
-from ganglion.models.manifest import Manifest, TensorSpec, TimeSemantics
+from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
+from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.encoding import encode, encode_step
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Neuron
@@ -50,7 +52,7 @@ def quantize_input(x: torch.Tensor, config: LoihiConfig) -> torch.Tensor:
     return (x.double() * config.input_scale).round().clamp(-limit, limit).long()
 
 
-def encoded_sequence(x: torch.Tensor, time: TimeSemantics, steps: int) -> torch.Tensor:
+def encoded_sequence(x: torch.Tensor, time: SpikingTime, steps: int) -> torch.Tensor:
     """Float input of ``steps`` Lava timesteps: [steps, B, ...].
 
     x: [B, ...] raw features when the program declares an encoding (encoded for every step),
@@ -63,7 +65,7 @@ def encoded_sequence(x: torch.Tensor, time: TimeSemantics, steps: int) -> torch.
 
 
 def input_sequence(
-    x: torch.Tensor, time: TimeSemantics, config: LoihiConfig, steps: int
+    x: torch.Tensor, time: SpikingTime, config: LoihiConfig, steps: int
 ) -> torch.Tensor:
     """Integer input spikes for ``steps`` Lava timesteps: [steps, B, ...] int64."""
     return quantize_input(encoded_sequence(x, time, steps), config)
@@ -72,7 +74,7 @@ def input_sequence(
 class FixedPointNetwork(torch.nn.Module):
     """Integer spiking program with Lava's one-step synaptic delay (see module docstring)."""
 
-    def __init__(self, graph: SpikingGraph, time: TimeSemantics, config: LoihiConfig) -> None:
+    def __init__(self, graph: SpikingGraph, time: SpikingTime, config: LoihiConfig) -> None:
         super().__init__()
         self.graph, self.time, self.config = graph, time, config
         self.depth = synaptic_depth(graph)
@@ -178,7 +180,7 @@ class FixedPointNetwork(torch.nn.Module):
 
     def _decoded(self, total: torch.Tensor, counted: int) -> torch.Tensor:
         y = self._scaled(total.double(), counted)
-        return (y / self.time.timesteps if self.time.decoding == "membrane" else y).float()
+        return scale_decoded(y, self.time).float()
 
     def _scaled(self, total: torch.Tensor, counted: int) -> torch.Tensor:
         """Sum of ``counted`` steps' raw outputs in float units (currents: a / scale + bias)."""
@@ -229,7 +231,7 @@ def lif_params(graph: SpikingGraph, name: str) -> tuple[torch.Tensor, ...]:
     )
 
 
-def fixed_point_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict) -> Manifest:
+def fixed_point_manifest(graph: SpikingGraph, time: SpikingTime, report: dict) -> Manifest:
     """Manifest of a fixed-point program (numerics ``loihi2-fixed``)."""
     state = [TensorSpec("t", [1], "int64")]
     for name, layer in graph.nodes.items():
@@ -245,7 +247,7 @@ def fixed_point_manifest(graph: SpikingGraph, time: TimeSemantics, report: dict)
         architecture=ARCHITECTURE,
         inputs=[TensorSpec("input", [-1, *graph.input_shape])],
         outputs=[TensorSpec("output", [-1, *graph.output_shape])],
-        time=time,
+        time=dataclasses.replace(time, delay=synaptic_depth(graph)),
         state=state,
         numerics="loihi2-fixed",
         report=report,

@@ -16,7 +16,8 @@ import torch
 
 from ganglion.kernels.lif import lif_scan
 from ganglion.models.errors import ShapeError
-from ganglion.models.manifest import TimeSemantics
+from ganglion.models.manifest import SpikingTime
+from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.encoding import encode, encode_step
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Neuron
@@ -28,7 +29,7 @@ CHUNK_ROWS = 1024  # ``run`` batches up to this many (timestep, sample) rows per
 class SpikingNetwork(torch.nn.Module):
     """A spiking program: a graph plus its time semantics (timesteps, encoding, decoding)."""
 
-    def __init__(self, graph: SpikingGraph, time: TimeSemantics) -> None:
+    def __init__(self, graph: SpikingGraph, time: SpikingTime) -> None:
         super().__init__()
         self.graph = graph
         self.time = time
@@ -131,7 +132,7 @@ class SpikingNetwork(torch.nn.Module):
         if self.time.decoding == "none":
             return out, new_state
         new_state["decode"] = state["decode"] + out
-        return self._scale_decoded(new_state["decode"]), new_state
+        return scale_decoded(new_state["decode"], self.time), new_state
 
     def _decode(self, out: torch.Tensor) -> torch.Tensor:
         if self.time.decoding == "none":
@@ -139,10 +140,8 @@ class SpikingNetwork(torch.nn.Module):
         total = torch.zeros_like(out[0])
         for t in range(out.shape[0]):  # the same summation order as repeated ``step``
             total = total + out[t]
-        return self._scale_decoded(total)
+        return scale_decoded(total, self.time)
 
-    def _scale_decoded(self, total: torch.Tensor) -> torch.Tensor:
-        return total / self.time.timesteps if self.time.decoding == "membrane" else total
 
 
 def _neuron_scan(

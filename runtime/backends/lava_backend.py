@@ -22,14 +22,13 @@ the synapses' buffered input are reset and the source's data replaced (no recomp
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable, ShapeError
+from ganglion.models.errors import BackendUnavailable
+from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.fixed_point import FixedPointNetwork, encoded_sequence, quantize_input
 from ganglion.models.spiking.graph import OUTPUT
 from ganglion.models.spiking.loihi_layout import SYNAPTIC, synaptic_depth
@@ -39,7 +38,8 @@ from ganglion.runtime.backends.lava_network import (
     from_lava_layout,
     to_lava_layout,
 )
-from ganglion.runtime.session import Backend, Session, State, check_float_input
+from ganglion.runtime.program import Program
+from ganglion.runtime.session import Backend, Session, State
 
 INSTALL_HINT = "pip install -e '.[lava]'"
 PRECISIONS = ("fixed_pt", "floating_pt")
@@ -65,18 +65,22 @@ class LavaSession(Session):
 
     backend = "lava"
 
-    def __init__(self, deployable: Deployable, precision: str, device: str) -> None:
-        self.manifest, self.device, self.precision = deployable.manifest, device, precision
-        self.module = deployable.module
+    def __init__(self, program: Program, precision: str, device: str) -> None:
+        super().__init__(program, device)
+        self.precision = precision
+        self.module = program.deployable().module
         self.graph, self.time = self.module.graph, self.module.time
         self.program = self.module if isinstance(self.module, FixedPointNetwork) else None
         self.depth = synaptic_depth(self.graph)
-        self.steps = self.time.timesteps + self.depth
         self._net: Any = None
+        self._net_steps = 0
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Whole input -> output (shapes as on the torch backend); one sample at a time."""
-        seq = self._input_sequence(check_float_input(x))  # [S, B, ...]
+        return {"output": self._run_samples(inputs["input"])}
+
+    def _run_samples(self, x: np.ndarray) -> np.ndarray:
+        seq = self._input_sequence(x)  # [S, B, ...]
         out = np.stack(
             [self._run_sample(np.moveaxis(seq[:, b], 0, -1)) for b in range(seq.shape[1])], axis=1
         )
@@ -86,19 +90,14 @@ class LavaSession(Session):
         out = self._readout(out)
         if self.time.decoding == "none":
             return out.numpy()
-        total = out.sum(dim=0)
-        return (total / self.time.timesteps if self.time.decoding == "membrane" else total).numpy()
+        return scale_decoded(out.sum(dim=0), self.time).numpy()
 
-    def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def _step(self, inputs: dict[str, np.ndarray], state: State) -> tuple[dict, State]:
         """Not offered: Lava runs whole sequences here (the torch fixed-point program steps)."""
         raise BackendUnavailable(
             "lava backend runs whole sequences only; for step-by-step use "
             "--backend torch on the quantized bundle (identical spikes)"
         )
-
-    def init_state(self, batch: int) -> State:
-        """The timestep counter (Lava keeps the neurons' state in its processes)."""
-        return {"t": np.zeros(1, dtype=np.int64)}
 
     def close(self) -> None:
         """Stop the Lava runtime and its processes."""
@@ -107,14 +106,9 @@ class LavaSession(Session):
             net.source.stop()
 
     def _input_sequence(self, x: np.ndarray) -> np.ndarray:
-        features = tuple(self.graph.input_shape)
-        lead = 2 if self.time.encoding == "none" else 1
-        if x.ndim != len(features) + lead or tuple(x.shape[lead:]) != features:
-            expected = "[T, batch, ...]" if lead == 2 else "[batch, ...]"
-            raise ShapeError(
-                f"input must be {expected} with features {features}, got shape {tuple(x.shape)}"
-            )
-        seq = encoded_sequence(torch.from_numpy(x), self.time, self.steps)
+        """Encoded input of T + D Lava steps, T being the input's first axis when time-major."""
+        steps = (x.shape[0] if self.time.time_major else self.time.timesteps) + self.depth
+        seq = encoded_sequence(torch.from_numpy(x), self.time, steps)
         if self.program is not None:
             seq = quantize_input(seq, self.program.config)
         dtype = np.int32 if self.precision == "fixed_pt" else np.float64
@@ -124,12 +118,16 @@ class LavaSession(Session):
         """data [*input_shape, S] -> output [S, *output_shape] of one sample."""
         from lava.magma.core.run_conditions import RunSteps
 
+        steps = data.shape[-1]
+        if self._net is not None and self._net_steps != steps:
+            self.close()  # the source buffer holds one sequence length: rebuild for another
         if self._net is None:
+            self._net_steps = steps
             config = self.program.config if self.precision == "fixed_pt" else None
             self._net = build_network(self.graph, config, data)
         else:
             self._reset(to_lava_layout(data))
-        self._net.source.run(condition=RunSteps(num_steps=self.steps), run_cfg=self._run_cfg())
+        self._net.source.run(condition=RunSteps(num_steps=steps), run_cfg=self._run_cfg())
         raw = np.asarray(self._net.sink.data.get())
         return np.moveaxis(from_lava_layout(raw, self.graph.output_shape), -1, 0)
 
@@ -173,18 +171,13 @@ class LavaBackend(Backend):
     name = "lava"
 
     def load(
-        self,
-        deployable: Deployable,
-        bundle_dir: Path | None,
-        device: str,
-        precision: str | None = None,
-        **options: Any,
+        self, program: Program, device: str, precision: str | None = None, **options: Any
     ) -> Session:
         """A LavaSession; BackendUnavailable (one line) when the program or host cannot run it."""
         if options:
             raise BackendUnavailable(f"lava backend: unknown options {sorted(options)}")
-        m = deployable.manifest
-        if m.kind != "spiking" or not hasattr(deployable.module, "graph"):
+        m = program.manifest
+        if m.kind != "spiking":
             raise BackendUnavailable(f"lava backend runs spiking programs only, got {m.kind!r}")
         fixed = m.numerics == "loihi2-fixed"
         precision = precision or ("fixed_pt" if fixed else "floating_pt")
@@ -201,11 +194,11 @@ class LavaBackend(Backend):
             raise BackendUnavailable(
                 f"lava backend: device must be one of {DEVICES}, got {device!r}"
             )
-        check_mappable(deployable.module.graph, fixed)
+        check_mappable(program.deployable().module.graph, fixed)
         import_lava()
         if device == "loihi2" and importlib.util.find_spec("lava.magma.core.model.nc") is None:
             raise BackendUnavailable(
                 "lava backend: device 'loihi2' needs Intel's lava-loihi "
                 "extension (Loihi2HwCfg), which is not installed"
             )
-        return LavaSession(deployable, precision, device)
+        return LavaSession(program, precision, device)

@@ -1,28 +1,34 @@
-"""The ``onnxruntime`` backend: the program's ONNX step and sequence graphs on ONNX Runtime.
+"""The ``onnxruntime`` backend: a program's ONNX graphs on ONNX Runtime, with no torch needed.
 
-``run`` executes the sequence graph (all timesteps at once); ``step`` executes the step
-graph through IO bindings onto buffers the session allocates once per batch size. Two
-buffer sets alternate ("ping-pong"): a step reads its state from one set and writes output
-and new state into the other, so a step loop allocates nothing per step.
+Graphs (naming: ``runtime.onnx_export.naming``): ``model.onnx`` is the step graph (one timestep
+or token, state as ``state_in.<name>`` inputs and ``state_out.<name>`` outputs; for a program
+without steps, the whole program); ``model.sequence.onnx``, where the kind has one, runs the
+whole input at once (``run``), and when it also takes state it serves ``prefill``. Without a
+sequence graph ``run`` is repeated ``step``. The kind prepares host-side feeds (e.g. a
+spiking program's rate encoding) and the fresh state comes from the bundle.
 
-Ownership: the arrays ``step`` returns belong to the session and are overwritten two
-steps later; copy them to keep them. Passing back the state ``step`` returned costs no copy.
+``step`` runs through IO bindings onto buffers the session allocates once per batch size. Two
+buffer sets alternate ("ping-pong"): a step reads its state from one set and writes output and
+new state into the other, so a step loop allocates nothing. Programs whose state grows (a KV
+cache) run without bindings. Ownership: the arrays ``step`` returns belong to the session and
+are overwritten two steps later; copy them to keep them. Passing back the state ``step``
+returned costs no copy.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable, BundleError, ShapeError
+from ganglion.models.errors import BackendUnavailable, BundleError
 from ganglion.models.manifest import TensorSpec
 from ganglion.runtime.onnx_export import naming
-from ganglion.runtime.onnx_export.export import OnnxProgram, onnx_program, read_bundle_graph
-from ganglion.runtime.session import Backend, Session, State, check_float_input
+from ganglion.runtime.onnx_export.export import bundle_graph
+from ganglion.runtime.program import Program
+from ganglion.runtime.session import Backend, Session, State
 
+Arrays = dict[str, np.ndarray]
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -59,38 +65,37 @@ def _shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
     return tuple(batch if d == -1 else d for d in spec.shape)
 
 
-class StepBuffers:
-    """Input, output and state buffers of one batch size, twice, each with its IO binding.
+def _fixed(spec: TensorSpec) -> bool:
+    return -1 not in spec.shape[1:]
 
-    ``bindings[k]`` reads state set ``k`` and writes output and state set ``1 - k``.
+
+class StepBuffers:
+    """Inputs, outputs and state of one batch size, twice, each set with its IO binding.
+
+    ``bindings[k]`` reads state set ``k`` and writes outputs and state set ``1 - k``.
     """
 
-    def __init__(
-        self,
-        session: Any,
-        input_spec: TensorSpec,
-        output_spec: TensorSpec,
-        state_specs: list[TensorSpec],
-        batch: int,
-    ) -> None:
-        self.input = np.zeros(_shape(input_spec, batch), dtype=input_spec.dtype)
+    def __init__(self, session: Any, program: Program, feeds: Arrays, batch: int) -> None:
+        m = program.manifest
+        self.inputs = {name: np.zeros_like(a) for name, a in feeds.items()}
         self.outputs = [
-            np.zeros(_shape(output_spec, batch), dtype=output_spec.dtype) for _ in range(2)
+            {s.name: np.zeros(_shape(s, batch), s.dtype) for s in m.outputs} for _ in range(2)
         ]
         self.states: list[State] = [
-            {s.name: np.zeros(_shape(s, batch), dtype=s.dtype) for s in state_specs}
-            for _ in range(2)
+            {s.name: np.zeros(_shape(s, batch), s.dtype) for s in m.state} for _ in range(2)
         ]
         self.bindings = [self._bind(session, k) for k in range(2)]
 
     def _bind(self, session: Any, k: int) -> Any:
         binding = session.io_binding()
-        _bind_input(binding, naming.INPUT, self.input)
+        for name, array in self.inputs.items():
+            _bind(binding.bind_input, name, array)
         for name, array in self.states[k].items():
-            _bind_input(binding, naming.state_input(name), array)
-        _bind_output(binding, naming.OUTPUT, self.outputs[1 - k])
+            _bind(binding.bind_input, naming.state_input(name), array)
+        for name, array in self.outputs[1 - k].items():
+            _bind(binding.bind_output, name, array)
         for name, array in self.states[1 - k].items():
-            _bind_output(binding, naming.state_output(name), array)
+            _bind(binding.bind_output, naming.state_output(name), array)
         return binding
 
     def owner(self, state: State) -> int | None:
@@ -103,44 +108,30 @@ class StepBuffers:
     def load(self, state: State) -> None:
         """Copy a caller's state into buffer set 0."""
         for name, array in self.states[0].items():
-            if name not in state:
-                raise ShapeError(f"state has no {name!r}; expected {sorted(self.states[0])}")
-            value = np.asarray(state[name])
-            if value.shape != array.shape:
-                raise ShapeError(
-                    f"state {name!r} must be {list(array.shape)}, got {list(value.shape)}"
-                )
-            np.copyto(array, value, casting="same_kind")
+            np.copyto(array, np.asarray(state[name]), casting="same_kind")
 
 
-def _bind_input(binding: Any, name: str, array: np.ndarray) -> None:
-    binding.bind_input(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
-
-
-def _bind_output(binding: Any, name: str, array: np.ndarray) -> None:
-    binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+def _bind(method: Any, name: str, array: np.ndarray) -> None:
+    method(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
 class OnnxRuntimeSession(Session):
-    """A program's step and sequence graphs as two ONNX Runtime inference sessions."""
+    """A program's ONNX graphs as ONNX Runtime inference sessions."""
 
     backend = "onnxruntime"
 
     def __init__(
         self,
-        deployable: Deployable,
-        program: OnnxProgram,
-        bundle_dir: Path | None,
+        program: Program,
         device: str,
         providers: list[str],
         threads: int | None,
+        precision: str = "fp32",
     ) -> None:
         import onnxruntime as ort
 
-        self.manifest = deployable.manifest
-        self.device = device
+        super().__init__(program, device)
         self.providers = providers
-        self._module = deployable.module
         self._program = program
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -148,42 +139,88 @@ class OnnxRuntimeSession(Session):
         options.inter_op_num_threads = 1
         if threads is not None:
             options.intra_op_num_threads = threads
-        graphs = {g: read_bundle_graph(deployable, bundle_dir, g) for g in ("step", "sequence")}
-        self._step = ort.InferenceSession(graphs["step"], options, providers=providers)
-        self._sequence = ort.InferenceSession(graphs["sequence"], options, providers=providers)
-        self._buffers: dict[int, StepBuffers] = {}
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Whole input -> output through the sequence graph."""
-        seq = self._program.sequence_input(check_float_input(x))
-        return self._sequence.run([naming.OUTPUT], {naming.INPUT: seq})[0]
+        def open_graph(data: bytes) -> Any:
+            try:
+                return ort.InferenceSession(data, options, providers=providers)
+            except Exception as exc:  # ORT raises its own types with multi-line messages
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise BundleError(
+                    f"{program.name}: ONNX Runtime cannot load a graph: {first}"
+                ) from exc
 
-    def _buffers_for(self, batch: int) -> StepBuffers:
-        if batch not in self._buffers:
-            m = self.manifest
-            self._buffers[batch] = StepBuffers(
-                self._step, m.inputs[0], m.outputs[0], m.state, batch
+        if precision == "fp32":
+            self._step_graph = open_graph(bundle_graph(program, "step"))
+        else:
+            variant = naming.precision_file(precision)
+            if not program.has_artifact(variant):
+                raise BackendUnavailable(
+                    f"onnxruntime backend: {program.name} has no {precision} graph ({variant}); "
+                    "convert with --precision int8 --calib CALIB.npz"
+                )
+            self._step_graph = open_graph(program.artifact(variant))
+        sequence = (
+            bundle_graph(program, "sequence", required=False) if precision == "fp32" else None
+        )
+        self._sequence = None if sequence is None else open_graph(sequence)
+        names = set() if self._sequence is None else {i.name for i in self._sequence.get_inputs()}
+        self._sequence_takes_state = any(n.startswith(naming.STATE_IN_PREFIX) for n in names)
+        self._bindable = all(_fixed(s) for s in (*self.manifest.outputs, *self.manifest.state))
+        self._buffers: dict[tuple, StepBuffers] = {}
+        self._output_names = [s.name for s in self.manifest.outputs]
+        self._state_names = [s.name for s in self.manifest.state]
+
+    def _run(self, inputs: Arrays) -> Arrays:
+        if self._sequence is None:
+            batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
+            return self._prefill(inputs, self.init_state(batch))[0]
+        feeds = dict(self.kind.onnx_feeds(self.manifest, inputs, None))
+        if self._sequence_takes_state:
+            batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
+            state = self.init_state(batch)
+            feeds.update({naming.state_input(k): v for k, v in state.items()})
+        values = self._sequence.run(self._output_names, feeds)
+        return dict(zip(self._output_names, values, strict=True))
+
+    def _prefill(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
+        if self._sequence is None or not self._sequence_takes_state:
+            return super()._prefill(inputs, state)
+        feeds = dict(self.kind.onnx_feeds(self.manifest, inputs, None))
+        feeds.update({naming.state_input(k): np.asarray(v) for k, v in state.items()})
+        names = self._output_names + [naming.state_output(n) for n in self._state_names]
+        values = self._sequence.run(names, feeds)
+        n = len(self._output_names)
+        outputs = dict(zip(self._output_names, values[:n], strict=True))
+        return outputs, dict(zip(self._state_names, values[n:], strict=True))
+
+    def _step(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
+        feeds = self.kind.onnx_feeds(self.manifest, inputs, state)
+        if not self._bindable:
+            all_feeds = dict(feeds)
+            all_feeds.update({naming.state_input(k): np.asarray(v) for k, v in state.items()})
+            names = self._output_names + [naming.state_output(n) for n in self._state_names]
+            values = self._step_graph.run(names, all_feeds)
+            n = len(self._output_names)
+            outputs = dict(zip(self._output_names, values[:n], strict=True))
+            return outputs, dict(zip(self._state_names, values[n:], strict=True))
+        key = tuple((k, v.shape, v.dtype.str) for k, v in feeds.items())
+        buffers = self._buffers.get(key)
+        if buffers is None:
+            batch = next(iter(feeds.values())).shape[0]
+            buffers = self._buffers[key] = StepBuffers(
+                self._step_graph, self._program, feeds, batch
             )
-        return self._buffers[batch]
-
-    def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One timestep through the step graph (see the module docstring on buffer ownership)."""
-        encoded = self._program.step_input(check_float_input(x_t), state)
-        buffers = self._buffers_for(encoded.shape[0])
         k = buffers.owner(state)
         if k is None:
             buffers.load(state)
             k = 0
-        np.copyto(buffers.input, encoded)
-        self._step.run_with_iobinding(buffers.bindings[k])
+        for name, array in feeds.items():
+            np.copyto(buffers.inputs[name], array)
+        self._step_graph.run_with_iobinding(buffers.bindings[k])
         return buffers.outputs[1 - k], buffers.states[1 - k]
 
-    def init_state(self, batch: int) -> State:
-        """Fresh state for ``batch`` samples."""
-        return {k: v.cpu().numpy() for k, v in self._module.init_state(batch).items()}
-
     def close(self) -> None:
-        """Drop the inference sessions and buffers."""
+        """Drop the step buffers."""
         self._buffers.clear()
 
 
@@ -192,9 +229,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def load(
-        self, deployable: Deployable, bundle_dir: Path | None, device: str, **options: Any
-    ) -> Session:
+    def load(self, program: Program, device: str, **options: Any) -> Session:
         """A session; options: ``providers`` (names or aliases), ``threads`` (intra-op)."""
         try:
             import onnxruntime as ort
@@ -207,10 +242,16 @@ class OnnxRuntimeBackend(Backend):
             options.pop("providers", None), device, ort.get_available_providers()
         )
         threads = options.pop("threads", None)
+        precision = str(options.pop("precision", "fp32"))
         if options:
             raise BackendUnavailable(
                 f"onnxruntime backend: unknown options {sorted(options)} "
-                "(known: providers, threads)"
+                "(known: providers, threads, precision)"
+            )
+        if precision not in naming.PRECISIONS:
+            raise BackendUnavailable(
+                f"onnxruntime backend: precision must be one of {naming.PRECISIONS}, "
+                f"got {precision!r}"
             )
         if threads is not None and int(threads) < 1:
             raise BackendUnavailable(f"onnxruntime backend: threads must be >= 1, got {threads}")
@@ -218,15 +259,6 @@ class OnnxRuntimeBackend(Backend):
             raise BackendUnavailable(
                 f"onnxruntime backend: unknown device {device!r} (use cpu or cuda)"
             )
-        try:
-            program = onnx_program(deployable)
-        except BundleError as exc:
-            raise BackendUnavailable(f"onnxruntime backend: {exc}") from exc
         return OnnxRuntimeSession(
-            deployable,
-            program,
-            bundle_dir,
-            device,
-            providers,
-            None if threads is None else int(threads),
+            program, device, providers, None if threads is None else int(threads), precision
         )

@@ -12,10 +12,11 @@ in-place edits to those returned arrays are not seen; pass fresh arrays to chang
 and state come back through pinned host buffers owned by the session (overwritten two
 steps later; copy to keep). Each direction's enqueue is captured once as a CUDA graph and
 replayed; where capture fails the session enqueues directly. ``run`` is repeated ``step``.
+Programs whose state grows between steps (a KV cache) are refused: engines need fixed shapes.
 
 Options: precision (fp32|fp16|int8|auto, default fp32: the reference's numerics),
-workspace_mb, max_batch, opt_batch, dla_core, engine_cache (folder), calibration (array
-shaped like ``run``'s input, for int8), cuda_graphs (default True).
+workspace_mb, max_batch, opt_batch, dla_core, engine_cache (folder), calibration (``run``'s
+inputs by name, or one array for a single-input program, for int8), cuda_graphs (default True).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable, BundleError, ShapeError
+from ganglion.models.errors import BackendUnavailable, ShapeError
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.backends.tensorrt_cache import EngineCache, EngineKey, default_cache_dir
 from ganglion.runtime.backends.tensorrt_plan import (
@@ -38,8 +38,11 @@ from ganglion.runtime.backends.tensorrt_plan import (
     select_precision,
 )
 from ganglion.runtime.onnx_export import naming
-from ganglion.runtime.onnx_export.export import OnnxProgram, onnx_program, read_bundle_graph
-from ganglion.runtime.session import Backend, Session, State, check_float_input
+from ganglion.runtime.onnx_export.export import bundle_graph
+from ganglion.runtime.program import Program
+from ganglion.runtime.session import Backend, Session, State
+
+Arrays = dict[str, np.ndarray]
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -61,9 +64,12 @@ def _shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
 
 
 class DeviceBuffers:
-    """One batch size's device and pinned host buffers, two sets, with CUDA graphs."""
+    """One batch size's device and pinned host buffers (two sets of outputs and state, so
+    steps alternate without copies), and a CUDA graph per direction."""
 
-    def __init__(self, manifest: Manifest, batch: int, device: torch.device) -> None:
+    def __init__(self, manifest: Manifest, feeds: Arrays, device: torch.device) -> None:
+        batch = next(iter(feeds.values())).shape[0]
+
         def pair(spec: TensorSpec) -> list[torch.Tensor]:
             dtype = getattr(torch, spec.dtype)
             return [torch.zeros(_shape(spec, batch), dtype=dtype, device=device) for _ in range(2)]
@@ -73,9 +79,12 @@ class DeviceBuffers:
             return [torch.zeros(_shape(spec, batch), dtype=dtype).pin_memory() for _ in range(2)]
 
         self.batch = batch
-        self.input = torch.zeros(_shape(manifest.inputs[0], batch), device=device)
-        self.input_host = torch.zeros(self.input.shape).pin_memory()
-        self.output, self.output_host = pair(manifest.outputs[0]), pinned(manifest.outputs[0])
+        self.inputs = {n: torch.from_numpy(np.zeros_like(a)).to(device) for n, a in feeds.items()}
+        self.inputs_host = {
+            n: torch.from_numpy(np.zeros_like(a)).pin_memory() for n, a in feeds.items()
+        }
+        self.outputs = {s.name: pair(s) for s in manifest.outputs}
+        self.outputs_host = {s.name: pinned(s) for s in manifest.outputs}
         self.state = {s.name: pair(s) for s in manifest.state}
         self.state_host = {s.name: pinned(s) for s in manifest.state}
         self.host_views: list[State] = [
@@ -85,11 +94,18 @@ class DeviceBuffers:
 
     def addresses(self, k: int) -> dict[str, int]:
         """Tensor name -> device pointer when reading state set ``k``."""
-        out = {naming.INPUT: self.input.data_ptr(), naming.OUTPUT: self.output[1 - k].data_ptr()}
+        out = {name: t.data_ptr() for name, t in self.inputs.items()}
+        out.update({name: pair[1 - k].data_ptr() for name, pair in self.outputs.items()})
         for name, pair in self.state.items():
             out[naming.state_input(name)] = pair[k].data_ptr()
             out[naming.state_output(name)] = pair[1 - k].data_ptr()
         return out
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Step-graph input name -> shape."""
+        shapes = {name: tuple(t.shape) for name, t in self.inputs.items()}
+        shapes.update({naming.state_input(n): tuple(p[0].shape) for n, p in self.state.items()})
+        return shapes
 
     def owner(self, state: State) -> int | None:
         """Which set's host view ``state`` is (then the device already holds it), else None."""
@@ -105,21 +121,12 @@ class TensorRTSession(Session):
     backend = "tensorrt"
 
     def __init__(
-        self,
-        deployable: Deployable,
-        program: OnnxProgram,
-        engine: bytes,
-        plan: BuildPlan,
-        device: str,
-        cuda_graphs: bool,
+        self, program: Program, engine: bytes, plan: BuildPlan, device: str, cuda_graphs: bool
     ) -> None:
         from ganglion.runtime.backends.tensorrt_engine import deserialize
 
-        self.manifest = deployable.manifest
-        self.device = device
+        super().__init__(program, device)
         self.plan = plan
-        self._module = deployable.module
-        self._program = program
         self._torch_device = torch.device(device)
         self._runtime, self._engine = deserialize(engine, plan.dla_core)
         self._context: trt.IExecutionContext = self._engine.create_execution_context()
@@ -127,7 +134,8 @@ class TensorRTSession(Session):
         self._cuda_graphs = cuda_graphs
         self._buffers: dict[int, DeviceBuffers] = {}
 
-    def _buffers_for(self, batch: int) -> DeviceBuffers:
+    def _buffers_for(self, feeds: Arrays) -> DeviceBuffers:
+        batch = next(iter(feeds.values())).shape[0]
         low, _, high = self.plan.batch_profile
         if not low <= batch <= high:
             raise ShapeError(
@@ -135,12 +143,11 @@ class TensorRTSession(Session):
                 "load with a larger max_batch"
             )
         if batch not in self._buffers:
-            self._buffers[batch] = DeviceBuffers(self.manifest, batch, self._torch_device)
+            self._buffers[batch] = DeviceBuffers(self.manifest, feeds, self._torch_device)
         return self._buffers[batch]
 
     def _enqueue(self, buffers: DeviceBuffers, k: int) -> None:
-        for name in self.plan.profile:
-            shape = _shape_of(name, buffers)
+        for name, shape in buffers.input_shapes().items():
             if not self._context.set_input_shape(name, shape):
                 raise ShapeError(f"tensorrt backend: input {name} rejects shape {shape}")
         for name, pointer in buffers.addresses(k).items():
@@ -164,60 +171,47 @@ class TensorRTSession(Session):
             except RuntimeError:
                 self._cuda_graphs = False  # this engine cannot be captured; enqueue directly
 
-    def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One timestep on the GPU (see the module docstring on buffer ownership)."""
-        encoded = self._program.step_input(check_float_input(x_t), state)
-        buffers = self._buffers_for(encoded.shape[0])
+    def _step(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
+        """One step on the GPU (see the module docstring on buffer ownership)."""
+        feeds = self.kind.onnx_feeds(self.manifest, inputs, state)
+        buffers = self._buffers_for(feeds)
         k = buffers.owner(state)
         with torch.cuda.stream(self._stream):
-            buffers.input_host.numpy()[...] = encoded
-            buffers.input.copy_(buffers.input_host, non_blocking=True)
+            for name, array in feeds.items():
+                buffers.inputs_host[name].numpy()[...] = array
+                buffers.inputs[name].copy_(buffers.inputs_host[name], non_blocking=True)
             if k is None:
                 k = 0
                 for name, pair in buffers.state.items():
-                    value = torch.from_numpy(np.ascontiguousarray(state[name]))
-                    if tuple(value.shape) != tuple(pair[0].shape):
-                        raise ShapeError(
-                            f"state {name!r} must be {list(pair[0].shape)}, got {list(value.shape)}"
-                        )
-                    pair[0].copy_(value)
+                    pair[0].copy_(torch.from_numpy(np.ascontiguousarray(state[name])))
             self._launch(buffers, k)
-            buffers.output_host[1 - k].copy_(buffers.output[1 - k], non_blocking=True)
+            for name, pair in buffers.outputs.items():
+                buffers.outputs_host[name][1 - k].copy_(pair[1 - k], non_blocking=True)
             for name, pair in buffers.state.items():
                 buffers.state_host[name][1 - k].copy_(pair[1 - k], non_blocking=True)
         self._stream.synchronize()
-        return buffers.output_host[1 - k].numpy(), buffers.host_views[1 - k]
+        outputs = {name: host[1 - k].numpy() for name, host in buffers.outputs_host.items()}
+        return outputs, buffers.host_views[1 - k]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, inputs: Arrays) -> Arrays:
         """Whole input as repeated steps of the step engine (CUDA-graph replays)."""
-        inputs = self._program.step_inputs(check_float_input(x))
-        state = self.init_state(inputs[0].shape[0])
-        outputs = []
-        for x_t in inputs:
-            out, state = self.step(x_t, state)
-            outputs.append(out.copy())
-        return self._program.collect(outputs)
-
-    def init_state(self, batch: int) -> State:
-        """Fresh state for ``batch`` samples."""
-        return {k: v.cpu().numpy() for k, v in self._module.init_state(batch).items()}
+        batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
+        return self._prefill(inputs, self.init_state(batch))[0]
 
     def close(self) -> None:
         """Release CUDA graphs and buffers (the engine goes with the session)."""
         self._buffers.clear()
 
 
-def _shape_of(name: str, buffers: DeviceBuffers) -> tuple[int, ...]:
-    if name == naming.INPUT:
-        return tuple(buffers.input.shape)
-    return tuple(buffers.state[name[len(naming.STATE_IN_PREFIX) :]][0].shape)
-
-
 def _calibration_digest(calibration: Any, cache_file: Path) -> str | None:
     """SHA-256 of the int8 calibration data, else of the calibration cache it will read."""
     if calibration is not None:
-        data = np.ascontiguousarray(calibration, dtype=np.float32)
-        return hashlib.sha256(data.tobytes()).hexdigest()
+        digest = hashlib.sha256()
+        named = calibration if isinstance(calibration, dict) else {"": calibration}
+        for name in sorted(named):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(named[name]).tobytes())
+        return digest.hexdigest()
     return hashlib.sha256(cache_file.read_bytes()).hexdigest() if cache_file.is_file() else None
 
 
@@ -247,9 +241,7 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def load(
-        self, deployable: Deployable, bundle_dir: Path | None, device: str, **options: Any
-    ) -> Session:
+    def load(self, program: Program, device: str, **options: Any) -> Session:
         """Build or fetch the engine for this GPU and open a session (options: see module)."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
@@ -260,11 +252,16 @@ class TensorRTBackend(Backend):
         from ganglion.runtime.backends import tensorrt_engine as engines
         from ganglion.runtime.backends.tensorrt_calibration import calibration_feeds
 
+        growing = [s.name for s in program.manifest.state if -1 in s.shape[1:]]
+        if growing:
+            raise BackendUnavailable(
+                f"tensorrt backend: state {growing[0]!r} grows between steps; TensorRT engines "
+                "need fixed-size state (use --backend onnxruntime)"
+            )
         try:
-            program = onnx_program(deployable)
-        except BundleError as exc:
+            onnx_bytes = bundle_graph(program, "step")
+        except BackendUnavailable as exc:
             raise BackendUnavailable(f"tensorrt backend: {exc}") from exc
-        onnx_bytes = read_bundle_graph(deployable, bundle_dir, "step")
         cache = EngineCache(Path(options.get("engine_cache") or default_cache_dir()))
         calibration = options.get("calibration")
         dla_core = options.get("dla_core")
@@ -283,7 +280,7 @@ class TensorRTBackend(Backend):
             calibration is not None or calib_cache.is_file(),
         )
         plan = build_plan(
-            deployable.manifest,
+            program.manifest,
             precision,
             int(options.get("max_batch", 1)),
             options.get("opt_batch"),
@@ -306,17 +303,12 @@ class TensorRTBackend(Backend):
                 feeds = (
                     []
                     if calibration is None
-                    else calibration_feeds(
-                        deployable,
-                        program,
-                        np.asarray(calibration, dtype=np.float32),
-                        plan.batch_profile[1],
-                    )
+                    else calibration_feeds(program, calibration, plan.batch_profile[1])
                 )
                 calibrator = engines.EntropyCalibrator(feeds, calib_cache)
             return engines.build_engine(onnx_bytes, plan, calibrator)
 
         engine, _ = cache.get_or_build(key, build)
         return TensorRTSession(
-            deployable, program, engine, plan, device, bool(options.get("cuda_graphs", True))
+            program, engine, plan, device, bool(options.get("cuda_graphs", True))
         )

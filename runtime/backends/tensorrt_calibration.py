@@ -2,47 +2,57 @@
 
 The step graph's inputs include the state, so calibration feeds are taken along real
 trajectories: the torch reference steps through the calibration samples and every step's
-encoded input and incoming state become one calibration batch.
+host-side feeds and incoming state become one calibration batch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable
 from ganglion.runtime.backends.torch_backend import TorchSession
 from ganglion.runtime.onnx_export import naming
-from ganglion.runtime.onnx_export.export import OnnxProgram
+from ganglion.runtime.program import Program
 
 Feed = dict[str, np.ndarray]
 
 
 def calibration_feeds(
-    deployable: Deployable, program: OnnxProgram, x: np.ndarray, batch: int, max_feeds: int = 64
+    program: Program, calibration: Any, batch: int, max_feeds: int = 64
 ) -> list[Feed]:
-    """Up to ``max_feeds`` step-graph feeds (input and ``state_in.*``) of ``batch`` samples.
+    """Up to ``max_feeds`` step-graph feeds (inputs and ``state_in.*``) of ``batch`` samples.
 
-    x: calibration inputs shaped like ``Session.run``'s input (whole batches are used).
+    calibration: ``run``'s inputs by name (or one array for a single-input program); whole
+    batches are used.
     """
-    axis = program.batch_axis
-    if x.shape[axis] < batch:
+    manifest, kind = program.manifest, program.kind
+    named = calibration if isinstance(calibration, dict) else {manifest.inputs[0].name: calibration}
+    axis = kind.batch_axis(manifest)
+    samples = min(np.shape(a)[axis] for a in named.values())
+    if samples < batch:
         raise BackendUnavailable(
-            f"tensorrt backend: calibration data has {x.shape[axis]} "
-            f"samples, fewer than the batch of {batch}"
+            f"tensorrt backend: calibration data has {samples} samples, fewer than the batch "
+            f"of {batch}"
         )
-    reference = TorchSession(deployable, "cpu")
+    reference = TorchSession(program, "cpu")
     feeds: list[Feed] = []
-    for start in range(0, x.shape[axis] - batch + 1, batch):
-        chunk = np.ascontiguousarray(
-            np.take(x, range(start, start + batch), axis=axis), dtype=np.float32
-        )
+    for start in range(0, samples - batch + 1, batch):
+        chunk = {
+            n: np.take(np.asarray(a), range(start, start + batch), axis=axis)
+            for n, a in named.items()
+        }
+        chunk = {s.name: chunk[s.name].astype(s.dtype) for s in manifest.inputs}
         state = reference.init_state(batch)
-        for x_t in program.step_inputs(chunk):
-            feed = {naming.INPUT: np.ascontiguousarray(program.step_input(x_t, state))}
+        for inputs in kind.split_steps(manifest, chunk):
+            feed = {
+                n: np.ascontiguousarray(a)
+                for n, a in kind.onnx_feeds(manifest, inputs, state).items()
+            }
             feed.update({naming.state_input(k): np.ascontiguousarray(v) for k, v in state.items()})
             feeds.append(feed)
             if len(feeds) == max_feeds:
                 return feeds
-            _, state = reference.step(x_t, state)
+            _, state = reference.step(inputs, state)
     return feeds

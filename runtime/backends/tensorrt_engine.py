@@ -62,6 +62,11 @@ def _parse(
     builder: trt.Builder, onnx_bytes: bytes
 ) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
     """(network, parser): the parser owns weights the network uses, so both stay alive."""
+    import onnx
+
+    from ganglion.converters.onnx_file import check_self_contained
+
+    check_self_contained(onnx.load_model_from_string(onnx_bytes), "the ONNX step graph")
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
     parser = trt.OnnxParser(network, LOGGER)
     if not parser.parse(onnx_bytes):

@@ -83,7 +83,7 @@ def profile_shapes(
     manifest: Manifest, batches: tuple[int, int, int]
 ) -> dict[str, tuple[Shape, Shape, Shape]]:
     """min/opt/max shape of every step-graph input: the batch axis (-1) spans ``batches``."""
-    specs = [(naming.INPUT, manifest.inputs[0].shape)]
+    specs = [(s.name, s.shape) for s in manifest.inputs]
     specs += [(naming.state_input(s.name), s.shape) for s in manifest.state]
     out: dict[str, tuple[Shape, Shape, Shape]] = {}
     for name, shape in specs:

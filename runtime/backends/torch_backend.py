@@ -3,56 +3,79 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable
-from ganglion.runtime.session import Backend, Session, State, check_float_input
+from ganglion.runtime.program import Program
+from ganglion.runtime.session import Backend, Session, State
+
+Arrays = dict[str, np.ndarray]
 
 
 class TorchSession(Session):
-    """Session over a Deployable's module; numpy in, numpy out."""
+    """Session over a program's torch module; numpy in, numpy out."""
 
     backend = "torch"
 
-    def __init__(self, deployable: Deployable, device: str) -> None:
-        self.deployable = deployable
-        self.manifest = deployable.manifest
-        self.device = device
+    def __init__(self, program: Program, device: str) -> None:
+        super().__init__(program, device)
+        self.deployable = program.deployable()
         # A session on another device works on its own copy: the Deployable (which other
         # sessions may share) stays where it is.
-        module = deployable.module if device == "cpu" else copy.deepcopy(deployable.module)
+        module = self.deployable.module
+        module = module if device == "cpu" else copy.deepcopy(module)
         self.module = module.to(device).eval()
 
-    def _tensor(self, x: np.ndarray, what: str = "input") -> torch.Tensor:
-        return torch.from_numpy(check_float_input(x, what)).to(self.device)
+    def _tensors(self, arrays: Arrays) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in arrays.items()}
 
-    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
-        """Whole input -> output; ``record`` keeps per-layer activity where the program has it."""
-        with torch.no_grad():
-            kwargs = {"record": True} if record else {}
-            return self.module.run(self._tensor(x), **kwargs).cpu().numpy()
+    @staticmethod
+    def _arrays(tensors: dict[str, torch.Tensor]) -> Arrays:
+        return {k: v.detach().cpu().numpy() for k, v in tensors.items()}
 
-    def step(self, x_t: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One timestep with explicit state."""
-        with torch.no_grad():
-            torch_state = {
-                k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in state.items()
-            }
-            out, new_state = self.module.step(self._tensor(x_t), torch_state)
-        return out.cpu().numpy(), {k: v.cpu().numpy() for k, v in new_state.items()}
+    def run(self, inputs: Any, record: bool = False) -> Any:
+        """Whole input -> outputs; ``record`` keeps per-layer activity (see ``activity``)."""
+        self._record = record
+        try:
+            return super().run(inputs)
+        finally:
+            self._record = False
+
+    def _run(self, inputs: Arrays) -> Arrays:
+        with torch.inference_mode():
+            out = self.kind.torch_run(self.module, self._tensors(inputs), record=self._record)
+        return self._arrays(out)
+
+    def _step(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
+        with torch.inference_mode():
+            out, new = self.kind.torch_step(
+                self.module, self._tensors(inputs), self._tensors(state)
+            )
+        return self._arrays(out), self._arrays(new)
+
+    def _prefill(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
+        with torch.inference_mode():
+            result = self.kind.torch_prefill(
+                self.module, self._tensors(inputs), self._tensors(state)
+            )
+        if result is None:
+            return super()._prefill(inputs, state)
+        return self._arrays(result[0]), self._arrays(result[1])
 
     def init_state(self, batch: int) -> State:
-        """Fresh state for ``batch`` samples."""
-        return {k: v.cpu().numpy() for k, v in self.module.init_state(batch).items()}
+        """Fresh state for ``batch`` samples, from the module."""
+        super().init_state(batch)  # checks ``batch``
+        with torch.inference_mode():
+            return self._arrays(self.kind.torch_init_state(self.module, batch))
 
     def activity(self) -> dict[str, np.ndarray]:
         """Spikes per neuron of each layer in the last ``run(record=True)`` (spiking programs)."""
-        return {k: v.cpu().numpy() for k, v in getattr(self.module, "activity", {}).items()}
+        return self.kind.activity(self.module)
+
+    _record = False
 
 
 class TorchBackend(Backend):
@@ -60,9 +83,7 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def load(
-        self, deployable: Deployable, bundle_dir: Path | None, device: str, **options: Any
-    ) -> Session:
+    def load(self, program: Program, device: str, **options: Any) -> Session:
         """A TorchSession on ``device`` ("cpu" or "cuda[:N]")."""
         if options:
             raise BackendUnavailable(f"torch backend takes no options, got {sorted(options)}")
@@ -72,4 +93,7 @@ class TorchBackend(Backend):
             )
         if not (device == "cpu" or device.startswith("cuda")):
             raise BackendUnavailable(f"torch backend: unknown device {device!r} (use cpu or cuda)")
-        return TorchSession(deployable, device)
+        missing = program.kind.torch_face_missing(program.manifest)
+        if missing is not None:
+            raise BackendUnavailable(f"torch backend: {missing}")
+        return TorchSession(program, device)

@@ -19,12 +19,13 @@ def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool
     """Print neurons, synapses, memory and neurocores per layer; LoihiFitError if too large."""
     if target not in TARGETS:
         raise BackendUnavailable(f"--target must be one of {TARGETS}, got {target!r}")
-    graph = getattr(deployable.module, "graph", None)
-    if deployable.manifest.kind != "spiking" or graph is None:
+    if chips < 1:
+        raise BackendUnavailable(f"--chips must be at least 1, got {chips}")
+    if deployable.manifest.kind != "spiking":
         raise BackendUnavailable(
             f"a chip-fit report needs a spiking program, got {deployable.manifest.kind!r}"
         )
-    report = chip_fit(graph, chips)
+    report = chip_fit(deployable.module.graph, chips)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:

@@ -1,64 +1,38 @@
-"""``ganglion convert spiking``: a torch.export archive plus calibration data -> a bundle."""
+"""``ganglion convert``: trained models (torch.export archives, ONNX) -> bundles."""
 
 from __future__ import annotations
 
-import logging
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 import typer
 from rich.console import Console
 
+from ganglion.converters.exported_archive import load_exported
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
+from ganglion.converters.spiking.onnx_ann import read_ann_onnx
 from ganglion.models.errors import ConversionError
+from ganglion.runtime.atomic import check_target
 from ganglion.runtime.bundle import save_bundle
+from ganglion.runtime.cli.arrays import read_npz
 
 convert_app = typer.Typer(
     help="Convert a trained PyTorch model into a deployable bundle.", no_args_is_help=True
 )
 
 
-def load_exported(path: Path) -> torch.export.ExportedProgram:
-    """Load a ``torch.export.save`` archive (.pt2), with a one-line error if it is not one."""
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    if not zipfile.is_zipfile(path):
-        raise ConversionError(f"{path}: not a torch.export archive (.pt2 is a zip archive)")
-    export_log = logging.getLogger("torch.export")
-    level = export_log.level
-    export_log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:  # torch raises RuntimeError, zipfile errors, ...
-        raise ConversionError(
-            f"{path}: not a torch.export archive (.pt2): {type(exc).__name__}"
-        ) from exc
-    finally:
-        export_log.setLevel(level)
-
-
 def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Array ``x`` (and optional labels ``y``) from a .npz file, never unpickling."""
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data:
-                raise ConversionError(f"{path}: needs an array named 'x' (has {list(data.keys())})")
-            y = data["y"] if "y" in data else None
-            return data["x"], y
-    except ConversionError:
-        raise
-    except Exception as exc:
-        raise ConversionError(f"{path}: not a readable .npz file ({type(exc).__name__})") from exc
+    data = read_npz(path)
+    if "x" not in data:
+        raise ConversionError(f"{path}: needs an array named 'x' (has {sorted(data)})")
+    return data["x"], data.get("y")
 
 
 @convert_app.command("spiking")
 def spiking(
     model: Path = typer.Argument(
-        ..., help="Trained ReLU network saved with torch.export.save (.pt2)."
+        ..., help="Trained ReLU network: torch.export.save archive (.pt2) or ONNX (.onnx)."
     ),
     calib: Path = typer.Option(
         ..., "--calib", help="NPZ with calibration inputs 'x' (labels 'y' optional)."
@@ -76,9 +50,11 @@ def spiking(
     ),
     reset: str = typer.Option("subtract", "--reset", help="subtract | zero"),
     seed: int = typer.Option(0, "--seed", help="Seed of the rate encoder."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Convert a trained ReLU network into a spiking program (IF/LIF neurons)."""
-    program = load_exported(model)
+    check_target(output, force)
+    source = read_ann_onnx(model) if model.suffix == ".onnx" else load_exported(model)
     x, y = load_calibration(calib)
     opts = SpikingOptions(
         timesteps=timesteps,
@@ -90,9 +66,9 @@ def spiking(
         reset=reset,
         seed=seed,
     )
-    deployable = convert_spiking(program, x, y, opts)
+    deployable = convert_spiking(source, x, y, opts)
     deployable.manifest.provenance["source_file"] = model.name
-    path = save_bundle(deployable, output)
+    path = save_bundle(deployable, output, force)
     console = Console()
     report = deployable.manifest.report
     for name, layer in report["layers"].items():
@@ -106,6 +82,45 @@ def spiking(
             f"SNN {report['snn_accuracy']:.4f} (T={timesteps})"
         )
     console.print(f"bundle written to {path}")
+
+
+@convert_app.command("dense")
+def dense(
+    model: Path = typer.Argument(
+        ..., help="Trained network: torch.export.save archive (.pt2) or ONNX (.onnx)."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    calib: Path | None = typer.Option(
+        None,
+        "--calib",
+        help="NPZ of calibration inputs by name ('x' for a single input; integer labels 'y' "
+        "optional): checks the ONNX graph against the source, calibrates int8.",
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 | int8 (adds ONNX Runtime's static QDQ graph)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
+) -> None:
+    """Deploy any trained network as it is (a dense program: named inputs and outputs)."""
+    from ganglion.converters.dense import convert_dense
+    from ganglion.converters.onnx_file import load_onnx
+
+    check_target(output, force)
+    source = load_onnx(model) if model.suffix == ".onnx" else load_exported(model)
+    data = read_npz(calib) if calib is not None else None
+    deployable = convert_dense(source, data, precision)
+    deployable.manifest.provenance["source_file"] = model.name
+    path = save_bundle(deployable, output, force)
+    console = Console(highlight=False)
+    m = deployable.manifest
+    for kind, specs in (("input", m.inputs), ("output", m.outputs)):
+        for spec in specs:
+            shape = ["batch" if d == -1 else d for d in spec.shape]
+            console.print(f"{kind} {spec.name}: {spec.dtype} {shape}", markup=False)
+    for check, figures in m.report.get("accuracy_check", {}).items():
+        text = ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+        console.print(f"{check.replace('_', ' ')}: {text}", markup=False)
+    console.print(f"bundle written to {path} (precisions: {', '.join(m.provenance['precisions'])})")
 
 
 def register(app: typer.Typer) -> None:

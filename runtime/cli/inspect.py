@@ -1,9 +1,10 @@
-"""``ganglion inspect``: what a bundle is and how to feed it."""
+"""``ganglion inspect``: what a bundle is, how to feed it, and what it is made of."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -20,27 +21,38 @@ def inspect(
     target: str | None = typer.Option(None, "--target", help="loihi2: chip-fit report instead."),
     chips: int = typer.Option(1, "--chips", help="With --target loihi2: chips available."),
 ) -> None:
-    """Show kind, inputs/outputs (and their shape convention), timesteps, layers, checksums."""
+    """Show kind, named inputs/outputs (and their shape convention), time, layers, members."""
     if target is not None:
         show_chip_fit(load_bundle(bundle), target, chips, as_json)
         return
     info = describe(load_bundle(bundle))
     if as_json:
-        typer.echo(json.dumps(info, indent=1))
+        typer.echo(json.dumps(info, indent=1, allow_nan=False))
         return
     console = Console(highlight=False, soft_wrap=True)
+    _show(console, str(bundle), info, indent="")
+
+
+def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> None:
+    split = info.get("parameter_split")
+    detail = "" if not split else " (" + ", ".join(f"{v:,} {k}" for k, v in split.items()) + ")"
     console.print(
-        f"[bold]{bundle}[/]: {info['kind']} program ({info['architecture']}, "
-        f"{info['numerics']}), {info['parameters']:,} parameters"
+        f"{indent}[bold]{title}[/]: {info['kind']} program ({info['architecture']}, "
+        f"{info['numerics']}), {info['parameters']:,} parameters{detail}"
     )
-    console.print(f"input:  {info['shapes']['input']}", markup=False)
-    console.print(f"output: {info['shapes']['output']}", markup=False)
-    if info["kind"] == "spiking":
-        t = info["time"]
-        console.print(
-            f"time:   T={t['timesteps']}, dt={t['dt']}, encoding={t['encoding']}, "
-            f"decoding={t['decoding']}"
-        )
+    for spec in info["inputs"]:
+        text = info["shapes"].get(spec["name"], "")
+        console.print(f"{indent}input  {spec['name']} {spec['dtype']}: {text}", markup=False)
+    for spec in info["outputs"]:
+        text = info["shapes"].get(spec["name"], "")
+        console.print(f"{indent}output {spec['name']} {spec['dtype']}: {text}", markup=False)
+    if info["time"]:
+        time = ", ".join(f"{k}={v}" for k, v in info["time"].items())
+        console.print(f"{indent}time   {time}", markup=False)
+    if info["state"]:
+        names = ", ".join(s["name"] for s in info["state"][:6])
+        more = f" and {len(info['state']) - 6} more" if len(info["state"]) > 6 else ""
+        console.print(f"{indent}state  {len(info['state'])} tensors: {names}{more}", markup=False)
     if info["layers"]:
         table = Table("layer", "type", "shape", "parameters", "inputs")
         for layer in info["layers"]:
@@ -52,14 +64,36 @@ def inspect(
                 ", ".join(layer["inputs"]),
             )
         console.print(table)
-    report = info["report"]
+    _show_report(console, info["report"], indent)
+    for name, member in info["members"].items():
+        _show(console, f"member {name}", member, indent + "  ")
+    for name, digest in info["checksums"].items():
+        console.print(f"{indent}sha256 {digest}  {name}", markup=False)
+
+
+def _show_report(console: Console, report: dict[str, Any], indent: str) -> None:
+    layers = report.get("layers")
+    if isinstance(layers, dict) and layers:
+        table = Table("layer", "neurons", "threshold", "firing rate", title="conversion report")
+        for name, row in layers.items():
+            if isinstance(row, dict) and "firing_rate" in row:
+                table.add_row(
+                    name,
+                    f"{row.get('neurons', 0):,}",
+                    f"{row['threshold_min']:.4g}..{row['threshold_max']:.4g}",
+                    f"{row['firing_rate']:.3f}",
+                )
+        if table.row_count:
+            console.print(table)
     if "ann_accuracy" in report:
         console.print(
-            f"calibration accuracy: ANN {report['ann_accuracy']:.4f}, "
+            f"{indent}calibration accuracy: ANN {report['ann_accuracy']:.4f}, "
             f"SNN {report['snn_accuracy']:.4f}"
         )
-    for name, digest in info["checksums"].items():
-        console.print(f"sha256 {digest}  {name}", markup=False)
+    for key in ("accuracy_check", "quality"):
+        if key in report:
+            text = ", ".join(f"{k} {v}" for k, v in report[key].items())
+            console.print(f"{indent}{key.replace('_', ' ')}: {text}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,16 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from ganglion.device import SimulatedMeter, detect, get_profile, open_hardware_meter, predict
-from ganglion.runtime.bundle import load_bundle, resolve_bundle
-from ganglion.runtime.opcount import count_ops, example_input
-from ganglion.runtime.profiling import (
-    ProfileResult,
-    measure_session,
-    measured_result,
-    predicted_result,
-)
-from ganglion.runtime.session import load
+from ganglion.runtime.profiling import ProfileRequest, ProfileResult, pareto_front, profile_bundle
 
 PROGRESS_FROM_RUNS = 20
 
@@ -34,6 +25,11 @@ def profile(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
     devices: list[str] = typer.Option(["auto"], "--device", help="Profile name or auto; repeat."),
     backend: str = typer.Option("torch", "--backend", help="Backend that runs the bundle here."),
+    backend_device: str | None = typer.Option(
+        None,
+        "--backend-device",
+        help="Where the backend runs here: cpu | cuda (default: cuda for tensorrt, else cpu).",
+    ),
     runs: int = typer.Option(100, "--runs", min=1, help="Timed runs."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
     batch: int = typer.Option(1, "--batch", min=1, help="Samples per run."),
@@ -44,72 +40,38 @@ def profile(
     device_files: list[Path] = typer.Option([], "--devices", help="Extra device profile file."),
 ) -> None:
     """Measure or predict latency (trtexec-style percentiles), throughput and energy."""
-    deployable = load_bundle(resolve_bundle(bundle))
-    counts = count_ops(deployable, example_input(deployable, batch=1))
-    x = example_input(deployable, batch=batch)
-    host = detect(root).profile_name
-    console = Console(stderr=True)
-    results = []
-    for name in devices:
-        device = host if name == "auto" else name
-        prof = get_profile(device, device_files, root)
-        if device == host:
-            results.append(
-                _measure(
-                    bundle, prof, backend, x, batch, runs, warmup, simulate, root, counts, console
-                )
-            )
+    request = ProfileRequest(
+        devices, backend, backend_device, runs, warmup, batch, simulate, str(root), device_files
+    )
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=runs < PROGRESS_FROM_RUNS,
+    )
+    tasks: dict[str, int] = {}
+
+    def on_run(device: str, total: int) -> None:
+        if total >= 0:
+            tasks[device] = progress.add_task(f"{device}/{backend}", total=total)
         else:
-            results.append(predicted_result(prof, backend, batch, counts))
-    payload = {
-        "bundle": str(bundle),
-        "kind": deployable.manifest.kind,
-        "timesteps": counts.timesteps,
-        "ops_per_inference": {
-            "macs": counts.macs,
-            "synops": counts.synops,
-            "neuron_updates": counts.neuron_updates,
-            "spikes": counts.spikes,
-            "bytes_moved": counts.bytes_moved,
-            "elementwise_bytes": counts.elementwise_bytes,
-            "launches_per_call": counts.launches,
-        },
-        "results": [r.to_dict() for r in results],
-    }
+            progress.advance(tasks[device])
+
+    with progress:
+        payload = profile_bundle(bundle, request, on_run)
+    results: list[ProfileResult] = payload["results"]
+    payload["results"] = [r.to_dict() for r in results]
     if plot is not None:
         _plot(results, plot)
     if as_json:
-        typer.echo(json.dumps(payload))
+        typer.echo(json.dumps(payload, allow_nan=False))
         return
     _print(results, payload, Console())
     if plot is not None:
         Console().print(f"plot written to {plot}")
-
-
-def _measure(bundle, prof, backend, x, batch, runs, warmup, simulate, root, counts, console):
-    meter, skipped = (None, {}) if simulate else open_hardware_meter(root)
-    notes = [f"{k}: {v}" for k, v in skipped.items()]
-    if meter is None:
-        meter = SimulatedMeter(prof.mode().watts, f"{prof.name} {prof.mode().name} power limit")
-    with load(bundle, backend=backend, device="cpu") as session:
-        progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=runs < PROGRESS_FROM_RUNS,
-        )
-        with progress:
-            task = progress.add_task(f"{prof.name}/{backend}", total=runs)
-            times, joules, wall = measure_session(
-                session, x, runs, warmup, meter, lambda: progress.advance(task)
-            )
-    pred = predict(counts, prof, batch=batch)
-    result = measured_result(prof, backend, batch, times, joules, wall, meter, pred, counts)
-    result.notes += notes
-    return result
 
 
 def _print(results: list[ProfileResult], payload: dict, console: Console) -> None:
@@ -190,11 +152,7 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
             xytext=(4, 4),
             textcoords="offset points",
         )
-    front, best = [], float("inf")
-    for lat, energy, _ in sorted(points, key=lambda p: p[0]):
-        if energy < best:
-            front.append((lat, energy))
-            best = energy
+    front = pareto_front([(lat, energy) for lat, energy, _ in points])
     if len(front) > 1:
         ax.step(
             *zip(*front, strict=True),

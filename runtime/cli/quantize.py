@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.models.errors import ConversionError
+from ganglion.runtime.atomic import check_target
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli.convert import load_calibration
 
@@ -29,13 +30,17 @@ def quantize(
             "threshold scale, and scores the accuracy change.",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing bundle at -o.")
+    ] = False,
 ) -> None:
     """Map a spiking program onto Loihi 2's fixed-point formats and report the error."""
     if target not in TARGETS:
         raise ConversionError(f"--target must be one of {TARGETS}, got {target!r}")
+    check_target(output, force)
     x, y = load_calibration(calib) if calib is not None else (None, None)
     quantized = quantize_loihi2(load_bundle(bundle), x, y)
-    path = save_bundle(quantized, output)
+    path = save_bundle(quantized, output, force)
     report = quantized.manifest.report["loihi2"]
     console = Console(highlight=False)
     table = Table("layer", "vth / weight exp", "weight RMS error", "bias max error", "dv")

@@ -1,37 +1,36 @@
-"""``ganglion run``: a bundle on a backend, .npy in, .npy out."""
+"""``ganglion run``: a bundle on a backend, arrays in (.npy/.npz), arrays out (.npy/.npz)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from ganglion.models.errors import ShapeError
+from ganglion.runtime.cli.arrays import (
+    check_output_path,
+    describe_outputs,
+    read_inputs,
+    write_outputs,
+)
 from ganglion.runtime.cli.convert import load_calibration
 from ganglion.runtime.session import load
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """Read a .npy array without unpickling; one-line error otherwise."""
-    if not path.is_file():
-        raise ShapeError(f"{path}: no such file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise ShapeError(f"{path}: not a readable .npy array ({type(exc).__name__})") from exc
-    if not isinstance(data, np.ndarray):
-        data.close()
-        raise ShapeError(f"{path}: an .npz archive; give one array saved with np.save (.npy)")
-    return data
-
-
 def run(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
-    input: Path = typer.Option(
-        ..., "--input", help="Input .npy, shaped as `ganglion inspect` states."
+    inputs: list[str] = typer.Option(
+        ...,
+        "--input",
+        help="IN.npy (one input), IN.npz (inputs by name) or NAME=IN.npy (repeat); shaped as "
+        "`ganglion inspect` states.",
     ),
-    output: Path = typer.Option(..., "--output", help="Where to write the output .npy."),
+    output: Path = typer.Option(
+        ..., "--output", help="OUT.npy (one output) or OUT.npz (outputs by name)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    allow_nonfinite: bool = typer.Option(
+        False, "--allow-nonfinite", help="Pass NaN and infinity through instead of refusing them."
+    ),
     backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime | tensorrt | lava"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | loihi2 (lava)"),
     providers: str | None = typer.Option(
@@ -56,8 +55,8 @@ def run(
         help="lava: fixed_pt (default for loihi2-fixed bundles) | floating_pt (default otherwise).",
     ),
 ) -> None:
-    """Run a bundle on an input array and save the output."""
-    x = read_npy(input)
+    """Run a bundle on input arrays and save the outputs."""
+    x = read_inputs(inputs)
     flags = {
         "providers": providers,
         "threads": threads,
@@ -72,10 +71,14 @@ def run(
         options["calibration"] = load_calibration(calib)[0]
     if lava_precision is not None:
         options["precision"] = lava_precision
-    with load(bundle, backend=backend, device=device, **options) as session:
+    check_output_path(output, force)
+    session = load(
+        bundle, backend=backend, device=device, allow_nonfinite=allow_nonfinite, **options
+    )
+    with session:
         y = session.run(x)
-    np.save(output, y)
-    typer.echo(f"output {list(y.shape)} {y.dtype} written to {output}")
+    write_outputs(y, output, force)
+    typer.echo(f"{describe_outputs(y)} written to {output}")
 
 
 def register(app: typer.Typer) -> None:

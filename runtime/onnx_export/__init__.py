@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ganglion.models.deployable import Deployable
-from ganglion.runtime.onnx_export.naming import SEQUENCE_FILE, STEP_FILE
+from ganglion.runtime.onnx_export.naming import GRAPH_FILES
 
 
 def _bundle_writer(graph: str) -> Callable[[Deployable, Path], None]:
@@ -22,6 +22,8 @@ def _bundle_writer(graph: str) -> Callable[[Deployable, Path], None]:
     return write
 
 
-def onnx_artifact_writers() -> dict[str, Callable[[Deployable, Path], None]]:
+def onnx_artifact_writers(
+    graphs: tuple[str, ...] = ("step", "sequence"),
+) -> dict[str, Callable[[Deployable, Path], None]]:
     """Bundle artifact writers of the step graph (model.onnx) and the sequence graph."""
-    return {STEP_FILE: _bundle_writer("step"), SEQUENCE_FILE: _bundle_writer("sequence")}
+    return {GRAPH_FILES[g]: _bundle_writer(g) for g in graphs}

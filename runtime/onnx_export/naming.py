@@ -24,6 +24,13 @@ TIME_DIM = "time"
 STEP_FILE = "model.onnx"
 SEQUENCE_FILE = "model.sequence.onnx"
 GRAPH_FILES = {"step": STEP_FILE, "sequence": SEQUENCE_FILE}
+PRECISIONS = ("fp32", "int8")  # int8: ONNX Runtime's static QDQ quantization of the step graph
+
+
+def precision_file(precision: str) -> str:
+    """The bundle file of the step graph at ``precision`` (``model.int8.onnx``)."""
+    return STEP_FILE if precision == "fp32" else f"model.{precision}.onnx"
+
 
 DEFAULT_OPSET = 17  # run by ONNX Runtime >= 1.13 and TensorRT >= 8.6
 MIN_OPSET = 15  # Shape(start, end) needs 15

@@ -11,9 +11,9 @@ one batch [time·batch, ...]; each neuron is an ONNX ``Scan`` over time, and so 
 sum. Scan rather than unrolling: the graph's size does not grow with T, ``time`` stays
 dynamic (imported NIR programs take any T) and the sums run in the reference's order.
 
-Encoding: ``rate`` draws spikes from torch's generator seeded per timestep, which ONNX
-cannot reproduce, so both graphs take the *encoded* input and the host encodes it with the
-reference encoder (``encode_step`` / ``encode``): identical spikes on every backend.
+Encoding: ``rate`` draws spikes from a generator seeded per timestep, which ONNX cannot
+reproduce, so both graphs take the *encoded* input and the host encodes it with the same
+numpy encoder as the reference (``SpikingKind.onnx_feeds``): identical spikes everywhere.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper
 
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ShapeError
-from ganglion.models.spiking.encoding import encode, encode_step
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import (
     Affine,
@@ -222,53 +220,6 @@ class SpikingOnnx:
             out, dims = self._scale_decoded(b, total), dims[1:]
         b.output(naming.OUTPUT, out, "float32", dims)
         return make_model(b.graph(), opset, "Ganglion spiking sequence graph")
-
-    # ---- host-side encoding ---------------------------------------------------------------
-
-    def _check(self, x: np.ndarray, time_major: bool) -> None:
-        lead = 2 if time_major else 1
-        if tuple(x.shape[lead:]) != self.graph.input_shape or x.ndim != lead + len(
-            self.graph.input_shape
-        ):
-            layout = "[T, batch, ...]" if time_major else "[batch, ...]"
-            raise ShapeError(
-                f"input must be {layout} with features {self.graph.input_shape}, "
-                f"got shape {tuple(x.shape)}"
-            )
-
-    def step_input(self, x_t: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
-        """The step graph's ``input`` for raw features x_t [B, ...] at timestep ``state["t"]``."""
-        self._check(x_t, time_major=False)
-        if self.time.encoding == "rate":
-            t = int(np.asarray(state["t"]).reshape(-1)[0])
-            return encode_step(torch.from_numpy(x_t), t, "rate", self.time.seed).numpy()
-        return x_t
-
-    @property
-    def batch_axis(self) -> int:
-        """The batch axis of ``run``'s input (1 for time-major input, else 0)."""
-        return 1 if self.time.encoding == "none" else 0
-
-    def step_inputs(self, x: np.ndarray) -> list[np.ndarray]:
-        """``run``'s input as the raw per-step inputs of repeated ``step`` calls."""
-        if self.time.encoding == "none":
-            self._check(x, time_major=True)
-            return list(x)
-        self._check(x, time_major=False)
-        return [x] * self.time.timesteps
-
-    def collect(self, outputs: list[np.ndarray]) -> np.ndarray:
-        """``run``'s output from the outputs of repeated ``step`` calls."""
-        return outputs[-1].copy() if self.time.decoding != "none" else np.stack(outputs)
-
-    def sequence_input(self, x: np.ndarray) -> np.ndarray:
-        """The sequence graph's ``input`` [T, B, ...] for ``run``'s input."""
-        if self.time.encoding == "none":
-            self._check(x, time_major=True)
-            return x
-        self._check(x, time_major=False)
-        seq = encode(torch.from_numpy(x), self.time.timesteps, self.time.encoding, self.time.seed)
-        return np.ascontiguousarray(seq.numpy())
 
 
 def _neuron_body(layer: Neuron, p: Params, rank: int, name: str) -> onnx.GraphProto:

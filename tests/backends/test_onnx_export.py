@@ -15,7 +15,8 @@ from ganglion.models.errors import BundleError
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli import main
 from ganglion.runtime.onnx_export import naming
-from ganglion.runtime.onnx_export.export import export_graph, onnx_program
+from ganglion.runtime.kinds import get_kind
+from ganglion.runtime.onnx_export.export import export_graph, onnx_face
 
 
 def _names(values: list[onnx.ValueInfoProto]) -> list[str]:
@@ -64,12 +65,6 @@ def test_unknown_graph_is_refused(program: Deployable) -> None:
         export_graph(program, "loop")
 
 
-def test_kind_without_onnx_form_is_named(program: Deployable) -> None:
-    program.manifest.kind = "ensemble"
-    with pytest.raises(BundleError, match="no ONNX export for 'ensemble'"):
-        onnx_program(program)
-
-
 def test_bundle_holds_checksummed_graphs_and_opset(program: Deployable, tmp_path: Path) -> None:
     folder = save_bundle(program, tmp_path / "b")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -112,11 +107,13 @@ def test_export_command_bad_opset_is_one_line(
 def test_rate_encoded_graph_takes_encoded_input(make_program: Callable[..., Deployable]) -> None:
     """The host encodes rate inputs with the reference encoder: binary spikes, seeded by t."""
     program = make_program(encoding="rate")
-    face = onnx_program(program)
-    x = np.full((2, 12), 0.5, dtype=np.float32)
-    state0 = {"t": np.array([0])}
-    first, again = face.step_input(x, state0), face.step_input(x, state0)
-    later = face.step_input(x, {"t": np.array([1])})
+    kind, manifest = get_kind("spiking"), program.manifest
+    x = {"input": np.full((2, 12), 0.5, dtype=np.float32)}
+
+    def feed(t: int) -> np.ndarray:
+        return kind.onnx_feeds(manifest, x, {"t": np.array([t])})["input"]
+
+    first, again, later = feed(0), feed(0), feed(1)
     assert set(np.unique(first)) <= {0.0, 1.0}
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, later)
@@ -126,7 +123,7 @@ def test_fixed_point_program_gets_no_onnx_graphs(program: Deployable, tmp_path: 
     """Loihi fixed-point numerics have no float ONNX form: the bundle is written without."""
     program.manifest.numerics = "loihi2-fixed"
     with pytest.raises(BundleError, match="no ONNX export for 'loihi2-fixed' numerics"):
-        onnx_program(program)
+        onnx_face(program)
     folder = save_bundle(program, tmp_path / "b")
     assert not (folder / naming.STEP_FILE).exists()
     assert "onnx" not in json.loads((folder / "manifest.json").read_text())["provenance"]

@@ -26,7 +26,8 @@ from ganglion.runtime.backends.tensorrt_plan import (
 )
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.cli import main
-from ganglion.runtime.onnx_export.export import export_graph, onnx_program
+from ganglion.runtime.onnx_export.export import export_graph
+from ganglion.runtime.program import Program
 from ganglion.runtime.session import load
 
 KEY = EngineKey("ab" * 32, "10.13.0", "NVIDIA Jetson AGX Orin", "fp16", (1, 1, 8))
@@ -160,8 +161,7 @@ def test_plan_carries_workspace_and_profile(program: Deployable) -> None:
 def test_calibration_feeds_follow_real_trajectories(program: Deployable) -> None:
     """Feeds hold every step-graph input; states are the reference's along the samples."""
     x = np.random.default_rng(4).uniform(0, 1, (10, 12)).astype(np.float32)
-    face = onnx_program(program)
-    feeds = calibration_feeds(program, face, x, batch=4, max_feeds=12)
+    feeds = calibration_feeds(Program.in_memory(program), x, batch=4, max_feeds=12)
     assert len(feeds) == 12  # 2 whole batches of 4 samples x 8 timesteps, cut at 12
     names = {i.name for i in export_graph(program, "step").graph.input}
     assert all(set(f) == names and f["input"].shape == (4, 12) for f in feeds)
@@ -175,7 +175,7 @@ def test_calibration_feeds_follow_real_trajectories(program: Deployable) -> None
 
 def test_too_little_calibration_data_is_named(program: Deployable) -> None:
     with pytest.raises(BackendUnavailable, match="2 samples, fewer than the batch of 4"):
-        calibration_feeds(program, onnx_program(program), np.zeros((2, 12), np.float32), 4)
+        calibration_feeds(Program.in_memory(program), np.zeros((2, 12), np.float32), 4)
 
 
 def _tensorrt_runs_here() -> bool:

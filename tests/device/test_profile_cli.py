@@ -11,7 +11,7 @@ from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.device.sysfs_fixtures import PowerWriter, write_host_cpu, write_jetson, write_rapl
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli.app import _register, app
-from ganglion.runtime.opcount import count_ops, example_input
+from ganglion.runtime.opcount import count_ops, example_inputs
 
 runner = CliRunner()
 _register()
@@ -34,7 +34,7 @@ def invoke(*args):
 
 def test_spiking_counts_follow_the_recorded_spikes(bundle):
     d = load_bundle(bundle)
-    counts = count_ops(d, example_input(d, batch=3))
+    counts = count_ops(d, example_inputs(d.manifest, batch=3))
     first, lif, second = counts.layers[0], counts.layers[1], counts.layers[2]
     assert first.macs == {"fp32": 16 * 32 * 8}  # real-valued input: dense every timestep
     assert lif.neurons == 32 and lif.neuron_updates == 32 * 8
@@ -45,7 +45,7 @@ def test_spiking_counts_follow_the_recorded_spikes(bundle):
 
 def test_counts_include_the_ops_the_scan_dispatches(bundle):
     d = load_bundle(bundle)
-    one, four = (count_ops(d, example_input(d, batch=b)) for b in (1, 4))
+    one, four = (count_ops(d, example_inputs(d.manifest, batch=b)) for b in (1, 4))
     # the reference scan issues several small ops per timestep: the loop dominates launches
     assert one.launches >= 4 * 8
     assert one.launches == pytest.approx(four.launches, abs=2)  # per call, whatever the batch

@@ -11,7 +11,7 @@ import torch
 from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
 from ganglion.models.deployable import Deployable
-from ganglion.models.manifest import TimeSemantics
+from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import Affine, Conv2d, Flatten, Neuron, SpikingGraph, SpikingNetwork
 from ganglion.models.spiking.graph import INPUT, OUTPUT
 
@@ -52,7 +52,7 @@ def leaky_program(timesteps: int = 12) -> Deployable:
     }
     edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
     graph = SpikingGraph(nodes, edges, (6,))
-    time = TimeSemantics(timesteps=timesteps)
+    time = SpikingTime(timesteps=timesteps)
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
 
 
@@ -71,7 +71,7 @@ def conv_program(timesteps: int = 8) -> Deployable:
     }
     edges = [(INPUT, "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", OUTPUT)]
     graph = SpikingGraph(nodes, edges, (2, 4, 5))
-    time = TimeSemantics(timesteps=timesteps, encoding="direct", decoding="none")
+    time = SpikingTime(timesteps=timesteps, encoding="direct", decoding="none")
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
 
 

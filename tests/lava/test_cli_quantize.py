@@ -60,4 +60,4 @@ def test_quantize_writes_a_loihi2_fixed_bundle_that_runs_on_torch(digits_mlp, tm
     assert _cli(["inspect", str(tmp_path / "q"), "--target", "loihi2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["fits"] is True
     assert _cli(["inspect", str(tmp_path / "q"), "--target", "loihi2", "--chips", "0"]) == 1
-    assert "over" in capsys.readouterr().err
+    assert "--chips must be at least 1, got 0" in capsys.readouterr().err

@@ -1,23 +1,21 @@
-"""The parity suite's registries (program kinds and backends) and its parametrization.
+"""The parity suite's registry of programs and its parametrization over ``session.BACKENDS``.
 
-Later issues register their program kinds in ``PROGRAMS`` and their backends in ``BACKENDS``.
+A ``ProgramCase`` builds a small Deployable (untrained weights: parity needs no accuracy) and,
+where the kind's example inputs do not suit it, its own sample input. Backends come from
+``ganglion.runtime.session.BACKENDS`` alone, on CPU and on CUDA; a backend that cannot run a
+program here says why (``BackendUnavailable``) and the case is skipped with that reason.
 
-A ``ProgramCase`` builds a small Deployable (untrained weights: parity needs no accuracy)
-plus an input shaped like ``Session.run``'s, and says how to compare two backends' outputs.
-A ``BackendCase`` says how to load a backend and, when it cannot run here, why.
-
-Tolerance (spiking programs): spikes and spike counts must be equal spike for spike;
-float outputs (membrane decoding) and membrane states agree within ``FLOAT_ATOL``, because
-ONNX Runtime's GEMM/convolution may sum in a different order than PyTorch's.
+Tolerances are the kind's (``ProgramKind.parity_atol``): spiking outputs equal spike for spike,
+membrane (float) outputs and float state within 1e-5, since ONNX Runtime's GEMM/convolution
+may sum in another order than PyTorch's.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,11 @@ import pytest
 import torch
 from torch import nn
 
+from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.nir_graph import read_nir
 from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
 from ganglion.models.deployable import Deployable
-from ganglion.models.manifest import TimeSemantics
+from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import (
     Conv2d,
     Neuron,
@@ -39,38 +38,24 @@ from ganglion.models.spiking import (
     SpikingNetwork,
     SumPool2d,
 )
-
-FLOAT_ATOL = 1e-5
-
-
-def compare_spiking(reference: np.ndarray, got: np.ndarray, decoding: str) -> None:
-    """Spike outputs (decoding none/count) equal exactly; membrane outputs within FLOAT_ATOL."""
-    assert reference.shape == got.shape, (reference.shape, got.shape)
-    if decoding == "membrane":
-        np.testing.assert_allclose(got, reference, atol=FLOAT_ATOL, rtol=0)
-    else:
-        np.testing.assert_array_equal(got, reference)
+from ganglion.runtime.session import BACKENDS
 
 
 @dataclass
 class ProgramCase:
-    """One program of one kind, with its sample input and comparison rule."""
+    """One program of one kind, with an optional sample input (default: the kind's)."""
 
     name: str
     build: Callable[[], Deployable]
-    sample: Callable[[Deployable], np.ndarray]
-    compare: Callable[[np.ndarray, np.ndarray, Deployable], None]
-    state_atol: float = FLOAT_ATOL
+    sample: Callable[[Deployable], dict[str, np.ndarray]] | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackendCase:
-    """A backend and device to run parity on; ``unavailable`` gives a reason or None."""
+    """A backend of ``session.BACKENDS`` on a device."""
 
     name: str
     device: str
-    unavailable: Callable[[], str | None]
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- spiking programs --------------------------------------------------------------------
@@ -149,7 +134,7 @@ def _handbuilt() -> Deployable:
         ("out", "output"),
     ]
     graph = SpikingGraph(nodes, edges, (1, 6, 6))
-    time = TimeSemantics(timesteps=10, encoding="direct", decoding="none")
+    time = SpikingTime(timesteps=10, encoding="direct", decoding="none")
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
 
 
@@ -184,25 +169,22 @@ def _imported_nir() -> Deployable:
         path = Path(folder) / "imported.nir"
         nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges))
         graph = read_nir(path, dt)
-    time = TimeSemantics(timesteps=1, dt=dt, encoding="none", decoding="none")
+    time = SpikingTime(timesteps=1, dt=dt, encoding="none", decoding="none")
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
 
 
-def _spiking_sample(deployable: Deployable) -> np.ndarray:
-    network = deployable.module
-    rng = np.random.default_rng(3)
-    shape = (4, *network.graph.input_shape)
-    if network.time.encoding == "none":
-        return rng.uniform(0, 1, (15, *shape)).astype(np.float32)  # time-major, T = 15
-    return rng.uniform(0, 1, shape).astype(np.float32)
+def _time_major_sample(deployable: Deployable) -> dict[str, np.ndarray]:
+    shape = (15, 4, *deployable.module.graph.input_shape)  # T = 15 for a program without T
+    return {"input": np.random.default_rng(3).uniform(0, 1, shape).astype(np.float32)}
 
 
-def _spiking_compare(reference: np.ndarray, got: np.ndarray, deployable: Deployable) -> None:
-    compare_spiking(reference, got, deployable.manifest.time.decoding)
+def _quantized() -> Deployable:
+    """The converted MLP on Loihi 2's fixed-point formats (architecture loihi2_fixed_graph)."""
+    return quantize_loihi2(_converted(_mlp, (12,), reset="zero"), _calibration((12,)))
 
 
-def _spiking(name: str, build: Callable[[], Deployable]) -> ProgramCase:
-    return ProgramCase(name, functools.cache(build), _spiking_sample, _spiking_compare)
+def _spiking(name: str, build: Callable[[], Deployable], sample=None) -> ProgramCase:
+    return ProgramCase(name, functools.cache(build), sample)
 
 
 PROGRAMS: list[ProgramCase] = [
@@ -216,35 +198,14 @@ PROGRAMS: list[ProgramCase] = [
         "spiking-residual-lif-direct-membrane", lambda: _converted(_Residual, (12,), neuron="lif")
     ),
     _spiking("spiking-handbuilt-conv-sumpool-scale-zero-reset", _handbuilt),
-    _spiking("spiking-imported-nir", _imported_nir),
+    _spiking("spiking-imported-nir", _imported_nir, _time_major_sample),
+    _spiking("spiking-loihi2-fixed", _quantized),
 ]
 
 
 # ---- backends ------------------------------------------------------------------------------
 
-
-def _needs(module: str, attribute: str | None = None) -> str | None:
-    if importlib.util.find_spec(module) is None:
-        return f"{module} is not installed"
-    if attribute and not hasattr(importlib.import_module(module), attribute):
-        return f"{module} is not installed (only type stubs)"
-    return None
-
-
-def _no_cuda() -> str | None:
-    return None if torch.cuda.is_available() else "no CUDA GPU is visible"
-
-
-def _tensorrt_unavailable() -> str | None:
-    return _needs("tensorrt", "Builder") or _no_cuda()
-
-
-BACKENDS: list[BackendCase] = [
-    BackendCase("torch", "cpu", lambda: None),
-    BackendCase("torch", "cuda", _no_cuda),  # the Triton LIF kernel, vs the CPU reference loop
-    BackendCase("onnxruntime", "cpu", lambda: _needs("onnxruntime")),
-    BackendCase("tensorrt", "cuda", _tensorrt_unavailable),
-]
+BACKEND_CASES = [BackendCase(name, device) for name in BACKENDS for device in ("cpu", "cuda")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -252,4 +213,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "program" in metafunc.fixturenames:
         metafunc.parametrize("program", PROGRAMS, ids=[p.name for p in PROGRAMS])
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, ids=[f"{b.name}-{b.device}" for b in BACKENDS])
+        ids = [f"{b.name}-{b.device}" for b in BACKEND_CASES]
+        metafunc.parametrize("backend", BACKEND_CASES, ids=ids)
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Callable[[ProgramCase], Path]:
+    """``bundles(case)``: the case's program saved once as a bundle folder."""
+    from ganglion.runtime.bundle import save_bundle
+
+    root = tmp_path_factory.mktemp("parity-bundles")
+    saved: dict[str, Path] = {}
+
+    def get(case: ProgramCase) -> Path:
+        if case.name not in saved:
+            saved[case.name] = save_bundle(case.build(), root / case.name)
+        return saved[case.name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def all_programs() -> list[ProgramCase]:
+    """Every registered program case."""
+    return PROGRAMS

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ganglion.models.manifest import TimeSemantics
+from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import (
     Affine,
     Conv2d,
@@ -91,4 +91,4 @@ def handmade_graph() -> SpikingGraph:
 @pytest.fixture
 def handmade_network(handmade_graph: SpikingGraph) -> SpikingNetwork:
     """The handmade graph as a time-major program (no encoding, no decoding)."""
-    return SpikingNetwork(handmade_graph, TimeSemantics(timesteps=12))
+    return SpikingNetwork(handmade_graph, SpikingTime(timesteps=12))

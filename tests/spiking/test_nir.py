@@ -12,7 +12,7 @@ import torch
 from ganglion.converters.nir_graph import read_nir, to_nir, write_nir
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.errors import NIRError
-from ganglion.models.manifest import TimeSemantics
+from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import SpikingGraph, SpikingNetwork
 from ganglion.models.spiking.layers import tensor_fields
 
@@ -147,6 +147,6 @@ def test_recurrent_edge_is_refused(tmp_path: Path) -> None:
 
 def test_imported_graph_runs_time_major(handmade_graph, tmp_path: Path) -> None:
     write_nir(handmade_graph, tmp_path / "h.nir")
-    net = SpikingNetwork(read_nir(tmp_path / "h.nir"), TimeSemantics())
+    net = SpikingNetwork(read_nir(tmp_path / "h.nir"), SpikingTime())
     out = net.run(torch.rand(5, 2, 2, 4, 4))
     assert out.shape == (5, 2, 5)

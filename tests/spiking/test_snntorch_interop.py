@@ -13,7 +13,7 @@ from snntorch.export_nir import export_to_nir
 from torch import nn
 
 from ganglion.converters.nir_graph import read_nir
-from ganglion.models.manifest import TimeSemantics
+from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import SpikingNetwork
 
 
@@ -40,7 +40,7 @@ def ganglion_spikes(
     net: nn.Module, sample: torch.Tensor, x: torch.Tensor, path: Path
 ) -> torch.Tensor:
     nir.write(str(path), export_to_nir(net, sample, ignore_dims=[0]))
-    program = SpikingNetwork(read_nir(path), TimeSemantics())
+    program = SpikingNetwork(read_nir(path), SpikingTime())
     with torch.no_grad():
         return program.run(x)
 

@@ -1,0 +1,113 @@
+"""Arrays in and out of the command line: ``.npy``/``.npz`` read without unpickling, written
+atomically to exactly the path given.
+
+``--input IN.npy`` feeds a single-input program; ``--input NAME=IN.npy`` (repeated) or
+``--input IN.npz`` (its arrays by name) feed named inputs. ``--output OUT.npy`` takes a single
+output, ``--output OUT.npz`` any number of outputs by name.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ganglion.models.errors import ShapeError
+from ganglion.runtime.atomic import atomic_file, check_target
+
+MAX_ARRAY_BYTES = 4 << 30  # a file above this is refused before it is read
+MAX_NPZ_MEMBERS = 1024
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise ShapeError(f"{path}: no such file")
+    if path.stat().st_size > MAX_ARRAY_BYTES:
+        raise ShapeError(f"{path}: larger than {MAX_ARRAY_BYTES >> 30} GiB")
+
+
+def _declared_npz_bytes(path: Path) -> int:
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        if len(members) > MAX_NPZ_MEMBERS:
+            raise ShapeError(f"{path}: more than {MAX_NPZ_MEMBERS} arrays")
+        return sum(m.file_size for m in members)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One array from a .npy file (never unpickled); one-line ShapeError otherwise."""
+    _check_file(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ShapeError(f"{path}: not a readable .npy array ({type(exc).__name__})") from exc
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise ShapeError(f"{path}: an .npz archive; give one array saved with np.save (.npy)")
+    return data
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a .npz file by name (never unpickled, decompressed size bounded)."""
+    _check_file(path)
+    try:
+        if _declared_npz_bytes(path) > MAX_ARRAY_BYTES:
+            raise ShapeError(f"{path}: its arrays unpack to more than {MAX_ARRAY_BYTES >> 30} GiB")
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except ShapeError:
+        raise
+    except Exception as exc:
+        raise ShapeError(f"{path}: not a readable .npz archive ({type(exc).__name__})") from exc
+
+
+def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:
+    """``--input`` values: one PATH.npy (a bare array), PATH.npz, or NAME=PATH entries."""
+    if not specs:
+        raise ShapeError("give --input IN.npy, --input IN.npz or --input NAME=IN.npy")
+    if len(specs) == 1 and "=" not in specs[0]:
+        path = Path(specs[0])
+        return read_npz(path) if path.suffix == ".npz" else read_npy(path)
+    named: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise ShapeError(f"--input {spec!r}: several inputs are given as NAME=FILE.npy")
+        if name in named:
+            raise ShapeError(f"--input names {name!r} twice")
+        named[name] = read_npy(Path(file))
+    return named
+
+
+def check_output_path(path: Path, force: bool = False) -> None:
+    """ShapeError unless ``path`` ends in .npy/.npz and is new (or ``force`` and a file)."""
+    if path.suffix not in (".npy", ".npz"):
+        raise ShapeError(f"--output {path}: must end in .npy (one output) or .npz (by name)")
+    if path.is_dir():
+        raise ShapeError(f"--output {path} is a folder")
+    check_target(path, force)
+
+
+def write_outputs(
+    outputs: np.ndarray | dict[str, np.ndarray], path: Path, force: bool = False
+) -> None:
+    """Write outputs to exactly ``path`` (.npy: one array, .npz: by name), atomically; an
+    existing file is replaced only with ``force``."""
+    check_output_path(path, force)
+    if isinstance(outputs, dict) and len(outputs) > 1 and path.suffix == ".npy":
+        names = ", ".join(outputs)
+        raise ShapeError(f"--output {path}: the program has several outputs ({names}); use .npz")
+    with atomic_file(path, force) as tmp, open(tmp, "wb") as fh:
+        if path.suffix == ".npz":
+            named = outputs if isinstance(outputs, dict) else {"output": outputs}
+            np.savez(fh, **named)
+        else:
+            single = outputs if not isinstance(outputs, dict) else next(iter(outputs.values()))
+            np.save(fh, single, allow_pickle=False)
+
+
+def describe_outputs(outputs: np.ndarray | dict[str, np.ndarray]) -> str:
+    """``logits [2, 16, 256] float32`` for each output."""
+    named = outputs if isinstance(outputs, dict) else {"output": outputs}
+    return ", ".join(f"{n} {list(a.shape)} {a.dtype}" for n, a in named.items())

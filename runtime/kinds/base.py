@@ -1,0 +1,172 @@
+"""What every program kind provides: one class per kind, found through ``manifest.kind``.
+
+A kind holds everything kind-specific, so that the session, the bundle, the backends, the
+parity suite, ``inspect`` and ``profile`` never probe a module for what it is:
+- the host side of the Session contract (numpy, no torch): the shape ``run`` expects of each
+  input, how ``run``'s inputs split into ``step`` inputs and how step outputs collect back,
+  example inputs, and the host-side feeds of the ONNX graphs;
+- the torch face (torch imported inside): rebuilding the module from a bundle, the tensors a
+  bundle stores, and calling the module's ``run``/``step``/``init_state`` with named tensors;
+- the bundle's artifacts (writers and the files a bundle must hold), the ONNX faces, describe,
+  operation counts, and the parity tolerance of each output.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ganglion.models.errors import BackendUnavailable
+from ganglion.models.manifest import Manifest, TensorSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from ganglion.device import OpCounts
+    from ganglion.models.deployable import Deployable
+
+Arrays = dict[str, np.ndarray]
+Tensors = dict[str, "torch.Tensor"]
+ArtifactWriter = Callable[["Deployable", Path], None]
+BATCH, TIME = -1, -2  # markers in an expected shape: the batch axis, a time axis of any length
+
+
+class ProgramKind(ABC):
+    """Base class of the kinds in ``runtime/kinds``; each subclass overrides what differs."""
+
+    name: str = ""
+    has_steps: bool = True  # False: ``step`` is ``run`` and there is no state
+
+    # ---- the Session contract's host side ----------------------------------------------------
+
+    def run_shape(self, manifest: Manifest, spec: TensorSpec) -> list[int]:
+        """The shape ``run`` expects of input ``spec`` (BATCH and TIME mark variable axes)."""
+        return [BATCH if i == 0 and d == -1 else d for i, d in enumerate(spec.shape)]
+
+    def step_shape(self, manifest: Manifest, spec: TensorSpec) -> list[int]:
+        """The shape ``step`` expects of input ``spec``."""
+        return [BATCH if i == 0 and d == -1 else d for i, d in enumerate(spec.shape)]
+
+    def batch_axis(self, manifest: Manifest) -> int:
+        """The batch axis of ``run``'s inputs."""
+        return 0
+
+    def split_steps(self, manifest: Manifest, inputs: Arrays) -> list[Arrays]:
+        """``run``'s inputs as the inputs of successive ``step`` calls."""
+        return [inputs]
+
+    def collect(self, manifest: Manifest, outputs: list[Arrays]) -> Arrays:
+        """``run``'s outputs from the outputs of successive ``step`` calls."""
+        return outputs[-1]
+
+    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
+        """Random inputs shaped like ``run``'s (floats in [0, 1), integers in range)."""
+        rng = np.random.default_rng(seed)
+        out: Arrays = {}
+        for spec in manifest.inputs:
+            shape = [
+                batch if d == BATCH else 1 if d in (TIME, -1) else d
+                for d in self.run_shape(manifest, spec)
+            ]
+            out[spec.name] = _random(rng, shape, spec.dtype)
+        return out
+
+    def open_session(self, program: Any, backend: str, device: str, options: dict[str, Any]) -> Any:
+        """A session this kind assembles itself (a composite's), or None: the backend loads it."""
+        return None
+
+    def onnx_feeds(self, manifest: Manifest, inputs: Arrays, state: Arrays | None) -> Arrays:
+        """The ONNX graphs' data inputs for the session's inputs (default: the same arrays)."""
+        return inputs
+
+    # ---- the torch face ------------------------------------------------------------------------
+
+    def build_module(
+        self, manifest: Manifest, config: dict[str, Any], tensors: Tensors, folder: Path
+    ) -> torch.nn.Module:
+        """The program's module rebuilt from its bundle (config, weights, other artifacts)."""
+        raise BackendUnavailable(f"{self.name} programs have no torch form")
+
+    def torch_face_missing(self, manifest: Manifest) -> str | None:
+        """Why this program cannot run on the torch backend, or None when it can."""
+        return None
+
+    def module_tensors(self, deployable: Deployable) -> Tensors:
+        """The tensors ``weights.safetensors`` stores."""
+        return {k: v.detach().contiguous() for k, v in deployable.module.state_dict().items()}
+
+    @abstractmethod
+    def torch_run(self, module: torch.nn.Module, inputs: Tensors, record: bool = False) -> Tensors:
+        """Whole input -> outputs, by name; ``record`` keeps activity where the kind has it."""
+
+    def torch_step(
+        self, module: torch.nn.Module, inputs: Tensors, state: Tensors
+    ) -> tuple[Tensors, Tensors]:
+        """One step -> (outputs, new state); stateless kinds run the whole input."""
+        return self.torch_run(module, inputs), {}
+
+    def torch_prefill(
+        self, module: torch.nn.Module, inputs: Tensors, state: Tensors
+    ) -> tuple[Tensors, Tensors] | None:
+        """The parallel form continuing from ``state``, where the kind has one; else None."""
+        return None
+
+    def torch_init_state(self, module: torch.nn.Module, batch: int) -> Tensors:
+        """A fresh state for ``batch`` samples."""
+        return {}
+
+    def activity(self, module: torch.nn.Module) -> dict[str, np.ndarray]:
+        """Spike counts per neuron of each layer in the last recorded run (spiking kinds)."""
+        return {}
+
+    # ---- bundle, ONNX, describe, operation counts, parity --------------------------------------
+
+    def artifact_writers(self, deployable: Deployable) -> dict[str, ArtifactWriter]:
+        """Extra files of this kind's bundles: name -> writer(deployable, path)."""
+        return {}
+
+    def required_artifacts(self, manifest: Manifest) -> tuple[str, ...]:
+        """Files a bundle of this program must list in its manifest."""
+        return ("config.json", "weights.safetensors")
+
+    def onnx_face(self, deployable: Deployable) -> Any:
+        """The program's ONNX graphs (``runtime.onnx_export``), or BundleError saying why not."""
+        from ganglion.models.errors import BundleError
+
+        raise BundleError(f"no ONNX export for {self.name!r} programs")
+
+    def io_text(self, manifest: Manifest) -> dict[str, str]:
+        """How each of ``run``'s inputs and outputs is shaped, in words."""
+        from ganglion.runtime.tensors import shape_text
+
+        text = {s.name: shape_text(self.run_shape(manifest, s)) for s in manifest.inputs}
+        for s in manifest.outputs:
+            text[s.name] = shape_text([BATCH if d == -1 else d for d in s.shape])
+        return text
+
+    def describe(self, deployable: Deployable) -> dict[str, Any]:
+        """Kind-specific summary: ``layers`` (list of rows), ``parameters`` and ``shapes`` text."""
+        params = sum(int(p.numel()) for p in deployable.module.parameters())
+        return {"layers": [], "parameters": params}
+
+    def count_ops(self, deployable: Deployable, inputs: Arrays) -> OpCounts:
+        """Operation counts per inference on ``inputs`` (runs the program once on CPU)."""
+        from ganglion.runtime.opcount import dense_counts
+
+        return dense_counts(deployable, self, inputs)
+
+    def parity_atol(self, manifest: Manifest, output: str) -> float | None:
+        """Absolute tolerance between backends for ``output`` (None: must be equal)."""
+        return 1e-5
+
+
+def _random(rng: np.random.Generator, shape: list[int], dtype: str) -> np.ndarray:
+    if dtype.startswith("float"):
+        return rng.random(shape).astype(dtype)
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    return rng.integers(0, 2, shape).astype(dtype)

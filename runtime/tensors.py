@@ -1,0 +1,142 @@
+"""Named tensors against a manifest: the checks every Session applies to what it is given.
+
+A wrong name, dtype or shape is a ``ShapeError`` naming the tensor with expected vs got; a
+float input holding NaN or infinity is refused with the first offending index (unless the
+session allows non-finite values). Numeric inputs are cast within safe families: any number
+or bool to a float tensor, integers to an integer tensor (within its range); a float given
+for an integer tensor (token ids, say) is refused rather than truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ganglion.models.errors import ShapeError
+from ganglion.models.manifest import TensorSpec
+from ganglion.runtime.kinds import BATCH, TIME
+
+State = dict[str, np.ndarray]
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``[batch, T, 64]`` for an expected shape: the first -1 (BATCH) is the batch axis, a
+    later -1 a dimension of any length, TIME the time axis."""
+    words, seen_batch = [], False
+    for d in shape:
+        if d == BATCH:
+            words.append("any" if seen_batch else "batch")
+            seen_batch = True
+        else:
+            words.append("T" if d == TIME else str(d))
+    return "[" + ", ".join(words) + "]"
+
+
+def _cast(name: str, value: object, dtype: str) -> np.ndarray:
+    array = np.asarray(value)
+    got = array.dtype
+    if got == dtype:
+        return array
+    want = np.dtype(dtype)
+    ok = (
+        (want.kind == "f" and got.kind in "fiub")
+        or (want.kind in "iu" and got.kind in "iu")
+        or (want.kind == "b" and got.kind == "b")
+    )
+    if got.kind not in "fiub":
+        raise ShapeError(f"input {name!r} must be a numeric {dtype} array, got {got}")
+    if not ok:
+        raise ShapeError(f"input {name!r} must be {dtype}, got {got}")
+    if want.kind in "iu" and array.size:
+        info = np.iinfo(want)
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            raise ShapeError(f"input {name!r} ({got}) has values {low}..{high} outside {dtype}")
+    return array.astype(want)
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """ShapeError naming the first NaN or infinity in a float array."""
+    if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+        index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)
+        value = array[index]
+        raise ShapeError(
+            f"input {name!r} holds {value} at index {tuple(int(i) for i in index)} "
+            "(non-finite values are refused; allow them explicitly to pass them through)"
+        )
+
+
+def check_inputs(
+    specs: list[TensorSpec],
+    expected: dict[str, list[int]],
+    inputs: Mapping[str, object],
+    allow_nonfinite: bool = False,
+) -> dict[str, np.ndarray]:
+    """``inputs`` as contiguous arrays of the declared dtypes, checked against ``expected``
+    shapes (BATCH must be the same size in every input; TIME and -1 take any size)."""
+    names = [s.name for s in specs]
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise ShapeError(f"unknown input {unknown[0]!r}; the program takes {', '.join(names)}")
+    checked: dict[str, np.ndarray] = {}
+    batch: tuple[str, int] | None = None
+    for spec in specs:
+        if spec.name not in inputs:
+            raise ShapeError(f"missing input {spec.name!r}; the program takes {', '.join(names)}")
+        array = _cast(spec.name, inputs[spec.name], spec.dtype)
+        want = expected[spec.name]
+        fits = array.ndim == len(want) and all(
+            w in (BATCH, TIME, -1) or w == g for w, g in zip(want, array.shape, strict=False)
+        )
+        if not fits:
+            raise ShapeError(
+                f"input {spec.name!r} must be {shape_text(want)}, got {list(array.shape)}"
+            )
+        if BATCH in want:
+            size = array.shape[want.index(BATCH)]
+            if batch is not None and batch[1] != size:
+                raise ShapeError(
+                    f"inputs {batch[0]!r} and {spec.name!r} disagree on the batch size "
+                    f"({batch[1]} vs {size})"
+                )
+            batch = (spec.name, size)
+        if not allow_nonfinite:
+            check_finite(spec.name, array)
+        checked[spec.name] = np.ascontiguousarray(array)
+    return checked
+
+
+def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int | None) -> None:
+    """ShapeError unless ``state`` has exactly the declared tensors with fitting shapes (and
+    ``batch`` samples on batched tensors, when given)."""
+    names = [s.name for s in specs]
+    if set(state) != set(names):
+        missing = sorted(set(names) - set(state))
+        extra = sorted(set(state) - set(names))
+        what = f"lacks {missing[0]!r}" if missing else f"has unknown {extra[0]!r}"
+        raise ShapeError(f"state {what}; expected {', '.join(names) or 'no tensors'}")
+    for spec in specs:
+        shape = np.shape(state[spec.name])  # type: ignore[arg-type]
+        want = list(spec.shape)
+        if batch is not None and spec.batched:
+            want[0] = batch
+        fits = len(shape) == len(want) and all(
+            w == -1 or w == g for w, g in zip(want, shape, strict=True)
+        )
+        if not fits:
+            raise ShapeError(f"state {spec.name!r} must be {shape_text(want)}, got {list(shape)}")
+
+
+def batched_state(
+    specs: list[TensorSpec], per_sample: Mapping[str, np.ndarray], batch: int
+) -> State:
+    """A state for ``batch`` samples from per-sample values (batched specs get axis 0)."""
+    return {
+        s.name: (
+            np.broadcast_to(per_sample[s.name][None], (batch, *per_sample[s.name].shape)).copy()
+            if s.batched
+            else np.array(per_sample[s.name])
+        )
+        for s in specs
+    }
