@@ -12,12 +12,8 @@ Only ATen operators are accepted in a ``torch.export`` graph, and none that touc
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +23,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ganglion.converters.onnx_file import check_self_contained
+from ganglion.converters.torch_onnx import quietly, torch_to_onnx
 from ganglion.models.dense import DenseProgram
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ConversionError
@@ -116,43 +113,6 @@ def _dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.Export
         return program
 
 
-def _silently(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with the exporters' progress prints, warnings and logs hidden."""
-    loggers = [logging.getLogger(), logging.getLogger("torch")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn(*args, **kwargs)
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
-
-
-def _export_onnx(
-    program: torch.export.ExportedProgram, inputs: list[str], outputs: list[str]
-) -> bytes:
-    try:
-        onnx_program = _silently(
-            torch.onnx.export,
-            program,
-            (),
-            dynamo=True,
-            input_names=inputs,
-            output_names=outputs,
-            opset_version=OPSET,
-            external_data=False,
-        )
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConversionError(f"the network does not export to ONNX: {first}") from exc
-    model = onnx_program.model_proto
-    check_self_contained(model, "the exported ONNX graph")
-    return model.SerializeToString()
-
-
 Specs = tuple[DenseProgram, list[TensorSpec], list[TensorSpec]]
 
 
@@ -171,7 +131,8 @@ def dense_from_exported(program: torch.export.ExportedProgram) -> Specs:
         _tensor_spec(n, v.meta.get("val"), "output") for n, v in zip(outputs, leaves, strict=True)
     ]
     module = DenseProgram(program.module(), inputs, outputs, exported=program)
-    module.onnx_models["fp32"] = _export_onnx(program, inputs, outputs)
+    model = torch_to_onnx(program, (), inputs, outputs, opset=OPSET)
+    module.onnx_models["fp32"] = model.SerializeToString()
     return module, specs, out_specs
 
 
@@ -276,7 +237,7 @@ def _quantize_int8(model: bytes, calib: dict[str, np.ndarray], batch: int = 16) 
         source, target = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(model)
         try:
-            _silently(
+            quietly(
                 quantize_static,
                 str(source),
                 str(target),

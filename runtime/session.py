@@ -131,7 +131,9 @@ class Session(ABC):
                 names = ", ".join(s.name for s in specs)
                 raise ShapeError(f"this program takes several named inputs ({names}): pass a dict")
             inputs = {specs[0].name: inputs}
-        return check_inputs(specs, shapes, inputs, self.allow_nonfinite), bare  # type: ignore[arg-type]
+        checked = check_inputs(specs, shapes, inputs, self.allow_nonfinite)  # type: ignore[arg-type]
+        self.kind.check_values(self.manifest, checked)
+        return checked, bare
 
     @staticmethod
     def _batch(inputs: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> int | None:

@@ -64,6 +64,8 @@ def check_ids(ids: torch.Tensor, vocab_size: int, ndim: int) -> None:
     if ids.ndim != ndim:
         layout = "[B, T]" if ndim == 2 else "[B]"
         raise ValueError(f"token ids must be {layout}, got shape {list(ids.shape)}")
+    if torch.compiler.is_compiling():  # values are symbolic while exporting
+        return
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(
             f"token ids must be in [0, {vocab_size}), got {int(ids.min())}..{int(ids.max())}"

@@ -31,14 +31,17 @@ def _register() -> None:
         convert,
         demo,
         devices,
+        generate,
         inspect,
         nir_io,
         profile,
         quantize,
         run,
+        select,
     )
 
-    for module in (convert, nir_io, quantize, run, inspect, demo, devices, profile):
+    commands = (convert, nir_io, quantize, run, generate, inspect, demo, devices, profile, select)
+    for module in commands:
         module.register(app)
 
 

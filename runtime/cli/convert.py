@@ -111,7 +111,7 @@ def dense(
     deployable = convert_dense(source, data, precision)
     deployable.manifest.provenance["source_file"] = model.name
     path = save_bundle(deployable, output, force)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     m = deployable.manifest
     for kind, specs in (("input", m.inputs), ("output", m.outputs)):
         for spec in specs:

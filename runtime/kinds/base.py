@@ -51,6 +51,9 @@ class ProgramKind(ABC):
         """The shape ``step`` expects of input ``spec``."""
         return [BATCH if i == 0 and d == -1 else d for i, d in enumerate(spec.shape)]
 
+    def check_values(self, manifest: Manifest, inputs: Arrays) -> None:  # noqa: B027
+        """ShapeError for input values the program cannot take (default: any value)."""
+
     def batch_axis(self, manifest: Manifest) -> int:
         """The batch axis of ``run``'s inputs."""
         return 0

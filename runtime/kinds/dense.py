@@ -14,8 +14,6 @@ onnxruntime backend runs with ``precision="int8"``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,24 +55,15 @@ class DenseOnnx:
 def _export_module(deployable: Deployable, opset: int) -> onnx.ModelProto:
     import torch
 
+    from ganglion.converters.torch_onnx import torch_to_onnx
     from ganglion.runtime.kinds import kind_of
 
     module, manifest = deployable.module.eval(), deployable.manifest
     examples = kind_of(manifest).example_inputs(manifest, batch=2)
     args = tuple(torch.from_numpy(examples[s.name]) for s in manifest.inputs)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with contextlib.redirect_stdout(io.StringIO()):
-        program = torch.onnx.export(
-            module,
-            args,
-            dynamo=True,
-            input_names=[s.name for s in manifest.inputs],
-            output_names=[s.name for s in manifest.outputs],
-            dynamic_shapes=tuple({0: batch} for _ in args),
-            opset_version=max(opset, 18),
-            external_data=False,
-        )
-    return program.model_proto
+    names = [s.name for s in manifest.inputs], [s.name for s in manifest.outputs]
+    return torch_to_onnx(module, args, *names, tuple({0: batch} for _ in args), opset)
 
 
 class DenseKind(ProgramKind):

@@ -138,27 +138,15 @@ class GateOnnx:
 
     def step_graph(self, opset: int) -> onnx.ModelProto:
         """The ensemble's first input -> ``gate`` [batch, experts]."""
-        import contextlib
-        import io
-
         import torch
+
+        from ganglion.converters.torch_onnx import torch_to_onnx
 
         module = self.deployable.module.eval()
         spec = self.deployable.manifest.inputs[0]
         example = torch.zeros([2, *spec.shape[1:]], dtype=getattr(torch, spec.dtype))
         batch = torch.export.Dim("batch", min=1, max=1 << 20)
-        with contextlib.redirect_stdout(io.StringIO()):
-            program = torch.onnx.export(
-                module,
-                (example,),
-                dynamo=True,
-                input_names=[spec.name],
-                output_names=["gate"],
-                dynamic_shapes=({0: batch},),
-                opset_version=max(opset, 18),
-                external_data=False,
-            )
-        return program.model_proto
+        return torch_to_onnx(module, (example,), [spec.name], ["gate"], ({0: batch},), opset)
 
     def sequence_graph(self, opset: int) -> None:
         """The gate has no sequence form."""

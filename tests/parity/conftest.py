@@ -203,6 +203,87 @@ PROGRAMS: list[ProgramCase] = [
 ]
 
 
+# ---- dense, sequence and ensemble programs --------------------------------------------------
+
+
+class _Encoder(nn.Module):
+    """A small Transformer encoder with two named inputs and two named outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(2, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, ids: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.layer(self.emb(ids) * scale.unsqueeze(-1))
+        return {"logits": self.head(hidden.mean(1)), "hidden": hidden}
+
+
+def _exported(model: nn.Module, *args: torch.Tensor) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    return torch.export.export(model.eval(), args, dynamic_shapes=tuple({0: batch} for _ in args))
+
+
+def _dense_encoder() -> Deployable:
+    from ganglion.converters.dense import convert_dense
+
+    torch.manual_seed(0)
+    return convert_dense(
+        _exported(_Encoder(), torch.zeros(2, 6, dtype=torch.int64), torch.ones(2, 6))
+    )
+
+
+def _dense_cnn() -> Deployable:
+    from ganglion.converters.dense import convert_dense
+
+    torch.manual_seed(0)
+    return convert_dense(_exported(_cnn(), torch.zeros(2, 1, 8, 8)))
+
+
+def _sequence(architecture: str) -> Callable[[], Deployable]:
+    def build() -> Deployable:
+        from ganglion.models.sequence import sequence_model_class
+        from ganglion.models.sequence.program import sequence_deployable
+
+        torch.manual_seed(0)
+        cls = sequence_model_class(architecture)
+        return sequence_deployable(
+            cls.from_config({**cls().to_config(), "d_model": 32, "n_layers": 2})
+        )
+
+    return build
+
+
+def _ensemble() -> Deployable:
+    from ganglion.converters.ensemble import convert_ensemble
+    from ganglion.runtime.ensemble_calibration import all_expert_probabilities
+
+    calib = _calibration((12,))
+    labels = np.random.default_rng(5).integers(0, 5, len(calib))
+    members = {"dense": _dense_mlp(), "spiking": _converted(_mlp, (12,), decoding="count")}
+    probs = all_expert_probabilities(members, {"x": calib})
+    return convert_ensemble(members, {"x": calib}, labels, probs, top_k=1, epochs=20)
+
+
+def _dense_mlp() -> Deployable:
+    from ganglion.converters.dense import convert_dense
+
+    torch.manual_seed(1)
+    return convert_dense(_exported(_mlp(), torch.zeros(2, 12)))
+
+
+PROGRAMS += [
+    ProgramCase("dense-encoder-two-inputs", functools.cache(_dense_encoder)),
+    ProgramCase("dense-cnn", functools.cache(_dense_cnn)),
+    *(
+        ProgramCase(f"sequence-{a}", functools.cache(_sequence(a)))
+        for a in ("rwkv", "spikegpt", "gla", "gam", "gpt")
+    ),
+    ProgramCase("ensemble-dense-and-spiking", functools.cache(_ensemble)),
+]
+
+
 # ---- backends ------------------------------------------------------------------------------
 
 BACKEND_CASES = [BackendCase(name, device) for name in BACKENDS for device in ("cpu", "cuda")]

@@ -1,0 +1,48 @@
+"""``ganglion generate``: stream tokens from a language-model bundle on any backend."""
+
+from __future__ import annotations
+
+import codecs
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from ganglion.models.recipes.text import encode_text
+from ganglion.runtime.generation import Sampling, generate
+from ganglion.runtime.session import load
+
+
+def generate_command(
+    bundle: Path = typer.Argument(..., help="Sequence bundle (folder or .tar)."),
+    prompt: str = typer.Option(..., "--prompt", help="Text to continue (UTF-8 bytes are tokens)."),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Tokens to generate."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0: greedy."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Sample among the k likeliest."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling threshold."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    backend: str = typer.Option("torch", "--backend", help="torch | onnxruntime | tensorrt"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+) -> None:
+    """Continue a prompt token by token, printing text as it comes (tokens/s at the end)."""
+    sampling = Sampling(max_tokens, temperature, top_k, top_p, seed)
+    ids = encode_text(prompt)
+    with load(bundle, backend=backend, device=device) as session:
+        start, tokens = time.perf_counter(), []
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in generate(session, ids, sampling):
+            tokens.append(token)
+            sys.stdout.write(decoder.decode(bytes([token])))  # whole characters as they complete
+            sys.stdout.flush()
+        seconds = time.perf_counter() - start
+    sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    rate = len(tokens) / seconds if seconds > 0 else float("inf")
+    typer.echo(
+        f"[{len(tokens)} tokens in {seconds:.2f} s: {rate:.1f} tokens/s, {backend}]", err=True
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``generate`` to the CLI."""
+    app.command("generate")(generate_command)

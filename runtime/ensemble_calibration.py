@@ -1,0 +1,31 @@
+"""Run an ensemble's frozen experts on calibration data (what the gate is trained from)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import BackendUnavailable
+from ganglion.models.mixture import softmax
+from ganglion.runtime.session import load
+
+
+def expert_probabilities(member: Deployable, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Class probabilities [M, C] of one expert on inputs given by position (torch where the
+    expert has a torch form, else ONNX Runtime)."""
+    renamed = {s.name: v for s, v in zip(member.manifest.inputs, inputs.values(), strict=True)}
+    try:
+        session = load(member)
+    except BackendUnavailable:
+        session = load(member, backend="onnxruntime")
+    with session:
+        scores = session.run(renamed)
+    value = next(iter(scores.values()))
+    return softmax(value.reshape(value.shape[0], -1))
+
+
+def all_expert_probabilities(
+    members: dict[str, Deployable], inputs: dict[str, np.ndarray]
+) -> np.ndarray:
+    """[M, experts, classes] for every member, in the order of ``members``."""
+    return np.stack([expert_probabilities(m, inputs) for m in members.values()], axis=1)

@@ -1,0 +1,183 @@
+"""The ``sequence`` kind: token models (RWKV, SpikeGPT, GLA, GAM, GPT) — one token per step.
+
+Tensors: ``ids`` int64 (``run``: [batch, T]; ``step``: [batch]) and ``logits`` float32
+(``run``: [batch, T, vocab]; ``step``: [batch, vocab]); the state is the model's own
+(``SequenceModel.state_specs``: token shifts, WKV/GLA states, LIF membranes, KV caches).
+``prefill`` is the model's parallel form continuing from a state.
+
+Bundle: ``config.json`` + ``weights.safetensors`` rebuild the model by architecture name,
+``initial_state.safetensors`` holds the fresh state, ``model.onnx`` the step graph (token and
+state in, logits and state out) exported with torch's ONNX exporter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ganglion.models.errors import BundleError, ShapeError
+from ganglion.models.manifest import Manifest, SequenceTime, TensorSpec
+from ganglion.runtime.kinds.base import BATCH, TIME, Arrays, ArtifactWriter, ProgramKind, Tensors
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+    from ganglion.models.deployable import Deployable
+
+EXAMPLE_TOKENS = 16
+
+
+def _time(manifest: Manifest) -> SequenceTime:
+    assert isinstance(manifest.time, SequenceTime)
+    return manifest.time
+
+
+class SequenceKind(ProgramKind):
+    """Autoregressive token programs."""
+
+    name = "sequence"
+
+    # ---- host side -----------------------------------------------------------------------------
+
+    def run_shape(self, manifest: Manifest, spec: TensorSpec) -> list[int]:
+        """[batch, T] ids."""
+        return [BATCH, TIME, *spec.shape[1:]]
+
+    def check_values(self, manifest: Manifest, inputs: Arrays) -> None:
+        """Token ids must lie in [0, vocab_size)."""
+        vocab = _time(manifest).vocab_size
+        for name, ids in inputs.items():
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+                raise ShapeError(
+                    f"input {name!r}: token ids must be in [0, {vocab}), "
+                    f"got {int(ids.min())}..{int(ids.max())}"
+                )
+
+    def split_steps(self, manifest: Manifest, inputs: Arrays) -> list[Arrays]:
+        """One step per token position."""
+        steps = next(iter(inputs.values())).shape[1]
+        return [{k: np.ascontiguousarray(v[:, t]) for k, v in inputs.items()} for t in range(steps)]
+
+    def collect(self, manifest: Manifest, outputs: list[Arrays]) -> Arrays:
+        """Step outputs stacked on the token axis: [batch, T, ...]."""
+        return {name: np.stack([o[name] for o in outputs], axis=1) for name in outputs[0]}
+
+    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
+        """Random token ids [batch, 16] within the vocabulary."""
+        vocab = _time(manifest).vocab_size
+        rng = np.random.default_rng(seed)
+        return {s.name: rng.integers(0, vocab, (batch, EXAMPLE_TOKENS)) for s in manifest.inputs}
+
+    # ---- torch face ----------------------------------------------------------------------------
+
+    def build_module(
+        self, manifest: Manifest, config: dict[str, Any], tensors: Tensors, folder: Path
+    ) -> torch.nn.Module:
+        """The registered architecture, rebuilt from config.json with its weights."""
+        from ganglion.models.sequence import SEQUENCE_ARCHITECTURES, sequence_model_class
+
+        if manifest.architecture not in SEQUENCE_ARCHITECTURES:
+            raise BundleError(
+                f"unknown architecture {manifest.architecture!r} for sequence programs; "
+                f"known: {', '.join(sorted(SEQUENCE_ARCHITECTURES))}"
+            )
+        model = sequence_model_class(manifest.architecture).from_config(config)
+        model.load_state_dict(tensors)
+        return model.eval()
+
+    def torch_run(self, module: torch.nn.Module, inputs: Tensors, record: bool = False) -> Tensors:
+        """The parallel form from a fresh state."""
+        logits, _ = module(inputs["ids"])
+        return {"logits": logits}
+
+    def torch_step(
+        self, module: torch.nn.Module, inputs: Tensors, state: Tensors
+    ) -> tuple[Tensors, Tensors]:
+        """The recurrent form: one token."""
+        logits, new_state = module.step(inputs["ids"], state)
+        return {"logits": logits}, new_state
+
+    def torch_prefill(
+        self, module: torch.nn.Module, inputs: Tensors, state: Tensors
+    ) -> tuple[Tensors, Tensors]:
+        """The parallel form continuing from ``state``."""
+        logits, new_state = module(inputs["ids"], state)
+        return {"logits": logits}, new_state
+
+    def torch_init_state(self, module: torch.nn.Module, batch: int) -> Tensors:
+        """``module.init_state``."""
+        return module.init_state(batch)
+
+    # ---- bundle, ONNX, parity ------------------------------------------------------------------
+
+    def artifact_writers(self, deployable: Deployable) -> dict[str, ArtifactWriter]:
+        """The ONNX step graph."""
+        from ganglion.runtime.onnx_export import onnx_artifact_writers
+
+        return onnx_artifact_writers(("step",))
+
+    def onnx_face(self, deployable: Deployable) -> SequenceOnnx:
+        """The step graph (token and state in, logits and state out)."""
+        return SequenceOnnx(deployable)
+
+    def parity_atol(self, manifest: Manifest, output: str) -> float | None:
+        """Logits within 1e-4 (ONNX Runtime sums in another order; tokens agree)."""
+        return 1e-4
+
+
+class SequenceOnnx:
+    """The ONNX face of a token model."""
+
+    def __init__(self, deployable: Deployable) -> None:
+        self.deployable = deployable
+
+    def step_graph(self, opset: int) -> onnx.ModelProto:
+        """``ids`` [batch] and ``state_in.*`` -> ``logits`` [batch, V] and ``state_out.*``."""
+        import torch
+
+        from ganglion.converters.torch_onnx import torch_to_onnx
+        from ganglion.runtime.onnx_export import naming
+
+        module, manifest = self.deployable.module.eval(), self.deployable.manifest
+        specs = manifest.state
+        wrapper = _step_graph_module(module, [s.name for s in specs])
+        state = module.init_state(2)
+        ids = torch.zeros(2, dtype=torch.int64)
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        growing = torch.export.Dim("context", min=0, max=1 << 20)
+        dynamic = [{0: batch}] + [
+            {i: (batch if i == 0 else growing) for i, d in enumerate(s.shape) if d == -1}
+            for s in specs
+        ]
+        return torch_to_onnx(
+            wrapper,
+            (ids, *(state[s.name] for s in specs)),
+            ["ids", *(naming.state_input(s.name) for s in specs)],
+            ["logits", *(naming.state_output(s.name) for s in specs)],
+            (dynamic[0], tuple(dynamic[1:])),
+            opset,
+        )
+
+    def sequence_graph(self, opset: int) -> None:
+        """No sequence graph yet: ``run`` on ONNX Runtime is repeated steps."""
+        return None
+
+
+def _step_graph_module(module: Any, names: list[str]) -> Any:
+    import torch
+
+    class StepGraph(torch.nn.Module):
+        """(ids, *state) -> (logits, *new state), the state in manifest order."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, ids: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            logits, new = self.model.step(ids, dict(zip(names, values, strict=True)))
+            return (logits, *(new[n] for n in names))
+
+    return StepGraph()

@@ -1,0 +1,175 @@
+"""``ganglion convert dense`` end to end: the digits CNN from .pt2 (fp32 and int8) and from
+ONNX, and a Transformer encoder with two named inputs, on torch and onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ganglion.models.recipes.digits import DigitsData
+from ganglion.runtime import load
+from ganglion.runtime.cli import main
+
+
+def _cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return int(done.value.code or 0), captured.out, captured.err
+
+
+def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
+    return float((out.argmax(-1) == y).mean())
+
+
+@pytest.fixture(scope="module")
+def cnn_files(digits_cnn: tuple[nn.Module, DigitsData], tmp_path_factory: pytest.TempPathFactory):
+    model, data = digits_cnn
+    folder = tmp_path_factory.mktemp("dense-cnn")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    sample = torch.from_numpy(data.x_train[:2])
+    program = torch.export.export(model.eval(), (sample,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(folder / "cnn.pt2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (sample,),
+            str(folder / "cnn.onnx"),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    np.savez(folder / "calib.npz", x=data.x_train[:256], y=data.y_train[:256])
+    return folder, model, data
+
+
+def test_digits_cnn_from_pt2_runs_everywhere_with_int8(cnn_files, capsys) -> None:
+    folder, model, data = cnn_files
+    bundle = folder / "b"
+    code, out, err = _cli(
+        [
+            "convert",
+            "dense",
+            folder / "cnn.pt2",
+            "--calib",
+            folder / "calib.npz",
+            "-o",
+            bundle,
+            "--precision",
+            "int8",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "int8 vs fp32" in out and "precisions: fp32, int8" in out
+    with torch.no_grad():
+        ann = _accuracy(model(torch.from_numpy(data.x_test)).numpy(), data.y_test)
+    ref = load(bundle).run(data.x_test)
+    assert _accuracy(ref, data.y_test) == ann
+    np.testing.assert_allclose(load(bundle, backend="onnxruntime").run(data.x_test), ref, atol=1e-4)
+    int8 = load(bundle, backend="onnxruntime", precision="int8").run(data.x_test)
+    assert abs(_accuracy(int8, data.y_test) - ann) <= 0.03
+    report = json.loads((bundle / "manifest.json").read_text())["report"]["accuracy_check"]
+    assert report["int8_vs_fp32"]["argmax_agreement"] > 0.9
+    assert report["onnx_vs_torch"]["output_max_abs_diff"] < 1e-4
+    code, out, _ = _cli(["inspect", bundle], capsys)
+    assert code == 0 and "dense program (exported" in out
+
+
+def test_digits_cnn_from_onnx_runs_on_onnxruntime_only(cnn_files, capsys) -> None:
+    folder, _, data = cnn_files
+    bundle = folder / "from-onnx"
+    assert _cli(["convert", "dense", folder / "cnn.onnx", "-o", bundle], capsys)[0] == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["inputs"] == [{"name": "image", "shape": [-1, 1, 8, 8], "dtype": "float32"}]
+    out = load(bundle, backend="onnxruntime").run(data.x_test)
+    assert out.shape == (len(data.x_test), 10)
+    np.save(folder / "x.npy", data.x_test[:4])
+    code, _, err = _cli(
+        ["run", bundle, "--input", folder / "x.npy", "--output", folder / "y.npy"], capsys
+    )
+    assert code == 1 and "has no torch form; run it with --backend onnxruntime" in err
+
+
+class Encoder(nn.Module):
+    """Token ids and a float mask in; class logits and token features out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.norm(self.layer(self.emb(ids) * mask.unsqueeze(-1)))
+        return {"logits": self.head(h.mean(1)), "features": h}
+
+
+def test_transformer_encoder_with_two_inputs(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    batch = torch.export.Dim("batch", min=1, max=256)
+    args = (torch.zeros(2, 7, dtype=torch.int64), torch.ones(2, 7))
+    torch.export.save(
+        torch.export.export(model, args, dynamic_shapes=({0: batch}, {0: batch})),
+        str(tmp_path / "enc.pt2"),
+    )
+    rng = np.random.default_rng(0)
+    ids, mask = rng.integers(0, 20, (5, 7)), (rng.random((5, 7)) > 0.2).astype(np.float32)
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "mask.npy", mask)
+    assert _cli(["convert", "dense", tmp_path / "enc.pt2", "-o", tmp_path / "b"], capsys)[0] == 0
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ids), torch.from_numpy(mask))
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.npz"
+        code, _, err = _cli(
+            [
+                "run",
+                tmp_path / "b",
+                "--input",
+                f"ids={tmp_path / 'ids.npy'}",
+                "--input",
+                f"mask={tmp_path / 'mask.npy'}",
+                "--output",
+                out,
+                "--backend",
+                backend,
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        got = np.load(out)
+        for name in ("logits", "features"):
+            np.testing.assert_allclose(got[name], expected[name].numpy(), atol=1e-4, err_msg=name)
+
+
+def test_operator_outside_aten_is_refused_by_name() -> None:
+    """A custom operator (any code at all) never runs from a dense bundle."""
+    from ganglion.converters.dense import check_graph_ops
+    from ganglion.models.errors import ConversionError
+
+    @torch.library.custom_op("ganglion_test::twice", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @twice.register_fake
+    def _(x: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    class Custom(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return twice(x) + 1
+
+    program = torch.export.export(Custom(), (torch.zeros(2),))
+    with pytest.raises(ConversionError, match="ganglion_test::twice .* not allowed"):
+        check_graph_ops(program)

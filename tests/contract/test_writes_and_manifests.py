@@ -1,0 +1,220 @@
+"""No user data lost or mixed in: atomic bundle and output writes, --force replacing as a whole,
+bundles holding exactly their listed files; every manifest field range-checked by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ganglion.converters.spiking import SpikingOptions, convert_spiking
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import BundleError, GanglionError
+from ganglion.runtime.bundle import load_bundle, save_bundle
+from ganglion.runtime.cli import main
+
+
+@pytest.fixture(scope="module")
+def program() -> Deployable:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2)).eval()
+    calib = np.random.default_rng(0).uniform(0, 1, (16, 5)).astype(np.float32)
+    return convert_spiking(model, calib, None, SpikingOptions(timesteps=4))
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    return int(done.value.code or 0), capsys.readouterr().err
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_existing_folder_is_refused_and_untouched(program: Deployable, tmp_path: Path) -> None:
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    with pytest.raises(GanglionError, match="already exists; choose a new path or pass --force"):
+        save_bundle(program, target)
+    assert _snapshot(target) == {"notes.txt": b"precious"}
+
+
+def test_force_replaces_as_a_whole_and_never_merges(program: Deployable, tmp_path: Path) -> None:
+    target = tmp_path / "b"
+    target.mkdir()
+    (target / "notes.txt").write_text("old")
+    save_bundle(program, target, force=True)
+    assert not (target / "notes.txt").exists()
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert set(manifest["artifacts"]) == {p.name for p in target.iterdir()} - {"manifest.json"}
+
+
+def test_failed_save_leaves_nothing_behind(
+    program: Deployable, tmp_path: Path, monkeypatch
+) -> None:
+    from ganglion.runtime.kinds.spiking import SpikingKind
+
+    def broken(self, deployable):  # noqa: ANN001, ANN202
+        def write(d, p):  # noqa: ANN001, ANN202
+            raise RuntimeError("disk full")
+
+        return {"graph.nir": write}
+
+    monkeypatch.setattr(SpikingKind, "artifact_writers", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_bundle(program, tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unlisted_file_in_a_bundle_is_refused(program: Deployable, tmp_path: Path) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    (folder / "big.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(BundleError, match="files the manifest does not list: big.bin"):
+        load_bundle(folder)
+
+
+def test_failed_import_over_an_existing_bundle_keeps_it(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    before = _snapshot(folder)
+    (tmp_path / "bad.nir").write_bytes(b"not hdf5")
+    code, err = _cli(["import-nir", tmp_path / "bad.nir", "-o", folder, "--force"], capsys)
+    assert code != 0 and err.startswith("error: ") and err.count("\n") == 1
+    assert _snapshot(folder) == before
+    load_bundle(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "bad.nir"]
+
+
+def test_run_output_is_written_exactly_as_given(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    np.save(tmp_path / "x.npy", np.zeros((2, 5), np.float32))
+    (tmp_path / "precious.txt").write_text("keep")
+    code, err = _cli(
+        ["run", folder, "--input", tmp_path / "x.npy", "--output", tmp_path / "precious.txt"],
+        capsys,
+    )
+    assert code != 0 and "must end in .npy (one output) or .npz" in err
+    assert (tmp_path / "precious.txt").read_text() == "keep"
+    assert not (tmp_path / "precious.txt.npy").exists()
+    out = tmp_path / "y.npy"
+    assert _cli(["run", folder, "--input", tmp_path / "x.npy", "--output", out], capsys)[0] == 0
+    code, err = _cli(["run", folder, "--input", tmp_path / "x.npy", "--output", out], capsys)
+    assert code != 0 and "already exists" in err
+    assert (
+        _cli(["run", folder, "--input", tmp_path / "x.npy", "--output", out, "--force"], capsys)[0]
+        == 0
+    )
+    assert np.load(out).shape == (2, 2)
+
+
+def test_named_inputs_and_npz_outputs_from_the_command_line(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    x = np.random.default_rng(1).random((3, 5), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "in.npz", input=x)
+    for spec in (f"input={tmp_path / 'x.npy'}", str(tmp_path / "in.npz")):
+        out = tmp_path / f"out{len(spec)}.npz"
+        assert _cli(["run", folder, "--input", spec, "--output", out], capsys)[0] == 0
+        np.testing.assert_array_equal(np.load(out)["output"], load_bundle_run(folder, x))
+    code, err = _cli(
+        ["run", folder, "--input", f"nope={tmp_path / 'x.npy'}", "--output", tmp_path / "z.npy"],
+        capsys,
+    )
+    assert code != 0 and "unknown input 'nope'; the program takes input" in err
+
+
+def load_bundle_run(folder: Path, x: np.ndarray) -> np.ndarray:
+    from ganglion.runtime import load
+
+    return load(folder).run(x)
+
+
+def test_export_into_the_bundle_itself_is_refused(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    before = _snapshot(folder)
+    code, err = _cli(["export", folder, "--onnx", folder / "model.onnx", "--force"], capsys)
+    assert code != 0 and "inside the bundle" in err
+    assert _snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        ({"time": {"timesteps": 10**9}}, "manifest.time.timesteps"),
+        ({"time": {"dt": 0}}, "manifest.time.dt"),
+        ({"time": {"dt": -1e-4}}, "manifest.time.dt"),
+        ({"time": {"seed": -3}}, "manifest.time.seed"),
+        ({"kind": "quantum"}, "manifest.kind"),
+        ({"numerics": "float8"}, "manifest.numerics"),
+        ({"format_version": "one"}, "manifest.format_version"),
+        ({"inputs": [{"name": "input", "shape": [-1, "5"], "dtype": "float32"}]}, "shape"),
+        ({"inputs": [{"name": "input", "shape": [-1, 5], "dtype": "complex"}]}, "dtype"),
+        ({"inputs": [{"name": "input", "shape": [-1, 1 << 30], "dtype": "float32"}]}, "shape"),
+        ({"outputs": []}, "manifest.outputs"),
+    ],
+    ids=[
+        "timesteps",
+        "dt-zero",
+        "dt-negative",
+        "seed",
+        "kind",
+        "numerics",
+        "version",
+        "shape-string",
+        "dtype",
+        "shape-huge",
+        "no-outputs",
+    ],
+)
+def test_manifest_fields_are_range_checked_by_name(
+    program: Deployable, tmp_path: Path, edit: dict, field: str
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key, value in edit.items():
+        manifest[key] = {**manifest[key], **value} if isinstance(value, dict) else value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=field.replace(".", "\\.")) as err:
+        load_bundle(folder)
+    assert "manifest.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_non_finite_json_numbers_are_refused(program: Deployable, tmp_path: Path) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    text = (folder / "manifest.json").read_text().replace('"dt": 0.0001', '"dt": NaN')
+    (folder / "manifest.json").write_text(text)
+    with pytest.raises(BundleError, match="NaN is not a JSON number"):
+        load_bundle(folder)
+
+
+def test_reading_a_tar_bundle_leaves_no_temporary_folder(
+    program: Deployable, tmp_path: Path, monkeypatch
+) -> None:
+    tar = save_bundle(program, tmp_path / "b.tar")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    from ganglion.runtime import load
+
+    load(tar).run(np.zeros((1, 5), np.float32))
+    load_bundle(tar)
+    assert os.listdir(scratch) == []
