@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ganglion.models.errors import NIRError
+from ganglion.models.manifest import DEFAULT_DT
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import (
     Affine,
@@ -31,7 +32,6 @@ from ganglion.models.spiking.layers import (
     SumPool2d,
 )
 
-DEFAULT_DT = 1e-4
 IMPORTABLE = "Input, Output, Affine, Linear, Conv2d, Flatten, Scale, AvgPool2d, SumPool2d, IF, LIF"
 _UNIT_GAIN_TOLERANCE = 1e-5  # exporters compute R = τ/dt in float32
 

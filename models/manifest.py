@@ -29,6 +29,7 @@ MAX_RANK = 8
 MAX_DIM = 1 << 24  # a declared dimension above this is refused before anything is allocated
 MAX_TIMESTEPS = 1 << 20
 MAX_TENSORS = 4096
+DEFAULT_DT = 1e-4  # seconds per timestep: snnTorch's NIR export convention
 NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -109,7 +110,7 @@ class SpikingTime:
     """
 
     timesteps: int = 1
-    dt: float = 1e-4  # seconds per timestep, used to discretize continuous-time NIR neurons
+    dt: float = DEFAULT_DT  # seconds per timestep, used to discretize continuous-time NIR neurons
     encoding: str = "none"
     decoding: str = "none"
     seed: int = 0  # seed of the rate encoder

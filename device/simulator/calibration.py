@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from ganglion.device.profiles.schema import DeviceProfile
 from ganglion.device.simulator.opcounts import OpCounts
@@ -119,6 +118,8 @@ def _fit_relative(a: np.ndarray, lat: np.ndarray) -> np.ndarray:
     conditioning (they differ by many orders of magnitude)."""
     weighted = a / lat[:, None]
     scale = np.where(np.abs(weighted).max(axis=0) > 0, np.abs(weighted).max(axis=0), 1.0)
+    from scipy.optimize import nnls  # imported here: scipy costs every command ~0.4 s
+
     coef, _ = nnls(weighted / scale, np.ones_like(lat))
     return coef / scale
 

@@ -62,6 +62,14 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ShapeError(f"{path}: not a readable .npz archive ({type(exc).__name__})") from exc
 
 
+def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Array ``x`` (and optional labels ``y``) from a .npz file, never unpickling."""
+    data = read_npz(path)
+    if "x" not in data:
+        raise ShapeError(f"{path}: needs an array named 'x' (has {sorted(data)})")
+    return data["x"], data.get("y")
+
+
 def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:
     """``--input`` values: one PATH.npy (a bare array), PATH.npz, or NAME=PATH entries."""
     if not specs:

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable
-from ganglion.runtime.loihi_fit import chip_fit, require_fit
 
 TARGETS = ("loihi2",)
 
@@ -25,6 +24,8 @@ def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool
         raise BackendUnavailable(
             f"a chip-fit report needs a spiking program, got {deployable.manifest.kind!r}"
         )
+    from ganglion.runtime.loihi_fit import chip_fit, require_fit
+
     report = chip_fit(deployable.module.graph, chips)
     if as_json:
         typer.echo(json.dumps(report, indent=1))

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 
-from ganglion.converters.exported_archive import load_exported
-from ganglion.converters.spiking import SpikingOptions, convert_spiking
-from ganglion.converters.spiking.onnx_ann import read_ann_onnx
-from ganglion.models.errors import ConversionError
 from ganglion.runtime.atomic import check_target
-from ganglion.runtime.bundle import save_bundle
-from ganglion.runtime.cli.arrays import read_npz
+from ganglion.runtime.cli.arrays import load_calibration, read_npz
 
 convert_app = typer.Typer(
     help="Convert a trained PyTorch model into a deployable bundle.", no_args_is_help=True
 )
-
-
-def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Array ``x`` (and optional labels ``y``) from a .npz file, never unpickling."""
-    data = read_npz(path)
-    if "x" not in data:
-        raise ConversionError(f"{path}: needs an array named 'x' (has {sorted(data)})")
-    return data["x"], data.get("y")
 
 
 @convert_app.command("spiking")
@@ -53,6 +39,11 @@ def spiking(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Convert a trained ReLU network into a spiking program (IF/LIF neurons)."""
+    from ganglion.converters.exported_archive import load_exported
+    from ganglion.converters.spiking import SpikingOptions, convert_spiking
+    from ganglion.converters.spiking.onnx_ann import read_ann_onnx
+    from ganglion.runtime.bundle import save_bundle
+
     check_target(output, force)
     source = read_ann_onnx(model) if model.suffix == ".onnx" else load_exported(model)
     x, y = load_calibration(calib)
@@ -103,7 +94,9 @@ def dense(
 ) -> None:
     """Deploy any trained network as it is (a dense program: named inputs and outputs)."""
     from ganglion.converters.dense import convert_dense
+    from ganglion.converters.exported_archive import load_exported
     from ganglion.converters.onnx_file import load_onnx
+    from ganglion.runtime.bundle import save_bundle
 
     check_target(output, force)
     source = load_onnx(model) if model.suffix == ".onnx" else load_exported(model)

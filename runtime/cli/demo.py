@@ -11,9 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ganglion.runtime.demo import NETWORKS, accuracy_sweep, train_network, write_demo_bundle
-from ganglion.runtime.demo_tour import deployment_tour
-
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
@@ -29,6 +26,9 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Also print one JSON line per row."),
 ) -> None:
     """Train the digits MLP and CNN, convert them to spiking programs and deploy them."""
+    from ganglion.runtime.demo import NETWORKS, accuracy_sweep, train_network, write_demo_bundle
+    from ganglion.runtime.demo_tour import deployment_tour
+
     steps = [int(s) for s in timesteps.split(",") if s.strip()]
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
     table = Table(

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ganglion.converters.nir_graph import DEFAULT_DT, write_nir
-from ganglion.converters.nir_program import import_nir_program
 from ganglion.models.errors import BundleError
+from ganglion.models.manifest import DEFAULT_DT
 from ganglion.runtime.atomic import atomic_file, check_target
-from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.onnx_export.naming import DEFAULT_OPSET
 
 
@@ -21,6 +19,9 @@ def import_nir(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Import an NIR graph as a spiking bundle (inputs time-major [T, batch, ...])."""
+    from ganglion.converters.nir_program import import_nir_program
+    from ganglion.runtime.bundle import save_bundle
+
     check_target(output, force)
     deployable = import_nir_program(graph, dt)
     typer.echo(f"bundle written to {save_bundle(deployable, output, force)}")
@@ -44,6 +45,9 @@ def export(
             check_target(path, force)
             if bundle.is_dir() and path.resolve().parent == bundle.resolve():
                 raise BundleError(f"{path} is inside the bundle; write exports elsewhere")
+    from ganglion.converters.nir_graph import write_nir
+    from ganglion.runtime.bundle import load_bundle
+
     deployable = load_bundle(bundle)
     if nir is not None:
         if deployable.manifest.kind != "spiking":

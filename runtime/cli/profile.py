@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from ganglion.runtime.profiling import ProfileRequest, ProfileResult, pareto_front, profile_bundle
+if TYPE_CHECKING:
+    from ganglion.runtime.profiling import ProfileResult
 
 PROGRESS_FROM_RUNS = 20
 
@@ -40,6 +42,8 @@ def profile(
     device_files: list[Path] = typer.Option([], "--devices", help="Extra device profile file."),
 ) -> None:
     """Measure or predict latency (trtexec-style percentiles), throughput and energy."""
+    from ganglion.runtime.profiling import ProfileRequest, profile_bundle
+
     request = ProfileRequest(
         devices, backend, backend_device, runs, warmup, batch, simulate, str(root), device_files
     )
@@ -152,6 +156,8 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
             xytext=(4, 4),
             textcoords="offset points",
         )
+    from ganglion.runtime.profiling import pareto_front
+
     front = pareto_front([(lat, energy) for lat, energy, _ in points])
     if len(front) > 1:
         ax.step(

@@ -9,11 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.models.errors import ConversionError
 from ganglion.runtime.atomic import check_target
-from ganglion.runtime.bundle import load_bundle, save_bundle
-from ganglion.runtime.cli.convert import load_calibration
+from ganglion.runtime.cli.arrays import load_calibration
 
 TARGETS = ("loihi2",)
 
@@ -37,6 +35,9 @@ def quantize(
     """Map a spiking program onto Loihi 2's fixed-point formats and report the error."""
     if target not in TARGETS:
         raise ConversionError(f"--target must be one of {TARGETS}, got {target!r}")
+    from ganglion.converters.loihi_quantize import quantize_loihi2
+    from ganglion.runtime.bundle import load_bundle, save_bundle
+
     check_target(output, force)
     x, y = load_calibration(calib) if calib is not None else (None, None)
     quantized = quantize_loihi2(load_bundle(bundle), x, y)

@@ -9,10 +9,10 @@ import typer
 from ganglion.runtime.cli.arrays import (
     check_output_path,
     describe_outputs,
+    load_calibration,
     read_inputs,
     write_outputs,
 )
-from ganglion.runtime.cli.convert import load_calibration
 from ganglion.runtime.session import load
 
 
