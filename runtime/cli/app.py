@@ -38,9 +38,22 @@ def _register() -> None:
         quantize,
         run,
         select,
+        train,
     )
 
-    commands = (convert, nir_io, quantize, run, generate, inspect, demo, devices, profile, select)
+    commands = (
+        train,
+        convert,
+        nir_io,
+        quantize,
+        run,
+        generate,
+        inspect,
+        select,
+        profile,
+        devices,
+        demo,
+    )
     for module in commands:
         module.register(app)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
+from ganglion.models.errors import ConversionError
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
 
@@ -114,6 +116,140 @@ def dense(
         text = ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
         console.print(f"{check.replace('_', ' ')}: {text}", markup=False)
     console.print(f"bundle written to {path} (precisions: {', '.join(m.provenance['precisions'])})")
+
+
+@convert_app.command("spikegpt")
+def spikegpt(
+    model: Path = typer.Argument(..., help="An RWKV language-model bundle (ganglion train lm)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Surrogate-gradient steps."),
+    calib_windows: int = typer.Option(8, "--calib-windows", help="256-token calibration windows."),
+    eval_chars: int | None = typer.Option(
+        None, "--eval-chars", help="Held-out characters scored at each stage (default: all)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the calibration windows and fine-tune."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
+) -> None:
+    """Make a trained RWKV LM spiking (SpikeGPT form): LIF neurons calibrated on its corpus."""
+    import numpy as np
+    import torch
+
+    from ganglion.converters.spikegpt import convert_spikegpt
+    from ganglion.models.recipes.text import CORPORA, load_corpus, random_windows
+    from ganglion.models.sequence.program import sequence_deployable
+    from ganglion.runtime.bundle import load_bundle, save_bundle
+
+    check_target(output, force)
+    if calib_windows < 1 or finetune_steps < 0:
+        raise ConversionError("--calib-windows must be >= 1 and --finetune-steps >= 0")
+    source = load_bundle(model)
+    if source.manifest.architecture != "rwkv":
+        raise ConversionError(
+            f"{model}: convert spikegpt takes an RWKV bundle, "
+            f"this is {source.manifest.architecture!r}"
+        )
+    name = source.manifest.provenance.get("corpus", "prose")
+    corpus = load_corpus(name if name in CORPORA else "prose")
+    calib = random_windows(corpus.train, calib_windows, 255, np.random.default_rng(seed))
+    progress = _steps_progress(finetune_steps, "fine-tune")
+    with progress:
+        task = progress.add_task("fine-tune", total=max(finetune_steps, 1), loss="-")
+        snn, report = convert_spikegpt(
+            source.module,
+            torch.from_numpy(calib),
+            finetune_steps,
+            corpus,
+            eval_chars=eval_chars,
+            seed=seed,
+            progress=lambda step, loss: progress.update(task, completed=step, loss=f"{loss:.3f}"),
+        )
+    provenance = {
+        **source.manifest.provenance,
+        "converter": "ganglion.converters.spikegpt",
+        "source_bundle": str(model),
+    }
+    path = save_bundle(
+        sequence_deployable(snn, {"conversion": report.to_dict()}, provenance), output, force
+    )
+    console = Console(highlight=False)
+    for stage in ("rwkv_bpc", "uncalibrated_bpc", "calibrated_bpc", "finetuned_bpc"):
+        value = getattr(report, stage)
+        if value is not None:
+            console.print(f"{stage.removesuffix('_bpc').replace('_', ' ')}: {value:.3f} bits/char")
+    console.print(
+        f"tokens spent: {report.calibration_tokens:,} calibration, "
+        f"{report.finetune_tokens:,} fine-tune"
+    )
+    console.print(f"bundle written to {path}")
+
+
+def _steps_progress(total: int, what: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        console=Console(stderr=True),
+        transient=True,
+        disable=total == 0,
+    )
+
+
+@convert_app.command("ensemble")
+def ensemble(
+    members: list[Path] = typer.Argument(..., help="Expert bundles; NAME=BUNDLE names one."),
+    calib: Path = typer.Option(
+        ..., "--calib", help="NPZ: inputs by name ('x' for one) and integer labels 'y'."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Experts kept per input."),
+    placement: list[str] = typer.Option(
+        [], "--placement", help="EXPERT=DEVICE: the device profile an expert is meant for."
+    ),
+    epochs: int = typer.Option(300, "--epochs", help="Gate training epochs."),
+    seed: int = typer.Option(0, "--seed", help="Gate training seed."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
+) -> None:
+    """Build an MoE² ensemble: frozen experts plus a gate trained post-hoc on calibration data."""
+    from ganglion.converters.ensemble import convert_ensemble
+    from ganglion.runtime.bundle import load_bundle, save_bundle
+    from ganglion.runtime.ensemble_calibration import all_expert_probabilities
+
+    check_target(output, force)
+    experts = {}
+    for spec in members:
+        name, sep, path = str(spec).partition("=")
+        name, path = (name, path) if sep else (Path(name).name, name)
+        if name in experts:
+            raise ConversionError(f"two experts are named {name!r}; name them NAME=BUNDLE")
+        experts[name] = load_bundle(path)
+    places = {}
+    for item in placement:
+        expert, sep, device = item.partition("=")
+        if not sep or expert not in experts:
+            raise ConversionError(
+                f"--placement {item!r}: give EXPERT=DEVICE for one of {sorted(experts)}"
+            )
+        places[expert] = device
+    data = read_npz(calib)
+    if "y" not in data:
+        raise ConversionError(f"{calib}: needs integer labels 'y' to train the gate")
+    labels = data.pop("y")
+    first = next(iter(experts.values())).manifest.inputs
+    names = [s.name for s in first]
+    inputs = {"x": data["x"]} if "x" in data and len(names) == 1 else data
+    ordered = {n: inputs.get(n, inputs.get("x")) for n in names}
+    if any(v is None for v in ordered.values()):
+        raise ConversionError(f"{calib}: needs inputs {names} (or 'x' for one input)")
+    probs = all_expert_probabilities(experts, ordered)
+    program = convert_ensemble(experts, ordered, labels, probs, top_k, places, epochs, seed=seed)
+    path = save_bundle(program, output, force)
+    console = Console(highlight=False)
+    quality = program.manifest.report["quality"]
+    console.print(", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in quality.items()))
+    console.print(f"ensemble of {len(experts)} experts written to {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,171 @@
+"""``ganglion train``: the small training recipes, on data that ships offline, into bundles.
+
+``train lm`` trains a byte-level language model on Python's own prose (``pydoc_data``) or
+code (the standard library) and reports held-out bits per character; ``train vision`` trains
+an image classifier on scikit-learn's digits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ganglion.models.errors import GanglionError
+from ganglion.runtime.atomic import check_target
+
+train_app = typer.Typer(
+    help="Train a small model on offline data into a bundle.", no_args_is_help=True
+)
+
+LM_ARCHITECTURES = ("rwkv", "spikegpt", "gla", "gam", "gpt")
+VISION_ARCHITECTURES = ("vig", "vit")
+
+
+def _progress(total: int, what: str) -> Progress:
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _check_choice(value: str, choices: tuple[str, ...], flag: str) -> None:
+    if value not in choices:
+        raise GanglionError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@train_app.command("lm")
+def train_lm_command(
+    arch: str = typer.Option(..., "--arch", help="rwkv | spikegpt | gla | gam | gpt"),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    corpus: str = typer.Option("prose", "--corpus", help="prose (pydoc topics) | code (stdlib)"),
+    steps: int = typer.Option(300, "--steps", help="Optimizer steps."),
+    d_model: int = typer.Option(128, "--d-model", help="Model width."),
+    layers: int = typer.Option(2, "--layers", help="Blocks."),
+    batch: int = typer.Option(16, "--batch", help="Windows per step."),
+    length: int = typer.Option(128, "--length", help="Tokens per window."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialization and the sampler."),
+    eval_chars: int | None = typer.Option(
+        None, "--eval-chars", help="Held-out characters scored (default: the whole split)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
+) -> None:
+    """Train a byte-level language model; held-out bits per character go in the manifest."""
+    _check_choice(arch, LM_ARCHITECTURES, "--arch")
+    for flag, value in (
+        ("--steps", steps),
+        ("--d-model", d_model),
+        ("--layers", layers),
+        ("--batch", batch),
+        ("--length", length),
+    ):
+        if value < 1:
+            raise GanglionError(f"{flag} must be at least 1, got {value}")
+    check_target(output, force)
+    import torch
+
+    from ganglion.models.recipes.lm_training import train_lm
+    from ganglion.models.recipes.text import load_corpus
+    from ganglion.models.sequence import sequence_model_class
+    from ganglion.models.sequence.program import sequence_deployable
+    from ganglion.runtime.bundle import save_bundle
+
+    data = load_corpus(corpus)
+    torch.manual_seed(seed)
+    cls = sequence_model_class(arch)
+    model = cls.from_config({**cls().to_config(), "d_model": d_model, "n_layers": layers})
+    if model.context is not None and length > model.context:
+        raise GanglionError(f"--length {length} exceeds {arch}'s context of {model.context}")
+    with _progress(steps, f"train {arch} on {corpus}") as progress:
+        task = progress.add_task("train", total=steps, loss="-")
+        report = train_lm(
+            model,
+            data,
+            steps,
+            batch,
+            length,
+            lr,
+            seed,
+            lambda step, loss: progress.update(task, completed=step, loss=f"{loss:.3f}"),
+            eval_chars,
+        )
+    provenance = {
+        "recipe": "ganglion.models.recipes.lm_training",
+        "corpus": corpus,
+        "corpus_sha256": data.sha256,
+    }
+    path = save_bundle(
+        sequence_deployable(model, {"training": report.to_dict()}, provenance), output, force
+    )
+    console = Console(highlight=False)
+    console.print(
+        f"{arch}: {report.parameters:,} parameters, {report.tokens_seen:,} tokens in "
+        f"{report.seconds:.1f} s; final loss {report.final_loss:.3f} nats/token"
+    )
+    if report.heldout_bpc is not None:
+        console.print(f"held-out bits per character ({corpus}): {report.heldout_bpc:.3f}")
+    console.print(f"bundle written to {path}")
+
+
+@train_app.command("vision")
+def train_vision_command(
+    arch: str = typer.Option(..., "--arch", help="vig | vit"),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    epochs: int = typer.Option(30, "--epochs", help="Passes over the training split."),
+    upsample: int = typer.Option(1, "--upsample", help="Digits 8x8 upsampled by this factor."),
+    d_model: int = typer.Option(64, "--d-model", help="Model width."),
+    layers: int = typer.Option(4, "--layers", help="Blocks."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
+) -> None:
+    """Train ViG or ViT on scikit-learn's digits; test accuracy goes in the manifest."""
+    _check_choice(arch, VISION_ARCHITECTURES, "--arch")
+    for flag, value in (
+        ("--epochs", epochs),
+        ("--upsample", upsample),
+        ("--d-model", d_model),
+        ("--layers", layers),
+    ):
+        if value < 1:
+            raise GanglionError(f"{flag} must be at least 1, got {value}")
+    check_target(output, force)
+    import torch
+
+    from ganglion.models.recipes.digits import load_digits
+    from ganglion.models.recipes.vision_training import train_vision
+    from ganglion.models.vision import vision_model_class
+    from ganglion.models.vision.program import vision_deployable
+    from ganglion.runtime.bundle import save_bundle
+
+    torch.manual_seed(seed)
+    cls = vision_model_class(arch)
+    model = cls.from_config(
+        {**cls().to_config(), "upsample": upsample, "d_model": d_model, "n_layers": layers}
+    )
+    data = load_digits(image=True, seed=seed)
+    with _progress(epochs, f"train {arch} on digits") as progress:
+        task = progress.add_task("train", total=epochs, loss="-")
+        report = train_vision(
+            model,
+            data,
+            epochs,
+            seed,
+            lambda epoch, loss: progress.update(task, completed=epoch, loss=f"{loss:.3f}"),
+        )
+    path = save_bundle(vision_deployable(model, {"training": report.to_dict()}), output, force)
+    console = Console(highlight=False)
+    console.print(f"{arch}: test accuracy {report.test_accuracy:.4f}")
+    console.print(f"bundle written to {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the CLI."""
+    app.add_typer(train_app, name="train")
