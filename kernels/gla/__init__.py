@@ -1,14 +1,16 @@
 """Gated linear attention (GLA): chunkwise-parallel forward and a recurrent decoding step.
 
 ``gla_chunk`` and ``gla_recurrent_step`` use the Triton kernels on CUDA (unless
-``GANGLION_KERNELS=0``) and the loop-based PyTorch reference elsewhere.
+``GANGLION_KERNELS=0``) and the PyTorch references elsewhere: the chunkwise form for
+``gla_chunk``, the loop for ``gla_recurrent_step``. The Triton kernels are forward-only; the
+references are differentiable.
 """
 
 import torch
 
 from ganglion.kernels.checks import expect_ndim
 from ganglion.kernels.dispatch import use_triton
-from ganglion.kernels.gla.reference import gla_recurrent_reference
+from ganglion.kernels.gla.reference import gla_chunk_reference, gla_recurrent_reference
 
 __all__ = ["gla_chunk", "gla_recurrent_step"]
 
@@ -33,7 +35,8 @@ def gla_chunk(
         scale: query scale, default ``K ** -0.5``.
         initial_state: ``[B, H, K, V]`` fp32 or ``None`` (zeros).
         output_final_state: also return the final state ``[B, H, K, V]`` fp32.
-        chunk_size: tokens per chunk for the kernel, a power of two >= 16.
+        chunk_size: tokens per chunk, a power of two >= 16 for the kernel (any >= 1 for the
+            reference).
         use_kernel: ``True``/``False`` force the Triton kernel / the reference; ``None`` uses the
             kernel on CUDA tensors when kernels are enabled.
 
@@ -44,8 +47,7 @@ def gla_chunk(
         from ganglion.kernels.gla.triton import chunk_gla_triton
 
         return chunk_gla_triton(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
-    o, state = gla_recurrent_reference(q, k, v, g, scale, initial_state)
-    return o, state if output_final_state else None
+    return gla_chunk_reference(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
 
 
 def gla_recurrent_step(
