@@ -89,7 +89,7 @@ def _output_names(program: torch.export.ExportedProgram, count: int) -> list[str
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
-def _dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+def dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """The program with a dynamic batch axis on every input (re-exported when it was static)."""
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
     user = [n for n in placeholders if n.name in program.graph_signature.user_inputs]
@@ -107,7 +107,9 @@ def _dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.Export
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     try:
         return torch.export.export(
-            program.module(), args, dynamic_shapes=tuple({0: batch} for _ in args)
+            program.module(check_guards=False),
+            args,
+            dynamic_shapes=tuple({0: batch} for _ in args),
         )
     except Exception:  # noqa: BLE001 - a network that hard-codes its batch keeps it
         return program
@@ -120,7 +122,7 @@ def dense_from_exported(program: torch.export.ExportedProgram) -> Specs:
     """A DenseProgram over a ``torch.export`` program (ops checked, batch made dynamic), with
     its input and output specs."""
     check_graph_ops(program)
-    program = _dynamic_batch(program)
+    program = dynamic_batch(program)
     inputs = list(program.graph_signature.user_inputs)
     values = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
     specs = [_tensor_spec(name, values[name], "input") for name in inputs]

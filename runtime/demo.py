@@ -87,7 +87,9 @@ def write_demo_bundle(
     earlier outputs)."""
     out.mkdir(parents=True, exist_ok=True)
     sample = torch.from_numpy(data.x_train[:2])
-    torch.export.save(torch.export.export(model, (sample,)), str(out / f"{name}.pt2"))
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(out / f"{name}.pt2"))
     np.savez(out / f"{name}-calib.npz", x=data.x_train, y=data.y_train)
     np.save(out / f"{name}-test-x.npy", data.x_test)
     np.savez(out / f"{name}-test.npz", x=data.x_test, y=data.y_test)

@@ -1,0 +1,93 @@
+"""Score a classifier program against labels: accuracy, per-class accuracy, confusion matrix,
+spikes per sample (spiking programs on torch), and agreement with a reference's predictions.
+
+Works for every classifier kind (spiking, dense, ensemble): predictions are the argmax of the
+program's first output, whose last axis is the classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ganglion.models.errors import ShapeError
+from ganglion.runtime.session import Session
+
+BATCH = 512  # samples per call, so large test sets stay within memory
+
+
+@dataclass
+class Evaluation:
+    """Scores of one program on one labelled set."""
+
+    samples: int
+    accuracy: float
+    per_class_accuracy: list[float | None]  # None for a class absent from the labels
+    confusion: list[list[int]]  # [true class][predicted class]
+    spikes_per_sample: float | None = None  # spiking programs run on torch
+    agreement: float | None = None  # with the reference predictions, when given
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def check_labels(labels: np.ndarray, samples: int, classes: int, where: str) -> np.ndarray:
+    """``labels`` as int64 [samples] in [0, classes), or ShapeError naming ``where``."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ShapeError(f"{where}: labels must be integers, got {labels.dtype}")
+    if labels.shape != (samples,):
+        raise ShapeError(f"{where}: labels must be [{samples}], got {list(labels.shape)}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ShapeError(
+            f"{where}: labels must be in [0, {classes}), got {labels.min()}..{labels.max()}"
+        )
+    return labels.astype(np.int64)
+
+
+def predict(session: Session, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None]:
+    """Predicted classes [N] (in batches) and, for spiking programs on torch, spikes/sample."""
+    axis = session.kind.batch_axis(session.manifest)
+    count = next(iter(inputs.values())).shape[axis]
+    record = session.manifest.kind == "spiking" and session.backend == "torch"
+    predictions, spikes = [], 0.0
+    for start in range(0, count, BATCH):
+        chunk = {
+            k: np.take(v, range(start, min(start + BATCH, count)), axis=axis)
+            for k, v in inputs.items()
+        }
+        outputs = session.run(chunk, record=True) if record else session.run(chunk)
+        first = next(iter(outputs.values()))
+        predictions.append(first.reshape(first.shape[0], -1).argmax(-1))
+        if record:
+            spikes += sum(float(a.sum()) for a in session.activity().values())
+    return np.concatenate(predictions), (spikes / count if record else None)
+
+
+def evaluate(
+    session: Session,
+    inputs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    reference: np.ndarray | None = None,
+) -> Evaluation:
+    """Scores of ``session`` on ``inputs`` against ``labels`` (and a reference's predictions)."""
+    classes = session.manifest.outputs[0].shape[-1]
+    predicted, spikes = predict(session, inputs)
+    labels = check_labels(labels, len(predicted), classes, "test data")
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    totals = confusion.sum(axis=1)
+    per_class = [float(confusion[c, c] / totals[c]) if totals[c] else None for c in range(classes)]
+    agreement = None if reference is None else float((np.asarray(reference) == predicted).mean())
+    return Evaluation(
+        samples=len(labels),
+        accuracy=float((predicted == labels).mean()) if len(labels) else 0.0,
+        per_class_accuracy=per_class,
+        confusion=confusion.tolist(),
+        spikes_per_sample=spikes,
+        agreement=agreement,
+    )
