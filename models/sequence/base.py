@@ -57,6 +57,11 @@ class SequenceModel(nn.Module):
         """The model (freshly initialized) described by ``to_config``'s output."""
 
 
+def inputs_checkable() -> bool:
+    """False while tracing or exporting, where data-dependent checks cannot run."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 def check_ids(ids: torch.Tensor, vocab_size: int, ndim: int) -> None:
     """Raise ValueError unless ``ids`` are integers of rank ``ndim`` within the vocabulary."""
     if ids.dtype not in (torch.int64, torch.int32):
@@ -64,7 +69,7 @@ def check_ids(ids: torch.Tensor, vocab_size: int, ndim: int) -> None:
     if ids.ndim != ndim:
         layout = "[B, T]" if ndim == 2 else "[B]"
         raise ValueError(f"token ids must be {layout}, got shape {list(ids.shape)}")
-    if torch.compiler.is_compiling():  # values are symbolic while exporting
+    if not inputs_checkable():  # values are symbolic while exporting
         return
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(

@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.models.manifest import TensorSpec
-from ganglion.models.sequence.base import SequenceModel, State, check_ids
-from ganglion.models.sequence.gpt import (
+from ganglion.models.sequence.base import SequenceModel, State, check_ids, inputs_checkable
+from ganglion.models.sequence.layers import (
     FeedForward,
     check_context,
     config_from_dict,
     init_gpt2,
-    inputs_checkable,
 )
 
 

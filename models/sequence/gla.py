@@ -24,12 +24,11 @@ from torch import nn
 
 from ganglion.kernels.gla import gla_chunk, gla_recurrent_step
 from ganglion.models.manifest import TensorSpec
-from ganglion.models.sequence.base import SequenceModel, State, check_ids
-from ganglion.models.sequence.gpt import (
+from ganglion.models.sequence.base import SequenceModel, State, check_ids, inputs_checkable
+from ganglion.models.sequence.layers import (
     FeedForward,
     config_from_dict,
     init_gpt2,
-    inputs_checkable,
 )
 
 

@@ -8,23 +8,26 @@ GAM language models use, so a converter carries weights across by name.
 Recurrent form: a KV cache per layer that grows by one token per step (state ``l{i}.k``,
 ``l{i}.v`` ``[B, H, L, D]``) and the position counter ``t`` ``[B]`` int64.
 
-The GLA and GAM models reuse this file's shell pieces: ``FeedForward``, ``init_gpt2``,
-``config_from_dict``, ``check_context`` and ``inputs_checkable``.
+The GLA and GAM models share its shell pieces (``models/sequence/layers.py``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganglion.models.errors import ShapeError
 from ganglion.models.manifest import TensorSpec
-from ganglion.models.sequence.base import SequenceModel, State, check_ids
+from ganglion.models.sequence.base import SequenceModel, State, check_ids, inputs_checkable
+from ganglion.models.sequence.layers import (
+    FeedForward,
+    check_context,
+    config_from_dict,
+    init_gpt2,
+)
 
 
 @dataclass
@@ -40,59 +43,6 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
-
-
-ConfigT = TypeVar("ConfigT")
-
-
-def config_from_dict(
-    config_class: type[ConfigT], config: dict[str, Any], architecture: str
-) -> ConfigT:
-    """``config_class`` from a ``to_config`` dict (fields plus ``architecture``); ValueError for
-    another architecture's config or an unknown key."""
-    found = config.get("architecture", architecture)
-    if found != architecture:
-        raise ValueError(f"config is for {found!r}, not {architecture!r}")
-    known = {f.name for f in fields(config_class)}
-    unknown = sorted(set(config) - known - {"architecture"})
-    if unknown:
-        raise ValueError(f"unknown {config_class.__name__} keys {unknown}; known: {sorted(known)}")
-    return config_class(**{k: v for k, v in config.items() if k in known})
-
-
-def inputs_checkable() -> bool:
-    """False while tracing or exporting, where data-dependent checks cannot run."""
-    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
-
-
-def check_context(t: torch.Tensor, length: int, context: int) -> None:
-    """Raise ShapeError if ``length`` more tokens after position ``t`` exceed ``context``."""
-    if inputs_checkable() and t.numel() and int(t.max()) + length > context:
-        raise ShapeError(f"{int(t.max()) + length} tokens exceed the model's context of {context}")
-
-
-def init_gpt2(module: nn.Module, n_layers: int) -> None:
-    """GPT-2's initialization: N(0, 0.02) weights, zero biases, residual outputs (``o_proj``,
-    ``ffn.down``) scaled by ``1 / sqrt(2 n_layers)``."""
-    for name, p in module.named_parameters():
-        if name.endswith("bias"):
-            nn.init.zeros_(p)
-        elif p.ndim == 2:
-            residual = name.endswith(("o_proj.weight", "ffn.down.weight"))
-            nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layers) if residual else 0.02)
-
-
-class FeedForward(nn.Module):
-    """``down(GELU(up(x)))`` with a 4x hidden width (GPT-2's MLP; GLA and GAM blocks use it)."""
-
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        self.up = nn.Linear(d_model, 4 * d_model)
-        self.down = nn.Linear(4 * d_model, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., d] -> [..., d]."""
-        return self.down(F.gelu(self.up(x)))
 
 
 class CausalSelfAttention(nn.Module):

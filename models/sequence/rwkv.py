@@ -15,7 +15,7 @@ State per layer ``i`` (each ``[B, d_model]`` fp32): ``l{i}.att_shift`` and ``l{i
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from ganglion.kernels.wkv import wkv_initial_state, wkv_scan, wkv_step
 from ganglion.models.manifest import TensorSpec
 from ganglion.models.sequence.base import SequenceModel, State, check_ids
+from ganglion.models.sequence.layers import config_from_dict
 
 LayerState = dict[str, torch.Tensor]  # one layer's state, names without the "l{i}." prefix
 
@@ -44,15 +45,6 @@ class RWKVConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> RWKVConfig:
-        """The config whose fields ``config`` names; unknown keys raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known - {"architecture"})
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in config.items() if k in known})
 
 
 def token_shift(x: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,7 +275,4 @@ class RWKV(SequenceModel):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RWKV:
         """A freshly initialized model described by ``to_config``'s output."""
-        architecture = config.get("architecture", cls.architecture)
-        if architecture != cls.architecture:
-            raise ValueError(f"config is for {architecture!r}, not {cls.architecture!r}")
-        return cls(cls.config_class.from_dict(config))
+        return cls(config_from_dict(cls.config_class, config, cls.architecture))

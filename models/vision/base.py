@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.models.errors import ShapeError
-from ganglion.models.sequence.gpt import config_from_dict
+from ganglion.models.sequence.layers import config_from_dict
 
 POS_STD = 0.2  # initial position scale: near the patch tokens' (0.02 leaves ViT near chance)
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.kernels.gla import gla_chunk
-from ganglion.models.sequence.gpt import FeedForward
+from ganglion.models.sequence.layers import FeedForward
 from ganglion.models.vision.base import VisionClassifier, VisionConfig
 
 

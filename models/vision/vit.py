@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganglion.models.sequence.gpt import FeedForward
+from ganglion.models.sequence.layers import FeedForward
 from ganglion.models.vision.base import VisionClassifier, VisionConfig
 
 
