@@ -13,6 +13,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The suite's tensors are tiny: one thread is faster than two and makes timings repeatable.
+torch.set_num_threads(1)
+
 from ganglion.models.recipes.digits import DigitsData  # noqa: E402
 from ganglion.runtime.demo import train_network  # noqa: E402
 
