@@ -1,0 +1,101 @@
+"""Generation over the Session contract: identical greedy tokens on torch and ONNX Runtime,
+seeded sampling, stop rules, and constant memory per token for the recurrent models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganglion.models.sequence import sequence_model_class
+from ganglion.models.sequence.program import sequence_deployable
+from ganglion.runtime import load
+from ganglion.runtime.bundle import save_bundle
+from ganglion.runtime.generation import GenerationError, Sampling, generate, next_token
+
+RECURRENT = ("rwkv", "spikegpt", "gla", "gam")
+
+
+def _model(architecture: str, **overrides: object):
+    torch.manual_seed(0)
+    cls = sequence_model_class(architecture)
+    config = {**cls().to_config(), "d_model": 16, "n_layers": 1, **overrides}
+    return cls.from_config(config)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lm")
+    return {a: save_bundle(sequence_deployable(_model(a)), root / a) for a in ("rwkv", "gla")}
+
+
+@pytest.mark.parametrize("architecture", ["rwkv", "gla"])
+def test_greedy_tokens_are_identical_on_torch_and_onnxruntime(bundles, architecture: str) -> None:
+    prompt = list(b"def main(")
+    sampling = Sampling(max_tokens=40)
+    with load(bundles[architecture]) as a, load(bundles[architecture], backend="onnxruntime") as b:
+        tokens = list(generate(a, prompt, sampling)), list(generate(b, prompt, sampling))
+        logits = [s.run({"ids": np.array([prompt])})["logits"] for s in (a, b)]
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 40
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-4)
+
+
+def test_seeded_sampling_repeats_and_differs_by_seed(bundles) -> None:
+    with load(bundles["rwkv"]) as session:
+        runs = [
+            list(generate(session, [65], Sampling(30, temperature=1.0, top_p=0.95, seed=s)))
+            for s in (1, 1, 2)
+        ]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_top_k_and_top_p_keep_only_the_likeliest() -> None:
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    top1 = {next_token(logits, Sampling(1, 1.0, top_k=1), rng) for _ in range(50)}
+    nucleus = {next_token(logits, Sampling(1, 1.0, top_p=0.7), rng) for _ in range(300)}
+    assert top1 == {0} and nucleus == {0, 1}
+
+
+def test_stop_token_ends_generation(bundles) -> None:
+    with load(bundles["rwkv"]) as session:
+        first = next(iter(generate(session, [66], Sampling(5))))
+        tokens = list(generate(session, [66], Sampling(50, stop_tokens=(first,))))
+    assert tokens == [first]
+
+
+def test_bad_requests_are_one_line(bundles) -> None:
+    with load(bundles["rwkv"]) as session:
+        with pytest.raises(GenerationError, match="at least one token"):
+            list(generate(session, [], Sampling(3)))
+    with pytest.raises(GenerationError, match="top_p must be in"):
+        Sampling(3, 1.0, top_p=1.5)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+
+def _state_bytes(state: dict[str, np.ndarray]) -> int:
+    return sum(v.nbytes for v in state.values())
+
+
+@pytest.mark.parametrize("architecture", [*RECURRENT, "gpt"])
+def test_memory_per_token_is_constant_for_recurrent_models(architecture: str) -> None:
+    """State size and process RSS at token 10 and at token 2000 (the GPT's KV cache grows)."""
+    overrides = {"context": 4096} if architecture in ("gpt", "gam") else {}
+    with load(sequence_deployable(_model(architecture, **overrides))) as session:
+        state = session.init_state(1)
+        sizes, rss = {}, {}
+        for t in range(2000):
+            _, state = session.step({"ids": np.array([t % 256])}, state)
+            if t + 1 in (10, 2000):
+                sizes[t + 1], rss[t + 1] = _state_bytes(state), _rss_bytes()
+    if architecture == "gpt":
+        assert sizes[2000] > 100 * sizes[10]
+    else:
+        assert sizes[2000] == sizes[10]
+        assert rss[2000] - rss[10] < 8 << 20  # no cache growing with the context
