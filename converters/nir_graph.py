@@ -12,6 +12,7 @@ travel in the node's ``metadata`` ("reset", "v_init"), which other tools ignore.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ganglion.models.spiking.layers import (
     Neuron,
     Scale,
     SumPool2d,
+    tensor_fields,
 )
 
 IMPORTABLE = "Input, Output, Affine, Linear, Conv2d, Flatten, Scale, AvgPool2d, SumPool2d, IF, LIF"
@@ -187,6 +189,8 @@ def _layer_from_nir(name: str, node: nir.NIRNode, dt: float) -> Any:  # noqa: C9
 
 def from_nir(graph: nir.NIRGraph, dt: float = DEFAULT_DT) -> SpikingGraph:
     """An NIRGraph as our SpikingGraph, discretized at ``dt`` (see module docstring)."""
+    if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        raise NIRError(f"--dt must be a positive finite number of seconds, got {dt!r}")
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
     outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -201,6 +205,9 @@ def from_nir(graph: nir.NIRGraph, dt: float = DEFAULT_DT) -> SpikingGraph:
         if name in (INPUT, OUTPUT):
             raise NIRError(f"a hidden node may not be called {name!r}")
         nodes[name] = _layer_from_nir(name, node, dt)
+        for field, tensor in tensor_fields(nodes[name]).items():
+            if not torch.isfinite(tensor).all():
+                raise NIRError(f"node {name!r}: {field} holds NaN or infinity (at dt={dt})")
     in_type = graph.nodes[inputs[0]].input_type["input"]
     edges = [(rename.get(a, a), rename.get(b, b)) for a, b in graph.edges]
     return SpikingGraph(nodes, edges, tuple(int(d) for d in np.atleast_1d(in_type)))

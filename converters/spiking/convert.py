@@ -39,6 +39,9 @@ def convert_spiking(
         raise ConversionError(
             f"calibration x must be [N, ...features] with N > 0, got {tuple(x.shape)}"
         )
+    if not torch.isfinite(x).all():
+        index = tuple(int(i) for i in (~torch.isfinite(x)).nonzero()[0])
+        raise ConversionError(f"calibration x holds NaN or infinity (first at index {index})")
     if isinstance(model, AnnGraph):
         ann = model
     else:
@@ -57,7 +60,7 @@ def convert_spiking(
         opts.timesteps, encoding=opts.encoding, decoding=opts.decoding, seed=opts.seed
     )
     network = SpikingNetwork(graph, time)
-    y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long().reshape(-1)
+    y = None if calib_y is None else _labels(calib_y, x.shape[0])
     n = min(REPORT_SAMPLES, x.shape[0])
     report = conversion_report(ann, network, thresholds, x[:n], None if y is None else y[:n])
     manifest = spiking_manifest(graph, time, report)
@@ -130,6 +133,18 @@ def conversion_report(
         report["snn_accuracy"] = float((s == y).float().mean())
         report["agreement"] = float((a == s).float().mean())
     return report
+
+
+def _labels(labels: np.ndarray | torch.Tensor, count: int) -> torch.Tensor:
+    """Integer labels [count] as int64, or ConversionError saying what is wrong."""
+    array = np.asarray(labels)
+    if array.dtype.kind not in "iu":
+        raise ConversionError(f"calibration labels y must be integers, got {array.dtype}")
+    if array.shape != (count,):
+        raise ConversionError(f"calibration labels y must be [{count}], got {list(array.shape)}")
+    if array.size and array.min() < 0:
+        raise ConversionError(f"calibration labels y must be >= 0, got {array.min()}")
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def _as_float_tensor(a: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:

@@ -218,3 +218,45 @@ def test_reading_a_tar_bundle_leaves_no_temporary_folder(
     load(tar).run(np.zeros((1, 5), np.float32))
     load_bundle(tar)
     assert os.listdir(scratch) == []
+
+
+def test_nan_calibration_and_bad_labels_are_refused() -> None:
+    from ganglion.models.errors import ConversionError
+
+    model = nn.Sequential(nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    x = np.random.default_rng(0).random((16, 5), dtype=np.float32)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ConversionError, match=r"NaN or infinity \(first at index \(3, 1\)\)"):
+        convert_spiking(model, bad)
+    for labels, message in (
+        (np.zeros(15, int), "must be \\[16\\]"),
+        (np.zeros(16), "must be integers"),
+        (-np.ones(16, int), "must be >= 0"),
+    ):
+        with pytest.raises(ConversionError, match=message):
+            convert_spiking(model, x, labels)
+
+
+@pytest.mark.parametrize("dt", [0.0, -1e-4, float("nan"), float("inf")])
+def test_import_nir_refuses_a_bad_dt(program: Deployable, tmp_path: Path, dt: float) -> None:
+    from ganglion.converters.nir_graph import read_nir, write_nir
+    from ganglion.models.errors import NIRError
+
+    write_nir(program.module.graph, tmp_path / "g.nir")
+    with pytest.raises(NIRError, match="--dt must be a positive finite number"):
+        read_nir(tmp_path / "g.nir", dt)
+
+
+def test_import_nir_refuses_non_finite_parameters(program: Deployable, tmp_path: Path) -> None:
+    import nir
+
+    from ganglion.converters.nir_graph import read_nir, to_nir
+    from ganglion.models.errors import NIRError
+
+    graph = to_nir(program.module.graph)
+    first = next(n for n, node in graph.nodes.items() if isinstance(node, nir.Affine))
+    graph.nodes[first].weight[0, 0] = np.inf
+    nir.write(str(tmp_path / "g.nir"), graph)
+    with pytest.raises(NIRError, match=f"node {first!r}: weight holds NaN or infinity"):
+        read_nir(tmp_path / "g.nir")
