@@ -1,0 +1,171 @@
+"""``ganglion select``: MoE²'s exact expert subset under an energy and a latency budget.
+
+Form: ``ganglion select --problem P.json --energy-budget J --latency-budget MS [--json]``.
+Exit codes: 0 a subset fits; 1 no non-empty subset fits (one-line reason on stderr; with
+``--json`` also ``{"feasible": false, ...}`` on stdout); 2 a malformed problem or budget (one
+line naming the file and the field).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ganglion.runtime.selection import (
+    Selection,
+    SelectionProblem,
+    SelectionProblemError,
+    check_budget,
+    read_problem,
+    run_baselines,
+    solve,
+)
+
+PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
+
+
+def select(
+    problem: Path | None = typer.Option(
+        None, "--problem", help="Problem JSON: expert costs, aggregation, gate, p_true (required)."
+    ),
+    energy_budget: float = typer.Option(..., "--energy-budget", help="Joules per request."),
+    latency_budget: float = typer.Option(..., "--latency-budget", help="Milliseconds per request."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random-subset baseline."),
+) -> None:
+    """Choose the expert subset with the best predicted quality within both budgets."""
+    try:
+        if problem is None:
+            raise SelectionProblemError("give --problem P.json")
+        energy = check_budget(energy_budget, "--energy-budget")
+        latency = check_budget(latency_budget, "--latency-budget")
+        loaded = read_problem(problem)
+    except SelectionProblemError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report(loaded, energy, latency, as_json, seed)
+
+
+def report(
+    problem: SelectionProblem, energy_budget: float, latency_budget: float, as_json: bool, seed: int
+) -> None:
+    """Solve, print the answer and the baselines (table or JSON); exit 1 when nothing fits."""
+    start = time.perf_counter()
+    chosen = solve(problem, energy_budget, latency_budget)
+    solve_ms = (time.perf_counter() - start) * 1e3
+    budgets = {"energy_budget_j": energy_budget, "latency_budget_ms": latency_budget}
+    if chosen is None:
+        reason = _infeasible_reason(problem, energy_budget, latency_budget)
+        if as_json:
+            out = {"feasible": False, "reason": reason, **budgets, "solve_ms": solve_ms}
+            out.update(_cheapest(problem))
+            typer.echo(json.dumps(out, allow_nan=False))
+        typer.echo(f"error: {reason}", err=True)
+        raise typer.Exit(1)
+    baselines = run_baselines(problem, energy_budget, latency_budget, seed)
+    if as_json:
+        out = {"feasible": True, **_describe(problem, chosen), "solve_ms": solve_ms}
+        out.update(budgets)
+        out["expert_indices"] = list(chosen.experts)
+        out["subsets_evaluated"] = chosen.evaluated
+        out["baselines"] = {
+            name: _baseline(problem, base, chosen) for name, base in baselines.items()
+        }
+        typer.echo(json.dumps(out, allow_nan=False))
+        return
+    _print_tables(problem, chosen, baselines, budgets, solve_ms)
+
+
+def _describe(problem: SelectionProblem, chosen: Selection) -> dict[str, Any]:
+    return {
+        "experts": [problem.names[e] for e in chosen.experts],
+        "quality": chosen.quality,
+        "energy_j": chosen.energy_j,
+        "latency_ms": chosen.latency_ms,
+    }
+
+
+def _baseline(problem: SelectionProblem, base: Selection | None, best: Selection) -> dict:
+    if base is None:
+        return {"feasible": False}
+    ratio = base.quality / best.quality if best.quality > 0 else None
+    return {"feasible": True, **_describe(problem, base), "quality_vs_optimum": ratio}
+
+
+def _single(problem: SelectionProblem, e: int) -> dict[str, Any]:
+    return {
+        "experts": [problem.names[e]],
+        "energy_j": problem.energy((e,)),
+        "latency_ms": problem.latency((e,)),
+    }
+
+
+def _cheapest(problem: SelectionProblem) -> dict[str, Any]:
+    """The least-energy and least-latency subsets (single experts: E and L only grow)."""
+    experts = range(problem.n_experts)
+    frugal = min(experts, key=lambda e: (problem.energy((e,)), problem.latency((e,)), e))
+    fastest = min(experts, key=lambda e: (problem.latency((e,)), problem.energy((e,)), e))
+    return {"least_energy": _single(problem, frugal), "least_latency": _single(problem, fastest)}
+
+
+def _infeasible_reason(problem: SelectionProblem, energy_budget: float, latency_budget: float):
+    cheap = _cheapest(problem)
+    frugal, fastest = cheap["least_energy"], cheap["least_latency"]
+    need_e = f"the least-energy expert {frugal['experts'][0]} needs {frugal['energy_j']:.6g} J"
+    need_l = f"the fastest expert {fastest['experts'][0]} needs {fastest['latency_ms']:.6g} ms"
+    have_e = f"budget {energy_budget:.6g} J"
+    have_l = f"budget {latency_budget:.6g} ms"
+    if frugal["energy_j"] > energy_budget and fastest["latency_ms"] > latency_budget:
+        return f"no expert subset fits: {need_e} ({have_e}) and {need_l} ({have_l})"
+    if frugal["energy_j"] > energy_budget:
+        return f"no expert subset fits the energy budget: {need_e} ({have_e})"
+    if fastest["latency_ms"] > latency_budget:
+        return f"no expert subset fits the latency budget: {need_l} ({have_l})"
+    return (
+        f"no single expert fits both budgets ({have_e}, {have_l}): {need_e} but "
+        f"{frugal['latency_ms']:.6g} ms, {need_l} but {fastest['energy_j']:.6g} J"
+    )
+
+
+def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    title = (
+        f"MoE² selection: energy budget {budgets['energy_budget_j']:.6g} J, "
+        f"latency budget {budgets['latency_budget_ms']:.6g} ms"
+    )
+    columns = ("subset", "experts", "quality", "vs optimum", "energy J", "latency ms")
+    table = Table(*columns, title=title)
+    rows = [("exact optimum", chosen)] + list(baselines.items())
+    for name, sel in rows:
+        if sel is None:
+            table.add_row(name, "(does not fit)", "-", "-", "-", "-")
+            continue
+        names = ", ".join(problem.names[e] for e in sel.experts)
+        ratio = f"{sel.quality / chosen.quality:.1%}" if chosen.quality > 0 else "-"
+        table.add_row(
+            name,
+            names,
+            f"{sel.quality:.4f}",
+            ratio,
+            f"{sel.energy_j:.4g}",
+            f"{sel.latency_ms:.4g}",
+        )
+    console.print(table)
+    console.print(
+        f"chosen: {', '.join(problem.names[e] for e in chosen.experts)}; predicted "
+        f"quality {chosen.quality:.4f}; solved exactly in {solve_ms:.1f} ms "
+        f"({chosen.evaluated} subsets evaluated)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``select`` to the CLI."""
+    app.command("select")(select)

@@ -1,0 +1,339 @@
+"""The MoE² expert-subset problem: experts' costs, the aggregation cost, gate and correctness.
+
+Experts ``e = 0..N-1``; calibration samples ``i = 0..M-1``. For a non-empty subset ``S``
+(sorted index tuple), with ``c_e = energy_j[e] + tx_energy_j[e]`` and
+``d_e = latency_ms[e] + tx_latency_ms[e]`` (each one float64 addition):
+
+- ``E(S) = ((0.0 + c_s1) + c_s2) + ...``: accumulated in increasing index order, float64;
+- ``L(S) = (max_{e∈S} d_e + base_ms) + per_expert_ms * |S|``, float64, left to right;
+- ``Q(S) = mean_i( Σ_{e∈S} gate[i,e]·p_true[i,e] / Σ_{e∈S} gate[i,e] )``: the gate renormalized
+  over ``S``; numerator and denominator accumulated in index order, then numpy's mean.
+
+``S`` fits budgets ``(B_E, B_L)`` when ``E(S) <= B_E and L(S) <= B_L`` (plain float64 ``<=``).
+The dataclasses hold no file I/O; reading, validating and writing the JSON form live in the
+functions below them (``read_problem``, ``problem_from_dict``, ``problem_to_dict``,
+``write_problem``). The JSON form::
+
+    {"experts": [{"name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms"}, ...],
+     "aggregation": {"base_ms", "per_expert_ms"},
+     "gate": [[float] * N] * M, "p_true": [[float] * N] * M}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from ganglion.models.errors import GanglionError
+
+MAX_EXPERTS = 64  # the exact solver's limit; a larger problem is refused with a one-line error
+MAX_SAMPLES = 20_000  # calibration rows (the solver keeps ~15 float64 arrays [N, M])
+MAX_FILE_BYTES = 128 * 2**20  # a problem file larger than this is refused before parsing
+EXPERT_FIELDS = ("name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms")
+AGGREGATION_FIELDS = ("base_ms", "per_expert_ms")
+PROBLEM_FIELDS = ("experts", "aggregation", "gate", "p_true")
+
+
+class SelectionProblemError(GanglionError):
+    """A selection problem or budget is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One expert's costs: compute (``energy_j``, ``latency_ms``) plus transmission (``tx_*``)."""
+
+    name: str
+    energy_j: float  # J per request, compute
+    latency_ms: float  # ms per request, compute
+    tx_energy_j: float  # J per request, moving input and output
+    tx_latency_ms: float  # ms per request, moving input and output
+
+
+@dataclass(frozen=True, eq=False)
+class SelectionProblem:
+    """Experts, aggregation ``base_ms + per_expert_ms·|S|``, gate ``[M, N]``, p_true ``[M, N]``.
+
+    ``gate[i, e] > 0`` is the gate's weight for expert ``e`` on sample ``i`` (trained on the full
+    set); ``p_true[i, e]`` in ``[0, 1]`` the probability ``e`` gives sample ``i``'s true label.
+    """
+
+    experts: tuple[Expert, ...]
+    base_ms: float
+    per_expert_ms: float
+    gate: np.ndarray  # [M, N] float64
+    p_true: np.ndarray  # [M, N] float64
+    cost_j: np.ndarray = field(init=False, repr=False)  # [N] c_e = energy_j + tx_energy_j
+    delay_ms: np.ndarray = field(init=False, repr=False)  # [N] d_e = latency_ms + tx_latency_ms
+
+    def __post_init__(self) -> None:
+        n = len(self.experts)
+        if not 1 <= n <= MAX_EXPERTS:
+            raise ValueError(f"expected 1..{MAX_EXPERTS} experts, got {n}")
+        names = [x.name for x in self.experts]
+        if len(set(names)) != n or not all(isinstance(x, str) and x for x in names):
+            raise ValueError(f"expert names: expected distinct non-empty strings, got {names}")
+        for label in ("gate", "p_true"):
+            a = np.ascontiguousarray(getattr(self, label), dtype=np.float64)
+            if a.ndim != 2 or a.shape[1] != n or a.shape[0] < 1:
+                raise ValueError(f"{label}: expected shape [M >= 1, {n}], got {list(a.shape)}")
+            a.setflags(write=False)
+            object.__setattr__(self, label, a)
+        if self.gate.shape != self.p_true.shape:
+            raise ValueError(f"gate {self.gate.shape} and p_true {self.p_true.shape} differ")
+        if not (np.isfinite(self.gate).all() and (self.gate > 0).all()):
+            raise ValueError("gate: expected finite entries > 0")
+        if not ((self.p_true >= 0).all() and (self.p_true <= 1).all()):
+            raise ValueError("p_true: expected entries in [0, 1]")
+        costs = [self.base_ms, self.per_expert_ms]
+        costs += [getattr(x, f) for x in self.experts for f in EXPERT_FIELDS[1:]]
+        if not all(math.isfinite(c) and c >= 0 for c in costs):
+            raise ValueError("costs: expected finite values >= 0")
+        cost = np.array([x.energy_j + x.tx_energy_j for x in self.experts])
+        delay = np.array([x.latency_ms + x.tx_latency_ms for x in self.experts])
+        cost.setflags(write=False)
+        delay.setflags(write=False)
+        object.__setattr__(self, "cost_j", cost)
+        object.__setattr__(self, "delay_ms", delay)
+
+    @property
+    def n_experts(self) -> int:
+        """N, the number of experts."""
+        return len(self.experts)
+
+    @property
+    def n_samples(self) -> int:
+        """M, the number of calibration samples."""
+        return int(self.gate.shape[0])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Expert names in index order."""
+        return tuple(x.name for x in self.experts)
+
+    def energy(self, subset: Sequence[int]) -> float:
+        """E(S): ``c_e`` summed in increasing index order, float64."""
+        total = 0.0
+        for e in sorted(subset):
+            total += float(self.cost_j[e])
+        return total
+
+    def latency(self, subset: Sequence[int]) -> float:
+        """L(S) = (max d_e + base_ms) + per_expert_ms·|S|, float64, left to right."""
+        slowest = max(float(self.delay_ms[e]) for e in subset)
+        return (slowest + self.base_ms) + self.per_expert_ms * len(subset)
+
+    def quality(self, subset: Sequence[int]) -> float:
+        """Q(S): mean over samples of the gate-renormalized probability of the true label."""
+        members = sorted(subset)
+        num = np.zeros(self.n_samples)
+        den = np.zeros(self.n_samples)
+        for e in members:
+            num += self.gate[:, e] * self.p_true[:, e]
+            den += self.gate[:, e]
+        return float(np.mean(num / den))
+
+    def fits(self, subset: Sequence[int], energy_budget: float, latency_budget: float) -> bool:
+        """Whether a non-empty ``subset`` meets both budgets (plain float64 ``<=``)."""
+        return self.energy(subset) <= energy_budget and self.latency(subset) <= latency_budget
+
+
+def check_budget(value: Any, label: str) -> float:
+    """A budget as float; ``SelectionProblemError`` unless a finite number >= 0."""
+    if type(value) not in (int, float):
+        raise SelectionProblemError(f"{label} must be a number, got {_shown(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise SelectionProblemError(f"{label} must be a finite number >= 0, got {_shown(value)}")
+    return number
+
+
+def read_problem(path: str | Path) -> SelectionProblem:
+    """Read and validate a problem JSON file; errors name the file and the field."""
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise SelectionProblemError(f"{source}: no such file")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SelectionProblemError(
+            f"{source}: {size} bytes, larger than the {MAX_FILE_BYTES} bytes a problem may have"
+        )
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SelectionProblemError(f"{source}: not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise SelectionProblemError(f"{source}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = json.loads(text, object_pairs_hook=_Reader(source).unique_keys)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise SelectionProblemError(f"{source}: not valid JSON ({where}: {exc.msg})") from exc
+    except RecursionError as exc:
+        raise SelectionProblemError(f"{source}: JSON nested too deeply") from exc
+    return problem_from_dict(data, source)
+
+
+def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
+    """Validate the JSON form (parsed) and build the problem; ``source`` prefixes errors."""
+    r = _Reader(source)
+    top = r.fields(data, "problem", PROBLEM_FIELDS)
+    raw_experts = top["experts"]
+    if not isinstance(raw_experts, list) or not raw_experts:
+        r.fail("experts", "must be a non-empty list of expert objects")
+    if len(raw_experts) > MAX_EXPERTS:
+        r.fail(
+            "experts",
+            f"has {len(raw_experts)} entries; the exact solver takes at most {MAX_EXPERTS}",
+        )
+    experts = []
+    seen: dict[str, int] = {}
+    for j, raw in enumerate(raw_experts):
+        fields = r.fields(raw, f"experts[{j}]", EXPERT_FIELDS)
+        name = fields["name"]
+        if not isinstance(name, str) or not name:
+            r.fail(f"experts[{j}].name", f"must be a non-empty string, got {_shown(name)}")
+        if name in seen:
+            r.fail(f"experts[{j}].name", f"duplicates experts[{seen[name]}].name {_shown(name)}")
+        seen[name] = j
+        costs = {f: r.cost(fields[f], f"experts[{j}].{f}") for f in EXPERT_FIELDS[1:]}
+        experts.append(Expert(name=name, **costs))
+    agg = r.fields(top["aggregation"], "aggregation", AGGREGATION_FIELDS)
+    base_ms = r.cost(agg["base_ms"], "aggregation.base_ms")
+    per_expert_ms = r.cost(agg["per_expert_ms"], "aggregation.per_expert_ms")
+    n = len(experts)
+    gate = r.matrix(top["gate"], "gate", n)
+    p_true = r.matrix(top["p_true"], "p_true", n)
+    if gate.shape[0] != p_true.shape[0]:
+        r.fail("p_true", f"has {p_true.shape[0]} rows, gate has {gate.shape[0]} (one per sample)")
+    r.entries(gate, "gate", "must be > 0", gate > 0)
+    with np.errstate(over="ignore"):
+        sums = gate.sum(axis=1)
+    r.rows(sums, "gate", "must sum to a finite positive number", np.isfinite(sums) & (sums > 0))
+    r.entries(p_true, "p_true", "must be in [0, 1]", (p_true >= 0) & (p_true <= 1))
+    return SelectionProblem(tuple(experts), base_ms, per_expert_ms, gate, p_true)
+
+
+def problem_to_dict(problem: SelectionProblem) -> dict[str, Any]:
+    """The JSON form of ``problem`` (floats round-trip exactly through ``json``)."""
+    return {
+        "experts": [{f: getattr(x, f) for f in EXPERT_FIELDS} for x in problem.experts],
+        "aggregation": {"base_ms": problem.base_ms, "per_expert_ms": problem.per_expert_ms},
+        "gate": problem.gate.tolist(),
+        "p_true": problem.p_true.tolist(),
+    }
+
+
+def write_problem(problem: SelectionProblem, path: str | Path) -> Path:
+    """Write ``problem`` as JSON atomically: a temporary sibling, then ``os.replace``."""
+    target = Path(path)
+    text = json.dumps(problem_to_dict(problem), allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _shown(value: Any) -> str:
+    """A value as a short one-line string for error messages."""
+    if isinstance(value, float):
+        return repr(value)
+    text = json.dumps(value, allow_nan=True, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Reader:
+    """Validation helpers; every failure is one line naming the source and the field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> NoReturn:
+        raise SelectionProblemError(f"{self.source}: {where} {message}")
+
+    def unique_keys(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """``json`` object hook: refuse an object that repeats a key."""
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                self.fail(f"key {_shown(key)}", "appears twice in one JSON object")
+            out[key] = value
+        return out
+
+    def fields(self, value: Any, where: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """An object with exactly the keys ``names``."""
+        if not isinstance(value, dict):
+            self.fail(where, f"must be an object with keys {', '.join(names)}")
+        for key in value:
+            if key not in names:
+                self.fail(where, f"has unknown field {_shown(key)}")
+        for key in names:
+            if key not in value:
+                self.fail(where, f"is missing field {_shown(key)}")
+        return value
+
+    def cost(self, value: Any, where: str) -> float:
+        """A finite number >= 0 (booleans and strings are refused)."""
+        if type(value) not in (int, float):
+            self.fail(where, f"must be a number, got {_shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or number < 0:
+            self.fail(where, f"must be a finite number >= 0, got {_shown(value)}")
+        return number
+
+    def matrix(self, value: Any, where: str, n: int) -> np.ndarray:
+        """A list of M rows of n finite numbers, as float64 ``[M, n]``."""
+        if not isinstance(value, list) or not value:
+            self.fail(where, f"must be a non-empty list of rows of {n} numbers")
+        if len(value) > MAX_SAMPLES:
+            self.fail(where, f"has {len(value)} rows, more than {MAX_SAMPLES}")
+        for i, row in enumerate(value):
+            if not isinstance(row, list):
+                self.fail(f"{where}[{i}]", f"must be a list of {n} numbers (one per expert)")
+            if len(row) != n:
+                self.fail(f"{where}[{i}]", f"has {len(row)} entries, expected {n} (one per expert)")
+            if not {type(v) for v in row} <= {int, float}:
+                j = next(j for j, v in enumerate(row) if type(v) not in (int, float))
+                self.fail(f"{where}[{i}][{j}]", f"must be a number, got {_shown(row[j])}")
+        try:
+            array = np.array(value, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64's range
+            for i, row in enumerate(value):
+                for j, v in enumerate(row):
+                    try:
+                        float(v)
+                    except OverflowError:
+                        self.fail(f"{where}[{i}][{j}]", f"must be finite, got {_shown(v)}")
+            raise
+        self.entries(array, where, "must be finite", np.isfinite(array))
+        return array
+
+    def entries(self, array: np.ndarray, where: str, rule: str, ok: np.ndarray) -> None:
+        """Fail on the first entry where ``ok`` is false."""
+        if not ok.all():
+            i, j = (int(k) for k in np.argwhere(~ok)[0])
+            self.fail(f"{where}[{i}][{j}]", f"{rule}, got {_shown(float(array[i, j]))}")
+
+    def rows(self, values: np.ndarray, where: str, rule: str, ok: np.ndarray) -> None:
+        """Fail on the first row where ``ok`` is false."""
+        if not ok.all():
+            i = int(np.argwhere(~ok)[0, 0])
+            self.fail(f"{where}[{i}]", f"{rule}, got {_shown(float(values[i]))}")

@@ -1,0 +1,333 @@
+"""Exact MoE² expert-subset selection: branch and bound, and a brute-force reference.
+
+Problem (``problem.py`` pins the float64 arithmetic): maximize
+``Q(S) = mean_i Σ_{e∈S} g_ie·p_ie / Σ_{e∈S} g_ie`` over non-empty ``S`` subject to
+``E(S) <= B_E`` and ``L(S) <= B_L``. ``E`` and ``L`` never decrease when an expert joins; ``Q``
+can (a weak expert with a large gate weight lowers it), so every pruning rule below is an upper
+bound on ``Q`` over all supersets, never a monotonicity assumption.
+
+Ties. ``Q*`` is the largest ``Q`` of a feasible subset. Every feasible ``S`` with
+``Q(S) >= Q* - TIE_TOLERANCE`` (1e-12) ties — ``Q``'s last bits depend on summation order, which
+the formulation leaves open, so mathematically equal qualities must compare equal — and the
+winner has the smallest key ``(E(S), L(S), |S|, sorted index tuple)``, ``E`` and ``L`` compared as
+the exact float64 values ``problem.py`` defines. ``brute_force`` applies the same rule.
+
+Search. Experts are ranked by their quality alone (best first). Root ``j`` holds the subsets
+whose best-ranked member is expert ``j``; a node is a feasible subset ``S`` (recorded) and the
+experts ``A`` that may still join. An expert leaves ``A`` when it cannot join ``S`` alone within
+the budgets (``E`` and ``L`` only grow, so no larger set can take it); ``k``, the number that may
+still join, is the latency cap of ``S``'s slowest member (``(d_max + base) + per·|S| <= B_L``,
+and ``d_max`` only grows) and the count of the cheapest experts of ``A`` that fit the energy
+left. Children are ``S ∪ {a_j}`` with ``A_j = {a_(j+1), ...}`` in a fixed order (by the knapsack
+coefficient ``α`` below, best first), so each subset is visited once; a node that survives its
+bounds with at most ``LEAF_SIZE`` joinable experts evaluates all its subsets at once instead.
+A node (or child) is cut when an upper bound on ``Q`` over all its supersets is below
+``Q_max - TIE_TOLERANCE`` (less a 1e-12 margin for rounding; ``Q_max`` the best seen) —
+nothing in it can tie the optimum — or is at most ``Q(S)`` plus that margin (no superset
+beats ``S``, and every superset has a larger key).
+The incumbent is seeded by three greedy ascents.
+
+Bounds (``bounds.py``), with ``r_i = num_i/den_i`` the ratio of ``S`` and ``w_ie =
+g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
+
+- knapsack. ``Q(T) - Q(S) = mean_i Σ_{e∈B} w_ie / (den_i + Σ_B g)``. A positive term is at most
+  ``w_ie/(den_i + g_ie)`` (the denominator holds ``g_ie``), a negative one at most
+  ``w_ie/(den_i + g_ie + the k-1 largest other gates)`` (the largest the denominator gets), so
+  ``Q(T) <= Q(S) + Σ_{e∈B} α_e``: modular, hence bounded by a knapsack over energy and size,
+  itself bounded by points of its LP dual.
+- sized. The same with ``|B|`` split into [1, 1], [2, 3], [4, k]: in each range the other
+  joiners' gates are at least ``(lo-1)·min`` and at most ``(hi-1)·max`` of ``A``'s gates; the
+  bound is the largest over ranges.
+- ratio. ``Q(T) <= mean_i u_i``, ``u_i = max_{B⊆A} (num_i + Σ_B g p)/(den_i + Σ_B g)``: each
+  sample alone can do no better; Dinkelbach's iteration (take every expert whose ``p`` beats the
+  current ratio) reaches ``u_i`` exactly. It implies ``mean_i max_{e∈S∪A} p_ie`` (a renormalized
+  convex combination never exceeds the max).
+- combined. Per sample, the gain is at most the knapsack terms and also at most the anchored
+  form ``(u_i - r_i) + K_i(T)/D_i^hi`` where ``K_i(T) = N_i(T) - u_i D_i(T) <= 0`` and
+  ``D_i^hi >= D_i(T)`` (``den_i`` plus the ``hi`` largest gates of ``A``). ``min`` of the two
+  pieces is at most any convex combination ``λ_i``; for fixed ``λ`` the result is modular in
+  ``B`` again, so a knapsack bounds it; ``λ`` comes from a few Frank-Wolfe steps on the LP
+  ``max_x mean_i min(piece_1, piece_2)``. One LP per size range, exact sums of sorted gates;
+  skipped below ``COMBINED_MIN`` joinable experts, where it costs more than it saves.
+- children. Each modular bound of a node, with the child's expert forced in and a knapsack over
+  the experts after it, bounds that child's whole subtree before it is evaluated; once the
+  cheapest of them (top ``k-1`` of ``α`` after it, energy ignored) fails, every later child
+  fails too (smaller ``α``, fewer experts after it).
+
+Feasibility is exact: a child's ``E`` is recomputed in index order before it is recorded, and
+the energy slack used to drop experts from ``A`` only loosens bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ganglion.runtime.selection.bounds import Workspace, family_below
+from ganglion.runtime.selection.problem import SelectionProblem
+
+TIE_TOLERANCE = 1e-12  # qualities this close to the optimum tie; the key decides
+ROUNDING = 1e-12  # margin for float rounding in bounds and search-order quality sums
+BRUTE_FORCE_MAX_EXPERTS = 20  # 2^20 subsets
+LEAF_SIZE = 6  # a surviving node with this few joinable experts enumerates its subsets
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A chosen subset: sorted expert indices, its Q, E, L, and how many subsets the search
+    evaluated (``2^N - 1`` for brute force)."""
+
+    experts: tuple[int, ...]
+    quality: float
+    energy_j: float
+    latency_ms: float
+    evaluated: int  # subsets whose quality the search computed
+
+
+def tie_key(problem: SelectionProblem, subset: tuple[int, ...]) -> tuple:
+    """The tie-break key among equal-quality subsets: (E, L, |S|, sorted index tuple)."""
+    members = tuple(sorted(subset))
+    return (problem.energy(members), problem.latency(members), len(members), members)
+
+
+def latency_caps(problem: SelectionProblem, latency_budget: float) -> np.ndarray:
+    """``[N]`` the largest ``|S|`` a subset whose slowest member is each expert may have."""
+    sizes = np.arange(1, problem.n_experts + 1, dtype=np.float64)
+    lat = (problem.delay_ms[:, None] + problem.base_ms) + problem.per_expert_ms * sizes[None, :]
+    return (lat <= latency_budget).sum(axis=1)
+
+
+class _Search:
+    """The branch and bound over one problem and one pair of budgets."""
+
+    def __init__(self, problem: SelectionProblem, energy_budget: float, latency_budget: float):
+        self.problem = problem
+        self.ws = Workspace(problem)
+        self.energy_budget = energy_budget
+        self.latency_budget = latency_budget
+        self.slack = 1e-9 * (1.0 + energy_budget)  # only loosens bounds
+        self.cost = [float(c) for c in problem.cost_j]
+        self.delay = [float(d) for d in problem.delay_ms]
+        self.caps = [int(c) for c in latency_caps(problem, latency_budget)]
+        self.q_max = -math.inf
+        self.kept: dict[tuple[int, ...], float] = {}
+        self.evaluated = 0
+        self.nodes = 0
+
+    def energy(self, members: list[int]) -> float:
+        """E(S) for a sorted member list: the exact index-order float64 sum."""
+        total = 0.0
+        for e in members:
+            total += self.cost[e]
+        return total
+
+    def threshold(self) -> float:
+        """Subsets whose quality bound is below this cannot tie the optimum."""
+        return self.q_max - TIE_TOLERANCE - ROUNDING
+
+    def record(self, members: tuple[int, ...], q: float) -> None:
+        """Note a feasible subset's quality; keep it while it may tie the optimum."""
+        self.evaluated += 1
+        if q > self.q_max:
+            self.q_max = q
+            if len(self.kept) > 64:
+                floor = self.threshold()
+                self.kept = {s: v for s, v in self.kept.items() if v >= floor}
+        if q >= self.threshold():
+            self.kept[members] = q
+
+    def joinable(self, members: list[int], avail: np.ndarray) -> tuple[np.ndarray, int, float]:
+        """Experts of ``avail`` that fit beside ``members`` alone, how many more may join
+        (latency cap), and the energy room left (with slack)."""
+        slowest = max(self.delay[e] for e in members)
+        lead = max(members, key=lambda e: self.delay[e])
+        k = self.caps[lead] - len(members)
+        room = self.energy_budget - self.energy(members) + self.slack
+        if k <= 0 or avail.size == 0:
+            return avail[:0], 0, room
+        problem = self.problem
+        lat = (np.maximum(problem.delay_ms[avail], slowest) + problem.base_ms) + (
+            problem.per_expert_ms * (len(members) + 1)
+        )
+        keep = (lat <= self.latency_budget) & (self.ws.cost[avail] <= room)
+        return avail[keep], k, room
+
+    def greedy(self, start: int) -> None:
+        """Greedy ascent from ``{start}``: add the feasible expert that raises Q most."""
+        members = [start]
+        num, den = self.ws.gp[start].copy(), self.ws.g[start].copy()
+        q = float(np.mean(num / den))
+        while True:
+            others = np.array([e for e in range(self.problem.n_experts) if e not in members])
+            avail, k, _ = self.joinable(members, others)
+            if k <= 0 or avail.size == 0:
+                return
+            qs = ((self.ws.gp[avail] + num) / (self.ws.g[avail] + den)).mean(axis=1)
+            best = None
+            for j in np.argsort(-qs, kind="stable"):
+                if qs[j] <= q:
+                    break
+                joined = sorted(members + [int(avail[j])])
+                if self.energy(joined) <= self.energy_budget:
+                    best = int(avail[j])
+                    break
+            if best is None:
+                return
+            members = sorted(members + [best])
+            num, den = num + self.ws.gp[best], den + self.ws.g[best]
+            q = float(np.mean(num / den))
+            self.record(tuple(members), q)
+
+    def run(self) -> None:
+        """Seed with greedy ascents, then search each root (experts ranked by own quality)."""
+        problem = self.problem
+        roots = [
+            t
+            for t in range(problem.n_experts)
+            if self.caps[t] >= 1 and self.cost[t] <= self.energy_budget
+        ]
+        singles = {t: problem.quality((t,)) for t in roots}
+        roots.sort(key=lambda t: (-singles[t], t))
+        for t in roots:
+            self.record((t,), singles[t])
+        for t in roots[:3]:
+            self.greedy(t)
+        for j, t in enumerate(roots):
+            later = np.array(roots[j + 1 :], dtype=np.intp)
+            self.expand([t], self.ws.gp[t].copy(), self.ws.g[t].copy(), later)
+
+    def expand(self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray):
+        """Visit the children of node ``(members, avail)``: each child is ``members`` plus one
+        expert of ``avail``, with the experts after it (in bound order) still available."""
+        avail, k, room = self.joinable(members, avail)
+        if avail.size == 0:
+            return
+        self.nodes += 1
+        threshold = self.threshold()
+        node = self.ws.evaluate(num, den, avail, room, k, threshold)
+        if node.bound < threshold or node.bound <= node.q + ROUNDING:
+            return
+        if avail.size <= LEAF_SIZE:
+            self.enumerate(members, num, den, avail, node.k)
+            return
+        k = node.k
+        alpha = node.families[0][0].coef  # the knapsack coefficients order the children
+        order = np.argsort(-alpha, kind="stable")
+        costs = self.ws.cost[avail]
+        head = np.maximum(alpha[order], 0.0)
+        for j, pos in enumerate(order):
+            quick = node.q + alpha[pos] + head[j + 1 : j + k].sum()
+            if quick < self.threshold():
+                return  # this child and every later one (smaller alpha, fewer experts after)
+            later = order[j + 1 :]
+            floor = self.threshold() - node.q
+            if any(family_below(f, pos, later, costs, room, floor) for f in node.families):
+                continue
+            e = int(avail[pos])
+            joined = sorted(members + [e])
+            if self.energy(joined) > self.energy_budget:
+                continue
+            self.record(tuple(joined), float(node.child_q[pos]))
+            if k > 1 and later.size:
+                self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], avail[later])
+
+    def enumerate(
+        self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray, k: int
+    ) -> None:
+        """Every subset ``members ∪ B``, ``B ⊆ avail`` non-empty with ``|B| <= k``, at once:
+        cheaper than bounding when ``avail`` is this small."""
+        n = avail.size
+        bits = ((np.arange(1, 2**n)[:, None] >> np.arange(n)) & 1).astype(bool)  # [K, n]
+        bits = bits[bits.sum(axis=1) <= k]
+        cols = np.array(sorted(members + avail.tolist()))
+        membership = np.zeros((bits.shape[0], cols.size), dtype=bool)
+        membership[:, np.isin(cols, members)] = True
+        membership[:, np.searchsorted(cols, avail)] = bits
+        energy, latency = subset_costs(self.problem, cols, membership)
+        fits = np.flatnonzero((energy <= self.energy_budget) & (latency <= self.latency_budget))
+        if fits.size == 0:
+            return
+        onehot = bits[fits].astype(np.float64)
+        joined_num = num + onehot @ self.ws.gp[avail]  # [K', M]
+        quality = (joined_num / (den + onehot @ self.ws.g[avail])).mean(axis=1)
+        floor = self.threshold()
+        self.evaluated += int((quality < floor).sum())  # counted, cannot tie: not kept
+        for j in np.flatnonzero(quality >= floor):
+            self.record(tuple(int(e) for e in cols[membership[fits[j]]]), float(quality[j]))
+
+    def result(self) -> Selection | None:
+        """The tie-broken best among kept subsets, with canonical (index-order) Q."""
+        if not self.kept:
+            return None
+        exact = {s: self.problem.quality(s) for s in self.kept}
+        best = max(exact.values())
+        tied = [s for s, v in exact.items() if v >= best - TIE_TOLERANCE]
+        chosen = min(tied, key=lambda s: tie_key(self.problem, s))
+        return _selection(self.problem, chosen, exact[chosen], self.evaluated)
+
+
+def _selection(problem: SelectionProblem, subset: tuple[int, ...], q: float, n: int) -> Selection:
+    members = tuple(sorted(subset))
+    return Selection(members, q, problem.energy(members), problem.latency(members), n)
+
+
+def solve(
+    problem: SelectionProblem, energy_budget: float, latency_budget: float
+) -> Selection | None:
+    """The exact best subset under both budgets (tie-broken), or None when none fits."""
+    search = _Search(problem, energy_budget, latency_budget)
+    search.run()
+    return search.result()
+
+
+def subset_costs(
+    problem: SelectionProblem, cols: np.ndarray, membership: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """E ``[K]`` and L ``[K]`` of subsets given as membership ``[K, C]`` over experts ``cols``
+    (increasing): E accumulated in index order exactly like ``SelectionProblem.energy``."""
+    energy = np.zeros(membership.shape[0])
+    for j, e in enumerate(cols):
+        energy = energy + np.where(membership[:, j], problem.cost_j[e], 0.0)  # + 0.0 is exact
+    slowest = np.where(membership, problem.delay_ms[cols], -np.inf).max(axis=1)
+    latency = (slowest + problem.base_ms) + problem.per_expert_ms * membership.sum(axis=1)
+    return energy, latency
+
+
+def subset_table(problem: SelectionProblem, masks: np.ndarray):
+    """For bitmasks ``[K]`` (uint64): membership ``[K, N]``, E ``[K]``, L ``[K]``, Q ``[K]``."""
+    n = problem.n_experts
+    bits = ((masks[:, None] >> np.arange(n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+    energy, latency = subset_costs(problem, np.arange(n), bits)
+    onehot = bits.astype(np.float64)
+    num = onehot @ (problem.gate * problem.p_true).T  # [K, M]
+    den = onehot @ problem.gate.T
+    return bits, energy, latency, (num / den).mean(axis=1)
+
+
+def brute_force(
+    problem: SelectionProblem, energy_budget: float, latency_budget: float, chunk: int = 4096
+) -> Selection | None:
+    """Every non-empty subset (vectorized, N <= 20), same tie rule as ``solve``."""
+    n = problem.n_experts
+    if n > BRUTE_FORCE_MAX_EXPERTS:
+        raise ValueError(f"brute force takes at most {BRUTE_FORCE_MAX_EXPERTS} experts, got {n}")
+    found: list[tuple[float, tuple]] = []  # (Q, key) of subsets that may tie
+    best = -math.inf
+    for start in range(1, 2**n, chunk):
+        masks = np.arange(start, min(start + chunk, 2**n), dtype=np.uint64)
+        bits, energy, latency, quality = subset_table(problem, masks)
+        ok = (energy <= energy_budget) & (latency <= latency_budget)
+        if not ok.any():
+            continue
+        best = max(best, float(quality[ok].max()))
+        for j in np.flatnonzero(ok & (quality >= best - TIE_TOLERANCE)):
+            members = tuple(int(e) for e in np.flatnonzero(bits[j]))
+            key = (float(energy[j]), float(latency[j]), len(members), members)
+            found.append((float(quality[j]), key))
+    if not found:
+        return None
+    tied = [key for q, key in found if q >= best - TIE_TOLERANCE]
+    members = min(tied)[3]
+    return _selection(problem, members, problem.quality(members), 2**n - 1)

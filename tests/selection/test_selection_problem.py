@@ -1,0 +1,179 @@
+"""The JSON problem form: exact round trip, atomic writes, one-line errors naming the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ganglion.runtime.cli.app import _register, app
+from ganglion.runtime.selection import problem as problem_module
+from ganglion.runtime.selection import read_problem, write_problem
+from ganglion.runtime.selection.synthetic import synthetic_problem
+
+
+def small_problem() -> dict:
+    """A valid 3-expert, 4-sample problem in its JSON form."""
+    experts = [
+        {"name": f"x{j}", "energy_j": 1.0 + j, "latency_ms": 5.0, "tx_energy_j": 0.1,
+         "tx_latency_ms": 1}
+        for j in range(3)
+    ]  # fmt: skip
+    return {
+        "experts": experts,
+        "aggregation": {"base_ms": 1.0, "per_expert_ms": 0.5},
+        "gate": [[0.2, 0.3, 0.5]] * 4,
+        "p_true": [[0.9, 0.5, 0.1]] * 4,
+    }
+
+
+_register()
+
+
+def ganglion(*args: str) -> tuple[int, str, str]:
+    """The CLI in this process: (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_write_then_read_round_trips_exactly(tmp_path):
+    problem = synthetic_problem(np.random.default_rng(0), 7, 33, "random", duplicates=2)
+    path = write_problem(problem, tmp_path / "p.json")
+    again = read_problem(path)
+    assert again.experts == problem.experts
+    assert (again.base_ms, again.per_expert_ms) == (problem.base_ms, problem.per_expert_ms)
+    assert np.array_equal(again.gate, problem.gate)
+    assert np.array_equal(again.p_true, problem.p_true)
+
+
+def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "p.json"
+    target.write_text("old")
+    problem = synthetic_problem(np.random.default_rng(1), 3, 5, "trained")
+    write_problem(problem, target)
+    assert json.loads(target.read_text())["aggregation"]["base_ms"] == problem.base_ms
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]
+
+
+def mutate(change):
+    def apply(data):
+        change(data)
+        return data
+
+    return apply
+
+
+def set_expert(j, field, value):
+    return mutate(lambda d: d["experts"][j].__setitem__(field, value))
+
+
+MALFORMED = {
+    "not-json": ("{", "not valid JSON (line 1"),
+    "not-an-object": ("[]", "problem must be an object"),
+    "unknown-top": (mutate(lambda d: d.__setitem__("extra", 1)),
+                    'problem has unknown field "extra"'),
+    "missing-gate": (mutate(lambda d: d.pop("gate")), 'problem is missing field "gate"'),
+    "no-experts": (mutate(lambda d: d.__setitem__("experts", [])), "experts must be a non-empty"),
+    "expert-missing": (mutate(lambda d: d["experts"][1].pop("tx_energy_j")),
+                       'experts[1] is missing field "tx_energy_j"'),
+    "expert-unknown": (set_expert(0, "watts", 3), 'experts[0] has unknown field "watts"'),
+    "duplicate-name": (set_expert(2, "name", "x0"), 'experts[2].name duplicates experts[0].name'),
+    "empty-name": (set_expert(1, "name", ""), "experts[1].name must be a non-empty string"),
+    "negative-cost": (set_expert(0, "energy_j", -1), "experts[0].energy_j must be a finite "
+                      "number >= 0, got -1"),
+    "nan-cost": ('NaN', "experts[1].latency_ms must be a finite number >= 0, got nan"),
+    "bool-cost": (set_expert(2, "tx_latency_ms", True), "experts[2].tx_latency_ms must be a "
+                  "number, got true"),
+    "string-cost": (set_expert(0, "energy_j", "1.5"), 'experts[0].energy_j must be a number'),
+    "negative-base": (mutate(lambda d: d["aggregation"].__setitem__("base_ms", -0.5)),
+                      "aggregation.base_ms must be a finite number >= 0, got -0.5"),
+    "aggregation-missing": (mutate(lambda d: d["aggregation"].pop("per_expert_ms")),
+                            'aggregation is missing field "per_expert_ms"'),
+    "gate-not-list": (mutate(lambda d: d.__setitem__("gate", 3)), "gate must be a non-empty list"),
+    "gate-row-not-list": (mutate(lambda d: d["gate"].__setitem__(1, 0.5)),
+                          "gate[1] must be a list of 3 numbers"),
+    "ragged-gate": (mutate(lambda d: d["gate"].__setitem__(2, [0.5, 0.5])),
+                    "gate[2] has 2 entries, expected 3"),
+    "row-count": (mutate(lambda d: d["p_true"].pop()), "p_true has 3 rows, gate has 4"),
+    "gate-negative": (mutate(lambda d: d["gate"].__setitem__(3, [0.3, -0.2, 0.9])),
+                      "gate[3][1] must be > 0, got -0.2"),
+    "gate-zero": (mutate(lambda d: d["gate"].__setitem__(0, [0, 1, 1])),
+                  "gate[0][0] must be > 0, got 0.0"),
+    "gate-bool": (mutate(lambda d: d["gate"].__setitem__(1, [True, 0.5, 0.5])),
+                  "gate[1][0] must be a number, got true"),
+    "gate-overflow": (mutate(lambda d: d["gate"].__setitem__(0, [1e308, 1e308, 1e308])),
+                      "gate[0] must sum to a finite positive number"),
+    "gate-huge-int": (mutate(lambda d: d["gate"].__setitem__(0, [10**400, 1, 1])),
+                      "gate[0][0] must be finite"),
+    "p-above-one": (mutate(lambda d: d["p_true"].__setitem__(0, [0.5, 0.5, 1.5])),
+                    "p_true[0][2] must be in [0, 1], got 1.5"),
+    "p-infinite": ("Infinity", "p_true[2][1] must be finite, got inf"),
+    "duplicate-key": ('{"gate": [], "gate": []}', 'key "gate" appears twice'),
+    "deep-nesting": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+}  # fmt: skip
+
+
+def write_case(tmp_path: Path, case) -> Path:
+    path = tmp_path / "P.json"
+    if case == "NaN":  # literals json.dumps refuses to write
+        text = json.dumps(small_problem()).replace('"latency_ms": 5.0', '"latency_ms": NaN', 2)
+        text = text.replace('"latency_ms": NaN', '"latency_ms": 5.0', 1)
+    elif case == "Infinity":
+        data = small_problem()
+        data["p_true"][2] = [0.5, 12345.0, 0.5]
+        text = json.dumps(data).replace("12345.0", "Infinity")
+    elif isinstance(case, str):
+        text = case
+    else:
+        text = json.dumps(case(small_problem()))
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_problem_exits_2_naming_the_file_and_field(tmp_path, name):
+    case, expected = MALFORMED[name]
+    path = write_case(tmp_path, case)
+    code, out, err = ganglion(
+        "select", "--problem", str(path), "--energy-budget", "5", "--latency-budget", "50"
+    )
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {path}: ") and expected in err, err
+
+
+def test_more_than_64_experts_is_refused(tmp_path):
+    data = small_problem()
+    data["experts"] = [dict(data["experts"][0], name=f"x{j}") for j in range(65)]
+    path = write_case(tmp_path, mutate(lambda d: d.update(data)))
+    with pytest.raises(problem_module.SelectionProblemError, match="takes at most 64"):
+        read_problem(path)
+
+
+def test_size_limits_are_checked_before_parsing(tmp_path, monkeypatch):
+    path = write_case(tmp_path, mutate(lambda d: None))
+    monkeypatch.setattr(problem_module, "MAX_SAMPLES", 3)
+    with pytest.raises(problem_module.SelectionProblemError, match="gate has 4 rows, more than 3"):
+        read_problem(path)
+    monkeypatch.setattr(problem_module, "MAX_FILE_BYTES", 100)
+    with pytest.raises(problem_module.SelectionProblemError, match="larger than the 100 bytes"):
+        read_problem(path)
+
+
+def test_non_utf8_file_is_named(tmp_path):
+    path = tmp_path / "P.json"
+    path.write_bytes(b'{"experts": "\xff"}')
+    with pytest.raises(problem_module.SelectionProblemError, match="not UTF-8"):
+        read_problem(path)
+
+
+@pytest.mark.parametrize("budget", ["-1", "nan", "inf"])
+def test_bad_budget_exits_2(tmp_path, budget):
+    path = write_case(tmp_path, mutate(lambda d: None))
+    code, _, err = ganglion(
+        "select", "--problem", str(path), "--energy-budget", budget, "--latency-budget", "50"
+    )
+    assert code == 2 and "--energy-budget must be a finite number >= 0" in err

@@ -1,0 +1,146 @@
+"""The exact solver against vectorized brute force on random, adversarial, tied and edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ganglion.runtime.selection import (
+    Expert,
+    SelectionProblem,
+    bounds,
+    brute_force,
+    solve,
+    solver,
+    tie_key,
+)
+from ganglion.runtime.selection.synthetic import (
+    GATES,
+    binding_budgets,
+    edge_budgets,
+    synthetic_problem,
+)
+
+
+def instances(seed: int, count: int, max_experts: int, samples: int):
+    """(problem, energy budget, latency budget) drawn over gate kinds, duplicates and budgets."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        n = int(rng.integers(1, max_experts + 1))
+        duplicates = int(rng.integers(0, n)) if i % 4 == 0 else 0
+        problem = synthetic_problem(rng, n, samples, GATES[i % 3], duplicates)
+        budgets = edge_budgets if i % 5 == 0 else binding_budgets
+        yield problem, *budgets(problem, rng)
+
+
+def assert_same(problem, energy_budget, latency_budget) -> None:
+    exact = solve(problem, energy_budget, latency_budget)
+    reference = brute_force(problem, energy_budget, latency_budget)
+    if reference is None:
+        assert exact is None
+        return
+    assert exact is not None, (energy_budget, latency_budget)
+    assert exact.experts == reference.experts
+    assert abs(exact.quality - reference.quality) <= 1e-12
+    assert problem.fits(exact.experts, energy_budget, latency_budget)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_solver_equals_brute_force_on_small_instances(seed):
+    for problem, energy, latency in instances(seed, 250, 10, 12):
+        assert_same(problem, energy, latency)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_every_bound_and_cut_path_equals_brute_force(seed, monkeypatch):
+    # no vectorized leaves and the LP bound at every node: small problems take every code path
+    monkeypatch.setattr(solver, "LEAF_SIZE", 0)
+    monkeypatch.setattr(bounds, "COMBINED_MIN", 0)
+    for problem, energy, latency in instances(50 + seed, 150, 10, 12):
+        assert_same(problem, energy, latency)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_solver_equals_brute_force_up_to_sixteen_experts(gate):
+    rng = np.random.default_rng(GATES.index(gate))
+    for n in (13, 16):
+        problem = synthetic_problem(rng, n, 24, gate, duplicates=2)
+        assert_same(problem, *binding_budgets(problem, rng))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 140))
+def test_solver_equals_brute_force_many_more(seed):
+    for problem, energy, latency in instances(seed, 500, 14, 32):
+        assert_same(problem, energy, latency)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(200, 210))
+def test_every_bound_and_cut_path_equals_brute_force_many_more(seed, monkeypatch):
+    monkeypatch.setattr(solver, "LEAF_SIZE", 0)
+    monkeypatch.setattr(bounds, "COMBINED_MIN", 0)
+    for problem, energy, latency in instances(seed, 500, 13, 32):
+        assert_same(problem, energy, latency)
+
+
+def test_budget_equal_to_a_subsets_cost_keeps_it_feasible():
+    rng = np.random.default_rng(7)
+    problem = synthetic_problem(rng, 8, 16, "trained")
+    subset = (1, 4, 6)
+    energy, latency = problem.energy(subset), problem.latency(subset)
+    chosen = solve(problem, energy, latency)
+    assert chosen is not None and chosen.energy_j <= energy and chosen.latency_ms <= latency
+    assert brute_force(problem, energy, latency).experts == chosen.experts
+    # one ulp less and that subset no longer fits
+    assert not problem.fits(subset, np.nextafter(energy, 0.0), latency)
+
+
+def twins_problem() -> SelectionProblem:
+    """x0 weak; x1 and x2 identical (costs, gate column, p_true column) and best."""
+    experts = (
+        Expert("x0", 1.0, 10.0, 0.0, 0.0),
+        Expert("x1", 1.0, 10.0, 0.0, 0.0),
+        Expert("x2", 1.0, 10.0, 0.0, 0.0),
+    )
+    gate = np.array([[0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [0.3, 0.35, 0.35]])
+    p_true = np.array([[0.1, 0.8, 0.8], [0.3, 0.9, 0.9], [0.2, 0.6, 0.6]])
+    return SelectionProblem(experts, 0.0, 0.0, gate, p_true)
+
+
+def test_identical_experts_tie_to_the_lower_index():
+    problem = twins_problem()
+    assert problem.quality((1,)) == problem.quality((2,))
+    assert solve(problem, 1.0, 100.0).experts == (1,)
+    assert brute_force(problem, 1.0, 100.0).experts == (1,)
+
+
+def test_equal_quality_with_more_energy_loses_the_tie():
+    problem = twins_problem()  # Q({x1, x2}) == Q({x1}) but it costs twice the energy
+    assert abs(problem.quality((1, 2)) - problem.quality((1,))) <= 1e-15
+    assert solve(problem, 3.0, 100.0).experts == (1,)
+
+
+def test_tie_key_prefers_less_energy_then_latency_then_size_then_index():
+    rng = np.random.default_rng(0)
+    problem = synthetic_problem(rng, 5, 8, "trained")
+    keys = sorted([(0, 1), (2,), (0, 3), (1,)], key=lambda s: tie_key(problem, s))
+    energies = [problem.energy(s) for s in keys]
+    assert energies == sorted(energies)
+
+
+def test_weak_expert_with_large_gate_weight_is_left_out():
+    # expert 1 is always wrong and the gate trusts it 9:1, so adding it lowers Q
+    experts = tuple(Expert(f"x{j}", 1.0, 10.0, 0.0, 0.0) for j in range(2))
+    gate = np.array([[0.1, 0.9]] * 4)
+    p_true = np.array([[0.9, 0.0]] * 4)
+    problem = SelectionProblem(experts, 0.0, 0.0, gate, p_true)
+    chosen = solve(problem, 10.0, 100.0)
+    assert chosen.experts == (0,) and chosen.quality == pytest.approx(0.9)
+
+
+def test_no_subset_fits_returns_none():
+    rng = np.random.default_rng(1)
+    problem = synthetic_problem(rng, 6, 10, "random")
+    assert solve(problem, float(problem.cost_j.min()) * 0.5, 1e9) is None
+    assert solve(problem, 1e9, float(problem.delay_ms.min())) is None
