@@ -1,6 +1,8 @@
 """``ganglion select``: MoE²'s exact expert subset under an energy and a latency budget.
 
-Form: ``ganglion select --problem P.json --energy-budget J --latency-budget MS [--json]``.
+Forms: ``ganglion select --problem P.json --energy-budget J --latency-budget MS [--json]``, or
+``ganglion select BUNDLE ...`` for an ensemble bundle (problem built from its calibration cache
+and the device profiles; ``--dump-problem`` writes it).
 Exit codes: 0 a subset fits; 1 no non-empty subset fits (one-line reason on stderr; with
 ``--json`` also ``{"feasible": false, ...}`` on stdout); 2 a malformed problem or budget (one
 line naming the file and the field).
@@ -25,31 +27,90 @@ from ganglion.runtime.selection import (
     read_problem,
     run_baselines,
     solve,
+    write_problem,
 )
+from ganglion.runtime.selection.from_ensemble import Link
 
 PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
 
 
 def select(
+    bundle: Path | None = typer.Argument(
+        None, help="Ensemble bundle: the problem is built from its calibration cache and devices."
+    ),
     problem: Path | None = typer.Option(
-        None, "--problem", help="Problem JSON: expert costs, aggregation, gate, p_true (required)."
+        None, "--problem", help="Problem JSON: expert costs, aggregation, gate, p_true."
     ),
     energy_budget: float = typer.Option(..., "--energy-budget", help="Joules per request."),
     latency_budget: float = typer.Option(..., "--latency-budget", help="Milliseconds per request."),
+    placement: list[str] = typer.Option(
+        [], "--placement", help="EXPERT=DEVICE (with BUNDLE): the device profile an expert runs on."
+    ),
+    requester: str = typer.Option(
+        "auto", "--requester", help="Device the request arrives at and the gate runs on."
+    ),
+    link_mbps: float = typer.Option(100.0, "--link-mbps", help="Simulated link bandwidth."),
+    link_ms: float = typer.Option(2.0, "--link-ms", help="Simulated link latency per request."),
+    link_nj_per_bit: float = typer.Option(50.0, "--link-nj-per-bit", help="Link energy per bit."),
+    device_files: list[Path] = typer.Option([], "--devices", help="Extra device profile file."),
+    dump_problem: Path | None = typer.Option(
+        None, "--dump-problem", help="Also write the problem solved (JSON) here."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random-subset baseline."),
 ) -> None:
     """Choose the expert subset with the best predicted quality within both budgets."""
     try:
-        if problem is None:
-            raise SelectionProblemError("give --problem P.json")
+        if (problem is None) == (bundle is None):
+            raise SelectionProblemError("give an ensemble BUNDLE or --problem P.json (one of them)")
         energy = check_budget(energy_budget, "--energy-budget")
         latency = check_budget(latency_budget, "--latency-budget")
-        loaded = read_problem(problem)
+        if problem is not None:
+            loaded = read_problem(problem)
+        else:
+            link = Link(
+                check_budget(link_mbps, "--link-mbps"),
+                check_budget(link_ms, "--link-ms"),
+                check_budget(link_nj_per_bit, "--link-nj-per-bit"),
+            )
+            loaded = _bundle_problem(bundle, placement, requester, link, device_files, as_json)
     except SelectionProblemError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if dump_problem is not None:
+        write_problem(loaded, dump_problem)
     report(loaded, energy, latency, as_json, seed)
+
+
+def _bundle_problem(
+    bundle: Path, placement: list[str], requester: str, link: Link, files: list[Path], quiet: bool
+) -> SelectionProblem:
+    from ganglion.device import detect
+    from ganglion.runtime.bundle import load_bundle
+    from ganglion.runtime.selection.from_ensemble import problem_from_ensemble
+
+    places = {}
+    for item in placement:
+        expert, sep, device = item.partition("=")
+        if not sep or not expert or not device:
+            raise SelectionProblemError(f"--placement {item!r}: give EXPERT=DEVICE")
+        places[expert] = device
+    host = detect().profile_name if requester == "auto" else requester
+    loaded, sources = problem_from_ensemble(
+        load_bundle(bundle), places, host, link, device_files=files
+    )
+    if not quiet:
+        console = Console(highlight=False)
+        for name, source in sources["experts"].items():
+            console.print(
+                f"{name}: on {source['device']} ({source['kind']}); compute "
+                f"{source['compute']}, transmission {source['transmission']}"
+            )
+        console.print(
+            f"gate on {host}; every cost here is simulated, quality is measured on "
+            "the calibration data"
+        )
+    return loaded
 
 
 def report(
