@@ -19,7 +19,13 @@ import torch
 from ganglion.models.deployable import Deployable
 from ganglion.models.ensemble import EnsembleProgram, Gate, GateConfig
 from ganglion.models.errors import ConversionError
-from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
+from ganglion.models.manifest import Manifest, SequenceTime, SpikingTime, TensorSpec
+from ganglion.models.mixture import (
+    COUNTS,
+    flat_features,
+    member_state_name,
+    prefix_histograms,
+)
 
 
 def _output_classes(name: str, member: Deployable) -> int:
@@ -46,7 +52,10 @@ def check_members(members: dict[str, Deployable]) -> tuple[list[TensorSpec], int
                 f"expert {name!r} takes time-major input; experts take [batch, ...]"
             )
         if m.kind == "sequence":
-            raise ConversionError(f"expert {name!r} is a sequence program; experts are classifiers")
+            raise ConversionError(
+                f"expert {name!r} is a token model: build with convert_lm_ensemble "
+                "(ganglion convert ensemble --corpora ...)"
+            )
         ours = [(s.shape, s.dtype) for s in m.inputs]
         want = [(s.shape, s.dtype) for s in first.inputs]
         if ours != want:
@@ -69,7 +78,7 @@ def train_gate(
         loss = -torch.log(mixed.clamp_min(1e-12)).mean()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -131,10 +140,45 @@ def convert_ensemble(
             f"got {list(probs.shape)}"
         )
     p_true = probs[np.arange(count), :, labels]  # [M, N]
-    x = torch.from_numpy(inputs[names[0]])
-    features = "histogram" if specs[0].dtype.startswith("int") else "flatten"
-    in_features = int(np.prod(specs[0].shape[1:])) if features == "flatten" else int(x.max()) + 1
-    gate = Gate(GateConfig(experts, in_features, features, hidden))
+    features = flat_features(inputs[names[0]])
+    outputs = [TensorSpec("probs", [-1, classes]), TensorSpec("gate", [-1, len(experts)])]
+    module, manifest = _gated(
+        experts,
+        features,
+        p_true,
+        labels,
+        "flatten",
+        top_k,
+        placement,
+        epochs,
+        hidden,
+        seed,
+        specs,
+        outputs,
+        None,
+    )
+    config = {**module.to_config(), "input_names": names}
+    return Deployable(module, manifest, config, dict(members))
+
+
+def _gated(
+    experts: list[str],
+    features: np.ndarray,
+    p_true: np.ndarray,
+    labels: np.ndarray,
+    kind: str,
+    top_k: int | None,
+    placement: dict[str, str] | None,
+    epochs: int,
+    hidden: int,
+    seed: int,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    time: SequenceTime | None,
+) -> tuple[EnsembleProgram, Manifest]:
+    """Train the gate on (features, p_true) and build the ensemble's module and manifest."""
+    x = torch.from_numpy(features)
+    gate = Gate(GateConfig(experts, features.shape[1], kind, hidden))
     losses = train_gate(gate, x, torch.from_numpy(p_true).float(), epochs, seed)
     gate.eval()
     with torch.no_grad():
@@ -147,16 +191,91 @@ def convert_ensemble(
     module = EnsembleProgram(gate, top_k, placement, calibration)
     report: dict[str, Any] = {
         "quality": gate_quality(weights, p_true),
-        "calibration_samples": count,
+        "calibration_samples": len(p_true),
         "gate_loss": {"first": losses[0], "last": losses[-1], "epochs": epochs},
     }
     manifest = Manifest(
         kind="ensemble",
         architecture="moe2_gate",
-        inputs=specs,
-        outputs=[TensorSpec("probs", [-1, classes]), TensorSpec("gate", [-1, len(experts)])],
+        inputs=inputs,
+        outputs=outputs,
+        time=time,
         report=report,
         provenance={"converter": "ganglion.converters.ensemble", "seed": seed},
     )
-    config = {**module.to_config(), "input_names": names}
+    return module, manifest
+
+
+def convert_lm_ensemble(
+    members: dict[str, Deployable],
+    windows: np.ndarray,
+    probs: np.ndarray,
+    top_k: int | None = None,
+    placement: dict[str, str] | None = None,
+    epochs: int = 300,
+    hidden: int = 64,
+    seed: int = 0,
+    max_samples: int = 16384,
+) -> Deployable:
+    """An ensemble of token models (e.g. one trained on prose, one on code) with a gate that
+    reads the frequencies of the tokens seen so far.
+
+    windows: calibration token windows [W, L + 1] (inputs and next-token targets, drawn from
+    every corpus the experts cover); probs: each expert's next-token probabilities on
+    ``windows[:, :-1]``, [W, L, experts, vocab]. Every position is a calibration sample; at
+    most ``max_samples`` (evenly spaced) are cached for selection.
+    """
+    if len(members) < 2:
+        raise ConversionError(f"an ensemble needs at least 2 experts, got {len(members)}")
+    times = [m.manifest.time for m in members.values()]
+    if not all(isinstance(t, SequenceTime) for t in times):
+        raise ConversionError("an ensemble of token models needs sequence experts only")
+    vocab = {t.vocab_size for t in times}  # type: ignore[union-attr]
+    if len(vocab) != 1:
+        raise ConversionError(f"the experts' vocabularies differ: {sorted(vocab)}")
+    (vocab_size,) = vocab
+    windows = np.asarray(windows)
+    if windows.ndim != 2 or windows.shape[1] < 2 or windows.dtype.kind not in "iu":
+        raise ConversionError(f"windows must be integer [W, L + 1], got {list(windows.shape)}")
+    count, length = windows.shape[0], windows.shape[1] - 1
+    experts = list(members)
+    if probs.shape != (count, length, len(experts), vocab_size) or not np.isfinite(probs).all():
+        raise ConversionError(
+            f"expert probabilities must be finite [{count}, {length}, {len(experts)}, "
+            f"{vocab_size}], got {list(probs.shape)}"
+        )
+    targets = windows[:, 1:]
+    p_true = np.take_along_axis(probs, targets[:, :, None, None], axis=-1)[..., 0]
+    zeros = np.zeros((count, vocab_size + 1), dtype=np.float32)
+    features, _ = prefix_histograms(windows[:, :-1], zeros, vocab_size)
+    keep = np.linspace(0, count * length - 1, min(max_samples, count * length)).astype(np.int64)
+    p_true = p_true.reshape(count * length, len(experts))[keep]
+    features = features.reshape(count * length, vocab_size)[keep]
+    labels = targets.reshape(-1)[keep]
+    context = [t.context for t in times if t.context]  # type: ignore[union-attr]
+    time = SequenceTime(vocab_size=vocab_size, context=min(context) if context else 0)
+    outputs = [TensorSpec("logits", [-1, vocab_size]), TensorSpec("gate", [-1, len(experts)])]
+    state = [TensorSpec(COUNTS, [-1, vocab_size + 1])]
+    state += [
+        TensorSpec(member_state_name(name, s.name), list(s.shape), s.dtype)
+        for name, member in members.items()
+        for s in member.manifest.state
+    ]
+    module, manifest = _gated(
+        experts,
+        features,
+        p_true,
+        labels,
+        "histogram",
+        top_k,
+        placement,
+        epochs,
+        hidden,
+        seed,
+        [TensorSpec("ids", [-1], "int64")],
+        outputs,
+        time,
+    )
+    manifest.state = state
+    config = {**module.to_config(), "input_names": ["ids"]}
     return Deployable(module, manifest, config, dict(members))

@@ -4,8 +4,9 @@ The experts are member programs (any kind with one output of class scores); the 
 the same input and gives each expert a weight. How the experts' outputs mix is
 ``models.mixture`` (numpy, so ensembles run without torch).
 
-Gate features: ``flatten`` (the input flattened, for images and feature vectors) or
-``histogram`` (token-id frequencies, for token sequences).
+Gate features (computed on the host, ``models.mixture``): ``flatten`` (the input flattened,
+for images and feature vectors) or ``histogram`` (the frequencies of the tokens seen so far,
+for token models: the gate follows the prompt, causally).
 """
 
 from __future__ import annotations
@@ -43,16 +44,10 @@ class Gate(nn.Module):
             nn.Linear(config.hidden, len(config.experts)),
         )
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, ...] input -> [B, in_features] float features."""
-        if self.config.features == "flatten":
-            return x.reshape(x.shape[0], -1).float()
-        one_hot = nn.functional.one_hot(x.long(), self.config.in_features).float()
-        return one_hot.reshape(x.shape[0], -1, self.config.in_features).mean(dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate weights [B, experts], positive, summing to 1."""
-        return torch.softmax(self.net(self.features(x)), dim=-1)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Gate weights [B, experts] (positive, summing to 1) for features [B, in_features]
+        (``models.mixture``: the input flattened, or the token histogram of the prefix)."""
+        return torch.softmax(self.net(features), dim=-1)
 
     def to_config(self) -> dict[str, Any]:
         """config.json's ``gate`` entry."""
@@ -93,9 +88,9 @@ class EnsembleProgram(nn.Module):
         prefix = "calibration_"
         return {n[len(prefix) :]: b for n, b in self.named_buffers() if n.startswith(prefix)}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate weights [B, experts] for the ensemble's (first) input."""
-        return self.gate(x)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Gate weights [B, experts] for the gate's features [B, in_features]."""
+        return self.gate(features)
 
     def to_config(self) -> dict[str, Any]:
         """config.json of the ensemble."""

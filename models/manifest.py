@@ -30,6 +30,22 @@ MAX_DIM = 1 << 24  # a declared dimension above this is refused before anything 
 MAX_TIMESTEPS = 1 << 20
 MAX_TENSORS = 4096
 DEFAULT_DT = 1e-4  # seconds per timestep: snnTorch's NIR export convention
+# Simulation conventions of an imported NIR graph (``SpikingTime.semantics``; meanings in
+# ``converters/nir_semantics.py``): each name's allowed values; "seconds" is a positive number.
+SEMANTICS: dict[str, tuple[Any, ...]] = {
+    "like": ("nir", "snntorch", "norse", "sinabs", "spikingjelly", "lava"),
+    "dt": ("seconds",),
+    "dt_leaky": ("seconds", None),
+    "decay": ("euler", "exact"),
+    "reset": ("zero", "subtract"),
+    "reset_delay": (0, 1),
+    "fire": ("gt", "ge"),
+    "v_init": ("zero", "leak", "reset"),
+    "spikes_per_step": ("one", "many"),
+    "synaptic_delay": (0, 1),
+    "lower_bound": ("none", "threshold"),
+    "synaptic_input": ("euler", "jump"),
+}
 NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
@@ -53,6 +69,23 @@ def _float(value: object, where: str, positive: bool = False) -> float:
     ok = ok and (not positive or value > 0)  # type: ignore[operator]
     _require(ok, where, "a finite positive number" if positive else "a finite number", value)
     return float(value)  # type: ignore[arg-type]
+
+
+def _semantics(value: object) -> dict[str, Any]:
+    """``manifest.time.semantics``: known names only, each with an allowed value."""
+    where = "manifest.time.semantics"
+    _require(isinstance(value, dict), where, "an object", type(value).__name__)
+    checked: dict[str, Any] = {}
+    for name, v in value.items():  # type: ignore[union-attr]
+        _require(name in SEMANTICS, f"{where} key", f"one of {', '.join(SEMANTICS)}", name)
+        allowed = SEMANTICS[name]
+        if "seconds" in allowed and v is not None:
+            checked[name] = _float(v, f"{where}.{name}", positive=True)
+            continue
+        ok = v in allowed and type(v) is type(next(a for a in allowed if a == v))
+        _require(ok, f"{where}.{name}", f"one of {', '.join(map(str, allowed))}", v)
+        checked[name] = v
+    return checked
 
 
 def _choice(value: object, where: str, choices: tuple[str, ...]) -> str:
@@ -115,6 +148,7 @@ class SpikingTime:
     decoding: str = "none"
     seed: int = 0  # seed of the rate encoder
     delay: int = 0  # steps from an input to the output it drives (Loihi 2: synaptic layers)
+    semantics: dict[str, Any] = field(default_factory=dict)  # NIR import conventions (SEMANTICS)
 
     def __post_init__(self) -> None:
         self.timesteps = _int(self.timesteps, "manifest.time.timesteps", 1, MAX_TIMESTEPS)
@@ -123,6 +157,7 @@ class SpikingTime:
         self.encoding = _choice(self.encoding, "manifest.time.encoding", ENCODINGS)
         self.decoding = _choice(self.decoding, "manifest.time.decoding", DECODINGS)
         self.seed = _int(self.seed, "manifest.time.seed", 0, 2**63 - 1)
+        self.semantics = _semantics(self.semantics)
 
     @property
     def time_major(self) -> bool:
@@ -219,7 +254,14 @@ class Manifest:
         )
         self.numerics = _choice(self.numerics, "manifest.numerics", NUMERICS)
         expected_time = TIME_TYPES.get(self.kind)
-        if expected_time is None:
+        if self.kind == "ensemble":  # an ensemble of token models has their time semantics
+            _require(
+                self.time is None or isinstance(self.time, SequenceTime),
+                "manifest.time",
+                "absent, or sequence time semantics for an ensemble",
+                self.time,
+            )
+        elif expected_time is None:
             _require(
                 self.time is None, "manifest.time", f"absent for {self.kind} programs", self.time
             )
@@ -260,7 +302,8 @@ class Manifest:
         """Plain-JSON form of the manifest (time semantics tagged with their kind)."""
         data = dataclasses.asdict(self)
         if self.time is not None:
-            data["time"] = {"kind": self.kind, **dataclasses.asdict(self.time)}
+            tag = "spiking" if isinstance(self.time, SpikingTime) else "sequence"
+            data["time"] = {"kind": tag, **dataclasses.asdict(self.time)}
         return data
 
     @classmethod
@@ -318,6 +361,8 @@ def _specs(value: object, where: str) -> list[TensorSpec]:
 
 
 def _time(kind: object, value: object) -> Time:
+    if kind == "ensemble":  # absent, or its members' sequence time semantics
+        kind = "sequence" if value is not None else None
     time_type = TIME_TYPES.get(str(kind))
     if time_type is None:
         return None

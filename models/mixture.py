@@ -1,12 +1,22 @@
 """How an ensemble mixes its experts: the gate renormalized over the experts that ran.
 
 ``probs = Σ_{e∈S} w_e · softmax(scores_e)`` with ``w_e = g_e / Σ_{e'∈S} g_e'`` — the same
-renormalization as the selection objective ``Q(S)`` (``runtime/selection``). numpy only.
+renormalization as the selection objective ``Q(S)`` (``runtime/selection``). Also the gate's
+input features, computed on the host: the input flattened (classifiers), or for token models
+the histogram of the tokens seen so far (so the gate follows the prompt, causally, in constant
+memory). numpy only: ensembles run without torch.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+COUNTS = "counts"  # a token ensemble's state: running counts [batch, vocab + 1] (last: length)
+
+
+def member_state_name(member: str, name: str) -> str:
+    """A token ensemble's name for member ``member``'s state tensor ``name``."""
+    return f"{member}:{name}"
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -35,3 +45,21 @@ def mix(probs: dict[int, np.ndarray], weights: np.ndarray) -> np.ndarray:
         total = term if total is None else total + term
     assert total is not None
     return total
+
+
+def flat_features(x: np.ndarray) -> np.ndarray:
+    """[B, ...] -> [B, F] float32."""
+    return np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float32)
+
+
+def prefix_histograms(
+    ids: np.ndarray, counts: np.ndarray, vocab: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token frequencies of every prefix: ids [B, T], running counts [B, vocab + 1] (the last
+    column is the length so far) -> (features [B, T, vocab], counts after the last token)."""
+    one_hot = np.zeros((*ids.shape, vocab + 1), dtype=np.float32)
+    np.put_along_axis(one_hot, ids[..., None].astype(np.int64), 1.0, axis=-1)
+    one_hot[..., vocab] = 1.0
+    running = counts[:, None, :] + np.cumsum(one_hot, axis=1)
+    features = running[..., :vocab] / running[..., vocab:]
+    return features.astype(np.float32), running[:, -1]

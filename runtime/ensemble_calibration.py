@@ -29,3 +29,14 @@ def all_expert_probabilities(
 ) -> np.ndarray:
     """[M, experts, classes] for every member, in the order of ``members``."""
     return np.stack([expert_probabilities(m, inputs) for m in members.values()], axis=1)
+
+
+def token_expert_probabilities(members: dict[str, Deployable], windows: np.ndarray) -> np.ndarray:
+    """Next-token probabilities [W, L, experts, vocab] of every token model on
+    ``windows[:, :-1]`` (windows [W, L + 1]), in the order of ``members``."""
+    out = []
+    for member in members.values():
+        with load(member) as session:
+            logits = session.run({"ids": np.ascontiguousarray(windows[:, :-1])})["logits"]
+        out.append(softmax(logits))
+    return np.stack(out, axis=2)

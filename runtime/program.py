@@ -122,13 +122,7 @@ class Program:
 
 def initial_state_of(deployable: Deployable) -> dict[str, np.ndarray]:
     """Per-sample initial state of an in-memory program (batched tensors lose their batch)."""
-    kind = kind_of(deployable.manifest)
-    state = kind.torch_init_state(deployable.module, 1)
-    specs = {s.name: s for s in deployable.manifest.state}
-    return {
-        name: (value[0] if specs[name].batched else value).detach().cpu().contiguous().numpy()
-        for name, value in state.items()
-    }
+    return kind_of(deployable.manifest).initial_state(deployable)
 
 
 def read_numpy_tensors(data: bytes, where: str) -> dict[str, np.ndarray]:

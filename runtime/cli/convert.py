@@ -200,10 +200,14 @@ def _steps_progress(total: int, what: str) -> Any:
 @convert_app.command("ensemble")
 def ensemble(
     members: list[Path] = typer.Argument(..., help="Expert bundles; NAME=BUNDLE names one."),
-    calib: Path = typer.Option(
-        ..., "--calib", help="NPZ: inputs by name ('x' for one) and integer labels 'y'."
-    ),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="Classifiers: NPZ of inputs by name ('x' for one) and labels 'y'."
+    ),
+    corpora: str = typer.Option(
+        "prose,code", "--corpora", help="Token models: the offline corpora to calibrate on."
+    ),
+    windows: int = typer.Option(32, "--windows", help="Token models: windows per corpus."),
     top_k: int | None = typer.Option(None, "--top-k", help="Experts kept per input."),
     placement: list[str] = typer.Option(
         [], "--placement", help="EXPERT=DEVICE: the device profile an expert is meant for."
@@ -233,6 +237,17 @@ def ensemble(
                 f"--placement {item!r}: give EXPERT=DEVICE for one of {sorted(experts)}"
             )
         places[expert] = device
+    if all(e.manifest.kind == "sequence" for e in experts.values()):
+        program = _token_ensemble(experts, corpora, windows, top_k, places, epochs, seed)
+        path = save_bundle(program, output, force)
+        quality = program.manifest.report["quality"]
+        Console(highlight=False).print(
+            ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in quality.items())
+        )
+        Console(highlight=False).print(f"ensemble of {len(experts)} token models written to {path}")
+        return
+    if calib is None:
+        raise ConversionError("an ensemble of classifiers needs --calib CALIB.npz (inputs, 'y')")
     data = read_npz(calib)
     if "y" not in data:
         raise ConversionError(f"{calib}: needs integer labels 'y' to train the gate")
@@ -250,6 +265,26 @@ def ensemble(
     quality = program.manifest.report["quality"]
     console.print(", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in quality.items()))
     console.print(f"ensemble of {len(experts)} experts written to {path}")
+
+
+def _token_ensemble(
+    experts: dict, corpora: str, windows: int, top_k, places, epochs: int, seed: int
+) -> Any:
+    import numpy as np
+
+    from ganglion.converters.ensemble import convert_lm_ensemble
+    from ganglion.models.recipes.text import CORPORA, load_corpus, random_windows
+    from ganglion.runtime.ensemble_calibration import token_expert_probabilities
+
+    names = [c.strip() for c in corpora.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CORPORA]
+    if unknown or not names or windows < 1:
+        raise ConversionError(f"--corpora takes {', '.join(CORPORA)} and --windows >= 1")
+    rng = np.random.default_rng(seed)
+    chunks = [random_windows(load_corpus(c).train, windows, 128, rng) for c in names]
+    calib = np.concatenate(chunks)
+    probs = token_expert_probabilities(experts, calib)
+    return convert_lm_ensemble(experts, calib, probs, top_k, places, epochs, seed=seed)
 
 
 def register(app: typer.Typer) -> None:

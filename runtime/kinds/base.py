@@ -122,6 +122,15 @@ class ProgramKind(ABC):
         """A fresh state for ``batch`` samples."""
         return {}
 
+    def initial_state(self, deployable: Deployable) -> Arrays:
+        """The fresh state of one sample as numpy (batched tensors without their batch axis)."""
+        state = self.torch_init_state(deployable.module, 1)
+        specs = {s.name: s for s in deployable.manifest.state}
+        return {
+            name: (value[0] if specs[name].batched else value).detach().cpu().contiguous().numpy()
+            for name, value in state.items()
+        }
+
     def activity(self, module: torch.nn.Module) -> dict[str, np.ndarray]:
         """Spike counts per neuron of each layer in the last recorded run (spiking kinds)."""
         return {}

@@ -2,16 +2,21 @@
 
 A composite bundle: members under ``members/<name>/`` pinned by their manifest's SHA-256, the
 gate in ``config.json`` + ``weights.safetensors`` (with the calibration cache) and as an ONNX
-graph (``model.onnx``: input -> gate weights) so that it runs without torch.
+graph (``model.onnx``: gate features -> gate weights) so that it runs without torch. The gate's
+features are computed on the host (``models.mixture``).
 
-Outputs: ``probs`` [batch, classes], the gate-weighted mixture of the experts' class
-probabilities (``models.mixture``), and ``gate`` [batch, experts], the weights used.
+Two shapes of ensemble:
+- classifiers (no time semantics): the experts' inputs -> ``probs`` [batch, classes], the
+  gate-weighted mixture of the experts' class probabilities, and ``gate`` [batch, experts];
+- token models (``SequenceTime``): ``ids`` -> ``logits`` (the log of the mixture of the
+  experts' next-token distributions) and ``gate``; the gate reads the frequencies of the tokens
+  seen so far, so it follows the prompt causally and ``run`` equals repeated ``step``. The
+  state is the running token counts plus every member's state (``<member>:<name>``).
 
 ``EnsembleSession`` opens every member on the requested backend and device; the gate runs on
 torch for the torch backend and on ONNX Runtime otherwise. ``select(names)`` restricts the
 experts run (the coarse level of selection); the fine level is the gate inside that subset,
-optionally its top k per input (``config.json``'s ``top_k``). Experts with no weight for any
-input of a call are not run at all.
+optionally its top k per input (``config.json``'s ``top_k``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ganglion.models.errors import ShapeError
-from ganglion.models.manifest import Manifest
-from ganglion.models.mixture import mix, renormalized, softmax
+from ganglion.models.manifest import Manifest, SequenceTime, TensorSpec
+from ganglion.models.mixture import (
+    COUNTS,
+    flat_features,
+    member_state_name,
+    mix,
+    renormalized,
+    softmax,
+)
 from ganglion.runtime.kinds.base import Arrays, ArtifactWriter, ProgramKind, Tensors
 
 if TYPE_CHECKING:
@@ -35,14 +47,52 @@ if TYPE_CHECKING:
     from ganglion.runtime.program import Program
     from ganglion.runtime.session import Session
 
-GATE_ONNX = "model.onnx"  # the gate graph
+
+def is_sequence(manifest: Manifest) -> bool:
+    """True for an ensemble of token models."""
+    return isinstance(manifest.time, SequenceTime)
 
 
 class EnsembleKind(ProgramKind):
-    """Stateless ensembles of classifiers."""
+    """Ensembles of classifiers or of token models."""
 
     name = "ensemble"
-    has_steps = False
+
+    def _tokens(self) -> ProgramKind:
+        from ganglion.runtime.kinds import get_kind
+
+        return get_kind("sequence")
+
+    # ---- host side: token ensembles follow the sequence kind's shapes ----------------------
+
+    def run_shape(self, manifest: Manifest, spec: TensorSpec) -> list[int]:
+        """As the members' kind."""
+        if is_sequence(manifest):
+            return self._tokens().run_shape(manifest, spec)
+        return super().run_shape(manifest, spec)
+
+    def split_steps(self, manifest: Manifest, inputs: Arrays) -> list[Arrays]:
+        """One step per token for token ensembles; one call for classifiers."""
+        if is_sequence(manifest):
+            return self._tokens().split_steps(manifest, inputs)
+        return super().split_steps(manifest, inputs)
+
+    def collect(self, manifest: Manifest, outputs: list[Arrays]) -> Arrays:
+        """Stacked on the token axis for token ensembles."""
+        if is_sequence(manifest):
+            return self._tokens().collect(manifest, outputs)
+        return super().collect(manifest, outputs)
+
+    def check_values(self, manifest: Manifest, inputs: Arrays) -> None:
+        """Token ids within the vocabulary (token ensembles)."""
+        if is_sequence(manifest):
+            self._tokens().check_values(manifest, inputs)
+
+    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
+        """As the members' kind."""
+        if is_sequence(manifest):
+            return self._tokens().example_inputs(manifest, batch, seed)
+        return super().example_inputs(manifest, batch, seed)
 
     def open_session(
         self, program: Program, backend: str, device: str, options: dict[str, Any]
@@ -51,6 +101,8 @@ class EnsembleKind(ProgramKind):
         from ganglion.runtime.ensemble_session import EnsembleSession
 
         return EnsembleSession(program, backend, device, options)
+
+    # ---- torch face: the gate -----------------------------------------------------------------
 
     def build_module(
         self, manifest: Manifest, config: dict[str, Any], tensors: Tensors, folder: Path
@@ -61,8 +113,26 @@ class EnsembleKind(ProgramKind):
         return EnsembleProgram.from_config(config, tensors)
 
     def torch_run(self, module: torch.nn.Module, inputs: Tensors, record: bool = False) -> Tensors:
-        """The gate's face: weights [B, experts] for the ensemble's input."""
-        return {"gate": module(next(iter(inputs.values())))}
+        """The gate's face: weights [B, experts] on the flattened first input."""
+        import torch
+
+        x = next(iter(inputs.values())).detach().cpu().numpy()
+        return {"gate": module(torch.from_numpy(flat_features(x)))}
+
+    def initial_state(self, deployable: Deployable) -> Arrays:
+        """Zero token counts plus every member's fresh state (token ensembles)."""
+        if not is_sequence(deployable.manifest):
+            return {}
+        from ganglion.runtime.kinds import kind_of
+
+        vocab = deployable.manifest.time.vocab_size  # type: ignore[union-attr]
+        state: Arrays = {COUNTS: np.zeros(vocab + 1, dtype=np.float32)}
+        for name, member in deployable.members.items():
+            for key, value in kind_of(member.manifest).initial_state(member).items():
+                state[member_state_name(name, key)] = value
+        return state
+
+    # ---- bundle, ONNX, describe, operation counts -----------------------------------------------
 
     def artifact_writers(self, deployable: Deployable) -> dict[str, ArtifactWriter]:
         """The gate's ONNX graph."""
@@ -71,12 +141,12 @@ class EnsembleKind(ProgramKind):
         return onnx_artifact_writers(("step",))
 
     def onnx_face(self, deployable: Deployable) -> GateOnnx:
-        """The gate as an ONNX graph: the ensemble's input -> gate weights."""
+        """The gate as an ONNX graph: features -> gate weights."""
         return GateOnnx(deployable)
 
     def required_artifacts(self, manifest: Manifest) -> tuple[str, ...]:
         """config.json, weights.safetensors and the gate graph."""
-        return ("config.json", "weights.safetensors", GATE_ONNX)
+        return ("config.json", "weights.safetensors", "model.onnx")
 
     def describe(self, deployable: Deployable) -> dict[str, Any]:
         """Gate size, experts with the device each is meant for."""
@@ -94,13 +164,12 @@ class EnsembleKind(ProgramKind):
         from ganglion.runtime.kinds import kind_of
         from ganglion.runtime.opcount import dense_counts
 
-        total = dense_counts(deployable, self, inputs)
-        module = deployable.module
-        for name in module.experts:
+        parts = [] if is_sequence(deployable.manifest) else [dense_counts(deployable, self, inputs)]
+        for name in deployable.module.experts:
             member = deployable.members[name]
             renamed = member_inputs(deployable.config, name, member.manifest, inputs)
-            total = OpCounts.combined([total, kind_of(member.manifest).count_ops(member, renamed)])
-        return total
+            parts.append(kind_of(member.manifest).count_ops(member, renamed))
+        return OpCounts.combined(parts)
 
 
 def member_inputs(
@@ -120,14 +189,15 @@ def expert_probs(scores: Arrays, member: str) -> np.ndarray:
 
 
 def mixture_outputs(
-    gate: np.ndarray, chosen: list[int], top_k: int | None, run: Any
-) -> dict[str, np.ndarray]:
-    """``probs`` and ``gate`` for gate weights [B, N]: ``run(e)`` gives expert e's [B, C]
-    probabilities and is called only for experts with weight on some input."""
+    gate: np.ndarray, chosen: list[int], top_k: int | None, run: Any, skip_idle: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mixed probabilities, weights) for gate weights [B, N]: ``run(e)`` gives expert e's
+    probabilities [B, ...]; with ``skip_idle`` it is called only for experts with weight on
+    some input (a token ensemble runs every chosen expert, to keep its state current)."""
     weights = renormalized(gate, chosen, top_k)
-    active = [e for e in chosen if weights[:, e].any()]
-    probs = mix({e: run(e) for e in active}, weights)
-    return {"probs": probs.astype(np.float32), "gate": weights.astype(np.float32)}
+    active = [e for e in chosen if weights[:, e].any() or not skip_idle]
+    probs = {e: run(e) for e in active}
+    return mix({e: p for e, p in probs.items() if weights[:, e].any()}, weights), weights
 
 
 class GateOnnx:
@@ -137,16 +207,15 @@ class GateOnnx:
         self.deployable = deployable
 
     def step_graph(self, opset: int) -> onnx.ModelProto:
-        """The ensemble's first input -> ``gate`` [batch, experts]."""
+        """``features`` [batch, in_features] -> ``gate`` [batch, experts]."""
         import torch
 
         from ganglion.converters.torch_onnx import torch_to_onnx
 
         module = self.deployable.module.eval()
-        spec = self.deployable.manifest.inputs[0]
-        example = torch.zeros([2, *spec.shape[1:]], dtype=getattr(torch, spec.dtype))
+        example = torch.zeros(2, module.gate.config.in_features)
         batch = torch.export.Dim("batch", min=1, max=1 << 20)
-        return torch_to_onnx(module, (example,), [spec.name], ["gate"], ({0: batch},), opset)
+        return torch_to_onnx(module, (example,), ["features"], ["gate"], ({0: batch},), opset)
 
     def sequence_graph(self, opset: int) -> None:
         """The gate has no sequence form."""

@@ -144,7 +144,9 @@ class SpikingKind(ProgramKind):
         from ganglion.runtime.onnx_export import onnx_artifact_writers
 
         writers: dict[str, ArtifactWriter] = {
-            GRAPH_NIR: lambda d, p: write_nir(d.module.graph, p, _time(d.manifest).dt)
+            GRAPH_NIR: lambda d, p: write_nir(
+                d.module.graph, p, _time(d.manifest).dt, _time(d.manifest).semantics.get("dt_leaky")
+            )
         }
         if deployable.manifest.numerics == "float32":
             writers.update(onnx_artifact_writers())

@@ -27,6 +27,8 @@ from torch import nn
 
 from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.nir_graph import read_nir
+from ganglion.converters.nir_program import import_nir_program
+from ganglion.converters.nir_semantics import semantics_for
 from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
 from ganglion.models.deployable import Deployable
 from ganglion.models.manifest import SpikingTime
@@ -173,6 +175,110 @@ def _imported_nir() -> Deployable:
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
 
 
+def _imported(nodes: dict, edges: list, like: str, **knobs: Any) -> Deployable:
+    """An NIR graph imported under a framework's conventions (``import-nir --like``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "graph.nir"
+        nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges))
+        return import_nir_program(path, semantics=semantics_for(like, **knobs))
+
+
+def _every_nir_node() -> Deployable:
+    """Partial Flatten, Conv1d, CubaLIF, Delay, Threshold, LI, I, CubaLI; Sinabs' rules (exact
+    decay, several spikes per step, v >= threshold, subtract reset). The read-outs' membranes
+    sum into a Threshold, so the output is spikes (compared exactly)."""
+    rng = np.random.default_rng(4)
+    ones = np.ones
+    nodes = {
+        "input": nir.Input(input_type=np.array([2, 4, 4])),
+        "rows": nir.Flatten(input_type={"input": np.array([2, 4, 4])}, start_dim=1, end_dim=2),
+        "conv": nir.Conv1d(
+            input_shape=16, weight=rng.normal(0, 1, (3, 2, 3)), stride=1, padding=1,
+            dilation=1, groups=1, bias=rng.normal(0, 0.1, 3),
+        ),
+        "cuba": nir.CubaLIF(
+            tau_syn=ones((3, 16)) * 2.0, tau_mem=ones((3, 16)) * 4.0, r=ones((3, 16)) * 2.0,
+            v_leak=np.zeros((3, 16)), v_threshold=ones((3, 16)) * 0.5, v_reset=np.zeros((3, 16)),
+            w_in=ones((3, 16)),
+        ),
+        "delay": nir.Delay(delay=rng.integers(0, 3, (3, 16)).astype(float)),
+        "flat": nir.Flatten(input_type={"input": np.array([3, 16])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=rng.normal(0, 0.3, (10, 48)), bias=np.zeros(10)),
+        "spike": nir.Threshold(threshold=np.full(10, 0.2)),
+        "head": nir.Linear(weight=rng.normal(0, 1, (6, 10))),
+        "li": nir.LI(tau=np.full(6, 3.0), r=np.ones(6), v_leak=np.full(6, 0.1)),
+        "int": nir.I(r=np.full(6, 0.5)),
+        "cubali": nir.CubaLI(
+            tau_syn=np.full(6, 2.0), tau_mem=np.full(6, 5.0), r=np.ones(6),
+            v_leak=np.zeros(6), w_in=np.ones(6),
+        ),
+        "readout": nir.Threshold(threshold=np.full(6, 0.1)),
+        "output": nir.Output(output_type=np.array([6])),
+    }  # fmt: skip
+    chain = ["input", "rows", "conv", "cuba", "delay", "flat", "fc", "spike", "head"]
+    edges = [*zip(chain, chain[1:], strict=False), ("readout", "output")]
+    edges += [("head", n) for n in ("li", "int", "cubali")]
+    edges += [(n, "readout") for n in ("li", "int", "cubali")]
+    return _imported(nodes, edges, "sinabs")
+
+
+def _recurrent_cuba() -> Deployable:
+    """A Braille-style RNN: Affine -> nested graph (CubaLIF with a recurrent Linear) -> Affine
+    -> LIF; snnTorch's rules (reset by subtraction, one step late)."""
+    rng = np.random.default_rng(5)
+    dt, n = 1e-4, 12
+    inner = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([n])),
+            "lif": nir.CubaLIF(
+                tau_syn=np.full(n, dt / 0.3), tau_mem=np.full(n, dt / 0.1),
+                r=np.full(n, 1 / 0.9), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                v_reset=np.zeros(n), w_in=np.full(n, 1 / 0.7),
+            ),
+            "w_rec": nir.Affine(weight=rng.normal(0, 0.4, (n, n)), bias=rng.normal(0, 0.1, n)),
+            "output": nir.Output(output_type=np.array([n])),
+        },
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+    )  # fmt: skip
+    nodes = {
+        "input": nir.Input(input_type=np.array([6])),
+        "fc1": nir.Affine(weight=rng.normal(0, 1, (n, 6)), bias=np.zeros(n)),
+        "rnn": inner,
+        "fc2": nir.Affine(weight=rng.normal(0, 1, (3, n)), bias=np.zeros(3)),
+        "out": nir.LIF(
+            tau=np.full(3, 5e-4), r=np.full(3, 5.0), v_leak=np.zeros(3),
+            v_threshold=np.ones(3), v_reset=np.zeros(3),
+        ),
+        "output": nir.Output(output_type=np.array([3])),
+    }  # fmt: skip
+    edges = [("input", "fc1"), ("fc1", "rnn"), ("rnn", "fc2"), ("fc2", "out"), ("out", "output")]
+    return _imported(nodes, edges, "snntorch")
+
+
+def _lava_delayed() -> Deployable:
+    """The imported LIF MLP under Lava's rules: each weighted connection one step late."""
+    rng = np.random.default_rng(6)
+    tau = np.full(8, 5e-4)
+    nodes = {
+        "input": nir.Input(input_type=np.array([6])),
+        "fc1": nir.Affine(weight=rng.normal(0, 1, (8, 6)), bias=rng.normal(0, 0.1, 8)),
+        "lif1": nir.LIF(
+            tau=tau, r=tau / 1e-4, v_leak=np.zeros(8), v_threshold=np.ones(8), v_reset=np.zeros(8)
+        ),
+        "fc2": nir.Affine(weight=rng.normal(0, 1, (3, 8)), bias=np.zeros(3)),
+        "lif2": nir.IF(r=np.full(3, 1e4), v_threshold=np.ones(3), v_reset=np.zeros(3)),
+        "output": nir.Output(output_type=np.array([3])),
+    }
+    edges = [
+        ("input", "fc1"),
+        ("fc1", "lif1"),
+        ("lif1", "fc2"),
+        ("fc2", "lif2"),
+        ("lif2", "output"),
+    ]
+    return _imported(nodes, edges, "lava")
+
+
 def _time_major_sample(deployable: Deployable) -> dict[str, np.ndarray]:
     shape = (15, 4, *deployable.module.graph.input_shape)  # T = 15 for a program without T
     return {"input": np.random.default_rng(3).uniform(0, 1, shape).astype(np.float32)}
@@ -200,6 +306,9 @@ PROGRAMS: list[ProgramCase] = [
     _spiking("spiking-handbuilt-conv-sumpool-scale-zero-reset", _handbuilt),
     _spiking("spiking-imported-nir", _imported_nir, _time_major_sample),
     _spiking("spiking-loihi2-fixed", _quantized),
+    _spiking("spiking-nir-every-node-sinabs-rules", _every_nir_node, _time_major_sample),
+    _spiking("spiking-nir-recurrent-cubalif-snntorch-rules", _recurrent_cuba, _time_major_sample),
+    _spiking("spiking-nir-lava-synaptic-delay", _lava_delayed, _time_major_sample),
 ]
 
 
@@ -266,6 +375,16 @@ def _ensemble() -> Deployable:
     return convert_ensemble(members, {"x": calib}, labels, probs, top_k=1, epochs=20)
 
 
+def _token_ensemble() -> Deployable:
+    from ganglion.converters.ensemble import convert_lm_ensemble
+    from ganglion.runtime.ensemble_calibration import token_expert_probabilities
+
+    members = {"rwkv": _sequence("rwkv")(), "gla": _sequence("gla")()}
+    windows = np.random.default_rng(6).integers(0, 256, (4, 17))
+    probs = token_expert_probabilities(members, windows)
+    return convert_lm_ensemble(members, windows, probs, epochs=5)
+
+
 def _dense_mlp() -> Deployable:
     from ganglion.converters.dense import convert_dense
 
@@ -281,6 +400,7 @@ PROGRAMS += [
         for a in ("rwkv", "spikegpt", "gla", "gam", "gpt")
     ),
     ProgramCase("ensemble-dense-and-spiking", functools.cache(_ensemble)),
+    ProgramCase("ensemble-token-models", functools.cache(_token_ensemble)),
 ]
 
 
