@@ -2,9 +2,10 @@
 
 On an NVIDIA GPU: for each kernel and size, the kernel's time, the bytes it must move at
 minimum divided by that time, that bandwidth as a fraction of the GPU's peak, and speed-ups
-over the PyTorch reference (eager, and ``torch.compile`` of its per-step function) and over
-fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` is importable. One JSON line per
-row, then a table. Without CUDA it exits 0 saying it needs a GPU.
+over the PyTorch reference (eager, and ``torch.compile`` of its per-step function), over
+fla's ``chunk_gla`` / ``fused_recurrent_gla`` when ``fla`` is importable, and for the chunked
+WKV kernel over the token-by-token one (``speedup_vs_scan_kernel``). One JSON line per row,
+then a table. Without CUDA it exits 0 saying it needs a GPU.
 
 ``--interpret-smoke`` runs tiny sizes on CPU under ``TRITON_INTERPRET=1`` and checks each
 kernel against its reference: it proves the script works and reports no timings.
@@ -145,13 +146,19 @@ def lif_fixed_cases(device: str, sizes: list[tuple[int, int, int]], ref_max_t: i
 
 
 def wkv_cases(device: str, sizes: list[tuple[int, int, int]], ref_max_t: int) -> list[Case]:
-    """WKV rows: sizes are ``(B, T, C)``, fp32."""
+    """WKV rows: sizes are ``(B, T, C)``, fp32. Per size, the token-by-token kernel (``wkv``)
+    and the chunked one (``wkv_chunk``, with its speed-up over the former)."""
     from ganglion.kernels.wkv.reference import (
+        wkv_chunk_reference,
         wkv_initial_state,
         wkv_scan_reference,
         wkv_step_reference,
     )
     from ganglion.kernels.wkv.triton import wkv_scan_triton
+    from ganglion.kernels.wkv.triton_chunk import wkv_chunk_triton
+
+    def max_error(kernel: Callable, a: tuple) -> float:
+        return (wkv_scan_reference(*a)[0] - kernel(*a)[0]).abs().max().item()
 
     cases = []
     for b, t, c in sizes:
@@ -159,7 +166,10 @@ def wkv_cases(device: str, sizes: list[tuple[int, int, int]], ref_max_t: int) ->
         k, v = (torch.randn(b, t, c, device=device) for _ in range(2))
         args = (w, u, k, v)
         nbytes = _nbytes(k, v, v) + 6 * b * c * 4
-        case = Case("wkv", f"B{b}-T{t}-C{c}-fp32", nbytes, lambda a=args: wkv_scan_triton(*a))
+        size = f"B{b}-T{t}-C{c}-fp32"
+        scan = Case("wkv", size, nbytes, lambda a=args: wkv_scan_triton(*a))
+        chunk = Case("wkv_chunk", size, nbytes, lambda a=args: wkv_chunk_triton(*a))
+        chunk.baselines["scan_kernel"] = scan.kernel
         if t <= ref_max_t:
             compiled = torch.compile(wkv_step_reference)
             state = wkv_initial_state(b, c, device)
@@ -168,14 +178,12 @@ def wkv_cases(device: str, sizes: list[tuple[int, int, int]], ref_max_t: int) ->
                 for i in range(a[2].shape[1]):
                     _, s = c(a[0], a[1], a[2][:, i], a[3][:, i], s)
 
-            case.baselines["torch"] = lambda a=args: wkv_scan_reference(*a)
-            case.baselines["compile"] = run_compiled
-
-        def check(a=args) -> float:
-            return (wkv_scan_reference(*a)[0] - wkv_scan_triton(*a)[0]).abs().max().item()
-
-        case.check = check if t <= ref_max_t else None
-        cases.append(case)
+            scan.baselines["torch"] = lambda a=args: wkv_scan_reference(*a)
+            scan.baselines["compile"] = run_compiled
+            chunk.baselines["torch_chunk"] = lambda a=args: wkv_chunk_reference(*a)
+            scan.check = partial(max_error, wkv_scan_triton, args)
+            chunk.check = partial(max_error, wkv_chunk_triton, args)
+        cases += [scan, chunk]
     return cases
 
 
@@ -236,7 +244,7 @@ def build_cases(ops: list[str], device: str, ref_max_t: int, smoke: bool) -> lis
         grids = {
             "lif": [(4, 2, 37)],
             "lif_fixed": [(4, 2, 37)],
-            "wkv": [(2, 5, 33)],
+            "wkv": [(2, 5, 33), (1, 300, 8)],  # the second cuts the chunk kernel into segments
             "gla": [(1, 20, 2, 16, 16), (2, 3, 1, 16, 8)],
         }
     else:

@@ -21,6 +21,7 @@ from triton.compiler import ASTSource
 from ganglion.kernels.gla import triton as gla
 from ganglion.kernels.lif import triton as lif
 from ganglion.kernels.wkv import triton as wkv
+from ganglion.kernels.wkv import triton_chunk as wkv_chunk
 
 ALIGNED_INTS = {"M", "C", "K", "V"}  # strides and head dims a real launch sees as multiples of 16
 
@@ -37,6 +38,15 @@ KERNELS = {
     "wkv-fp32": (
         wkv._wkv_scan_kernel, {},
         {"BLOCK_C": 128, "DEPTH": wkv.DEPTH}, {},
+    ),
+    # CHUNK 4 rather than the default 16: the same code, unrolled less (16 costs ~7 s per arch)
+    "wkv-chunk-fp32": (
+        wkv_chunk._wkv_chunk_kernel, {},
+        {"BLOCK_C": 32, "CHUNK": 4, "GROUPS": wkv_chunk.GROUPS}, {"num_warps": 2},
+    ),
+    "wkv-segment-fp32": (
+        wkv_chunk._wkv_segment_kernel, {},
+        {"BLOCK_C": 32, "CHUNK": 4, "GROUPS": wkv_chunk.GROUPS}, {"num_warps": 2},
     ),
     "gla-cumsum": (gla._chunk_cumsum_kernel, {"g_ptr": "*bf16"}, {"BT": 64, "BK": 64}, {}),
     "gla-state": (

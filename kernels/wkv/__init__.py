@@ -1,20 +1,30 @@
 """WKV (SpikeGPT / RWKV-4 time mixing) as a numerically stable scan and as a single step.
 
-``wkv_scan`` and ``wkv_step`` use the Triton kernel on CUDA (unless ``GANGLION_KERNELS=0``)
-and the PyTorch reference elsewhere.
+``wkv_scan`` and ``wkv_step`` use a Triton kernel on CUDA (unless ``GANGLION_KERNELS=0``) and a
+PyTorch reference elsewhere. Long sequences take the chunked, time-parallel forms
+(``wkv_chunk_triton``, ``wkv_chunk_reference``), short ones and every ``wkv_step`` the
+token-by-token scan.
 """
 
 import torch
 
 from ganglion.kernels.dispatch import use_triton
 from ganglion.kernels.wkv.reference import (
+    CHUNK_SIZE,
     State,
     check_wkv_state,
+    wkv_chunk_reference,
     wkv_initial_state,
     wkv_scan_reference,
 )
 
 __all__ = ["State", "wkv_initial_state", "wkv_scan", "wkv_step"]
+
+# From two chunks on, the chunked reference beats the token loop on CPU (README.md).
+REFERENCE_CHUNKED_FROM_T = 2 * CHUNK_SIZE
+# Two blocks of the chunk kernel (8 chunks of 16 tokens). Untimed: chosen without a GPU;
+# benchmarks/kernels.py times both kernels.
+KERNEL_CHUNKED_FROM_T = 256
 
 
 def wkv_scan(
@@ -32,16 +42,25 @@ def wkv_scan(
         u: per-channel bonus for the current token ``[C]`` (``time_first``).
         k, v: keys and values ``[B, T, C]`` (fp32/fp16/bf16).
         state: ``(a, b, p)`` each ``[B, C]`` fp32, or ``None`` (``a = b = 0``, ``p = -1e38``).
-        use_kernel: ``True``/``False`` force the Triton kernel / the reference; ``None`` uses the
-            kernel on CUDA tensors when kernels are enabled.
+        use_kernel: ``True``/``False`` force a Triton kernel / a reference; ``None`` uses a
+            kernel on CUDA tensors when kernels are enabled. Either way the chunked form is
+            taken from ``KERNEL_CHUNKED_FROM_T`` (kernel) or ``REFERENCE_CHUNKED_FROM_T``
+            (reference) tokens on.
 
     Returns:
         ``y`` ``[B, T, C]`` in ``v``'s dtype and the final state ``(a, b, p)``.
     """
+    length = k.shape[1] if k.dim() == 3 else 0
     if use_triton(use_kernel, k, v):
+        if length >= KERNEL_CHUNKED_FROM_T:
+            from ganglion.kernels.wkv.triton_chunk import wkv_chunk_triton
+
+            return wkv_chunk_triton(w, u, k, v, state)
         from ganglion.kernels.wkv.triton import wkv_scan_triton
 
         return wkv_scan_triton(w, u, k, v, state)
+    if length >= REFERENCE_CHUNKED_FROM_T:
+        return wkv_chunk_reference(w, u, k, v, state)
     return wkv_scan_reference(w, u, k, v, state)
 
 

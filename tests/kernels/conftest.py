@@ -15,7 +15,11 @@ import torch
 
 if os.environ.get("TRITON_INTERPRET") != "0":  # "0": compiled, on a GPU (kernels/testing.py)
     os.environ["TRITON_INTERPRET"] = "1"
-_loaded = [m for m in sys.modules if m.startswith("ganglion.kernels.") and m.endswith(".triton")]
+_loaded = [
+    m
+    for m in sys.modules
+    if m.startswith("ganglion.kernels.") and m.rsplit(".", 1)[-1].startswith("triton")
+]
 for _name in _loaded:
     importlib.reload(sys.modules[_name])
 
