@@ -1,17 +1,19 @@
 """Translate between our SpikingGraph and NIR (the Neuromorphic Intermediate Representation).
 
-Discretization (NIR is continuous-time and carries no dt; we use forward Euler at ``dt``):
-  LIF  τ dv/dt = (v_leak − v) + R·I   →  v ← (1 − dt/τ)·v + (dt/τ)·v_leak + (dt·R/τ)·I
-  IF   dv/dt = R·I                    →  v ← v + dt·R·I
-spike when v > v_threshold (strict), then v ← v_reset. snnTorch writes Leaky(β) as
-τ = dt/(1−β), R = τ/dt, which gives back v ← β·v + I at dt = 1e-4.
-
-Our converted networks reset by subtraction and start at v_init; NIR has neither, so both
-travel in the node's ``metadata`` ("reset", "v_init"), which other tools ignore.
+NIR is continuous-time and carries no dt; ``NirSemantics`` (``nir_semantics``) says how to
+discretize and which simulation conventions to follow; ``nir_nodes`` converts node by node.
+Graph-level rules:
+- Nested NIRGraph nodes are inlined; their nodes are named ``<subgraph>.<node>``.
+- A recurrent edge carries the previous step's output (``SpikingGraph``'s delay-1 edges), and
+  with ``synaptic_delay`` every edge leaving a weighted node (Affine, Linear, Conv) does too.
+- Export writes the edge delays to the graph's ``metadata`` ("ganglion_delays", JSON), so our
+  graph -> NIR -> our graph keeps them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,200 +22,236 @@ import nir
 import numpy as np
 import torch
 
+from ganglion.converters.nir_nodes import (
+    NEURON_TYPES,
+    layer_from_nir,
+    layer_to_nir,
+    metadata,
+    neuron_from_nir,
+    neuron_to_nir,
+)
+from ganglion.converters.nir_semantics import NirSemantics, semantics_for
 from ganglion.models.errors import NIRError
 from ganglion.models.manifest import DEFAULT_DT
-from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
-from ganglion.models.spiking.layers import (
-    Affine,
-    AvgPool2d,
-    Conv2d,
-    Flatten,
-    Neuron,
-    Scale,
-    SumPool2d,
-    tensor_fields,
-)
+from ganglion.models.spiking.graph import INPUT, OUTPUT, Edge, SpikingGraph
+from ganglion.models.spiking.layers import SYNAPTIC, tensor_fields
+from ganglion.models.spiking.neuron import Neuron
 
-IMPORTABLE = "Input, Output, Affine, Linear, Conv2d, Flatten, Scale, AvgPool2d, SumPool2d, IF, LIF"
-_UNIT_GAIN_TOLERANCE = 1e-5  # exporters compute R = τ/dt in float32
+DELAYS_KEY = "ganglion_delays"
 
 
-def _f32(a: Any) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(a, dtype=np.float64).astype(np.float32))
+# ---- ours -> NIR -----------------------------------------------------------------------------
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
-def _neuron_to_nir(n: Neuron, dt: float) -> nir.NIRNode:
-    meta = {"reset": n.reset, "v_init": _np(n.v_init)}
-    decay = n.decay.double().numpy()
-    gain, bias = n.gain.double().numpy(), n.bias.double().numpy()
-    if np.all(decay == 1.0):
-        if np.any(bias != 0.0):
-            raise NIRError("an IF neuron with a bias cannot be written to NIR (IF has no v_leak)")
-        return nir.IF(
-            r=gain / dt, v_threshold=_np(n.threshold), v_reset=_np(n.v_reset), metadata=meta
-        )
-    if np.any(decay >= 1.0):
-        raise NIRError("a neuron mixes leaky and non-leaky elements; NIR cannot express it")
-    tau = dt / (1.0 - decay)
-    return nir.LIF(
-        tau=tau,
-        r=gain / (1.0 - decay),
-        v_leak=bias / (1.0 - decay),
-        v_threshold=_np(n.threshold),
-        v_reset=_np(n.v_reset),
-        metadata=meta,
-    )
-
-
-def to_nir(graph: SpikingGraph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
+def to_nir(
+    graph: SpikingGraph, dt: float = DEFAULT_DT, dt_leaky: float | None = None
+) -> nir.NIRGraph:
     """Our graph as an NIRGraph (per-neuron parameter arrays, explicit Input/Output types)."""
     nodes: dict[str, nir.NIRNode] = {
         INPUT: nir.Input(input_type={"input": np.array(graph.input_shape)}),
         OUTPUT: nir.Output(output_type={"output": np.array(graph.output_shape)}),
     }
     for name, layer in graph.nodes.items():
-        in_shape = graph.shapes[graph.predecessors(name)[0]]
         if isinstance(layer, Neuron):
-            nodes[name] = _neuron_to_nir(layer, dt)
-        elif isinstance(layer, Affine):
-            nodes[name] = nir.Affine(weight=_np(layer.weight), bias=_np(layer.bias))
-        elif isinstance(layer, Conv2d):
-            nodes[name] = nir.Conv2d(
-                input_shape=tuple(in_shape[1:]),
-                weight=_np(layer.weight),
-                bias=_np(layer.bias),
-                stride=layer.stride,
-                padding=layer.padding,
-                dilation=layer.dilation,
-                groups=layer.groups,
-            )
-        elif isinstance(layer, SumPool2d | AvgPool2d):
-            cls = nir.SumPool2d if isinstance(layer, SumPool2d) else nir.AvgPool2d
-            nodes[name] = cls(
-                kernel_size=np.array(layer.kernel_size),
-                stride=np.array(layer.stride),
-                padding=np.array(layer.padding),
-            )
-        elif isinstance(layer, Flatten):
-            nodes[name] = nir.Flatten(
-                input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1
-            )
-        elif isinstance(layer, Scale):
-            nodes[name] = nir.Scale(scale=_np(layer.scale.expand(in_shape)))
+            nodes[name] = neuron_to_nir(name, layer, dt, dt_leaky or dt)
         else:
-            raise NIRError(f"node {name!r} of type {type(layer).__name__} has no NIR form")
-    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges))
+            in_shape = graph.shapes[graph.predecessors(name)[0]]
+            nodes[name] = layer_to_nir(name, layer, in_shape, dt)
+    meta = {DELAYS_KEY: json.dumps(sorted(graph.delays))} if graph.delays else {}
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=meta)
 
 
-def _neuron_from_nir(name: str, node: nir.NIRNode, dt: float) -> Neuron:
-    threshold = np.asarray(node.v_threshold, dtype=np.float64)
-    shape = threshold.shape
-    meta = getattr(node, "metadata", None) or {}
-
-    def full(value: Any) -> np.ndarray:
-        arr = np.broadcast_to(np.asarray(value, dtype=np.float64), shape)
-        return np.array(arr)
-
-    if isinstance(node, nir.LIF):
-        tau = full(node.tau)
-        if np.any(tau <= 0):
-            raise NIRError(f"LIF node {name!r} has a non-positive tau")
-        decay, gain, bias = 1.0 - dt / tau, dt * full(node.r) / tau, dt * full(node.v_leak) / tau
-        model = "lif"
-    else:
-        decay, gain, bias = np.ones(shape), dt * full(node.r), np.zeros(shape)
-        model = "if"
-    gain = np.where(np.abs(gain - 1.0) < _UNIT_GAIN_TOLERANCE, 1.0, gain)
-    v_reset = full(node.v_reset)
-    v_init = full(meta["v_init"]) if "v_init" in meta else np.zeros(shape)
-    reset = str(meta.get("reset", "zero"))
-    if isinstance(meta.get("reset"), bytes):
-        reset = meta["reset"].decode()
-    return Neuron(
-        decay=_f32(decay),
-        gain=_f32(gain),
-        bias=_f32(bias),
-        threshold=_f32(threshold),
-        v_reset=_f32(v_reset),
-        v_init=_f32(v_init),
-        reset=reset,
-        model=model,
-    )
+def write_nir(
+    graph: SpikingGraph, path: str | Path, dt: float = DEFAULT_DT, dt_leaky: float | None = None
+) -> None:
+    """Write our graph to an NIR HDF5 file."""
+    nir.write(str(path), to_nir(graph, dt, dt_leaky))
 
 
-def _flatten_from_nir(name: str, node: nir.Flatten) -> Flatten:
-    in_type = node.input_type.get("input") if node.input_type else None
-    out_type = node.output_type.get("output") if node.output_type else None
-    if in_type is not None and out_type is not None and len(np.atleast_1d(out_type)) != 1:
-        raise NIRError(f"Flatten node {name!r} keeps {len(out_type)} axes; only a full flatten")
-    return Flatten()
+# ---- NIR -> ours -----------------------------------------------------------------------------
 
 
-def _layer_from_nir(name: str, node: nir.NIRNode, dt: float) -> Any:  # noqa: C901 - one per type
-    if isinstance(node, nir.IF | nir.LIF):
-        return _neuron_from_nir(name, node, dt)
-    if isinstance(node, nir.Affine):
-        return Affine(_f32(node.weight), _f32(node.bias))
-    if isinstance(node, nir.Linear):
-        return Affine(_f32(node.weight), torch.zeros(np.asarray(node.weight).shape[0]))
-    if isinstance(node, nir.Conv2d):
-        weight = _f32(node.weight)
-        bias = node.bias if np.ndim(node.bias) else np.zeros(weight.shape[0])
-        padding = node.padding
-        if isinstance(padding, str):
-            raise NIRError(f"Conv2d node {name!r} uses padding={padding!r}; give explicit padding")
-        return Conv2d(
-            weight,
-            _f32(bias),
-            tuple(int(s) for s in np.broadcast_to(node.stride, 2)),
-            tuple(int(p) for p in np.broadcast_to(padding, 2)),
-            tuple(int(d) for d in np.broadcast_to(node.dilation, 2)),
-            int(node.groups),
-        )
-    if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
-        cls = SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
-        pair = lambda v: tuple(int(x) for x in np.broadcast_to(np.asarray(v), 2))  # noqa: E731
-        return cls(pair(node.kernel_size), pair(node.stride), pair(node.padding))
-    if isinstance(node, nir.Flatten):
-        return _flatten_from_nir(name, node)
-    if isinstance(node, nir.Scale):
-        return Scale(_f32(node.scale))
-    raise NIRError(
-        f"node {name!r} of type {type(node).__name__} is not supported; supported: {IMPORTABLE}"
-    )
+def _inline(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, Any], list[Edge]]:
+    """Nodes and edges of ``graph`` with nested graphs inlined as ``<sub>.<node>`` (their
+    Input/Output nodes stay, as pass-through placeholders)."""
+    nodes: dict[str, Any] = {}
+    edges: list[Edge] = []
+    ports: dict[str, tuple[str, str]] = {}  # subgraph -> (its input, its output) node names
+    for name, node in graph.nodes.items():
+        full = f"{prefix}{name}"
+        if isinstance(node, nir.NIRGraph):
+            inner_nodes, inner_edges = _inline(node, f"{full}.")
+            ins = [n for n, v in node.nodes.items() if isinstance(v, nir.Input)]
+            outs = [n for n, v in node.nodes.items() if isinstance(v, nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                raise NIRError(f"nested graph {full!r} needs one Input and one Output node")
+            ports[full] = (f"{full}.{ins[0]}", f"{full}.{outs[0]}")
+            nodes.update(inner_nodes)
+            edges += inner_edges
+        else:
+            nodes[full] = node
+    for a, b in graph.edges:
+        a, b = f"{prefix}{a}", f"{prefix}{b}"
+        edges.append((ports[a][1] if a in ports else a, ports[b][0] if b in ports else b))
+    return nodes, edges
 
 
-def from_nir(graph: nir.NIRGraph, dt: float = DEFAULT_DT) -> SpikingGraph:
-    """An NIRGraph as our SpikingGraph, discretized at ``dt`` (see module docstring)."""
-    if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+def _drop_placeholders(nodes: dict[str, Any], edges: list[Edge], keep: set[str]) -> list[Edge]:
+    """Edges with every Input/Output placeholder (except ``keep``) bridged over."""
+    for name in [n for n, v in nodes.items() if isinstance(v, nir.Input | nir.Output)]:
+        if name in keep:
+            continue
+        preds = [a for a, b in edges if b == name]
+        bridged: list[Edge] = []
+        for a, b in edges:
+            if a == name:
+                bridged += [(p, b) for p in preds]
+            elif b != name:
+                bridged.append((a, b))
+        edges = bridged
+        del nodes[name]
+    return edges
+
+
+def _param_shape(node: Any) -> tuple[int, ...] | None:
+    """A neuron's per-sample shape from its parameter arrays or declared input type."""
+    names = ("tau", "tau_mem", "tau_syn", "r", "v_threshold", "v_leak", "v_reset", "w_in")
+    shapes = [np.shape(getattr(node, n)) for n in names if getattr(node, n, None) is not None]
+    shape = np.broadcast_shapes(*shapes) if shapes else ()
+    if shape:
+        return tuple(int(d) for d in shape)
+    declared = (getattr(node, "input_type", None) or {}).get("input")
+    if declared is not None and np.size(declared):
+        return tuple(int(d) for d in np.atleast_1d(declared))
+    return None
+
+
+def _input_shape(node: nir.Input, consumers: list[Any]) -> tuple[int, ...]:
+    """The per-sample input shape. Norse 1.1.0 and Sinabs 3.1 declare the Input with a leading
+    batch or time axis ([1, 8], [40, 8]); where an Affine/Linear reads the input, its weight's
+    input width settles it and the extra leading axes are dropped."""
+    declared = tuple(int(d) for d in np.atleast_1d(node.input_type["input"]))
+    widths = {np.shape(c.weight)[1] for c in consumers if isinstance(c, nir.Affine | nir.Linear)}
+    if len(widths) == 1 and len(declared) > 1 and declared[-1] == next(iter(widths)):
+        return declared[-1:]
+    return declared
+
+
+def _build_nodes(
+    flat: dict[str, Any], edges: list[Edge], input_shape: tuple[int, ...], sem: NirSemantics
+) -> dict[str, Any]:
+    """Our nodes; a neuron whose parameters are scalars takes its shape from its input."""
+    built: dict[str, Any] = {}
+    for name, node in flat.items():
+        if name in (INPUT, OUTPUT):
+            raise NIRError(f"a hidden node may not be called {name!r}")
+        if isinstance(node, NEURON_TYPES):
+            shape = _param_shape(node)
+            if shape is not None:
+                built[name] = neuron_from_nir(name, node, shape, sem)
+        else:
+            built[name] = layer_from_nir(name, node, sem)
+    shapes: dict[str, tuple[int, ...]] = {INPUT: input_shape}
+    while len(shapes) < len(flat) + 1:
+        progress = False
+        for name in flat:
+            known = [shapes[a] for a, b in edges if b == name and a in shapes]
+            if name in shapes or not known:
+                continue
+            if name not in built:
+                built[name] = neuron_from_nir(name, flat[name], known[0], sem)
+            shapes[name] = built[name].out_shape(known[0])
+            progress = True
+        if not progress:
+            missing = sorted(set(flat) - set(shapes))
+            raise NIRError(f"nodes {missing} are not reachable from the input")
+    return {n: built[n] for n in flat}
+
+
+def _delays(
+    graph: nir.NIRGraph, nodes: dict[str, Any], edges: list[Edge], sem: NirSemantics
+) -> dict:
+    stored = metadata(graph).get(DELAYS_KEY)
+    if stored is not None:
+        return {(a, b): 1 for a, b in json.loads(stored)}
+    if not sem.synaptic_delay:
+        return {}
+    return {(a, b): 1 for a, b in edges if isinstance(nodes.get(a), SYNAPTIC)}
+
+
+def _check_decays(nodes: dict[str, Any], sem: NirSemantics) -> None:
+    """NIRError naming the first neuron whose Euler decay leaves [0, 1] (dt larger than τ)."""
+    for name, layer in nodes.items():
+        if not isinstance(layer, Neuron) or layer.decay_mode != "euler":
+            continue
+        for what, decay in (("tau", layer.decay), ("tau_syn", layer.syn_decay)):
+            if decay is not None and bool(((decay < 0) | (decay > 1)).any()):
+                worst = float(decay.min() if bool((decay < 0).any()) else decay.max())
+                raise NIRError(
+                    f"node {name!r}: dt = {sem.leaky_dt():g} s is larger than its {what}, so "
+                    f"the Euler decay 1 - dt/{what} = {worst:g} leaves [0, 1]; use --decay "
+                    f"exact or a smaller --dt (--force-dt imports it anyway)"
+                )
+
+
+def from_nir(
+    graph: nir.NIRGraph,
+    dt: float | None = None,
+    semantics: NirSemantics | None = None,
+    force: bool = False,
+) -> SpikingGraph:
+    """An NIRGraph as our SpikingGraph under ``semantics`` (default: NIR's plain rules at
+    ``dt``); with ``force`` an unstable Euler decay is kept rather than refused."""
+    if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
         raise NIRError(f"--dt must be a positive finite number of seconds, got {dt!r}")
+    sem = semantics or semantics_for("nir")
+    if dt is not None:
+        sem = dataclasses.replace(sem, dt=float(dt))
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
     outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRError(f"the graph needs one Input and one Output node, has {inputs} and {outputs}")
+    flat, edges = _inline(graph)
+    edges = _drop_placeholders(flat, edges, keep={inputs[0], outputs[0]})
     rename = {inputs[0]: INPUT, outputs[0]: OUTPUT}
-    nodes = {}
-    for name, node in graph.nodes.items():
-        if name in rename:
-            continue
-        if isinstance(node, nir.NIRGraph):
-            raise NIRError(f"node {name!r} is a nested (e.g. recurrent) subgraph: not supported")
-        if name in (INPUT, OUTPUT):
-            raise NIRError(f"a hidden node may not be called {name!r}")
-        nodes[name] = _layer_from_nir(name, node, dt)
-        for field, tensor in tensor_fields(nodes[name]).items():
+    edges = [(rename.get(a, a), rename.get(b, b)) for a, b in edges]
+    input_shape = _input_shape(graph.nodes[inputs[0]], [flat[b] for a, b in edges if a == INPUT])
+    hidden = {n: v for n, v in flat.items() if n not in rename}
+    nodes = _build_nodes(hidden, edges, input_shape, sem)
+    for name, layer in nodes.items():
+        for field, tensor in tensor_fields(layer).items():
             if not torch.isfinite(tensor).all():
-                raise NIRError(f"node {name!r}: {field} holds NaN or infinity (at dt={dt})")
-    in_type = graph.nodes[inputs[0]].input_type["input"]
-    edges = [(rename.get(a, a), rename.get(b, b)) for a, b in graph.edges]
-    return SpikingGraph(nodes, edges, tuple(int(d) for d in np.atleast_1d(in_type)))
+                raise NIRError(f"node {name!r}: {field} holds NaN or infinity (at dt={sem.dt})")
+    if not force:
+        _check_decays(nodes, sem)
+    return SpikingGraph(nodes, edges, input_shape, delays=_delays(graph, nodes, edges, sem))
 
 
-def read_nir(path: str | Path, dt: float = DEFAULT_DT) -> SpikingGraph:
+def _read_checked(path: Path, type_check: bool) -> nir.NIRGraph:
+    """``nir.read``; a file that reads only without nir's type check says so."""
+    try:
+        return nir.read(str(path), type_check=type_check)
+    except Exception as exc:  # h5py and nir raise OSError, KeyError, ValueError, ...
+        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        if type_check:
+            try:
+                nir.read(str(path), type_check=False)
+            except Exception:  # noqa: BLE001 - unreadable either way: report the first error
+                pass
+            else:
+                raise NIRError(
+                    f"{path}: fails NIR's type check ({detail}); --no-type-check reads it anyway"
+                ) from exc
+        raise NIRError(f"{path}: not a readable NIR (HDF5) file ({detail})") from exc
+
+
+def read_nir(
+    path: str | Path,
+    dt: float | None = None,
+    semantics: NirSemantics | None = None,
+    type_check: bool = True,
+    force: bool = False,
+) -> SpikingGraph:
     """Read an NIR HDF5 file; any problem is an NIRError naming the file."""
     from ganglion.converters.hdf5_guard import check_hdf5
 
@@ -221,23 +259,10 @@ def read_nir(path: str | Path, dt: float = DEFAULT_DT) -> SpikingGraph:
     if not path.is_file():
         raise NIRError(f"{path}: no such file")
     check_hdf5(path)  # no other file, plugin, loop or oversized dataset before nir reads it
+    graph = _read_checked(path, type_check)
     try:
-        graph = nir.read(str(path))
-    except NIRError:
-        raise
-    except Exception as exc:  # h5py and nir raise OSError, KeyError, ValueError, ...
-        raise NIRError(
-            f"{path}: not a readable NIR (HDF5) file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})"
-        ) from exc
-    try:
-        return from_nir(graph, dt)
+        return from_nir(graph, dt, semantics, force)
     except NIRError as exc:
         raise NIRError(f"{path}: {exc}") from exc
     except Exception as exc:
         raise NIRError(f"{path}: malformed NIR graph ({type(exc).__name__}: {exc})") from exc
-
-
-def write_nir(graph: SpikingGraph, path: str | Path, dt: float = DEFAULT_DT) -> None:
-    """Write our graph to an NIR HDF5 file."""
-    nir.write(str(path), to_nir(graph, dt))

@@ -2,26 +2,75 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
+import torch
+
 from ganglion.converters.nir_graph import read_nir
+from ganglion.converters.nir_semantics import NirSemantics, semantics_for
 from ganglion.converters.spiking import spiking_manifest
 from ganglion.models.deployable import Deployable
-from ganglion.models.manifest import SpikingTime
-from ganglion.models.spiking.network import SpikingNetwork
+from ganglion.models.manifest import Manifest, SpikingTime
+from ganglion.models.spiking.graph import SpikingGraph
+from ganglion.models.spiking.network import SpikingNetwork, state_specs
+
+PROBE_STEPS, PROBE_BATCH = 50, 2
 
 
-def import_nir_program(path: Path, dt: float) -> Deployable:
-    """The spiking program of NIR file ``path`` discretized at ``dt`` seconds per step; its
-    inputs are time-major [T, batch, ...] (NIR carries no encoding)."""
-    graph = read_nir(path, dt)
-    time = SpikingTime(timesteps=1, dt=dt, encoding="none", decoding="none")
+def program_manifest(graph: SpikingGraph, time: SpikingTime) -> Manifest:
+    """The manifest of a float spiking program, with every node state (``state_specs``)."""
     manifest = spiking_manifest(graph, time)
+    manifest.state = state_specs(graph, time)
+    return manifest
+
+
+def import_nir_program(
+    path: Path,
+    dt: float | None = None,
+    semantics: NirSemantics | None = None,
+    type_check: bool = True,
+    force: bool = False,
+) -> Deployable:
+    """The spiking program of NIR file ``path`` under ``semantics`` (default: NIR's plain
+    rules), ``dt`` replacing its step when given; inputs are time-major [T, batch, ...] (NIR
+    carries no encoding). ``force`` keeps an unstable Euler decay rather than refusing it."""
+    sem = semantics or semantics_for("nir")
+    if dt is not None:
+        sem = dataclasses.replace(sem, dt=float(dt))
+    graph = read_nir(path, semantics=sem, type_check=type_check, force=force)
+    time = SpikingTime(
+        timesteps=1, dt=sem.dt, encoding="none", decoding="none", semantics=sem.to_dict()
+    )
+    manifest = program_manifest(graph, time)
     manifest.provenance = {
         "source_file": path.name,
         "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "converter": "ganglion.converters.nir_graph",
-        "dt": dt,
+        "dt": sem.dt,
+        "like": sem.like,
     }
     return Deployable(SpikingNetwork(graph, time), manifest, graph.to_config())
+
+
+def silence_warning(deployable: Deployable) -> str | None:
+    """A warning when the program's spiking neurons never fire on a probe input (uniform [0, 1)
+    for 50 steps): the usual cause is a dt·R far too small for the graph's writer."""
+    network: SpikingNetwork = deployable.module
+    spiking = [n for n, layer in network.graph.neurons().items() if layer.spiking]
+    if not spiking:
+        return None
+    shape = (PROBE_STEPS, PROBE_BATCH, *network.graph.input_shape)
+    probe = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        network.run(probe, record=True)
+    if any(float(network.activity[n].sum()) > 0 for n in spiking):
+        return None
+    gains = [float(network.graph.nodes[n].gain.min()) for n in spiking]
+    return (
+        f"the imported program stays silent on a probe input ({PROBE_STEPS} steps of uniform "
+        f"[0, 1) input): dt·R may be the cause (smallest input gain {min(gains):.3g} at "
+        f"dt = {network.time.dt:g} s; IF graphs written with r = 1 need --dt 1, or the "
+        f"writer's --like preset)"
+    )

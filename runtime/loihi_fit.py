@@ -17,6 +17,7 @@ from typing import Any
 from ganglion.models.errors import GanglionError
 from ganglion.models.spiking.graph import OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
+from ganglion.models.spiking.loihi_layout import unsupported_reason
 
 LIMITS = {
     "cores_per_chip": 128,
@@ -43,7 +44,11 @@ def _synapses(layer: Affine | Conv2d, out_shape: tuple[int, ...]) -> int:
 
 
 def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
-    """Neurons, synapses, synaptic memory and neurocores per layer; chips needed; fits or not."""
+    """Neurons, synapses, synaptic memory and neurocores per layer; chips needed; fits or not.
+
+    ``mappable`` says whether ``ganglion quantize`` and the Lava backend can map the program at
+    all (``unsupported`` names the node that stops them); a program that cannot be mapped does
+    not fit, whatever its size."""
     targets = {n: graph.shapes[n] for n, layer in graph.nodes.items() if isinstance(layer, Neuron)}
     readout = [
         p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), (Affine, Conv2d))
@@ -77,6 +82,7 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
     cores = sum(layer["neurocores"] for layer in layers)
     needed = math.ceil(cores / LIMITS["cores_per_chip"])
     available = chips * LIMITS["cores_per_chip"]
+    reason = unsupported_reason(graph)
     return {
         "layers": layers,
         "neurons": sum(layer["neurons"] for layer in layers),
@@ -84,7 +90,9 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
         "neurocores": cores,
         "chips_needed": needed,
         "chips_declared": chips,
-        "fits": cores <= available,
+        "fits": cores <= available and reason is None,
+        "mappable": reason is None,
+        "unsupported": reason,
         "neurocores_over": max(cores - available, 0),
         "limits": dict(LIMITS),
         "source": SOURCE,
@@ -92,7 +100,10 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
 
 
 def require_fit(report: dict[str, Any]) -> None:
-    """LoihiFitError saying by how much the program exceeds the declared chips."""
+    """LoihiFitError saying why the program cannot be mapped, or by how much it exceeds the
+    declared chips."""
+    if report.get("unsupported"):
+        raise LoihiFitError(f"program cannot be mapped onto Loihi 2: {report['unsupported']}")
     if not report["fits"]:
         raise LoihiFitError(
             f"program needs {report['neurocores']} neurocores ({report['chips_needed']} Loihi 2 "

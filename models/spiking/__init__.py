@@ -11,10 +11,21 @@ from typing import Any
 _EXPORTS = {
     "SpikingGraph": "graph",
     "SpikingNetwork": "network",
+    "Neuron": "neuron",
     **{
         n: "layers"
-        for n in ("Affine", "AvgPool2d", "Conv2d", "Flatten", "Neuron", "Scale", "SumPool2d")
-    },
+        for n in (
+            "Affine",
+            "AvgPool2d",
+            "Conv1d",
+            "Conv2d",
+            "Delay",
+            "Flatten",
+            "Scale",
+            "SumPool2d",
+            "Threshold",
+        )
+    },  # fmt: skip
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,17 +1,19 @@
 """Nodes of a spiking graph. Each docstring holds the node's discrete-time equation.
 
 Shapes are per sample (no batch, no time axis). Tensor fields are float32 torch tensors;
-the other fields are JSON-able and go to config.json.
+the other fields are JSON-able and go to config.json. Stateful nodes: ``Neuron`` (its own
+module) and ``Delay``; every other node is a function of this step's input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
 from ganglion.models.errors import ShapeError
+from ganglion.models.spiking.neuron import Neuron
 
 
 @dataclass(eq=False)
@@ -73,6 +75,40 @@ class Conv2d:
 
 
 @dataclass(eq=False)
+class Conv1d:
+    """y = conv1d(x, W) + b.  weight [out, in/groups, k], bias [out]."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        self.stride, self.padding = int(self.stride), int(self.padding)
+        self.dilation, self.groups = int(self.dilation), int(self.groups)
+        if self.weight.ndim != 3 or self.bias.shape != (self.weight.shape[0],):
+            raise ShapeError(
+                f"Conv1d expects weight [out, in/groups, k] and bias [out], got "
+                f"{tuple(self.weight.shape)} and {tuple(self.bias.shape)}"
+            )
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample output shape (C, L)."""
+        _, length = in_shape
+        k = self.weight.shape[2]
+        out = (length + 2 * self.padding - self.dilation * (k - 1) - 1) // self.stride + 1
+        return (self.weight.shape[0], out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, C, L] -> [N, out, L']."""
+        return F.conv1d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+@dataclass(eq=False)
 class AvgPool2d:
     """y = mean of each kernel window (zero padding counted)."""
 
@@ -108,18 +144,36 @@ class SumPool2d(AvgPool2d):
 
 @dataclass(eq=False)
 class Flatten:
-    """y = x reshaped to one feature axis."""
+    """y = x with per-sample axes start_dim..end_dim merged into one (default: all of them)."""
+
+    start_dim: int = 0
+    end_dim: int = -1
+
+    def _span(self, rank: int) -> tuple[int, int]:
+        start = self.start_dim % rank if rank else 0
+        end = self.end_dim % rank if rank else 0
+        if start > end:
+            raise ShapeError(
+                f"Flatten axes {self.start_dim}..{self.end_dim} of a rank-{rank} input"
+            )
+        return start, end
+
+    @property
+    def full(self) -> bool:
+        """True when every per-sample axis is merged (the result is [N, features])."""
+        return self.start_dim == 0 and self.end_dim == -1
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Per-sample output shape (prod(in_shape),)."""
-        n = 1
-        for d in in_shape:
-            n *= d
-        return (n,)
+        """Per-sample output shape: the flattened axes' product in their place."""
+        start, end = self._span(len(in_shape))
+        merged = 1
+        for d in in_shape[start : end + 1]:
+            merged *= d
+        return (*in_shape[:start], merged, *in_shape[end + 1 :])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, ...] -> [N, prod(...)]."""
-        return x.reshape(x.shape[0], -1)
+        """x [N, ...] -> [N, ...flattened]."""
+        return x.reshape(x.shape[0], *self.out_shape(tuple(x.shape[1:])))
 
 
 @dataclass(eq=False)
@@ -138,66 +192,62 @@ class Scale:
 
 
 @dataclass(eq=False)
-class Neuron:
-    """Discrete-time integrate-and-fire / leaky integrate-and-fire neuron, per element.
+class Threshold:
+    """y = (x > threshold), elementwise: NIR's Threshold (a spike wherever x exceeds θ)."""
 
-        v_t = decay ⊙ v_{t-1} + gain ⊙ I_t + bias
-        s_t = v_t > threshold                      (strict)
-        reset "subtract": v_t ← v_t − s_t ⊙ threshold;   "zero": v_t ← v_reset where s_t
-
-    IF is decay = 1, bias = 0. The state starts at v_init. All parameters have the
-    per-sample feature shape. Outputs are binary spikes s_t.
-    """
-
-    decay: torch.Tensor
-    gain: torch.Tensor
-    bias: torch.Tensor
     threshold: torch.Tensor
-    v_reset: torch.Tensor
-    v_init: torch.Tensor
-    reset: str = "subtract"
-    model: str = "if"  # "if" or "lif": how it was declared, for export
-    shape: tuple[int, ...] = field(default=())
-
-    def __post_init__(self) -> None:
-        if self.reset not in ("subtract", "zero"):
-            raise ShapeError(f"Neuron reset must be 'subtract' or 'zero', got {self.reset!r}")
-        self.shape = tuple(self.threshold.shape)
-        for f in ("decay", "gain", "bias", "v_reset", "v_init"):
-            if tuple(getattr(self, f).shape) != self.shape:
-                raise ShapeError(
-                    f"Neuron.{f} must have shape {self.shape} like threshold, "
-                    f"got {tuple(getattr(self, f).shape)}"
-                )
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Same as the input; checks it matches the neuron's shape."""
-        if tuple(in_shape) != self.shape:
-            raise ShapeError(f"Neuron of shape {self.shape} fed {tuple(in_shape)}")
+        """Same as the input."""
         return in_shape
 
-    @classmethod
-    def integrate_and_fire(
-        cls, threshold: torch.Tensor, v_init_fraction: float = 0.5, reset: str = "subtract"
-    ) -> Neuron:
-        """IF neuron with per-neuron thresholds, starting at v_init_fraction · threshold."""
-        t = threshold.float()
-        return cls(
-            decay=torch.ones_like(t),
-            gain=torch.ones_like(t),
-            bias=torch.zeros_like(t),
-            threshold=t,
-            v_reset=torch.zeros_like(t),
-            v_init=t * v_init_fraction,
-            reset=reset,
-            model="if",
-        )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, ...] -> [N, ...] of 0/1."""
+        return (x > self.threshold).to(x.dtype)
+
+
+@dataclass(eq=False)
+class Delay:
+    """y_t = x_{t − steps}, per element (x before the first step is 0). NIR's Delay.
+
+    ``steps`` holds whole timesteps (stored as float); state ``d.<node>`` [B, D, *shape] keeps
+    the last D = max(steps) inputs, newest first.
+    """
+
+    steps: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if bool((self.steps < 0).any()) or not torch.equal(self.steps, self.steps.round()):
+            raise ShapeError("Delay steps must be whole non-negative numbers of timesteps")
+
+    @property
+    def depth(self) -> int:
+        """D: the longest delay, the number of past inputs kept."""
+        return int(self.steps.max()) if self.steps.numel() else 0
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Same as the input (steps broadcast to it)."""
+        torch.broadcast_shapes(tuple(self.steps.shape), tuple(in_shape))
+        return in_shape
+
+    def scan(self, x: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [T, B, *shape], buffer [B, D, *shape] -> (y [T, B, *shape], new buffer)."""
+        depth, steps = buffer.shape[1], x.shape[0]
+        history = torch.cat([buffer.flip(1).transpose(0, 1), x])  # [D + T, B, *shape], oldest first
+        offset = torch.arange(steps, device=x.device).reshape(-1, *[1] * (x.ndim - 1))
+        index = (depth + offset - self.steps.long()).expand_as(x)
+        y = torch.gather(history, 0, index)
+        return y, history[steps:].flip(0).transpose(0, 1).contiguous()
 
 
 LAYER_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Affine, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale, Neuron)
-}
-STATELESS = (Affine, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale)
+    cls.__name__: cls
+    for cls in (
+        Affine, Conv1d, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale, Threshold, Delay, Neuron
+    )
+}  # fmt: skip
+STATELESS = (Affine, Conv1d, Conv2d, AvgPool2d, SumPool2d, Flatten, Scale, Threshold)
+SYNAPTIC = (Affine, Conv1d, Conv2d)  # weighted connections: where a synaptic delay sits
 
 
 def tensor_fields(layer: object) -> dict[str, torch.Tensor]:

@@ -48,6 +48,9 @@ class LoihiConfig:
 def unsupported_reason(graph: SpikingGraph) -> str | None:
     """Why ``graph`` cannot map onto Loihi 2 through Lava, naming the node; None if it can."""
     supported = ", ".join(t.__name__ for t in MAPPABLE)
+    if graph.delays:
+        a, b = next(iter(graph.delays))
+        return f"edge {a} -> {b} carries the previous step (recurrent or delayed): not mapped"
     for name, layer in graph.nodes.items():
         kind = type(layer).__name__
         if not isinstance(layer, MAPPABLE):
@@ -56,6 +59,14 @@ def unsupported_reason(graph: SpikingGraph) -> str | None:
         consumers = [b for a, b in graph.edges if a == name]
         if isinstance(layer, Neuron) and any(not _is_synaptic(graph, s) for s in sources):
             return f"neuron node {name!r} must read synaptic layers only (Dense/Conv)"
+        if isinstance(layer, Neuron) and not layer.plain:
+            return (
+                f"neuron node {name!r} ({layer.model}, fire {layer.fire}, spikes {layer.spikes}, "
+                f"reset delay {layer.reset_delay}) has no Loihi 2 LIF form here: Lava's LIF "
+                f"fires one spike on v > vth and resets at once"
+            )
+        if isinstance(layer, Flatten) and not layer.full:
+            return f"Flatten node {name!r} keeps several axes; only a full flatten is mapped"
         if isinstance(layer, SYNAPTIC):
             if any(s != INPUT and not isinstance(graph.nodes[s], Neuron) for s in sources):
                 return f"synaptic node {name!r} must read spikes (a neuron layer or the input)"

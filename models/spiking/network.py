@@ -1,12 +1,16 @@
 """SpikingNetwork: runs a SpikingGraph over time, as a whole sequence or one step at a time.
 
-``run`` batches the timesteps of a synaptic layer into one tensor op (in chunks of about
-CHUNK_ROWS rows, so large batches stay in cache) and scans only the neurons over time;
-``step`` advances one timestep with explicit state. Both give identical results (tests
-prove it).
+``run`` walks the graph's groups (``SpikingGraph.groups``) once per chunk of timesteps (about
+CHUNK_ROWS rows, so large batches stay in cache). A feed-forward node sees all the chunk's
+timesteps at once: a synaptic layer as one tensor op, a neuron as one scan over time. A
+recurrent group (a cycle through a delay-1 edge) is stepped one timestep at a time, each step
+evaluating its nodes in order. ``step`` is the same walk over a chunk of one timestep, so
+``run`` equals repeated ``step`` (tests prove it).
 
 State names (shared by every backend and the ONNX step graph):
-  ``v.<neuron node>`` membrane [B, *shape] · ``t`` timestep counter [1] (int64) ·
+  ``v.<neuron>`` membrane [B, *shape] · ``i.<neuron>`` synaptic current (CubaLIF, CubaLI) ·
+  ``d.<delay node>`` its last D inputs [B, D, *shape] · ``prev.<node>`` the node's output of
+  the previous step, read by its delay-1 edges · ``t`` timestep counter [1] (int64) ·
   ``decode`` running decoded output [B, *out] (only when the program declares a decoding).
 """
 
@@ -14,16 +18,40 @@ from __future__ import annotations
 
 import torch
 
-from ganglion.kernels.lif import lif_scan
 from ganglion.models.errors import ShapeError
-from ganglion.models.manifest import SpikingTime
+from ganglion.models.manifest import SpikingTime, TensorSpec
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.encoding import encode, encode_step
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
-from ganglion.models.spiking.layers import Neuron
+from ganglion.models.spiking.layers import Delay
+from ganglion.models.spiking.neuron import Neuron, neuron_scan
 
 State = dict[str, torch.Tensor]
 CHUNK_ROWS = 1024  # ``run`` batches up to this many (timestep, sample) rows per layer call
+
+
+def state_shapes(graph: SpikingGraph) -> dict[str, tuple[int, ...]]:
+    """Per-sample shape of every node state tensor (batch axis excluded), in graph order."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, layer in graph.nodes.items():
+        if isinstance(layer, Neuron):
+            shapes[f"v.{name}"] = layer.shape
+            if layer.synaptic:
+                shapes[f"i.{name}"] = layer.shape
+        elif isinstance(layer, Delay) and layer.depth:
+            shapes[f"d.{name}"] = (layer.depth, *graph.shapes[name])
+    for source in graph.delayed_sources():
+        shapes[f"prev.{source}"] = graph.shapes[source]
+    return shapes
+
+
+def state_specs(graph: SpikingGraph, time: SpikingTime) -> list[TensorSpec]:
+    """The manifest's state tensors of a float spiking program (names: module docstring)."""
+    specs = [TensorSpec("t", [1], "int64")]
+    specs += [TensorSpec(n, [-1, *shape]) for n, shape in state_shapes(graph).items()]
+    if time.decoding != "none":
+        specs.append(TensorSpec("decode", [-1, *graph.output_shape]))
+    return specs
 
 
 class SpikingNetwork(torch.nn.Module):
@@ -59,10 +87,21 @@ class SpikingNetwork(torch.nn.Module):
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
         state: State = {"t": torch.zeros(1, dtype=torch.int64)}
-        for name, neuron in self.graph.neurons().items():
-            state[f"v.{name}"] = neuron.v_init.expand(batch, *neuron.shape).clone()
+        state.update(self._node_state(batch))
         if self.time.decoding != "none":
             state["decode"] = torch.zeros(batch, *self.graph.output_shape)
+        return state
+
+    def _node_state(self, batch: int) -> State:
+        """The node states at t = 0: membranes at v_init, everything else zero."""
+        device = next(iter(self.graph.state_tensors().values()), torch.zeros(0)).device
+        state: State = {}
+        for name, shape in state_shapes(self.graph).items():
+            node = self.graph.nodes.get(name.split(".", 1)[1])
+            if name.startswith("v.") and isinstance(node, Neuron):
+                state[name] = node.v_init.expand(batch, *shape).clone()
+            else:
+                state[name] = torch.zeros(batch, *shape, device=device)
         return state
 
     def run(self, x: torch.Tensor, record: bool = False) -> torch.Tensor:
@@ -70,7 +109,7 @@ class SpikingNetwork(torch.nn.Module):
 
         x: [B, ...] when the program declares an input encoding, else [T, B, ...].
         Returns [B, ...out] when it declares a decoding, else [T, B, ...out].
-        With ``record`` the spike count of every neuron is kept in ``self.activity``.
+        With ``record`` the spike count of every spiking neuron is kept in ``self.activity``.
         """
         if self.takes_time_major_input:
             self._check_input(x, time_major=True)
@@ -80,33 +119,11 @@ class SpikingNetwork(torch.nn.Module):
             seq = encode(x, self.time.timesteps, self.time.encoding, self.time.seed)
         steps, batch = seq.shape[:2]
         self.activity = {}
-        membranes = {n: layer.v_init.expand(batch, *layer.shape) for n, layer in
-                     self.graph.neurons().items()}  # fmt: skip
+        carry = self._node_state(batch)
         chunk = max(1, CHUNK_ROWS // batch)
-        out = torch.cat([self._run_chunk(seq[t : t + chunk], membranes, record)
+        out = torch.cat([self._run_chunk(seq[t : t + chunk], carry, record)
                          for t in range(0, steps, chunk)])  # fmt: skip
         return self._decode(out)
-
-    def _run_chunk(
-        self, seq: torch.Tensor, membranes: dict[str, torch.Tensor], record: bool
-    ) -> torch.Tensor:
-        """Timesteps [t0, t1) of ``run``: synaptic layers batched over them, neurons scanned;
-        ``membranes`` carries each neuron layer's potential to the next chunk."""
-        steps, batch = seq.shape[:2]
-        values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
-        for name, layer in self.graph.nodes.items():
-            inp = self.graph.input_of(name, values)
-            if not isinstance(layer, Neuron):
-                values[name] = layer.forward(inp)
-                continue
-            spikes, membranes[name] = _neuron_scan(
-                layer, inp.reshape(steps, batch, *layer.shape), membranes[name]
-            )
-            if record:
-                counted = spikes.sum(dim=(0, 1))
-                self.activity[name] = self.activity.get(name, 0) + counted
-            values[name] = spikes.reshape(steps * batch, *layer.shape)
-        return self.graph.input_of(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One timestep: x_t [B, ...] (raw features when an encoding is declared).
@@ -119,20 +136,86 @@ class SpikingNetwork(torch.nn.Module):
         t = int(state["t"].item())
         if not self.takes_time_major_input:
             x_t = encode_step(x_t, t, self.time.encoding, self.time.seed)
-        values: dict[str, torch.Tensor] = {INPUT: x_t}
-        new_state: State = {"t": state["t"] + 1}
-        for name, layer in self.graph.nodes.items():
-            inp = self.graph.input_of(name, values)
-            if isinstance(layer, Neuron):
-                spikes, v = _neuron_scan(layer, inp.unsqueeze(0), state[f"v.{name}"])
-                values[name], new_state[f"v.{name}"] = spikes[0], v
-            else:
-                values[name] = layer.forward(inp)
-        out = self.graph.input_of(OUTPUT, values)
+        carry = {k: v for k, v in state.items() if k not in ("t", "decode")}
+        out = self._run_chunk(x_t.unsqueeze(0), carry, record=False)[0]
+        new_state: State = {"t": state["t"] + 1, **carry}
         if self.time.decoding == "none":
             return out, new_state
         new_state["decode"] = state["decode"] + out
         return scale_decoded(new_state["decode"], self.time), new_state
+
+    # ---- one chunk of timesteps --------------------------------------------------------------
+
+    def _run_chunk(self, seq: torch.Tensor, carry: State, record: bool) -> torch.Tensor:
+        """Timesteps seq [S, B, ...] -> output [S, B, ...out]; ``carry`` (the node states)
+        enters at the chunk's first step and leaves at its last."""
+        values: dict[str, torch.Tensor] = {INPUT: seq}  # every value time-major [S, B, ...]
+        for group in self.graph.groups:
+            if self.graph.cyclic(group):
+                self._step_group(group, values, carry)
+                continue
+            name = group[0]
+            values[name] = self._node(name, self._input(name, values, carry), carry)
+        out = self._input(OUTPUT, values, carry)
+        for source in self.graph.delayed_sources():
+            carry[f"prev.{source}"] = values[source][-1]
+        if record:
+            for name, layer in self.graph.neurons().items():
+                if layer.spiking:
+                    counted = values[name].sum(dim=(0, 1))
+                    self.activity[name] = self.activity.get(name, 0) + counted
+        return out
+
+    def _input(self, name: str, values: dict[str, torch.Tensor], carry: State) -> torch.Tensor:
+        """Sum of ``name``'s incoming edges over the chunk, in edge order; a delay-1 edge
+        reads its source one step back (the carried ``prev`` at the chunk's first step)."""
+        total: torch.Tensor | None = None
+        for p in self.graph.predecessors(name):
+            value = values[p]
+            if self.graph.delay(p, name):
+                value = torch.cat([carry[f"prev.{p}"].unsqueeze(0), value[:-1]])
+            total = value if total is None else total + value
+        assert total is not None
+        return total
+
+    def _step_group(self, group: list[str], values: dict[str, torch.Tensor], carry: State) -> None:
+        """A recurrent group, one timestep at a time (its nodes in order at each step)."""
+        steps = values[INPUT].shape[0]
+        outs: dict[str, list[torch.Tensor]] = {n: [] for n in group}
+        for t in range(steps):
+            for name in group:
+                total: torch.Tensor | None = None
+                for p in self.graph.predecessors(name):
+                    if not self.graph.delay(p, name):
+                        value = outs[p][t] if p in outs else values[p][t]
+                    elif t == 0:
+                        value = carry[f"prev.{p}"]
+                    else:
+                        value = outs[p][t - 1] if p in outs else values[p][t - 1]
+                    total = value if total is None else total + value
+                assert total is not None
+                outs[name].append(self._node(name, total.unsqueeze(0), carry)[0])
+        for name in group:
+            values[name] = torch.stack(outs[name])
+
+    def _node(self, name: str, x: torch.Tensor, carry: State) -> torch.Tensor:
+        """One node over timesteps x [S, B, *in] -> [S, B, *out], updating its carried state."""
+        layer = self.graph.nodes[name]
+        if isinstance(layer, Neuron):
+            out, carry[f"v.{name}"], i = neuron_scan(
+                layer, x, carry[f"v.{name}"], carry.get(f"i.{name}")
+            )
+            if i is not None:
+                carry[f"i.{name}"] = i
+            return out
+        if isinstance(layer, Delay):
+            if not layer.depth:
+                return x
+            out, carry[f"d.{name}"] = layer.scan(x, carry[f"d.{name}"])
+            return out
+        steps, batch = x.shape[:2]
+        y = layer.forward(x.reshape(steps * batch, *x.shape[2:]))
+        return y.reshape(steps, batch, *y.shape[1:])
 
     def _decode(self, out: torch.Tensor) -> torch.Tensor:
         if self.time.decoding == "none":
@@ -141,22 +224,3 @@ class SpikingNetwork(torch.nn.Module):
         for t in range(out.shape[0]):  # the same summation order as repeated ``step``
             total = total + out[t]
         return scale_decoded(total, self.time)
-
-
-
-def _neuron_scan(
-    layer: Neuron, current: torch.Tensor, v0: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """current [T, B, *shape], v0 [B, *shape] -> spikes [T, B, *shape], v [B, *shape]."""
-    steps, batch = current.shape[:2]
-    flat = (current * layer.gain).reshape(steps, batch, -1)
-    spikes, v = lif_scan(
-        flat,
-        v0.reshape(batch, -1).float(),
-        layer.decay.reshape(-1),
-        layer.threshold.reshape(-1),
-        layer.bias.reshape(-1),
-        layer.v_reset.reshape(-1),
-        reset=layer.reset,
-    )
-    return spikes.reshape(current.shape), v.reshape(v0.shape)

@@ -7,23 +7,61 @@ from pathlib import Path
 import typer
 
 from ganglion.models.errors import BundleError
-from ganglion.models.manifest import DEFAULT_DT
 from ganglion.runtime.atomic import atomic_file, check_target
 from ganglion.runtime.onnx_export.naming import DEFAULT_OPSET
+
+LIKE_HELP = (
+    "Simulation conventions of the graph's writer: nir|snntorch|norse|sinabs|spikingjelly|lava."
+)
 
 
 def import_nir(
     graph: Path = typer.Argument(..., help="NIR graph (HDF5), e.g. from snnTorch's export_to_nir."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
-    dt: float = typer.Option(DEFAULT_DT, "--dt", help="Seconds per timestep used to discretize."),
+    like: str = typer.Option("nir", "--like", help=LIKE_HELP),
+    dt: float | None = typer.Option(None, "--dt", help="Seconds per timestep (default: --like's)."),
+    decay: str | None = typer.Option(None, "--decay", help="euler | exact (exp(-dt/tau))."),
+    reset: str | None = typer.Option(None, "--reset", help="zero | subtract."),
+    reset_delay: int | None = typer.Option(
+        None, "--reset-delay", help="1: reset lands a step late."
+    ),
+    fire: str | None = typer.Option(
+        None, "--fire", help="gt (v > threshold) | ge (v >= threshold)."
+    ),
+    v_init: str | None = typer.Option(None, "--v-init", help="zero | leak | reset."),
+    spikes_per_step: str | None = typer.Option(None, "--spikes-per-step", help="one | many."),
+    synaptic_delay: int | None = typer.Option(None, "--synaptic-delay", help="0 | 1 step."),
+    lower_bound: str | None = typer.Option(None, "--lower-bound", help="none | threshold."),
+    synaptic_input: str | None = typer.Option(None, "--synaptic-input", help="euler | jump."),
+    no_type_check: bool = typer.Option(False, "--no-type-check", help="Skip nir's type check."),
+    force_dt: bool = typer.Option(False, "--force-dt", help="Keep an Euler decay outside [0, 1]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Import an NIR graph as a spiking bundle (inputs time-major [T, batch, ...])."""
-    from ganglion.converters.nir_program import import_nir_program
+    from ganglion.converters.nir_program import import_nir_program, silence_warning
+    from ganglion.converters.nir_semantics import semantics_for
     from ganglion.runtime.bundle import save_bundle
 
     check_target(output, force)
-    deployable = import_nir_program(graph, dt)
+    semantics = semantics_for(
+        like,
+        dt=dt,
+        decay=decay,
+        reset=reset,
+        reset_delay=reset_delay,
+        fire=fire,
+        v_init=v_init,
+        spikes_per_step=spikes_per_step,
+        synaptic_delay=synaptic_delay,
+        lower_bound=lower_bound,
+        synaptic_input=synaptic_input,
+    )
+    deployable = import_nir_program(
+        graph, semantics=semantics, type_check=not no_type_check, force=force_dt
+    )
+    warning = silence_warning(deployable)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"bundle written to {save_bundle(deployable, output, force)}")
 
 
@@ -54,8 +92,9 @@ def export(
             raise BundleError(
                 f"--nir needs a spiking program, this bundle is {deployable.manifest.kind!r}"
             )
+        time = deployable.manifest.time
         with atomic_file(nir, force) as tmp:
-            write_nir(deployable.module.graph, tmp, deployable.manifest.time.dt)
+            write_nir(deployable.module.graph, tmp, time.dt, time.semantics.get("dt_leaky"))
         typer.echo(f"NIR graph written to {nir}")
     if onnx is not None:
         from ganglion.runtime.onnx_export.export import write_onnx

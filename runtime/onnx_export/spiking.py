@@ -1,15 +1,17 @@
 """ONNX graphs of spiking programs, and the host-side input encoding they expect.
 
-Step graph: one timestep; each neuron's membrane is ``state_in.v.<neuron>`` ->
-``state_out.v.<neuron>``, the counter ``state_in.t`` -> ``state_out.t`` (t + 1), and with a
-declared decoding the running sum ``state_in.decode`` -> ``state_out.decode``; ``output`` is the
-timestep's output, or the running decoded output (count, or sum / T for membrane), exactly
-like ``SpikingNetwork.step``.
+Step graph: one timestep; every node state (``state_in.v.<neuron>``, ``i.<neuron>``,
+``d.<delay>``, ``prev.<node>``; names in ``models/spiking/network.py``) -> ``state_out.*``,
+the counter ``state_in.t`` -> ``state_out.t`` (t + 1), and with a declared decoding the running
+sum ``state_in.decode`` -> ``state_out.decode``; ``output`` is the timestep's output, or the
+running decoded output (count, or sum / T for membrane), exactly like ``SpikingNetwork.step``.
 
-Sequence graph: ``SpikingNetwork.run``'s parallel form. Synaptic layers see all timesteps as
-one batch [time·batch, ...]; each neuron is an ONNX ``Scan`` over time, and so is the decoding
-sum. Scan rather than unrolling: the graph's size does not grow with T, ``time`` stays
-dynamic (imported NIR programs take any T) and the sums run in the reference's order.
+Sequence graph: ``SpikingNetwork.run``'s parallel form. Stateless layers see all timesteps as
+one batch [time·batch, ...]; each stateful node (neuron, delay) is an ONNX ``Scan`` over time,
+and so is each recurrent group (its nodes together in one Scan body) and the decoding sum. A
+delay-1 edge outside a recurrent group is the source shifted one step in time. Scan rather than
+unrolling: the graph's size does not grow with T, ``time`` stays dynamic (imported NIR
+programs take any T) and the sums run in the reference's order.
 
 Encoding: ``rate`` draws spikes from a generator seeded per timestep, which ONNX cannot
 reproduce, so both graphs take the *encoded* input and the host encodes it with the same
@@ -25,84 +27,12 @@ import onnx
 from onnx import TensorProto, helper
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import ShapeError
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
-from ganglion.models.spiking.layers import (
-    Affine,
-    AvgPool2d,
-    Conv2d,
-    Flatten,
-    Neuron,
-    Scale,
-    SumPool2d,
-    tensor_fields,
-)
+from ganglion.models.spiking.layers import STATELESS
+from ganglion.models.spiking.network import state_shapes
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.builder import GraphBuilder, make_model
-
-
-class Params:
-    """A node's tensors as initializers, each added on first use (no unused initializers)."""
-
-    def __init__(self, b: GraphBuilder, node: str, layer: Any) -> None:
-        self._b, self._node = b, node
-        self._tensors = tensor_fields(layer)
-        self._names: dict[str, str] = {}
-
-    def __getitem__(self, field: str) -> str:
-        if field not in self._names:
-            array = self._tensors[field].detach().cpu().float().numpy()
-            self._names[field] = self._b.const(f"{self._node}.{field}", array)
-        return self._names[field]
-
-
-def _i64(values: list[int]) -> np.ndarray:
-    return np.asarray(values, dtype=np.int64)
-
-
-def _synapse(b: GraphBuilder, layer: Any, x: str, p: Params) -> str:
-    """One stateless layer on x [N, ...] (N = batch, or time·batch in the sequence graph)."""
-    if isinstance(layer, Affine):
-        return b.op("Gemm", [x, p["weight"], p["bias"]], transB=1)
-    if isinstance(layer, Conv2d):
-        pads = [*layer.padding, *layer.padding]
-        return b.op(
-            "Conv",
-            [x, p["weight"], p["bias"]],
-            strides=list(layer.stride),
-            pads=pads,
-            dilations=list(layer.dilation),
-            group=layer.groups,
-        )
-    if isinstance(layer, AvgPool2d):  # SumPool2d too: the reference computes mean · area
-        pads = [*layer.padding, *layer.padding]
-        y = b.op(
-            "AveragePool",
-            [x],
-            kernel_shape=list(layer.kernel_size),
-            strides=list(layer.stride),
-            pads=pads,
-            count_include_pad=1,
-        )
-        if isinstance(layer, SumPool2d):
-            area = layer.kernel_size[0] * layer.kernel_size[1]
-            y = b.op("Mul", [y, b.const("area", np.array(area, dtype=np.float32))])
-        return y
-    if isinstance(layer, Flatten):
-        return b.op("Flatten", [x], axis=1)
-    if isinstance(layer, Scale):
-        return b.op("Mul", [x, p["scale"]])
-    raise ShapeError(f"no ONNX form for layer type {type(layer).__name__}")
-
-
-def _integrate(b: GraphBuilder, layer: Neuron, p: Params, v: str, current: str) -> tuple[str, str]:
-    """v, gain·I -> (spikes, new v), in the reference's order of operations."""
-    v = b.op("Add", [b.op("Add", [b.op("Mul", [p["decay"], v]), p["bias"]]), current])
-    fired = b.op("Greater", [v, p["threshold"]])
-    spikes = b.op("Cast", [fired], to=TensorProto.FLOAT)
-    if layer.reset == "subtract":
-        return spikes, b.op("Sub", [v, b.op("Mul", [spikes, p["threshold"]])])
-    return spikes, b.op("Where", [fired, p["v_reset"], v])
+from ganglion.runtime.onnx_export.spiking_ops import Params, i64, node_states, node_step
 
 
 class SpikingOnnx:
@@ -112,18 +42,18 @@ class SpikingOnnx:
         self.graph: SpikingGraph = deployable.module.graph
         self.time = deployable.module.time
         self.state_names = [s.name for s in deployable.manifest.state]
-
-    # ---- graphs -------------------------------------------------------------------------
+        self.state_shapes = state_shapes(self.graph)
 
     def _params(self, b: GraphBuilder) -> dict[str, Params]:
         return {node: Params(b, node, layer) for node, layer in self.graph.nodes.items()}
 
-    def _gather(self, b: GraphBuilder, name: str, values: dict[str, str]) -> str:
-        preds = self.graph.predecessors(name)
-        total = values[preds[0]]
-        for p in preds[1:]:
-            total = b.op("Add", [total, values[p]])
+    def _sum(self, b: GraphBuilder, terms: list[str]) -> str:
+        total = terms[0]
+        for term in terms[1:]:
+            total = b.op("Add", [total, term])
         return total
+
+    # ---- step graph ----------------------------------------------------------------------
 
     def step_graph(self, opset: int) -> onnx.ModelProto:
         """One timestep with explicit state (see module docstring)."""
@@ -131,35 +61,42 @@ class SpikingOnnx:
         batch = naming.BATCH_DIM
         values = {INPUT: b.input(naming.INPUT, "float32", [batch, *self.graph.input_shape])}
         t_in = b.input(naming.state_input("t"), "int64", [1])
-        states: dict[str, tuple[str, list[Any]]] = {}
-        for name, neuron in self.graph.neurons().items():
-            shape = [batch, *neuron.shape]
-            v_in = b.input(naming.state_input(f"v.{name}"), "float32", shape)
-            states[f"v.{name}"] = (v_in, shape)
+        state = {
+            name: b.input(naming.state_input(name), "float32", [batch, *shape])
+            for name, shape in self.state_shapes.items()
+        }
+        prev = {n[len("prev.") :]: v for n, v in state.items() if n.startswith("prev.")}
         params = self._params(b)
-        out_state: dict[str, str] = {"t": b.op("Add", [t_in, b.const("one", _i64([1]))])}
+        out_state = dict(state)
         for name, layer in self.graph.nodes.items():
-            x = self._gather(b, name, values)
-            if isinstance(layer, Neuron):
-                current = b.op("Mul", [x, params[name]["gain"]])
-                v_in = states[f"v.{name}"][0]
-                values[name], out_state[f"v.{name}"] = _integrate(
-                    b, layer, params[name], v_in, current
-                )
-            else:
-                values[name] = _synapse(b, layer, x, params[name])
-        out = self._gather(b, OUTPUT, values)
+            x = self._step_input(b, name, values, prev)
+            values[name] = node_step(
+                b, name, layer, params[name], x, out_state, self.graph.shapes[name]
+            )
+        for source in prev:
+            out_state[f"prev.{source}"] = values[source]
+        out = self._step_input(b, OUTPUT, values, prev)
         out_shape = [batch, *self.graph.output_shape]
+        out_state["t"] = b.op("Add", [t_in, b.const("one", i64([1]))])
         if self.time.decoding != "none":
             d_in = b.input(naming.state_input("decode"), "float32", out_shape)
             out_state["decode"] = b.op("Add", [d_in, out])
-            states["decode"] = (d_in, out_shape)
             out = self._scale_decoded(b, out_state["decode"])
         b.output(naming.OUTPUT, out, "float32", out_shape)
         b.output(naming.state_output("t"), out_state["t"], "int64", [1])
         for name in (n for n in self.state_names if n != "t"):
-            b.output(naming.state_output(name), out_state[name], "float32", states[name][1])
+            shape = out_shape if name == "decode" else [batch, *self.state_shapes[name]]
+            b.output(naming.state_output(name), out_state[name], "float32", shape)
         return make_model(b.graph(), opset, "Ganglion spiking step graph")
+
+    def _step_input(
+        self, b: GraphBuilder, name: str, values: dict[str, str], prev: dict[str, str]
+    ) -> str:
+        terms = [
+            prev[p] if self.graph.delay(p, name) else values[p]
+            for p in self.graph.predecessors(name)
+        ]
+        return self._sum(b, terms)
 
     def _scale_decoded(self, b: GraphBuilder, total: str) -> str:
         if self.time.decoding != "membrane":
@@ -167,71 +104,147 @@ class SpikingOnnx:
         steps = b.const("timesteps", np.array(self.time.timesteps, dtype=np.float32))
         return b.op("Div", [total, steps])
 
+    # ---- sequence graph ------------------------------------------------------------------
+
     def sequence_graph(self, opset: int) -> onnx.ModelProto:
         """The whole encoded input [time, batch, ...] -> ``run``'s output, from v_init."""
-        b = GraphBuilder("ganglion_spiking_sequence")
-        x = b.input(
-            naming.INPUT, "float32", [naming.TIME_DIM, naming.BATCH_DIM, *self.graph.input_shape]
+        return _Sequence(self, opset).model()
+
+
+class _Sequence:
+    """Builds one sequence graph: values are [time·batch, *shape] (``flat``) between nodes."""
+
+    def __init__(self, face: SpikingOnnx, opset: int) -> None:
+        self.face, self.graph, self.opset = face, face.graph, opset
+        self.b = b = GraphBuilder("ganglion_spiking_sequence")
+        dims = [naming.TIME_DIM, naming.BATCH_DIM, *self.graph.input_shape]
+        self.x = b.input(naming.INPUT, "float32", dims)
+        self.time_batch = b.op("Shape", [self.x], start=0, end=2)  # [T, B]
+        self.batch = b.op("Shape", [self.x], start=1, end=2)  # [B]
+        self.params = face._params(b)
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        return self.graph.input_shape if name == INPUT else self.graph.shapes[name]
+
+    def _flat(self, seq: str, shape: tuple[int, ...]) -> str:
+        """[T, B, *shape] -> [T·B, *shape]."""
+        return self.b.op("Reshape", [seq, self.b.const("flat", i64([-1, *shape]))])
+
+    def _timed(self, flat: str, shape: tuple[int, ...]) -> str:
+        """[T·B, *shape] -> [T, B, *shape]."""
+        dims = self.b.op(
+            "Concat", [self.time_batch, self.b.const("shape", i64(list(shape)))], axis=0
         )
-        time_batch = b.op("Shape", [x], start=0, end=2)  # [T, B]
-        batch = b.op("Shape", [x], start=1, end=2)  # [B]
-        params = self._params(b)
-        minus_one = b.const("minus_one", _i64([-1]))
-        values = {
-            INPUT: b.op(
-                "Reshape",
-                [
-                    x,
-                    b.op(
-                        "Concat",
-                        [minus_one, b.const("in_shape", _i64(list(self.graph.input_shape)))],
-                        axis=0,
-                    ),
-                ],
-            )
-        }
-        for name, layer in self.graph.nodes.items():
-            h = self._gather(b, name, values)
-            if isinstance(layer, Neuron):
-                shape = b.const(f"{name}.shape", _i64(list(layer.shape)))
-                current = b.op("Reshape", [h, b.op("Concat", [time_batch, shape], axis=0)])
-                current = b.op("Mul", [current, params[name]["gain"]])
-                v_shape = b.op("Concat", [batch, shape], axis=0)
-                v0 = b.op("Expand", [params[name]["v_init"], v_shape])
-                body = _neuron_body(layer, params[name], len(layer.shape), name)
-                _, spikes = b.ops("Scan", [v0, current], 2, body=body, num_scan_inputs=1)
-                values[name] = b.op("Reshape", [spikes, b.op("Concat", [minus_one, shape], axis=0)])
+        return self.b.op("Reshape", [flat, dims])
+
+    def _start(self, state: str) -> str:
+        """A state's value at t = 0 [B, *shape]: v_init for membranes, zeros otherwise."""
+        b, shape = self.b, self.face.state_shapes[state]
+        dims = b.op("Concat", [self.batch, b.const("shape", i64(list(shape)))], axis=0)
+        kind, node = state.split(".", 1)
+        if kind == "v":
+            return b.op("Expand", [self.params[node]["v_init"], dims])
+        zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+        return b.op("ConstantOfShape", [dims], value=zero)
+
+    def _shifted(self, flat: str, source: str) -> str:
+        """A source's values one step later: step t reads step t − 1 (zeros at t = 0)."""
+        b, shape = self.b, self._shape(source)
+        seq = self._timed(flat, shape)
+        first = b.op("Unsqueeze", [self._start(f"prev.{source}"), b.const("axis", i64([0]))])
+        rest = b.op(
+            "Slice",
+            [seq, b.const("s", i64([0])), b.const("e", i64([-1])), b.const("a", i64([0]))],
+        )
+        return self._flat(b.op("Concat", [first, rest], axis=0), shape)
+
+    def model(self) -> onnx.ModelProto:
+        b = self.b
+        values = {INPUT: self._flat(self.x, self.graph.input_shape)}
+        for group in self.graph.groups:
+            layer = self.graph.nodes[group[0]]
+            if not self.graph.cyclic(group) and isinstance(layer, STATELESS):
+                name = group[0]
+                terms = [
+                    self._shifted(values[p], p) if self.graph.delay(p, name) else values[p]
+                    for p in self.graph.predecessors(name)
+                ]
+                values[name] = node_step(
+                    b, name, layer, self.params[name], self.face._sum(b, terms), {},
+                    self.graph.shapes[name],
+                )  # fmt: skip
             else:
-                values[name] = _synapse(b, layer, h, params[name])
-        out_shape = b.const("out_shape", _i64(list(self.graph.output_shape)))
-        out = b.op(
-            "Reshape",
-            [self._gather(b, OUTPUT, values), b.op("Concat", [time_batch, out_shape], axis=0)],
-        )
+                values.update(self._scan(group, values))
+        terms = [
+            self._shifted(values[p], p) if self.graph.delay(p, OUTPUT) else values[p]
+            for p in self.graph.predecessors(OUTPUT)
+        ]
+        out = self._timed(self.face._sum(b, terms), self.graph.output_shape)
         dims: list[Any] = [naming.TIME_DIM, naming.BATCH_DIM, *self.graph.output_shape]
-        if self.time.decoding != "none":
+        if self.face.time.decoding != "none":
+            out_shape = b.const("out_shape", i64(list(self.graph.output_shape)))
             zeros = b.op(
                 "ConstantOfShape",
-                [b.op("Concat", [batch, out_shape], axis=0)],
+                [b.op("Concat", [self.batch, out_shape], axis=0)],
                 value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
             )
             body = _sum_body(len(self.graph.output_shape))
             (total,) = b.ops("Scan", [zeros, out], 1, body=body, num_scan_inputs=1)
-            out, dims = self._scale_decoded(b, total), dims[1:]
+            out, dims = self.face._scale_decoded(b, total), dims[1:]
         b.output(naming.OUTPUT, out, "float32", dims)
-        return make_model(b.graph(), opset, "Ganglion spiking sequence graph")
+        return make_model(b.graph(), self.opset, "Ganglion spiking sequence graph")
 
+    def _scan(self, group: list[str], values: dict[str, str]) -> dict[str, str]:
+        """One Scan over time running ``group``'s nodes step by step; returns their flat values."""
+        members = set(group)
+        carried = [s for n in group for s in node_states(n, self.graph.nodes[n])]
+        inner_prev = sorted({p for n in group for p in self.graph.predecessors(n)
+                             if p in members and self.graph.delay(p, n)})  # fmt: skip
+        carried += [f"prev.{p}" for p in inner_prev]
+        feeds: dict[tuple[str, int], str] = {}  # (outside source, delay) -> its [T, B, ...]
+        for n in group:
+            for p in self.graph.predecessors(n):
+                d = self.graph.delay(p, n)
+                if p not in members and (p, d) not in feeds:
+                    flat = self._shifted(values[p], p) if d else values[p]
+                    feeds[(p, d)] = self._timed(flat, self._shape(p))
+        body = GraphBuilder(f"scan_{group[0]}", prefix=f"scan_{group[0]}.")
+        state = {s: body.input(body.fresh("state"), "float32", self._dims(s)) for s in carried}
+        step_in = {key: body.input(body.fresh("x"), "float32", self._dims(key[0], batch_only=True))
+                   for key in feeds}  # fmt: skip
+        prev = {p: state[f"prev.{p}"] for p in inner_prev}
+        now: dict[str, str] = {}
+        for n in group:
+            terms = []
+            for p in self.graph.predecessors(n):
+                d = self.graph.delay(p, n)
+                terms.append(step_in[(p, d)] if p not in members else prev[p] if d else now[p])
+            x = self.face._sum(body, terms)
+            now[n] = node_step(
+                body, n, self.graph.nodes[n], self.params[n], x, state, self.graph.shapes[n]
+            )
+        for p in inner_prev:
+            state[f"prev.{p}"] = now[p]
+        for s in carried:
+            body.output(body.fresh("state_out"), state[s], "float32", self._dims(s))
+        for n in group:
+            body.output(body.fresh("out"), now[n], "float32", self._dims(n, batch_only=True))
+        outs = self.b.ops(
+            "Scan",
+            [self._start(s) for s in carried] + list(feeds.values()),
+            len(carried) + len(group),
+            body=body.graph(),
+            num_scan_inputs=len(feeds),
+        )
+        seqs = outs[len(carried) :]
+        return {
+            n: self._flat(seq, self.graph.shapes[n]) for n, seq in zip(group, seqs, strict=True)
+        }
 
-def _neuron_body(layer: Neuron, p: Params, rank: int, name: str) -> onnx.GraphProto:
-    """Scan body: (v [B, *shape], gain·I_t [B, *shape]) -> (v', spikes_t)."""
-    b = GraphBuilder(f"scan_{name}", prefix=f"scan_{name}.")
-    dims = [naming.BATCH_DIM, *[f"d{i}" for i in range(rank)]]
-    v = b.input(b.fresh("v"), "float32", dims)
-    current = b.input(b.fresh("current"), "float32", dims)
-    spikes, v_new = _integrate(b, layer, p, v, current)
-    b.output(b.fresh("v_out"), v_new, "float32", dims)
-    b.output(b.fresh("spikes"), spikes, "float32", dims)
-    return b.graph()
+    def _dims(self, name: str, batch_only: bool = False) -> list[Any]:
+        """Dims of a state (``name``) or, with ``batch_only``, a node value."""
+        shape = self._shape(name) if batch_only else self.face.state_shapes[name]
+        return [naming.BATCH_DIM, *shape]
 
 
 def _sum_body(rank: int) -> onnx.GraphProto:

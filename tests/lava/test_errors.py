@@ -73,3 +73,28 @@ def test_missing_lava_gives_one_line_with_the_install_hint(monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"lava-nc is not installed.*pip install") as err:
         import_lava()
     assert "\n" not in str(err.value)
+
+
+def test_chip_fit_agrees_with_what_quantize_and_lava_can_map(digits_cnn):
+    """The digits CNN's AvgPool cannot be mapped: the chip-fit report says so (it used to say
+    the program fits while ``quantize`` and the Lava backend refused it)."""
+    model, data = digits_cnn
+    program = convert_spiking(
+        model, data.x_train[:64], None, SpikingOptions(timesteps=4, reset="zero")
+    )
+    report = chip_fit(program.module.graph)
+    assert not report["mappable"] and not report["fits"]
+    assert "AvgPool2d" in report["unsupported"]
+    with pytest.raises(LoihiFitError, match="cannot be mapped onto Loihi 2.*AvgPool2d"):
+        require_fit(report)
+
+
+def test_recurrent_graph_is_refused_by_the_lava_backend_with_the_edge_named():
+    t = torch.ones(2)
+    neuron = Neuron(decay=t, gain=t, bias=0 * t, threshold=t, v_reset=0 * t, v_init=0 * t,
+                    reset="zero")  # fmt: skip
+    nodes = {"fc": Affine(torch.eye(2), torch.zeros(2)), "lif": neuron}
+    edges = [(INPUT, "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", OUTPUT)]
+    graph = SpikingGraph(nodes, edges, (2,))
+    assert not chip_fit(graph)["mappable"]
+    assert "lif -> fc carries the previous step" in chip_fit(graph)["unsupported"]

@@ -109,42 +109,6 @@ def test_not_hdf5_names_the_file(tmp_path: Path) -> None:
         read_nir(tmp_path / "absent.nir")
 
 
-def test_unsupported_node_is_named(tmp_path: Path) -> None:
-    graph = nir.NIRGraph(
-        nodes={
-            "input": nir.Input(input_type={"input": np.array([2])}),
-            "syn": nir.CubaLIF(
-                tau_syn=np.ones(2),
-                tau_mem=np.ones(2),
-                r=np.ones(2),
-                v_leak=np.zeros(2),
-                v_threshold=np.ones(2),
-                v_reset=np.zeros(2),
-            ),
-            "output": nir.Output(output_type={"output": np.array([2])}),
-        },
-        edges=[("input", "syn"), ("syn", "output")],
-    )
-    nir.write(tmp_path / "cuba.nir", graph)
-    with pytest.raises(NIRError, match=r"cuba\.nir: node 'syn' of type CubaLIF is not supported"):
-        read_nir(tmp_path / "cuba.nir")
-
-
-def test_recurrent_edge_is_refused(tmp_path: Path) -> None:
-    graph = nir.NIRGraph(
-        nodes={
-            "input": nir.Input(input_type={"input": np.array([2])}),
-            "fc": nir.Linear(weight=np.eye(2)),
-            "lif": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
-            "output": nir.Output(output_type={"output": np.array([2])}),
-        },
-        edges=[("input", "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", "output")],
-    )
-    nir.write(tmp_path / "rec.nir", graph)
-    with pytest.raises(NIRError, match="recurrent edges are not supported"):
-        read_nir(tmp_path / "rec.nir")
-
-
 def test_imported_graph_runs_time_major(handmade_graph, tmp_path: Path) -> None:
     write_nir(handmade_graph, tmp_path / "h.nir")
     net = SpikingNetwork(read_nir(tmp_path / "h.nir"), SpikingTime())
