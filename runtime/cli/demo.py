@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -16,55 +17,145 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+QUICK = {
+    "networks": ("mlp",),
+    "timesteps": "8,32",
+    "lava_samples": 2,
+    "expert_epochs": 10,
+    "lm_steps": 20,
+    "lm_width": 32,
+    "tokens": 24,
+}
+FULL = {
+    "networks": ("mlp", "cnn"),
+    "timesteps": "4,8,16,32,64",
+    "lava_samples": 8,
+    "expert_epochs": 30,
+    "lm_steps": 150,
+    "lm_width": 64,
+    "tokens": 48,
+}
+
+
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where bundles and data go."),
-    timesteps: str = typer.Option(
-        "4,8,16,32,64", "--timesteps", help="Timestep budgets to compare."
-    ),
+    quick: bool = typer.Option(False, "--quick", help="The short tour (under a minute)."),
     bundle_timesteps: int = typer.Option(32, "--bundle-timesteps", help="T of the saved bundles."),
-    lava_samples: int = typer.Option(8, "--lava-samples", help="Test samples run on Lava."),
     as_json: bool = typer.Option(False, "--json", help="Also print one JSON line per row."),
 ) -> None:
-    """Train the digits MLP and CNN, convert them to spiking programs and deploy them."""
+    """Train and deploy: spiking digits networks on every backend and Loihi 2, the same network
+    as a dense bundle (fp32, int8), an MoE² ensemble with exact expert selection, and small
+    language models (prose, code) with their ensemble generating on torch and ONNX Runtime."""
     from ganglion.runtime.demo import NETWORKS, accuracy_sweep, train_network, write_demo_bundle
+    from ganglion.runtime.demo_ensembles import dense_tour, ensemble_tour
+    from ganglion.runtime.demo_language import language_tour
     from ganglion.runtime.demo_tour import deployment_tour
 
-    steps = [int(s) for s in timesteps.split(",") if s.strip()]
+    plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    steps = [int(s) for s in plan["timesteps"].split(",")]
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+
+    def emit(section: str, row: object) -> None:
+        if as_json:
+            typer.echo(json.dumps({"section": section, **vars(row)}, allow_nan=False))
+
     table = Table(
-        "network", "T", "ANN acc", "SNN acc", "gap (points)", "SNN run (s)",
-        title="digits test split: ANN vs converted SNN (torch backend, this CPU, measured)",
-    )  # fmt: skip
-    bundles = {}
-    for name in NETWORKS:
+        "network",
+        "T",
+        "ANN acc",
+        "SNN acc",
+        "gap (points)",
+        "SNN run (s)",
+        title="1. digits test split: ANN vs converted SNN (torch backend, this CPU, measured)",
+    )
+    bundles, models = {}, {}
+    for name in (n for n in NETWORKS if n in plan["networks"]):
         with console.status(f"training the digits {name}"):
             model, data = train_network(name)
+        models[name] = (model, data)
         for row in accuracy_sweep(name, model, data, steps):
-            table.add_row(name, str(row.timesteps), f"{row.ann_accuracy:.4f}",
-                          f"{row.snn_accuracy:.4f}", f"{row.gap_points:+.2f}",
-                          f"{row.seconds:.3f}")  # fmt: skip
-            if as_json:
-                typer.echo(json.dumps({**vars(row), "gap_points": row.gap_points}))
+            table.add_row(
+                name,
+                str(row.timesteps),
+                f"{row.ann_accuracy:.4f}",
+                f"{row.snn_accuracy:.4f}",
+                f"{row.gap_points:+.2f}",
+                f"{row.seconds:.3f}",
+            )
+            emit("spiking", row)
         bundles[name] = (write_demo_bundle(name, model, data, out, bundle_timesteps), data)
-        console.print(f"{name}: bundle {bundles[name][0]}  (model {out / (name + '.pt2')}, "
-                      f"calibration {out / (name + '-calib.npz')})")  # fmt: skip
     console.print(table)
     path, data = bundles["mlp"]
     with console.status("deploying the MLP: onnxruntime, Loihi 2 quantization, Lava"):
-        tour = deployment_tour(path, data, lava_samples)
+        tour = deployment_tour(path, data, plan["lava_samples"])
     tour_table = Table(
-        "target", "test acc", "agreement", "ms / sample", "mJ / inference", "how",
-        title=f"{path.name} on every backend and target",
-    )  # fmt: skip
+        "target",
+        "test acc",
+        "agreement",
+        "ms / sample",
+        "mJ / inference",
+        "how",
+        title=f"2. {path.name} on every backend and target",
+    )
     for row in tour:
-        tour_table.add_row(row.target, _fmt(row.accuracy, ".4f"), row.agreement,
-                           _fmt(row.latency_ms, ".3f"), _fmt(row.energy_mj, ".4f"),
-                           row.how)  # fmt: skip
-        if as_json:
-            typer.echo(json.dumps({"tour": vars(row)}))
+        tour_table.add_row(
+            row.target,
+            _fmt(row.accuracy, ".4f"),
+            row.agreement,
+            _fmt(row.latency_ms, ".3f"),
+            _fmt(row.energy_mj, ".4f"),
+            row.how,
+        )
+        emit("tour", row)
     console.print(tour_table)
-    console.print(f"next: ganglion inspect {out}/cnn-snn-T{bundle_timesteps}  ·  "
-                  f"ganglion profile {path} --device auto --device loihi2")  # fmt: skip
+    model, data = models["mlp"]
+    with console.status("the MLP as a dense bundle; an MoE² ensemble of digit experts"):
+        rows = dense_tour(model, data, out)
+        ensemble_rows, notes = ensemble_tour(data, out, plan["expert_epochs"])
+    kinds = Table(
+        "program",
+        "test acc",
+        "ms / batch (median of 5)",
+        "note",
+        title="3. dense and ensemble programs (this CPU, measured)",
+    )
+    for row in [*rows, *ensemble_rows]:
+        kinds.add_row(row.what, _fmt(row.accuracy, ".4f"), _fmt(row.ms_per_batch, ".2f"), row.note)
+        emit("kinds", row)
+    console.print(kinds)
+    for note in notes:
+        console.print(f"  exact expert selection: {note}")
+    with console.status("training byte-level LMs on prose and on code, then their ensemble"):
+        lm_rows = language_tour(out, plan["lm_steps"], plan["lm_width"], plan["tokens"])
+    lm = Table(
+        "model",
+        "held-out bpc",
+        "prompt",
+        "greedy continuation",
+        "tok/s torch | ort",
+        "same tokens",
+        "gate (prose, code)",
+        title=f"4. language models ({plan['lm_steps']} training steps each, measured)",
+    )
+    for row in lm_rows:
+        lm.add_row(
+            row.model,
+            _fmt(row.heldout_bpc, ".2f"),
+            repr(row.prompt),
+            repr(row.text),
+            f"{row.tokens_per_s['torch']:.0f} | {row.tokens_per_s['onnxruntime']:.0f}",
+            str(row.same_tokens),
+            row.gate or "-",
+        )
+        emit("language", row)
+    console.print(lm)
+    console.print(
+        f"demo took {time.perf_counter() - started:.0f} s; bundles in {out}. next: "
+        f"ganglion inspect {out}/digits-moe  ·  ganglion select {out}/digits-moe "
+        f"--energy-budget 0.01 --latency-budget 50  ·  ganglion generate {out}/lm-moe "
+        f"--prompt 'def '"
+    )
 
 
 def register(app: typer.Typer) -> None:
