@@ -12,18 +12,10 @@ from ganglion.converters.nir_graph import read_nir
 from ganglion.converters.nir_semantics import NirSemantics, semantics_for
 from ganglion.converters.spiking import spiking_manifest
 from ganglion.models.deployable import Deployable
-from ganglion.models.manifest import Manifest, SpikingTime
-from ganglion.models.spiking.graph import SpikingGraph
-from ganglion.models.spiking.network import SpikingNetwork, state_specs
+from ganglion.models.manifest import SpikingTime
+from ganglion.models.spiking.network import SpikingNetwork
 
 PROBE_STEPS, PROBE_BATCH = 50, 2
-
-
-def program_manifest(graph: SpikingGraph, time: SpikingTime) -> Manifest:
-    """The manifest of a float spiking program, with every node state (``state_specs``)."""
-    manifest = spiking_manifest(graph, time)
-    manifest.state = state_specs(graph, time)
-    return manifest
 
 
 def import_nir_program(
@@ -43,7 +35,7 @@ def import_nir_program(
     time = SpikingTime(
         timesteps=1, dt=sem.dt, encoding="none", decoding="none", semantics=sem.to_dict()
     )
-    manifest = program_manifest(graph, time)
+    manifest = spiking_manifest(graph, time)
     manifest.provenance = {
         "source_file": path.name,
         "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -13,7 +13,7 @@ from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ConversionError
 from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
 from ganglion.models.spiking.graph import SpikingGraph
-from ganglion.models.spiking.network import SpikingNetwork
+from ganglion.models.spiking.network import SpikingNetwork, state_specs
 
 _REPORT_BATCH = 512
 REPORT_SAMPLES = 512  # calibration samples the report's firing rates and accuracies use
@@ -81,11 +81,9 @@ def convert_spiking(
 def spiking_manifest(
     graph: SpikingGraph, time: SpikingTime, report: dict | None = None
 ) -> Manifest:
-    """Manifest of a spiking program: I/O shapes follow its encoding and decoding."""
-    state = [TensorSpec("t", [1], "int64")]
-    state += [TensorSpec(f"v.{n}", [-1, *layer.shape]) for n, layer in graph.neurons().items()]
-    if time.decoding != "none":
-        state.append(TensorSpec("decode", [-1, *graph.output_shape]))
+    """Manifest of a spiking program: I/O shapes follow its encoding and decoding; the state
+    is every node's (``state_specs``)."""
+    state = state_specs(graph, time)
     return Manifest(
         kind="spiking",
         architecture="spiking_graph",
