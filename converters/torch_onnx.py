@@ -1,5 +1,12 @@
-"""torch -> ONNX, one way for every program: torch's exporter (``dynamo=True``), quietly,
-self-contained (no external data file), at opset 18 or later."""
+"""torch -> ONNX, one way for every program: self-contained (no external data file), at opset
+18, with dynamic axes, checked against torch before it is kept.
+
+A module is first exported with torch's TorchScript-based exporter (milliseconds), then the
+graph is run on ONNX Runtime on a second batch size and compared with torch; if that exporter
+fails, or the graph disagrees (a shape baked in by tracing), torch's ``dynamo`` exporter
+(seconds, but exact about dynamic shapes) makes it instead. ``torch.export`` programs always
+go through the ``dynamo`` exporter.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
+from torch.utils._pytree import tree_flatten
 
 from ganglion.converters.onnx_file import check_self_contained
 from ganglion.models.errors import ConversionError
 
-MIN_OPSET = 18  # the exporter's own floor
+MIN_OPSET = 18  # the dynamo exporter's floor; the TorchScript exporter writes it too
+AGREEMENT_ATOL = 1e-4
 
 
 def quietly(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -34,6 +44,81 @@ def quietly(fn: Any, *args: Any, **kwargs: Any) -> Any:
             log.setLevel(level)
 
 
+def _axes(dynamic_shapes: Any, input_names: Sequence[str]) -> list[dict[int, str]]:
+    """Per flattened input: axis -> name, from ``dynamic_shapes`` ({axis: Dim} per input)."""
+    specs, _ = tree_flatten(dynamic_shapes, is_leaf=lambda x: isinstance(x, dict))
+    specs = specs or [{}] * len(input_names)
+    return [{axis: dim.__name__ for axis, dim in (spec or {}).items()} for spec in specs]
+
+
+def _second_batch(args: tuple[Any, ...], axes: list[dict[int, str]]) -> tuple[Any, ...]:
+    """``args`` with one more sample on every batch axis (axis 0 named like the first input's)."""
+    leaves, spec = tree_flatten(args)
+    batch = axes[0].get(0) if axes else None
+    grown = [
+        torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and ax.get(0) == batch else a
+        for a, ax in zip(leaves, axes, strict=False)
+    ]
+    return spec.unflatten(grown + leaves[len(grown) :])
+
+
+def _agrees(
+    model: onnx.ModelProto, module: torch.nn.Module, args: tuple[Any, ...], names: Sequence[str]
+) -> bool:
+    """The ONNX graph gives torch's outputs on ``args`` (within AGREEMENT_ATOL)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    leaves, _ = tree_flatten(args)
+    feeds = {n: t.numpy() for n, t in zip(names, leaves, strict=True)}
+    with torch.no_grad():
+        expected, _ = tree_flatten(module(*args))
+    got = session.run(None, feeds)
+    return len(got) == len(expected) and all(
+        g.shape == tuple(e.shape) and np.allclose(g, e.numpy(), atol=AGREEMENT_ATOL, rtol=1e-4)
+        for g, e in zip(got, expected, strict=True)
+    )
+
+
+def _torchscript(
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    axes: list[dict[int, str]],
+    opset: int,
+) -> onnx.ModelProto | None:
+    dynamic = {n: a for n, a in zip(input_names, axes, strict=False) if a}
+    batch = axes[0].get(0, "batch") if axes else "batch"
+    for out in output_names:  # a state output mirrors its input; others share the batch axis
+        mirror = out.replace("state_out.", "state_in.")
+        dynamic[out] = dynamic.get(mirror) or {0: batch}
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad():
+            quietly(
+                torch.onnx.export,
+                module,
+                args,
+                buffer,
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic,
+                opset_version=max(opset, MIN_OPSET),
+            )
+        model = onnx.load_from_string(buffer.getvalue())
+        if _agrees(model, module, _second_batch(args, axes), input_names):
+            return model
+    except Exception:  # noqa: BLE001 - any failure means: use the dynamo exporter instead
+        return None
+    return None
+
+
 def torch_to_onnx(
     model: torch.nn.Module | torch.export.ExportedProgram,
     args: tuple[Any, ...],
@@ -43,7 +128,13 @@ def torch_to_onnx(
     opset: int = MIN_OPSET,
 ) -> onnx.ModelProto:
     """The ONNX model of ``model`` called on ``args``; ConversionError naming the first reason
-    the exporter gives when it cannot."""
+    the exporters give when neither can."""
+    if isinstance(model, torch.nn.Module):
+        axes = _axes(dynamic_shapes, input_names)
+        fast = _torchscript(model.eval(), args, input_names, output_names, axes, opset)
+        if fast is not None:
+            check_self_contained(fast, "the exported ONNX graph")
+            return fast
     try:
         program = quietly(
             torch.onnx.export,
