@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
+import sys
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):  # noqa: UP036 - nodes run on Python 3.10 (JetPack 6)
+    import tomllib
+else:  # tomli: the same parser, from PyPI
+    import tomli as tomllib
 
 from ganglion.device.profiles.cpu_host import detect_cpu_profile
 from ganglion.device.profiles.schema import DeviceProfile, ProfileError, profile_from_dict

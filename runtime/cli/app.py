@@ -30,6 +30,7 @@ def _register() -> None:
     from ganglion.runtime.cli import (
         convert,
         demo,
+        deploy,
         devices,
         evaluate,
         generate,
@@ -39,6 +40,7 @@ def _register() -> None:
         quantize,
         run,
         select,
+        serve,
         train,
     )
 
@@ -54,6 +56,8 @@ def _register() -> None:
         select,
         profile,
         devices,
+        serve,
+        deploy,
         demo,
     )
     for module in commands:

@@ -29,7 +29,6 @@ from ganglion.runtime.selection import (
     solve,
     write_problem,
 )
-from ganglion.runtime.selection.from_ensemble import Link
 
 PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
 
@@ -68,6 +67,8 @@ def select(
         if problem is not None:
             loaded = read_problem(problem)
         else:
+            from ganglion.runtime.selection.from_ensemble import Link
+
             link = Link(
                 check_budget(link_mbps, "--link-mbps"),
                 check_budget(link_ms, "--link-ms"),
@@ -83,7 +84,7 @@ def select(
 
 
 def _bundle_problem(
-    bundle: Path, placement: list[str], requester: str, link: Link, files: list[Path], quiet: bool
+    bundle: Path, placement: list[str], requester: str, link: Any, files: list[Path], quiet: bool
 ) -> SelectionProblem:
     from ganglion.device import detect
     from ganglion.runtime.bundle import load_bundle

@@ -1,0 +1,313 @@
+"""One model on a node: its Session, where its calls run, its live sequences and its latency
+figures.
+
+Threading rule (the Session contract: one thread at a time, in arrival order): a call runs on
+the model's own single worker thread, queued in arrival order, so the event loop keeps
+answering other calls meanwhile. A model whose warm-up call took under ``INLINE_BELOW_S``
+(less than the thread hop costs) runs a small request on the event loop itself, but only
+when nothing of that model is queued on its worker, so no two calls ever overlap and steps of
+one sequence still apply in the order their requests arrived. Outputs become response bytes
+right after the call, before the next call may reuse a backend's buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ganglion.device import EnergyMeter
+from ganglion.models.errors import ShapeError
+from ganglion.runtime.kinds import BATCH, TIME
+from ganglion.runtime.serving.kserve_tensors import (
+    DATATYPE_OF,
+    WireError,
+    check_datatype,
+    fill_tensors,
+)
+from ganglion.runtime.serving.sequences import SequenceControl, SequenceError, SequenceStore
+from ganglion.runtime.session import Session
+from ganglion.runtime.tensors import shape_text
+
+LATENCY_WINDOW = 1024  # recent requests the percentiles cover
+INLINE_BELOW_S = 0.5e-3  # warm-up p99 under which small requests run on the event loop
+INLINE_MAX_BYTES = 64 << 10  # input bytes of a request small enough for that
+WARMUP_UNTIMED = 2
+WARMUP_MIN_RUNS, WARMUP_MAX_RUNS, WARMUP_BUDGET_S = 5, 50, 0.5
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The warm-up run at load: latency of ``session.run`` at batch 1 and energy per call."""
+
+    runs: int
+    latency_p50_s: float
+    latency_p99_s: float
+    energy_per_inference_j: float
+    energy_kind: str
+    energy_source: str
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as ModelMetadata states it: KServe datatype and shape (-1: any length)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServedModel:
+    """A loaded model: ``infer`` is called on the event loop; calls run as the module says."""
+
+    def __init__(
+        self,
+        name: str,
+        session: Session,
+        backend: str,
+        max_sequences: int,
+        sequence_idle_s: float,
+    ) -> None:
+        self.name = name
+        self.session = session
+        self.backend = backend
+        self.kind = session.manifest.kind
+        self.stateful = session.kind.has_steps and bool(session.manifest.state)
+        self.sequences = SequenceStore(max_sequences, sequence_idle_s)
+        self.measurement: Measurement | None = None
+        self.inputs = _input_info(session)
+        self.outputs = [
+            TensorInfo(s.name, DATATYPE_OF[s.dtype], [-1 for _ in s.shape])
+            for s in session.manifest.outputs
+        ]
+        self.inferences = self.failures = self.queue_depth = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._stats_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ganglion-{name}")
+        self._queued = 0  # calls handed to the worker and not yet answered (event loop only)
+        self.inline = False  # set by ``warm_up``
+
+    # ---- load time (called once, before the model takes requests) -----------------------------
+
+    def warm_up(self, meter: EnergyMeter) -> Measurement:
+        """Learn the outputs' shapes, then run example inputs (batch 1) and measure latency
+        and energy per call with ``meter`` (already started); blocking."""
+        session = self.session
+        self.outputs = _output_info(session)
+        example = session.kind.example_inputs(session.manifest, batch=1)
+        for _ in range(WARMUP_UNTIMED):
+            session.run(example)
+        times: list[float] = []
+        first = meter.read()
+        while len(times) < WARMUP_MIN_RUNS or (
+            len(times) < WARMUP_MAX_RUNS and sum(times) < WARMUP_BUDGET_S
+        ):
+            t0 = time.perf_counter()
+            session.run(example)
+            times.append(time.perf_counter() - t0)
+        spent = meter.read() - first
+        self.measurement = Measurement(
+            runs=len(times),
+            latency_p50_s=float(np.percentile(times, 50)),
+            latency_p99_s=float(np.percentile(times, 99)),
+            energy_per_inference_j=spent.joules / len(times),
+            energy_kind=spent.kind,
+            energy_source=spent.source,
+        )
+        self.inline = self.measurement.latency_p99_s < INLINE_BELOW_S
+        return self.measurement
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        arrays: dict[str, np.ndarray],
+        control: SequenceControl,
+        wanted: Sequence[str],
+        response: Any,
+    ) -> None:
+        """Run one request (see the module docstring for where) and fill ``response``'s
+        outputs; raises ShapeError / WireError / SequenceError (bad request) or the
+        backend's error."""
+        with self._stats_lock:
+            self.queue_depth += 1
+        try:
+            self.check(arrays, control, wanted)
+            small = sum(a.nbytes for a in arrays.values()) <= INLINE_MAX_BYTES
+            if self.inline and small and self._queued == 0:
+                self._execute(arrays, control, wanted, response)
+                return
+            await self._queue(arrays, control, wanted, response)
+        except BaseException:
+            with self._stats_lock:
+                self.failures += 1
+            raise
+        finally:
+            with self._stats_lock:
+                self.queue_depth -= 1
+
+    async def _queue(
+        self,
+        arrays: dict[str, np.ndarray],
+        control: SequenceControl,
+        wanted: Sequence[str],
+        response: Any,
+    ) -> None:
+        """Run on the worker thread. ``_queued`` drops when the call has really finished
+        (or was cancelled before it started), not when a cancelled request stops waiting."""
+        loop = asyncio.get_running_loop()
+        self._queued += 1
+        call = self._executor.submit(self._execute, arrays, control, wanted, response)
+        call.add_done_callback(lambda _: _soon(loop, self._release))
+        await asyncio.wrap_future(call)
+
+    def _release(self) -> None:
+        self._queued -= 1
+
+    def check_datatypes(self, tensors: Any) -> None:
+        """Each request tensor's datatype against the manifest's, before any decoding
+        (Triton's wording); names the manifest does not know are left to the Session."""
+        declared = {spec.name: DATATYPE_OF[spec.dtype] for spec in self.session.manifest.inputs}
+        for tensor in tensors:
+            check_datatype(tensor.name, tensor.datatype)
+            want = declared.get(tensor.name)
+            if want is not None and tensor.datatype != want:
+                raise WireError(
+                    f"inference input {tensor.name!r} data-type is '{tensor.datatype}', "
+                    f"but model {self.name!r} expects '{want}'"
+                )
+
+    def check(
+        self, arrays: dict[str, np.ndarray], control: SequenceControl, wanted: Sequence[str]
+    ) -> None:
+        """What can be refused before queueing: sequence use and output names."""
+        if control.id is not None and not self.stateful:
+            raise SequenceError(f"model {self.name!r} is stateless; it takes no sequence_id")
+        names = [t.name for t in self.outputs]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise WireError(
+                f"unknown output {unknown[0]!r}; model {self.name!r} has {', '.join(names)}"
+            )
+
+    def _execute(
+        self,
+        arrays: dict[str, np.ndarray],
+        control: SequenceControl,
+        wanted: Sequence[str],
+        response: Any,
+    ) -> None:
+        t0 = time.perf_counter()
+        if control.id is None:
+            outputs = self.session.run(arrays)
+        else:
+            batch = _batch_size(self.session, arrays)
+            state = self.sequences.begin(control, lambda: self.session.init_state(batch))
+            outputs, state = self.session.step(arrays, state)
+            self.sequences.commit(control, state)
+        assert isinstance(outputs, dict)
+        fill_tensors(response.outputs, response.raw_output_contents, outputs, wanted)
+        elapsed = time.perf_counter() - t0
+        with self._stats_lock:
+            self.inferences += 1
+            self._latencies.append(elapsed)
+
+    # ---- figures and lifetime -------------------------------------------------------------------
+
+    def latency_percentiles(self) -> tuple[float, float]:
+        """p50 and p99 of recent requests' execution time, seconds (NaN before any)."""
+        with self._stats_lock:
+            recent = list(self._latencies)
+        if not recent:
+            return math.nan, math.nan
+        p50, p99 = np.percentile(recent, [50, 99])
+        return float(p50), float(p99)
+
+    def close(self) -> None:
+        """Stop taking work; the session closes once requests already queued are done."""
+        self.sequences.clear()
+        self._executor.submit(self.session.close)
+        self._executor.shutdown(wait=False)
+
+
+def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """``callback`` on ``loop``'s thread (nothing once the loop is closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
+def _input_info(session: Session) -> list[TensorInfo]:
+    manifest, kind = session.manifest, session.kind
+    return [
+        TensorInfo(
+            s.name,
+            DATATYPE_OF[s.dtype],
+            [-1 if d in (BATCH, TIME) else d for d in kind.run_shape(manifest, s)],
+        )
+        for s in manifest.inputs
+    ]
+
+
+def _probe_inputs(session: Session, batch: int, steps: int) -> dict[str, np.ndarray]:
+    """Zeros shaped like ``run``'s inputs (zeros are valid for every kind: token id 0)."""
+    manifest, kind = session.manifest, session.kind
+    out = {}
+    for spec in manifest.inputs:
+        shape = kind.run_shape(manifest, spec)
+        seen_batch = False
+        dims = []
+        for d in shape:
+            if d == BATCH and not seen_batch:
+                dims.append(batch)
+                seen_batch = True
+            else:
+                dims.append(steps if d in (TIME, BATCH) else d)
+        out[spec.name] = np.zeros(dims, dtype=spec.dtype)
+    return out
+
+
+def _output_info(session: Session) -> list[TensorInfo]:
+    """Outputs as ``run`` returns them: two calls on zeros of different batch and length
+    show which axes vary (-1) and which are fixed."""
+    small = session.run(_probe_inputs(session, 1, 1))
+    large = session.run(_probe_inputs(session, 2, 3))
+    assert isinstance(small, dict) and isinstance(large, dict)
+    return [
+        TensorInfo(name, DATATYPE_OF[a.dtype.name], _varying(a.shape, large[name].shape))
+        for name, a in small.items()
+    ]
+
+
+def _varying(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:
+    """An output's shape for metadata: axes that grew with batch or time become -1."""
+    if len(small) != len(large):
+        return [-1] * len(small)
+    return [a if a == b else -1 for a, b in zip(small, large, strict=True)]
+
+
+def _batch_size(session: Session, arrays: dict[str, np.ndarray]) -> int:
+    """The batch of a step's inputs (ShapeError when no input shows one)."""
+    manifest, kind = session.manifest, session.kind
+    for spec in manifest.inputs:
+        shape = kind.step_shape(manifest, spec)
+        array = arrays.get(spec.name)
+        if BATCH in shape and array is not None and array.ndim == len(shape):
+            batch = int(array.shape[shape.index(BATCH)])
+            if batch >= 1:
+                return batch
+    raise ShapeError(f"the inputs show no batch size; the step takes {_step_text(session)}")
+
+
+def _step_text(session: Session) -> str:
+    manifest, kind = session.manifest, session.kind
+    shapes = [f"{s.name} {shape_text(kind.step_shape(manifest, s))}" for s in manifest.inputs]
+    return ", ".join(shapes)

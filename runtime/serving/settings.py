@@ -1,0 +1,107 @@
+"""What a node is started with (``ganglion serve``'s options), checked once."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ganglion.models.errors import GanglionError
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt", "lava")
+AUTO_BACKENDS = ("onnxruntime", "torch")  # tried in order by "auto"
+MiB = 1 << 20
+
+
+class SettingsError(GanglionError):
+    """A node option out of range."""
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is a valid model name, else GanglionError saying what is allowed."""
+    if not MODEL_NAME.match(name):
+        raise SettingsError(
+            f"model name {name!r} must be 1-64 of A-Z a-z 0-9 _ . - and not start with . or -"
+        )
+    return name
+
+
+@dataclass
+class NodeSettings:
+    """A node's configuration; ``check()`` raises SettingsError naming a bad option."""
+
+    bundles: list[Path] = field(default_factory=list)  # loaded at start, named after the path
+    host: str = "127.0.0.1"
+    port: int = 8001  # Triton's gRPC port; 0 picks a free one
+    device: str = "auto"  # device profile for telemetry ("auto": what detect() finds)
+    backend: str = "auto"
+    backend_device: str = "cpu"  # where sessions run: cpu | cuda
+    repository: Path | None = None  # where uploads are installed (None: uploads refused)
+    max_concurrency: int = 64  # requests admitted at once, node-wide
+    max_sequences: int = 256  # live sequences per model
+    sequence_idle_s: float = 60.0
+    max_message_bytes: int = 64 * MiB  # one gRPC message, either way
+    max_upload_bytes: int = 1024 * MiB  # one bundle archive, and its files unpacked
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # given: clients must present a certificate it signed
+    token_file: Path | None = None
+    trusted_keys: Path | None = None  # folder of EC public keys (.pem): uploads must be signed
+    simulate_energy: bool = False  # use the device profile's power even where a meter reads
+    root: str = "/"  # filesystem root for detection and meters (tests use fixture trees)
+
+    def check(self) -> NodeSettings:
+        """Validate every option; returns self."""
+        if self.backend not in BACKEND_CHOICES:
+            raise SettingsError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"--port must be in [0, 65535], got {self.port}")
+        for option, value in (
+            ("--max-concurrency", self.max_concurrency),
+            ("--max-sequences", self.max_sequences),
+            ("--max-message-mb", self.max_message_bytes),
+            ("--max-upload-mb", self.max_upload_bytes),
+        ):
+            if value < 1:
+                raise SettingsError(f"{option} must be at least 1, got {value}")
+        if self.max_message_bytes > (1 << 31) - 1:
+            raise SettingsError("--max-message-mb must be below 2048 (gRPC's int32 limit)")
+        if not self.sequence_idle_s > 0:
+            raise SettingsError(f"--sequence-idle-s must be positive, got {self.sequence_idle_s}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("--tls-cert and --tls-key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise SettingsError("--tls-ca (client certificates) needs --tls-cert and --tls-key")
+        for option, path in (
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+            ("--tls-ca", self.tls_ca),
+            ("--token-file", self.token_file),
+        ):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{option} {path}: no such file")
+        if self.trusted_keys is not None and not self.trusted_keys.is_dir():
+            raise SettingsError(f"--trusted-keys {self.trusted_keys}: not a folder")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the node serves TLS."""
+        return self.tls_cert is not None
+
+    @property
+    def loopback(self) -> bool:
+        """True when the node listens on a loopback address only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backends tried in order when loading a model."""
+        return AUTO_BACKENDS if self.backend == "auto" else (self.backend,)

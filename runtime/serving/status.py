@@ -1,0 +1,50 @@
+"""Which gRPC status answers which failure: one table for the inference and control services.
+
+Bad requests never crash the node: every failure a request can cause maps to a status and a
+one-line message (Triton's wording where Triton has one), and anything unforeseen is INTERNAL.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from ganglion.models.errors import BackendUnavailable, BundleError, GanglionError, ShapeError
+from ganglion.runtime.atomic import TargetExists
+from ganglion.runtime.serving.kserve_tensors import WireError
+from ganglion.runtime.serving.sequences import SequenceError, SequenceLimit
+
+
+class NodeError(GanglionError):
+    """A request refused with a given status (unknown model, over capacity, not allowed...)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def unknown_model(name: str) -> NodeError:
+    """Triton's answer for a model the node does not have."""
+    return NodeError(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{name}' is not found")
+
+
+_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (SequenceLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TargetExists, grpc.StatusCode.ALREADY_EXISTS),
+    (BackendUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
+    (WireError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ShapeError, grpc.StatusCode.INVALID_ARGUMENT),
+    (SequenceError, grpc.StatusCode.INVALID_ARGUMENT),
+    (BundleError, grpc.StatusCode.INVALID_ARGUMENT),
+    (GanglionError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status and one-line message that answer ``exc``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, NodeError):
+        return exc.code, text
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code, text
+    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {text}"
