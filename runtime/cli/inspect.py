@@ -20,17 +20,37 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     target: str | None = typer.Option(None, "--target", help="loihi2: chip-fit report instead."),
     chips: int = typer.Option(1, "--chips", help="With --target loihi2: chips available."),
+    trusted_keys: Path | None = typer.Option(
+        None, "--trusted-keys", help="Check the signature beside the bundle against these keys."
+    ),
 ) -> None:
     """Show kind, named inputs/outputs (and their shape convention), time, layers, members."""
     if target is not None:
         show_chip_fit(load_bundle(bundle), target, chips, as_json)
         return
+    from ganglion.runtime.serving.signing import describe_signature
+
     info = describe(load_bundle(bundle))
+    info["signature"] = describe_signature(bundle, trusted_keys)
     if as_json:
         typer.echo(json.dumps(info, indent=1, allow_nan=False))
         return
     console = Console(highlight=False, soft_wrap=True)
     _show(console, str(bundle), info, indent="")
+    console.print(_signature_line(info["signature"]), markup=False)
+
+
+def _signature_line(signature: dict[str, Any]) -> str:
+    if not signature["signed"]:
+        return f"signed: no (no {Path(signature['signature']).name} beside it)"
+    line = f"signed: by key {str(signature.get('key_sha256', '?'))[:16]}"
+    if "files" in signature:
+        line += f" ({len(signature['files'])} files)"
+    if "verified_by" in signature:
+        line += f", verified by {Path(signature['verified_by']).name}"
+    elif "error" in signature:
+        line += f", does NOT verify: {signature['error']}"
+    return line
 
 
 def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> None:
