@@ -1,8 +1,14 @@
 """Measure a loaded program's latency and energy, or predict them for another device.
 
 `measure_session` times ``runs`` calls after ``warmup`` with an `EnergyMeter` running around
-the timed loop; `predicted_result` gives the roofline figures for a device profile. Both return
-a `ProfileResult`, whose every figure says whether it was ``measured`` or ``simulated``.
+the timed loop, and ``measure_steps`` the streaming face (one timestep or token per call);
+`predicted_result` gives the roofline figures for a device profile. Both return a
+`ProfileResult`, whose every figure says whether it was ``measured`` or ``simulated`` and how:
+an energy figure from a hardware meter is measured; one from ``SimulatedMeter`` is the
+device's power limit integrated over the measured run time (an upper bound: the chip at its
+power limit the whole time); the roofline's is the device model's energy for the operations
+the program performs. The two simulated figures differ, often by an order of magnitude: the
+first assumes the device busy at its limit, the second only the work done.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from ganglion.runtime.opcount import count_ops, example_inputs
 from ganglion.runtime.session import Session, open_session
 
 PERCENTILES = (50, 90, 95, 99)
+NOISY_P99_OVER_P50 = 2.0  # above this the machine was busy while measuring: say so
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,11 @@ class LatencyStats:
         p = np.percentile(a, PERCENTILES)
         return cls(float(a.min()), float(a.mean()), *map(float, p), float(a.max()))
 
+    @property
+    def spread(self) -> float:
+        """p99 / p50: 1 on a quiet machine; large when something else ran meanwhile."""
+        return self.p99 / self.p50 if self.p50 > 0 else float("inf")
+
 
 @dataclass
 class ProfileResult:
@@ -62,19 +74,26 @@ class ProfileResult:
     batch: int
     runs: int
     latency_kind: str
-    latency: LatencyStats
+    latency: LatencyStats | None  # per call of ``batch`` inferences (None: predicted only)
     throughput_per_s: float
     energy_kind: str
     energy_per_inference_j: float
     average_power_w: float
     energy_source: str
     prediction: dict[str, Any]
+    predicted_latency_s: float = 0.0  # the roofline's latency per call (simulated)
+    step_latency: LatencyStats | None = None  # per step (timestep or token), measured
     layers: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form (strict JSON: no NaN or infinity)."""
+        data = asdict(self)
+        for key in ("latency", "step_latency"):
+            stats = getattr(self, key)
+            if stats is not None:
+                data[key]["p99_over_p50"] = stats.spread
+        return data
 
 
 def layer_rows(counts: OpCounts, prediction: Prediction) -> list[dict[str, Any]]:
@@ -121,6 +140,25 @@ def measure_session(
     return times, (last - first).joules, last.timestamp - first.timestamp
 
 
+def measure_steps(session: Session, x: dict[str, np.ndarray], runs: int) -> list[float] | None:
+    """Seconds per ``step`` call while streaming ``x`` (its steps, repeated up to ``runs``
+    calls); None for programs without steps."""
+    kind, manifest = session.kind, session.manifest
+    steps = kind.split_steps(manifest, x)
+    if not manifest.state or len(steps) < 1:
+        return None
+    batch = next(iter(x.values())).shape[kind.batch_axis(manifest)]
+    state, times = session.init_state(batch), []
+    session.step(steps[0], session.init_state(batch))  # warm-up
+    while len(times) < runs:
+        for inputs in steps:
+            t0 = time.perf_counter()
+            _, state = session.step(inputs, state)
+            times.append(time.perf_counter() - t0)
+        state = session.init_state(batch)
+    return times[:runs]
+
+
 def measured_result(
     profile: DeviceProfile,
     backend: str,
@@ -131,9 +169,22 @@ def measured_result(
     meter: EnergyMeter,
     prediction: Prediction,
     counts: OpCounts,
+    step_times: list[float] | None = None,
 ) -> ProfileResult:
     """A `ProfileResult` from a measured run on this machine."""
     inferences = len(times) * batch
+    latency = LatencyStats.from_samples(times)
+    source = (
+        meter.source
+        if meter.kind == "measured"
+        else (f"{meter.source} x measured run time (the device at its power limit throughout)")
+    )
+    notes = []
+    if latency.spread > NOISY_P99_OVER_P50:
+        notes.append(
+            f"noisy machine: p99 is {latency.spread:.1f}x p50; trust the p50 and rerun on a "
+            "quiet machine for the tail"
+        )
     return ProfileResult(
         device=profile.name,
         mode=prediction.mode,
@@ -141,14 +192,17 @@ def measured_result(
         batch=batch,
         runs=len(times),
         latency_kind="measured",
-        latency=LatencyStats.from_samples(times),
+        latency=latency,
         throughput_per_s=inferences / sum(times),
         energy_kind=meter.kind,
         energy_per_inference_j=joules / inferences,
         average_power_w=joules / wall_s if wall_s > 0 else 0.0,
-        energy_source=meter.source,
+        energy_source=source,
         prediction=_prediction_dict(prediction, batch),
+        predicted_latency_s=prediction.latency_s,
+        step_latency=None if not step_times else LatencyStats.from_samples(step_times),
         layers=layer_rows(counts, prediction),
+        notes=notes,
     )
 
 
@@ -158,7 +212,6 @@ def predicted_result(
     """A `ProfileResult` from the roofline model alone (another device than this one)."""
     pred = predict(counts, profile, mode, batch=batch)
     call_s = pred.latency_s
-    stats = LatencyStats(*([call_s] * 7))
     return ProfileResult(
         device=profile.name,
         mode=pred.mode,
@@ -166,13 +219,14 @@ def predicted_result(
         batch=batch,
         runs=0,
         latency_kind="simulated",
-        latency=stats,
+        latency=None,
         throughput_per_s=batch / call_s if call_s > 0 else 0.0,
         energy_kind="simulated",
         energy_per_inference_j=pred.energy_per_inference_j,
         average_power_w=pred.power_w,
         energy_source=f"roofline model of {profile.name} ({pred.bound}-bound)",
         prediction=_prediction_dict(pred, batch),
+        predicted_latency_s=call_s,
         layers=layer_rows(counts, pred),
         notes=[f"assumed figures: {', '.join(pred.assumed)}"] if pred.assumed else [],
     )
@@ -203,6 +257,7 @@ class ProfileRequest:
     simulate: bool = False  # model energy even where a meter is available
     root: str = "/"
     device_files: list[Any] = field(default_factory=list)
+    steps: bool = True  # also time the streaming face (step by step)
 
 
 def profile_bundle(
@@ -270,9 +325,19 @@ def _measure_here(
         on_run(profile.name, request.runs)
     tick = None if on_run is None else (lambda: on_run(profile.name, -1))
     times, joules, wall = measure_session(session, x, request.runs, request.warmup, meter, tick)
+    step_times = measure_steps(session, x, request.runs) if request.steps else None
     pred = predict(counts, profile, batch=request.batch)
     result = measured_result(
-        profile, request.backend, request.batch, times, joules, wall, meter, pred, counts
+        profile,
+        request.backend,
+        request.batch,
+        times,
+        joules,
+        wall,
+        meter,
+        pred,
+        counts,
+        step_times,
     )
     result.notes += [f"{k}: {v}" for k, v in skipped.items()]
     return result

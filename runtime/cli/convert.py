@@ -287,6 +287,110 @@ def _token_ensemble(
     return convert_lm_ensemble(experts, calib, probs, top_k, places, epochs, seed=seed)
 
 
+@convert_app.command("linear")
+def linear(
+    model: Path = typer.Argument(
+        ...,
+        help="A gpt language-model bundle (ganglion train lm --arch gpt), or a torch.export "
+        "archive (.pt2) of a pre-norm causal Transformer LM (nn.TransformerEncoderLayer or "
+        "nn.MultiheadAttention blocks, byte vocabulary).",
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
+    to: str = typer.Option(..., "--to", help="gla | gam"),
+    distill_steps: int = typer.Option(100, "--distill-steps", help="Attention-transfer steps."),
+    finetune_steps: int = typer.Option(200, "--finetune-steps", help="Fine-tune steps."),
+    batch: int = typer.Option(4, "--batch", help="Windows of 128 bytes per step."),
+    corpus: str | None = typer.Option(
+        None, "--corpus", help="prose | code (default: the bundle's training corpus, or prose)."
+    ),
+    eval_chars: int | None = typer.Option(
+        None, "--eval-chars", help="Held-out characters scored at each stage (default: all)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the new weights and the windows."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
+) -> None:
+    """Make a trained softmax Transformer LM linear-time (GLA or GAM): weights carried over,
+    attention transfer, fine-tune."""
+    check_target(output, force)
+    if to not in ("gla", "gam"):
+        raise ConversionError(f"--to must be gla or gam, got {to!r}")
+    if distill_steps < 0 or finetune_steps < 0 or batch < 1:
+        raise ConversionError("--distill-steps and --finetune-steps must be >= 0, --batch >= 1")
+    from ganglion.converters.exported_archive import load_exported
+    from ganglion.converters.linearize import gpt_from_exported, linearize
+    from ganglion.models.recipes.text import CORPORA, VOCAB_SIZE, load_corpus
+    from ganglion.models.sequence.program import sequence_deployable
+    from ganglion.runtime.bundle import load_bundle, save_bundle
+
+    if model.suffix == ".pt2":
+        source = gpt_from_exported(load_exported(model))
+        provenance: dict[str, Any] = {"source_file": model.name}
+        source_tokens = None
+    else:
+        bundle = load_bundle(model)
+        if bundle.manifest.architecture != "gpt":
+            raise ConversionError(
+                f"{model}: convert linear takes a gpt bundle or a .pt2, "
+                f"this is {bundle.manifest.architecture!r}"
+            )
+        source = bundle.module
+        provenance = {**bundle.manifest.provenance, "source_bundle": str(model)}
+        source_tokens = bundle.manifest.report.get("training", {}).get("tokens_seen")
+    if source.vocab_size < VOCAB_SIZE:
+        raise ConversionError(
+            f"{model}: a vocabulary of {source.vocab_size} tokens; the calibration text is "
+            f"bytes ({VOCAB_SIZE} ids)"
+        )
+    name = corpus or provenance.get("corpus", "prose")
+    if name not in CORPORA:
+        raise ConversionError(f"--corpus must be one of {', '.join(CORPORA)}, got {name!r}")
+    text = load_corpus(name)
+    progress = _steps_progress(distill_steps + finetune_steps, f"linearize to {to}")
+    with progress:
+        task = progress.add_task(
+            "linearize", total=max(distill_steps + finetune_steps, 1), loss="-"
+        )
+
+        def advance(stage: str, step: int, loss: float) -> None:
+            done = step + (distill_steps if stage == "fine-tune" else 0)
+            progress.update(task, completed=done, loss=f"{loss:.3f}")
+
+        target, report = linearize(
+            source,
+            to,
+            text,
+            distill_steps,
+            finetune_steps,
+            batch=batch,
+            eval_chars=eval_chars,
+            source_tokens=source_tokens,
+            seed=seed,
+            progress=advance,
+        )
+    provenance |= {
+        "converter": "ganglion.converters.linearize",
+        "corpus": text.name,
+        "corpus_sha256": text.sha256,
+    }
+    deployable = sequence_deployable(target, {"linearization": report.to_dict()}, provenance)
+    path = save_bundle(deployable, output, force)
+    console = Console(highlight=False)
+    for stage in ("source", "carried", "transferred", "finetuned"):
+        quality = getattr(report, stage)
+        if quality is not None:
+            console.print(
+                f"{stage}: {quality.bpc:.3f} bits/char, perplexity {quality.perplexity:.3f}"
+            )
+    fraction = (
+        "" if report.token_fraction is None else f" ({report.token_fraction:.1%} of the source's)"
+    )
+    console.print(
+        f"tokens spent: {report.distill_tokens:,} transfer + {report.finetune_tokens:,} "
+        f"fine-tune{fraction}"
+    )
+    console.print(f"bundle written to {path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``convert`` to the CLI."""
     app.add_typer(convert_app, name="convert")

@@ -9,6 +9,7 @@ Any other device is predicted by the roofline model. Every figure is marked meas
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,47 +74,55 @@ def profile(
     if as_json:
         typer.echo(json.dumps(payload, allow_nan=False))
         return
-    _print(results, payload, Console())
+    _print(results, payload, Console(width=None if sys.stdout.isatty() else 150))
     if plot is not None:
         Console().print(f"plot written to {plot}")
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
 def _print(results: list[ProfileResult], payload: dict, console: Console) -> None:
     for r in results:
-        s = r.latency
-        t = Table(
-            "figure",
-            "value",
-            "how",
-            title=f"{payload['bundle']} on {r.device} "
-            f"({r.mode}) / {r.backend}, batch {r.batch}, {r.runs} runs",
-        )
-        lat = r.latency_kind
-        t.add_row(
-            "latency min / mean / max",
-            f"{s.min * 1e3:.3f} / {s.mean * 1e3:.3f} / {s.max * 1e3:.3f} ms",
-            lat,
-        )
-        t.add_row(
-            "latency p50 / p90 / p95 / p99",
-            f"{s.p50 * 1e3:.3f} / {s.p90 * 1e3:.3f} / {s.p95 * 1e3:.3f} / {s.p99 * 1e3:.3f} ms",
-            lat,
-        )
-        t.add_row("throughput", f"{r.throughput_per_s:.1f} inferences/s", lat)
-        t.add_row("energy per inference", f"{r.energy_per_inference_j:.4g} J", r.energy_kind)
+        title = f"{payload['bundle']} on {r.device} ({r.mode}) / {r.backend}, batch {r.batch}"
+        t = Table("figure", "value", "how", title=title)
+        if r.latency is not None:
+            s = r.latency
+            t.add_row(
+                "latency per call p50 / p90 / p99",
+                f"{_ms(s.p50)} / {_ms(s.p90)} / {_ms(s.p99)} ms ({r.runs} runs, min {_ms(s.min)})",
+                "measured",
+            )
+            t.add_row("spread p99 / p50", f"{s.spread:.2f}x", "measured")
+            if r.step_latency is not None:
+                st = r.step_latency
+                t.add_row(
+                    "latency per step (one timestep or token) p50 / p99",
+                    f"{_ms(st.p50)} / {_ms(st.p99)} ms",
+                    "measured (streaming)",
+                )
+            t.add_row("throughput", f"{r.throughput_per_s:,.1f} inferences/s", "measured")
+        else:
+            t.add_row(
+                "latency per call", f"{_ms(r.predicted_latency_s)} ms", "simulated (roofline)"
+            )
+        energy_how = "simulated (roofline)" if r.latency is None else r.energy_source
+        t.add_row("energy per inference", f"{r.energy_per_inference_j * 1e3:.4g} mJ", energy_how)
         t.add_row("average power", f"{r.average_power_w:.3g} W", r.energy_kind)
-        t.add_row("energy source", r.energy_source, r.energy_kind)
-        p = r.prediction
-        t.add_row(
-            "roofline prediction",
-            f"{p['latency_s'] * 1e3:.4g} ms, {p['energy_j']:.4g} J ({p['bound']}-bound)",
-            "simulated",
-        )
+        if r.latency is not None:
+            p = r.prediction
+            t.add_row(
+                "roofline model of this device",
+                f"{p['latency_s'] * 1e3:.4g} ms, {p['energy_j'] * 1e3:.4g} mJ per call "
+                f"({p['bound']}-bound; only the work done, not the power limit)",
+                "simulated",
+            )
         console.print(t)
         if payload["kind"] == "spiking" and r.layers:
             console.print(_layer_table(r))
         for note in r.notes:
-            console.print(f"  note: {note}")
+            console.print(f"  note: {note}", markup=False)
 
 
 def _layer_table(r: ProfileResult) -> Table:
@@ -122,7 +131,7 @@ def _layer_table(r: ProfileResult) -> Table:
         "spike rate",
         "synops",
         "MACs",
-        "energy (J, simulated)",
+        "energy (mJ, simulated)",
         title=f"per layer, per inference, on {r.device}",
     )
     for row in r.layers:
@@ -132,7 +141,7 @@ def _layer_table(r: ProfileResult) -> Table:
             rate,
             f"{row['synops']:.4g}",
             f"{row['macs']:.4g}",
-            f"{row['energy_j']:.3g}",
+            f"{row['energy_j'] * 1e3:.3g}",
         )
     return t
 
@@ -144,10 +153,31 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    points = [(r.latency.mean * 1e3 / r.batch, r.energy_per_inference_j * 1e3, r) for r in results]
+    points = [
+        (
+            (r.latency.p50 if r.latency is not None else r.predicted_latency_s) * 1e3 / r.batch,
+            r.energy_per_inference_j * 1e3,
+            r,
+        )
+        for r in results
+    ]
+    markers = {
+        ("measured", "measured"): ("o", "measured latency and energy"),
+        ("measured", "simulated"): ("s", "measured latency (p50), simulated energy"),
+        ("simulated", "simulated"): ("x", "simulated latency and energy (roofline)"),
+    }
+    labelled = set()
     for lat, energy, r in points:
-        measured = r.latency_kind == "measured" and r.energy_kind == "measured"
-        ax.scatter(lat, energy, marker="o" if measured else "x", s=50)
+        marker, label = markers[(r.latency_kind, r.energy_kind)]
+        ax.scatter(
+            lat,
+            energy,
+            marker=marker,
+            s=50,
+            color="black",
+            label=None if label in labelled else label,
+        )
+        labelled.add(label)
         where = r.device if r.latency_kind == "simulated" else f"{r.device}/{r.backend}"
         ax.annotate(
             f"{where}\n({r.latency_kind} latency, {r.energy_kind} energy)",
@@ -167,13 +197,13 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
             color="grey",
             label="Pareto front",
         )
-        ax.legend(fontsize=7)
+    ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.margins(0.3)  # room for the labels
     ax.set_xlabel("latency per inference (ms)")
     ax.set_ylabel("energy per inference (mJ)")
-    ax.set_title("latency vs energy (o measured, x simulated)")
+    ax.set_title(f"latency vs energy per inference, batch {results[0].batch}")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -116,6 +116,8 @@ def test_profile_simulates_other_devices_and_plots(tmp_path, bundle):
     host, loihi, orin = data["results"]
     assert host["latency_kind"] == "measured" and host["energy_kind"] == "simulated"
     assert loihi["latency_kind"] == loihi["energy_kind"] == "simulated" and loihi["runs"] == 0
+    assert loihi["latency"] is None and loihi["predicted_latency_s"] > 0
+    assert host["step_latency"]["p50"] > 0 and host["latency"]["p99_over_p50"] >= 1
     assert loihi["energy_per_inference_j"] == pytest.approx(loihi["prediction"]["energy_j"])
     first, neuron, second = loihi["layers"][:3]
     assert first["spike_rate"] is None and neuron["spike_rate"] is not None
@@ -140,8 +142,10 @@ def test_profile_table_marks_measured_and_simulated(tmp_path, bundle):
         "--root",
         tmp_path,
     )
-    assert "p50 / p90 / p95 / p99" in out and "spike rate" in out
-    assert "measured" in out and "simulated" in out
+    assert "p50 / p90 / p99" in out and "spread p99 / p50" in out and "spike rate" in out
+    assert "per step" in out and "measured (streaming)" in out
+    assert "simulated (roofline)" in out  # the Loihi 2 row is one predicted figure
+    assert "mJ" in out and " J " not in out  # one energy unit
 
 
 def test_unknown_device_is_one_line_error(tmp_path, bundle):
