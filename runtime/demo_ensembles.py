@@ -69,7 +69,8 @@ def dense_tour(model: torch.nn.Module, data: DigitsData, out: Path) -> list[Row]
     return rows
 
 
-def _expert(data: DigitsData, classes: range, spiking: bool, epochs: int):
+def train_digits_expert(data: DigitsData, classes: range, spiking: bool, epochs: int):  # noqa: ANN201
+    """A digits MLP trained on ``classes`` only: dense, or converted to a spiking program."""
     keep = np.isin(data.y_train, list(classes))
     subset = DigitsData(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test)
     torch.manual_seed(0)
@@ -87,8 +88,8 @@ def ensemble_tour(data: DigitsData, out: Path, epochs: int) -> tuple[list[Row], 
     """Experts on digits 0-4 (dense, meant for a Jetson) and 5-9 (spiking, meant for Loihi 2),
     a post-hoc gate, the ensemble on two backends, and the exact selection at two budgets."""
     members = {
-        "digits-0-4": _expert(data, range(0, 5), False, epochs),
-        "digits-5-9": _expert(data, range(5, 10), True, epochs),
+        "digits-0-4": train_digits_expert(data, range(0, 5), False, epochs),
+        "digits-5-9": train_digits_expert(data, range(5, 10), True, epochs),
     }
     placement = {"digits-0-4": "jetson-orin-nano-8gb", "digits-5-9": "loihi2"}
     probs = all_expert_probabilities(members, {"x": data.x_train})

@@ -23,10 +23,21 @@ def inspect(
     trusted_keys: Path | None = typer.Option(
         None, "--trusted-keys", help="Check the signature beside the bundle against these keys."
     ),
+    ops: bool = typer.Option(
+        False, "--ops", help="Token models: operations, spikes and energy per generated token."
+    ),
+    text: str = typer.Option(
+        "The quick brown fox jumps over the lazy dog. def main(): return 0\n",
+        "--text",
+        help="With --ops: the text spikes are counted on.",
+    ),
 ) -> None:
     """Show kind, named inputs/outputs (and their shape convention), time, layers, members."""
     if target is not None:
         show_chip_fit(load_bundle(bundle), target, chips, as_json)
+        return
+    if ops:
+        _show_ops(load_bundle(bundle), text, as_json)
         return
     from ganglion.runtime.serving.signing import describe_signature
 
@@ -38,6 +49,48 @@ def inspect(
     console = Console(highlight=False, soft_wrap=True)
     _show(console, str(bundle), info, indent="")
     console.print(_signature_line(info["signature"]), markup=False)
+
+
+def _show_ops(deployable: Any, text: str, as_json: bool) -> None:
+    from ganglion.models.recipes.text import encode_text
+    from ganglion.runtime.token_ops import token_ops
+
+    ids = encode_text(text)
+    if not 1 <= len(ids) <= 100_000:
+        raise ValueError("--text must hold 1 to 100,000 bytes")
+    report = token_ops(deployable, ids)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1, allow_nan=False))
+        return
+    console = Console(highlight=False)
+    console.print(
+        f"per generated token ({deployable.manifest.architecture}, counted on "
+        f"{report['tokens_counted']} tokens):"
+    )
+    console.print(
+        f"  MACs {report['macs_per_token']:,.0f}; spike-driven accumulates "
+        f"{report['spike_driven_accumulates_per_token']:,.1f}"
+    )
+    if report["layers"]:
+        table = Table("spiking layer", "firing rate", "spikes / token", "drives")
+        for name, layer in report["layers"].items():
+            table.add_row(
+                name,
+                f"{layer['firing_rate']:.3f}",
+                f"{layer['spikes_per_token']:.1f}",
+                layer["drives"],
+            )
+        console.print(table)
+    console.print(
+        f"  energy (45 nm, simulated): {report['energy_45nm_mj_per_token']:.4g} mJ; "
+        f"the same model as an ANN {report['ann_energy_45nm_mj_per_token']:.4g} mJ "
+        f"(ANN / SNN {report['ann_over_snn_energy'] or 0:.3f}x)"
+    )
+    for device, pred in report["devices"].items():
+        console.print(
+            f"  {device}: {pred['latency_ms']:.3g} ms, {pred['energy_mj']:.3g} mJ "
+            f"per token ({pred['kind']})"
+        )
 
 
 def _signature_line(signature: dict[str, Any]) -> str:

@@ -99,3 +99,22 @@ def test_memory_per_token_is_constant_for_recurrent_models(architecture: str) ->
     else:
         assert sizes[2000] == sizes[10]
         assert rss[2000] - rss[10] < 8 << 20  # no cache growing with the context
+
+
+def test_ops_per_token_count_spikes_and_compare_with_the_ann() -> None:
+    from ganglion.runtime.token_ops import token_ops
+
+    model = _model("spikegpt")
+    with torch.no_grad():  # make the LIFs fire: larger output projections than the init's zeros
+        for block in model.blocks:
+            block.att.output.weight.normal_(0, 1.0)
+            block.ffn.value.weight.normal_(0, 1.0)
+    report = token_ops(sequence_deployable(model), np.arange(64) % 256)
+    assert report["macs_per_token"] > 1000
+    rates = [layer["firing_rate"] for layer in report["layers"].values()]
+    assert all(0 <= r <= 1 for r in rates) and max(rates) > 0
+    assert report["spike_driven_accumulates_per_token"] > 0
+    assert report["ann_over_snn_energy"] >= 1.0  # a spike add never costs more than a float add
+    assert report["devices"]["loihi2"]["kind"].endswith("the spiking parts only")
+    dense = token_ops(sequence_deployable(_model("rwkv")), np.arange(16))
+    assert dense["layers"] == {} and "loihi2" not in dense["devices"]
