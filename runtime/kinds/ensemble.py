@@ -33,6 +33,7 @@ from ganglion.models.mixture import (
     flat_features,
     member_state_name,
     mix,
+    prefix_histograms,
     renormalized,
     softmax,
 )
@@ -113,11 +114,19 @@ class EnsembleKind(ProgramKind):
         return EnsembleProgram.from_config(config, tensors)
 
     def torch_run(self, module: torch.nn.Module, inputs: Tensors, record: bool = False) -> Tensors:
-        """The gate's face: weights [B, experts] on the flattened first input."""
+        """The gate's face: weights [B, experts] on the first input (flattened, or for token
+        ensembles the token frequencies of the whole sequence)."""
         import torch
 
         x = next(iter(inputs.values())).detach().cpu().numpy()
-        return {"gate": module(torch.from_numpy(flat_features(x)))}
+        config = module.gate.config
+        if config.features == "histogram":
+            counts = np.zeros((x.shape[0], config.in_features + 1), dtype=np.float32)
+            features = prefix_histograms(x.reshape(x.shape[0], -1), counts, config.in_features)
+            x_features = features[0][:, -1]
+        else:
+            x_features = flat_features(x)
+        return {"gate": module(torch.from_numpy(np.ascontiguousarray(x_features)))}
 
     def initial_state(self, deployable: Deployable) -> Arrays:
         """Zero token counts plus every member's fresh state (token ensembles)."""
