@@ -13,7 +13,9 @@ from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
 
 convert_app = typer.Typer(
-    help="Convert a trained PyTorch model into a deployable bundle.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Convert a trained PyTorch model into a deployable bundle.",
+    no_args_is_help=True,
 )
 
 

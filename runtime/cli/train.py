@@ -17,7 +17,9 @@ from ganglion.models.errors import GanglionError
 from ganglion.runtime.atomic import check_target
 
 train_app = typer.Typer(
-    help="Train a small model on offline data into a bundle.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Train a small model on offline data into a bundle.",
+    no_args_is_help=True,
 )
 
 LM_ARCHITECTURES = ("rwkv", "spikegpt", "gla", "gam", "gpt")
