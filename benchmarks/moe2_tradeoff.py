@@ -1,8 +1,8 @@
 """Quality against the energy budget: MoE² exact selection vs its baselines, on a digits
 ensemble and a prose/code language-model ensemble, in one run (table, JSON lines, PNG).
 
-Digits: five experts trained here (a tiny MLP, experts on classes 0-4 and 5-9, a full MLP,
-and the full MLP converted to a spiking program), placed on a Jetson Orin Nano (where requests
+Digits: five experts trained here (an MLP trained one epoch, one trained three epochs and
+converted to a spiking program, experts on classes 0-4 and 5-9, a fully trained MLP), placed on a Jetson Orin Nano (where requests
 arrive), a Jetson AGX Orin, an RTX 4090 and Loihi 2; a gate trained post-hoc on the training
 split. Language: two byte-level GAM LMs (prose, code) and their ensemble (``--lm-steps``).
 
