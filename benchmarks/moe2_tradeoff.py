@@ -2,9 +2,10 @@
 ensemble and a prose/code language-model ensemble, in one run (table, JSON lines, PNG).
 
 Digits: five experts trained here (an MLP trained one epoch, one trained three epochs and
-converted to a spiking program, experts on classes 0-4 and 5-9, a fully trained MLP), placed on a Jetson Orin Nano (where requests
-arrive), a Jetson AGX Orin, an RTX 4090 and Loihi 2; a gate trained post-hoc on the training
-split. Language: two byte-level GAM LMs (prose, code) and their ensemble (``--lm-steps``).
+converted to a spiking program, experts on classes 0-4 and 5-9, a fully trained MLP), placed
+on a Jetson Orin Nano (where requests arrive), Loihi 2, a Jetson AGX Orin and an RTX 4090; a
+gate trained post-hoc on the training split. Language: two byte-level GAM LMs (prose, code)
+and their ensemble (``--lm-steps``).
 
 For each energy budget (geometric, from the cheapest expert to all of them; latency budget
 fixed) the exact optimum and each baseline give a subset; the table shows its predicted
