@@ -17,12 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganglion.models.errors import BundleError
+from ganglion.models.errors import BundleError, GanglionError
 
 FORMAT_VERSION = 2
 KINDS = ("spiking", "sequence", "dense", "ensemble")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
-ENCODINGS = ("none", "direct", "rate")
+ENCODINGS = ("none", "direct", "rate", "events")
 DECODINGS = ("none", "count", "membrane")
 NUMERICS = ("float32", "loihi2-fixed")
 MAX_RANK = 8
@@ -47,6 +47,14 @@ SEMANTICS: dict[str, tuple[Any, ...]] = {
     "synaptic_input": ("euler", "jump"),
 }
 NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+# Binning of an event stream into frames (``SpikingTime.events``): each field's inclusive range.
+# Exactly one slicing field: a window in microseconds, a number of events, or a number of bins.
+EVENT_SENSOR_FIELDS = {"width": (1, 4096), "height": (1, 4096), "channels": (1, 2)}
+EVENT_SLICINGS = {
+    "time_window": (1, 1 << 40),
+    "event_count": (1, 1 << 31),
+    "n_time_bins": (1, 1 << 16),
+}
 
 
 def _require(ok: bool, where: str, what: str, got: object) -> None:
@@ -86,6 +94,33 @@ def _semantics(value: object) -> dict[str, Any]:
         _require(ok, f"{where}.{name}", f"one of {', '.join(map(str, allowed))}", v)
         checked[name] = v
     return checked
+
+
+def check_event_binning(
+    value: object, where: str = "manifest.time.events", error: type[GanglionError] = BundleError
+) -> dict[str, int]:
+    """An event binning (``SpikingTime.events``) with every field range-checked by name: the
+    sensor's ``width`` and ``height``, ``channels`` (2: OFF and ON apart, 1: together) and
+    exactly one of ``time_window`` (µs), ``event_count`` or ``n_time_bins``. Raises ``error``."""
+    try:
+        _require(isinstance(value, dict), where, "an object", type(value).__name__)
+        fields = dict(value)  # type: ignore[call-overload]
+        known = {**EVENT_SENSOR_FIELDS, **EVENT_SLICINGS}
+        unknown = sorted(set(fields) - set(known))
+        _require(not unknown, f"{where} keys", f"among {', '.join(known)}", unknown)
+        slicing = [name for name in EVENT_SLICINGS if fields.get(name) is not None]
+        _require(
+            len(slicing) == 1, where, f"given exactly one of {', '.join(EVENT_SLICINGS)}", slicing
+        )
+        fields.setdefault("channels", 2)
+        checked = {}
+        for name in (*EVENT_SENSOR_FIELDS, slicing[0]):
+            low, high = known[name]
+            _require(name in fields, where, f"given {name!r}", sorted(fields))
+            checked[name] = _int(fields[name], f"{where}.{name}", low, high)
+        return checked
+    except BundleError as exc:
+        raise error(str(exc)) from None
 
 
 def _choice(value: object, where: str, choices: tuple[str, ...]) -> str:
@@ -135,11 +170,14 @@ class SpikingTime:
     """Time semantics of spiking programs.
 
     encoding: "direct" (the same input current every timestep), "rate" (seeded Bernoulli
-    spikes) or "none" (inputs are time-major [T, batch, ...]). decoding: "count" (spike count
-    of the output layer), "membrane" (mean output current over T) or "none" (outputs
-    time-major). ``run`` executes T + delay steps: output step t + delay answers input step t
-    (inputs continue: the same current, further rate draws, or zeros for time-major input)
-    and the first ``delay`` outputs are dropped.
+    spikes), "none" (inputs are time-major [T, batch, ...]) or "events" (time-major frames
+    [T, batch, channels, height, width] of an event stream binned as ``events`` says, see
+    ``check_event_binning``; T is ``timesteps`` when it slices into ``n_time_bins``, else the
+    stream's own length). decoding: "count" (spike count of the output layer), "membrane"
+    (mean output current over T) or "none" (outputs time-major). ``run`` executes T + delay
+    steps: output step t + delay answers input step t (inputs continue: the same current,
+    further rate draws, or zeros for time-major input) and the first ``delay`` outputs are
+    dropped.
     """
 
     timesteps: int = 1
@@ -149,6 +187,7 @@ class SpikingTime:
     seed: int = 0  # seed of the rate encoder
     delay: int = 0  # steps from an input to the output it drives (Loihi 2: synaptic layers)
     semantics: dict[str, Any] = field(default_factory=dict)  # NIR import conventions (SEMANTICS)
+    events: dict[str, int] | None = None  # event binning, with encoding "events" only
 
     def __post_init__(self) -> None:
         self.timesteps = _int(self.timesteps, "manifest.time.timesteps", 1, MAX_TIMESTEPS)
@@ -158,11 +197,22 @@ class SpikingTime:
         self.decoding = _choice(self.decoding, "manifest.time.decoding", DECODINGS)
         self.seed = _int(self.seed, "manifest.time.seed", 0, 2**63 - 1)
         self.semantics = _semantics(self.semantics)
+        if self.encoding != "events":
+            _require(self.events is None, "manifest.time.events", "absent", self.events)
+            return
+        self.events = check_event_binning(self.events)
+        bins = self.events.get("n_time_bins", self.timesteps)
+        _require(
+            bins == self.timesteps,
+            "manifest.time.timesteps",
+            f"{bins} (n_time_bins)",
+            self.timesteps,
+        )
 
     @property
     def time_major(self) -> bool:
-        """True when ``run`` takes [T, batch, ...] inputs (no per-sample encoding)."""
-        return self.encoding == "none"
+        """True when ``run`` takes [T, batch, ...] inputs (frames of events, or no encoding)."""
+        return self.encoding in ("none", "events")
 
 
 @dataclass

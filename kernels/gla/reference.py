@@ -118,8 +118,7 @@ def gla_chunk_reference(
     check_gla_args(q, k, v, g, initial_state)
     if chunk_size < 1:
         raise ValueError(f"expected chunk_size >= 1, got {chunk_size}")
-    batch, length, heads, dk = q.shape
-    dv, out_dtype = v.shape[3], v.dtype
+    length, out_dtype = q.shape[1], v.dtype  # the batch stays symbolic: no Python ints of it
     scale = default_scale(q, scale)
     sub = SUB_CHUNK if chunk_size % SUB_CHUNK == 0 else chunk_size
     chunk_size = min(chunk_size, max(-(-length // sub), 1) * sub)  # no padding beyond need
@@ -136,7 +135,7 @@ def gla_chunk_reference(
     after = F.pad(g.flip(3).cumsum(3).flip(3)[:, :, :, 1:], (0, 0, 0, 1))  # G_last - G_t
     updates = (k * after.exp()).transpose(-1, -2) @ v  # [B, H, N, K, V]
     decay = gc[:, :, :, -1].exp()[..., None]  # [B, H, N, K, 1]
-    state = q.new_zeros(batch, heads, dk, dv) if initial_state is None else initial_state
+    state = torch.zeros_like(updates[:, :, 0]) if initial_state is None else initial_state
     entering = []
     for n in range(chunks):
         entering.append(state)

@@ -27,6 +27,7 @@ from ganglion.models.manifest import TensorSpec
 from ganglion.models.sequence.base import SequenceModel, State, check_ids, inputs_checkable
 from ganglion.models.sequence.layers import (
     FeedForward,
+    RMSNorm,
     config_from_dict,
     init_gpt2,
 )
@@ -76,7 +77,7 @@ class GatedLinearAttention(nn.Module):
         self.g_proj = nn.Linear(d, d, bias=False)  # output gate
         self.gk_down = nn.Linear(d, config.gate_rank, bias=False)  # forget gate W_1
         self.gk_up = nn.Linear(config.gate_rank, dk)  # forget gate W_2, b
-        self.g_norm = nn.RMSNorm(d // config.n_heads, eps=1e-5)
+        self.g_norm = RMSNorm(d // config.n_heads, eps=1e-5)
         self.o_proj = nn.Linear(d, d, bias=False)
 
     def reset_parameters(self) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.kernels.gla import gla_chunk
-from ganglion.models.sequence.layers import FeedForward
+from ganglion.models.sequence.layers import FeedForward, RMSNorm
 from ganglion.models.vision.base import VisionClassifier, VisionConfig
 
 
@@ -66,8 +66,8 @@ class BidirectionalGLA(nn.Module):
         self.gk_down = nn.Linear(d, config.gate_rank, bias=False)
         self.gk_up = nn.Linear(config.gate_rank, 2 * dk)  # forward and backward gates
         self.g_proj = nn.Linear(d, d)  # fusion gate
-        self.o_norm = nn.RMSNorm(d // config.n_heads, eps=1e-5)
-        self.local_norm = nn.RMSNorm(d // config.n_heads, eps=1e-5)
+        self.o_norm = RMSNorm(d // config.n_heads, eps=1e-5)
+        self.local_norm = RMSNorm(d // config.n_heads, eps=1e-5)
         self.o_proj = nn.Linear(d, d, bias=False)
 
     def reset_parameters(self) -> None:
@@ -113,9 +113,9 @@ class ViGBlock(nn.Module):
 
     def __init__(self, config: ViGConfig) -> None:
         super().__init__()
-        self.mixer_norm = nn.RMSNorm(config.d_model, eps=1e-5)
+        self.mixer_norm = RMSNorm(config.d_model, eps=1e-5)
         self.mixer = BidirectionalGLA(config)
-        self.ffn_norm = nn.RMSNorm(config.d_model, eps=1e-5)
+        self.ffn_norm = RMSNorm(config.d_model, eps=1e-5)
         self.ffn = FeedForward(config.d_model)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -58,7 +58,7 @@ def _export_module(deployable: Deployable, opset: int) -> onnx.ModelProto:
     from ganglion.converters.torch_onnx import torch_to_onnx
     from ganglion.runtime.kinds import kind_of
 
-    module, manifest = deployable.module.eval(), deployable.manifest
+    module, manifest = deployable.module.inner.eval(), deployable.manifest
     examples = kind_of(manifest).example_inputs(manifest, batch=2)
     args = tuple(torch.from_numpy(examples[s.name]) for s in manifest.inputs)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)

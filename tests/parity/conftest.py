@@ -375,6 +375,20 @@ def _ensemble() -> Deployable:
     return convert_ensemble(members, {"x": calib}, labels, probs, top_k=1, epochs=20)
 
 
+def _vision(architecture: str) -> Callable[[], Deployable]:
+    def build() -> Deployable:
+        from ganglion.models.vision import vision_model_class
+        from ganglion.models.vision.program import vision_deployable
+
+        torch.manual_seed(0)
+        cls = vision_model_class(architecture)
+        return vision_deployable(
+            cls.from_config({**cls().to_config(), "d_model": 16, "n_layers": 1})
+        )
+
+    return build
+
+
 def _token_ensemble() -> Deployable:
     from ganglion.converters.ensemble import convert_lm_ensemble
     from ganglion.runtime.ensemble_calibration import token_expert_probabilities
@@ -399,6 +413,8 @@ PROGRAMS += [
         ProgramCase(f"sequence-{a}", functools.cache(_sequence(a)))
         for a in ("rwkv", "spikegpt", "gla", "gam", "gpt")
     ),
+    ProgramCase("dense-vig", functools.cache(_vision("vig"))),
+    ProgramCase("dense-vit", functools.cache(_vision("vit"))),
     ProgramCase("ensemble-dense-and-spiking", functools.cache(_ensemble)),
     ProgramCase("ensemble-token-models", functools.cache(_token_ensemble)),
 ]
