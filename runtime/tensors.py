@@ -34,6 +34,8 @@ def shape_text(shape: Sequence[int]) -> str:
 
 
 def _cast(name: str, value: object, dtype: str) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype.name == dtype:
+        return value  # the common case: already the declared dtype
     array = np.asarray(value)
     got = array.dtype
     if got == dtype:
@@ -58,7 +60,11 @@ def _cast(name: str, value: object, dtype: str) -> np.ndarray:
 
 def check_finite(name: str, array: np.ndarray) -> None:
     """ShapeError naming the first NaN or infinity in a float array."""
-    if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+    if array.dtype.kind != "f" or not array.size:
+        return
+    if np.isfinite(np.add.reduce(array, axis=None)):
+        return  # a finite sum has only finite terms (an overflowing one is checked below)
+    if not np.isfinite(array).all():
         index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)
         value = array[index]
         raise ShapeError(
@@ -76,9 +82,10 @@ def check_inputs(
     """``inputs`` as contiguous arrays of the declared dtypes, checked against ``expected``
     shapes (BATCH must be the same size in every input; TIME and -1 take any size)."""
     names = [s.name for s in specs]
-    unknown = sorted(set(inputs) - set(names))
-    if unknown:
-        raise ShapeError(f"unknown input {unknown[0]!r}; the program takes {', '.join(names)}")
+    if len(inputs) != len(names) or any(n not in inputs for n in names):
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise ShapeError(f"unknown input {unknown[0]!r}; the program takes {', '.join(names)}")
     checked: dict[str, np.ndarray] = {}
     batch: tuple[str, int] | None = None
     for spec in specs:
@@ -103,24 +110,25 @@ def check_inputs(
             batch = (spec.name, size)
         if not allow_nonfinite:
             check_finite(spec.name, array)
-        checked[spec.name] = np.ascontiguousarray(array)
+        checked[spec.name] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
     return checked
 
 
 def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int | None) -> None:
     """ShapeError unless ``state`` has exactly the declared tensors with fitting shapes (and
     ``batch`` samples on batched tensors, when given)."""
-    names = [s.name for s in specs]
-    if set(state) != set(names):
+    if len(state) != len(specs) or any(s.name not in state for s in specs):
+        names = [s.name for s in specs]
         missing = sorted(set(names) - set(state))
         extra = sorted(set(state) - set(names))
         what = f"lacks {missing[0]!r}" if missing else f"has unknown {extra[0]!r}"
         raise ShapeError(f"state {what}; expected {', '.join(names) or 'no tensors'}")
     for spec in specs:
-        shape = np.shape(state[spec.name])  # type: ignore[arg-type]
-        want = list(spec.shape)
+        value = state[spec.name]
+        shape = value.shape if type(value) is np.ndarray else np.shape(value)  # type: ignore[arg-type]
+        want = spec.shape
         if batch is not None and spec.batched:
-            want[0] = batch
+            want = [batch, *want[1:]]
         fits = len(shape) == len(want) and all(
             w == -1 or w == g for w, g in zip(want, shape, strict=True)
         )

@@ -1,15 +1,33 @@
 """Multi-timestep LIF neurons: float LIF and Loihi 2 bit-accurate fixed-point CUBA LIF.
 
-``lif_scan`` and ``lif_fixed_scan`` pick the fused Triton kernel on CUDA (unless
-``GANGLION_KERNELS=0``) and the PyTorch reference elsewhere.
+``lif_scan`` and ``lif_fixed_scan`` pick the fused Triton kernel on CUDA, the compiled CPU scan
+(``cpu.py``, numba) on the CPU where numba is installed, and the PyTorch reference elsewhere;
+``GANGLION_KERNELS=0`` turns both compiled paths off.
 """
+
+import functools
+import importlib.util
 
 import torch
 
-from ganglion.kernels.dispatch import use_triton
+from ganglion.kernels.dispatch import kernels_enabled, use_triton
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 
-__all__ = ["lif_fixed_scan", "lif_scan"]
+__all__ = ["cpu_scan_available", "lif_fixed_scan", "lif_scan"]
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def cpu_scan_available() -> bool:
+    """Whether the compiled CPU scans may be used: numba installed and kernels enabled."""
+    return _numba_installed() and kernels_enabled()
+
+
+def _use_cpu(use_kernel: bool | None, *tensors: torch.Tensor) -> bool:
+    return use_kernel is None and cpu_scan_available() and not any(t.is_cuda for t in tensors)
 
 
 def lif_scan(
@@ -31,7 +49,8 @@ def lif_scan(
         decay, threshold, bias, v_reset: per-neuron parameters ``[N]`` (fp32).
         reset: ``"subtract"`` or ``"zero"``.
         use_kernel: ``True``/``False`` force the Triton kernel / the reference; ``None`` uses the
-            kernel on CUDA tensors when kernels are enabled.
+            kernel on CUDA tensors and the compiled CPU scan on fp32 CPU tensors when kernels
+            are enabled.
 
     Returns:
         spikes ``[T, B, N]`` (0/1, ``current``'s dtype) and ``v_final`` ``[B, N]`` fp32.
@@ -41,6 +60,12 @@ def lif_scan(
         from ganglion.kernels.lif.triton import lif_scan_triton
 
         return lif_scan_triton(*args)
+    if _use_cpu(use_kernel, current, v0, decay, threshold, bias, v_reset):
+        from ganglion.kernels.lif import cpu
+
+        tensors = args[:6]
+        if all(t.dtype == torch.float32 for t in tensors) and cpu.supports(*tensors):
+            return cpu.lif_scan_cpu(*args)
     return lif_scan_reference(*args)
 
 
@@ -74,4 +99,9 @@ def lif_fixed_scan(
         from ganglion.kernels.lif.triton import lif_fixed_scan_triton
 
         return lif_fixed_scan_triton(*args)
+    if _use_cpu(use_kernel, *args):
+        from ganglion.kernels.lif import cpu
+
+        if cpu.supports(*args):
+            return cpu.lif_fixed_scan_cpu(*args)
     return lif_fixed_scan_reference(*args)

@@ -2,6 +2,7 @@
 time-major frames, and a simulated sensor that makes event versions of still images."""
 
 from ganglion.models.events.binning import bin_batch, bin_events
+from ganglion.models.events.readers import read_events
 from ganglion.models.events.sensor import SaccadeSensor, simulate_saccades
 from ganglion.models.events.stream import EVENT_DTYPE, check_events, make_events
 
@@ -12,5 +13,6 @@ __all__ = [
     "bin_events",
     "check_events",
     "make_events",
+    "read_events",
     "simulate_saccades",
 ]

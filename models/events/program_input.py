@@ -41,7 +41,7 @@ def program_frames(manifest: Manifest, events: np.ndarray) -> dict[str, np.ndarr
     if not isinstance(time, SpikingTime) or time.events is None:
         raise ShapeError(
             f"an event stream was given, but this {manifest.kind} program's input encoding is "
-            f"{encoding!r}; convert it with encoding 'events' to feed it events"
+            f"{encoding!r}, not 'events': give it arrays shaped as `ganglion inspect` states"
         )
     frames = bin_events(events, **time.events)
     if frames.shape[0] == 0:

@@ -77,7 +77,9 @@ def read_npz_events(path: Path) -> np.ndarray:
             if member is None:
                 raise ShapeError(f"{path}: holds {len(names)} arrays and none named 'events'")
             if archive.getinfo(member).file_size > MAX_FILE_BYTES:
-                raise ShapeError(f"{path}: {member} unpacks to more than 4 GiB")
+                raise ShapeError(
+                    f"{path}: {member} unpacks to more than {MAX_FILE_BYTES >> 30} GiB"
+                )
             with archive.open(member) as fh:
                 _check_npy_header(fh, f"{path}:{member}")
         with np.load(path, allow_pickle=False) as data:

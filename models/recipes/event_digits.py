@@ -107,18 +107,22 @@ def convert_event_cnn(
     timesteps: int,
     decoding: str = "membrane",
     calibration: int = 512,
+    per_channel: bool = True,
 ) -> Deployable:
     """A spiking program with input encoding ``events`` (``n_time_bins`` = ``timesteps``).
 
-    Thresholds come from ``calibration`` training samples; the manifest's report carries the
-    ANN and SNN accuracies on them, the SNN reading the binned events."""
+    Thresholds (per channel by default) come from ``calibration`` training samples; the
+    manifest's report carries the ANN and SNN accuracies and firing rates on them, the SNN
+    reading the binned events."""
     frames = data.frames("train", n_time_bins=timesteps)[:, :calibration]  # [T, N, 2, H, W]
     labels = data.y_train[:calibration]
     scaled = copy.deepcopy(model)
     first = next(m for m in scaled.modules() if isinstance(m, nn.Conv2d | nn.Linear))
     with torch.no_grad():
         first.weight.mul_(timesteps)  # mean of T frames of counts -> the count image
-    options = SpikingOptions(timesteps=timesteps, encoding="direct", decoding=decoding)
+    options = SpikingOptions(
+        timesteps=timesteps, encoding="direct", decoding=decoding, per_channel=per_channel
+    )
     direct = convert_spiking(scaled, frames.mean(axis=0), labels, options)
     binning = {"width": data.width, "height": data.height, "channels": 2}
     time = SpikingTime(

@@ -129,7 +129,23 @@ class AvgPool2d:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] -> [N, C, H', W']."""
+        if self.kernel_size == self.stride and self.padding == (0, 0) and not x.is_cuda:
+            return _tiled_mean(x, self.kernel_size)
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+def _tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """``F.avg_pool2d`` for stride = kernel and no padding, bit for bit, several times faster on
+    the CPU: the window's elements are added in its order (row by row), then divided."""
+    kh, kw = kernel
+    oh, ow = x.shape[-2] // kh, x.shape[-1] // kw
+    tiles = x[..., : oh * kh, : ow * kw]
+    total = tiles[..., 0::kh, 0::kw].clone(memory_format=torch.contiguous_format)
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                total.add_(tiles[..., i::kh, j::kw])
+    return total.div_(kh * kw)
 
 
 @dataclass(eq=False)

@@ -7,6 +7,11 @@ recurrent group (a cycle through a delay-1 edge) is stepped one timestep at a ti
 evaluating its nodes in order. ``step`` is the same walk over a chunk of one timestep, so
 ``run`` equals repeated ``step`` (tests prove it).
 
+Input constant over time: with ``direct`` encoding every timestep sees the same input, so the
+stateless nodes that read only it (the first synaptic layer, say) are computed once per call
+on [B, ...] rows, exactly as ``step`` computes them, and the rest of the graph reads that value
+as a view expanded over time. The decoding sum runs in time order (compiled on the CPU).
+
 State names (shared by every backend and the ONNX step graph):
   ``v.<neuron>`` membrane [B, *shape] · ``i.<neuron>`` synaptic current (CubaLIF, CubaLI) ·
   ``d.<delay node>`` its last D inputs [B, D, *shape] · ``prev.<node>`` the node's output of
@@ -16,14 +21,17 @@ State names (shared by every backend and the ONNX step graph):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ganglion.kernels.lif import cpu_scan_available
 from ganglion.models.errors import ShapeError
 from ganglion.models.manifest import SpikingTime, TensorSpec
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.encoding import encode, encode_step
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
-from ganglion.models.spiking.layers import Delay
+from ganglion.models.spiking.layers import STATELESS, Affine, Delay, tensor_fields
 from ganglion.models.spiking.neuron import Neuron, neuron_scan
 
 State = dict[str, torch.Tensor]
@@ -54,6 +62,40 @@ def state_specs(graph: SpikingGraph, time: SpikingTime) -> list[TensorSpec]:
     return specs
 
 
+@dataclass
+class _Plan:
+    """What a walk over the graph needs, worked out once per graph and device."""
+
+    groups: list[tuple[bool, list[str]]]  # (cyclic, nodes) in evaluation order
+    constant: list[str]  # stateless nodes that see only the input (when it is constant)
+    constant_read: list[str]  # the input and those nodes, where a time-varying node reads them
+    delayed: list[str]  # ``prev.<node>`` sources
+    spiking: list[str]  # spiking neurons (``record``)
+    state_shapes: dict[str, tuple[int, ...]]
+    device: torch.device
+
+
+def _plan(graph: SpikingGraph) -> _Plan:
+    constant: set[str] = {INPUT}
+    for name, layer in graph.nodes.items():
+        preds = graph.predecessors(name)
+        if isinstance(layer, STATELESS) and all(
+            p in constant and not graph.delay(p, name) for p in preds
+        ):
+            constant.add(name)
+    read = {p for n in [*graph.nodes, OUTPUT] if n not in constant for p in graph.predecessors(n)}
+    tensors = (t for layer in graph.nodes.values() for t in tensor_fields(layer).values())
+    return _Plan(
+        groups=[(graph.cyclic(g), g) for g in graph.groups],
+        constant=[n for n in graph.nodes if n in constant],
+        constant_read=[n for n in [INPUT, *graph.nodes] if n in constant and n in read],
+        delayed=graph.delayed_sources(),
+        spiking=[n for n, layer in graph.neurons().items() if layer.spiking],
+        state_shapes=state_shapes(graph),
+        device=next(tensors, torch.zeros(0)).device,
+    )
+
+
 class SpikingNetwork(torch.nn.Module):
     """A spiking program: a graph plus its time semantics (timesteps, encoding, decoding)."""
 
@@ -62,16 +104,25 @@ class SpikingNetwork(torch.nn.Module):
         self.graph = graph
         self.time = time
         self.activity: dict[str, torch.Tensor] = {}  # node -> spikes per neuron, last run
+        self._walk: tuple[SpikingGraph, _Plan] | None = None
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch.nn.Module's signature
         """``to``/``cuda``/``double`` also move the graph's node tensors (plain dataclasses)."""
         self.graph.apply_to_tensors(fn)
+        self._walk = None
         return super()._apply(fn, recurse)
 
     @property
+    def plan(self) -> _Plan:
+        """The graph's walk (made on first use, again when the graph or device changes)."""
+        if self._walk is None or self._walk[0] is not self.graph:
+            self._walk = (self.graph, _plan(self.graph))
+        return self._walk[1]
+
+    @property
     def takes_time_major_input(self) -> bool:
-        """True when inputs are [T, B, ...] (no encoding declared)."""
-        return self.time.encoding == "none"
+        """True when inputs are [T, B, ...] (no encoding declared, or frames of events)."""
+        return self.time.time_major
 
     def _check_input(self, x: torch.Tensor, time_major: bool) -> None:
         expected = self.graph.input_shape
@@ -94,15 +145,25 @@ class SpikingNetwork(torch.nn.Module):
 
     def _node_state(self, batch: int) -> State:
         """The node states at t = 0: membranes at v_init, everything else zero."""
-        device = next(iter(self.graph.state_tensors().values()), torch.zeros(0)).device
+        plan = self.plan
         state: State = {}
-        for name, shape in state_shapes(self.graph).items():
+        for name, shape in plan.state_shapes.items():
             node = self.graph.nodes.get(name.split(".", 1)[1])
             if name.startswith("v.") and isinstance(node, Neuron):
                 state[name] = node.v_init.expand(batch, *shape).clone()
             else:
-                state[name] = torch.zeros(batch, *shape, device=device)
+                state[name] = torch.zeros(batch, *shape, device=plan.device)
         return state
+
+    def _constants(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Values [B, ...] of the input and the stateless nodes that read only it, for an input
+        that is the same at every timestep (``direct`` encoding); empty otherwise."""
+        if self.time.encoding != "direct":
+            return {}
+        values = {INPUT: x}
+        for name in self.plan.constant:
+            values[name] = self.graph.nodes[name].forward(self.graph.input_of(name, values))
+        return values
 
     def run(self, x: torch.Tensor, record: bool = False) -> torch.Tensor:
         """Whole input -> output (see module docstring for shapes).
@@ -111,19 +172,33 @@ class SpikingNetwork(torch.nn.Module):
         Returns [B, ...out] when it declares a decoding, else [T, B, ...out].
         With ``record`` the spike count of every spiking neuron is kept in ``self.activity``.
         """
+        self._check_input(x, time_major=self.takes_time_major_input)
+        constants = self._constants(x)
         if self.takes_time_major_input:
-            self._check_input(x, time_major=True)
-            seq = x
+            seq: torch.Tensor | None = x
+            steps, batch = x.shape[:2]
         else:
-            self._check_input(x, time_major=False)
-            seq = encode(x, self.time.timesteps, self.time.encoding, self.time.seed)
-        steps, batch = seq.shape[:2]
+            seq = None if constants else encode(x, self.time.timesteps, self.time.encoding,
+                                                self.time.seed)  # fmt: skip
+            steps, batch = self.time.timesteps, x.shape[0]
         self.activity = {}
         carry = self._node_state(batch)
         chunk = max(1, CHUNK_ROWS // batch)
-        out = torch.cat([self._run_chunk(seq[t : t + chunk], carry, record)
-                         for t in range(0, steps, chunk)])  # fmt: skip
-        return self._decode(out)
+        total = None if self.time.decoding == "none" else torch.zeros(
+            batch, *self.graph.output_shape, device=x.device
+        )  # fmt: skip
+        outs = []
+        for t in range(0, steps, chunk):
+            size = min(chunk, steps - t)
+            part = None if seq is None else seq[t : t + size]
+            out = self._run_chunk(part, size, constants, carry, record)
+            if total is None:
+                outs.append(out)
+            else:
+                _add_over_time(out, total)
+        if total is not None:
+            return scale_decoded(total, self.time)
+        return outs[0].contiguous() if len(outs) == 1 else torch.cat(outs)
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One timestep: x_t [B, ...] (raw features when an encoding is declared).
@@ -133,37 +208,55 @@ class SpikingNetwork(torch.nn.Module):
         declared; state ``decode`` holds the running sum.
         """
         self._check_input(x_t, time_major=False)
-        t = int(state["t"].item())
-        if not self.takes_time_major_input:
-            x_t = encode_step(x_t, t, self.time.encoding, self.time.seed)
+        constants = self._constants(x_t)
+        seq = None
+        if not constants:
+            if self.time.encoding == "rate":
+                x_t = encode_step(x_t, int(state["t"].item()), "rate", self.time.seed)
+            seq = x_t.unsqueeze(0)
         carry = {k: v for k, v in state.items() if k not in ("t", "decode")}
-        out = self._run_chunk(x_t.unsqueeze(0), carry, record=False)[0]
+        out = self._run_chunk(seq, 1, constants, carry, record=False)[0]
         new_state: State = {"t": state["t"] + 1, **carry}
         if self.time.decoding == "none":
-            return out, new_state
+            return out.contiguous(), new_state
         new_state["decode"] = state["decode"] + out
         return scale_decoded(new_state["decode"], self.time), new_state
 
     # ---- one chunk of timesteps --------------------------------------------------------------
 
-    def _run_chunk(self, seq: torch.Tensor, carry: State, record: bool) -> torch.Tensor:
-        """Timesteps seq [S, B, ...] -> output [S, B, ...out]; ``carry`` (the node states)
-        enters at the chunk's first step and leaves at its last."""
-        values: dict[str, torch.Tensor] = {INPUT: seq}  # every value time-major [S, B, ...]
-        for group in self.graph.groups:
-            if self.graph.cyclic(group):
-                self._step_group(group, values, carry)
-                continue
-            name = group[0]
-            values[name] = self._node(name, self._input(name, values, carry), carry)
+    def _run_chunk(
+        self,
+        seq: torch.Tensor | None,
+        steps: int,
+        constants: dict[str, torch.Tensor],
+        carry: State,
+        record: bool,
+    ) -> torch.Tensor:
+        """``steps`` timesteps -> output [S, B, ...out]: the input is seq [S, B, ...], or the
+        constant ``constants[INPUT]``; ``carry`` (the node states) enters at the chunk's first
+        step and leaves at its last."""
+        plan = self.plan
+        values = {}  # every value time-major [S, B, ...]; constants expanded over time
+        for name in plan.constant_read if constants else ():
+            c = constants[name]
+            values[name] = c.unsqueeze(0) if steps == 1 else c.unsqueeze(0).expand(steps, *c.shape)
+        if seq is not None:
+            values[INPUT] = seq
+        compiled = cpu_scan_available()
+        for cyclic, group in plan.groups:
+            if cyclic:
+                self._step_group(group, values, carry, steps)
+            elif group[0] not in constants:
+                name = group[0]
+                x = self._input(name, values, carry)
+                values[name] = self._node(name, x, carry, compiled)
         out = self._input(OUTPUT, values, carry)
-        for source in self.graph.delayed_sources():
+        for source in plan.delayed:
             carry[f"prev.{source}"] = values[source][-1]
         if record:
-            for name, layer in self.graph.neurons().items():
-                if layer.spiking:
-                    counted = values[name].sum(dim=(0, 1))
-                    self.activity[name] = self.activity.get(name, 0) + counted
+            for name in plan.spiking:
+                counted = values[name].sum(dim=(0, 1))
+                self.activity[name] = self.activity.get(name, 0) + counted
         return out
 
     def _input(self, name: str, values: dict[str, torch.Tensor], carry: State) -> torch.Tensor:
@@ -178,9 +271,11 @@ class SpikingNetwork(torch.nn.Module):
         assert total is not None
         return total
 
-    def _step_group(self, group: list[str], values: dict[str, torch.Tensor], carry: State) -> None:
+    def _step_group(
+        self, group: list[str], values: dict[str, torch.Tensor], carry: State, steps: int
+    ) -> None:
         """A recurrent group, one timestep at a time (its nodes in order at each step)."""
-        steps = values[INPUT].shape[0]
+        compiled = cpu_scan_available()
         outs: dict[str, list[torch.Tensor]] = {n: [] for n in group}
         for t in range(steps):
             for name in group:
@@ -194,16 +289,19 @@ class SpikingNetwork(torch.nn.Module):
                         value = outs[p][t - 1] if p in outs else values[p][t - 1]
                     total = value if total is None else total + value
                 assert total is not None
-                outs[name].append(self._node(name, total.unsqueeze(0), carry)[0])
+                outs[name].append(self._node(name, total.unsqueeze(0), carry, compiled)[0])
         for name in group:
             values[name] = torch.stack(outs[name])
 
-    def _node(self, name: str, x: torch.Tensor, carry: State) -> torch.Tensor:
-        """One node over timesteps x [S, B, *in] -> [S, B, *out], updating its carried state."""
+    def _node(self, name: str, x: torch.Tensor, carry: State, compiled: bool) -> torch.Tensor:
+        """One node over timesteps x [S, B, *in] -> [S, B, *out], updating its carried state;
+        ``compiled``: plain neurons may use the compiled CPU scan."""
         layer = self.graph.nodes[name]
+        if isinstance(layer, Affine):
+            return layer.forward(x)  # F.linear takes [S, B, in] as [S·B, in]
         if isinstance(layer, Neuron):
             out, carry[f"v.{name}"], i = neuron_scan(
-                layer, x, carry[f"v.{name}"], carry.get(f"i.{name}")
+                layer, x, carry[f"v.{name}"], carry.get(f"i.{name}"), compiled
             )
             if i is not None:
                 carry[f"i.{name}"] = i
@@ -217,10 +315,14 @@ class SpikingNetwork(torch.nn.Module):
         y = layer.forward(x.reshape(steps * batch, *x.shape[2:]))
         return y.reshape(steps, batch, *y.shape[1:])
 
-    def _decode(self, out: torch.Tensor) -> torch.Tensor:
-        if self.time.decoding == "none":
-            return out
-        total = torch.zeros_like(out[0])
-        for t in range(out.shape[0]):  # the same summation order as repeated ``step``
-            total = total + out[t]
-        return scale_decoded(total, self.time)
+
+def _add_over_time(out: torch.Tensor, total: torch.Tensor) -> None:
+    """total [B, ...] += out[0] + out[1] + ... in time order (the order of repeated ``step``)."""
+    if cpu_scan_available() and out.dtype == total.dtype == torch.float32 and not out.is_cuda:
+        from ganglion.kernels.lif import cpu
+
+        steps, batch = out.shape[:2]
+        cpu.time_sum_into(out.reshape(steps, batch, -1), total.view(batch, -1))
+        return
+    for t in range(out.shape[0]):
+        total.add_(out[t])

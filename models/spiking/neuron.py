@@ -20,11 +20,15 @@ The state is ``v`` (and ``i`` with a synaptic current); it starts at ``v_init`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from ganglion.kernels.lif import lif_scan
+from ganglion.kernels.lif import cpu_scan_available, lif_scan
 from ganglion.models.errors import ShapeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RESETS = ("subtract", "zero")
 FIRE_RULES = ("gt", "ge", "none")
@@ -109,6 +113,26 @@ class Neuron:
             and self.v_min is None
         )
 
+    def cpu_scan_params(self) -> tuple[np.ndarray, ...] | None:
+        """(gain, decay, threshold, bias, v_reset) as flat fp32 numpy views for the compiled CPU
+        scan, or None when the tensors do not suit it (another dtype, a GPU, autograd).
+
+        Made once and kept while the fields hold the same tensor objects; the arrays share the
+        tensors' memory, so an in-place edit of a parameter reaches the scan too.
+        """
+        tensors = (self.gain, self.decay, self.threshold, self.bias, self.v_reset)
+        cached = self.__dict__.get("_cpu_params")
+        if cached is not None and all(a is b for a, b in zip(cached[0], tensors, strict=True)):
+            return cached[1]
+        from ganglion.kernels.lif import cpu
+
+        fits = all(
+            t.dtype == torch.float32 and t.is_contiguous() and cpu.supports(t) for t in tensors
+        )
+        params = cpu.float_params(*tensors) if fits else None
+        self._cpu_params = (tensors, params)
+        return params
+
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Same as the input; checks it matches the neuron's shape."""
         if tuple(in_shape) != self.shape:
@@ -171,14 +195,30 @@ def _bounded(n: Neuron, v: torch.Tensor) -> torch.Tensor:
 
 
 def neuron_scan(
-    n: Neuron, x: torch.Tensor, v: torch.Tensor, i: torch.Tensor | None
+    n: Neuron,
+    x: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor | None,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """x [T, B, *shape], v (and i) [B, *shape] -> (outputs [T, B, *shape], v, i).
 
-    A ``plain`` neuron goes through the fused LIF scan; any other steps ``neuron_step``.
+    A ``plain`` neuron goes through the fused LIF scan (compiled on the CPU where numba is
+    installed, with no per-call checks: the graph checked the shapes once); any other steps
+    ``neuron_step``. ``x`` may be an expanded view (an input constant over time).
+    ``compiled`` says whether the compiled scan may be used (None: ask
+    ``kernels.lif.cpu_scan_available``, numba installed and kernels on).
     """
     if n.plain:
+        compiled = cpu_scan_available() if compiled is None else compiled
         steps, batch = x.shape[:2]
+        if compiled and x.dtype == v.dtype == torch.float32 and not x.is_cuda:
+            flat = x.ndim == 3
+            out = _compiled_scan(
+                n, x if flat else x.reshape(steps, batch, -1), v if flat else v.reshape(batch, -1)
+            )
+            if out is not None:
+                return (out if flat else (out[0].reshape(x.shape), out[1].reshape(v.shape))) + (i,)
         spikes, v_new = lif_scan(
             (x * n.gain).reshape(steps, batch, -1),
             v.reshape(batch, -1).float(),
@@ -194,3 +234,16 @@ def neuron_scan(
         out, v, i = neuron_step(n, x_t, v, i)
         outs.append(out)
     return torch.stack(outs), v, i
+
+
+def _compiled_scan(
+    n: Neuron, current: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The compiled CPU scan of a plain neuron: fp32 CPU current [T, B, N], v [B, N] ->
+    (spikes, v); None where the parameters or autograd do not suit it."""
+    from ganglion.kernels.lif import cpu
+
+    params = n.cpu_scan_params()
+    if params is None or current.requires_grad or v.requires_grad:
+        return None
+    return cpu.float_scan(current, v, params, n.reset == "zero")

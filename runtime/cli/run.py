@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ganglion.models.events.program_input import program_frames, read_event_input
 from ganglion.runtime.cli.arrays import (
     check_output_path,
     describe_outputs,
@@ -22,7 +23,8 @@ def run(
         ...,
         "--input",
         help="IN.npy (one input), IN.npz (inputs by name) or NAME=IN.npy (repeat); shaped as "
-        "`ganglion inspect` states.",
+        "`ganglion inspect` states. A program with input encoding 'events' also takes an event "
+        "stream: a structured .npy/.npz (x, y, t in µs, p), .aedat4, .raw (EVT2/EVT3) or .dat.",
     ),
     output: Path = typer.Option(
         ..., "--output", help="OUT.npy (one output) or OUT.npz (outputs by name)."
@@ -55,8 +57,9 @@ def run(
         help="lava: fixed_pt (default for loihi2-fixed bundles) | floating_pt (default otherwise).",
     ),
 ) -> None:
-    """Run a bundle on input arrays and save the outputs."""
-    x = read_inputs(inputs)
+    """Run a bundle on input arrays, or on an event stream, and save the outputs."""
+    events = read_event_input(inputs)  # an event file or structured (x, y, t, p) array
+    x = read_inputs(inputs) if events is None else None
     flags = {
         "providers": providers,
         "threads": threads,
@@ -76,6 +79,8 @@ def run(
         bundle, backend=backend, device=device, allow_nonfinite=allow_nonfinite, **options
     )
     with session:
+        if events is not None:  # binned as the program's manifest says, batch of one
+            x = program_frames(session.manifest, events)
         y = session.run(x)
     write_outputs(y, output, force)
     typer.echo(f"{describe_outputs(y)} written to {output}")
