@@ -25,6 +25,8 @@ QUICK = {
     "lm_steps": 20,
     "lm_width": 32,
     "tokens": 24,
+    "event_timesteps": (4,),
+    "event_epochs": 8,
 }
 FULL = {
     "networks": ("mlp", "cnn"),
@@ -34,6 +36,8 @@ FULL = {
     "lm_steps": 150,
     "lm_width": 64,
     "tokens": 48,
+    "event_timesteps": (4, 8),
+    "event_epochs": 20,
 }
 
 
@@ -42,15 +46,27 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="The short tour (under a minute)."),
     bundle_timesteps: int = typer.Option(32, "--bundle-timesteps", help="T of the saved bundles."),
     as_json: bool = typer.Option(False, "--json", help="Also print one JSON line per row."),
+    threads: int = typer.Option(
+        1,
+        "--threads",
+        min=1,
+        max=256,
+        help="torch threads; the demo's models are tiny and train fastest on one.",
+    ),
 ) -> None:
     """Train and deploy: spiking digits networks on every backend and Loihi 2, the same network
     as a dense bundle (fp32, int8), an MoE² ensemble with exact expert selection, and small
-    language models (prose, code) with their ensemble generating on torch and ONNX Runtime."""
+    language models (prose, code) with their ensemble generating on torch and ONNX Runtime, and
+    a spiking CNN reading an event camera's stream (simulated sensor)."""
+    import torch
+
     from ganglion.runtime.demo import NETWORKS, accuracy_sweep, train_network, write_demo_bundle
     from ganglion.runtime.demo_ensembles import dense_tour, ensemble_tour
+    from ganglion.runtime.demo_events import event_tour
     from ganglion.runtime.demo_language import language_tour
     from ganglion.runtime.demo_tour import deployment_tour
 
+    torch.set_num_threads(threads)
     plan = QUICK if quick else FULL
     started = time.perf_counter()
     steps = [int(s) for s in plan["timesteps"].split(",")]
@@ -67,7 +83,8 @@ def demo(
         "SNN acc",
         "gap (points)",
         "SNN run (s)",
-        title="1. digits test split: ANN vs converted SNN (torch backend, this CPU, measured)",
+        title="1. digits test split: ANN vs converted SNN "
+        f"(torch backend, this CPU, {threads} thread(s), measured)",
     )
     bundles, models = {}, {}
     for name in (n for n in NETWORKS if n in plan["networks"]):
@@ -118,7 +135,7 @@ def demo(
         "test acc",
         "ms / batch (median of 5)",
         "note",
-        title="3. dense and ensemble programs (this CPU, measured)",
+        title=f"3. dense and ensemble programs (this CPU, {threads} thread(s), measured)",
     )
     for row in [*rows, *ensemble_rows]:
         kinds.add_row(row.what, _fmt(row.accuracy, ".4f"), _fmt(row.ms_per_batch, ".2f"), row.note)
@@ -150,6 +167,27 @@ def demo(
         )
         emit("language", row)
     console.print(lm)
+    with console.status("an event camera (simulated): event digits, a CNN, spiking programs"):
+        event_rows, event_run = event_tour(out, list(plan["event_timesteps"]), plan["event_epochs"])
+    events = Table(
+        "T (time bins)",
+        "ANN acc (count image)",
+        "SNN acc (binned events)",
+        "events / sample",
+        "convert + score (s)",
+        title="5. event digits from a simulated sensor (saccades), digits test split, measured",
+    )
+    for row in event_rows:
+        events.add_row(
+            str(row.timesteps),
+            f"{row.ann_accuracy:.4f}",
+            f"{row.snn_accuracy:.4f}",
+            f"{row.events_per_sample:.0f}",
+            f"{row.seconds:.1f}",
+        )
+        emit("events", row)
+    console.print(events)
+    console.print(f"  {event_run}")
     console.print(
         f"demo took {time.perf_counter() - started:.0f} s; bundles in {out}. next: "
         f"ganglion inspect {out}/digits-moe  ·  ganglion select {out}/digits-moe "
