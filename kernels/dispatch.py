@@ -1,13 +1,31 @@
 """One switch for every kernel: use Triton on CUDA unless ``GANGLION_KERNELS=0``."""
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 
 import torch
 
+_REFERENCE_ONLY = contextvars.ContextVar("ganglion_reference_only", default=False)
+
 
 def kernels_enabled() -> bool:
-    """Whether Triton kernels may be used at all (env var ``GANGLION_KERNELS``, default on)."""
+    """Whether compiled kernels (Triton, the numba CPU scans) may be used at all: env var
+    ``GANGLION_KERNELS`` (default on), and not inside ``reference_kernels()``."""
+    if _REFERENCE_ONLY.get():
+        return False
     return os.environ.get("GANGLION_KERNELS", "1").strip().lower() not in ("0", "false", "off")
+
+
+@contextlib.contextmanager
+def reference_kernels() -> Iterator[None]:
+    """Run the PyTorch references inside (for op counting, which sees only torch ops)."""
+    token = _REFERENCE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE_ONLY.reset(token)
 
 
 def use_triton(use_kernel: bool | None, *tensors: torch.Tensor) -> bool:

@@ -11,8 +11,9 @@ What a dense device does besides the MACs is counted from the ops the program ac
 dispatches (`OpTally`, a ``TorchDispatchMode`` around one run): every op that is not a view or
 an allocation is one launch, and reads and writes its tensors' bytes; matmul/convolution ops'
 bytes are MAC-layer traffic, all others' are elementwise traffic (per inference: divided by the
-batch). This follows the implementation that runs here: the reference neuron scan issues ~5
-small ops per timestep per neuron layer (a fused CUDA scan would issue one per layer).
+batch). This follows the PyTorch reference implementation (the tally runs inside
+``reference_kernels()``: compiled scans are invisible to it): the reference neuron scan issues
+~5 small ops per timestep per neuron layer (a fused CUDA scan would issue one per layer).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from ganglion.device.simulator import LayerOpCounts, OpCounts
+from ganglion.kernels.dispatch import reference_kernels
 from ganglion.models.deployable import Deployable
 from ganglion.models.manifest import Manifest
 from ganglion.models.spiking.graph import INPUT, SpikingGraph
@@ -93,7 +95,7 @@ def spiking_counts(deployable: Deployable, x: np.ndarray) -> OpCounts:
         module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), record=True)
     activity = {k: v.cpu().numpy() for k, v in module.activity.items()}
     tally = OpTally()
-    with torch.no_grad(), tally:
+    with torch.no_grad(), reference_kernels(), tally:
         module.run(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
     batch = int(x.shape[kind_of(deployable.manifest).batch_axis(deployable.manifest)])
     steps = int(x.shape[0]) if time.time_major else time.timesteps
@@ -178,7 +180,7 @@ def dense_counts(
     batch = int(next(iter(inputs.values())).shape[kind.batch_axis(deployable.manifest)])
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     counter, tally = FlopCounterMode(display=False), OpTally()
-    with torch.no_grad(), counter, tally:
+    with torch.no_grad(), reference_kernels(), counter, tally:
         kind.torch_run(module, tensors)
     params = float(sum(p.numel() for p in module.parameters()) * BYTES_PER_VALUE)
     macs = counter.get_total_flops() / 2 / batch

@@ -14,8 +14,8 @@ from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BundleError
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli import main
-from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.kinds import get_kind
+from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.export import export_graph, onnx_face
 
 

@@ -129,7 +129,11 @@ def test_wrong_input_shape_from_the_command_line(workspace: Path) -> None:
         "--output",
         str(workspace / "o.npy"),
     )
-    assert code != 0 and "must be [batch, 64], got [3, 8, 8]" in err and not (workspace / "o.npy").exists()
+    assert (
+        code != 0
+        and "must be [batch, 64], got [3, 8, 8]" in err
+        and not (workspace / "o.npy").exists()
+    )
 
 
 def test_traceback_only_with_debug(workspace: Path) -> None:

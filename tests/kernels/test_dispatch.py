@@ -79,3 +79,12 @@ def test_disabled_kernels_fall_back_to_reference(monkeypatch):
         _run_ops()
     monkeypatch.setenv("GANGLION_KERNELS", "0")
     _run_ops()
+
+
+def test_reference_kernels_turns_compiled_paths_off_inside_only(monkeypatch):
+    from ganglion.kernels.dispatch import reference_kernels
+
+    monkeypatch.delenv("GANGLION_KERNELS", raising=False)
+    with reference_kernels():
+        assert not kernels_enabled()
+    assert kernels_enabled()
