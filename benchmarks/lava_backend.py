@@ -1,10 +1,13 @@
-"""Benchmark ``lava_backend``: samples/s of Lava fixed_pt vs our fixed-point torch program.
+"""Benchmark ``lava_backend``: Lava fixed_pt vs our fixed-point torch program, same batch.
 
-The same quantized digits MLP (T=32, direct encoding), the same test samples, one run; prints a
-JSON line, a table and the ratio, and checks the two agree exactly. What the ratio shows: how
-much time the torch predictor saves over Lava's simulator for bit-identical outputs.
+The same quantized digits MLP (T=32, direct encoding) and the same test samples on both sides,
+timed two ways: **per sample** (``run`` on one sample at a time, batch 1) and **batched** (one
+``run`` on all the samples). Each way is timed ``--repeats`` rounds, the two sides interleaved
+within a round; a row reports each side's median samples/s with its range and the median of
+the per-round ratios torch / Lava with their range, at the stated batch. The outputs of both
+sides are compared first (they must be identical). Torch threads are stated.
 
-    python benchmarks/lava_backend.py [--samples 64] [--timesteps 32]
+    python benchmarks/lava_backend.py [--samples 16] [--timesteps 32] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -14,54 +17,82 @@ import json
 import time
 
 import numpy as np
+import torch
 
 from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.runtime.demo import train_network
-from ganglion.runtime.session import load
+from ganglion.runtime.session import Session, load
 
 
-def _samples_per_second(program, backend: str, x: np.ndarray) -> tuple[float, np.ndarray]:
-    with load(program, backend=backend) as session:
-        session.run(x[:1])  # warm-up: Lava compiles and starts its processes here
-        start = time.perf_counter()
-        out = session.run(x)
-        return x.shape[0] / (time.perf_counter() - start), out
+def _per_sample(session: Session, x: np.ndarray) -> float:
+    """Seconds to run every sample of ``x`` on its own (batch 1)."""
+    start = time.perf_counter()
+    for i in range(x.shape[0]):
+        session.run(x[i : i + 1])
+    return time.perf_counter() - start
+
+
+def _batched(session: Session, x: np.ndarray) -> float:
+    """Seconds of one ``run`` on all of ``x``."""
+    start = time.perf_counter()
+    session.run(x)
+    return time.perf_counter() - start
 
 
 def main() -> None:
-    """Run the comparison and print JSON, a table and the ratio."""
+    """Compare outputs, time both ways and print JSON lines and a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--timesteps", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     model, data = train_network("mlp")
     program = convert_spiking(
         model, data.x_train, data.y_train, SpikingOptions(timesteps=args.timesteps)
     )
     quantized = quantize_loihi2(program, data.x_train, data.y_train)
     x, y = data.x_test[: args.samples], data.y_test[: args.samples]
-    torch_rate, torch_out = _samples_per_second(quantized, "torch", x)
-    lava_rate, lava_out = _samples_per_second(quantized, "lava", x)
-    result = {
-        "benchmark": "lava_backend",
-        "network": "digits_mlp",
-        "timesteps": args.timesteps,
-        "samples": int(x.shape[0]),
-        "torch_fixed_samples_per_s": torch_rate,
-        "lava_fixed_pt_samples_per_s": lava_rate,
-        "ratio_torch_over_lava": torch_rate / lava_rate,
-        "identical_outputs": bool(np.array_equal(torch_out, lava_out)),
-        "lava_accuracy": float((lava_out.argmax(-1) == y).mean()),
-    }
-    print(json.dumps(result))
-    print(f"{'backend':<28}{'samples/s':>12}")
-    print(f"{'torch (fixed-point program)':<28}{torch_rate:>12.1f}")
-    print(f"{'lava fixed_pt (Loihi2SimCfg)':<28}{lava_rate:>12.2f}")
-    print(
-        f"ratio torch / lava: {result['ratio_torch_over_lava']:.0f}x; "
-        f"identical outputs: {result['identical_outputs']}"
-    )
+    with load(quantized, backend="torch") as ours, load(quantized, backend="lava") as lava:
+        ours_out, lava_out = ours.run(x), lava.run(x)  # warm-up: Lava compiles here
+        identical = bool(np.array_equal(ours_out, lava_out))
+        print(f"{'way':<12}{'batch':>6}{'torch samples/s':>24}{'lava samples/s':>24}"
+              f"{'torch / lava':>22}")  # fmt: skip
+        for way, timer, batch in (("per sample", _per_sample, 1),
+                                  ("batched", _batched, x.shape[0])):  # fmt: skip
+            secs: dict[str, list[float]] = {"torch": [], "lava": []}
+            for _ in range(args.repeats):
+                secs["torch"].append(timer(ours, x))
+                secs["lava"].append(timer(lava, x))
+            rate = {k: x.shape[0] / np.array(v) for k, v in secs.items()}
+            ratios = rate["torch"] / rate["lava"]
+            row = {
+                "benchmark": "lava_backend",
+                "network": "digits_mlp",
+                "timesteps": args.timesteps,
+                "way": way,
+                "batch": batch,
+                "samples": int(x.shape[0]),
+                "repeats": args.repeats,
+                "torch_threads": torch.get_num_threads(),
+                "torch_fixed_samples_per_s": float(np.median(rate["torch"])),
+                "torch_range": [float(rate["torch"].min()), float(rate["torch"].max())],
+                "lava_fixed_pt_samples_per_s": float(np.median(rate["lava"])),
+                "lava_range": [float(rate["lava"].min()), float(rate["lava"].max())],
+                "ratio_torch_over_lava": float(np.median(ratios)),
+                "ratio_range": [float(ratios.min()), float(ratios.max())],
+                "identical_outputs": identical,
+                "lava_accuracy": float((lava_out.argmax(-1) == y).mean()),
+            }
+            print(json.dumps(row))
+            print(
+                f"{way:<12}{batch:>6}{row['torch_fixed_samples_per_s']:>24.1f}"
+                f"{row['lava_fixed_pt_samples_per_s']:>24.2f}"
+                f"{row['ratio_torch_over_lava']:>12.0f}x ({ratios.min():.0f}–{ratios.max():.0f})"
+            )
+    print(f"identical outputs: {identical}")
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ about 20 ms. It reports each one's median time per call with its spread (min–m
 and the speed-up, the median of the per-round ratios with their range. Goals: Ganglion ≥ 5×
 SpikingJelly and ≥ 10× snnTorch at batch 1 and 16, ≥ 2× both at batch 256.
 
-SpikingJelly pulls a CUDA torch when installed normally; install it beside the project
-without its dependencies and point the benchmark at it (absent: its columns say why)::
+SpikingJelly pulls a CUDA torch when installed normally; install it without its dependencies,
+beside the project (torch stays the CPU build) or in a folder given with ``--peer-path``
+(absent: a JSON line and its columns say why)::
 
-    .venv/bin/pip install --no-deps --target /tmp/sj spikingjelly==2.0.0 loguru
-    .venv/bin/python benchmarks/spiking_throughput.py --peer-path /tmp/sj
+    .venv/bin/pip install --no-deps spikingjelly==2.0.0 loguru
 
 Usage: ``python benchmarks/spiking_throughput.py [--timesteps 8,32,128] [--batches 1,16,256]
 [--networks mlp,cnn] [--threads 1] [--repeats 7] [--peer-path DIR]``
@@ -189,7 +189,7 @@ def spikingjelly_missing(peer_path: str | None) -> str | None:
     except ImportError as exc:
         return (
             f"SpikingJelly not importable ({exc}); install it with "
-            "`pip install --no-deps --target DIR spikingjelly==2.0.0 loguru` and pass --peer-path DIR"
+            "`pip install --no-deps spikingjelly==2.0.0 loguru` (keeps the CPU torch)"
         )
     return None
 

@@ -13,7 +13,9 @@ import torch
 from ganglion.kernels.dispatch import kernels_enabled, use_triton
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 
-__all__ = ["cpu_scan_available", "lif_fixed_scan", "lif_scan"]
+__all__ = ["TILED_MEAN_MAX_ELEMENTS", "cpu_scan_available", "lif_fixed_scan", "lif_scan"]
+
+TILED_MEAN_MAX_ELEMENTS = 2**16  # ``cpu.tiled_mean`` beats the torch adds up to about this size
 
 
 @functools.cache

@@ -1,10 +1,12 @@
-"""Compiled CPU LIF scans (numba): ``reference.py``'s arithmetic in one machine-code loop.
+"""Compiled CPU LIF scans (numba): ``reference.py``'s arithmetic in one machine-code loop,
+plus the two other loops a spiking program's CPU ``run`` spends its calls on: the decode sum
+over time and average pooling of small inputs (``models/spiking/layers.py``).
 
 The reference walks ``T`` in Python, a handful of tensor ops per step; here the whole scan is
 one call. Every operation rounds exactly as the reference's does (fp32 multiply, then add, no
 FMA: numba contracts nothing without ``fastmath``), so spikes and final potentials are equal
 bit for bit; the fixed-point scan is integer arithmetic and equal by construction. Tests
-compare both with ``reference.py`` (``tests/kernels/test_lif.py``).
+compare them with ``reference.py`` and ``F.avg_pool2d`` (``tests/kernels/test_lif_cpu.py``).
 
 A current constant over time (an input expanded along T, stride 0) is read from its one row.
 numba compiles each loop on first use and caches the machine code beside this file
@@ -93,6 +95,24 @@ def _time_sum_loop(values, t_step, steps, total):  # noqa: ANN001, ANN202
                 total[b, k] += row[b, k]
 
 
+@numba.njit(cache=True, nogil=True)
+def _tiled_mean_loop(x, kh, kw, out):  # noqa: ANN001, ANN202
+    """x [M, H, W] -> out [M, H // kh, W // kw]: each window summed row by row from its first
+    element, then divided by kh·kw (``F.avg_pool2d``'s rounding for stride = kernel)."""
+    area = np.float32(kh * kw)
+    m_count, oh, ow = out.shape
+    for m in range(m_count):
+        for oy in range(oh):
+            for ox in range(ow):
+                y, x0 = oy * kh, ox * kw
+                total = x[m, y, x0]
+                for i in range(kh):
+                    for j in range(kw):
+                        if i or j:
+                            total += x[m, y + i, x0 + j]
+                out[m, oy, ox] = total / area
+
+
 # ---- launchers (unchecked: the caller checked shapes, dtypes and devices) -------------------
 
 
@@ -160,6 +180,18 @@ def time_sum_into(values: torch.Tensor, total: torch.Tensor) -> None:
     ``total`` [B, M] fp32 contiguous, updated in place."""
     source, t_step = _time_rows(values)
     _time_sum_loop(source, t_step, values.shape[0], total.numpy())
+
+
+def tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """Average pooling with stride = kernel and no padding: ``x`` [N, C, H, W] fp32 on the CPU
+    -> [N, C, H // kh, W // kw] fp32, equal bit for bit to ``F.avg_pool2d``. One call instead
+    of kh·kw tensor ops: it pays on small inputs (``kernels.lif.TILED_MEAN_MAX_ELEMENTS``);
+    on larger ones its strided reads are slower than ``layers.tiled_mean``'s vector adds."""
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    out = np.empty((n * c, h // kh, w // kw), np.float32)
+    _tiled_mean_loop(x.contiguous().numpy().reshape(n * c, h, w), kh, kw, out)
+    return torch.from_numpy(out).reshape(n, c, h // kh, w // kw)
 
 
 # ---- public functions ----------------------------------------------------------------------

@@ -11,8 +11,9 @@ Timestep alignment (Lava's rule, reproduced here):
   its decoded output sums only steps t ≥ D. So ``run(x)`` equals T + D calls of ``step``.
 
 Arithmetic per step: synaptic ``a = floor(W_q · s)`` (exact), neurons through
-``lif_fixed_scan`` (Lava ``PyLifModelBitAcc``: du = 4095, u = a << 6, v decays by
-(4096 − dv) >> 12 truncated toward zero, 24-bit clip, spike on v > vth << 6, v ← 0).
+``lif_fixed_scan`` (Lava ``PyLifModelBitAcc``: u decays by (4095 − du) / 4096 and adds a << 6
+(du = 4095 without a synaptic current, so u = a << 6; a CubaLIF's du comes from its syn_decay),
+v decays by (4096 − dv) >> 12 truncated toward zero, 24-bit clip, spike on v > vth << 6, v ← 0).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ganglion.kernels.lif import lif_fixed_scan
+from ganglion.kernels.lif import cpu_scan_available, lif_fixed_scan
 from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.encoding import encode, encode_step
@@ -31,11 +32,11 @@ from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Neuron
 from ganglion.models.spiking.loihi_layout import (
     ACT_SHIFT,
-    DU_PLAIN,
     SYNAPTIC,
     UV_LIMIT,
     LoihiConfig,
     decay_to_dv,
+    neuron_du,
     split_bias,
     synaptic_depth,
 )
@@ -80,12 +81,29 @@ class FixedPointNetwork(torch.nn.Module):
         self.depth = synaptic_depth(graph)
         self.activity: dict[str, torch.Tensor] = {}
         self._lif = {name: lif_params(graph, name) for name in graph.neurons()}
+        self._cpu_lif: dict[str, tuple] = {}  # ``_lif`` as the compiled CPU scan takes them
+        self._readout_bias = torch.tensor(config.readout_bias, dtype=torch.float64)
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch.nn.Module's signature
         """``to``/``cuda`` also move the graph's node tensors and the derived LIF parameters."""
         self.graph.apply_to_tensors(fn)
         self._lif = {name: lif_params(self.graph, name) for name in self.graph.neurons()}
+        self._cpu_lif = {}
         return super()._apply(fn, recurse)
+
+    def _scan(
+        self, name: str, a: torch.Tensor, u0: torch.Tensor, v0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lif_fixed_scan`` of neuron layer ``name`` (a [T, B, N] int64, u0/v0 [B, N] int64);
+        on the CPU with numba the compiled scan, its parameters converted once per network."""
+        if a.is_cuda or not cpu_scan_available():
+            return lif_fixed_scan(a, u0, v0, *self._lif[name])
+        from ganglion.kernels.lif import cpu
+
+        params = self._cpu_lif.get(name)
+        if params is None:
+            params = self._cpu_lif[name] = cpu.fixed_params(*self._lif[name])
+        return cpu.fixed_scan(a, u0, v0, params)
 
     @property
     def output_is_current(self) -> bool:
@@ -121,7 +139,7 @@ class FixedPointNetwork(torch.nn.Module):
                 a = inp.reshape(steps, batch, -1)
                 u0 = a.new_zeros(batch, a.shape[-1], dtype=torch.int64)
                 v0 = layer.v_init.long().reshape(1, -1).expand(batch, -1).contiguous()
-                spikes, _, _ = lif_fixed_scan(a, u0, v0, *self._lif[name])
+                spikes, _, _ = self._scan(name, a, u0, v0)
                 if record:
                     self.activity[name] = spikes[self.depth :].sum(dim=(0, 1)).float()
                 values[name] = spikes.reshape(steps * batch, *layer.shape)
@@ -150,7 +168,7 @@ class FixedPointNetwork(torch.nn.Module):
                     state[f"u.{name}"].reshape(batch, -1),
                     state[f"v.{name}"].reshape(batch, -1),
                 )
-                spikes, u, v = lif_fixed_scan(*flat, *self._lif[name])
+                spikes, u, v = self._scan(name, *flat)
                 values[name] = spikes[0].reshape(batch, *layer.shape)
                 new[f"u.{name}"], new[f"v.{name}"] = u.reshape(inp.shape), v.reshape(inp.shape)
             elif isinstance(layer, SYNAPTIC):
@@ -186,7 +204,7 @@ class FixedPointNetwork(torch.nn.Module):
         """Sum of ``counted`` steps' raw outputs in float units (currents: a / scale + bias)."""
         if not self.output_is_current:
             return total
-        bias = torch.tensor(self.config.readout_bias, dtype=torch.float64, device=total.device)
+        bias = self._readout_bias.to(total.device)
         return total / self.config.readout_scale + counted * bias.reshape(self.graph.output_shape)
 
 
@@ -219,11 +237,10 @@ def effective_bias(graph: SpikingGraph, name: str) -> torch.Tensor:
 def lif_params(graph: SpikingGraph, name: str) -> tuple[torch.Tensor, ...]:
     """(du, dv, bias_mant, bias_exp, vth) per flattened neuron, from the graph's integers."""
     neuron = graph.nodes[name]
-    n = neuron.threshold.numel()
     mant, exp = split_bias(effective_bias(graph, name).reshape(-1))
     vth = (neuron.threshold.reshape(-1).double() / 2**ACT_SHIFT).round().long()
     return (
-        torch.full((n,), DU_PLAIN, dtype=torch.int64),
+        neuron_du(neuron),
         decay_to_dv(neuron.decay.reshape(-1)),
         mant,
         exp,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from ganglion.kernels.lif import TILED_MEAN_MAX_ELEMENTS, cpu_scan_available
 from ganglion.models.errors import ShapeError
 from ganglion.models.spiking.neuron import Neuron
 
@@ -130,13 +131,29 @@ class AvgPool2d:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] -> [N, C, H', W']."""
         if self.kernel_size == self.stride and self.padding == (0, 0) and not x.is_cuda:
-            return _tiled_mean(x, self.kernel_size)
+            if _compiled_pool(x):
+                from ganglion.kernels.lif import cpu
+
+                return cpu.tiled_mean(x, self.kernel_size)
+            return tiled_mean(x, self.kernel_size)
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
-def _tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+def _compiled_pool(x: torch.Tensor) -> bool:
+    """Whether ``kernels.lif.cpu.tiled_mean`` should pool ``x``: a small fp32 CPU input without
+    autograd, numba installed and kernels on."""
+    return (
+        x.numel() <= TILED_MEAN_MAX_ELEMENTS
+        and x.dtype == torch.float32
+        and not x.requires_grad
+        and cpu_scan_available()
+    )
+
+
+def tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
     """``F.avg_pool2d`` for stride = kernel and no padding, bit for bit, several times faster on
-    the CPU: the window's elements are added in its order (row by row), then divided."""
+    the CPU: the window's elements are added in its order (row by row), then divided. Where
+    numba is installed the compiled ``kernels.lif.cpu.tiled_mean`` does the same in one loop."""
     kh, kw = kernel
     oh, ow = x.shape[-2] // kh, x.shape[-1] // kw
     tiles = x[..., : oh * kh, : ow * kw]
