@@ -8,14 +8,22 @@ then exact and their rounding becomes weight and bias rounding, which is reporte
   ``m · 2^e`` with e ≥ 0 (Conv: Lava's Conv model applies no exponent, so the backend passes
   ``m << e``); e is the smallest exponent that fits the layer's largest weight. A graded input
   layer also folds the input scale (8-bit input spikes).
-- vth = 2^14 unless the worst-case input of one step would overflow u (a_in << 6 wraps at 24
-  bits), then the largest power of two that fits; bias mantissa/exponent 13/3 bits, dv 12 bits,
-  du = 4095 (u = a_in << 6: no synaptic current memory, like our neurons).
+- vth = 2^14 unless the worst-case input would overflow u (a_in << 6 wraps at 24 bits; a
+  synaptic current can build up to 1/(1 − c) steps' worth), then the largest power of two that
+  fits; bias mantissa/exponent 13/3 bits, dv 12 bits.
+- Synaptic current: Lava's LIF is current-based, so a CubaLIF's current is Lava's u with
+  du = 4095 − round(4096 · syn_decay) and its syn_gain folded into the weights; other neurons
+  get du = 4095 (u = a_in << 6: no current memory). Lava adds a bias to v, not to u: a synaptic
+  bias b, which a CubaLIF integrates into its current, is carried at its steady state
+  syn_gain · b / (1 − c) from the first step (the float program reaches it over ~1/(1 − c)
+  steps; the report marks those layers).
 - Reset: Loihi's LIF resets v to 0. Programs converted with reset by subtraction lose the
   charge above threshold at each spike, so rates drop. We scale every threshold by one factor
   α ≤ 1 chosen on the calibration data (accuracy with labels, else agreement with the float
   program) from ``THRESHOLD_SCALES``; the report states α and the accuracy change.
 - The output layer's current is read out as a graded value: y = a / readout_scale + bias.
+- Pooling (AvgPool2d, SumPool2d) is a fixed-weight convolution folded into the Dense or Conv
+  layer it feeds before quantizing (``fold_pooling``); the report lists the folded nodes.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ from ganglion.models.spiking.loihi_layout import (
     WEIGHT_MANT_MAX,
     LoihiConfig,
     decay_to_dv,
+    du_to_syn_decay,
+    fold_pooling,
+    neuron_du,
     split_bias,
     unsupported_reason,
 )
@@ -69,6 +80,7 @@ class _Layer:
     weights: dict[str, torch.Tensor]  # synaptic node -> weight scaled per output neuron
     bias: torch.Tensor  # [*shape] constant input per step, threshold units
     v_init: torch.Tensor  # [*shape] threshold units
+    build_up: float = 1.0  # how many steps' input a synaptic current can hold: 1 / (1 − c)
 
 
 def quantize_loihi2(
@@ -94,6 +106,7 @@ def quantize_loihi2(
         program = FixedPointNetwork(fixed_graph, manifest.time, cfg)
         score = 0.0 if x is None else _score(program.run(x), reference, y)
         if best is None or score > best[0]:
+            report["folded_pooling"] = sorted(set(deployable.module.graph.nodes) - set(graph.nodes))
             fixed_manifest = fixed_point_manifest(fixed_graph, manifest.time, {"loihi2": report})
             config_json = fixed_point_config(fixed_graph, cfg)
             best = (score, Deployable(program, fixed_manifest, config_json))
@@ -122,7 +135,7 @@ def _float_graph(deployable: Deployable) -> tuple[SpikingGraph, object]:
     reason = unsupported_reason(deployable.module.graph)
     if reason:
         raise ConversionError(f"cannot quantize for Loihi 2: {reason}")
-    return deployable.module.graph, m
+    return fold_pooling(deployable.module.graph), m
 
 
 def _input_config(encoding: str, x: torch.Tensor | None, opts: LoihiOptions) -> LoihiConfig:
@@ -154,7 +167,8 @@ def _quantize_graph(
                 nodes[syn], cfg.weight_exp[syn], report["layers"][syn] = _fixed_synapse(
                     graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth
                 )
-            _move_bias_to_synapse(nodes, graph.predecessors(name)[0], nodes[name])
+            if not layer.synaptic:
+                _move_bias_to_synapse(nodes, graph.predecessors(name)[0], nodes[name])
         elif isinstance(layer, Flatten):
             nodes[name] = layer
     readout = [p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), SYNAPTIC)]
@@ -174,28 +188,25 @@ def _quantize_graph(
 
 
 def _normalize(graph: SpikingGraph, name: str, neuron: Neuron, alpha: float) -> _Layer:
-    """Fold gain and threshold·alpha into the incoming weights and bias (threshold becomes 1)."""
-    if neuron.decay.unique().numel() > 1:
-        raise ConversionError(
-            f"neuron node {name!r}: Loihi 2 shares one decay per layer, "
-            f"this layer has {neuron.decay.unique().numel()}"
-        )
+    """Fold gain (and syn_gain) and threshold·alpha into the incoming weights and bias
+    (threshold becomes 1); a CubaLIF's synaptic bias enters at its steady state."""
     per = neuron.gain / (neuron.threshold * alpha)  # [*shape]
+    per_bias, build_up = per, 1.0
+    if neuron.synaptic:
+        kept = float(du_to_syn_decay(neuron_du(neuron)[:1]))
+        build_up = 1.0 / (1.0 - kept)
+        per = per * neuron.syn_gain
+        per_bias = per * build_up
     weights, bias = {}, neuron.bias / (neuron.threshold * alpha)
     for syn in graph.predecessors(name):
         layer = graph.nodes[syn]
-        bias = bias + per * _spread_bias(layer, graph.shapes[syn])
+        bias = bias + per_bias * _spread_bias(layer, graph.shapes[syn])
         if isinstance(layer, Affine):
             weights[syn] = layer.weight * per.reshape(-1, 1)
         else:
-            channel = per.reshape(per.shape[0], -1)
-            if not torch.allclose(channel, channel[:, :1].expand_as(channel)):
-                raise ConversionError(
-                    f"neuron node {name!r}: Loihi 2 Conv needs one threshold "
-                    f"per channel, this layer has one per neuron"
-                )
+            channel = per.reshape(per.shape[0], -1)  # one value per channel: unsupported_reason
             weights[syn] = layer.weight * channel[:, 0].reshape(-1, 1, 1, 1)
-    return _Layer(weights, bias, neuron.v_init / neuron.threshold)
+    return _Layer(weights, bias, neuron.v_init / neuron.threshold, build_up)
 
 
 def _spread_bias(layer: Affine | Conv2d, shape: tuple[int, ...]) -> torch.Tensor:
@@ -220,6 +231,7 @@ def _pick_vth(graph: SpikingGraph, norm: _Layer, cfg: LoihiConfig, opts: LoihiOp
         peak /= _input_scale(graph, syn, cfg)  # the largest input value, float units
         flat = w.reshape(w.shape[0], -1)
         reach = torch.maximum(flat.clamp(min=0).sum(1), (-flat).clamp(min=0).sum(1)) * peak
+        reach = reach * norm.build_up
         worst = worst + reach.repeat_interleave(worst.numel() // reach.numel())
     limit = (UV_LIMIT >> ACT_SHIFT) - 1
     fits = 2 ** math.floor(math.log2(limit / max(float(worst.max()), 1e-12)))
@@ -278,6 +290,11 @@ def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple
     v_init = (norm.v_init * unit).round().clamp(-limit, limit)
     dv = decay_to_dv(neuron.decay.reshape(-1)[:1])
     decay = (DECAY_UNITY - dv.double()) / DECAY_UNITY
+    du = neuron_du(neuron)[:1]
+    current = {}
+    if neuron.synaptic:  # Lava's u: the current keeps (4095 − du)/4096, its gain is in W_q
+        kept = du_to_syn_decay(du).float().expand(neuron.shape).clone()
+        current = {"syn_decay": kept, "syn_gain": torch.ones(neuron.shape)}
     fixed = Neuron(
         decay=decay.float().expand(neuron.shape).clone(),
         gain=torch.full(neuron.shape, float(2**ACT_SHIFT)),
@@ -287,6 +304,7 @@ def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple
         v_init=v_init.float(),
         reset="zero",
         model=neuron.model,
+        **current,
     )
     bias_err = (bias / unit - norm.bias.double()).abs().max()
     decay_err = abs(float(decay) - float(neuron.decay.reshape(-1)[0]))
@@ -295,9 +313,11 @@ def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple
         "threshold_rounding": 0.0,
         "threshold_scale": alpha,
         "dv": int(dv),
+        "du": int(du),
         "decay_error": decay_err,
         "bias_max_error": float(bias_err),
         "reset_was": neuron.reset,
+        **({"synaptic_bias": "steady state from the first step"} if neuron.synaptic else {}),
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from ganglion.models.errors import GanglionError
 from ganglion.models.spiking.graph import OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
-from ganglion.models.spiking.loihi_layout import unsupported_reason
+from ganglion.models.spiking.loihi_layout import fold_pooling, unsupported_reason
 
 LIMITS = {
     "cores_per_chip": 128,
@@ -48,7 +48,11 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
 
     ``mappable`` says whether ``ganglion quantize`` and the Lava backend can map the program at
     all (``unsupported`` names the node that stops them); a program that cannot be mapped does
-    not fit, whatever its size."""
+    not fit, whatever its size. A mappable program is counted as mapped: pooling folded into
+    the layer it feeds (no neurons of its own, the folded layer's larger kernel)."""
+    reason = unsupported_reason(graph)
+    if reason is None:
+        graph = fold_pooling(graph)
     targets = {n: graph.shapes[n] for n, layer in graph.nodes.items() if isinstance(layer, Neuron)}
     readout = [
         p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), (Affine, Conv2d))
@@ -82,7 +86,6 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
     cores = sum(layer["neurocores"] for layer in layers)
     needed = math.ceil(cores / LIMITS["cores_per_chip"])
     available = chips * LIMITS["cores_per_chip"]
-    reason = unsupported_reason(graph)
     return {
         "layers": layers,
         "neurons": sum(layer["neurons"] for layer in layers),

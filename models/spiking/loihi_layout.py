@@ -1,24 +1,29 @@
 """What a spiking graph must look like to map onto Loihi 2 (through Lava), and its number formats.
 
 Mappable graphs hold only Affine (Lava ``Dense``), Conv2d (Lava ``Conv``), Flatten (a port
-reshape) and Neuron (Lava ``LIF``) nodes. Every synaptic node reads spikes (or the graph input)
-and feeds exactly one neuron layer or the graph output; every neuron layer reads synaptic nodes
-only. Loihi 2 formats used here (Lava ``PyLifModelBitAcc``, ``PyDenseModelBitAcc``):
+reshape), AvgPool2d/SumPool2d and Neuron (Lava ``LIF``) nodes. Lava's LIF is current-based:
+its u is a CubaLIF's synaptic current (``du`` from ``syn_decay``), or just this step's input
+(du = 4095) for IF/LIF; a layer shares one decay and one syn_decay. Every synaptic node reads spikes
+(or the graph input) and feeds exactly one neuron layer or the graph output; every neuron layer
+reads synaptic nodes only. A pooling node is a fixed-weight depthwise convolution: it is folded
+into the one Dense or Conv layer it feeds (``fold_pooling``), so it costs no neurons and no
+timestep. Loihi 2 formats used here (Lava ``PyLifModelBitAcc``, ``PyDenseModelBitAcc``):
 weight mantissa 8-bit signed, shared per-layer exponent; u, v 24-bit; du, dv 12-bit unsigned;
 bias mantissa 13-bit signed with a 3-bit exponent; vth 17-bit unsigned (compared as vth << 6).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
-from ganglion.models.spiking.layers import Affine, Conv2d, Flatten, Neuron
+from ganglion.models.spiking.layers import Affine, AvgPool2d, Conv2d, Flatten, Neuron, SumPool2d
 
 SYNAPTIC = (Affine, Conv2d)
-MAPPABLE = (Affine, Conv2d, Flatten, Neuron)
+POOLS = (AvgPool2d, SumPool2d)  # SumPool2d subclasses AvgPool2d
+MAPPABLE = (Affine, Conv2d, Flatten, AvgPool2d, Neuron)
 WEIGHT_MANT_MAX = 127  # 8-bit signed mantissa, used symmetric: [-127, 127]
 BIAS_MANT_MAX = 4095  # 13-bit signed: [-4096, 4095]
 BIAS_EXP_MAX = 7  # 3-bit unsigned
@@ -46,7 +51,10 @@ class LoihiConfig:
 
 
 def unsupported_reason(graph: SpikingGraph) -> str | None:
-    """Why ``graph`` cannot map onto Loihi 2 through Lava, naming the node; None if it can."""
+    """Why ``graph`` cannot map onto Loihi 2 through Lava, naming the node; None if it can.
+
+    The one test of "mappable": the chip-fit report, ``ganglion quantize --target loihi2`` and
+    the Lava backend all ask it."""
     supported = ", ".join(t.__name__ for t in MAPPABLE)
     if graph.delays:
         a, b = next(iter(graph.delays))
@@ -55,18 +63,18 @@ def unsupported_reason(graph: SpikingGraph) -> str | None:
         kind = type(layer).__name__
         if not isinstance(layer, MAPPABLE):
             return f"node {name!r} ({kind}) has no Loihi 2 / Lava process (supported: {supported})"
-        sources = [_through_flatten(graph, p) for p in graph.predecessors(name)]
-        consumers = [b for a, b in graph.edges if a == name]
-        if isinstance(layer, Neuron) and any(not _is_synaptic(graph, s) for s in sources):
-            return f"neuron node {name!r} must read synaptic layers only (Dense/Conv)"
-        if isinstance(layer, Neuron) and not layer.plain:
-            return (
-                f"neuron node {name!r} ({layer.model}, fire {layer.fire}, spikes {layer.spikes}, "
-                f"reset delay {layer.reset_delay}) has no Loihi 2 LIF form here: Lava's LIF "
-                f"fires one spike on v > vth and resets at once"
-            )
+        sources = [_spike_source(graph, p) for p in graph.predecessors(name)]
+        consumers = _consumers(graph, name)
+        if isinstance(layer, Neuron):
+            reason = _neuron_problem(graph, name, layer, sources)
+            if reason:
+                return reason
         if isinstance(layer, Flatten) and not layer.full:
             return f"Flatten node {name!r} keeps several axes; only a full flatten is mapped"
+        if isinstance(layer, POOLS):
+            reason = _pool_problem(graph, name)
+            if reason:
+                return reason
         if isinstance(layer, SYNAPTIC):
             if any(s != INPUT and not isinstance(graph.nodes[s], Neuron) for s in sources):
                 return f"synaptic node {name!r} must read spikes (a neuron layer or the input)"
@@ -75,8 +83,54 @@ def unsupported_reason(graph: SpikingGraph) -> str | None:
     return None
 
 
-def _through_flatten(graph: SpikingGraph, name: str) -> str:
-    while name != INPUT and isinstance(graph.nodes[name], Flatten):
+def _neuron_problem(
+    graph: SpikingGraph, name: str, neuron: Neuron, sources: list[str]
+) -> str | None:
+    """Why a neuron node has no Lava LIF form (CUBA: u is the synaptic current); None if it has."""
+    if any(not _is_synaptic(graph, s) for s in sources):
+        return f"neuron node {name!r} must read synaptic layers only (Dense/Conv)"
+    if (
+        neuron.fire != "gt"
+        or neuron.spikes != "one"
+        or neuron.reset_delay
+        or neuron.v_min is not None
+    ):
+        return (
+            f"neuron node {name!r} ({neuron.model}, fire {neuron.fire}, spikes {neuron.spikes}, "
+            f"reset delay {neuron.reset_delay}) has no Loihi 2 LIF form here: Lava's LIF "
+            f"fires one spike on v > vth and resets at once"
+        )
+    for what in ("decay", "syn_decay"):
+        value = getattr(neuron, what)
+        if value is not None and value.unique().numel() > 1:
+            return (
+                f"neuron node {name!r} has {value.unique().numel()} values of {what}: "
+                f"Lava's LIF takes one per layer"
+            )
+    if any(isinstance(graph.nodes[s], Conv2d) for s in sources) and not _per_channel(neuron):
+        return (
+            f"neuron node {name!r} reads a Conv but its gain / threshold differ within a "
+            f"channel: Lava's Conv shares its weights over a channel"
+        )
+    return None
+
+
+def _per_channel(neuron: Neuron) -> bool:
+    """True when gain (· syn_gain) / threshold is one number per channel (axis 0)."""
+    ratio = neuron.gain / neuron.threshold
+    if neuron.syn_gain is not None:
+        ratio = ratio * neuron.syn_gain
+    channel = ratio.reshape(ratio.shape[0], -1)
+    return bool(torch.allclose(channel, channel[:, :1].expand_as(channel)))
+
+
+def _consumers(graph: SpikingGraph, name: str) -> list[str]:
+    return [b for a, b in graph.edges if a == name]
+
+
+def _spike_source(graph: SpikingGraph, name: str) -> str:
+    """The node whose output reaches ``name`` through Flatten and pooling nodes."""
+    while name != INPUT and isinstance(graph.nodes[name], (Flatten, *POOLS)):
         name = graph.predecessors(name)[0]
     return name
 
@@ -87,6 +141,144 @@ def _is_synaptic(graph: SpikingGraph, name: str) -> bool:
 
 def _feeds_neuron_or_output(graph: SpikingGraph, name: str) -> bool:
     return name == OUTPUT or isinstance(graph.nodes[name], Neuron)
+
+
+def _pool_target(graph: SpikingGraph, name: str) -> str | None:
+    """The synaptic node a pooling node folds into (through pooling and Flatten nodes that
+    each feed one node), or None when there is no such single node."""
+    while True:
+        consumers = _consumers(graph, name)
+        if len(consumers) != 1 or consumers[0] == OUTPUT:
+            return None
+        name = consumers[0]
+        if isinstance(graph.nodes[name], SYNAPTIC):
+            return name
+        if not isinstance(graph.nodes[name], (Flatten, *POOLS)):
+            return None
+
+
+def _pool_problem(graph: SpikingGraph, name: str) -> str | None:
+    """Why pooling node ``name`` cannot be folded into the layer it feeds; None if it can."""
+    target = _pool_target(graph, name)
+    if target is None:
+        return (
+            f"pooling node {name!r} must feed one Dense or Conv layer (it is folded into that "
+            f"layer's weights as a fixed-weight convolution)"
+        )
+    if isinstance(graph.nodes[target], Conv2d) and not _conv_fold_exact(graph, target):
+        return (
+            f"pooling node {name!r} cannot be folded into Conv node {target!r}: the pooled "
+            f"map's edges do not line up with the convolution's padding"
+        )
+    return None
+
+
+def _fold_chain(graph: SpikingGraph, syn: str) -> list[str]:
+    """The pooling and Flatten nodes between ``syn`` and the spikes it reads, source first."""
+    chain: list[str] = []
+    name = graph.predecessors(syn)[0]
+    while name != INPUT and isinstance(graph.nodes[name], (Flatten, *POOLS)):
+        chain.insert(0, name)
+        name = graph.predecessors(name)[0]
+    return chain
+
+
+def _pool_kernel(pool: AvgPool2d) -> float:
+    """The fixed weight of every tap: 1 / area (average, zero padding counted) or 1 (sum)."""
+    return 1.0 if isinstance(pool, SumPool2d) else 1.0 / (pool.kernel_size[0] * pool.kernel_size[1])
+
+
+def _folded_conv(conv: Conv2d, pools: list[AvgPool2d]) -> Conv2d:
+    """conv ∘ pools[-1] ∘ … ∘ pools[0] as one Conv2d (a pool is a depthwise convolution with
+    ``_pool_kernel`` taps): each pool spreads every tap over its window and scales the stride."""
+    weight = conv.weight.double()
+    stride, padding, dilation = list(conv.stride), list(conv.padding), list(conv.dilation)
+    for pool in reversed(pools):
+        kp, sp, pp = pool.kernel_size, pool.stride, pool.padding
+        kh, kw = weight.shape[2:]
+        size = [(k - 1) * d * s + p for k, d, s, p in zip((kh, kw), dilation, sp, kp, strict=True)]
+        spread = weight.new_zeros(*weight.shape[:2], *size)
+        for i in range(kh):
+            for j in range(kw):
+                y, x = i * dilation[0] * sp[0], j * dilation[1] * sp[1]
+                tap = weight[:, :, i, j, None, None] * _pool_kernel(pool)
+                spread[:, :, y : y + kp[0], x : x + kp[1]] += tap
+        weight = spread
+        padding = [c * s + p for c, s, p in zip(padding, sp, pp, strict=True)]
+        stride = [c * s for c, s in zip(stride, sp, strict=True)]
+        dilation = [1, 1]
+    return Conv2d(
+        weight.to(conv.weight.dtype),
+        conv.bias.clone(),
+        tuple(stride),
+        tuple(padding),
+        (1, 1),
+        conv.groups,
+    )
+
+
+def _conv_fold_exact(graph: SpikingGraph, syn: str) -> bool:
+    """True when the folded Conv equals pooling then convolving on a random probe (float64):
+    it differs where a pooled map's edge holds real pixels that the Conv reads as padding."""
+    chain = _fold_chain(graph, syn)
+    source = graph.predecessors(chain[0])[0]
+    probe = torch.rand(1, *graph.shapes[source], generator=torch.Generator().manual_seed(0))
+    x = probe.double()
+    for name in chain:
+        x = graph.nodes[name].forward(x)
+    conv = graph.nodes[syn]
+    conv = replace(conv, weight=conv.weight.double(), bias=torch.zeros_like(conv.bias).double())
+    folded = _folded_conv(conv, [graph.nodes[n] for n in chain])
+    expected, got = conv.forward(x), folded.forward(probe.double())
+    return expected.shape == got.shape and torch.allclose(expected, got, rtol=1e-9, atol=1e-9)
+
+
+def _folded_affine(graph: SpikingGraph, chain: list[str], layer: Affine) -> Affine:
+    """affine ∘ chain as one Affine over the flattened source: W' = W · P, with P the chain's
+    linear map, found as the gradient of (W · chain(x)) for each row of W."""
+    source = graph.predecessors(chain[0])[0]
+    rows = layer.weight.shape[0]
+    x = torch.zeros(rows, *graph.shapes[source], dtype=torch.float64, requires_grad=True)
+    y = x
+    for name in chain:
+        y = graph.nodes[name].forward(y)
+    (grad,) = torch.autograd.grad((y.reshape(rows, -1) * layer.weight.double()).sum(), x)
+    return Affine(grad.reshape(rows, -1).float(), layer.bias.clone())
+
+
+def fold_pooling(graph: SpikingGraph) -> SpikingGraph:
+    """The same program with every pooling node folded into the Dense or Conv layer it feeds.
+
+    Call on a graph ``unsupported_reason`` accepts. A Conv after pooling becomes one Conv with
+    a larger kernel and stride; an Affine after pooling and Flatten reads the flattened spikes
+    through ``W · P``. The program's function and timing are unchanged (pooling holds no state
+    and no synaptic delay)."""
+    if not any(isinstance(layer, POOLS) for layer in graph.nodes.values()):
+        return graph
+    nodes, removed, rewire = dict(graph.nodes), set(), {}
+    for name, layer in graph.nodes.items():
+        chain = _fold_chain(graph, name) if isinstance(layer, SYNAPTIC) else []
+        if not any(isinstance(graph.nodes[n], POOLS) for n in chain):
+            continue
+        source = graph.predecessors(chain[0])[0]
+        if isinstance(layer, Conv2d):
+            nodes[name] = _folded_conv(layer, [graph.nodes[n] for n in chain])
+            rewire[(chain[-1], name)] = [(source, name)]
+            removed.update(chain)
+        else:
+            flat = next(n for n in reversed(chain) if isinstance(graph.nodes[n], Flatten))
+            nodes[name] = _folded_affine(graph, chain, layer)
+            nodes[flat] = Flatten()
+            rewire[(chain[-1], name)] = [(source, flat), (flat, name)]
+            removed.update(n for n in chain if n != flat)
+    edges: list[tuple[str, str]] = []
+    for edge in graph.edges:
+        if edge in rewire:
+            edges += rewire[edge]
+        elif removed.isdisjoint(edge) and edge not in edges:
+            edges.append(edge)
+    kept = {n: layer for n, layer in nodes.items() if n not in removed}
+    return SpikingGraph(kept, list(dict.fromkeys(edges)), graph.input_shape)
 
 
 def synaptic_depth(graph: SpikingGraph) -> int:
@@ -108,6 +300,21 @@ def split_bias(bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     exp = exp.clamp(max=BIAS_EXP_MAX)
     mant = (b / 2.0**exp).round().clamp(-BIAS_MANT_MAX - 1, BIAS_MANT_MAX).long()
     return mant, exp
+
+
+def neuron_du(neuron: Neuron) -> torch.Tensor:
+    """Loihi's 12-bit ``du`` per flattened neuron: u keeps (4095 − du)/4096 each step (Lava adds
+    1 to du), so ``syn_decay`` c gives du = 4095 − round(4096·c); no synaptic current: 4095."""
+    n = neuron.threshold.numel()
+    if neuron.syn_decay is None:
+        return torch.full((n,), DU_PLAIN, dtype=torch.int64)
+    kept = (neuron.syn_decay.reshape(-1).double() * DECAY_UNITY).round().long()
+    return (DU_PLAIN - kept).clamp(0, DU_PLAIN)
+
+
+def du_to_syn_decay(du: torch.Tensor) -> torch.Tensor:
+    """The current's decay factor that Loihi's ``du`` applies: (4095 − du) / 4096."""
+    return (DU_PLAIN - du.double()) / DECAY_UNITY
 
 
 def decay_to_dv(decay: torch.Tensor) -> torch.Tensor:

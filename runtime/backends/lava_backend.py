@@ -31,7 +31,7 @@ from ganglion.models.errors import BackendUnavailable
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.fixed_point import FixedPointNetwork, encoded_sequence, quantize_input
 from ganglion.models.spiking.graph import OUTPUT
-from ganglion.models.spiking.loihi_layout import SYNAPTIC, synaptic_depth
+from ganglion.models.spiking.loihi_layout import SYNAPTIC, fold_pooling, synaptic_depth
 from ganglion.runtime.backends.lava_network import (
     build_network,
     check_mappable,
@@ -69,7 +69,7 @@ class LavaSession(Session):
         super().__init__(program, device)
         self.precision = precision
         self.module = program.deployable().module
-        self.graph, self.time = self.module.graph, self.module.time
+        self.graph, self.time = fold_pooling(self.module.graph), self.module.time
         self.program = self.module if isinstance(self.module, FixedPointNetwork) else None
         self.depth = synaptic_depth(self.graph)
         self._net: Any = None

@@ -4,9 +4,11 @@ Layouts: our tensors are (C, H, W); Lava's Conv and its neurons use (W, H, C), s
 neuron parameters and flattened Dense columns are permuted here.
 Numbers: a ``loihi2-fixed`` program passes its integers (Dense ``weights = W_q / 2^e`` with
 ``weight_exp = e``; Conv ``weight = W_q``, since Lava's Conv model applies no exponent; LIF
-``du = 4095, dv, vth, bias_mant, bias_exp``); a float program passes floats with ``du = 1``,
-``dv = 1 − decay``, gains folded into the incoming weights and ``bias_mant`` = its bias plus the
-synaptic biases (``bias_exp = 0``). Both reset v to 0 (Loihi's LIF).
+``du, dv, vth, bias_mant, bias_exp``, du = 4095 unless the neuron has a synaptic current); a
+float program passes floats with ``du = 1 − syn_decay`` (1 without a current), ``dv = 1 − decay``,
+gains (× syn_gain) folded into the incoming weights and ``bias_mant`` = its bias plus the
+synaptic biases (``bias_exp = 0``; a CubaLIF's at their steady state, as ``quantize`` does).
+Both reset v to 0 (Loihi's LIF). Pooling is folded into the layer it feeds before this.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Flatten, Neuron
 from ganglion.models.spiking.loihi_layout import (
     ACT_SHIFT,
-    DU_PLAIN,
     LoihiConfig,
     decay_to_dv,
+    neuron_du,
     split_bias,
     unsupported_reason,
 )
@@ -62,12 +64,11 @@ def check_mappable(graph: SpikingGraph, fixed: bool) -> None:
                 f"lava backend: neuron node {name!r} resets by subtraction, Loihi's LIF resets to "
                 f"0: quantize it (ganglion quantize --target loihi2) or convert with --reset zero"
             )
-        for what in ("threshold", "decay"):
-            if getattr(n, what).unique().numel() > 1:
-                raise BackendUnavailable(
-                    f"lava backend: neuron node {name!r} has one {what} per neuron, Lava's LIF "
-                    f"takes one per layer: quantize it (ganglion quantize --target loihi2)"
-                )
+        if not fixed and n.threshold.unique().numel() > 1:
+            raise BackendUnavailable(
+                f"lava backend: neuron node {name!r} has one threshold per neuron, Lava's LIF "
+                f"takes one per layer: quantize it (ganglion quantize --target loihi2)"
+            )
 
 
 def build_network(
@@ -88,7 +89,7 @@ def build_network(
         if isinstance(layer, Flatten):
             ports[name] = ports[preds[0]].flatten()
         elif isinstance(layer, Neuron):
-            gain = np.ones(layer.shape) if fixed else layer.gain.double().numpy()
+            gain = np.ones(layer.shape) if fixed else _input_gain(layer)
             lif, v0 = _lif(name, layer, graph, preds, fixed)
             net.neurons[name], net.v_init[name] = lif, v0
             for p in preds:
@@ -106,6 +107,12 @@ def build_network(
     for p in outputs:
         ports[p].connect(net.sink.a_in)
     return net
+
+
+def _input_gain(neuron: Neuron) -> np.ndarray:
+    """What a float neuron multiplies its input by (gain, × syn_gain with a current)."""
+    gain = neuron.gain if neuron.syn_gain is None else neuron.gain * neuron.syn_gain
+    return gain.double().numpy()
 
 
 def _reads_input(graph: SpikingGraph, name: str) -> bool:
@@ -176,7 +183,7 @@ def _lif(
         mant, exp = split_bias(effective_bias(graph, name).reshape(-1))
         lif = LIF(
             shape=shape,
-            du=DU_PLAIN,
+            du=int(neuron_du(neuron)[0]),
             dv=int(decay_to_dv(neuron.decay.reshape(-1)[:1])),
             vth=int(round(float(neuron.threshold.reshape(-1)[0]) / 2**ACT_SHIFT)),
             bias_mant=to_lava_layout(mant.reshape(neuron.shape).numpy()),
@@ -186,9 +193,13 @@ def _lif(
         )
         return lif, np.rint(v0)
     bias = effective_bias(graph, name)
+    du = 1.0
+    if neuron.synaptic:  # synaptic biases at their steady state, as quantize does
+        du = 1.0 - float(neuron.syn_decay.reshape(-1)[0])
+        bias = neuron.bias + (bias - neuron.bias) * neuron.syn_gain / du
     lif = LIF(
         shape=shape,
-        du=1.0,
+        du=du,
         dv=1.0 - float(neuron.decay.reshape(-1)[0]),
         vth=float(neuron.threshold.reshape(-1)[0]),
         bias_mant=to_lava_layout(bias.numpy()),

@@ -1,4 +1,5 @@
-"""Fixtures of the Lava tests: the digits MLP quantized for Loihi 2, hand-written programs.
+"""Fixtures of the Lava tests: the digits MLP quantized for Loihi 2, hand-written programs
+(LIF, CubaLIF, Conv).
 
 Tests marked ``lava`` are skipped with "lava-nc not installed" only when Lava fails to import.
 """
@@ -28,7 +29,13 @@ def lava_missing_reason() -> str | None:
     return None
 
 
-def _neuron(shape: tuple[int, ...], decay: float, bias: float, threshold: float) -> Neuron:
+def _neuron(
+    shape: tuple[int, ...], decay: float, bias: float, threshold: float, syn_decay: float = 0.0
+) -> Neuron:
+    """LIF, or CubaLIF (syn_gain 0.5) when ``syn_decay`` is given."""
+    current = {}
+    if syn_decay:
+        current = {"syn_decay": torch.full(shape, syn_decay), "syn_gain": torch.full(shape, 0.5)}
     return Neuron(
         decay=torch.full(shape, decay),
         gain=torch.ones(shape),
@@ -37,7 +44,8 @@ def _neuron(shape: tuple[int, ...], decay: float, bias: float, threshold: float)
         v_reset=torch.zeros(shape),
         v_init=torch.zeros(shape),
         reset="zero",
-        model="lif",
+        model="cubalif" if syn_decay else "lif",
+        **current,
     )
 
 
@@ -49,6 +57,22 @@ def leaky_program(timesteps: int = 12) -> Deployable:
         "lif1": _neuron((5,), decay=0.9, bias=0.05, threshold=1.0),
         "fc2": Affine(torch.randn(4, 5, generator=gen), torch.zeros(4)),
         "lif2": _neuron((4,), decay=0.8, bias=0.1, threshold=0.8),
+    }
+    edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
+    graph = SpikingGraph(nodes, edges, (6,))
+    time = SpikingTime(timesteps=timesteps)
+    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
+
+
+def cuba_program(timesteps: int = 12) -> Deployable:
+    """Hand-written 6 -> 5 -> 4 CubaLIF program (synaptic current decays 0.75 and 0.5 per step),
+    membrane leak and neuron bias, no synaptic bias; time-major spikes in and out."""
+    gen = torch.Generator().manual_seed(9)
+    nodes = {
+        "fc1": Affine(torch.randn(5, 6, generator=gen) + 0.3, torch.zeros(5)),
+        "lif1": _neuron((5,), decay=0.9, bias=0.05, threshold=1.0, syn_decay=0.75),
+        "fc2": Affine(torch.randn(4, 5, generator=gen) + 0.3, torch.zeros(4)),
+        "lif2": _neuron((4,), decay=0.8, bias=0.0, threshold=0.8, syn_decay=0.5),
     }
     edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
     graph = SpikingGraph(nodes, edges, (6,))
@@ -97,6 +121,12 @@ def quantized_mlp(digits_mlp):
 def leaky():
     """Builder of the hand-written LIF program with leak and bias."""
     return leaky_program
+
+
+@pytest.fixture
+def cuba():
+    """Builder of the hand-written CubaLIF program."""
+    return cuba_program
 
 
 @pytest.fixture

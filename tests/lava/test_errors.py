@@ -7,28 +7,13 @@ import sys
 import pytest
 import torch
 
-from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
-from ganglion.models.errors import BackendUnavailable, ConversionError
+from ganglion.models.errors import BackendUnavailable
 from ganglion.models.spiking import Affine, Neuron, SpikingGraph
 from ganglion.models.spiking.graph import INPUT, OUTPUT
 from ganglion.runtime.backends.lava_backend import import_lava
 from ganglion.runtime.loihi_fit import LoihiFitError, chip_fit, require_fit
 from ganglion.runtime.session import load
-
-
-def test_pooling_node_is_named_by_quantize_and_by_the_lava_backend(digits_cnn):
-    model, data = digits_cnn
-    program = convert_spiking(
-        model, data.x_train[:64], None, SpikingOptions(timesteps=4, reset="zero")
-    )
-    pool = next(
-        n for n, layer in program.module.graph.nodes.items() if type(layer).__name__ == "AvgPool2d"
-    )
-    with pytest.raises(ConversionError, match=f"node '{pool}' \\(AvgPool2d\\)"):
-        quantize_loihi2(program)
-    with pytest.raises(BackendUnavailable, match=f"node '{pool}' \\(AvgPool2d\\)"):
-        load(program, backend="lava")
 
 
 def test_subtract_reset_program_on_lava_names_the_neuron_and_the_fix(digits_mlp):
@@ -73,20 +58,6 @@ def test_missing_lava_gives_one_line_with_the_install_hint(monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"lava-nc is not installed.*pip install") as err:
         import_lava()
     assert "\n" not in str(err.value)
-
-
-def test_chip_fit_agrees_with_what_quantize_and_lava_can_map(digits_cnn):
-    """The digits CNN's AvgPool cannot be mapped: the chip-fit report says so (it used to say
-    the program fits while ``quantize`` and the Lava backend refused it)."""
-    model, data = digits_cnn
-    program = convert_spiking(
-        model, data.x_train[:64], None, SpikingOptions(timesteps=4, reset="zero")
-    )
-    report = chip_fit(program.module.graph)
-    assert not report["mappable"] and not report["fits"]
-    assert "AvgPool2d" in report["unsupported"]
-    with pytest.raises(LoihiFitError, match="cannot be mapped onto Loihi 2.*AvgPool2d"):
-        require_fit(report)
 
 
 def test_recurrent_graph_is_refused_by_the_lava_backend_with_the_edge_named():

@@ -50,3 +50,15 @@ def test_leak_and_bias_program_quantizes_with_bounded_spike_change(leaky):
     reference = program.module.run(x).sum(0)
     shifted = fixed.module.run(x).sum(0)  # D = 2 steps later: the last 2 input steps are unseen
     assert (reference - shifted).abs().max() <= 4
+
+
+def test_cubalif_program_quantizes_with_bounded_spike_change(cuba):
+    program = cuba(timesteps=40)
+    x = (torch.rand(40, 4, 6, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    fixed = quantize_loihi2(program, x)
+    layers = fixed.manifest.report["loihi2"]["layers"]
+    assert (layers["lif1"]["du"], layers["lif2"]["du"]) == (1023, 2047)  # 4095 − 4096 · c
+    reference = program.module.run(x).sum(0)
+    shifted = fixed.module.run(x).sum(0)  # D = 2 steps later: the last 2 input steps are unseen
+    assert reference.sum() > 0
+    assert (reference - shifted).abs().max() <= 4

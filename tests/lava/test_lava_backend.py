@@ -41,6 +41,17 @@ def test_fixed_pt_equals_torch_spike_for_spike_with_leak_and_bias(leaky):
     assert np.array_equal(expected, got)
 
 
+def test_fixed_pt_equals_torch_spike_for_spike_with_synaptic_current(cuba):
+    """CubaLIF maps onto Lava's current-based LIF: du from syn_decay (0.75 -> du 1023)."""
+    program = cuba(timesteps=12)
+    x = (torch.rand(12, 3, 6, generator=torch.Generator().manual_seed(2)) < 0.5).float()
+    fixed = quantize_loihi2(program, x)
+    assert fixed.manifest.report["loihi2"]["layers"]["lif1"]["du"] == 4095 - 3072
+    expected, got = _both(fixed, x.numpy())
+    assert expected.sum() > 0
+    assert np.array_equal(expected, got)
+
+
 def test_fixed_pt_equals_torch_through_conv_and_flatten(conv):
     program = conv(timesteps=6)
     x = torch.rand(16, 2, 4, 5, generator=torch.Generator().manual_seed(4))
@@ -77,3 +88,15 @@ def test_fixed_pt_accuracy_within_two_points_of_ann_on_the_test_split(quantized_
     model, data = digits_mlp
     ann = float((model(torch.from_numpy(data.x_test)).argmax(-1).numpy() == data.y_test).mean())
     assert _lava_accuracy(quantized_mlp, data.x_test, data.y_test) >= ann - 0.02
+
+
+def test_fixed_pt_equals_torch_on_the_digits_cnn_with_pooling_folded(digits_cnn):
+    model, data = digits_cnn
+    opts = SpikingOptions(timesteps=4, reset="zero")
+    program = convert_spiking(model, data.x_train[:64], None, opts)
+    fixed = quantize_loihi2(program, data.x_train[:64])
+    pools = [n for n, layer in program.module.graph.nodes.items() if "Pool" in type(layer).__name__]
+    assert len(pools) == 2 and fixed.manifest.report["loihi2"]["folded_pooling"] == pools
+    expected, got = _both(fixed, data.x_test[:3])
+    assert np.abs(expected).sum() > 0
+    assert np.array_equal(expected, got)
