@@ -13,17 +13,35 @@ from dataclasses import dataclass
 import torch
 
 from ganglion.converters.spiking.ann_graph import INPUT, AnnGraph, AnnOp
-from ganglion.converters.spiking.thresholds import percentile_threshold
+from ganglion.converters.spiking.thresholds import mse_threshold, percentile_threshold
 from ganglion.models.errors import ConversionError
 from ganglion.models.spiking.graph import OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Flatten, Neuron, Scale
 
 Contribution = tuple[str, torch.Tensor | None]  # (node, scale); None means 1
+METHODS = ("percentile", "mse", "calibrated", "burst")  # SpikingOptions.method (its docstring)
+BURST = 2  # the burst method's thresholds resolve T·BURST levels: about BURST spikes per step
 
 
 @dataclass
 class SpikingOptions:
-    """Conversion options (the command line's flags)."""
+    """Conversion options (the command line's flags).
+
+    ``method`` chooses the thresholds, and what follows them, for the timestep budget:
+
+    - ``percentile``: each threshold is the ``percentile`` of its ReLU's activations on the
+      calibration data (robust, the fewest spikes; the default).
+    - ``mse``: the threshold that minimizes the squared error between the activations and
+      what an IF neuron carries in T steps (Li et al. 2021); ``percentile`` is not used.
+    - ``calibrated``: ``mse`` thresholds, then layer by layer a bias and an initial-membrane
+      correction against the ANN's activations (Li et al. 2021, "A Free Lunch From ANN"):
+      removes the mean error a layer passes on (leaky neurons, clipping), not the per-sample
+      quantization error.
+    - ``burst``: neurons that may fire several spikes in one step (⌊v/θ⌋, Sinabs'
+      MultiSpike; burst spikes, Li & Zeng 2022) with thresholds set for T·BURST levels:
+      the resolution of T·BURST steps in T steps, for about as many spikes as T·BURST steps
+      of ``mse``. The program runs on torch, ONNX and NIR; Loihi 2 (lava) refuses it.
+    """
 
     timesteps: int = 32
     neuron: str = "if"  # "if" or "lif"
@@ -35,6 +53,7 @@ class SpikingOptions:
     reset: str = "subtract"
     v_init: float = 0.5  # initial membrane as a fraction of the threshold
     seed: int = 0
+    method: str = "percentile"  # percentile | mse | calibrated | burst (class docstring)
 
     def __post_init__(self) -> None:
         checks = {
@@ -42,6 +61,7 @@ class SpikingOptions:
             "encoding": ("direct", "rate"),
             "decoding": ("membrane", "count"),
             "reset": ("subtract", "zero"),
+            "method": METHODS,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -135,6 +155,8 @@ class _Builder:
         if self.opts.neuron == "lif":
             neuron.decay = torch.full(shape, self.opts.leak)
             neuron.model = "lif"
+        if self.opts.method == "burst":
+            neuron.spikes = "many"
         self.nodes[name] = neuron
         self.node_shapes[name] = shape
         self.edges += [(src, name) for src in self.materialize(inputs, name)]
@@ -178,18 +200,26 @@ def _fold_input_scale(layer: Affine | Conv2d, scale: torch.Tensor | None) -> Aff
 def calibrate_thresholds(
     ann: AnnGraph, calib_x: torch.Tensor, opts: SpikingOptions
 ) -> dict[str, torch.Tensor]:
-    """Percentile thresholds of every ReLU (and of the output layer for count decoding)."""
+    """Thresholds of every ReLU (and of the output layer for count decoding): percentiles of
+    the activations, or the squared-error optimum at T (``mse``, ``calibrated``) or at
+    T·BURST levels (``burst``)."""
     out, values = ann.run(calib_x)
-    thresholds = {
-        name: percentile_threshold(values[name], opts.percentile, opts.per_channel, opts.seed)
-        for name, op in ann.ops.items()
-        if op.kind == "relu"
-    }
+    activations = {name: values[name] for name, op in ann.ops.items() if op.kind == "relu"}
     if opts.decoding == "count":
-        thresholds["spike_out"] = percentile_threshold(
-            torch.relu(out), opts.percentile, False, opts.seed
-        )
-    return thresholds
+        activations["spike_out"] = torch.relu(out)
+    return {
+        name: _threshold(a, opts, opts.per_channel and name != "spike_out")
+        for name, a in activations.items()
+    }
+
+
+def _threshold(activations: torch.Tensor, opts: SpikingOptions, per_channel: bool) -> torch.Tensor:
+    if opts.method == "percentile":
+        return percentile_threshold(activations, opts.percentile, per_channel, opts.seed)
+    if opts.method == "burst":
+        levels = opts.timesteps * BURST
+        return mse_threshold(activations, levels, opts.v_init, per_channel, opts.seed) / BURST
+    return mse_threshold(activations, opts.timesteps, opts.v_init, per_channel, opts.seed)
 
 
 def ann_to_spiking_graph(

@@ -9,6 +9,7 @@ import torch
 
 from ganglion.converters.spiking.ann_graph import AnnGraph, export_module, read_ann
 from ganglion.converters.spiking.ann_to_snn import SpikingOptions, ann_to_spiking_graph
+from ganglion.converters.spiking.calibration import CALIBRATION_SAMPLES, calibrate
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ConversionError
 from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
@@ -17,6 +18,7 @@ from ganglion.models.spiking.network import SpikingNetwork, state_specs
 
 _REPORT_BATCH = 512
 REPORT_SAMPLES = 512  # calibration samples the report's firing rates and accuracies use
+CORRECTIONS = ("bias", "potential")  # what the ``calibrated`` method corrects, in this order
 
 
 def convert_spiking(
@@ -29,9 +31,12 @@ def convert_spiking(
 
     model: an ``nn.Module``, an ``ExportedProgram`` (from ``torch.export``) or an ``AnnGraph``
         already read (``read_ann_onnx`` for an ONNX model).
-    calib_x: calibration inputs [N, ...features]; thresholds are percentiles of the ReLU
-        activations on them. calib_y: optional integer labels [N] for the accuracy report.
-    Returns a Deployable whose manifest carries the conversion report.
+    calib_x: calibration inputs [N, ...features]; thresholds come from the ReLU activations
+        on them (``options.method``), and the ``calibrated`` method corrects biases and
+        initial membranes on their first ``CALIBRATION_SAMPLES``.
+    calib_y: optional integer labels [N] for the accuracy report.
+    Returns a Deployable whose manifest carries the conversion report (with the method and,
+    when calibrated, each layer's RMS and mean error against the ANN before and after).
     """
     opts = options or SpikingOptions()
     x = _as_float_tensor(calib_x, "calibration x")
@@ -61,8 +66,12 @@ def convert_spiking(
     )
     network = SpikingNetwork(graph, time)
     y = None if calib_y is None else _labels(calib_y, x.shape[0])
+    calibration = calibrate(network, ann, x, CORRECTIONS) if opts.method == "calibrated" else None
     n = min(REPORT_SAMPLES, x.shape[0])
     report = conversion_report(ann, network, thresholds, x[:n], None if y is None else y[:n])
+    report["method"] = opts.method
+    if calibration is not None:
+        report["calibration"] = calibration
     manifest = spiking_manifest(graph, time, report)
     manifest.provenance = {
         "source_sha256": _ann_hash(ann),
@@ -71,8 +80,12 @@ def convert_spiking(
         "calibration": {
             "samples": int(x.shape[0]),
             "report_samples": n,
-            "percentile": opts.percentile,
+            "method": opts.method,
+            "percentile": opts.percentile if opts.method == "percentile" else None,
             "per_channel": opts.per_channel,
+            "corrected_samples": (
+                min(CALIBRATION_SAMPLES, int(x.shape[0])) if calibration is not None else 0
+            ),
         },
     }
     return Deployable(network, manifest, graph.to_config())

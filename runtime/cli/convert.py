@@ -8,9 +8,17 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, GanglionError
+from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
+
+
+def _naming(source: Path, error: Exception) -> ConversionError:
+    """``error`` as one line that names the model file it came from."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ConversionError(text if str(source) in text else f"{source}: {text}")
+
 
 convert_app = typer.Typer(
     rich_markup_mode=None,
@@ -32,8 +40,15 @@ def spiking(
     neuron: str = typer.Option("if", "--neuron", help="if | lif"),
     encoding: str = typer.Option("direct", "--encoding", help="direct | rate (Poisson, seeded)"),
     decoding: str = typer.Option("membrane", "--decoding", help="membrane | count"),
+    method: str = typer.Option(
+        "percentile",
+        "--method",
+        help="percentile (default) | mse (squared-error thresholds at T) | calibrated (mse, "
+        "then bias and initial-membrane calibration against the ANN) | burst (several spikes "
+        "per step allowed): the last three are for small T.",
+    ),
     percentile: float = typer.Option(
-        99.9, "--percentile", help="Activation percentile for thresholds."
+        99.9, "--percentile", help="Activation percentile for thresholds (--method percentile)."
     ),
     per_channel: bool = typer.Option(
         False, "--per-channel", help="Thresholds per channel, not per layer."
@@ -60,21 +75,31 @@ def spiking(
         per_channel=per_channel,
         reset=reset,
         seed=seed,
+        method=method,
     )
-    deployable = convert_spiking(source, x, y, opts)
+    try:
+        deployable = convert_spiking(source, x, y, opts)
+    except (GanglionError, ValueError, RuntimeError, TypeError) as exc:
+        raise _naming(model, exc) from exc
     deployable.manifest.provenance["source_file"] = model.name
     path = save_bundle(deployable, output, force)
-    console = Console()
+    console = Console(highlight=False, soft_wrap=True)
     report = deployable.manifest.report
     for name, layer in report["layers"].items():
         console.print(
             f"{name}: threshold {layer['threshold_min']:.4g}..{layer['threshold_max']:.4g}"
             f", firing rate {layer['firing_rate']:.3f}"
         )
+    for name, layer in report.get("calibration", {}).items():
+        console.print(
+            f"calibrated {name}: error vs ANN, RMS {layer['rmse_before']:.4g} -> "
+            f"{layer['rmse_after']:.4g}, mean per channel {layer['mean_error_before']:.3g} -> "
+            f"{layer['mean_error_after']:.3g}"
+        )
     if "ann_accuracy" in report:
         console.print(
             f"accuracy on calibration data: ANN {report['ann_accuracy']:.4f}, "
-            f"SNN {report['snn_accuracy']:.4f} (T={timesteps})"
+            f"SNN {report['snn_accuracy']:.4f} (T={timesteps}, method {method})"
         )
     console.print(f"bundle written to {path}")
 
@@ -105,7 +130,10 @@ def dense(
     check_target(output, force)
     source = load_onnx(model) if model.suffix == ".onnx" else load_exported(model)
     data = read_npz(calib) if calib is not None else None
-    deployable = convert_dense(source, data, precision)
+    try:
+        deployable = convert_dense(source, data, precision)
+    except (GanglionError, ValueError, RuntimeError, TypeError) as exc:
+        raise _naming(model, exc) from exc
     deployable.manifest.provenance["source_file"] = model.name
     path = save_bundle(deployable, output, force)
     console = Console(highlight=False, soft_wrap=True)
@@ -228,6 +256,8 @@ def ensemble(
     for spec in members:
         name, sep, path = str(spec).partition("=")
         name, path = (name, path) if sep else (Path(name).name, name)
+        if not NAME.match(name):
+            raise ConversionError(f"expert name {name!r}: use 1-128 letters, digits or _.:-")
         if name in experts:
             raise ConversionError(f"two experts are named {name!r}; name them NAME=BUNDLE")
         experts[name] = load_bundle(path)
