@@ -18,7 +18,8 @@ file first, executing nothing:
 - program JSON: symbolic expressions and guards fit a small arithmetic grammar, subgraph
   names are identifiers, declared weight sizes fit the size limit.
 
-``load_exported`` then calls ``torch.export.load`` with torch.load forced to weights-only.
+``load_exported`` then calls ``torch.export.load`` with torch.load forced to weights-only, and
+refuses a program whose float weights or constants hold NaN.
 """
 
 from __future__ import annotations
@@ -630,10 +631,25 @@ def load_exported(
     export_log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising
     try:
         with weights_only_torch_load():
-            return torch.export.load(str(path))
+            program = torch.export.load(str(path))
     except Exception as exc:  # torch raises RuntimeError, zipfile errors, ...
         raise ConversionError(
             f"{path}: not a torch.export archive (.pt2): {type(exc).__name__}"
         ) from exc
     finally:
         export_log.setLevel(level)
+    check_no_nan(program, str(path))
+    return program
+
+
+def check_no_nan(program: torch.export.ExportedProgram, label: str) -> None:
+    """Refuse a program whose float weights, buffers or constants hold NaN: a trained model's
+    weights are numbers, and a NaN would pass through calibration and conversion as a
+    plausible result. (Infinity is allowed: attention masks hold -inf.)"""
+    tensors = {**program.state_dict, **program.constants}
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            nan = torch.isnan(value.detach())
+            if bool(nan.any()):
+                index = tuple(int(i) for i in nan.nonzero()[0])
+                raise ConversionError(f"{label}: tensor {name!r} holds NaN at index {index}")

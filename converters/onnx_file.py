@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
 from ganglion.models.errors import ConversionError
 
@@ -52,9 +54,35 @@ def check_self_contained(model: onnx.ModelProto, label: str) -> None:
             )
 
 
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+def check_no_nan(model: onnx.ModelProto, label: str) -> None:
+    """Refuse a model whose float initializers hold NaN: a trained model's weights are numbers,
+    and a NaN would pass through calibration and conversion as a plausible result. (Infinity
+    is allowed: attention masks hold -inf.)"""
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except (ValueError, TypeError) as exc:
+            raise ConversionError(f"{label}: tensor {tensor.name!r} is malformed ({exc})") from None
+        nan = np.isnan(values)
+        if nan.any():
+            index = tuple(int(i) for i in np.argwhere(nan)[0])
+            raise ConversionError(f"{label}: tensor {tensor.name!r} holds NaN at index {index}")
+
+
 def load_onnx(path: str | Path, max_bytes: int = MAX_ONNX_BYTES) -> onnx.ModelProto:
     """``onnx.load`` a file of at most ``max_bytes`` without its external data, and refuse
-    it if it refers to any; a one-line ConversionError for every problem."""
+    it if it refers to any or a float initializer holds NaN; a one-line ConversionError for
+    every problem."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
@@ -66,4 +94,5 @@ def load_onnx(path: str | Path, max_bytes: int = MAX_ONNX_BYTES) -> onnx.ModelPr
     except (DecodeError, ValueError, OSError, RuntimeError) as exc:
         raise ConversionError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
     check_self_contained(model, str(path))
+    check_no_nan(model, str(path))
     return model

@@ -1,7 +1,9 @@
 """Atomic writes: build in a temporary sibling, rename into place at the end.
 
 A failed write leaves nothing behind and never touches what was there; an existing target is
-refused unless ``force``, which replaces it as a whole (a folder is never merged into).
+refused unless ``force``, which replaces it as a whole (a folder is never merged into). Nothing
+is ever written inside a bundle folder (it would hold a file its manifest does not list), and
+the current folder or one above it is never replaced.
 """
 
 from __future__ import annotations
@@ -15,18 +17,37 @@ from pathlib import Path
 
 from ganglion.models.errors import GanglionError
 
+BUNDLE_MARKERS = ("manifest.json", "config.json")  # every bundle folder holds both
+
 
 class TargetExists(GanglionError):
-    """The output path exists and ``--force`` was not given."""
+    """The output path exists and ``--force`` was not given, or it cannot be replaced."""
 
 
 def check_target(path: Path, force: bool) -> None:
-    """Refuse to write over an existing file or non-empty folder unless ``force``."""
-    if force or not (path.exists() or path.is_symlink()):
+    """Refuse to write over an existing file or non-empty folder unless ``force``; never
+    write inside a bundle, nor replace the current folder or one above it, even with ``force``."""
+    check_outside_bundles(path)
+    exists = path.exists() or path.is_symlink()
+    if exists and path.is_dir() and not path.is_symlink():
+        here = Path.cwd().resolve()
+        if path.resolve() == here or path.resolve() in here.parents:
+            raise TargetExists(f"{path} holds the current folder; it cannot be replaced")
+    if force or not exists:
         return
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
         return
     raise TargetExists(f"{path} already exists; choose a new path or pass --force to replace it")
+
+
+def check_outside_bundles(path: Path) -> None:
+    """Refuse ``path`` when a folder above it is a bundle: a file written there would be one
+    its manifest does not list, and the bundle would no longer load."""
+    for folder in Path(path).resolve().parents:
+        if all((folder / name).is_file() for name in BUNDLE_MARKERS):
+            raise TargetExists(
+                f"{path} is inside the bundle {folder}; write outputs outside any bundle"
+            )
 
 
 @contextlib.contextmanager

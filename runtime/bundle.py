@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import tempfile
 from collections.abc import Iterator
@@ -101,7 +102,10 @@ def read_manifest(folder: Path) -> Manifest:
     """Parse manifest.json of a bundle folder (size-bounded, one-line errors)."""
     path = folder / MANIFEST
     if not path.is_file():
-        raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
+        entries = itertools.islice(folder.iterdir(), 1000)  # a hint, not a search of a big folder
+        inner = [d.name for d in entries if (d / MANIFEST).is_file()][:2]
+        hint = f"; its folder {inner[0]!r} holds one" if len(inner) == 1 else ""
+        raise BundleError(f"{folder}: not a bundle (no {MANIFEST}{hint})")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
     try:

@@ -73,11 +73,16 @@ def evaluate(
     inputs: dict[str, np.ndarray],
     labels: np.ndarray,
     reference: np.ndarray | None = None,
+    where: str = "test data",
 ) -> Evaluation:
-    """Scores of ``session`` on ``inputs`` against ``labels`` (and a reference's predictions)."""
+    """Scores of ``session`` on ``inputs`` against ``labels`` (and a reference's predictions);
+    ``where`` (the data's file) begins every error about them."""
     classes = session.manifest.outputs[0].shape[-1]
-    predicted, spikes = predict(session, inputs)
-    labels = check_labels(labels, len(predicted), classes, "test data")
+    try:
+        predicted, spikes = predict(session, inputs)
+    except ShapeError as exc:
+        raise ShapeError(f"{where}: {exc}") from None
+    labels = check_labels(labels, len(predicted), classes, where)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     totals = confusion.sum(axis=1)

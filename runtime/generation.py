@@ -43,6 +43,8 @@ class Sampling:
             raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.seed < 1 << 63:
+            raise GenerationError(f"seed must be in [0, 2**63), got {self.seed}")
 
 
 def next_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:

@@ -62,7 +62,9 @@ def check_finite(name: str, array: np.ndarray) -> None:
     """ShapeError naming the first NaN or infinity in a float array."""
     if array.dtype.kind != "f" or not array.size:
         return
-    if np.isfinite(np.add.reduce(array, axis=None)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(array, axis=None)
+    if np.isfinite(total):
         return  # a finite sum has only finite terms (an overflowing one is checked below)
     if not np.isfinite(array).all():
         index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)

@@ -7,7 +7,8 @@ appear either in ``sources`` (where the number comes from) or in ``assumed`` (ou
 
 Every figure must be a finite number: > 0 where the simulator divides by it or a power limit is
 meant (peak ops, bandwidth, memory, mode watts, event rates), >= 0 where nothing can be one
-(idle power, overheads, per-event energies). A neuromorphic chip has no dense figures: there
+(idle power, overheads, per-event energies); a non-zero figure lies in [1e-30, 1e30], so no
+latency or energy derived from figures overflows. A neuromorphic chip has no dense figures: there
 ``peak_ops``, ``memory_bandwidth`` and ``memory_bytes`` may be 0, meaning "does not apply".
 `profile_from_dict` checks each field's type first; each error is one line naming the origin
 (the file), the profile and the field.
@@ -23,6 +24,10 @@ KINDS = ("gpu", "jetson", "cpu", "neuromorphic")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 NEURO_COUNTS = ("cores", "neurons_per_core")  # whole numbers >= 1
 NEURO_RATES = ("synops_per_s", "neuron_updates_per_s")  # > 0: the simulator divides by them
+
+
+FIGURE_MAX = 1e30  # no figure is larger: products and quotients of figures stay finite
+FIGURE_MIN_POSITIVE = 1e-30  # no non-zero figure is smaller: nothing divides by a near-zero
 
 
 class ProfileError(ValueError):
@@ -195,10 +200,15 @@ def _check_number(profile: str, key: str, value: object, positive: bool) -> None
         ok = ok and math.isfinite(value)  # type: ignore[arg-type]
     except OverflowError:  # an int too large for a float
         ok = False
-    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
+    if ok and value != 0:
+        ok = FIGURE_MIN_POSITIVE <= value <= FIGURE_MAX  # type: ignore[operator]
+    elif ok:
+        ok = not positive
+    if not ok:
         rule = "> 0" if positive else ">= 0"
         raise ProfileError(
-            f"profile {profile!r}: {key} must be a finite number {rule}, got {_show(value)}"
+            f"profile {profile!r}: {key} must be a finite number {rule}, got {_show(value)} "
+            f"(a non-zero figure lies in [{FIGURE_MIN_POSITIVE:g}, {FIGURE_MAX:g}])"
         )
 
 

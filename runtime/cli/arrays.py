@@ -27,6 +27,15 @@ def _check_file(path: Path) -> None:
         raise ShapeError(f"{path}: larger than {MAX_ARRAY_BYTES >> 30} GiB")
 
 
+def _usable(array: np.ndarray, where: str) -> np.ndarray:
+    """``array`` in native byte order; a ShapeError naming ``where`` if it holds no values."""
+    if array.size == 0:
+        raise ShapeError(f"{where}: holds no values (shape {list(array.shape)})")
+    if not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
 def _declared_npz_bytes(path: Path) -> int:
     with zipfile.ZipFile(path) as archive:
         members = archive.infolist()
@@ -45,7 +54,7 @@ def read_npy(path: Path) -> np.ndarray:
     if not isinstance(data, np.ndarray):
         data.close()
         raise ShapeError(f"{path}: an .npz archive; give one array saved with np.save (.npy)")
-    return data
+    return _usable(data, str(path))
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -55,19 +64,25 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         if _declared_npz_bytes(path) > MAX_ARRAY_BYTES:
             raise ShapeError(f"{path}: its arrays unpack to more than {MAX_ARRAY_BYTES >> 30} GiB")
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+            arrays = {name: data[name] for name in data.files}
     except ShapeError:
         raise
     except Exception as exc:
         raise ShapeError(f"{path}: not a readable .npz archive ({type(exc).__name__})") from exc
+    return {name: _usable(array, f"{path}: array {name!r}") for name, array in arrays.items()}
 
 
 def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Array ``x`` (and optional labels ``y``) from a .npz file, never unpickling."""
+    """Array ``x`` (and optional labels ``y``) from a .npz file, never unpickling; NaN or
+    infinity in ``x`` is refused with its first index."""
     data = read_npz(path)
     if "x" not in data:
         raise ShapeError(f"{path}: needs an array named 'x' (has {sorted(data)})")
-    return data["x"], data.get("y")
+    x = data["x"]
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise ShapeError(f"{path}: array 'x' holds {x[index]} at index {index}")
+    return x, data.get("y")
 
 
 def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:
@@ -89,7 +104,8 @@ def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:
 
 
 def check_output_path(path: Path, force: bool = False) -> None:
-    """ShapeError unless ``path`` ends in .npy/.npz and is new (or ``force`` and a file)."""
+    """ShapeError unless ``path`` ends in .npy/.npz and is new (or ``force`` and a file),
+    outside any bundle."""
     if path.suffix not in (".npy", ".npz"):
         raise ShapeError(f"--output {path}: must end in .npy (one output) or .npz (by name)")
     if path.is_dir():

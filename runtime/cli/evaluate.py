@@ -57,7 +57,7 @@ def evaluate_command(
         if len(inputs) != len(names):
             raise ShapeError(f"{data}: needs inputs {names} (or 'x' for one input)")
         reference = None if ann is None else _reference_predictions(ann, inputs)
-        result = evaluate(session, inputs, labels, reference)
+        result = evaluate(session, inputs, labels, reference, where=str(data))
     if as_json:
         typer.echo(
             json.dumps(

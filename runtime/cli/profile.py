@@ -18,10 +18,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from ganglion.models.errors import GanglionError
+from ganglion.runtime.atomic import atomic_file, check_target
+
 if TYPE_CHECKING:
     from ganglion.runtime.profiling import ProfileResult
 
 PROGRESS_FROM_RUNS = 20
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def profile(
@@ -41,9 +45,15 @@ def profile(
     plot: Path | None = typer.Option(None, "--plot", help="Latency vs energy PNG (Pareto view)."),
     root: Path = typer.Option(Path("/"), "--root", help="Filesystem root holding sys/ proc/ etc/."),
     device_files: list[Path] = typer.Option([], "--devices", help="Extra device profile file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --plot file."),
 ) -> None:
     """Measure or predict latency (trtexec-style percentiles), throughput and energy."""
     from ganglion.runtime.profiling import ProfileRequest, profile_bundle
+
+    if plot is not None:
+        if plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise GanglionError(f"--plot {plot}: must end in {', '.join(PLOT_SUFFIXES)}")
+        check_target(plot, force)
 
     request = ProfileRequest(
         devices, backend, backend_device, runs, warmup, batch, simulate, str(root), device_files
@@ -55,7 +65,7 @@ def profile(
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
-        disable=runs < PROGRESS_FROM_RUNS,
+        disable=runs < PROGRESS_FROM_RUNS or not sys.stderr.isatty(),  # no stray line in logs
     )
     tasks: dict[str, int] = {}
 
@@ -70,7 +80,7 @@ def profile(
     results: list[ProfileResult] = payload["results"]
     payload["results"] = [r.to_dict() for r in results]
     if plot is not None:
-        _plot(results, plot)
+        _plot(results, plot, force)
     if as_json:
         typer.echo(json.dumps(payload, allow_nan=False))
         return
@@ -146,7 +156,7 @@ def _layer_table(r: ProfileResult) -> Table:
     return t
 
 
-def _plot(results: list[ProfileResult], out: Path) -> None:
+def _plot(results: list[ProfileResult], out: Path, force: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +215,8 @@ def _plot(results: list[ProfileResult], out: Path) -> None:
     ax.set_ylabel("energy per inference (mJ)")
     ax.set_title(f"latency vs energy per inference, batch {results[0].batch}")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    with atomic_file(out, force) as tmp:
+        fig.savefig(tmp, dpi=120, format=out.suffix[1:].lower())
     plt.close(fig)
 
 

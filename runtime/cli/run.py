@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ganglion.models.errors import ShapeError
 from ganglion.models.events.program_input import program_frames, read_event_input
 from ganglion.runtime.cli.arrays import (
     check_output_path,
@@ -80,7 +81,10 @@ def run(
     )
     with session:
         if events is not None:  # binned as the program's manifest says, batch of one
-            x = program_frames(session.manifest, events)
+            try:
+                x = program_frames(session.manifest, events)
+            except ShapeError as exc:
+                raise ShapeError(f"{inputs[0]}: {exc}") from None
         y = session.run(x)
     write_outputs(y, output, force)
     typer.echo(f"{describe_outputs(y)} written to {output}")

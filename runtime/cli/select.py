@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ganglion.runtime.atomic import check_target
 from ganglion.runtime.selection import (
     Selection,
     SelectionProblem,
@@ -57,8 +58,11 @@ def select(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random-subset baseline."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --dump-problem file."),
 ) -> None:
     """Choose the expert subset with the best predicted quality within both budgets."""
+    if dump_problem is not None:
+        check_target(dump_problem, force)
     try:
         if (problem is None) == (bundle is None):
             raise SelectionProblemError("give an ensemble BUNDLE or --problem P.json (one of them)")
@@ -79,7 +83,7 @@ def select(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if dump_problem is not None:
-        write_problem(loaded, dump_problem)
+        write_problem(loaded, dump_problem, force)
     report(loaded, energy, latency, as_json, seed)
 
 

@@ -24,6 +24,12 @@ train_app = typer.Typer(
 
 LM_ARCHITECTURES = ("rwkv", "spikegpt", "gla", "gam", "gpt")
 VISION_ARCHITECTURES = ("vig", "vit")
+MAX_WIDTH = 4096  # --d-model
+MAX_LAYERS = 64
+MAX_BATCH = 4096  # --batch (windows per step)
+MAX_LENGTH = 65536  # --length (tokens per window)
+MAX_UPSAMPLE = 16  # digits 8x8 -> at most 128x128
+MAX_BLOCK_PARAMETERS = 1 << 28  # about 12 * layers * d_model**2, checked before building
 
 
 def _progress(total: int, what: str) -> Progress:
@@ -36,6 +42,23 @@ def _progress(total: int, what: str) -> Progress:
         console=Console(stderr=True),
         transient=True,
     )
+
+
+def _check_sizes(sizes: tuple[tuple[str, int, int | None], ...]) -> None:
+    """Each (flag, value, largest allowed or None) in range, and the blocks' parameters (about
+    12 * layers * d_model**2) within MAX_BLOCK_PARAMETERS; a one-line error naming the flag."""
+    values = {}
+    for flag, value, largest in sizes:
+        if value < 1 or (largest is not None and value > largest):
+            bound = "" if largest is None else f" and at most {largest}"
+            raise GanglionError(f"{flag} must be at least 1{bound}, got {value}")
+        values[flag] = value
+    estimate = 12 * values["--layers"] * values["--d-model"] ** 2
+    if estimate > MAX_BLOCK_PARAMETERS:
+        raise GanglionError(
+            f"--d-model {values['--d-model']} with --layers {values['--layers']} is about "
+            f"{estimate:,} parameters, more than the {MAX_BLOCK_PARAMETERS:,} these recipes allow"
+        )
 
 
 def _check_choice(value: str, choices: tuple[str, ...], flag: str) -> None:
@@ -62,15 +85,15 @@ def train_lm_command(
 ) -> None:
     """Train a byte-level language model; held-out bits per character go in the manifest."""
     _check_choice(arch, LM_ARCHITECTURES, "--arch")
-    for flag, value in (
-        ("--steps", steps),
-        ("--d-model", d_model),
-        ("--layers", layers),
-        ("--batch", batch),
-        ("--length", length),
-    ):
-        if value < 1:
-            raise GanglionError(f"{flag} must be at least 1, got {value}")
+    _check_sizes(
+        (
+            ("--steps", steps, None),
+            ("--d-model", d_model, MAX_WIDTH),
+            ("--layers", layers, MAX_LAYERS),
+            ("--batch", batch, MAX_BATCH),
+            ("--length", length, MAX_LENGTH),
+        )
+    )
     check_target(output, force)
     import torch
 
@@ -130,14 +153,14 @@ def train_vision_command(
 ) -> None:
     """Train ViG or ViT on scikit-learn's digits; test accuracy goes in the manifest."""
     _check_choice(arch, VISION_ARCHITECTURES, "--arch")
-    for flag, value in (
-        ("--epochs", epochs),
-        ("--upsample", upsample),
-        ("--d-model", d_model),
-        ("--layers", layers),
-    ):
-        if value < 1:
-            raise GanglionError(f"{flag} must be at least 1, got {value}")
+    _check_sizes(
+        (
+            ("--epochs", epochs, None),
+            ("--upsample", upsample, MAX_UPSAMPLE),
+            ("--d-model", d_model, MAX_WIDTH),
+            ("--layers", layers, MAX_LAYERS),
+        )
+    )
     check_target(output, force)
     import torch
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ganglion.models.errors import GanglionError
+from ganglion.runtime.atomic import atomic_file
 
 MAX_EXPERTS = 64  # the exact solver's limit; a larger problem is refused with a one-line error
 MAX_SAMPLES = 20_000  # calibration rows (the solver keeps ~15 float64 arrays [N, M])
@@ -232,20 +231,13 @@ def problem_to_dict(problem: SelectionProblem) -> dict[str, Any]:
     }
 
 
-def write_problem(problem: SelectionProblem, path: str | Path) -> Path:
-    """Write ``problem`` as JSON atomically: a temporary sibling, then ``os.replace``."""
+def write_problem(problem: SelectionProblem, path: str | Path, force: bool = True) -> Path:
+    """Write ``problem`` as JSON atomically (``runtime.atomic``), never inside a bundle; an
+    existing ``path`` is replaced unless ``force`` is False (then it is refused)."""
     target = Path(path)
     text = json.dumps(problem_to_dict(problem), allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target, force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return target
 
 

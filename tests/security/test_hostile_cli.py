@@ -1,0 +1,306 @@
+"""A hostile or careless user at the command line, with files the tests craft: outputs never
+land inside a bundle or over a file without --force, NaN weights and empty or byte-swapped
+arrays are refused by name, and every size a user can type is bounded before anything runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from ganglion.converters.exported_archive import load_exported
+from ganglion.converters.onnx_file import load_onnx
+from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
+from ganglion.device.profiles.schema import ProfileError, profile_from_dict
+from ganglion.models.deployable import Deployable
+from ganglion.models.errors import ConversionError, ShapeError
+from ganglion.models.events import make_events
+from ganglion.models.manifest import SpikingTime
+from ganglion.models.spiking.network import SpikingNetwork
+from ganglion.runtime.atomic import TargetExists, check_target
+from ganglion.runtime.bundle import save_bundle
+from ganglion.runtime.cli import main
+from ganglion.runtime.cli.arrays import read_npy, read_npz
+from ganglion.runtime.generation import GenerationError, Sampling
+from ganglion.runtime.selection.problem import read_problem, write_problem
+from ganglion.runtime.selection.synthetic import synthetic_problem
+
+JETSON = Path(__file__).parents[2] / "device" / "profiles" / "jetson-orin-nano-8gb.json"
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(18, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small spiking bundle taking [batch, 2, 3, 3] (3 classes)."""
+    calib = np.random.default_rng(0).uniform(0, 1, (16, 2, 3, 3)).astype(np.float32)
+    program = convert_spiking(_model(), calib, None, SpikingOptions(timesteps=4))
+    return save_bundle(program, tmp_path_factory.mktemp("hostile") / "b")
+
+
+@pytest.fixture(scope="module")
+def event_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same network reading a 3x3 event sensor, binned into 4 frames."""
+    calib = np.random.default_rng(0).uniform(0, 1, (16, 2, 3, 3)).astype(np.float32)
+    direct = convert_spiking(_model(), calib, None, SpikingOptions(timesteps=4))
+    binning = {"width": 3, "height": 3, "channels": 2, "n_time_bins": 4}
+    time = SpikingTime(4, encoding="events", decoding="membrane", events=binning)
+    network = SpikingNetwork(direct.module.graph, time)
+    program = Deployable(network, spiking_manifest(direct.module.graph, time), direct.config)
+    return save_bundle(program, tmp_path_factory.mktemp("hostile") / "events")
+
+
+def _cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in args])
+    return int(done.value.code or 0), capsys.readouterr().err
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _one_line(code: int, err: str, *parts: str) -> None:
+    assert code != 0 and err.count("\n") == 1 and err.startswith("error: "), err
+    for part in parts:
+        assert part in err, err
+
+
+# ---- group 2: nothing written inside a bundle, over a file, or over the current folder ----------
+
+
+def test_outputs_inside_a_bundle_are_refused_at_any_depth(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((2, 2, 3, 3), np.float32))
+    (tmp_path / "link.npy").symlink_to(bundle / "weights.safetensors")
+    before = _snapshot(bundle)
+    attempts = [
+        ["run", bundle, "--input", tmp_path / "x.npy", "--output", bundle / "y.npy"],
+        [
+            "run",
+            bundle,
+            "--input",
+            tmp_path / "x.npy",
+            "--output",
+            tmp_path / "link.npy",
+            "--force",
+        ],
+        ["export", bundle, "--nir", bundle / "sub" / "graph.nir", "--force"],
+        ["import-nir", tmp_path / "any.nir", "-o", bundle / "imported"],
+    ]
+    for args in attempts:
+        code, err = _cli(args, capsys)
+        _one_line(code, err, "inside the bundle")
+    assert _snapshot(bundle) == before
+
+
+def test_force_never_replaces_the_current_folder(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.tex").write_text("mine")
+    monkeypatch.chdir(work)
+    for target in (Path("."), Path(".."), work):
+        with pytest.raises(TargetExists, match="holds the current folder"):
+            check_target(target, force=True)
+    assert (work / "thesis.tex").read_text() == "mine"
+
+
+def test_select_dump_problem_keeps_an_existing_file_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    problem = write_problem(
+        synthetic_problem(np.random.default_rng(0), 3, 5, "trained"), tmp_path / "p.json"
+    )
+    mine = tmp_path / "notes.txt"
+    mine.write_text("precious")
+    select = ["select", "--problem", problem, "--energy-budget", "1000", "--latency-budget", "1e6"]
+    code, err = _cli([*select, "--dump-problem", mine], capsys)
+    _one_line(code, err, "notes.txt", "--force")
+    assert mine.read_text() == "precious"
+    code, _ = _cli([*select, "--dump-problem", mine, "--force"], capsys)
+    assert code == 0 and read_problem(mine).experts == read_problem(problem).experts
+
+
+def test_profile_plot_refuses_an_existing_file_or_an_odd_suffix(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "chart.png"
+    mine.write_bytes(b"precious")
+    for plot, part in ((mine, "--force"), (tmp_path / "chart.txt", "must end in")):
+        code, err = _cli(["profile", bundle, "--simulate", "--plot", plot], capsys)
+        _one_line(code, err, part)
+    assert mine.read_bytes() == b"precious" and not (tmp_path / "chart.txt").exists()
+
+
+def test_write_problem_as_a_library_call_still_replaces(tmp_path: Path) -> None:
+    problem = synthetic_problem(np.random.default_rng(1), 3, 5, "trained")
+    target = tmp_path / "p.json"
+    target.write_text("old")
+    write_problem(problem, target)
+    assert read_problem(target).experts == problem.experts
+    with pytest.raises(TargetExists, match="--force"):
+        write_problem(problem, target, force=False)
+
+
+# ---- groups 1 and 5: NaN weights, empty and byte-swapped arrays --------------------------------
+
+
+def test_nan_weights_in_a_pt2_are_refused_naming_the_tensor(tmp_path: Path) -> None:
+    model = _model()
+    with torch.no_grad():
+        model[1].weight[2, 5] = float("nan")
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 2, 3, 3),)), buffer)
+    path = tmp_path / "nan.pt2"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(
+        ConversionError, match=r"nan\.pt2: tensor '1\.weight' holds NaN at index \(2, 5\)"
+    ):
+        load_exported(path)
+
+
+def _onnx_gemm(path: Path, weight: np.ndarray) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_nan_weights_in_an_onnx_model_are_refused_but_infinity_passes(tmp_path: Path) -> None:
+    weight = np.ones((3, 4), np.float32)
+    weight[1, 2] = np.nan
+    with pytest.raises(ConversionError, match=r"nan\.onnx: tensor 'w' holds NaN at index \(1, 2\)"):
+        load_onnx(_onnx_gemm(tmp_path / "nan.onnx", weight))
+    weight[1, 2] = -np.inf  # attention masks hold -inf
+    assert load_onnx(_onnx_gemm(tmp_path / "mask.onnx", weight)).graph.initializer[0].name == "w"
+
+
+def test_empty_arrays_are_refused_naming_the_file(tmp_path: Path) -> None:
+    np.save(tmp_path / "empty.npy", np.zeros((0, 64), np.float32))
+    np.savez(tmp_path / "calib.npz", x=np.zeros((0, 64), np.float32))
+    with pytest.raises(ShapeError, match=r"empty\.npy: holds no values \(shape \[0, 64\]\)"):
+        read_npy(tmp_path / "empty.npy")
+    with pytest.raises(ShapeError, match=r"calib\.npz: array 'x': holds no values"):
+        read_npz(tmp_path / "calib.npz")
+
+
+def test_quantize_refuses_nan_calibration_naming_file_and_index(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = np.zeros((4, 2, 3, 3), np.float32)
+    x[2, 1, 0, 2] = np.inf
+    np.savez(tmp_path / "calib.npz", x=x)
+    args = ["quantize", bundle, "--target", "loihi2", "-o", tmp_path / "q", "--calib"]
+    code, err = _cli([*args, tmp_path / "calib.npz"], capsys)
+    _one_line(code, err, "calib.npz: array 'x' holds inf at index (2, 1, 0, 2)")
+    assert not (tmp_path / "q").exists()
+
+
+def test_byte_swapped_arrays_are_read_in_native_order(tmp_path: Path) -> None:
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "big.npy", values.astype(">f4"))
+    np.savez(tmp_path / "big.npz", x=values.astype(">f4"))
+    for array in (read_npy(tmp_path / "big.npy"), read_npz(tmp_path / "big.npz")["x"]):
+        assert array.dtype.isnative and np.array_equal(array, values)
+
+
+# ---- group 6: errors name the file ----------------------------------------------------------
+
+
+def test_eval_errors_name_the_data_file(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = np.random.default_rng(1).uniform(0, 1, (5, 2, 3, 3)).astype(np.float32)
+    np.savez(tmp_path / "short.npz", x=x, y=np.zeros(2, np.int64))
+    nan = x.copy()
+    nan[3, 1, 2, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan, y=np.zeros(5, np.int64))
+    code, err = _cli(["eval", bundle, "--data", tmp_path / "short.npz"], capsys)
+    _one_line(code, err, "short.npz: labels must be [5], got [2]")
+    code, err = _cli(["eval", bundle, "--data", tmp_path / "nan.npz"], capsys)
+    _one_line(code, err, "nan.npz: input 'input' holds nan at index (3, 1, 2, 0)")
+
+
+def test_event_stream_errors_name_the_stream_file(
+    event_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = tmp_path / "stream.npy"
+    np.save(stream, make_events(x=[0, 7, 1], y=[0, 1, 2], t=[0, 10, 20], p=[1, 0, 1]))
+    code, err = _cli(
+        ["run", event_bundle, "--input", stream, "--output", tmp_path / "y.npy"], capsys
+    )
+    _one_line(code, err, "stream.npy: event 1 has x=7, outside the sensor's width 3")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_a_tar_made_from_above_the_bundle_says_where_the_manifest_is(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "wrapped.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(bundle, arcname=bundle.name)  # tar -cf wrapped.tar b, not tar -C b -cf ... .
+    code, err = _cli(["inspect", archive], capsys)
+    _one_line(code, err, "wrapped.tar: not a bundle", f"its folder {bundle.name!r} holds one")
+
+
+def test_device_profile_figures_out_of_range_are_one_line(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for key, value in (("launch_overhead_s", 1e308), ("memory_bandwidth", 1e-300)):
+        profile = {**json.loads(JETSON.read_text()), "name": "evil", key: value}
+        device_file = tmp_path / f"{key}.json"
+        device_file.write_text(json.dumps(profile))
+        args = ["profile", bundle, "--device", "evil", "--devices", device_file, "--simulate"]
+        code, err = _cli(args, capsys)
+        _one_line(code, err, f"{key}.json", f"{key} must be a finite number")
+
+
+def test_profile_figures_are_bounded_on_both_sides() -> None:
+    base = json.loads(JETSON.read_text())
+    assert profile_from_dict(base, "x.json").memory_bandwidth == base["memory_bandwidth"]
+    for key, value in (("memory_bandwidth", 1e31), ("memory_bandwidth", 1e-31), ("idle_w", 1e-40)):
+        with pytest.raises(ProfileError, match=f"{key} must be a finite number"):
+            profile_from_dict({**base, key: value}, "x.json")
+
+
+# ---- group 4: sizes a user types are bounded before anything is built -------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, part",
+    [
+        (["--d-model", "1000000"], "--d-model must be at least 1 and at most"),
+        (["--layers", "100000"], "--layers must be at least 1 and at most"),
+        (["--d-model", "2048", "--layers", "48"], "parameters, more than"),
+    ],
+)
+def test_train_lm_sizes_are_capped_before_building(
+    flags: list[str], part: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _cli(["train", "lm", "--arch", "gpt", "-o", tmp_path / "lm", *flags], capsys)
+    _one_line(code, err, part)
+    assert not (tmp_path / "lm").exists()
+
+
+def test_a_negative_sampling_seed_is_named() -> None:
+    with pytest.raises(GenerationError, match=r"seed must be in \[0, 2\*\*63\), got -1"):
+        Sampling(seed=-1)
