@@ -9,6 +9,7 @@ demo: setup
 	.venv/bin/ganglion demo
 
 test: setup
+	bash scripts/setup_interop.sh || echo "no .venv-interop: the Triton/KServe interop tests will skip"
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 bench: setup

@@ -32,6 +32,7 @@ def _root(
 
 def _register() -> None:
     from ganglion.runtime.cli import (
+        cluster,
         convert,
         demo,
         deploy,
@@ -45,6 +46,7 @@ def _register() -> None:
         run,
         select,
         serve,
+        sweep,
         train,
     )
 
@@ -59,9 +61,11 @@ def _register() -> None:
         inspect,
         select,
         profile,
+        sweep,
         devices,
         serve,
         deploy,
+        cluster,
         demo,
     )
     for module in commands:

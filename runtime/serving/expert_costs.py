@@ -1,0 +1,118 @@
+"""What one expert costs on one node, from the best source at hand, each figure marked
+``measured`` or ``simulated``.
+
+Latency, best first:
+- ``observed``: the coordinator's own round trips to that node for that model (a moving
+  average; it includes the network, so no link time is added) — measured;
+- the node's telemetry (``ganglion.v1``): its recent execution p50, or the warm-up p50 before
+  it has served any request — measured, plus the simulated link;
+- the node's device profile (the roofline over the expert's operation counts) — simulated,
+  plus the simulated link.
+Energy: the node's warm-up energy per inference where its telemetry reports one (measured or
+simulated, as the node's meter says), else the device profile; plus the simulated link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ganglion.runtime.selection import Expert
+
+MEASURED, SIMULATED = "measured", "simulated"
+
+
+@dataclass(frozen=True)
+class ReplicaCost:
+    """One expert on one node: compute and link parts, and where each compute part came from."""
+
+    energy_j: float
+    latency_ms: float
+    tx_energy_j: float
+    tx_latency_ms: float
+    energy_kind: str  # of energy_j: measured | simulated
+    latency_kind: str  # of latency_ms: measured | simulated
+    latency_source: str  # observed | telemetry | profile
+
+    @property
+    def total_energy_j(self) -> float:
+        """Compute plus link energy."""
+        return self.energy_j + self.tx_energy_j
+
+    @property
+    def total_latency_ms(self) -> float:
+        """Compute plus link latency."""
+        return self.latency_ms + self.tx_latency_ms
+
+    def as_expert(self, name: str) -> Expert:
+        """The selection problem's view of this cost."""
+        return Expert(name, self.energy_j, self.latency_ms, self.tx_energy_j, self.tx_latency_ms)
+
+
+def replica_cost(
+    simulated: Expert, telemetry: Any | None, observed_ms: float | None
+) -> ReplicaCost:
+    """The cost of an expert on a node: ``simulated`` from its device profile and the link
+    (``problem_from_ensemble``), ``telemetry`` the node's ``ModelTelemetry`` row for the model
+    (None where the node offers none), ``observed_ms`` the coordinator's moving average."""
+    energy, energy_kind = simulated.energy_j, SIMULATED
+    measurement = telemetry.measurement if telemetry is not None else None
+    if measurement is not None and measurement.runs > 0:
+        energy = measurement.energy_per_inference_j
+        energy_kind = MEASURED if measurement.energy_kind == MEASURED else SIMULATED
+    if observed_ms is not None:
+        latency, tx_latency, kind, source = observed_ms, 0.0, MEASURED, "observed"
+    elif telemetry is not None and (telemetry.inferences > 0 or measurement is not None):
+        seconds = telemetry.latency_p50_s if telemetry.inferences > 0 else measurement.latency_p50_s
+        latency, tx_latency, kind, source = (
+            seconds * 1e3,
+            simulated.tx_latency_ms,
+            MEASURED,
+            "telemetry",
+        )
+    else:
+        latency, tx_latency = simulated.latency_ms, simulated.tx_latency_ms
+        kind, source = SIMULATED, "profile"
+    return ReplicaCost(
+        energy, latency, simulated.tx_energy_j, tx_latency, energy_kind, kind, source
+    )
+
+
+def figure_kind(parts: Iterable[tuple[float, str]]) -> str:
+    """The kind of a sum of (value, kind) parts: measured or simulated when every non-zero
+    part is, ``measured+simulated`` when both contribute."""
+    kinds = {kind for value, kind in parts if value != 0.0}
+    if kinds == {MEASURED}:
+        return MEASURED
+    if kinds <= {SIMULATED}:
+        return SIMULATED
+    return f"{MEASURED}+{SIMULATED}"
+
+
+def energy_parts(costs: Iterable[ReplicaCost]) -> list[tuple[float, str]]:
+    """(value, kind) of every energy part of ``costs`` (the link's is simulated)."""
+    return [
+        part for c in costs for part in ((c.energy_j, c.energy_kind), (c.tx_energy_j, SIMULATED))
+    ]
+
+
+def latency_parts(costs: Iterable[ReplicaCost]) -> list[tuple[float, str]]:
+    """(value, kind) of every latency part of ``costs`` (the link's is simulated)."""
+    return [
+        part
+        for c in costs
+        for part in ((c.latency_ms, c.latency_kind), (c.tx_latency_ms, SIMULATED))
+    ]
+
+
+def changed(old: ReplicaCost | None, new: ReplicaCost, tolerance: float) -> bool:
+    """Whether ``new`` differs from ``old`` by more than ``tolerance`` (relative) in total
+    energy or total latency, or is the first cost known."""
+    if old is None:
+        return True
+    pairs = (
+        (old.total_energy_j, new.total_energy_j),
+        (old.total_latency_ms, new.total_latency_ms),
+    )
+    return any(abs(b - a) > tolerance * max(abs(a), abs(b), 1e-12) for a, b in pairs)

@@ -1,0 +1,57 @@
+"""``ganglion cluster up`` and ``down`` as a user runs them: what they refuse, and that down
+never signals a process it did not start. (Up on a running cluster, and down stopping exactly
+what up started, are the last test of ``test_coordinator.py``, on its cluster.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ganglion.runtime.serving.cluster import read_state
+
+
+def test_down_leaves_a_recorded_pid_that_another_process_now_holds(
+    tmp_path: Path, ganglion_cli
+) -> None:
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        record = {
+            "role": "node",
+            "name": "gone",
+            "address": "127.0.0.1:1",
+            "pid": stranger.pid,
+            "started": "1",  # not the stranger's start time: the pid was reused
+            "log": str(state / "node-gone.log"),
+            "command": ["ganglion", "serve"],
+        }
+        (state / "cluster.json").write_text(json.dumps({"config": "c", "processes": [record]}))
+        done = ganglion_cli("cluster", "down", "--state-dir", str(state))
+        assert done.returncode == 0 and "nothing running" in done.stdout
+        time.sleep(0.2)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_up_refuses_a_node_serving_a_model_no_ensemble_has(
+    tmp_path: Path, ensemble_bundle: Path, cluster_file, ganglion_cli
+) -> None:
+    config = cluster_file(tmp_path, ensemble_bundle, {"odd": {"models": ["e1", "zz"]}})
+    done = ganglion_cli("cluster", "up", "--config", str(config), "--state-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: node 'odd': no ensemble bundle folder has a member 'zz' to serve"
+    )
+    assert read_state(tmp_path) == []
+
+
+def test_down_needs_a_cluster_file_or_a_state_folder(ganglion_cli) -> None:
+    done = ganglion_cli("cluster", "down")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: give --config CLUSTER.toml or --state-dir DIR"
