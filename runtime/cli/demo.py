@@ -27,6 +27,7 @@ QUICK = {
     "tokens": 24,
     "event_timesteps": (4,),
     "event_epochs": 8,
+    "method_networks": ("mlp",),
 }
 FULL = {
     "networks": ("mlp", "cnn"),
@@ -38,6 +39,7 @@ FULL = {
     "tokens": 48,
     "event_timesteps": (4, 8),
     "event_epochs": 20,
+    "method_networks": ("mlp", "cnn"),
 }
 
 
@@ -57,10 +59,15 @@ def demo(
     """Train and deploy: spiking digits networks on every backend and Loihi 2, the same network
     as a dense bundle (fp32, int8), an MoE² ensemble with exact expert selection, and small
     language models (prose, code) with their ensemble generating on torch and ONNX Runtime, and
-    a spiking CNN reading an event camera's stream (simulated sensor)."""
+    a spiking CNN reading an event camera's stream (simulated sensor), conversion for four
+    time steps by each threshold method, and the ensemble served by a cluster of loopback nodes
+    with a coordinator choosing experts under a budget and surviving a killed node."""
     import torch
 
+    from ganglion.converters.spiking import SpikingOptions
+    from ganglion.converters.spiking.ann_to_snn import METHODS
     from ganglion.runtime.demo import NETWORKS, accuracy_sweep, train_network, write_demo_bundle
+    from ganglion.runtime.demo_cluster import cluster_tour
     from ganglion.runtime.demo_ensembles import dense_tour, ensemble_tour
     from ganglion.runtime.demo_events import event_tour
     from ganglion.runtime.demo_language import language_tour
@@ -74,7 +81,8 @@ def demo(
 
     def emit(section: str, row: object) -> None:
         if as_json:
-            typer.echo(json.dumps({"section": section, **vars(row)}, allow_nan=False))
+            fields = row if isinstance(row, dict) else vars(row)
+            typer.echo(json.dumps({"section": section, **fields}, allow_nan=False))
 
     table = Table(
         "network",
@@ -188,6 +196,56 @@ def demo(
         emit("events", row)
     console.print(events)
     console.print(f"  {event_run}")
+    methods = Table(
+        "network",
+        "method",
+        "ANN acc",
+        "SNN acc at T=4",
+        "gap (points)",
+        "convert + run (s)",
+        title=f"6. low-latency conversion: four time steps (torch, {threads} thread(s), measured)",
+    )
+    for name in plan["method_networks"]:
+        model, data = models[name]
+        for method in METHODS:
+            with console.status(f"converting the {name} for T=4 by {method}"):
+                started_method = time.perf_counter()
+                (row,) = accuracy_sweep(name, model, data, [4], SpikingOptions(method=method))
+            seconds = time.perf_counter() - started_method
+            methods.add_row(
+                name,
+                method,
+                f"{row.ann_accuracy:.4f}",
+                f"{row.snn_accuracy:.4f}",
+                f"{row.gap_points:+.2f}",
+                f"{seconds:.1f}",
+            )
+            emit("methods", {"method": method, **vars(row)})
+    console.print(methods)
+    with console.status("a cluster on loopback: two simulated Orin nodes and a coordinator"):
+        cluster_rows = cluster_tour(out / "digits-moe", models["mlp"][1], out)
+    cluster = Table(
+        "request (360 test digits)",
+        "experts",
+        "answered by",
+        "test acc",
+        "energy (mJ)",
+        "latency (ms, measured)",
+        "retries",
+        title="7. the MoE² ensemble served by a cluster (ganglion cluster up, loopback)",
+    )
+    for row in cluster_rows:
+        cluster.add_row(
+            row.request,
+            row.experts,
+            row.nodes,
+            f"{row.accuracy:.4f}",
+            f"{row.energy_mj:.3g} ({row.energy_kind})",
+            f"{row.latency_ms:.1f}",
+            str(row.retries),
+        )
+        emit("cluster", row)
+    console.print(cluster)
     console.print(
         f"demo took {time.perf_counter() - started:.0f} s; bundles in {out}. next: "
         f"ganglion inspect {out}/digits-moe  ·  ganglion select {out}/digits-moe "

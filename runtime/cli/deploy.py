@@ -118,13 +118,15 @@ def infer(
         read_inputs,
         write_outputs,
     )
+    from ganglion.runtime.serving.client import infer_request, response_parameters
+    from ganglion.runtime.serving.kserve_tensors import response_arrays
 
     if output is not None:
         check_output_path(output, force)
     arrays = read_inputs(inputs)
     parameters = dict(_parameter(p) for p in params)
 
-    async def call() -> dict[str, Any]:
+    async def call() -> Any:
         async with _client(to, token_file, tls_ca, tls_cert, tls_key, timeout_s) as client:
             named = arrays
             if not isinstance(named, dict):
@@ -133,9 +135,13 @@ def infer(
                     names = ", ".join(s.name for s in specs)
                     raise ShapeError(f"model {model!r} takes several inputs ({names}); name them")
                 named = {specs[0].name: named}
-            return await client.infer(model, named, parameters=parameters)
+            request = infer_request(model, named, parameters=parameters)
+            return await client.model_infer(request)
 
-    outputs = asyncio.run(call())
+    response = asyncio.run(call())
+    outputs = response_arrays(response)
+    for key, value in response_parameters(response).items():
+        typer.echo(f"{key}: {value}")
     if output is None:
         typer.echo(describe_outputs(outputs))
         return

@@ -74,6 +74,17 @@ def _parameter(message: Any, value: ParameterValue) -> None:
         message.string_param = str(value)
 
 
+def response_parameters(response: Any) -> dict[str, ParameterValue]:
+    """A ``ModelInferResponse``'s parameters as plain values (a coordinator's chosen experts,
+    nodes, energy and latency; empty for most nodes)."""
+    values: dict[str, ParameterValue] = {}
+    for key in sorted(response.parameters):
+        which = response.parameters[key].WhichOneof("parameter_choice")
+        if which is not None:
+            values[key] = getattr(response.parameters[key], which)
+    return values
+
+
 def infer_request(
     model: str,
     inputs: Mapping[str, np.ndarray],

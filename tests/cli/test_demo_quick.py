@@ -29,7 +29,16 @@ def test_quick_demo_runs_every_section_and_leaves_the_bundles_it_names(tmp_path:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     sections = {row["section"] for row in rows}
-    assert sections == {"spiking", "tour", "kinds", "language", "events"}
+    assert sections == {"spiking", "tour", "kinds", "language", "events", "methods", "cluster"}
+    methods = {r["method"]: r for r in rows if r["section"] == "methods"}
+    assert set(methods) == {"percentile", "mse", "calibrated", "burst"}
+    assert all(r["timesteps"] == 4 and 0.8 < r["snn_accuracy"] <= 1.0 for r in methods.values())
+    free, budget, failover = (r for r in rows if r["section"] == "cluster")
+    assert free["experts"].count(",") == 1
+    assert set(free["nodes"].split(", ")) <= {"orin-agx", "orin-nano"}
+    assert "," not in budget["experts"] and budget["energy_mj"] < free["energy_mj"]
+    assert failover["nodes"] == "orin-agx" and failover["retries"] >= 1
+    assert failover["accuracy"] == free["accuracy"]  # the same experts, on the replica
     spiking = [r for r in rows if r["section"] == "spiking"]
     assert all(0.8 < r["snn_accuracy"] <= 1.0 for r in spiking)
     events = [r for r in rows if r["section"] == "events"]

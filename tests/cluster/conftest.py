@@ -27,7 +27,7 @@ from ganglion.converters.ensemble import convert_ensemble
 from ganglion.runtime import load
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.ensemble_calibration import all_expert_probabilities
-from ganglion.runtime.serving.client import NodeClient, infer_request
+from ganglion.runtime.serving.client import NodeClient, infer_request, response_parameters
 from ganglion.runtime.serving.cluster import cluster_down, read_state
 from ganglion.runtime.serving.kserve_tensors import response_arrays
 
@@ -178,10 +178,7 @@ async def ask(
     """One ModelInfer of ensemble ``moe`` with raw tensors."""
     request = infer_request("moe", {"input": x}, parameters=parameters)
     response = await client.model_infer(request, timeout_s)
-    params = {
-        k: getattr(v, v.WhichOneof("parameter_choice")) for k, v in response.parameters.items()
-    }
-    return Reply(response_arrays(response), params)
+    return Reply(response_arrays(response), response_parameters(response))
 
 
 def call(address: str, x: np.ndarray, parameters: dict[str, Any] | None = None) -> Reply:

@@ -91,6 +91,19 @@ def test_response_names_the_nodes_and_marks_each_figure(cluster, ensemble_bundle
     assert p["energy_budget_j"] == float("inf")
 
 
+def test_infer_command_prints_the_chosen_experts_and_the_energy(
+    cluster, ganglion_cli, tmp_path
+) -> None:
+    np.save(tmp_path / "x.npy", _x(5))
+    done = ganglion_cli(
+        "infer", "--to", cluster.coordinator, "--model", "moe", "--input", str(tmp_path / "x.npy")
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert sorted(lines["experts"].split(",")) == ALL
+    assert float(lines["energy_j"]) > 0 and lines["latency_kind"] == "measured"
+
+
 def test_an_energy_budget_in_the_request_chooses_fewer_experts_within_it(
     cluster, expected, ask_once
 ) -> None:
