@@ -13,5 +13,6 @@ test: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
 bench: setup
+	.venv/bin/python -m pip install -q --no-deps "spikingjelly==2.0.0" loguru  # peer of the throughput run
 	.venv/bin/python benchmarks/spiking_conversion.py
 	.venv/bin/python benchmarks/spiking_throughput.py

@@ -9,6 +9,6 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPIP=".venv/bin/python -m pip"
 $VPIP install -q --upgrade pip setuptools wheel
-$VPIP install -q -e ".[dev,lava,kernels]"
+$VPIP install -q -e ".[dev,lava,kernels,events]"
 $VPIP install -q --no-deps --ignore-requires-python "lava-nc==0.10.0"
 $VPIP install -q --no-deps "tensorrt-stubs==10.13.0.35.1"

@@ -8,7 +8,7 @@
                        ``expelliarmus`` (told apart by the ``% evt`` or ``% format`` header line)
   ``.dat``             Prophesee DAT, through ``expelliarmus``
 
-The three packages are optional (``pip install 'ganglion[events]'``) and imported only when a
+The three packages are optional (``pip install -e '.[events]'``) and imported only when a
 file needs them. EVT 3.0 is not read with ``expelliarmus``: its reader adds 4096 µs at every
 rollover of the 12-bit low time field even when a new high time word has come, so it stretches
 a Prophesee recording's timestamps (and its writer never emits the high time word).
@@ -208,5 +208,5 @@ def _optional(module: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise BackendUnavailable(
-            f"reading {what} files needs the '{module}' package: pip install 'ganglion[events]'"
+            f"reading {what} files needs the '{module}' package: pip install -e '.[events]'"
         ) from exc

@@ -41,7 +41,10 @@ from ganglion.runtime.backends.lava_network import (
 from ganglion.runtime.program import Program
 from ganglion.runtime.session import Backend, Session, State
 
-INSTALL_HINT = "pip install -e '.[lava]'"
+INSTALL_HINT = (
+    "bash scripts/setup.sh, or pip install -e '.[lava]' then "
+    "pip install --no-deps --ignore-requires-python lava-nc==0.10.0"
+)
 PRECISIONS = ("fixed_pt", "floating_pt")
 DEVICES = ("cpu", "loihi2")
 

@@ -219,7 +219,7 @@ def _require_tensorrt(device: str) -> str:
     """TensorRT's version, or BackendUnavailable naming what is missing."""
     missing = BackendUnavailable(
         "tensorrt backend: the 'tensorrt' package is not installed "
-        "(pip install 'ganglion[tensorrt]' on a CUDA machine)"
+        "(pip install -e '.[tensorrt]' on a CUDA machine)"
     )
     try:
         import tensorrt

@@ -28,7 +28,7 @@ def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool
 
     report = chip_fit(deployable.module.graph, chips)
     if as_json:
-        typer.echo(json.dumps(report, indent=1))
+        typer.echo(json.dumps(report, indent=1, allow_nan=False))
     else:
         console = Console(highlight=False, soft_wrap=True)
         table = Table("layer", "neurons", "synapses", "synaptic memory", "neurocores")

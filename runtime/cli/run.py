@@ -85,7 +85,10 @@ def run(
                 x = program_frames(session.manifest, events)
             except ShapeError as exc:
                 raise ShapeError(f"{inputs[0]}: {exc}") from None
-        y = session.run(x)
+        try:
+            y = session.run(x)
+        except ShapeError as exc:  # a shape, dtype or non-finite value: name the input file
+            raise ShapeError(f"{', '.join(inputs)}: {exc}") from None
     write_outputs(y, output, force)
     typer.echo(f"{describe_outputs(y)} written to {output}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from ganglion.models.errors import GanglionError
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt", "lava")
 AUTO_BACKENDS = ("onnxruntime", "torch")  # tried in order by "auto"
+# on a CUDA node where the tensorrt package is installed, "auto" builds an engine there first
 MiB = 1 << 20
 
 
@@ -104,4 +106,8 @@ class NodeSettings:
     @property
     def backends(self) -> tuple[str, ...]:
         """The backends tried in order when loading a model."""
-        return AUTO_BACKENDS if self.backend == "auto" else (self.backend,)
+        if self.backend != "auto":
+            return (self.backend,)
+        if self.backend_device.startswith("cuda") and importlib.util.find_spec("tensorrt"):
+            return ("tensorrt", *AUTO_BACKENDS)
+        return AUTO_BACKENDS

@@ -240,6 +240,24 @@ def test_eval_errors_name_the_data_file(
     _one_line(code, err, "nan.npz: input 'input' holds nan at index (3, 1, 2, 0)")
 
 
+def test_run_errors_name_the_input_file(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = np.random.default_rng(2).uniform(0, 1, (4, 2, 3, 3)).astype(np.float32)
+    x[2, 0, 1, 1] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    np.save(tmp_path / "flat.npy", x.reshape(4, 18))
+    for name, expected in [
+        ("nan.npy", "nan.npy: input 'input' holds nan at index (2, 0, 1, 1)"),
+        ("flat.npy", "flat.npy: input 'input' must be"),
+    ]:
+        code, err = _cli(
+            ["run", bundle, "--input", tmp_path / name, "--output", tmp_path / "y.npy"], capsys
+        )
+        _one_line(code, err, expected)
+        assert not (tmp_path / "y.npy").exists()
+
+
 def test_event_stream_errors_name_the_stream_file(
     event_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
