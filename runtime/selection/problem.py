@@ -39,6 +39,10 @@ MAX_FILE_BYTES = 128 * 2**20  # a problem file larger than this is refused befor
 EXPERT_FIELDS = ("name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms")
 AGGREGATION_FIELDS = ("base_ms", "per_expert_ms")
 PROBLEM_FIELDS = ("experts", "aggregation", "gate", "p_true")
+# A zero gate weight in a problem file is read as this: any positive weight on the sample
+# outweighs it beyond float64 precision, and a subset whose weights on a sample are all zero
+# scores that sample by its experts' mean p_true (the limit of equal small weights), not 0/0.
+ZERO_GATE_WEIGHT = 1e-200
 
 
 class SelectionProblemError(GanglionError):
@@ -213,11 +217,12 @@ def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
     p_true = r.matrix(top["p_true"], "p_true", n)
     if gate.shape[0] != p_true.shape[0]:
         r.fail("p_true", f"has {p_true.shape[0]} rows, gate has {gate.shape[0]} (one per sample)")
-    r.entries(gate, "gate", "must be > 0", gate > 0)
+    r.entries(gate, "gate", "must be >= 0", gate >= 0)
     with np.errstate(over="ignore"):
         sums = gate.sum(axis=1)
     r.rows(sums, "gate", "must sum to a finite positive number", np.isfinite(sums) & (sums > 0))
     r.entries(p_true, "p_true", "must be in [0, 1]", (p_true >= 0) & (p_true <= 1))
+    gate = np.where(gate > 0, gate, ZERO_GATE_WEIGHT)
     return SelectionProblem(tuple(experts), base_ms, per_expert_ms, gate, p_true)
 
 

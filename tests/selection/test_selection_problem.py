@@ -99,9 +99,9 @@ MALFORMED = {
                     "gate[2] has 2 entries, expected 3"),
     "row-count": (mutate(lambda d: d["p_true"].pop()), "p_true has 3 rows, gate has 4"),
     "gate-negative": (mutate(lambda d: d["gate"].__setitem__(3, [0.3, -0.2, 0.9])),
-                      "gate[3][1] must be > 0, got -0.2"),
-    "gate-zero": (mutate(lambda d: d["gate"].__setitem__(0, [0, 1, 1])),
-                  "gate[0][0] must be > 0, got 0.0"),
+                      "gate[3][1] must be >= 0, got -0.2"),
+    "gate-zero-row": (mutate(lambda d: d["gate"].__setitem__(0, [0, 0, 0])),
+                      "gate[0] must sum to a finite positive number, got 0.0"),
     "gate-bool": (mutate(lambda d: d["gate"].__setitem__(1, [True, 0.5, 0.5])),
                   "gate[1][0] must be a number, got true"),
     "gate-overflow": (mutate(lambda d: d["gate"].__setitem__(0, [1e308, 1e308, 1e308])),
@@ -177,3 +177,25 @@ def test_bad_budget_exits_2(tmp_path, budget):
         "select", "--problem", str(path), "--energy-budget", budget, "--latency-budget", "50"
     )
     assert code == 2 and "--energy-budget must be a finite number >= 0" in err
+
+
+def test_zero_gate_weights_are_allowed_and_a_sample_without_weight_scores_its_mean(tmp_path):
+    data = small_problem()
+    data["gate"] = [[0, 0, 1], [1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]]
+    data["p_true"] = [[0.9, 0.5, 0.1], [0.2, 0.8, 0.6], [0.4, 0.7, 1.0], [0.3, 0.3, 0.3]]
+    path = tmp_path / "zeros.json"
+    path.write_text(json.dumps(data))
+    problem = read_problem(path)
+    gate, p = np.array(data["gate"], float), np.array(data["p_true"], float)
+    for subset in ([0], [1, 2], [0, 1], [0, 1, 2]):
+        w = gate[:, subset]
+        weighted = (w * p[:, subset]).sum(1) / np.where(w.sum(1) > 0, w.sum(1), 1)
+        expected = np.where(w.sum(1) > 0, weighted, p[:, subset].mean(1)).mean()
+        assert problem.quality(subset) == pytest.approx(expected, rel=1e-12)
+    code, out, err = ganglion(
+        "select", "--problem", str(path), "--energy-budget", "100", "--latency-budget", "100",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["feasible"] and np.isfinite(answer["quality"])
