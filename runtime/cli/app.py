@@ -11,8 +11,37 @@ from typing import Any, get_args
 
 import typer
 import typer.core
+from click import Context
+
+_REGISTERED: list[str] = []  # command and group names in the order ``_register`` adds them
+
+
+class _RegisteredOrder(typer.core.TyperGroup):
+    """Lists commands in the order ``_register`` adds them (Typer lists groups last)."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        """Registered names first, in registration order; any other after, as Typer has them."""
+        rank = {name: i for i, name in enumerate(_REGISTERED)}
+        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
+
+
+class _PlainArgument(typer.core.TyperArgument):
+    """An argument shown as Click shows one (``BUNDLE``, ``[BUNDLE]``, ``MEMBERS...``), where
+    Typer adds braces and Python types (``{BUNDLE}``, ``BUNDLE <path>``, ``<list[Path]>``)."""
+
+    def get_usage_pieces(self, ctx: Context) -> list[str]:
+        """The name, in brackets when optional, with ``...`` when it takes several values."""
+        name = (self.name or "value").upper()
+        name = name if self.required else f"[{name}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+    def display_type_rich(self, ctx: Context) -> str | None:
+        """No type after the name in the Arguments section: the help says what it is."""
+        return None
+
 
 app = typer.Typer(
+    cls=_RegisteredOrder,
     rich_markup_mode=None,
     name="ganglion",
     help="Convert trained PyTorch models into spiking and linear-time programs and run them "
@@ -30,7 +59,16 @@ def _root(
     """Ganglion: edge and neuromorphic deployment runtime."""
 
 
+def _names(typer_app: typer.Typer) -> list[str]:
+    """The names commands and groups were added under so far (every module names its own)."""
+    infos = [*typer_app.registered_commands, *typer_app.registered_groups]
+    return [info.name for info in infos if info.name]
+
+
 def _register() -> None:
+    """Add every command to ``app`` once, noting their order for ``--help``."""
+    if _REGISTERED:
+        return
     from ganglion.runtime.cli import (
         cluster,
         convert,
@@ -69,7 +107,9 @@ def _register() -> None:
         demo,
     )
     for module in commands:
+        known = set(_names(app))
         module.register(app)
+        _REGISTERED.extend(name for name in _names(app) if name not in known)
 
 
 def _metavar(param: Any) -> str:
@@ -81,7 +121,7 @@ def _metavar(param: Any) -> str:
     if desc.is_choice:
         return "|".join(str(c) for c in desc.choices or ())
     if param.param_type_name == "argument":
-        return (param.name or "value").upper()
+        return (param.name or "value").upper() + ("..." if param.nargs != 1 else "")
     inner = get_args(desc.annotation)
     base = inner[0] if desc.is_list and inner else desc.annotation
     names = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH", bool: "BOOLEAN"}
@@ -91,6 +131,8 @@ def _metavar(param: Any) -> str:
 def _plain_help(command: Any) -> None:
     for param in command.params:
         param.metavar = _metavar(param)
+        if type(param) is typer.core.TyperArgument:
+            param.__class__ = _PlainArgument  # same state, plain help text
     if isinstance(command, typer.core.TyperGroup):
         for sub in command.commands.values():
             _plain_help(sub)

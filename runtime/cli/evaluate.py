@@ -65,7 +65,7 @@ def evaluate_command(
             )
         )
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print(
         f"{bundle} on {backend}: accuracy {result.accuracy:.4f} over {result.samples} "
         "samples (measured)"

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ganglion.models.manifest import SpikingTime
 from ganglion.runtime.bundle import load_bundle
 from ganglion.runtime.cli.chip_fit import show_chip_fit
 from ganglion.runtime.describe import describe
@@ -119,9 +120,8 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
     for spec in info["outputs"]:
         text = info["shapes"].get(spec["name"], "")
         console.print(f"{indent}output {spec['name']} {spec['dtype']}: {text}", markup=False)
-    if info["time"]:
-        time = ", ".join(f"{k}={v}" for k, v in info["time"].items())
-        console.print(f"{indent}time   {time}", markup=False)
+    for line in _time_lines(info["time"] or {}):
+        console.print(f"{indent}{line}", markup=False)
     if info["state"]:
         names = ", ".join(s["name"] for s in info["state"][:6])
         more = f" and {len(info['state']) - 6} more" if len(info["state"]) > 6 else ""
@@ -142,6 +142,23 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
         _show(console, f"member {name}", member, indent + "  ")
     for name, digest in info["checksums"].items():
         console.print(f"{indent}sha256 {digest}  {name}", markup=False)
+
+
+def _time_lines(time: dict[str, Any]) -> list[str]:
+    """``time`` as ``key=value`` lines, None and empty fields left out: the time fields, then
+    the event binning and the NIR conventions (``semantics``) on lines of their own. A
+    time-major program's T is its input's first axis, not ``timesteps``."""
+    fields = dict(time)
+    events, semantics = fields.pop("events", None), fields.pop("semantics", None)
+    if "encoding" in fields and SpikingTime(**time).time_major:
+        fields = {"T": "the input's first axis", **fields}
+        del fields["timesteps"]
+    lines = [("time", fields), ("events", events or {}), ("conventions", semantics or {})]
+    return [f"{label:<6} {_pairs(values)}" for label, values in lines if _pairs(values)]
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items() if v not in (None, "", [], {}))
 
 
 def _show_report(console: Console, report: dict[str, Any], indent: str) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import torch
+import typer
 
 from ganglion.runtime.cli import main
+from ganglion.runtime.cli.app import _REGISTERED, _register, app
 
 
 def ganglion(*args: str) -> tuple[int, str, str]:
@@ -154,15 +158,32 @@ def test_traceback_only_with_debug(workspace: Path) -> None:
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group under ``command``, as the words that name it."""
+    paths = [path]
+    if isinstance(command, typer.core.TyperGroup):
+        for name, sub in command.commands.items():
+            paths += _command_paths(sub, (*path, name))
+    return paths
+
+
+def _listed_commands(help_text: str) -> list[str]:
+    """The names in the Commands section of a group's ``--help``, in the order shown."""
+    section = help_text.split("Commands:\n", 1)[1]
+    rows = (re.match(r"  (\S+)", line) for line in section.splitlines())
+    return [row.group(1) for row in rows if row]
+
+
 def test_every_command_has_help() -> None:
-    for command in (
-        ["--help"],
-        ["convert", "spiking", "--help"],
-        ["import-nir", "--help"],
-        ["export", "--help"],
-        ["run", "--help"],
-        ["inspect", "--help"],
-        ["demo", "--help"],
-    ):
-        code, out, _ = ganglion(*command)
-        assert code == 0 and "Usage" in out, command
+    _register()
+    paths = _command_paths(typer.main.get_command(app))
+    assert len(paths) > 20 and ("convert", "ensemble") in paths and ("eval",) in paths
+    for path in paths:
+        code, out, _ = ganglion(*path, "--help")
+        assert code == 0 and "Usage" in out, path
+        for python_type in ("{", "<path>", "<list"):  # Typer's own rendering of arguments
+            assert python_type not in out, (path, python_type)
+    _, top, _ = ganglion("--help")
+    listed = _listed_commands(top)
+    assert listed == _REGISTERED  # as registered, groups among the commands
+    assert listed[:2] == ["train", "convert"] and listed.index("cluster") < listed.index("demo")

@@ -128,7 +128,10 @@ def test_cli_records_the_conventions_and_export_keeps_them(tmp_path: Path, capsy
     assert semantics["like"] == "snntorch" and semantics["reset_delay"] == 1
     assert semantics["fire"] == "ge"
     assert _cli(["inspect", str(bundle)]) == 0
-    assert "reset_delay" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "like=snntorch" in shown and "reset_delay=1" in shown and "fire=ge" in shown
+    assert "timesteps=" not in shown and "T=the input's first axis" in shown  # time-major
+    assert "{" not in shown and "None" not in shown  # no raw dicts, no absent fields
     assert _cli(["export", str(bundle), "--nir", str(tmp_path / "out.nir")]) == 0
     assert _cli(["import-nir", str(tmp_path / "out.nir"), "-o", str(again)]) == 0  # plain rules
     x = torch.from_numpy(_fixture(name)[0])
