@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ganglion.models.errors import BundleError
 from ganglion.runtime.atomic import atomic_file, check_target
 from ganglion.runtime.onnx_export.naming import DEFAULT_OPSET
+
+if TYPE_CHECKING:
+    from ganglion.models.deployable import Deployable
 
 LIKE_HELP = (
     "Simulation conventions of the graph's writer: nir|snntorch|norse|sinabs|spikingjelly|lava."
@@ -68,7 +72,9 @@ def import_nir(
 def export(
     bundle: Path = typer.Argument(..., help="Bundle folder or .tar."),
     nir: Path | None = typer.Option(
-        None, "--nir", help="Write the spiking graph to this NIR file."
+        None,
+        "--nir",
+        help="Write the spiking graph (SpikeGPT: LIFs, projections) to this NIR file.",
     ),
     onnx: Path | None = typer.Option(None, "--onnx", help="Write an ONNX graph to this file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
@@ -87,7 +93,9 @@ def export(
     from ganglion.runtime.bundle import load_bundle
 
     deployable = load_bundle(bundle)
-    if nir is not None:
+    if nir is not None and deployable.manifest.kind == "sequence":
+        _export_sequence_nir(deployable, nir, force)
+    elif nir is not None:
         if deployable.manifest.kind != "spiking":
             raise BundleError(
                 f"--nir needs a spiking program, this bundle is {deployable.manifest.kind!r}"
@@ -101,6 +109,23 @@ def export(
 
         write_onnx(deployable, onnx, graph, opset, force)
         typer.echo(f"ONNX {graph} graph (opset {opset}) written to {onnx}")
+
+
+def _export_sequence_nir(deployable: Deployable, path: Path, force: bool) -> None:
+    """A SpikeGPT bundle's LIF neurons and projections as NIR (other token models: refused)."""
+    import nir as nir_format
+
+    from ganglion.converters.spikegpt_nir import outside_parts, spikegpt_to_nir
+
+    graph = spikegpt_to_nir(deployable.module)  # one-line BundleError for non-spiking models
+    with atomic_file(path, force) as tmp:
+        nir_format.write(str(tmp), graph)
+    parts = outside_parts(graph)
+    typer.echo(
+        f"NIR graph of the LIF neurons and projections written to {path}; "
+        f"{len(parts)} parts outside NIR (WKV, LayerNorm, token shift, ...) are its boundary, "
+        "listed in the graph's metadata"
+    )
 
 
 def register(app: typer.Typer) -> None:
