@@ -249,8 +249,9 @@ Time = SpikingTime | SequenceTime | None
 @dataclass
 class MemberRef:
     """A member program of a composite bundle: stored inside it under ``members/<name>``
-    (``path`` empty) or referenced by a path relative to the bundle; ``sha256`` is the digest
-    of the member's manifest.json, which pins every file of the member."""
+    (``path`` empty) or referenced by a path relative to the bundle and inside it (no absolute
+    path, no ``..``); ``sha256`` is the digest of the member's manifest.json, which pins every
+    file of the member."""
 
     name: str
     sha256: str
@@ -273,6 +274,13 @@ class MemberRef:
             isinstance(self.path, str),
             f"manifest.members {self.name!r} path",
             "a string",
+            self.path,
+        )
+        absolute = self.path.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", self.path))
+        _require(
+            not absolute and ".." not in re.split(r"[/\\]", self.path),
+            f"manifest.members {self.name!r} path",
+            "relative to the bundle and inside it (not absolute, no '..')",
             self.path,
         )
 

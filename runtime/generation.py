@@ -1,7 +1,8 @@
 """Generation above the Session contract: prompt ids in, tokens out one at a time.
 
 Works on every backend (it calls only ``init_state``, ``prefill`` and ``step``): the prompt
-is prefilled (the model's parallel form where the backend has it), then each token is sampled
+is prefilled (the model's parallel form where the backend has it; in calls of at most the
+manifest's ``time.chunk`` tokens when it declares one), then each token is sampled
 from the last logits and stepped in, in constant memory for recurrent models. Sampling is
 greedy (``temperature=0``) or temperature with optional top-k and top-p (nucleus) filtering,
 seeded, with numpy, so greedy decoding gives identical tokens on every backend.
@@ -78,7 +79,10 @@ def generate(session: Session, prompt: Sequence[int], sampling: Sampling) -> Ite
     if limit is not None and ids.size >= limit:
         raise GenerationError(f"the prompt has {ids.size} tokens; this model's context is {limit}")
     rng = np.random.default_rng(sampling.seed)
-    outputs, state = session.prefill({"ids": ids[None, :]}, session.init_state(1))
+    state = session.init_state(1)
+    chunk = time.chunk or ids.size
+    for start in range(0, ids.size, chunk):
+        outputs, state = session.prefill({"ids": ids[None, start : start + chunk]}, state)
     logits = np.array(outputs["logits"][0, -1])
     length = ids.size
     for _ in range(sampling.max_tokens):

@@ -1,34 +1,59 @@
 """Chip-fit report: how many Loihi 2 neurocores and chips a spiking program needs.
 
-Limits used (``LIMITS``): 128 neurocores per chip, 1,048,576 neurons and 120 M synapses per chip
-(Intel's Loihi 2 brief; open-neuromorphic.org's Loihi 2 page). The per-core figures are those
-chip totals split evenly over 128 cores — an assumption (Intel publishes no per-core limits in
-a form we found): 8,192 neurons and 937,500 synapses per core. Each neuron layer sits on its
-own cores together with the synapses that feed it (the readout layer counts its outputs as
-neurons); Conv connections are counted expanded (no weight sharing), and synaptic memory is
-one byte per synapse (the 8-bit weight mantissa), so the report errs on the large side.
+The limits are read from the built-in ``loihi2`` device profile (``device/profiles/loihi2.json``,
+each figure with its source there): 128 neurocores per chip, 1,048,576 neurons and 120 M
+synapses per chip (Intel's Loihi 2 brief). The per-core figures are those chip totals split
+evenly over 128 cores — an assumption (Intel publishes no per-core limits in a form we found):
+8,192 neurons and 937,500 synapses per core. Each neuron layer sits on its own cores together
+with the synapses that feed it (the readout layer counts its outputs as neurons); Conv
+connections are counted expanded (no weight sharing), and synaptic memory is one byte per
+synapse (the 8-bit weight mantissa), so the report errs on the large side.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
+from ganglion.device.profiles.registry import builtin_profiles
+from ganglion.device.profiles.schema import DeviceProfile
 from ganglion.models.errors import GanglionError
 from ganglion.models.spiking.graph import OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
 from ganglion.models.spiking.loihi_layout import fold_pooling, unsupported_reason
 
-LIMITS = {
-    "cores_per_chip": 128,
-    "neurons_per_core": 1_048_576 // 128,
-    "synapses_per_core": 120_000_000 // 128,
-    "bytes_per_synapse": 1,
+PROFILE = "loihi2"
+LIMIT_FIGURES = {  # report key -> the profile's neuromorphic figure, and how the report words it
+    "cores_per_chip": ("cores", "cores/chip"),
+    "neurons_per_core": ("neurons_per_core", "neurons/core"),
+    "synapses_per_core": ("synapses_per_core", "synapses/core"),
+    "bytes_per_synapse": ("bytes_per_synapse", "B/synapse"),
 }
-SOURCE = (
-    "Intel Loihi 2 brief and open-neuromorphic.org: 128 cores, 1M neurons, 120M synapses "
-    "per chip; per-core limits = chip totals / 128 (assumption)"
-)
+
+
+@functools.cache
+def _profile() -> DeviceProfile:
+    return builtin_profiles()[PROFILE]
+
+
+def chip_limits() -> dict[str, int]:
+    """Loihi 2's capacity from its device profile: cores per chip, neurons and synapses per
+    core, bytes of synaptic memory per synapse."""
+    figures = _profile().neuromorphic
+    assert figures is not None  # the loihi2 profile is neuromorphic (its schema requires figures)
+    return {key: getattr(figures, figure) for key, (figure, _) in LIMIT_FIGURES.items()}
+
+
+def limits_source() -> str:
+    """Each limit with where it comes from (the profile's source, or "assumed")."""
+    profile, limits = _profile(), chip_limits()
+    parts = []
+    for key, (figure, words) in LIMIT_FIGURES.items():
+        dotted = f"neuromorphic.{figure}"
+        origin = "assumed" if profile.is_assumed(dotted) else profile.sources[dotted]
+        parts.append(f"{limits[key]:,} {words} ({origin})")
+    return f"{PROFILE} device profile: " + "; ".join(parts)
 
 
 class LoihiFitError(GanglionError):
@@ -53,6 +78,7 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
     reason = unsupported_reason(graph)
     if reason is None:
         graph = fold_pooling(graph)
+    limits = chip_limits()
     targets = {n: graph.shapes[n] for n, layer in graph.nodes.items() if isinstance(layer, Neuron)}
     readout = [
         p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), (Affine, Conv2d))
@@ -70,8 +96,8 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
         synapses = sum(_synapses(graph.nodes[p], graph.shapes[p]) for p in feeding)
         neurons = math.prod(shape)
         cores = max(
-            math.ceil(neurons / LIMITS["neurons_per_core"]),
-            math.ceil(synapses / LIMITS["synapses_per_core"]),
+            math.ceil(neurons / limits["neurons_per_core"]),
+            math.ceil(synapses / limits["synapses_per_core"]),
             1,
         )
         layers.append(
@@ -79,13 +105,13 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
                 "layer": name,
                 "neurons": neurons,
                 "synapses": synapses,
-                "synaptic_memory_bytes": synapses * LIMITS["bytes_per_synapse"],
+                "synaptic_memory_bytes": synapses * limits["bytes_per_synapse"],
                 "neurocores": cores,
             }
         )
     cores = sum(layer["neurocores"] for layer in layers)
-    needed = math.ceil(cores / LIMITS["cores_per_chip"])
-    available = chips * LIMITS["cores_per_chip"]
+    needed = math.ceil(cores / limits["cores_per_chip"])
+    available = chips * limits["cores_per_chip"]
     return {
         "layers": layers,
         "neurons": sum(layer["neurons"] for layer in layers),
@@ -97,8 +123,8 @@ def chip_fit(graph: SpikingGraph, chips: int = 1) -> dict[str, Any]:
         "mappable": reason is None,
         "unsupported": reason,
         "neurocores_over": max(cores - available, 0),
-        "limits": dict(LIMITS),
-        "source": SOURCE,
+        "limits": limits,
+        "source": limits_source(),
     }
 
 

@@ -8,8 +8,10 @@ appear either in ``sources`` (where the number comes from) or in ``assumed`` (ou
 Every figure must be a finite number: > 0 where the simulator divides by it or a power limit is
 meant (peak ops, bandwidth, memory, mode watts, event rates), >= 0 where nothing can be one
 (idle power, overheads, per-event energies); a non-zero figure lies in [1e-30, 1e30], so no
-latency or energy derived from figures overflows. A neuromorphic chip has no dense figures: there
-``peak_ops``, ``memory_bandwidth`` and ``memory_bytes`` may be 0, meaning "does not apply".
+latency or energy derived from figures overflows; a count (a neuromorphic chip's cores, neurons
+and synapses per core, bytes per synapse) is a whole number in [1, 1e30]. A neuromorphic chip
+has no dense figures: there ``peak_ops``, ``memory_bandwidth`` and ``memory_bytes`` may be 0,
+meaning "does not apply".
 `profile_from_dict` checks each field's type first; each error is one line naming the origin
 (the file), the profile and the field.
 """
@@ -22,7 +24,8 @@ from typing import Any
 
 KINDS = ("gpu", "jetson", "cpu", "neuromorphic")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-NEURO_COUNTS = ("cores", "neurons_per_core")  # whole numbers >= 1
+# whole numbers in [1, FIGURE_MAX]: the chip's capacity (the chip-fit report divides by them)
+NEURO_COUNTS = ("cores", "neurons_per_core", "synapses_per_core", "bytes_per_synapse")
 NEURO_RATES = ("synops_per_s", "neuron_updates_per_s")  # > 0: the simulator divides by them
 
 
@@ -45,11 +48,14 @@ class PowerMode:
 
 @dataclass(frozen=True)
 class NeuromorphicFigures:
-    """Per-event energies and throughputs of a neuromorphic chip.
+    """Per-event energies and throughputs of a neuromorphic chip, and its capacity.
 
     energy = synops·energy_per_synop_j + neuron_updates·energy_per_neuron_update_j
              + spikes·energy_per_spike_j + static_w·latency
     latency = max(timesteps·min_timestep_s, synops/synops_per_s + neuron_updates/updates_per_s)
+    Capacity (the chip-fit report): ``cores`` per chip, each holding at most
+    ``neurons_per_core`` neurons and ``synapses_per_core`` synapses; synaptic memory is counted
+    as ``bytes_per_synapse`` per synapse.
     """
 
     energy_per_synop_j: float
@@ -61,6 +67,8 @@ class NeuromorphicFigures:
     static_w: float
     cores: int
     neurons_per_core: int
+    synapses_per_core: int
+    bytes_per_synapse: int
 
 
 @dataclass(frozen=True)
@@ -149,10 +157,10 @@ class DeviceProfile:
         if self.neuromorphic is not None:
             for key, value in asdict(self.neuromorphic).items():
                 if key in NEURO_COUNTS:
-                    if not _is_count(value, minimum=1):
+                    if not _is_capacity(value):
                         raise ProfileError(
                             f"profile {self.name!r}: neuromorphic.{key} must be a whole number "
-                            f">= 1, got {value!r}"
+                            f"in [1, {FIGURE_MAX:g}], got {_show(value)}"
                         )
                 else:
                     positive = key in NEURO_RATES
@@ -214,6 +222,11 @@ def _check_number(profile: str, key: str, value: object, positive: bool) -> None
 
 def _is_count(value: object, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_capacity(value: object) -> bool:
+    """A whole number in [1, FIGURE_MAX]: quotients of counts and figures stay finite."""
+    return _is_count(value, minimum=1) and value <= FIGURE_MAX  # type: ignore[operator]
 
 
 def _show(value: object, limit: int = 60) -> str:
@@ -287,8 +300,10 @@ class _Fields:
         typed: dict[str, Any] = {}
         for key, v in figures.items():
             if key in NEURO_COUNTS:
-                if not _is_count(v, minimum=1):
-                    raise self.fail(f"neuromorphic.{key}", "a whole number >= 1", v)
+                if not _is_capacity(v):
+                    raise self.fail(
+                        f"neuromorphic.{key}", f"a whole number in [1, {FIGURE_MAX:g}]", v
+                    )
                 typed[key] = v
             else:
                 typed[key] = self.number(v, f"neuromorphic.{key}")

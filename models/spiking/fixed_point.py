@@ -40,9 +40,24 @@ from ganglion.models.spiking.loihi_layout import (
     split_bias,
     synaptic_depth,
 )
+from ganglion.models.spiking.network import MEMBRANE, state_name
 
 State = dict[str, torch.Tensor]
 ARCHITECTURE = "loihi2_fixed_graph"
+SYNAPTIC_INPUT, DELIVERED = "u", "a"  # state kinds besides the membrane ``v``
+
+
+def fixed_state_names(name: str, layer: Any) -> list[str]:
+    """The int64 state tensors node ``name`` carries between Lava steps: a neuron's ``u.<name>``
+    (synaptic input) and ``v.<name>`` (membrane), a synaptic layer's ``a.<name>`` (the input it
+    delivers next step, Lava's one-step delay); none for other nodes."""
+    if isinstance(layer, Neuron):
+        kinds = [SYNAPTIC_INPUT, MEMBRANE]
+    elif isinstance(layer, SYNAPTIC):
+        kinds = [DELIVERED]
+    else:
+        kinds = []
+    return [state_name(kind, name) for kind in kinds]
 
 
 def quantize_input(x: torch.Tensor, config: LoihiConfig) -> torch.Tensor:
@@ -117,11 +132,11 @@ class FixedPointNetwork(torch.nn.Module):
         state: State = {"t": torch.zeros(1, dtype=torch.int64)}
         for name, layer in self.graph.nodes.items():
             shape = self.graph.shapes[name]
+            for state_key in fixed_state_names(name, layer):
+                state[state_key] = torch.zeros(batch, *shape, dtype=torch.int64)
             if isinstance(layer, Neuron):
-                state[f"u.{name}"] = torch.zeros(batch, *shape, dtype=torch.int64)
-                state[f"v.{name}"] = layer.v_init.long().expand(batch, *shape).clone()
-            elif isinstance(layer, SYNAPTIC):
-                state[f"a.{name}"] = torch.zeros(batch, *shape, dtype=torch.int64)
+                v = state_name(MEMBRANE, name)
+                state[v] = layer.v_init.long().expand(batch, *shape).clone()
         if self.time.decoding != "none":
             state["decode"] = torch.zeros(batch, *self.graph.output_shape, dtype=torch.int64)
         return state
@@ -163,17 +178,19 @@ class FixedPointNetwork(torch.nn.Module):
             inp = self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 batch = inp.shape[0]
+                u_key, v_key = fixed_state_names(name, layer)
                 flat = (
                     inp.reshape(1, batch, -1),
-                    state[f"u.{name}"].reshape(batch, -1),
-                    state[f"v.{name}"].reshape(batch, -1),
+                    state[u_key].reshape(batch, -1),
+                    state[v_key].reshape(batch, -1),
                 )
                 spikes, u, v = self._scan(name, *flat)
                 values[name] = spikes[0].reshape(batch, *layer.shape)
-                new[f"u.{name}"], new[f"v.{name}"] = u.reshape(inp.shape), v.reshape(inp.shape)
+                new[u_key], new[v_key] = u.reshape(inp.shape), v.reshape(inp.shape)
             elif isinstance(layer, SYNAPTIC):
-                values[name] = state[f"a.{name}"]
-                new[f"a.{name}"] = _synapse(layer, inp)
+                (a_key,) = fixed_state_names(name, layer)
+                values[name] = state[a_key]
+                new[a_key] = _synapse(layer, inp)
             else:
                 values[name] = layer.forward(inp)
         out = self.graph.input_of(OUTPUT, values)
@@ -253,10 +270,7 @@ def fixed_point_manifest(graph: SpikingGraph, time: SpikingTime, report: dict) -
     state = [TensorSpec("t", [1], "int64")]
     for name, layer in graph.nodes.items():
         shape = [-1, *graph.shapes[name]]
-        if isinstance(layer, Neuron):
-            state += [TensorSpec(f"{v}.{name}", shape, "int64") for v in ("u", "v")]
-        elif isinstance(layer, SYNAPTIC):
-            state.append(TensorSpec(f"a.{name}", shape, "int64"))
+        state += [TensorSpec(key, shape, "int64") for key in fixed_state_names(name, layer)]
     if time.decoding != "none":
         state.append(TensorSpec("decode", [-1, *graph.output_shape], "int64"))
     return Manifest(

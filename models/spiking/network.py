@@ -12,7 +12,8 @@ stateless nodes that read only it (the first synaptic layer, say) are computed o
 on [B, ...] rows, exactly as ``step`` computes them, and the rest of the graph reads that value
 as a view expanded over time. The decoding sum runs in time order (compiled on the CPU).
 
-State names (shared by every backend and the ONNX step graph):
+State names, shared by every backend and the ONNX step graph (``state_name`` spells one,
+``node_state_names`` lists a node's):
   ``v.<neuron>`` membrane [B, *shape] · ``i.<neuron>`` synaptic current (CubaLIF, CubaLI) ·
   ``d.<delay node>`` its last D inputs [B, D, *shape] · ``prev.<node>`` the node's output of
   the previous step, read by its delay-1 edges · ``t`` timestep counter [1] (int64) ·
@@ -36,6 +37,24 @@ from ganglion.models.spiking.neuron import Neuron, neuron_scan
 
 State = dict[str, torch.Tensor]
 CHUNK_ROWS = 1024  # ``run`` batches up to this many (timestep, sample) rows per layer call
+MEMBRANE, CURRENT, DELAY_BUFFER, PREVIOUS = "v", "i", "d", "prev"  # state kinds (docstring)
+
+
+def state_name(kind: str, node: str) -> str:
+    """The name of node ``node``'s state tensor of ``kind``: ``v.<node>``, ``prev.<node>``..."""
+    return f"{kind}.{node}"
+
+
+def node_state_names(name: str, layer: object) -> list[str]:
+    """The state tensors node ``name`` carries from step to step: a neuron's membrane (and
+    synaptic current), a delay's buffer; none for a stateless node."""
+    if isinstance(layer, Neuron):
+        kinds = [MEMBRANE, CURRENT] if layer.synaptic else [MEMBRANE]
+    elif isinstance(layer, Delay) and layer.depth:
+        kinds = [DELAY_BUFFER]
+    else:
+        kinds = []
+    return [state_name(kind, name) for kind in kinds]
 
 
 def state_shapes(graph: SpikingGraph) -> dict[str, tuple[int, ...]]:
@@ -43,13 +62,12 @@ def state_shapes(graph: SpikingGraph) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for name, layer in graph.nodes.items():
         if isinstance(layer, Neuron):
-            shapes[f"v.{name}"] = layer.shape
-            if layer.synaptic:
-                shapes[f"i.{name}"] = layer.shape
-        elif isinstance(layer, Delay) and layer.depth:
-            shapes[f"d.{name}"] = (layer.depth, *graph.shapes[name])
+            shapes.update(dict.fromkeys(node_state_names(name, layer), layer.shape))
+        elif isinstance(layer, Delay):
+            depth = (layer.depth, *graph.shapes[name])
+            shapes.update(dict.fromkeys(node_state_names(name, layer), depth))
     for source in graph.delayed_sources():
-        shapes[f"prev.{source}"] = graph.shapes[source]
+        shapes[state_name(PREVIOUS, source)] = graph.shapes[source]
     return shapes
 
 
@@ -146,11 +164,12 @@ class SpikingNetwork(torch.nn.Module):
     def _node_state(self, batch: int) -> State:
         """The node states at t = 0: membranes at v_init, everything else zero."""
         plan = self.plan
+        membranes = {state_name(MEMBRANE, n): layer for n, layer in self.graph.neurons().items()}
         state: State = {}
         for name, shape in plan.state_shapes.items():
-            node = self.graph.nodes.get(name.split(".", 1)[1])
-            if name.startswith("v.") and isinstance(node, Neuron):
-                state[name] = node.v_init.expand(batch, *shape).clone()
+            neuron = membranes.get(name)
+            if neuron is not None:
+                state[name] = neuron.v_init.expand(batch, *shape).clone()
             else:
                 state[name] = torch.zeros(batch, *shape, device=plan.device)
         return state
@@ -252,7 +271,7 @@ class SpikingNetwork(torch.nn.Module):
                 values[name] = self._node(name, x, carry, compiled)
         out = self._input(OUTPUT, values, carry)
         for source in plan.delayed:
-            carry[f"prev.{source}"] = values[source][-1]
+            carry[state_name(PREVIOUS, source)] = values[source][-1]
         if record:
             for name in plan.spiking:
                 counted = values[name].sum(dim=(0, 1))
@@ -266,7 +285,7 @@ class SpikingNetwork(torch.nn.Module):
         for p in self.graph.predecessors(name):
             value = values[p]
             if self.graph.delay(p, name):
-                value = torch.cat([carry[f"prev.{p}"].unsqueeze(0), value[:-1]])
+                value = torch.cat([carry[state_name(PREVIOUS, p)].unsqueeze(0), value[:-1]])
             total = value if total is None else total + value
         assert total is not None
         return total
@@ -284,7 +303,7 @@ class SpikingNetwork(torch.nn.Module):
                     if not self.graph.delay(p, name):
                         value = outs[p][t] if p in outs else values[p][t]
                     elif t == 0:
-                        value = carry[f"prev.{p}"]
+                        value = carry[state_name(PREVIOUS, p)]
                     else:
                         value = outs[p][t - 1] if p in outs else values[p][t - 1]
                     total = value if total is None else total + value
@@ -300,16 +319,16 @@ class SpikingNetwork(torch.nn.Module):
         if isinstance(layer, Affine):
             return layer.forward(x)  # F.linear takes [S, B, in] as [S·B, in]
         if isinstance(layer, Neuron):
-            out, carry[f"v.{name}"], i = neuron_scan(
-                layer, x, carry[f"v.{name}"], carry.get(f"i.{name}"), compiled
-            )
-            if i is not None:
-                carry[f"i.{name}"] = i
+            v, i = state_name(MEMBRANE, name), state_name(CURRENT, name)
+            out, carry[v], current = neuron_scan(layer, x, carry[v], carry.get(i), compiled)
+            if current is not None:
+                carry[i] = current
             return out
         if isinstance(layer, Delay):
             if not layer.depth:
                 return x
-            out, carry[f"d.{name}"] = layer.scan(x, carry[f"d.{name}"])
+            d = state_name(DELAY_BUFFER, name)
+            out, carry[d] = layer.scan(x, carry[d])
             return out
         steps, batch = x.shape[:2]
         y = layer.forward(x.reshape(steps * batch, *x.shape[2:]))

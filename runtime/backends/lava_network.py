@@ -4,10 +4,11 @@ Layouts: our tensors are (C, H, W); Lava's Conv and its neurons use (W, H, C), s
 neuron parameters and flattened Dense columns are permuted here.
 Numbers: a ``loihi2-fixed`` program passes its integers (Dense ``weights = W_q / 2^e`` with
 ``weight_exp = e``; Conv ``weight = W_q``, since Lava's Conv model applies no exponent; LIF
-``du, dv, vth, bias_mant, bias_exp``, du = 4095 unless the neuron has a synaptic current); a
-float program passes floats with ``du = 1 − syn_decay`` (1 without a current), ``dv = 1 − decay``,
-gains (× syn_gain) folded into the incoming weights and ``bias_mant`` = its bias plus the
-synaptic biases (``bias_exp = 0``; a CubaLIF's at their steady state, as ``quantize`` does).
+``du, dv, vth, bias_mant, bias_exp`` from ``fixed_point.lif_params``, the conversion the torch
+fixed-point program uses, du = 4095 unless the neuron has a synaptic current); a float program
+passes floats with ``du = 1 − syn_decay`` (1 without a current), ``dv = 1 − decay``, gains
+(× syn_gain) folded into the incoming weights and ``bias_mant`` = its bias plus the synaptic
+biases (``bias_exp = 0``; a CubaLIF's at their steady state, as ``quantize`` does).
 Both reset v to 0 (Loihi's LIF). Pooling is folded into the layer it feeds before this.
 """
 
@@ -19,17 +20,10 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.errors import BackendUnavailable
-from ganglion.models.spiking.fixed_point import effective_bias
+from ganglion.models.spiking.fixed_point import effective_bias, lif_params
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Flatten, Neuron
-from ganglion.models.spiking.loihi_layout import (
-    ACT_SHIFT,
-    LoihiConfig,
-    decay_to_dv,
-    neuron_du,
-    split_bias,
-    unsupported_reason,
-)
+from ganglion.models.spiking.loihi_layout import LoihiConfig, unsupported_reason
 
 
 def to_lava_layout(a: np.ndarray) -> np.ndarray:
@@ -179,13 +173,13 @@ def _lif(
 
     shape = tuple(to_lava_layout(np.zeros(neuron.shape)).shape)
     v0 = to_lava_layout(neuron.v_init.double().numpy())
-    if fixed:
-        mant, exp = split_bias(effective_bias(graph, name).reshape(-1))
+    if fixed:  # Lava's LIF takes one du, dv and vth per layer (the quantizer makes them one)
+        du, dv, mant, exp, vth = lif_params(graph, name)
         lif = LIF(
             shape=shape,
-            du=int(neuron_du(neuron)[0]),
-            dv=int(decay_to_dv(neuron.decay.reshape(-1)[:1])),
-            vth=int(round(float(neuron.threshold.reshape(-1)[0]) / 2**ACT_SHIFT)),
+            du=int(du[0]),
+            dv=int(dv[0]),
+            vth=int(vth[0]),
             bias_mant=to_lava_layout(mant.reshape(neuron.shape).numpy()),
             bias_exp=to_lava_layout(exp.reshape(neuron.shape).numpy()),
             v=np.rint(v0).astype(np.int32),

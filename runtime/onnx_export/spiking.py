@@ -29,10 +29,10 @@ from onnx import TensorProto, helper
 from ganglion.models.deployable import Deployable
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import STATELESS
-from ganglion.models.spiking.network import state_shapes
+from ganglion.models.spiking.network import PREVIOUS, node_state_names, state_name, state_shapes
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.builder import GraphBuilder, make_model
-from ganglion.runtime.onnx_export.spiking_ops import Params, i64, node_states, node_step
+from ganglion.runtime.onnx_export.spiking_ops import Params, i64, node_step
 
 
 class SpikingOnnx:
@@ -65,7 +65,8 @@ class SpikingOnnx:
             name: b.input(naming.state_input(name), "float32", [batch, *shape])
             for name, shape in self.state_shapes.items()
         }
-        prev = {n[len("prev.") :]: v for n, v in state.items() if n.startswith("prev.")}
+        mark = state_name(PREVIOUS, "")
+        prev = {n[len(mark) :]: v for n, v in state.items() if n.startswith(mark)}
         params = self._params(b)
         out_state = dict(state)
         for name, layer in self.graph.nodes.items():
@@ -74,7 +75,7 @@ class SpikingOnnx:
                 b, name, layer, params[name], x, out_state, self.graph.shapes[name]
             )
         for source in prev:
-            out_state[f"prev.{source}"] = values[source]
+            out_state[state_name(PREVIOUS, source)] = values[source]
         out = self._step_input(b, OUTPUT, values, prev)
         out_shape = [batch, *self.graph.output_shape]
         out_state["t"] = b.op("Add", [t_in, b.const("one", i64([1]))])
@@ -151,7 +152,8 @@ class _Sequence:
         """A source's values one step later: step t reads step t − 1 (zeros at t = 0)."""
         b, shape = self.b, self._shape(source)
         seq = self._timed(flat, shape)
-        first = b.op("Unsqueeze", [self._start(f"prev.{source}"), b.const("axis", i64([0]))])
+        start = self._start(state_name(PREVIOUS, source))
+        first = b.op("Unsqueeze", [start, b.const("axis", i64([0]))])
         rest = b.op(
             "Slice",
             [seq, b.const("s", i64([0])), b.const("e", i64([-1])), b.const("a", i64([0]))],
@@ -197,10 +199,10 @@ class _Sequence:
     def _scan(self, group: list[str], values: dict[str, str]) -> dict[str, str]:
         """One Scan over time running ``group``'s nodes step by step; returns their flat values."""
         members = set(group)
-        carried = [s for n in group for s in node_states(n, self.graph.nodes[n])]
+        carried = [s for n in group for s in node_state_names(n, self.graph.nodes[n])]
         inner_prev = sorted({p for n in group for p in self.graph.predecessors(n)
                              if p in members and self.graph.delay(p, n)})  # fmt: skip
-        carried += [f"prev.{p}" for p in inner_prev]
+        carried += [state_name(PREVIOUS, p) for p in inner_prev]
         feeds: dict[tuple[str, int], str] = {}  # (outside source, delay) -> its [T, B, ...]
         for n in group:
             for p in self.graph.predecessors(n):
@@ -212,7 +214,7 @@ class _Sequence:
         state = {s: body.input(body.fresh("state"), "float32", self._dims(s)) for s in carried}
         step_in = {key: body.input(body.fresh("x"), "float32", self._dims(key[0], batch_only=True))
                    for key in feeds}  # fmt: skip
-        prev = {p: state[f"prev.{p}"] for p in inner_prev}
+        prev = {p: state[state_name(PREVIOUS, p)] for p in inner_prev}
         now: dict[str, str] = {}
         for n in group:
             terms = []
@@ -224,7 +226,7 @@ class _Sequence:
                 body, n, self.graph.nodes[n], self.params[n], x, state, self.graph.shapes[n]
             )
         for p in inner_prev:
-            state[f"prev.{p}"] = now[p]
+            state[state_name(PREVIOUS, p)] = now[p]
         for s in carried:
             body.output(body.fresh("state_out"), state[s], "float32", self._dims(s))
         for n in group:

@@ -23,6 +23,7 @@ from ganglion.models.spiking.layers import (
     Threshold,
     tensor_fields,
 )
+from ganglion.models.spiking.network import CURRENT, DELAY_BUFFER, MEMBRANE, state_name
 from ganglion.models.spiking.neuron import Neuron
 from ganglion.runtime.onnx_export.builder import GraphBuilder
 
@@ -160,30 +161,21 @@ def delay_step(b: GraphBuilder, layer: Delay, p: Params, x: str, buffer: str) ->
     return y, b.op("Concat", [newest, kept], axis=1)
 
 
-def node_states(name: str, layer: Any) -> list[str]:
-    """The state names a node carries from step to step."""
-    if isinstance(layer, Neuron):
-        return [f"v.{name}", *([f"i.{name}"] if layer.synaptic else [])]
-    if isinstance(layer, Delay) and layer.depth:
-        return [f"d.{name}"]
-    return []
-
-
 def node_step(
     b: GraphBuilder, name: str, layer: Any, p: Params, x: str, state: dict[str, str],
     out_shape: tuple,
 ) -> str:  # fmt: skip
     """One node for one step; its state names in ``state`` are replaced by the new values."""
     if isinstance(layer, Neuron):
-        out, state[f"v.{name}"], i = neuron_step(
-            b, layer, p, x, state[f"v.{name}"], state.get(f"i.{name}")
-        )
-        if i is not None:
-            state[f"i.{name}"] = i
+        v, i = state_name(MEMBRANE, name), state_name(CURRENT, name)
+        out, state[v], current = neuron_step(b, layer, p, x, state[v], state.get(i))
+        if current is not None:
+            state[i] = current
         return out
     if isinstance(layer, Delay):
         if not layer.depth:
             return x
-        out, state[f"d.{name}"] = delay_step(b, layer, p, x, state[f"d.{name}"])
+        d = state_name(DELAY_BUFFER, name)
+        out, state[d] = delay_step(b, layer, p, x, state[d])
         return out
     return stateless(b, layer, x, p, out_shape)

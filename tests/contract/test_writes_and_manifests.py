@@ -195,6 +195,31 @@ def test_manifest_fields_are_range_checked_by_name(
     assert "manifest.json" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/member", "../sibling", "members/../../outside", "C:\\member", "members\\..\\..\\x"],
+    ids=["absolute", "parent", "parent-inside", "drive", "backslash-parent"],
+)
+def test_member_path_outside_the_bundle_is_refused_naming_the_field(
+    program: Deployable, tmp_path: Path, path: str
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["members"] = [{"name": "expert", "sha256": "0" * 64, "path": path}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        BundleError, match=r"manifest\.members 'expert' path must be relative"
+    ) as err:
+        load_bundle(folder)
+    assert "manifest.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_member_path_inside_the_bundle_is_accepted() -> None:
+    from ganglion.models.manifest import MemberRef
+
+    assert MemberRef("expert", "0" * 64, "experts/a..b").path == "experts/a..b"
+
+
 def test_non_finite_json_numbers_are_refused(program: Deployable, tmp_path: Path) -> None:
     folder = save_bundle(program, tmp_path / "b")
     text = (folder / "manifest.json").read_text().replace('"dt": 0.0001', '"dt": NaN')
@@ -260,3 +285,41 @@ def test_import_nir_refuses_non_finite_parameters(program: Deployable, tmp_path:
     nir.write(str(tmp_path / "g.nir"), graph)
     with pytest.raises(NIRError, match=f"node {first!r}: weight holds NaN or infinity"):
         read_nir(tmp_path / "g.nir")
+
+
+def test_sequence_time_chunk_prefills_the_prompt_in_calls_of_that_many_tokens() -> None:
+    """``time.chunk`` = 4 prefills a 10-token prompt as 4 + 4 + 2 tokens, each call continuing
+    the last one's state: the same last logits and greedy tokens as one whole-prompt call."""
+    import dataclasses
+
+    from ganglion.models.sequence import sequence_model_class
+    from ganglion.models.sequence.program import sequence_deployable
+    from ganglion.runtime import load
+    from ganglion.runtime.generation import Sampling, generate
+
+    torch.manual_seed(0)
+    cls = sequence_model_class("rwkv")
+    model = cls.from_config({**cls().to_config(), "d_model": 16, "n_layers": 1})
+    with torch.no_grad():
+        for p in model.parameters():  # fresh blocks are near the identity
+            p.add_(0.3 * torch.randn(p.shape))
+    whole = sequence_deployable(model)
+    time = dataclasses.replace(whole.manifest.time, chunk=4)
+    chunked = Deployable(whole.module, dataclasses.replace(whole.manifest, time=time), whole.config)
+    prompt = list(range(10, 20))
+    results = []
+    for deployable in (whole, chunked):
+        session, calls = load(deployable), []
+        prefill = session.prefill
+
+        def spy(inputs, state, prefill=prefill, calls=calls):
+            outputs, new_state = prefill(inputs, state)
+            calls.append((inputs["ids"].shape[1], outputs["logits"][0, -1].copy()))
+            return outputs, new_state
+
+        session.prefill = spy
+        results.append((list(generate(session, prompt, Sampling(max_tokens=6))), calls))
+    (whole_tokens, whole_calls), (chunked_tokens, chunked_calls) = results
+    assert [n for n, _ in whole_calls] == [10] and [n for n, _ in chunked_calls] == [4, 4, 2]
+    np.testing.assert_allclose(chunked_calls[-1][1], whole_calls[-1][1], atol=1e-5, rtol=0)
+    assert chunked_tokens == whole_tokens and len(set(whole_tokens)) > 1

@@ -262,6 +262,39 @@ def test_neuromorphic_rate_of_zero_is_refused_but_dense_zeros_are_not_applicable
         load_profile_file(f)
 
 
+def test_loihi2_capacity_matches_the_brief_and_is_sourced():
+    """128 cores holding 1,048,576 neurons and 120 M synapses per chip (Intel's Loihi 2
+    brief), the per-core split sourced, the byte per synapse marked as our assumption."""
+    loihi = builtin_profiles()["loihi2"]
+    n = loihi.neuromorphic
+    assert n.cores == 128
+    assert n.cores * n.neurons_per_core == 1_048_576
+    assert n.cores * n.synapses_per_core == 120_000_000
+    for key in ("neuromorphic.neurons_per_core", "neuromorphic.synapses_per_core"):
+        assert "brief" in loihi.sources[key] and not loihi.is_assumed(key)
+    assert loihi.is_assumed("neuromorphic.bytes_per_synapse")
+
+
+@pytest.mark.parametrize("key", ["synapses_per_core", "bytes_per_synapse"])
+@pytest.mark.parametrize("value", [0, -5, 2.5, True, "937500", 10**31])
+def test_capacity_counts_are_range_checked_by_name(tmp_path, key, value):
+    data = builtin_profiles()["loihi2"].to_dict()
+    data["neuromorphic"][key] = value
+    f = tmp_path / "chip.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=rf"neuromorphic\.{key} must be a whole number in \[1,"):
+        load_profile_file(f)
+
+
+def test_neuromorphic_profile_without_a_synapse_limit_is_refused(tmp_path):
+    data = builtin_profiles()["loihi2"].to_dict()
+    del data["neuromorphic"]["synapses_per_core"]
+    f = tmp_path / "chip.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=r"missing \['synapses_per_core'\]"):
+        load_profile_file(f)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -332,6 +365,7 @@ FIELDS = [
     "neuromorphic",
     "neuromorphic.synops_per_s",
     "neuromorphic.cores",
+    "neuromorphic.synapses_per_core",
     "neuromorphic.min_timestep_s",
 ]
 

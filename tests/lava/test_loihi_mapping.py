@@ -141,3 +141,32 @@ def test_non_spiking_readout_neuron_is_refused_by_chip_fit_naming_it():
     graph = SpikingGraph(nodes, [(INPUT, "fc"), ("fc", "readout"), ("readout", OUTPUT)], (2,))
     report = chip_fit(graph)
     assert not report["mappable"] and "'readout' (li, fire none" in report["unsupported"]
+
+
+def test_chip_fit_takes_its_limits_from_the_loihi2_device_profile(monkeypatch):
+    """The report's limits are the profile's figures, and a changed profile changes the fit: a
+    layer of 4 neurons fed by 4·3000 synapses needs ceil(12000 / 5000) = 3 cores of 5000."""
+    import dataclasses
+
+    from ganglion.device.profiles.registry import builtin_profiles
+    from ganglion.runtime import loihi_fit
+
+    profile = builtin_profiles()["loihi2"]
+    figures = profile.neuromorphic
+    nodes = {"fc": Affine(torch.ones(4, 3000), torch.zeros(4)), "lif": _lif((4,))}
+    graph = SpikingGraph(nodes, [(INPUT, "fc"), ("fc", "lif"), ("lif", OUTPUT)], (3000,))
+    report = chip_fit(graph)
+    assert report["limits"] == {
+        "cores_per_chip": figures.cores,
+        "neurons_per_core": figures.neurons_per_core,
+        "synapses_per_core": figures.synapses_per_core,
+        "bytes_per_synapse": figures.bytes_per_synapse,
+    }
+    assert report["neurocores"] == 1 and "120M synapses per chip" in report["source"]
+    small = dataclasses.replace(figures, synapses_per_core=5000, bytes_per_synapse=2, cores=2)
+    monkeypatch.setattr(
+        loihi_fit, "_profile", lambda: dataclasses.replace(profile, neuromorphic=small)
+    )
+    report = chip_fit(graph)
+    assert report["neurocores"] == 3 and report["chips_needed"] == 2 and not report["fits"]
+    assert report["layers"][0]["synaptic_memory_bytes"] == 2 * 12000

@@ -406,9 +406,41 @@ def _dense_mlp() -> Deployable:
     return convert_dense(_exported(_mlp(), torch.zeros(2, 12)))
 
 
+def _dense_onnx() -> Deployable:
+    """A user's ONNX model (architecture ``onnx``: no torch face): Gemm -> Relu -> Gemm, with a
+    dynamic batch, written with onnx.helper as another tool would."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ganglion.converters.dense import convert_dense
+
+    rng = np.random.default_rng(7)
+    weights = {
+        "w1": rng.normal(0, 0.5, (16, 12)), "b1": rng.normal(0, 0.1, 16),
+        "w2": rng.normal(0, 0.5, (5, 16)), "b2": rng.normal(0, 0.1, 5),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return convert_dense(model)
+
+
 PROGRAMS += [
     ProgramCase("dense-encoder-two-inputs", functools.cache(_dense_encoder)),
     ProgramCase("dense-cnn", functools.cache(_dense_cnn)),
+    ProgramCase("dense-onnx", functools.cache(_dense_onnx)),
     *(
         ProgramCase(f"sequence-{a}", functools.cache(_sequence(a)))
         for a in ("rwkv", "spikegpt", "gla", "gam", "gpt")

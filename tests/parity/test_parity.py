@@ -1,7 +1,8 @@
 """Every registered program on every backend of ``session.BACKENDS``: a fresh load of its bundle
-agrees with the in-memory program on torch (the reference), and each backend's ``run`` equals
-its own repeated ``step`` (split and collected by the program's kind). Cases and tolerances:
-see conftest."""
+agrees with the in-memory program on torch (the reference; ONNX Runtime on the CPU for a
+program with no torch face), and each backend's ``run`` equals its own repeated ``step`` (split
+and collected by the program's kind). Every registered kind and architecture has a case. Cases
+and tolerances: see conftest."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ def _open(folder: Path, backend: BackendCase) -> Session:
         pytest.skip(str(exc))
 
 
+def _reference(program: ProgramCase) -> Session:
+    """The in-memory program on torch, or on ONNX Runtime when it has no torch face."""
+    deployable = program.build()
+    missing = kind_of(deployable.manifest).torch_face_missing(deployable.manifest)
+    return load(deployable, backend="torch" if missing is None else "onnxruntime")
+
+
 def _compare(program: ProgramCase, reference: dict, got: dict) -> None:
     manifest = program.build().manifest
     assert reference.keys() == got.keys()
@@ -74,7 +82,7 @@ def test_run_matches_in_memory_reference(
     program: ProgramCase, backend: BackendCase, bundles: Callable[[ProgramCase], Path]
 ) -> None:
     x = _sample(program)
-    with load(program.build()) as reference, _open(bundles(program), backend) as session:
+    with _reference(program) as reference, _open(bundles(program), backend) as session:
         _compare(program, reference.run(x), session.run(x))
 
 
@@ -91,7 +99,7 @@ def test_step_state_matches_in_memory_reference(
     program: ProgramCase, backend: BackendCase, bundles: Callable[[ProgramCase], Path]
 ) -> None:
     x = _sample(program)
-    with load(program.build()) as reference, _open(bundles(program), backend) as session:
+    with _reference(program) as reference, _open(bundles(program), backend) as session:
         ref_out, ref_state = _stepped(reference, x)
         out, state = _stepped(session, x)
     _compare(program, ref_out, out)
@@ -119,6 +127,33 @@ def test_bundle_round_trip_keeps_manifest_and_weights(
 def test_every_kind_has_a_parity_case(all_programs: list[ProgramCase]) -> None:
     covered = {case.build().manifest.kind for case in all_programs}
     assert covered == set(KIND_CLASSES)
+
+
+def _registered_architectures() -> set[tuple[str, str]]:
+    """(kind, architecture) of every architecture a bundle may declare: each kind's registry
+    (``runtime/kinds``, ``models/sequence``, ``models/vision``) and its converters' names."""
+    from ganglion.models.sequence import SEQUENCE_ARCHITECTURES
+    from ganglion.models.spiking.fixed_point import ARCHITECTURE as FIXED_POINT
+    from ganglion.models.vision import VISION_ARCHITECTURES
+    from ganglion.runtime.kinds.dense import EXPORTED, ONNX_ONLY
+
+    dense = {EXPORTED, ONNX_ONLY, *VISION_ARCHITECTURES}
+    return {
+        ("spiking", "spiking_graph"),
+        ("spiking", FIXED_POINT),
+        *(("sequence", a) for a in SEQUENCE_ARCHITECTURES),
+        *(("dense", a) for a in dense),
+        ("ensemble", "moe2_gate"),
+    }
+
+
+def test_every_registered_architecture_has_a_parity_case(
+    all_programs: list[ProgramCase],
+) -> None:
+    covered = {(m.kind, m.architecture) for m in (c.build().manifest for c in all_programs)}
+    missing = _registered_architectures() - covered
+    assert not missing, f"architectures without a parity case: {sorted(missing)}"
+    assert {kind for kind, _ in _registered_architectures()} == set(KIND_CLASSES)
 
 
 def test_every_spiking_program_fires(all_programs: list[ProgramCase]) -> None:
