@@ -135,13 +135,18 @@ class SequenceOnnx:
         self.deployable = deployable
 
     def step_graph(self, opset: int) -> onnx.ModelProto:
-        """``ids`` [batch] and ``state_in.*`` -> ``logits`` [batch, V] and ``state_out.*``."""
+        """``ids`` [batch] and ``state_in.*`` -> ``logits`` [batch, V] and ``state_out.*``:
+        torch's export of ``step``, or for GLA at opset >= 27 one standard ``LinearAttention``
+        per layer (``onnx_export.gla_linear_attention``; slower on ONNX Runtime 1.32 at batch
+        1, so not the bundle's default opset)."""
         import torch
 
         from ganglion.converters.torch_onnx import torch_to_onnx
-        from ganglion.runtime.onnx_export import naming
+        from ganglion.runtime.onnx_export import gla_linear_attention, naming
 
         module, manifest = self.deployable.module.eval(), self.deployable.manifest
+        if manifest.architecture == "gla" and opset >= gla_linear_attention.LINEAR_ATTENTION_OPSET:
+            return gla_linear_attention.gla_step_graph(module, opset)
         specs = manifest.state
         wrapper = _step_graph_module(module, [s.name for s in specs])
         state = module.init_state(2)
