@@ -6,7 +6,8 @@ training, no access to their training data). It caches each expert's probability
 true label ``p_true[i][e]``, then trains the gate (``models.ensemble.Gate``) to maximize the
 mixture likelihood ``Σ_i log Σ_e g_ie · p_true_ie`` — the gate for the full expert set, which
 expert selection renormalizes over any subset. The trained gate's weights on the calibration
-data are cached beside ``p_true``, so selection never re-runs the members.
+data are cached beside ``p_true``, so selection never re-runs the members. The manifest's
+report holds the gate's quality and how far it departs from monotone ``Q`` (``monotonicity``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ganglion.models.mixture import (
     member_state_name,
     prefix_histograms,
 )
+from ganglion.runtime.selection.monotonicity import monotonicity_report
 
 
 def _output_classes(name: str, member: Deployable) -> int:
@@ -92,6 +94,20 @@ def gate_quality(gate: np.ndarray, p_true: np.ndarray) -> dict[str, float]:
         "oracle": float(p_true.max(axis=1).mean()),
         "gate_picks_best": float((gate.argmax(-1) == p_true.argmax(-1)).mean()),
     }
+
+
+def gate_monotonicity(gate: np.ndarray, p_true: np.ndarray, experts: list[str]) -> dict[str, Any]:
+    """How far the trained gate departs from monotone ``Q`` on the calibration data
+    (``runtime.selection.monotonicity``), the worst pair named by expert."""
+    positive = np.maximum(gate, np.finfo(np.float64).tiny)  # a float32 softmax can underflow
+    summary = monotonicity_report(positive, p_true).to_dict()
+    if summary["worst"] is not None:
+        worst = summary["worst"]
+        summary["worst"] = {
+            "subset": [experts[e] for e in worst["subset"]],
+            "added": experts[worst["added"]],
+        }
+    return summary
 
 
 def convert_ensemble(
@@ -191,6 +207,7 @@ def _gated(
     module = EnsembleProgram(gate, top_k, placement, calibration)
     report: dict[str, Any] = {
         "quality": gate_quality(weights, p_true),
+        "monotonicity": gate_monotonicity(weights, p_true, experts),
         "calibration_samples": len(p_true),
         "gate_loss": {"first": losses[0], "last": losses[-1], "epochs": epochs},
     }

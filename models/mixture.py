@@ -27,14 +27,18 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def renormalized(gate: np.ndarray, chosen: list[int], top_k: int | None = None) -> np.ndarray:
-    """Gate weights [B, N] kept on ``chosen`` experts (and, per row, their ``top_k`` largest),
-    renormalized to sum to 1; zero elsewhere."""
-    weights = np.zeros_like(gate, dtype=np.float64)
-    weights[:, chosen] = gate[:, chosen]
-    if top_k is not None and top_k < len(chosen):
-        cut = -np.sort(-weights, axis=-1)[:, top_k - 1 : top_k]
-        weights = np.where(weights >= cut, weights, 0.0)
-    return weights / weights.sum(axis=-1, keepdims=True)
+    """Gate weights [B, N] kept on the ``chosen`` experts and, per row, on exactly ``top_k``
+    of them (the largest; ties: the lower expert index), renormalized to sum to 1; zero
+    elsewhere. The one top-k rule: the ensemble kind, the serving coordinator and
+    ``selection.gate_within`` all use it."""
+    members = sorted({int(e) for e in chosen})
+    inside = np.asarray(gate, dtype=np.float64)[:, members]  # [B, |S|], a copy
+    if top_k is not None and top_k < len(members):
+        dropped = np.argsort(-inside, axis=-1, kind="stable")[:, top_k:]
+        np.put_along_axis(inside, dropped, 0.0, axis=-1)
+    weights = np.zeros(np.shape(gate), dtype=np.float64)
+    weights[:, members] = inside / inside.sum(axis=-1, keepdims=True)
+    return weights
 
 
 def mix(probs: dict[int, np.ndarray], weights: np.ndarray) -> np.ndarray:

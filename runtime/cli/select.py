@@ -3,6 +3,9 @@
 Forms: ``ganglion select --problem P.json --energy-budget J --latency-budget MS [--json]``, or
 ``ganglion select BUNDLE ...`` for an ensemble bundle (problem built from its calibration cache
 and the device profiles; ``--dump-problem`` writes it).
+Both print how far the gate departs from monotone quality on the calibration data
+(``monotonicity``); a bundle's answer also names each expert's device and whether each figure
+is simulated or measured (``placement``).
 Exit codes: 0 a subset fits; 1 no non-empty subset fits (one-line reason on stderr; with
 ``--json`` also ``{"feasible": false, ...}`` on stdout); 2 a malformed problem or budget (one
 line naming the file and the field).
@@ -11,6 +14,7 @@ line naming the file and the field).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from ganglion.runtime.selection import (
     SelectionProblem,
     SelectionProblemError,
     check_budget,
+    monotonicity_report,
     read_problem,
     run_baselines,
     solve,
@@ -32,6 +37,7 @@ from ganglion.runtime.selection import (
 )
 
 PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
+MONOTONICITY_WORK = 4e6  # subsets x calibration rows the monotonicity check evaluates (<~1 s)
 
 
 def select(
@@ -63,6 +69,7 @@ def select(
     """Choose the expert subset with the best predicted quality within both budgets."""
     if dump_problem is not None:
         check_target(dump_problem, force)
+    sources = None
     try:
         if (problem is None) == (bundle is None):
             raise SelectionProblemError("give an ensemble BUNDLE or --problem P.json (one of them)")
@@ -78,18 +85,21 @@ def select(
                 check_budget(link_ms, "--link-ms"),
                 check_budget(link_nj_per_bit, "--link-nj-per-bit"),
             )
-            loaded = _bundle_problem(bundle, placement, requester, link, device_files, as_json)
+            loaded, sources = _bundle_problem(bundle, placement, requester, link, device_files)
     except SelectionProblemError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if dump_problem is not None:
         write_problem(loaded, dump_problem, force)
-    report(loaded, energy, latency, as_json, seed)
+    if sources is not None and not as_json:
+        _print_sources(sources)
+    report(loaded, energy, latency, as_json, seed, sources)
 
 
 def _bundle_problem(
-    bundle: Path, placement: list[str], requester: str, link: Any, files: list[Path], quiet: bool
-) -> SelectionProblem:
+    bundle: Path, placement: list[str], requester: str, link: Any, files: list[Path]
+) -> tuple[SelectionProblem, dict[str, Any]]:
+    """The bundle's problem and where its figures come from (``placement`` in the JSON)."""
     from ganglion.device import detect
     from ganglion.runtime.bundle import load_bundle
     from ganglion.runtime.selection.from_ensemble import problem_from_ensemble
@@ -104,33 +114,63 @@ def _bundle_problem(
     loaded, sources = problem_from_ensemble(
         load_bundle(bundle), places, host, link, device_files=files
     )
-    if not quiet:
-        console = Console(highlight=False)
-        for name, source in sources["experts"].items():
-            console.print(
-                f"{name}: on {source['device']} ({source['kind']}); compute "
-                f"{source['compute']}, transmission {source['transmission']}"
-            )
+    marks = {"gate": "simulated (roofline)", "quality": "measured on the calibration data"}
+    return loaded, {**sources, **marks}
+
+
+def _print_sources(sources: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    for name, source in sources["experts"].items():
         console.print(
-            f"gate on {host}; every cost here is simulated, quality is measured on "
-            "the calibration data"
+            f"{name}: on {source['device']} ({source['kind']}); compute "
+            f"{source['compute']}, transmission {source['transmission']}"
         )
-    return loaded
+    console.print(
+        f"gate on {sources['requester']} ({sources['gate']}); quality {sources['quality']}"
+    )
+
+
+def _monotonicity(problem: SelectionProblem) -> dict[str, Any]:
+    """How far the problem's gate departs from monotone ``Q``, the worst pair named by expert:
+    every pair when that evaluates at most ``MONOTONICITY_WORK`` subset-rows, else a seeded
+    sample of about that size (at least 500 pairs)."""
+    per_row = MONOTONICITY_WORK / problem.gate.shape[0]  # subsets evaluated, at most
+    exact_up_to = int(math.log2(per_row)) if per_row >= 1 else 0
+    samples = int(min(20_000, max(500, per_row / 2)))
+    found = monotonicity_report(problem.gate, problem.p_true, exact_up_to, samples)
+    summary = found.to_dict()
+    if found.worst is not None:
+        subset, added = found.worst
+        summary["worst"] = {
+            "subset": [problem.names[e] for e in subset],
+            "added": problem.names[added],
+        }
+    return summary
 
 
 def report(
-    problem: SelectionProblem, energy_budget: float, latency_budget: float, as_json: bool, seed: int
+    problem: SelectionProblem,
+    energy_budget: float,
+    latency_budget: float,
+    as_json: bool,
+    seed: int,
+    sources: dict[str, Any] | None = None,
 ) -> None:
-    """Solve, print the answer and the baselines (table or JSON); exit 1 when nothing fits."""
+    """Solve, print the answer, the baselines and the gate's monotonicity (table or JSON; with
+    ``sources``, a bundle's placement too); exit 1 when nothing fits."""
     start = time.perf_counter()
     chosen = solve(problem, energy_budget, latency_budget)
     solve_ms = (time.perf_counter() - start) * 1e3
     budgets = {"energy_budget_j": energy_budget, "latency_budget_ms": latency_budget}
+    context = {"monotonicity": _monotonicity(problem)}
+    if sources is not None:
+        context["placement"] = sources
     if chosen is None:
         reason = _infeasible_reason(problem, energy_budget, latency_budget)
         if as_json:
             out = {"feasible": False, "reason": reason, **budgets, "solve_ms": solve_ms}
             out.update(_cheapest(problem))
+            out.update(context)
             typer.echo(json.dumps(out, allow_nan=False))
         typer.echo(f"error: {reason}", err=True)
         raise typer.Exit(1)
@@ -143,9 +183,12 @@ def report(
         out["baselines"] = {
             name: _baseline(problem, base, chosen) for name, base in baselines.items()
         }
+        out.update(context)
         typer.echo(json.dumps(out, allow_nan=False))
         return
     _print_tables(problem, chosen, baselines, budgets, solve_ms)
+    line = _monotonicity_line(context["monotonicity"])
+    Console(highlight=False).print(line, markup=False, soft_wrap=True)
 
 
 def _describe(problem: SelectionProblem, chosen: Selection) -> dict[str, Any]:
@@ -229,6 +272,25 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
         f"chosen: {', '.join(problem.names[e] for e in chosen.experts)}; predicted "
         f"quality {chosen.quality:.4f}; solved exactly in {solve_ms:.1f} ms "
         f"({chosen.evaluated} subsets evaluated)"
+    )
+
+
+def _monotonicity_line(summary: dict[str, Any]) -> str:
+    how = (
+        "every pair checked"
+        if summary["exact"]
+        else f"{summary['pairs']:,} pairs sampled, seed {summary['seed']}"
+    )
+    line = (
+        f"gate monotonicity on the calibration data: adding an expert lowers quality in "
+        f"{summary['lowering']:,} of {summary['pairs']:,} pairs ({summary['fraction']:.1%}; {how})"
+    )
+    worst = summary["worst"]
+    if worst is None:
+        return line
+    return (
+        f"{line}; largest drop {summary['largest_drop']:.4g}, adding {worst['added']} to "
+        f"{{{', '.join(worst['subset'])}}}"
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from ganglion.models.mixture import renormalized
 from ganglion.runtime.selection.problem import SelectionProblem
 from ganglion.runtime.selection.solver import Selection, solve
 
@@ -25,9 +26,10 @@ def gate_within(
 ) -> np.ndarray:
     """The gate renormalized over ``subset``: ``[N]`` or ``[B, N]`` in, same shape out.
 
-    Weights outside the subset become 0. With ``top_k``, only the ``top_k`` largest weights
-    inside the subset are kept per row (ties: lower index). Raises ``ValueError`` on an empty
-    or out-of-range subset, ``top_k < 1``, or a gate weight of the subset that is not > 0.
+    Weights outside the subset become 0. With ``top_k``, exactly the ``top_k`` largest weights
+    inside the subset are kept per row (ties: the lower index): ``models.mixture.renormalized``,
+    the rule every ensemble runtime applies, after these checks. Raises ``ValueError`` on an
+    empty or out-of-range subset, ``top_k < 1``, or a subset's gate weight that is not > 0.
     """
     gate = np.asarray(gate_row_or_rows, dtype=np.float64)
     if gate.ndim not in (1, 2) or gate.shape[-1] == 0:
@@ -39,16 +41,9 @@ def gate_within(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k: expected >= 1, got {top_k}")
     rows = gate.reshape(-1, n)
-    inside = rows[:, members]  # [B, |S|]
-    if not (np.isfinite(inside).all() and (inside > 0).all()):
+    if not (np.isfinite(rows[:, members]).all() and (rows[:, members] > 0).all()):
         raise ValueError("gate: the subset's weights must be finite and > 0")
-    if top_k is not None and top_k < len(members):
-        drop = np.argsort(-inside, axis=1, kind="stable")[:, top_k:]
-        inside = inside.copy()
-        np.put_along_axis(inside, drop, 0.0, axis=1)
-    out = np.zeros_like(rows)
-    out[:, members] = inside / inside.sum(axis=1, keepdims=True)
-    return out.reshape(gate.shape)
+    return renormalized(rows, members, top_k).reshape(gate.shape)
 
 
 class SubsetCache:

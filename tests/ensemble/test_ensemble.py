@@ -41,11 +41,20 @@ def digits() -> DigitsData:
 
 
 @pytest.fixture(scope="module")
-def ensemble(digits: DigitsData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    members = {
-        "low": _expert(digits, range(0, 5), False),
-        "high": _expert(digits, range(5, 10), True),
+def member_bundles(digits: DigitsData, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two experts saved as bundles: a dense one on classes 0-4, a spiking one on 5-9."""
+    folder = tmp_path_factory.mktemp("members")
+    return {
+        "low": save_bundle(_expert(digits, range(0, 5), False), folder / "low"),
+        "high": save_bundle(_expert(digits, range(5, 10), True), folder / "high"),
     }
+
+
+@pytest.fixture(scope="module")
+def ensemble(
+    digits: DigitsData, member_bundles: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    members = {name: load_bundle(path) for name, path in member_bundles.items()}
     probs = all_expert_probabilities(members, {"x": digits.x_train})
     program = convert_ensemble(
         members,
@@ -97,6 +106,23 @@ def test_inspect_shows_members_and_placement(ensemble: Path, capsys) -> None:
     assert info["kind"] == "ensemble" and set(info["members"]) == {"low", "high"}
     assert info["experts"] == {"low": "-", "high": "loihi2"}
     assert info["members"]["high"]["kind"] == "spiking"
+    assert info["report"]["monotonicity"]["pairs"] == 2  # (low, +high) and (high, +low)
+
+
+def test_report_says_how_far_the_gate_is_from_monotone(ensemble: Path) -> None:
+    program = load_bundle(ensemble)
+    report = program.manifest.report["monotonicity"]
+    cache = program.module.calibration()
+    gate, p_true = cache["gate"].double().numpy(), cache["p_true"].double().numpy()
+    both = float(((gate * p_true).sum(1) / gate.sum(1)).mean())
+    # the only pairs: adding the other expert to a single one, Q({e}) = mean p_true[:, e]
+    drops = [float(p_true[:, e].mean()) - both for e in range(2)]
+    assert report["exact"] is True and report["seed"] is None
+    assert report["pairs"] == 2 and report["lowering"] == sum(d > 1e-6 for d in drops)
+    assert report["fraction"] == report["lowering"] / 2
+    assert report["largest_drop"] == pytest.approx(max(0.0, *drops), abs=1e-6)
+    if report["worst"] is not None:
+        assert report["worst"]["subset"][0] in ("low", "high")
 
 
 def test_tampered_member_is_refused(ensemble: Path, tmp_path: Path) -> None:
@@ -109,8 +135,8 @@ def test_tampered_member_is_refused(ensemble: Path, tmp_path: Path) -> None:
         load_bundle(copy)
 
 
-def test_experts_must_agree_on_inputs(digits: DigitsData) -> None:
-    a = _expert(digits, range(0, 5), False)
+def test_experts_must_agree_on_inputs(digits: DigitsData, member_bundles: dict) -> None:
+    a = load_bundle(member_bundles["low"])
     b = convert_dense(torch.export.export(torch.nn.Linear(5, 10).eval(), (torch.zeros(2, 5),)))
     with pytest.raises(ConversionError, match="takes inputs"):
         convert_ensemble(
@@ -118,11 +144,16 @@ def test_experts_must_agree_on_inputs(digits: DigitsData) -> None:
         )
 
 
-def _select(args: list[object], capsys) -> tuple[int, str, str]:
+def _ganglion(args: list[object], capsys) -> tuple[int, str, str]:
+    """``ganglion ARGS`` in this process: (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as done:
-        main(["select", *map(str, args)])
+        main([*map(str, args)])
     out = capsys.readouterr()
     return int(done.value.code or 0), out.out, out.err
+
+
+def _select(args: list[object], capsys) -> tuple[int, str, str]:
+    return _ganglion(["select", *args], capsys)
 
 
 def test_select_from_the_bundle_and_from_its_dumped_problem_agree(
@@ -147,6 +178,8 @@ def test_select_from_the_bundle_and_from_its_dumped_problem_agree(
     assert code == 0, err
     chosen = json.loads(out)
     assert chosen["feasible"] and set(chosen["experts"]) == {"low", "high"}
+    local = chosen["placement"]["experts"]["low"]  # not placed: runs where requests arrive
+    assert local["device"] == "cpu" and local["transmission"] == "none (local)"
     code, out, _ = _select(
         ["--problem", dumped, "--energy-budget", 10, "--latency-budget", 1000, "--json"], capsys
     )
@@ -161,3 +194,91 @@ def test_select_placement_of_an_unknown_expert_is_one_line(ensemble: Path, capsy
         capsys,
     )
     assert code == 2 and "'nobody', not an expert" in err and err.count("\n") == 1
+
+
+def test_select_json_names_each_experts_device_and_how_its_figures_were_got(
+    ensemble: Path, capsys
+) -> None:
+    code, out, err = _select(
+        [ensemble, "--energy-budget", 10, "--latency-budget", 1000, "--json"]
+        + ["--requester", "cpu", "--placement", "low=rtx-4090"],
+        capsys,
+    )
+    assert code == 0, err
+    answer = json.loads(out)
+    placement = answer["placement"]
+    assert placement["requester"] == "cpu" and placement["gate"].startswith("simulated")
+    experts = placement["experts"]
+    assert {name: e["device"] for name, e in experts.items()} == {
+        "low": "rtx-4090",  # --placement
+        "high": "loihi2",  # the bundle's own placement
+    }
+    assert experts["high"]["kind"] == "spiking" and experts["low"]["kind"] == "dense"
+    for expert in experts.values():
+        assert expert["compute"] == "simulated (roofline)"
+        assert expert["transmission"].startswith("simulated link")
+    assert placement["quality"] == "measured on the calibration data"
+    stored = load_bundle(ensemble).manifest.report["monotonicity"]
+    assert answer["monotonicity"]["pairs"] == 2
+    assert answer["monotonicity"]["lowering"] == stored["lowering"]
+
+
+@pytest.fixture
+def calib_npz(digits: DigitsData, tmp_path: Path) -> Path:
+    path = tmp_path / "calib.npz"
+    np.savez(path, x=digits.x_train[:300], y=digits.y_train[:300].astype(np.int64))
+    return path
+
+
+def test_convert_ensemble_cli_builds_a_top_k_placed_ensemble(
+    member_bundles: dict, calib_npz: Path, digits: DigitsData, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "cli-moe"
+    members = [f"{name}={path}" for name, path in member_bundles.items()]
+    code, stdout, err = _ganglion(
+        ["convert", "ensemble", *members, "--calib", calib_npz, "-o", out]
+        + ["--top-k", 1, "--placement", "high=loihi2", "--epochs", 20],
+        capsys,
+    )
+    assert code == 0, err
+    assert "ensemble of 2 experts written to" in stdout
+    program = load_bundle(out)
+    assert program.manifest.kind == "ensemble" and set(program.members) == {"low", "high"}
+    assert program.module.top_k == 1 and program.module.placement == {"high": "loihi2"}
+    assert program.manifest.report["calibration_samples"] == 300
+    assert program.manifest.report["monotonicity"]["pairs"] == 2
+    with load(out) as session:
+        gate = session.run(digits.x_test[:32])["gate"]
+    assert ((gate > 0).sum(axis=1) == 1).all()  # top-1: one expert per input
+    np.testing.assert_allclose(gate.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--placement", "nobody=loihi2"], "--placement 'nobody=loihi2': give EXPERT=DEVICE"),
+        (["--placement", "high"], "--placement 'high': give EXPERT=DEVICE"),
+        (["--top-k", 3], "--top-k must be in [1, 2], got 3"),
+    ],
+)
+def test_convert_ensemble_cli_bad_option_is_one_line(
+    member_bundles: dict, calib_npz: Path, tmp_path: Path, capsys, extra, message
+) -> None:
+    members = [f"{name}={path}" for name, path in member_bundles.items()]
+    code, _, err = _ganglion(
+        ["convert", "ensemble", *members, "--calib", calib_npz, "-o", tmp_path / "x", *extra],
+        capsys,
+    )
+    assert code == 1 and err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_ensemble_cli_member_without_a_name_is_one_line(
+    member_bundles: dict, calib_npz: Path, tmp_path: Path, capsys
+) -> None:
+    code, _, err = _ganglion(
+        ["convert", "ensemble", f"={member_bundles['low']}", f"high={member_bundles['high']}"]
+        + ["--calib", calib_npz, "-o", tmp_path / "x"],
+        capsys,
+    )
+    assert code == 1 and err == "error: expert name '': use 1-128 letters, digits or _.:-\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -11,7 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from ganglion.runtime.cli.app import _register, app
-from ganglion.runtime.selection import brute_force, read_problem, write_problem
+from ganglion.runtime.selection import (
+    Expert,
+    SelectionProblem,
+    brute_force,
+    read_problem,
+    write_problem,
+)
 from ganglion.runtime.selection.synthetic import synthetic_problem
 
 
@@ -96,3 +103,48 @@ def test_table_names_the_choice_and_every_baseline(problem_file):
     assert f"chosen: {names};" in result.stdout
     for word in ("exact optimum", "single", "all", "greedy_per_joule", "random"):
         assert word in result.stdout
+    assert "gate monotonicity on the calibration data: adding an expert lowers" in result.stdout
+
+
+def select_json(path, energy: str, latency: str) -> tuple[int, dict]:
+    """``ganglion select --problem path --json`` in this process: (exit code, the JSON)."""
+    _register()
+    args = ["select", "--problem", str(path), "--energy-budget", energy]
+    result = CliRunner().invoke(app, [*args, "--latency-budget", latency, "--json"])
+    return result.exit_code, strict_json(result.stdout)
+
+
+def test_json_reports_a_weak_expert_that_lowers_quality(tmp_path):
+    # x1 is always wrong and the gate trusts it 9:1: adding it to {x0} takes Q from 0.9 to 0.09,
+    # adding x0 to {x1} raises Q from 0 to 0.09
+    experts = tuple(Expert(f"x{j}", 1.0, 10.0, 0.0, 0.0) for j in range(2))
+    problem = SelectionProblem(
+        experts, 0.0, 0.0, np.array([[0.1, 0.9]] * 4), np.array([[0.9, 0.0]] * 4)
+    )
+    code, answer = select_json(write_problem(problem, tmp_path / "P.json"), "10", "100")
+    assert code == 0 and answer["experts"] == ["x0"]
+    report = answer["monotonicity"]
+    assert report["exact"] is True and (report["pairs"], report["lowering"]) == (2, 1)
+    assert report["fraction"] == 0.5 and report["largest_drop"] == pytest.approx(0.81)
+    assert report["worst"] == {"subset": ["x0"], "added": "x1"}
+    assert "placement" not in answer  # a raw problem has no devices
+
+
+def test_json_monotonicity_counts_every_lowering_pair(tmp_path):
+    problem = synthetic_problem(np.random.default_rng(9), 6, 30, "adversarial")
+    drops = {}  # (S, e) -> Q(S) - Q(S + e), every non-empty S and e outside it
+    for size in range(1, 6):
+        for subset in itertools.combinations(range(6), size):
+            for e in set(range(6)) - set(subset):
+                joined = tuple(sorted((*subset, e)))
+                drops[subset, e] = problem.quality(subset) - problem.quality(joined)
+    (worst, added), largest = max(drops.items(), key=lambda item: item[1])
+    path = write_problem(problem, tmp_path / "P.json")
+    code, answer = select_json(path, "0.01", "1")  # nothing fits: the report comes anyway
+    report = answer["monotonicity"]
+    assert code == 1 and answer["feasible"] is False
+    assert report["pairs"] == len(drops) == 6 * 2**5 - 6
+    assert report["lowering"] == sum(d > 1e-12 for d in drops.values()) > 0
+    assert report["largest_drop"] == pytest.approx(largest, abs=1e-12)
+    names = [x.name for x in problem.experts]
+    assert report["worst"] == {"subset": [names[e] for e in worst], "added": names[added]}

@@ -22,11 +22,11 @@ from ganglion.runtime.selection.synthetic import (
 )
 
 
-def instances(seed: int, count: int, max_experts: int, samples: int):
+def instances(seed: int, count: int, max_experts: int, samples: int, min_experts: int = 1):
     """(problem, energy budget, latency budget) drawn over gate kinds, duplicates and budgets."""
     rng = np.random.default_rng(seed)
     for i in range(count):
-        n = int(rng.integers(1, max_experts + 1))
+        n = int(rng.integers(min_experts, max_experts + 1))
         duplicates = int(rng.integers(0, n)) if i % 4 == 0 else 0
         problem = synthetic_problem(rng, n, samples, GATES[i % 3], duplicates)
         budgets = edge_budgets if i % 5 == 0 else binding_budgets
@@ -66,6 +66,14 @@ def test_solver_equals_brute_force_up_to_sixteen_experts(gate):
     for n in (13, 16):
         problem = synthetic_problem(rng, n, 24, gate, duplicates=2)
         assert_same(problem, *binding_budgets(problem, rng))
+
+
+@pytest.mark.parametrize("n", (14, 15, 16))
+def test_solver_equals_brute_force_at_fourteen_to_sixteen_experts(n):
+    # 10 instances per size: every gate kind, duplicated experts (ties), edge budgets
+    for problem, energy, latency in instances(300 + n, 10, n, 16, min_experts=n):
+        assert problem.n_experts == n
+        assert_same(problem, energy, latency)
 
 
 @pytest.mark.slow

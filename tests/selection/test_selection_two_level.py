@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ganglion.models.mixture import renormalized
 from ganglion.runtime.selection import SubsetCache, brute_force, gate_within
 from ganglion.runtime.selection.synthetic import synthetic_problem
 
@@ -25,6 +26,29 @@ def test_gate_within_top_k_keeps_the_largest_per_row():
     assert np.allclose(out[1], [0.6 / 0.8, 0, 0, 0.2 / 0.8])
     tie = gate_within(np.array([0.25, 0.25, 0.25, 0.25]), [0, 1, 2, 3], top_k=1)
     assert tie.tolist() == [1.0, 0.0, 0.0, 0.0]  # ties: the lower index
+
+
+def test_top_k_keeps_exactly_k_on_ties_lower_index_first():
+    # three experts tie for the largest weight: top-2 keeps 0 and 1, never all three
+    rows = np.array([[0.3, 0.3, 0.3, 0.1], [0.1, 0.3, 0.3, 0.3]])
+    weights = renormalized(rows, [3, 2, 1, 0], top_k=2)  # chosen order does not matter
+    assert weights.tolist() == [[0.5, 0.5, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0]]
+    assert ((weights > 0).sum(axis=1) == 2).all()
+    # inside a subset the tie goes to the lowest chosen index, not the first listed
+    one = renormalized(np.array([[0.1, 0.2, 0.2, 0.2]]), [3, 2, 1], top_k=1)
+    assert one.tolist() == [[0.0, 1.0, 0.0, 0.0]]
+
+
+def test_gate_within_and_the_mixture_agree_with_a_per_row_sort():
+    rng = np.random.default_rng(3)
+    rows = rng.choice([0.1, 0.2, 0.4], size=(50, 6))  # coarse values: many ties per row
+    for subset, top_k in (([0, 2, 3, 5], 2), ([5, 4, 3, 2, 1], 3), ([4], 1), ([0, 5], None)):
+        expected = np.zeros_like(rows)
+        for i, row in enumerate(rows):
+            keep = sorted(subset, key=lambda e: (-row[e], e))[: top_k or len(subset)]
+            expected[i, keep] = row[keep] / row[keep].sum()
+        np.testing.assert_allclose(gate_within(rows, subset, top_k), expected, rtol=1e-15)
+        np.testing.assert_allclose(renormalized(rows, subset, top_k), expected, rtol=1e-15)
 
 
 @pytest.mark.parametrize(
