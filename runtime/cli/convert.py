@@ -323,15 +323,27 @@ def _token_ensemble(
 def linear(
     model: Path = typer.Argument(
         ...,
-        help="A gpt language-model bundle (ganglion train lm --arch gpt), or a torch.export "
-        "archive (.pt2) of a pre-norm causal Transformer LM (nn.TransformerEncoderLayer or "
-        "nn.MultiheadAttention blocks, byte vocabulary).",
+        help="A gpt language-model bundle (ganglion train lm --arch gpt), a vit image-classifier "
+        "bundle (ganglion train vision --arch vit), or a torch.export archive (.pt2) of a "
+        "pre-norm causal Transformer LM (nn.TransformerEncoderLayer or nn.MultiheadAttention "
+        "blocks, byte vocabulary).",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
-    to: str = typer.Option(..., "--to", help="gla | gam"),
-    distill_steps: int = typer.Option(100, "--distill-steps", help="Attention-transfer steps."),
-    finetune_steps: int = typer.Option(200, "--finetune-steps", help="Fine-tune steps."),
-    batch: int = typer.Option(4, "--batch", help="Windows of 128 bytes per step."),
+    to: str | None = typer.Option(
+        None, "--to", help="gla | gam for a language model (required); vig for a vit (default)."
+    ),
+    distill_steps: int | None = typer.Option(
+        None, "--distill-steps", help="Attention-transfer steps (default 100; a vit: 200)."
+    ),
+    finetune_steps: int | None = typer.Option(
+        None, "--finetune-steps", help="Language models: fine-tune steps (default 200)."
+    ),
+    finetune_epochs: int | None = typer.Option(
+        None, "--finetune-epochs", help="A vit: fine-tune epochs over the digits (default 5)."
+    ),
+    batch: int | None = typer.Option(
+        None, "--batch", help="Per step: windows of 128 bytes (default 4); a vit: images (64)."
+    ),
     corpus: str | None = typer.Option(
         None, "--corpus", help="prose | code (default: the bundle's training corpus, or prose)."
     ),
@@ -341,28 +353,57 @@ def linear(
     seed: int = typer.Option(0, "--seed", help="Seed of the new weights and the windows."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
-    """Make a trained softmax Transformer LM linear-time (GLA or GAM): weights carried over,
-    attention transfer, fine-tune."""
+    """Make a trained softmax Transformer linear-time: a language model into GLA or GAM, a ViT
+    into ViG (weights carried over, attention transfer, fine-tune)."""
+    from ganglion.runtime.bundle import load_bundle, save_bundle
+
     check_target(output, force)
+    bundle = None if model.suffix == ".pt2" else load_bundle(model)
+    if bundle is not None and bundle.manifest.architecture == "vit":
+        language_only = {
+            "--finetune-steps": finetune_steps,
+            "--corpus": corpus,
+            "--eval-chars": eval_chars,
+        }
+        given = [flag for flag, value in language_only.items() if value is not None]
+        if given:
+            raise ConversionError(
+                f"{', '.join(given)}: for language models; a vit takes --finetune-epochs"
+            )
+        _linear_vision(
+            model,
+            bundle,
+            output,
+            to or "vig",
+            200 if distill_steps is None else distill_steps,
+            5 if finetune_epochs is None else finetune_epochs,
+            64 if batch is None else batch,
+            seed,
+            force,
+        )
+        return
     if to not in ("gla", "gam"):
-        raise ConversionError(f"--to must be gla or gam, got {to!r}")
+        raise ConversionError(f"--to must be gla or gam for a language model, got {to or 'none'}")
+    if finetune_epochs is not None:
+        raise ConversionError("--finetune-epochs is for a vit; language models: --finetune-steps")
+    distill_steps = 100 if distill_steps is None else distill_steps
+    finetune_steps = 200 if finetune_steps is None else finetune_steps
+    batch = 4 if batch is None else batch
     if distill_steps < 0 or finetune_steps < 0 or batch < 1:
         raise ConversionError("--distill-steps and --finetune-steps must be >= 0, --batch >= 1")
     from ganglion.converters.exported_archive import load_exported
     from ganglion.converters.linearize import gpt_from_exported, linearize
     from ganglion.models.recipes.text import CORPORA, VOCAB_SIZE, load_corpus
     from ganglion.models.sequence.program import sequence_deployable
-    from ganglion.runtime.bundle import load_bundle, save_bundle
 
-    if model.suffix == ".pt2":
+    if bundle is None:
         source = gpt_from_exported(load_exported(model))
         provenance: dict[str, Any] = {"source_file": model.name}
         source_tokens = None
     else:
-        bundle = load_bundle(model)
         if bundle.manifest.architecture != "gpt":
             raise ConversionError(
-                f"{model}: convert linear takes a gpt bundle or a .pt2, "
+                f"{model}: convert linear takes a gpt or vit bundle or a .pt2, "
                 f"this is {bundle.manifest.architecture!r}"
             )
         source = bundle.module
@@ -419,6 +460,64 @@ def linear(
     console.print(
         f"tokens spent: {report.distill_tokens:,} transfer + {report.finetune_tokens:,} "
         f"fine-tune{fraction}"
+    )
+    console.print(f"bundle written to {path}")
+
+
+def _linear_vision(
+    model: Path,
+    bundle: Any,
+    output: Path,
+    to: str,
+    distill_steps: int,
+    finetune_epochs: int,
+    batch: int,
+    seed: int,
+    force: bool,
+) -> None:
+    """``convert linear`` of a vit bundle: a ViG by ``linearize_vision`` on the digits split the
+    ViT was trained on (its training seed), the test accuracy of each stage in the manifest."""
+    from ganglion.converters.linearize import linearize_vision
+    from ganglion.models.recipes.digits import load_digits
+    from ganglion.models.vision.program import vision_deployable
+    from ganglion.models.vision.vit import ViT
+    from ganglion.runtime.bundle import save_bundle
+
+    if to != "vig":
+        raise ConversionError(f"--to must be vig for a vit, got {to!r}")
+    if distill_steps < 0 or finetune_epochs < 0 or batch < 1:
+        raise ConversionError("--distill-steps and --finetune-epochs must be >= 0, --batch >= 1")
+    source = getattr(bundle.module, "inner", None)
+    if not isinstance(source, ViT):
+        raise ConversionError(f"{model}: the vit bundle does not hold a ViT")
+    c = source.config
+    if (c.channels, c.image_size, c.num_classes) != (1, 8, 10):
+        raise ConversionError(
+            f"{model}: convert linear calibrates a vit on digits (1x8x8, 10 classes); this one "
+            f"takes {c.channels}x{c.image_size}x{c.image_size} images, {c.num_classes} classes"
+        )
+    split_seed = int(bundle.manifest.report.get("training", {}).get("seed", 0))
+    data = load_digits(image=True, seed=split_seed)
+    with Console(stderr=True).status("linearize vit to vig (attention transfer, fine-tune)"):
+        target, report = linearize_vision(
+            source, data, distill_steps, finetune_epochs, batch=batch, seed=seed
+        )
+    provenance = {
+        **bundle.manifest.provenance,
+        "source_bundle": str(model),
+        "converter": "ganglion.converters.linearize",
+        "data": "scikit-learn digits",
+        "digits_split_seed": split_seed,
+    }
+    deployable = vision_deployable(target, {"linearization": report.to_dict()}, provenance)
+    path = save_bundle(deployable, output, force)
+    console = Console(highlight=False)
+    for stage in ("source", "carried", "transferred", "finetuned"):
+        value = getattr(report, f"{stage}_accuracy")
+        if value is not None:
+            console.print(f"{stage}: test accuracy {value:.4f}")
+    console.print(
+        f"images spent: {report.distill_images:,} transfer + {report.finetune_images:,} fine-tune"
     )
     console.print(f"bundle written to {path}")
 

@@ -1,5 +1,6 @@
-"""Generation over the Session contract: identical greedy tokens on torch and ONNX Runtime,
-seeded sampling, stop rules, and constant memory per token for the recurrent models."""
+"""Generation over the Session contract: identical greedy tokens on torch and ONNX Runtime for
+every token architecture (SpikeGPT with firing LIFs), seeded sampling, stop rules, and constant
+memory per token for the recurrent models."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.generation import GenerationError, Sampling, generate, next_token
 
 RECURRENT = ("rwkv", "spikegpt", "gla", "gam")
+ARCHITECTURES = (*RECURRENT, "gpt")
+PROMPT = list(b"def main(")
 
 
 def _model(architecture: str, **overrides: object):
@@ -25,21 +28,57 @@ def _model(architecture: str, **overrides: object):
     return cls.from_config(config)
 
 
+def _firing_spikegpt():
+    """``_model("spikegpt")`` with its output projections drawn large: the initialization
+    zeroes them, so its TimeMix/ChannelMix LIFs would never reach their threshold."""
+    model = _model("spikegpt")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.att.output.weight.normal_(0, 1.0)
+            block.ffn.value.weight.normal_(0, 1.0)
+    return model
+
+
+def _varied_model(architecture: str):
+    """Every weight perturbed (fresh blocks are near the identity and greedy decoding would
+    repeat one token) and, for SpikeGPT, firing LIFs (``_firing_spikegpt``)."""
+    model = _firing_spikegpt() if architecture == "spikegpt" else _model(architecture)
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=noise))
+    return model
+
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lm")
-    return {a: save_bundle(sequence_deployable(_model(a)), root / a) for a in ("rwkv", "gla")}
+    return {a: save_bundle(sequence_deployable(_varied_model(a)), root / a) for a in ARCHITECTURES}
 
 
-@pytest.mark.parametrize("architecture", ["rwkv", "gla"])
+def _lif_rates(ids: list[int]) -> dict[str, float]:
+    """Firing rate of each TimeMix/ChannelMix LIF of ``_varied_model("spikegpt")`` on ``ids``."""
+    model = _varied_model("spikegpt")
+    model.record_spikes = True
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    return {n: s["firing_rate"] for n, s in model.spike_stats().items() if n != "emb"}
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_greedy_tokens_are_identical_on_torch_and_onnxruntime(bundles, architecture: str) -> None:
-    prompt = list(b"def main(")
     sampling = Sampling(max_tokens=40)
     with load(bundles[architecture]) as a, load(bundles[architecture], backend="onnxruntime") as b:
-        tokens = list(generate(a, prompt, sampling)), list(generate(b, prompt, sampling))
-        logits = [s.run({"ids": np.array([prompt])})["logits"] for s in (a, b)]
+        tokens = list(generate(a, PROMPT, sampling)), list(generate(b, PROMPT, sampling))
+        text = np.array([PROMPT + tokens[0]])
+        logits = [s.run({"ids": text})["logits"] for s in (a, b)]
     assert tokens[0] == tokens[1] and len(tokens[0]) == 40
+    assert len(set(tokens[0])) > 1  # not one token repeated: the context steers the choice
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-4)
+    if architecture == "spikegpt":  # its LIFs fired on that text, neither silent nor saturated
+        rates = _lif_rates(PROMPT + tokens[0])
+        assert set(rates) == {"l0.att_lif", "l0.ffn_lif"}
+        assert all(0 < r < 1 for r in rates.values()), rates
 
 
 def test_seeded_sampling_repeats_and_differs_by_seed(bundles) -> None:
@@ -104,11 +143,7 @@ def test_memory_per_token_is_constant_for_recurrent_models(architecture: str) ->
 def test_ops_per_token_count_spikes_and_compare_with_the_ann() -> None:
     from ganglion.runtime.token_ops import token_ops
 
-    model = _model("spikegpt")
-    with torch.no_grad():  # make the LIFs fire: larger output projections than the init's zeros
-        for block in model.blocks:
-            block.att.output.weight.normal_(0, 1.0)
-            block.ffn.value.weight.normal_(0, 1.0)
+    model = _firing_spikegpt()
     report = token_ops(sequence_deployable(model), np.arange(64) % 256)
     assert report["macs_per_token"] > 1000
     rates = [layer["firing_rate"] for layer in report["layers"].values()]

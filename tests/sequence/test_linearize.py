@@ -1,6 +1,7 @@
 """GPT -> GLA/GAM linearization: weights carried over, the attention transfer lowers every
 layer's error, the result is a real recurrent model (forward == repeated step), the CLI
-converts a gpt bundle and a user's exported Transformer, other structures are refused by name.
+converts a gpt bundle, a user's exported Transformer and a vit bundle (to ViG), other structures
+are refused by name.
 
 Tiny models (d_model 32, 2 layers, byte vocabulary) and a few steps keep the module fast.
 """
@@ -33,8 +34,10 @@ from ganglion.models.sequence.gla import GLALM, GLAConfig
 from ganglion.models.sequence.gpt import GPT, GPTConfig
 from ganglion.models.sequence.program import sequence_deployable
 from ganglion.models.vision.base import VisionConfig
+from ganglion.models.vision.program import vision_deployable
 from ganglion.models.vision.vig import ViG
 from ganglion.models.vision.vit import ViT
+from ganglion.runtime import load
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli import main
 
@@ -443,7 +446,56 @@ def test_cli_refuses_another_architecture_and_structure_in_one_line(tmp_path, ca
     tiny = GLALM(GLAConfig(VOCAB, D, 1, HEADS))
     save_bundle(sequence_deployable(tiny), tmp_path / "gla")
     code, _, err = _convert(tmp_path / "gla", tmp_path / "out", capsys)
-    assert code == 1 and "takes a gpt bundle" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "takes a gpt or vit bundle" in err and len(err.strip().splitlines()) == 1
     torch.export.save(_export(ConvLM()), str(tmp_path / "conv.pt2"))
     code, _, err = _convert(tmp_path / "conv.pt2", tmp_path / "out", capsys)
     assert code == 1 and "found conv1d" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_converts_a_vit_bundle_to_a_vig_with_stage_accuracies(tmp_path, capsys):
+    vit = ["train", "vision", "--arch", "vit", "--epochs", 2, "--d-model", 16, "--layers", 1]
+    code, _, err = _cli([*vit, "--seed", 3, "-o", tmp_path / "vit"], capsys)
+    assert code == 0, err
+    code, out, err = _cli(
+        [
+            "convert",
+            "linear",
+            tmp_path / "vit",
+            "-o",
+            tmp_path / "vig",
+            "--distill-steps",
+            5,
+            "--finetune-epochs",
+            1,
+            "--batch",
+            32,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "transferred: test accuracy" in out and "finetuned: test accuracy" in out
+    source, bundle = load_bundle(tmp_path / "vit"), load_bundle(tmp_path / "vig")
+    assert (bundle.manifest.kind, bundle.manifest.architecture) == ("dense", "vig")
+    report = bundle.manifest.report["linearization"]
+    assert report["distill_images"] == 5 * 32 and report["finetune_epochs"] == 1
+    # scored on the split the ViT was trained with (seed 3): its own test accuracy comes back
+    assert report["source_accuracy"] == source.manifest.report["training"]["test_accuracy"]
+    assert bundle.manifest.provenance["digits_split_seed"] == 3
+    data = load_digits(image=True, seed=3)
+    with load(tmp_path / "vig") as session:
+        logits = session.run({"image": data.x_test})["logits"]
+    saved_accuracy = float((logits.argmax(1) == data.y_test).mean())
+    assert saved_accuracy == pytest.approx(report["finetuned_accuracy"])  # the fine-tuned ViG
+
+
+def test_cli_refuses_language_model_options_for_a_vit_in_one_line(tmp_path, capsys):
+    vit = ViT(VisionConfig(d_model=16, n_layers=1, n_heads=2))
+    save_bundle(vision_deployable(vit), tmp_path / "vit")
+    for flags, named in (
+        (["--to", "gla"], "--to must be vig for a vit"),
+        (["--corpus", "prose"], "--corpus: for language models"),
+    ):
+        code, _, err = _cli(
+            ["convert", "linear", tmp_path / "vit", "-o", tmp_path / "out", *flags], capsys
+        )
+        assert code == 1 and named in err and len(err.strip().splitlines()) == 1
