@@ -37,6 +37,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ganglion.models.sequence.base import SequenceModel
 from ganglion.models.sequence.gla import GLALM, GLAConfig
 from ganglion.models.sequence.program import sequence_deployable
 from ganglion.runtime.onnx_export import naming
@@ -69,7 +70,7 @@ def open_session(graph: onnx.ModelProto, threads: int) -> Any:
     )
 
 
-def step_errors(model: GLALM, session: Any, steps: int, batch: int = 2) -> dict[str, float]:
+def step_errors(model: SequenceModel, session: Any, steps: int, batch: int = 2) -> dict[str, float]:
     """Max |ONNX - torch| of logits and of the state over ``steps`` chained tokens."""
     rng = np.random.default_rng(0)
     state = model.init_state(batch)
@@ -92,7 +93,7 @@ def _state_feeds(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {naming.state_input(n): v for n, v in state.items()}
 
 
-def per_step_us(session: Any, model: GLALM, batch: int, steps: int, tokens: int) -> float:
+def per_step_us(session: Any, model: SequenceModel, batch: int, steps: int, tokens: int) -> float:
     """Microseconds per token position (a step of ``batch`` sequences) over ``steps`` chained
     calls of ``tokens`` positions each."""
     names = [o.name for o in session.get_outputs()]

@@ -136,17 +136,20 @@ class SequenceOnnx:
 
     def step_graph(self, opset: int) -> onnx.ModelProto:
         """``ids`` [batch] and ``state_in.*`` -> ``logits`` [batch, V] and ``state_out.*``:
-        torch's export of ``step``, or for GLA at opset >= 27 one standard ``LinearAttention``
+        torch's export of ``step``, or at opset >= 27 for GLA one standard ``LinearAttention``
         per layer (``onnx_export.gla_linear_attention``; slower on ONNX Runtime 1.32 at batch
-        1, so not the bundle's default opset)."""
+        1, so not the bundle's default opset) and for GAM one ``CausalConvWithState`` per
+        layer (``onnx_export.gam_causal_conv``; slower too, at batch 1 and more so at 16)."""
         import torch
 
         from ganglion.converters.torch_onnx import torch_to_onnx
-        from ganglion.runtime.onnx_export import gla_linear_attention, naming
+        from ganglion.runtime.onnx_export import gam_causal_conv, gla_linear_attention, naming
 
         module, manifest = self.deployable.module.eval(), self.deployable.manifest
         if manifest.architecture == "gla" and opset >= gla_linear_attention.LINEAR_ATTENTION_OPSET:
             return gla_linear_attention.gla_step_graph(module, opset)
+        if manifest.architecture == "gam" and opset >= gam_causal_conv.CAUSAL_CONV_OPSET:
+            return gam_causal_conv.gam_step_graph(module, opset)
         specs = manifest.state
         wrapper = _step_graph_module(module, [s.name for s in specs])
         state = module.init_state(2)

@@ -34,20 +34,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import torch
 
 from ganglion.models.errors import BundleError
 from ganglion.models.sequence.gla import GLALM, GatedLinearAttention, GLABlock
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.builder import GraphBuilder, make_model
+from ganglion.runtime.onnx_export.torch_layers import layer_norm, linear, weights
 
 LINEAR_ATTENTION_OPSET = 27  # the first opset with LinearAttention
 RECURRENCES = ("linear_attention", "matmul")
 BATCH, LENGTH = "batch", "length"
-
-
-def _array(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().float().numpy()
 
 
 class _GLAGraph:
@@ -59,18 +55,6 @@ class _GLAGraph:
         self.key_dim = model.config.key_dim // self.heads  # d_k / H
         self.value_dim = model.config.d_model // self.heads  # d_v / H
 
-    def linear(self, x: str, layer: torch.nn.Linear, hint: str) -> str:
-        """``x W^T (+ bias)``."""
-        y = self.b.op("MatMul", [x, self.b.const(hint, _array(layer.weight).T)], hint)
-        if layer.bias is None:
-            return y
-        return self.b.op("Add", [y, self.b.const(f"{hint}_bias", _array(layer.bias))])
-
-    def layer_norm(self, x: str, norm: torch.nn.LayerNorm, hint: str) -> str:
-        """LayerNormalization over the last axis with ``norm``'s weight, bias and eps."""
-        scale, bias = (self.b.const(f"{hint}_{n}", _array(p)) for n, p in norm.named_parameters())
-        return self.b.op("LayerNormalization", [x, scale, bias], hint, axis=-1, epsilon=norm.eps)
-
     def heads_split(self, x: str) -> str:
         """``[batch, T, H*D]`` -> ``[batch, T, H, D]``."""
         return self.b.op("Reshape", [x, self.b.const("heads", np.array([0, 0, self.heads, -1]))])
@@ -79,10 +63,10 @@ class _GLAGraph:
         """The GLA layer on normalized ``x``: (y ``[batch, T, d]``, new state)."""
         b = self.b
         q, k, v = (
-            self.linear(x, p, n)
+            linear(self.b, x, p, n)
             for p, n in ((mixer.q_proj, "q"), (mixer.k_proj, "k"), (mixer.v_proj, "v"))
         )
-        logit = self.linear(self.linear(x, mixer.gk_down, "gk_down"), mixer.gk_up, "gk_up")
+        logit = linear(self.b, linear(self.b, x, mixer.gk_down, "gk_down"), mixer.gk_up, "gk_up")
         softplus = b.op("Softplus", [b.op("Neg", [logit])])
         tau = b.const("gate_normalizer", np.array(-mixer.gate_normalizer, np.float32))
         decay = b.op("Div", [softplus, tau], "decay")  # logsigmoid(z) / tau = -softplus(-z) / tau
@@ -101,16 +85,16 @@ class _GLAGraph:
         norm = mixer.g_norm
         normed = b.op(
             "RMSNormalization",
-            [self.heads_split(o), b.const("g_norm", _array(norm.weight))],
+            [self.heads_split(o), b.const("g_norm", weights(norm.weight))],
             "g_norm",
             axis=-1,
             epsilon=norm.eps,
         )
-        gate = self.linear(x, mixer.g_proj, "g")
+        gate = linear(self.b, x, mixer.g_proj, "g")
         swish = b.op("Mul", [gate, b.op("Sigmoid", [gate])])
         gated = b.op("Mul", [normed, self.heads_split(swish)])
         flat = b.op("Reshape", [gated, b.const("flat", np.array([0, 0, -1]))])
-        return self.linear(flat, mixer.o_proj, "o"), new_state
+        return linear(self.b, flat, mixer.o_proj, "o"), new_state
 
     def matmul_step(self, q: str, k: str, v: str, decay: str, state: str) -> tuple[str, str]:
         """GLA's recurrence for one token in plain ops: (o ``[batch, 1, d]``, new state)."""
@@ -129,24 +113,24 @@ class _GLAGraph:
     def block(self, x: str, block: GLABlock, state: str) -> tuple[str, str]:
         """``x + GLA(LN(x))``, then ``x + FFN(LN(x))``: (x, the layer's new state)."""
         mixed, new_state = self.attention(
-            self.layer_norm(x, block.mixer_norm, "ln"), block.mixer, state
+            layer_norm(self.b, x, block.mixer_norm, "ln"), block.mixer, state
         )
         x = self.b.op("Add", [x, mixed], "residual")
-        up = self.linear(self.layer_norm(x, block.ffn_norm, "ln"), block.ffn.up, "up")
-        down = self.linear(self.b.op("Gelu", [up]), block.ffn.down, "down")
+        up = linear(self.b, layer_norm(self.b, x, block.ffn_norm, "ln"), block.ffn.up, "up")
+        down = linear(self.b, self.b.op("Gelu", [up]), block.ffn.down, "down")
         return self.b.op("Add", [x, down], "residual"), new_state
 
     def language_model(self, ids: str) -> tuple[str, list[str]]:
         """ids ``[batch, T]`` -> (logits ``[batch, T, V]``, new states in layer order)."""
         m, b = self.model, self.b
-        embedding = b.const("embed", _array(m.embed.weight))
+        embedding = b.const("embed", weights(m.embed.weight))
         x = b.op("Gather", [embedding, ids], "embedded")
         states = []
         for spec, block in zip(m.state_specs(), m.blocks, strict=True):
             x, new_state = self.block(x, block, naming.state_input(spec.name))
             states.append(new_state)
         head = b.op("Transpose", [embedding], "head", perm=[1, 0])
-        return b.op("MatMul", [self.layer_norm(x, m.norm, "ln"), head], "logits"), states
+        return b.op("MatMul", [layer_norm(self.b, x, m.norm, "ln"), head], "logits"), states
 
 
 def _graph(model: GLALM, opset: int, step: bool, recurrence: str) -> onnx.ModelProto:
