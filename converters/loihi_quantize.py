@@ -22,6 +22,12 @@ then exact and their rounding becomes weight and bias rounding, which is reporte
   α ≤ 1 chosen on the calibration data (accuracy with labels, else agreement with the float
   program) from ``THRESHOLD_SCALES``; the report states α and the accuracy change.
 - The output layer's current is read out as a graded value: y = a / readout_scale + bias.
+- Non-spiking read-out (LI, CubaLI, I): a LIF with vth = ``NONSPIKING_VTH`` whose membrane is the
+  output, y = v / readout_scale. Its scale (v units per unit of the float membrane) is the
+  largest power of two (≤ 64 · options.vth) for which the worst-case |v| over the program's
+  T + D steps, v_init plus Σ decay^k · (the largest input and bias of a step), stays at or below
+  vth << 6: it never fires and v never clips (an integrator's bound grows with T).
+- Recurrent Dense connections quantize like any other: their weights join the layer they feed.
 - Pooling (AvgPool2d, SumPool2d) is a fixed-weight convolution folded into the Dense or Conv
   layer it feeds before quantizing (``fold_pooling``); the report lists the folded nodes.
 """
@@ -46,6 +52,7 @@ from ganglion.models.spiking.layers import Affine, Conv2d, Flatten, Neuron
 from ganglion.models.spiking.loihi_layout import (
     ACT_SHIFT,
     DECAY_UNITY,
+    NONSPIKING_VTH,
     SYNAPTIC,
     UV_LIMIT,
     VTH_MAX,
@@ -56,6 +63,7 @@ from ganglion.models.spiking.loihi_layout import (
     fold_pooling,
     neuron_du,
     split_bias,
+    synaptic_depth,
     unsupported_reason,
 )
 
@@ -100,9 +108,12 @@ def quantize_loihi2(
     y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long()[:_CALIB_SAMPLES]
     config = _input_config(manifest.time.encoding, x, opts)
     reference = None if x is None else deployable.module.run(x)
+    time = manifest.time
+    lead = x.shape[0] if x is not None and time.time_major else time.timesteps
+    steps = lead + synaptic_depth(graph)  # the horizon of a non-spiking read-out's worst case
     best: tuple[float, Deployable] | None = None
     for alpha in opts.threshold_scales if x is not None else (1.0,):
-        fixed_graph, cfg, report = _quantize_graph(graph, config, opts, alpha)
+        fixed_graph, cfg, report = _quantize_graph(graph, config, opts, alpha, steps)
         program = FixedPointNetwork(fixed_graph, manifest.time, cfg)
         score = 0.0 if x is None else _score(program.run(x), reference, y)
         if best is None or score > best[0]:
@@ -147,9 +158,10 @@ def _input_config(encoding: str, x: torch.Tensor | None, opts: LoihiOptions) -> 
 
 
 def _quantize_graph(
-    graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions, alpha: float
+    graph: SpikingGraph, config: LoihiConfig, opts: LoihiOptions, alpha: float, steps: int
 ) -> tuple[SpikingGraph, LoihiConfig, dict]:
-    """The fixed-point graph for threshold scale ``alpha``, its config and its error report."""
+    """The fixed-point graph for threshold scale ``alpha``, its config and its error report
+    (``steps``: the Lava steps of a run, T + D)."""
     nodes: dict[str, object] = {}
     cfg = replace(config, weight_exp={}, readout_bias=[])
     report: dict = {
@@ -160,15 +172,15 @@ def _quantize_graph(
     }
     for name, layer in graph.nodes.items():
         if isinstance(layer, Neuron):
-            norm = _normalize(graph, name, layer, alpha)
-            vth = _pick_vth(graph, norm, cfg, opts)
-            nodes[name], report["layers"][name] = _fixed_neuron(layer, norm, vth, alpha)
-            for syn, w in norm.weights.items():
-                nodes[syn], cfg.weight_exp[syn], report["layers"][syn] = _fixed_synapse(
-                    graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth
-                )
-            if not layer.synaptic:
-                _move_bias_to_synapse(nodes, graph.predecessors(name)[0], nodes[name])
+            vth, fixed = _quantize_layer(graph, name, alpha, cfg, opts, steps)
+            for node, (fixed_node, exp, layer_report) in fixed.items():
+                nodes[node], report["layers"][node] = fixed_node, layer_report
+                if exp is not None:
+                    cfg.weight_exp[node] = exp
+            if not layer.spiking:
+                cfg.readout_scale = float(vth * 2**ACT_SHIFT)
+                cfg.readout_bias = [0.0] * layer.threshold.numel()
+                report["readout_scale"] = cfg.readout_scale
         elif isinstance(layer, Flatten):
             nodes[name] = layer
     readout = [p for p in graph.predecessors(OUTPUT) if isinstance(graph.nodes.get(p), SYNAPTIC)]
@@ -183,21 +195,104 @@ def _quantize_graph(
                 graph.nodes[p], w, cfg.readout_scale
             )
         report["readout_scale"] = cfg.readout_scale
-    fixed = SpikingGraph({n: nodes[n] for n in graph.nodes}, list(graph.edges), graph.input_shape)
+    fixed = SpikingGraph(
+        {n: nodes[n] for n in graph.nodes}, list(graph.edges), graph.input_shape, graph.delays
+    )
     return fixed, cfg, report
+
+
+def _growth(decay: torch.Tensor, steps: int) -> float:
+    """How many steps' worth of input a state with Loihi's form of ``decay`` can hold after
+    ``steps`` steps: Σ_{k<steps} decay^k (``steps`` without a leak)."""
+    kept = float((DECAY_UNITY - decay_to_dv(decay.reshape(-1)[:1])) / DECAY_UNITY)
+    return float(sum(kept**k for k in range(steps)))
+
+
+def _quantize_layer(
+    graph: SpikingGraph,
+    name: str,
+    alpha: float,
+    cfg: LoihiConfig,
+    opts: LoihiOptions,
+    steps: int,
+) -> tuple[int, dict[str, tuple[object, int | None, dict]]]:
+    """Neuron layer ``name`` and its synapses in fixed point, with the vth (a non-spiking
+    layer: a-units per membrane unit) chosen; a non-spiking layer's is halved until its
+    integers keep |v| ≤ NONSPIKING_VTH << 6 over ``steps`` steps (the report's
+    ``membrane_bound``, a fraction of that)."""
+    neuron = graph.nodes[name]
+    norm = _normalize(graph, name, neuron, alpha)
+    growth = 1.0 if neuron.spiking else _growth(neuron.decay, steps)
+    vth = _pick_vth(graph, norm, cfg, opts, growth)
+    fixed = _fixed_layer(graph, name, norm, vth, alpha, cfg)
+    if neuron.spiking:
+        return vth, fixed
+    limit = NONSPIKING_VTH << ACT_SHIFT
+    while (bound := _membrane_bound(graph, name, fixed, cfg, steps)) > limit and vth > 1:
+        vth //= 2  # the rounded integers reach further than the float bound
+        fixed = _fixed_layer(graph, name, norm, vth, alpha, cfg)
+    fixed[name][2].update(
+        v_scale=float(vth * 2**ACT_SHIFT), worst_case_steps=steps, membrane_bound=bound / limit
+    )
+    return vth, fixed
+
+
+def _fixed_layer(
+    graph: SpikingGraph, name: str, norm: _Layer, vth: int, alpha: float, cfg: LoihiConfig
+) -> dict[str, tuple[object, int | None, dict]]:
+    """Neuron layer ``name`` and its synapses in fixed point: node -> (layer, weight exponent
+    (None for the neuron), report)."""
+    neuron = graph.nodes[name]
+    fixed_neuron, neuron_report = _fixed_neuron(neuron, norm, vth, alpha)
+    fixed: dict[str, tuple[object, int | None, dict]] = {name: (fixed_neuron, None, neuron_report)}
+    for syn, w in norm.weights.items():
+        fixed[syn] = _fixed_synapse(graph.nodes[syn], w * vth / _input_scale(graph, syn, cfg), vth)
+    if not neuron.synaptic:
+        first = graph.predecessors(name)[0]
+        _move_bias_to_synapse(fixed[first][0], fixed_neuron)
+    return fixed
+
+
+def _membrane_bound(
+    graph: SpikingGraph, name: str, fixed: dict[str, tuple], cfg: LoihiConfig, steps: int
+) -> float:
+    """The largest |v| (Loihi v units) the fixed layer ``name`` can reach within ``steps``
+    steps from its integers: |v_init| + Σ dv-decay^k · (|bias| + Σ du-decay^k · the largest
+    input << 6), one unit per synapse added for Lava's floor of a shifted sum."""
+    neuron = fixed[name][0]
+    total = neuron.bias.double().reshape(-1)
+    reach = torch.zeros_like(total)
+    for syn in graph.predecessors(name):
+        layer = fixed[syn][0]
+        total = total + neuron.gain.double().reshape(-1) * _spread_bias(
+            layer, graph.shapes[syn]
+        ).double().reshape(-1)
+        peak = 2**cfg.input_bits - 1 if _input_scale(graph, syn, cfg) != 1.0 else 1
+        w = layer.weight.double().abs()
+        per_out = w.reshape(w.shape[0], -1).sum(1) * peak + 1
+        reach = reach + per_out.repeat_interleave(reach.numel() // per_out.numel())
+    mant, exp = split_bias(total)
+    bias = (mant << exp).abs().double()
+    current = reach * 2**ACT_SHIFT
+    if neuron.synaptic:
+        current = current * _growth(neuron.syn_decay, steps)
+    growth = _growth(neuron.decay, steps)
+    return float((neuron.v_init.double().abs().reshape(-1) + growth * (bias + current)).max())
 
 
 def _normalize(graph: SpikingGraph, name: str, neuron: Neuron, alpha: float) -> _Layer:
     """Fold gain (and syn_gain) and threshold·alpha into the incoming weights and bias
-    (threshold becomes 1); a CubaLIF's synaptic bias enters at its steady state."""
-    per = neuron.gain / (neuron.threshold * alpha)  # [*shape]
+    (threshold becomes 1; a non-spiking neuron keeps its membrane's units); a CubaLIF's
+    synaptic bias enters at its steady state."""
+    unit = neuron.threshold * alpha if neuron.spiking else torch.ones_like(neuron.threshold)
+    per = neuron.gain / unit  # [*shape]
     per_bias, build_up = per, 1.0
     if neuron.synaptic:
         kept = float(du_to_syn_decay(neuron_du(neuron)[:1]))
         build_up = 1.0 / (1.0 - kept)
         per = per * neuron.syn_gain
         per_bias = per * build_up
-    weights, bias = {}, neuron.bias / (neuron.threshold * alpha)
+    weights, bias = {}, neuron.bias / unit
     for syn in graph.predecessors(name):
         layer = graph.nodes[syn]
         bias = bias + per_bias * _spread_bias(layer, graph.shapes[syn])
@@ -206,7 +301,7 @@ def _normalize(graph: SpikingGraph, name: str, neuron: Neuron, alpha: float) -> 
         else:
             channel = per.reshape(per.shape[0], -1)  # one value per channel: unsupported_reason
             weights[syn] = layer.weight * channel[:, 0].reshape(-1, 1, 1, 1)
-    return _Layer(weights, bias, neuron.v_init / neuron.threshold, build_up)
+    return _Layer(weights, bias, neuron.v_init / unit, build_up)
 
 
 def _spread_bias(layer: Affine | Conv2d, shape: tuple[int, ...]) -> torch.Tensor:
@@ -223,8 +318,12 @@ def _input_scale(graph: SpikingGraph, syn: str, cfg: LoihiConfig) -> float:
     return cfg.input_scale if src == INPUT else 1.0
 
 
-def _pick_vth(graph: SpikingGraph, norm: _Layer, cfg: LoihiConfig, opts: LoihiOptions) -> int:
-    """opts.vth, or the largest power of two for which one step's input cannot wrap u."""
+def _pick_vth(
+    graph: SpikingGraph, norm: _Layer, cfg: LoihiConfig, opts: LoihiOptions, growth: float = 1.0
+) -> int:
+    """opts.vth, or the largest power of two for which one step's input cannot wrap u; with
+    ``growth`` (a non-spiking layer's Σ decay^k) also |v_init| + growth · that input stays at or
+    below ``NONSPIKING_VTH`` (in units of the returned number, so v never reaches vth << 6)."""
     worst = norm.bias.abs().reshape(-1)
     for syn, w in norm.weights.items():
         peak = 2**cfg.input_bits - 1 if _input_scale(graph, syn, cfg) != 1.0 else 1
@@ -233,7 +332,9 @@ def _pick_vth(graph: SpikingGraph, norm: _Layer, cfg: LoihiConfig, opts: LoihiOp
         reach = torch.maximum(flat.clamp(min=0).sum(1), (-flat).clamp(min=0).sum(1)) * peak
         reach = reach * norm.build_up
         worst = worst + reach.repeat_interleave(worst.numel() // reach.numel())
-    limit = (UV_LIMIT >> ACT_SHIFT) - 1
+    if growth != 1.0:
+        worst = norm.v_init.abs().reshape(-1) + growth * worst
+    limit = min((UV_LIMIT >> ACT_SHIFT) - 1, NONSPIKING_VTH)
     fits = 2 ** math.floor(math.log2(limit / max(float(worst.max()), 1e-12)))
     return int(min(opts.vth, fits, VTH_MAX) if fits >= 1 else 1)
 
@@ -267,10 +368,9 @@ def _fixed_synapse(
     )
 
 
-def _move_bias_to_synapse(nodes: dict[str, object], syn: str, neuron: Neuron) -> None:
-    """Carry the neuron's bias on its (first) synapse, in a-units (× gain 64 = v units), where
-    it has that layout (an IF neuron with a bias has no NIR form); numbers are unchanged."""
-    layer = nodes[syn]
+def _move_bias_to_synapse(layer: Affine | Conv2d, neuron: Neuron) -> None:
+    """Carry the neuron's bias on its (first) synapse ``layer``, in a-units (× gain 64 = v units),
+    where it has that layout (an IF neuron with a bias has no NIR form); numbers are unchanged."""
     per_a = neuron.bias / neuron.gain
     if isinstance(layer, Conv2d):
         channel = per_a.reshape(per_a.shape[0], -1)
@@ -282,8 +382,9 @@ def _move_bias_to_synapse(nodes: dict[str, object], syn: str, neuron: Neuron) ->
 
 
 def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple[Neuron, dict]:
-    """Integer LIF parameters of a normalized layer with threshold mantissa ``vth``."""
-    unit = vth * 2**ACT_SHIFT  # v units per threshold
+    """Integer LIF parameters of a normalized layer with threshold mantissa ``vth`` (a
+    non-spiking layer: ``vth`` a-units per unit of its membrane, Lava's vth ``NONSPIKING_VTH``)."""
+    unit = vth * 2**ACT_SHIFT  # v units per threshold (per membrane unit: non-spiking)
     mant, exp = split_bias((norm.bias * unit).reshape(-1))
     bias = (mant << exp).double().reshape(neuron.shape)
     limit = UV_LIMIT - 1
@@ -295,23 +396,25 @@ def _fixed_neuron(neuron: Neuron, norm: _Layer, vth: int, alpha: float) -> tuple
     if neuron.synaptic:  # Lava's u: the current keeps (4095 − du)/4096, its gain is in W_q
         kept = du_to_syn_decay(du).float().expand(neuron.shape).clone()
         current = {"syn_decay": kept, "syn_gain": torch.ones(neuron.shape)}
+    lava_vth = vth if neuron.spiking else NONSPIKING_VTH
     fixed = Neuron(
         decay=decay.float().expand(neuron.shape).clone(),
         gain=torch.full(neuron.shape, float(2**ACT_SHIFT)),
         bias=bias.float(),
-        threshold=torch.full(neuron.shape, float(unit)),
+        threshold=torch.full(neuron.shape, float(lava_vth * 2**ACT_SHIFT)),
         v_reset=torch.zeros(neuron.shape),
         v_init=v_init.float(),
         reset="zero",
+        fire=neuron.fire,
         model=neuron.model,
         **current,
     )
     bias_err = (bias / unit - norm.bias.double()).abs().max()
     decay_err = abs(float(decay) - float(neuron.decay.reshape(-1)[0]))
     return fixed, {
-        "vth": vth,
+        "vth": lava_vth,
         "threshold_rounding": 0.0,
-        "threshold_scale": alpha,
+        "threshold_scale": alpha if neuron.spiking else 1.0,
         "dv": int(dv),
         "du": int(du),
         "decay_error": decay_err,

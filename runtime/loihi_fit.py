@@ -5,7 +5,8 @@ each figure with its source there): 128 neurocores per chip, 1,048,576 neurons a
 synapses per chip (Intel's Loihi 2 brief). The per-core figures are those chip totals split
 evenly over 128 cores — an assumption (Intel publishes no per-core limits in a form we found):
 8,192 neurons and 937,500 synapses per core. Each neuron layer sits on its own cores together
-with the synapses that feed it (the readout layer counts its outputs as neurons); Conv
+with the synapses that feed it, recurrent ones included (a Dense read-out counts its outputs as
+neurons; a non-spiking LI / CubaLI / I read-out is a neuron layer like any other); Conv
 connections are counted expanded (no weight sharing), and synaptic memory is one byte per
 synapse (the 8-bit weight mantissa), so the report errs on the large side.
 """

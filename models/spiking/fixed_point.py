@@ -3,22 +3,30 @@ timing included, so it predicts Lava spike for spike without Lava.
 
 Timestep alignment (Lava's rule, reproduced here):
   every synaptic layer (Dense, Conv) delivers its input one timestep late — the current a
-  neuron integrates at step t comes from spikes sent at step t − 1. A program whose longest
-  input -> output path has D synaptic layers therefore answers input step t at step t + D.
-  ``run`` executes T + D steps (the encoded input continues for the extra D steps: the same
-  current for "direct", further seeded draws for "rate", zeros for time-major input) and keeps
-  the last T output steps, which line up with input steps 0..T−1. ``step`` is one Lava step;
-  its decoded output sums only steps t ≥ D. So ``run(x)`` equals T + D calls of ``step``.
+  neuron integrates at step t comes from spikes sent at step t − 1. A program whose output lags
+  by D steps (``loihi_layout.synaptic_depth``: the synaptic layers on the input -> output path)
+  answers input step t at step t + D. ``run`` executes T + D steps (the encoded input continues
+  for the extra D steps: the same current for "direct", further seeded draws for "rate", zeros
+  for time-major input) and keeps the last T output steps, which line up with input steps
+  0..T−1. ``step`` is one Lava step; its decoded output sums only steps t ≥ D. So ``run(x)``
+  equals T + D calls of ``step``.
+Recurrent edges: the graph's edge delays are not applied here; Lava's one-step synaptic delay
+is all there is, and on a loop through one Dense it is the recurrent edge's previous step
+(``loihi_layout.lava_shifts`` accepts only graphs where that holds). ``run`` steps such a loop one
+timestep at a time (the rest stays batched over time), as ``step`` does.
 
 Arithmetic per step: synaptic ``a = floor(W_q · s)`` (exact), neurons through
 ``lif_fixed_scan`` (Lava ``PyLifModelBitAcc``: u decays by (4095 − du) / 4096 and adds a << 6
 (du = 4095 without a synaptic current, so u = a << 6; a CubaLIF's du comes from its syn_decay),
 v decays by (4096 − dv) >> 12 truncated toward zero, 24-bit clip, spike on v > vth << 6, v ← 0).
+A non-spiking neuron (LI, CubaLI, I) is the same LIF with vth = ``NONSPIKING_VTH``; its output
+is its v after each step, read out as v / ``readout_scale``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,6 +44,7 @@ from ganglion.models.spiking.loihi_layout import (
     UV_LIMIT,
     LoihiConfig,
     decay_to_dv,
+    lava_order,
     neuron_du,
     split_bias,
     synaptic_depth,
@@ -95,6 +104,7 @@ class FixedPointNetwork(torch.nn.Module):
         self.graph, self.time, self.config = graph, time, config
         self.depth = synaptic_depth(graph)
         self.activity: dict[str, torch.Tensor] = {}
+        self._order = lava_order(graph)
         self._lif = {name: lif_params(graph, name) for name in graph.neurons()}
         self._cpu_lif: dict[str, tuple] = {}  # ``_lif`` as the compiled CPU scan takes them
         self._readout_bias = torch.tensor(config.readout_bias, dtype=torch.float64)
@@ -120,62 +130,108 @@ class FixedPointNetwork(torch.nn.Module):
             params = self._cpu_lif[name] = cpu.fixed_params(*self._lif[name])
         return cpu.fixed_scan(a, u0, v0, params)
 
+    def _neuron(
+        self, name: str, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Neuron layer ``name`` over a [T, B, N] from u, v [B, N] -> (output [T, B, N], u, v):
+        spikes, or a non-spiking neuron's v after every step."""
+        if self.graph.nodes[name].spiking:
+            return self._scan(name, a, u, v)
+        membranes = []
+        for a_t in a:
+            _, u, v = self._scan(name, a_t.unsqueeze(0), u, v)
+            membranes.append(v)
+        return torch.stack(membranes), u, v
+
     @property
-    def output_is_current(self) -> bool:
-        """True when the output is a synaptic layer's current (read out as a graded value)."""
+    def graded_output(self) -> bool:
+        """True when the output is graded: a synaptic layer's current or a non-spiking neuron's
+        membrane (read out as value / ``readout_scale`` + bias)."""
         return any(
-            isinstance(self.graph.nodes.get(p), SYNAPTIC) for p in self.graph.predecessors(OUTPUT)
+            isinstance(layer, SYNAPTIC) or (isinstance(layer, Neuron) and not layer.spiking)
+            for layer in (self.graph.nodes.get(p) for p in self.graph.predecessors(OUTPUT))
         )
 
     def init_state(self, batch: int) -> State:
         """Fresh state: t, u/v per neuron layer, delay buffer per synaptic layer, decode."""
         state: State = {"t": torch.zeros(1, dtype=torch.int64)}
-        for name, layer in self.graph.nodes.items():
-            shape = self.graph.shapes[name]
+        state.update(self._node_state(self.graph.nodes, batch))
+        if self.time.decoding != "none":
+            state["decode"] = torch.zeros(batch, *self.graph.output_shape, dtype=torch.int64)
+        return state
+
+    def _node_state(self, names: Iterable[str], batch: int) -> State:
+        """The Lava state of nodes ``names`` at step 0: v at v_init, u and buffers zero."""
+        state: State = {}
+        for name in names:
+            layer, shape = self.graph.nodes[name], self.graph.shapes[name]
             for state_key in fixed_state_names(name, layer):
                 state[state_key] = torch.zeros(batch, *shape, dtype=torch.int64)
             if isinstance(layer, Neuron):
                 v = state_name(MEMBRANE, name)
                 state[v] = layer.v_init.long().expand(batch, *shape).clone()
-        if self.time.decoding != "none":
-            state["decode"] = torch.zeros(batch, *self.graph.output_shape, dtype=torch.int64)
         return state
 
     def run(self, x: torch.Tensor, record: bool = False) -> torch.Tensor:
-        """Whole input -> output, shapes as ``SpikingNetwork.run`` (T + D Lava steps inside)."""
-        steps = self.time.timesteps + self.depth
+        """Whole input -> output, shapes as ``SpikingNetwork.run`` (T + D Lava steps inside;
+        T is the input's first axis when it is time-major)."""
+        steps = (x.shape[0] if self.time.time_major else self.time.timesteps) + self.depth
         seq = input_sequence(x, self.time, self.config, steps)
-        batch = seq.shape[1]
-        values: dict[str, torch.Tensor] = {INPUT: seq.reshape(steps * batch, *seq.shape[2:])}
-        self.activity = {}
-        for name, layer in self.graph.nodes.items():
-            inp = self.graph.input_of(name, values)
-            if isinstance(layer, Neuron):
-                a = inp.reshape(steps, batch, -1)
-                u0 = a.new_zeros(batch, a.shape[-1], dtype=torch.int64)
-                v0 = layer.v_init.long().reshape(1, -1).expand(batch, -1).contiguous()
-                spikes, _, _ = self._scan(name, a, u0, v0)
-                if record:
-                    self.activity[name] = spikes[self.depth :].sum(dim=(0, 1)).float()
-                values[name] = spikes.reshape(steps * batch, *layer.shape)
-            elif isinstance(layer, SYNAPTIC):
-                a = _synapse(layer, inp).reshape(steps, batch, *self.graph.shapes[name])
-                delayed = torch.cat([torch.zeros_like(a[:1]), a[:-1]])
-                values[name] = delayed.reshape(steps * batch, *a.shape[2:])
+        values: dict[str, torch.Tensor] = {INPUT: seq}  # every value time-major [S, B, ...]
+        for cyclic, group in ((self.graph.cyclic(g), g) for g in self.graph.groups):
+            if cyclic:
+                values.update(self._run_loop(group, values))
             else:
-                values[name] = layer.forward(inp)
-        out = self.graph.input_of(OUTPUT, values).reshape(steps, batch, *self.graph.output_shape)
-        return self.decode(out[self.depth :])
+                values[group[0]] = self._run_node(group[0], values)
+        self.activity = {}
+        if record:
+            for name, layer in self.graph.neurons().items():
+                if layer.spiking:
+                    counts = values[name][self.depth :].sum(dim=(0, 1))
+                    self.activity[name] = counts.reshape(-1).float()
+        return self.decode(self.graph.input_of(OUTPUT, values)[self.depth :])
 
-    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One Lava timestep. Returns this step's output, or the running decoded output."""
-        t = int(state["t"].item())
-        if self.time.encoding != "none":
-            x_t = encode_step(x_t, t, self.time.encoding, self.time.seed)
-        values: dict[str, torch.Tensor] = {INPUT: quantize_input(x_t, self.config)}
-        new: State = {"t": state["t"] + 1}
-        for name, layer in self.graph.nodes.items():
-            inp = self.graph.input_of(name, values)
+    def _run_node(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Node ``name`` outside any loop, over all steps at once: [S, B, *out]."""
+        layer, inp = self.graph.nodes[name], self.graph.input_of(name, values)
+        steps, batch = inp.shape[:2]
+        if isinstance(layer, Neuron):
+            a = inp.reshape(steps, batch, -1)
+            u0 = a.new_zeros(batch, a.shape[-1], dtype=torch.int64)
+            v0 = layer.v_init.long().reshape(1, -1).expand(batch, -1).contiguous()
+            return self._neuron(name, a, u0, v0)[0].reshape(steps, batch, *layer.shape)
+        rows = inp.reshape(steps * batch, *inp.shape[2:])
+        if not isinstance(layer, SYNAPTIC):
+            y = layer.forward(rows)
+            return y.reshape(steps, batch, *y.shape[1:])
+        a = _synapse(layer, rows).reshape(steps, batch, *self.graph.shapes[name])
+        return torch.cat([torch.zeros_like(a[:1]), a[:-1]])  # delivered one step late
+
+    def _run_loop(self, group: list[str], values: dict[str, torch.Tensor]) -> dict:
+        """A recurrent group, one Lava step at a time -> its nodes' values [S, B, *out]."""
+        steps, batch = values[INPUT].shape[:2]
+        state = self._node_state(group, batch)
+        outside = {p for n in group for p in self.graph.predecessors(n) if p not in group}
+        outs: dict[str, list[torch.Tensor]] = {n: [] for n in group}
+        for t in range(steps):
+            now, state = self._advance(group, {p: values[p][t] for p in outside}, state)
+            for name in group:
+                outs[name].append(now[name])
+        return {name: torch.stack(out) for name, out in outs.items()}
+
+    def _advance(
+        self, names: list[str], values: dict[str, torch.Tensor], state: State
+    ) -> tuple[dict[str, torch.Tensor], State]:
+        """One Lava step of nodes ``names``, reading ``values`` [B, ...] of this step for the
+        other nodes: every synaptic layer delivers what it received last step, the neurons and
+        Flatten nodes follow in Lava's order, then the synaptic layers take this step's input.
+        Returns the step's values and the nodes' new state."""
+        values, new = dict(values), {}
+        synapses = [n for n in names if isinstance(self.graph.nodes[n], SYNAPTIC)]
+        for name in synapses:
+            values[name] = state[fixed_state_names(name, self.graph.nodes[name])[0]]
+        for name in (n for n in self._order if n in names):
+            layer, inp = self.graph.nodes[name], self.graph.input_of(name, values)
             if isinstance(layer, Neuron):
                 batch = inp.shape[0]
                 u_key, v_key = fixed_state_names(name, layer)
@@ -184,15 +240,26 @@ class FixedPointNetwork(torch.nn.Module):
                     state[u_key].reshape(batch, -1),
                     state[v_key].reshape(batch, -1),
                 )
-                spikes, u, v = self._scan(name, *flat)
-                values[name] = spikes[0].reshape(batch, *layer.shape)
+                out, u, v = self._neuron(name, *flat)
+                values[name] = out[0].reshape(inp.shape)
                 new[u_key], new[v_key] = u.reshape(inp.shape), v.reshape(inp.shape)
-            elif isinstance(layer, SYNAPTIC):
-                (a_key,) = fixed_state_names(name, layer)
-                values[name] = state[a_key]
-                new[a_key] = _synapse(layer, inp)
             else:
                 values[name] = layer.forward(inp)
+        for name in synapses:
+            layer = self.graph.nodes[name]
+            new[fixed_state_names(name, layer)[0]] = _synapse(
+                layer, self.graph.input_of(name, values)
+            )
+        return values, new
+
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One Lava timestep. Returns this step's output, or the running decoded output."""
+        t = int(state["t"].item())
+        if self.time.encoding != "none":
+            x_t = encode_step(x_t, t, self.time.encoding, self.time.seed)
+        inputs = {INPUT: quantize_input(x_t, self.config)}
+        values, nodes = self._advance(list(self.graph.nodes), inputs, state)
+        new: State = {"t": state["t"] + 1, **nodes}
         out = self.graph.input_of(OUTPUT, values)
         if self.time.decoding == "none":
             return self.readout(out), new
@@ -219,7 +286,7 @@ class FixedPointNetwork(torch.nn.Module):
 
     def _scaled(self, total: torch.Tensor, counted: int) -> torch.Tensor:
         """Sum of ``counted`` steps' raw outputs in float units (currents: a / scale + bias)."""
-        if not self.output_is_current:
+        if not self.graded_output:
             return total
         bias = self._readout_bias.to(total.device)
         return total / self.config.readout_scale + counted * bias.reshape(self.graph.output_shape)

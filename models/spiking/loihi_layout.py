@@ -3,13 +3,23 @@
 Mappable graphs hold only Affine (Lava ``Dense``), Conv2d (Lava ``Conv``), Flatten (a port
 reshape), AvgPool2d/SumPool2d and Neuron (Lava ``LIF``) nodes. Lava's LIF is current-based:
 its u is a CubaLIF's synaptic current (``du`` from ``syn_decay``), or just this step's input
-(du = 4095) for IF/LIF; a layer shares one decay and one syn_decay. Every synaptic node reads spikes
-(or the graph input) and feeds exactly one neuron layer or the graph output; every neuron layer
-reads synaptic nodes only. A pooling node is a fixed-weight depthwise convolution: it is folded
-into the one Dense or Conv layer it feeds (``fold_pooling``), so it costs no neurons and no
-timestep. Loihi 2 formats used here (Lava ``PyLifModelBitAcc``, ``PyDenseModelBitAcc``):
-weight mantissa 8-bit signed, shared per-layer exponent; u, v 24-bit; du, dv 12-bit unsigned;
-bias mantissa 13-bit signed with a 3-bit exponent; vth 17-bit unsigned (compared as vth << 6).
+(du = 4095) for IF/LIF; a layer shares one decay and one syn_decay. Every synaptic node reads one
+spike source (a neuron layer or the graph input) and feeds exactly one neuron layer or the graph
+output; every neuron layer reads synaptic nodes only. A non-spiking neuron (LI, CubaLI, I) is a
+LIF whose threshold (``NONSPIKING_VTH``) its membrane never reaches; Lava's LIF sends spikes
+only, so it must be the graph's only output, read as its v every step. A pooling node is a
+fixed-weight depthwise convolution: it is folded into the one Dense or Conv layer it feeds
+(``fold_pooling``), so it costs no neurons and no timestep.
+
+Timing (``lava_shifts``): every Dense and Conv delivers one step late, so a node's output on Lava
+is the program's output some steps later. A mappable graph gives each node one such shift: a
+recurrent edge (the previous step's output) maps when its loop passes through exactly one Dense
+or Conv, whose own delay then is the recurrent step (snnTorch ``RLeaky``, the NIR paper's Braille
+RNN); paths that would reach a node with different shifts are refused, naming the edge.
+
+Loihi 2 formats used here (Lava ``PyLifModelBitAcc``, ``PyDenseModelBitAcc``): weight mantissa
+8-bit signed, shared per-layer exponent; u, v 24-bit; du, dv 12-bit unsigned; bias mantissa
+13-bit signed with a 3-bit exponent; vth 17-bit unsigned (compared as vth << 6).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ganglion.models.errors import ShapeError
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, AvgPool2d, Conv2d, Flatten, Neuron, SumPool2d
 
@@ -28,6 +39,7 @@ WEIGHT_MANT_MAX = 127  # 8-bit signed mantissa, used symmetric: [-127, 127]
 BIAS_MANT_MAX = 4095  # 13-bit signed: [-4096, 4095]
 BIAS_EXP_MAX = 7  # 3-bit unsigned
 VTH_MAX = 2**17 - 1
+NONSPIKING_VTH = VTH_MAX  # a non-spiking neuron's vth: quantize keeps |v| ≤ vth << 6 below it
 UV_LIMIT = 2**23  # u wraps and v clips at 24 bits
 ACT_SHIFT = 6  # a_in and vth are MSB-aligned by << 6
 DECAY_UNITY = 4096
@@ -51,14 +63,11 @@ class LoihiConfig:
 
 
 def unsupported_reason(graph: SpikingGraph) -> str | None:
-    """Why ``graph`` cannot map onto Loihi 2 through Lava, naming the node; None if it can.
+    """Why ``graph`` cannot map onto Loihi 2 through Lava, naming the node or edge; None if it can.
 
     The one test of "mappable": the chip-fit report, ``ganglion quantize --target loihi2`` and
     the Lava backend all ask it."""
     supported = ", ".join(t.__name__ for t in MAPPABLE)
-    if graph.delays:
-        a, b = next(iter(graph.delays))
-        return f"edge {a} -> {b} carries the previous step (recurrent or delayed): not mapped"
     for name, layer in graph.nodes.items():
         kind = type(layer).__name__
         if not isinstance(layer, MAPPABLE):
@@ -66,7 +75,7 @@ def unsupported_reason(graph: SpikingGraph) -> str | None:
         sources = [_spike_source(graph, p) for p in graph.predecessors(name)]
         consumers = _consumers(graph, name)
         if isinstance(layer, Neuron):
-            reason = _neuron_problem(graph, name, layer, sources)
+            reason = _neuron_problem(graph, name, layer, sources, consumers)
             if reason:
                 return reason
         if isinstance(layer, Flatten) and not layer.full:
@@ -76,20 +85,38 @@ def unsupported_reason(graph: SpikingGraph) -> str | None:
             if reason:
                 return reason
         if isinstance(layer, SYNAPTIC):
-            if any(s != INPUT and not isinstance(graph.nodes[s], Neuron) for s in sources):
+            if len(sources) != 1:
+                return (
+                    f"synaptic node {name!r} reads {len(sources)} sources; a Lava Dense reads one"
+                )
+            if sources[0] != INPUT and not _spiking(graph, sources[0]):
                 return f"synaptic node {name!r} must read spikes (a neuron layer or the input)"
             if len(consumers) != 1 or not _feeds_neuron_or_output(graph, consumers[0]):
                 return f"synaptic node {name!r} must feed exactly one neuron layer or the output"
-    return None
+    return lava_shifts(graph)[1]
+
+
+def _spiking(graph: SpikingGraph, name: str) -> bool:
+    layer = graph.nodes[name]
+    return isinstance(layer, Neuron) and layer.spiking
 
 
 def _neuron_problem(
-    graph: SpikingGraph, name: str, neuron: Neuron, sources: list[str]
+    graph: SpikingGraph, name: str, neuron: Neuron, sources: list[str], consumers: list[str]
 ) -> str | None:
     """Why a neuron node has no Lava LIF form (CUBA: u is the synaptic current); None if it has."""
     if any(not _is_synaptic(graph, s) for s in sources):
         return f"neuron node {name!r} must read synaptic layers only (Dense/Conv)"
-    if (
+    if not neuron.spiking:
+        if consumers != [OUTPUT] or graph.predecessors(OUTPUT) != [name]:
+            return (
+                f"neuron node {name!r} ({neuron.model}) is non-spiking: Lava's LIF sends only "
+                f"spikes, so its membrane is read as the program's only output and can feed "
+                f"nothing else"
+            )
+        if neuron.v_min is not None:
+            return f"neuron node {name!r} has a lower bound on v: Lava's LIF has none"
+    elif (
         neuron.fire != "gt"
         or neuron.spikes != "one"
         or neuron.reset_delay
@@ -116,8 +143,9 @@ def _neuron_problem(
 
 
 def _per_channel(neuron: Neuron) -> bool:
-    """True when gain (· syn_gain) / threshold is one number per channel (axis 0)."""
-    ratio = neuron.gain / neuron.threshold
+    """True when gain (· syn_gain) / threshold (spiking neurons) is one number per channel
+    (axis 0)."""
+    ratio = neuron.gain / neuron.threshold if neuron.spiking else neuron.gain
     if neuron.syn_gain is not None:
         ratio = ratio * neuron.syn_gain
     channel = ratio.reshape(ratio.shape[0], -1)
@@ -256,11 +284,14 @@ def fold_pooling(graph: SpikingGraph) -> SpikingGraph:
     if not any(isinstance(layer, POOLS) for layer in graph.nodes.values()):
         return graph
     nodes, removed, rewire = dict(graph.nodes), set(), {}
+    delays = dict(graph.delays)  # a delay along a folded chain moves onto its new first edge
     for name, layer in graph.nodes.items():
         chain = _fold_chain(graph, name) if isinstance(layer, SYNAPTIC) else []
         if not any(isinstance(graph.nodes[n], POOLS) for n in chain):
             continue
         source = graph.predecessors(chain[0])[0]
+        path = [source, *chain, name]
+        delay = sum(graph.delay(a, b) for a, b in zip(path, path[1:], strict=False))
         if isinstance(layer, Conv2d):
             nodes[name] = _folded_conv(layer, [graph.nodes[n] for n in chain])
             rewire[(chain[-1], name)] = [(source, name)]
@@ -271,6 +302,7 @@ def fold_pooling(graph: SpikingGraph) -> SpikingGraph:
             nodes[flat] = Flatten()
             rewire[(chain[-1], name)] = [(source, flat), (flat, name)]
             removed.update(n for n in chain if n != flat)
+        delays[rewire[(chain[-1], name)][0]] = delay
     edges: list[tuple[str, str]] = []
     for edge in graph.edges:
         if edge in rewire:
@@ -278,16 +310,65 @@ def fold_pooling(graph: SpikingGraph) -> SpikingGraph:
         elif removed.isdisjoint(edge) and edge not in edges:
             edges.append(edge)
     kept = {n: layer for n, layer in nodes.items() if n not in removed}
-    return SpikingGraph(kept, list(dict.fromkeys(edges)), graph.input_shape)
+    edges = list(dict.fromkeys(edges))
+    kept_delays = {e: d for e, d in delays.items() if e in edges}
+    return SpikingGraph(kept, edges, graph.input_shape, delays=kept_delays)
+
+
+def lava_shifts(graph: SpikingGraph) -> tuple[dict[str, int], str | None]:
+    """Steps by which each node's output on Lava lags the program's (``OUTPUT``: the program's
+    delay D), and why they conflict (None when every node has one shift).
+
+    Along edge a -> b the shift is a's, minus the edge's delay, plus one when b is a Dense or
+    Conv (Lava delivers its output one step late); a recurrent loop keeps one shift when it holds
+    as many synaptic layers as delayed edges."""
+    successors: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        successors.setdefault(a, []).append(b)
+    shift, queue = {INPUT: 0}, [INPUT]
+    while queue:
+        a = queue.pop(0)
+        for b in successors.get(a, []):
+            step = 1 if b != OUTPUT and isinstance(graph.nodes[b], SYNAPTIC) else 0
+            s = shift[a] - graph.delay(a, b) + step
+            if b not in shift and s < 0:
+                return shift, (
+                    f"edge {a} -> {b} is delayed {-s} step(s) more than Lava's Dense and Conv "
+                    f"layers before it delay {b!r}"
+                )
+            if b not in shift:
+                shift[b] = s
+                queue.append(b)
+            elif s != shift[b]:
+                return shift, (
+                    f"edge {a} -> {b} would reach {b!r} {abs(s - shift[b])} step(s) "
+                    f"{'later' if s > shift[b] else 'earlier'} on Lava than in the program: "
+                    f"Lava's Dense and Conv each deliver one step late, so the paths into a "
+                    f"node must cross as many of them (a recurrent loop: exactly one)"
+                )
+    return shift, None
 
 
 def synaptic_depth(graph: SpikingGraph) -> int:
-    """Synaptic layers on the longest input -> output path: Lava's delay in timesteps."""
-    depth = {INPUT: 0}
-    for name, layer in graph.nodes.items():
-        base = max(depth[p] for p in graph.predecessors(name))
-        depth[name] = base + (1 if isinstance(layer, SYNAPTIC) else 0)
-    return max(depth[p] for p in graph.predecessors(OUTPUT))
+    """D: the steps by which the program's output appears later on Lava (the synaptic layers on
+    each input -> output path, less the path's delayed edges)."""
+    return lava_shifts(graph)[0][OUTPUT]
+
+
+def lava_order(graph: SpikingGraph) -> list[str]:
+    """The non-synaptic nodes in the order one Lava step computes them.
+
+    A Dense or Conv delivers what it received the step before, so only edges between the other
+    nodes order them (a mappable graph has no loop without a synaptic node)."""
+    rest = [n for n, layer in graph.nodes.items() if not isinstance(layer, SYNAPTIC)]
+    needs = {n: {p for p in graph.predecessors(n) if p in rest} for n in rest}
+    order: list[str] = []
+    while len(order) < len(rest):
+        ready = [n for n in rest if n not in order and needs[n] <= set(order)]
+        if not ready:
+            raise ShapeError(f"nodes {sorted(set(rest) - set(order))} loop without a Dense/Conv")
+        order.append(ready[0])
+    return order
 
 
 def split_bias(bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,12 @@ input is padded with zeros) and keeps the last T output steps. The torch backend
 program (``ganglion.models.spiking.fixed_point``) models the same delay, so for a quantized
 bundle both backends return identical spikes.
 
+Recurrent Dense connections are Lava Dense processes from a LIF back into its own (or an
+earlier) LIF; their one-step delivery is the recurrent edge's previous step, so both backends
+agree on recurrent programs too. A non-spiking read-out (LI, CubaLI, I) is a LIF that never
+fires, its v recorded every step by Lava's ``io.sink.Read`` (a RefPort read after each step,
+inside the same ``run`` call: no stepping from Python).
+
 Samples run one after another on one set of processes: between samples the neurons' u, v and
 the synapses' buffered input are reset and the source's data replaced (no recompilation).
 """

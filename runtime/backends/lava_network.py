@@ -10,6 +10,11 @@ passes floats with ``du = 1 − syn_decay`` (1 without a current), ``dv = 1 − 
 (× syn_gain) folded into the incoming weights and ``bias_mant`` = its bias plus the synaptic
 biases (``bias_exp = 0``; a CubaLIF's at their steady state, as ``quantize`` does).
 Both reset v to 0 (Loihi's LIF). Pooling is folded into the layer it feeds before this.
+Output: a RingBuffer sink records the output port (spikes, or a read-out Dense's current) each
+step; a non-spiking read-out (LI, CubaLI, I: a LIF that never reaches its vth) is recorded by
+Lava's ``io.sink.Read``, which reads the LIF's v through a RefPort after every step.
+Recurrence: all LIFs exist before any Dense or Conv is connected, so a Dense may read a LIF
+that it feeds (its one-step delivery is the recurrent edge's previous step).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def check_mappable(graph: SpikingGraph, fixed: bool) -> None:
     if reason:
         raise BackendUnavailable(f"lava backend: {reason}")
     for name, n in graph.neurons().items():
+        if not n.spiking:
+            continue
         if n.reset != "zero" or bool(n.v_reset.any()):
             raise BackendUnavailable(
                 f"lava backend: neuron node {name!r} resets by subtraction, Loihi's LIF resets to "
@@ -70,7 +77,6 @@ def build_network(
 ) -> LavaNetwork:
     """Lava processes for ``graph`` (``config`` given: fixed point), fed ``first_input``
     [*input_shape, steps]; the sink records the output node over the same steps."""
-    from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
     fixed = config is not None
@@ -78,29 +84,50 @@ def build_network(
     ports: dict[str, Any] = {INPUT: source.s_out}
     net = LavaNetwork(source=source, sink=None)
     graded = not fixed or config.input_bits > 0
+    for name, layer in graph.neurons().items():
+        net.neurons[name], net.v_init[name] = _lif(name, layer, graph, fixed)
+        ports[name] = net.neurons[name].s_out
     for name, layer in graph.nodes.items():
-        preds = graph.predecessors(name)
         if isinstance(layer, Flatten):
-            ports[name] = ports[preds[0]].flatten()
-        elif isinstance(layer, Neuron):
-            gain = np.ones(layer.shape) if fixed else _input_gain(layer)
-            lif, v0 = _lif(name, layer, graph, preds, fixed)
-            net.neurons[name], net.v_init[name] = lif, v0
-            for p in preds:
-                proc = _synapse(p, graph, ports, config, gain, graded)
-                net.synapses[p] = proc
-                proc.a_out.connect(lif.a_in)
-            ports[name] = lif.s_out
+            ports[name] = _flattened(graph, name, ports)
+    for name, layer in graph.neurons().items():
+        gain = np.ones(layer.shape) if fixed else _input_gain(layer)
+        for p in graph.predecessors(name):
+            net.synapses[p] = _synapse(p, graph, ports, config, gain, graded)
+            net.synapses[p].a_out.connect(net.neurons[name].a_in)
     outputs = graph.predecessors(OUTPUT)
     for p in outputs:
         if p not in net.synapses and p in graph.nodes and not isinstance(graph.nodes[p], Neuron):
             net.synapses[p] = _synapse(p, graph, ports, config, np.ones(1), graded)
             ports[p] = net.synapses[p].a_out
-    steps = first_input.shape[-1]
-    net.sink = Sink(shape=tuple(to_lava_layout(np.zeros(graph.output_shape)).shape), buffer=steps)
-    for p in outputs:
-        ports[p].connect(net.sink.a_in)
+    net.sink = _sink(graph, ports, net, first_input.shape[-1])
     return net
+
+
+def _flattened(graph: SpikingGraph, name: str, ports: dict[str, Any]) -> Any:
+    """The flattened port of Flatten node ``name`` (made once, reading through Flatten chains)."""
+    if name not in ports:
+        (src,) = graph.predecessors(name)
+        ports[name] = (ports[src] if src in ports else _flattened(graph, src, ports)).flatten()
+    return ports[name]
+
+
+def _sink(graph: SpikingGraph, ports: dict[str, Any], net: LavaNetwork, steps: int) -> Any:
+    """The process recording the output over ``steps`` steps (its ``data`` [*out, steps]): a
+    non-spiking read-out's v through ``Read``, else the output port into a RingBuffer."""
+    from lava.proc.io.sink import Read
+    from lava.proc.io.sink import RingBuffer as Sink
+
+    outputs = graph.predecessors(OUTPUT)
+    readout = graph.nodes.get(outputs[0])
+    if isinstance(readout, Neuron) and not readout.spiking:
+        sink = Read(buffer=steps)
+        sink.connect_var(net.neurons[outputs[0]].v)
+        return sink
+    sink = Sink(shape=tuple(to_lava_layout(np.zeros(graph.output_shape)).shape), buffer=steps)
+    for p in outputs:
+        ports[p].connect(sink.a_in)
+    return sink
 
 
 def _input_gain(neuron: Neuron) -> np.ndarray:
@@ -165,10 +192,9 @@ def _synapse(
     return proc
 
 
-def _lif(
-    name: str, neuron: Neuron, graph: SpikingGraph, preds: list[str], fixed: bool
-) -> tuple[Any, np.ndarray]:
-    """LIF process for a neuron node; returns it and its initial v (Lava layout)."""
+def _lif(name: str, neuron: Neuron, graph: SpikingGraph, fixed: bool) -> tuple[Any, np.ndarray]:
+    """LIF process for a neuron node; returns it and its initial v (Lava layout). A non-spiking
+    neuron's float vth is infinite (its fixed-point vth comes from the quantized graph)."""
     from lava.proc.lif.process import LIF
 
     shape = tuple(to_lava_layout(np.zeros(neuron.shape)).shape)
@@ -195,7 +221,7 @@ def _lif(
         shape=shape,
         du=du,
         dv=1.0 - float(neuron.decay.reshape(-1)[0]),
-        vth=float(neuron.threshold.reshape(-1)[0]),
+        vth=float(neuron.threshold.reshape(-1)[0]) if neuron.spiking else np.inf,
         bias_mant=to_lava_layout(bias.numpy()),
         bias_exp=0,
         v=v0,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 import torch
 
-from ganglion.converters.spiking import SpikingOptions, convert_spiking
+from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
+from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable
-from ganglion.models.spiking import Affine, Neuron, SpikingGraph
+from ganglion.models.manifest import SpikingTime
+from ganglion.models.spiking import Affine, Neuron, SpikingGraph, SpikingNetwork
 from ganglion.models.spiking.graph import INPUT, OUTPUT
 from ganglion.runtime.backends.lava_backend import import_lava
 from ganglion.runtime.loihi_fit import LoihiFitError, chip_fit, require_fit
@@ -60,12 +63,22 @@ def test_missing_lava_gives_one_line_with_the_install_hint(monkeypatch):
     assert "\n" not in str(err.value)
 
 
-def test_recurrent_graph_is_refused_by_the_lava_backend_with_the_edge_named():
+def test_recurrent_loop_through_two_dense_layers_is_refused_with_the_edge_named():
+    """A loop through two Dense layers takes two steps on Lava (each delivers one step late) but
+    one in the program: chip fit and the Lava backend refuse it in one line naming the edge."""
     t = torch.ones(2)
-    neuron = Neuron(decay=t, gain=t, bias=0 * t, threshold=t, v_reset=0 * t, v_init=0 * t,
-                    reset="zero")  # fmt: skip
-    nodes = {"fc": Affine(torch.eye(2), torch.zeros(2)), "lif": neuron}
-    edges = [(INPUT, "fc"), ("fc", "lif"), ("lif", "fc"), ("lif", OUTPUT)]
+    lif = lambda: Neuron(decay=t, gain=t, bias=0 * t, threshold=t, v_reset=0 * t,  # noqa: E731
+                         v_init=0 * t, reset="zero")  # fmt: skip
+    dense = lambda: Affine(torch.eye(2), torch.zeros(2))  # noqa: E731
+    nodes = {"fc1": dense(), "lif1": lif(), "fc2": dense(), "lif2": lif(), "back": dense()}
+    edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"),
+             ("lif2", "back"), ("back", "lif1"), ("lif2", OUTPUT)]  # fmt: skip
     graph = SpikingGraph(nodes, edges, (2,))
-    assert not chip_fit(graph)["mappable"]
-    assert "lif -> fc carries the previous step" in chip_fit(graph)["unsupported"]
+    assert graph.recurrent and not chip_fit(graph)["mappable"]
+    reason = "edge back -> lif1 would reach 'lif1' 1 step(s) later on Lava"
+    assert reason in chip_fit(graph)["unsupported"]
+    time = SpikingTime(timesteps=4, encoding="none", decoding="none")
+    program = Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), {})
+    with pytest.raises(BackendUnavailable, match=re.escape(reason)) as err:
+        load(program, backend="lava")
+    assert "\n" not in str(err.value)

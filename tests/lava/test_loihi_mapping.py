@@ -3,6 +3,8 @@ what can be mapped, shared by the chip-fit report, ``quantize`` and the Lava bac
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,14 +135,23 @@ def test_chip_fit_counts_the_digits_cnn_as_mapped_with_pooling_folded(digits_cnn
     assert report["neurons"] == 16 * 8 * 8 + 32 * 4 * 4 + 10
 
 
-def test_non_spiking_readout_neuron_is_refused_by_chip_fit_naming_it():
+def test_non_spiking_neuron_feeding_a_dense_layer_is_refused_naming_it():
+    """Lava's LIF sends spikes only, so an LI's membrane can be read as the program's output but
+    cannot feed another layer: one verdict from chip fit, quantize and the Lava backend."""
     t = torch.ones(3)
     li = Neuron(decay=0.9 * t, gain=t, bias=0 * t, threshold=t, v_reset=0 * t, v_init=0 * t,
                 fire="none", model="li")  # fmt: skip
-    nodes = {"fc": Affine(torch.ones(3, 2), torch.zeros(3)), "readout": li}
-    graph = SpikingGraph(nodes, [(INPUT, "fc"), ("fc", "readout"), ("readout", OUTPUT)], (2,))
-    report = chip_fit(graph)
-    assert not report["mappable"] and "'readout' (li, fire none" in report["unsupported"]
+    nodes = {"fc": Affine(torch.ones(3, 2), torch.zeros(3)), "hidden": li,
+             "fc2": Affine(torch.ones(3, 3), torch.zeros(3)), "lif": _lif((3,))}  # fmt: skip
+    edges = [(INPUT, "fc"), ("fc", "hidden"), ("hidden", "fc2"), ("fc2", "lif"), ("lif", OUTPUT)]
+    program = _program(SpikingGraph(nodes, edges, (2,)))
+    reason = "neuron node 'hidden' .li. is non-spiking"
+    report = chip_fit(program.module.graph)
+    assert not report["mappable"] and re.search(reason, report["unsupported"])
+    with pytest.raises(ConversionError, match=reason):
+        quantize_loihi2(program)
+    with pytest.raises(BackendUnavailable, match=reason):
+        load(program, backend="lava")
 
 
 def test_chip_fit_takes_its_limits_from_the_loihi2_device_profile(monkeypatch):
