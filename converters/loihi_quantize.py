@@ -104,7 +104,10 @@ def quantize_loihi2(
     """
     opts = options or LoihiOptions()
     graph, manifest = _float_graph(deployable)
-    x = None if calib_x is None else torch.as_tensor(np.asarray(calib_x)).float()[:_CALIB_SAMPLES]
+    batch_axis = 1 if manifest.time.time_major else 0  # time-major inputs are [T, batch, ...]
+    x = None if calib_x is None else torch.as_tensor(np.asarray(calib_x)).float()
+    if x is not None:
+        x = x.narrow(batch_axis, 0, min(_CALIB_SAMPLES, x.shape[batch_axis]))
     y = None if calib_y is None else torch.as_tensor(np.asarray(calib_y)).long()[:_CALIB_SAMPLES]
     config = _input_config(manifest.time.encoding, x, opts)
     reference = None if x is None else deployable.module.run(x)
@@ -131,7 +134,7 @@ def quantize_loihi2(
         "converter": "ganglion.converters.loihi_quantize",
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(opts).items()},
         "source": dict(manifest.provenance),
-        "calibration_samples": 0 if x is None else int(x.shape[0]),
+        "calibration_samples": 0 if x is None else int(x.shape[batch_axis]),
     }
     return result
 

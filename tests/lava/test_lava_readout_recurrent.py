@@ -4,6 +4,7 @@ the float one, and the chip-fit report counts them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,15 @@ def test_chip_fit_counts_the_readout_and_the_recurrent_synapses():
     assert report["mappable"] and report["fits"]
     assert rows["lif1"]["synapses"] == 6 * 5 + 5 * 5  # input and recurrent Dense
     assert report["neurons"] == 5 + 3
+
+
+def test_time_major_calibration_is_cut_along_the_batch_not_the_time_axis(monkeypatch):
+    from ganglion.converters import loihi_quantize
+
+    monkeypatch.setattr(loihi_quantize, "_CALIB_SAMPLES", 4)
+    program = _readout_program("li")
+    fixed = quantize_loihi2(program, _spikes(steps=16, batch=7))  # [T, batch, 6]
+    assert fixed.manifest.provenance["calibration_samples"] == 4
+    report = json.dumps(fixed.manifest.report["loihi2"])
+    depth = fixed.module.depth
+    assert f'"worst_case_steps": {16 + depth}' in report  # all 16 steps kept, not 4
