@@ -1,4 +1,8 @@
-"""``ganglion inspect``: what a bundle is, how to feed it, and what it is made of."""
+"""``ganglion inspect``: what a bundle is, how to feed it, and what it is made of.
+
+The default view is read from the verified bundle's files without torch (``describe_program``);
+``--operators``, ``--ops`` and ``--target`` rebuild the program.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ganglion.models.manifest import SpikingTime
-from ganglion.runtime.bundle import load_bundle
+from ganglion.runtime.bundle import load_bundle, open_bundle
 from ganglion.runtime.cli.chip_fit import show_chip_fit
-from ganglion.runtime.describe import describe
+from ganglion.runtime.describe import describe, describe_program
 
 
 def inspect(
@@ -32,6 +36,11 @@ def inspect(
         "--text",
         help="With --ops: the text spikes are counted on.",
     ),
+    operators: bool = typer.Option(
+        False,
+        "--operators",
+        help="Exported dense programs: also the operators their graph calls (loads torch).",
+    ),
 ) -> None:
     """Show kind, named inputs/outputs (and their shape convention), time, layers, members."""
     if target is not None:
@@ -42,7 +51,8 @@ def inspect(
         return
     from ganglion.runtime.serving.signing import describe_signature
 
-    info = describe(load_bundle(bundle))
+    with open_bundle(bundle) as program:
+        info = describe(program.deployable()) if operators else describe_program(program)
     info["signature"] = describe_signature(bundle, trusted_keys)
     if as_json:
         typer.echo(json.dumps(info, indent=1, allow_nan=False))
@@ -137,6 +147,9 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
                 ", ".join(layer["inputs"]),
             )
         console.print(table)
+    if info.get("operators"):
+        ops = ", ".join(f"{name} {count}" for name, count in info["operators"].items())
+        console.print(f"{indent}operators {ops}", markup=False)
     _show_report(console, info["report"], indent)
     for name, member in info["members"].items():
         _show(console, f"member {name}", member, indent + "  ")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ganglion.device import OpCounts
     from ganglion.models.deployable import Deployable
+    from ganglion.runtime.program import Program
 
 Arrays = dict[str, np.ndarray]
 Tensors = dict[str, "torch.Tensor"]
@@ -164,6 +165,17 @@ class ProgramKind(ABC):
         """Kind-specific summary: ``layers`` (list of rows), ``parameters`` and ``shapes`` text."""
         params = sum(int(p.numel()) for p in deployable.module.parameters())
         return {"layers": [], "parameters": params}
+
+    def describe_files(self, program: Program) -> dict[str, Any] | None:
+        """``describe``'s summary read from a verified bundle's files without torch, or None
+        when the files alone do not settle it (the caller describes the rebuilt module).
+        Default: every tensor of ``weights.safetensors`` is a parameter (the architectures
+        keep no buffers in their state dict; none when the bundle has no weights)."""
+        from ganglion.runtime.artifact_shapes import element_count, safetensors_shapes
+        from ganglion.runtime.program import WEIGHTS
+
+        shapes = safetensors_shapes(program, WEIGHTS)
+        return {"layers": [], "parameters": element_count(shapes.values())}
 
     def count_ops(self, deployable: Deployable, inputs: Arrays) -> OpCounts:
         """Operation counts per inference on ``inputs`` (runs the program once on CPU)."""

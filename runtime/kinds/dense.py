@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from ganglion.models.deployable import Deployable
+    from ganglion.runtime.program import Program
 
 EXPORTED, ONNX_ONLY = "exported", "onnx"
 PT2, ONNX, ONNX_INT8 = "model.pt2", "model.onnx", "model.int8.onnx"
@@ -159,6 +160,20 @@ class DenseKind(ProgramKind):
                     ops[name] = ops.get(name, 0) + 1
             info["operators"] = dict(sorted(ops.items(), key=lambda kv: -kv[1]))
         return info
+
+    def describe_files(self, program: Program) -> dict[str, Any] | None:
+        """Parameters from the files: an exported program's from model.pt2's program JSON,
+        ours from weights.safetensors (an ONNX-only program has none). The operators of an
+        exported graph are left out: listing them needs torch (``describe`` has them)."""
+        if program.manifest.architecture != EXPORTED:
+            return super().describe_files(program)
+        from ganglion.runtime.artifact_shapes import element_count, exported_parameter_shapes
+
+        assert program.folder is not None
+        shapes = exported_parameter_shapes(program.folder / PT2)
+        if shapes is None:
+            return None
+        return {"layers": [], "parameters": element_count(shapes.values())}
 
     def parity_atol(self, manifest: Manifest, output: str) -> float | None:
         """Float outputs within 1e-4 (ONNX Runtime fuses and reorders sums)."""

@@ -167,6 +167,27 @@ class EnsembleKind(ProgramKind):
             "top_k": module.top_k,
         }
 
+    def describe_files(self, program: Program) -> dict[str, Any] | None:
+        """The same from config.json (experts, placement, top k) and the shapes of the gate's
+        tensors (``gate.*`` in weights.safetensors; the calibration cache is not counted)."""
+        from ganglion.runtime.artifact_shapes import element_count, safetensors_shapes
+        from ganglion.runtime.program import WEIGHTS
+
+        config = program.config()
+        try:
+            placement = dict(config.get("placement") or {})
+            experts = {e: placement.get(e, "-") for e in config["gate"]["experts"]}
+        except (KeyError, TypeError, ValueError):
+            return None
+        shapes = safetensors_shapes(program, WEIGHTS)
+        gate = [shape for name, shape in shapes.items() if name.startswith("gate.")]
+        return {
+            "layers": [],
+            "parameters": element_count(gate),
+            "experts": experts,
+            "top_k": config.get("top_k"),
+        }
+
     def count_ops(self, deployable: Deployable, inputs: Arrays) -> OpCounts:
         """The members' counts summed (every expert run), plus the gate's."""
         from ganglion.device import OpCounts

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ganglion.device import OpCounts
     from ganglion.models.deployable import Deployable
+    from ganglion.runtime.program import Program
 
 GRAPH_NIR = "graph.nir"
 
@@ -189,6 +190,15 @@ class SpikingKind(ProgramKind):
             "parameters": weights + constants,
             "parameter_split": {"synaptic": weights, "neuron": constants},
         }
+
+    def describe_files(self, program: Program) -> dict[str, Any] | None:
+        """The same rows from config.json's graph and the weights' shapes (``spiking_rows``)."""
+        from ganglion.runtime.artifact_shapes import safetensors_shapes
+        from ganglion.runtime.kinds.spiking_rows import spiking_rows
+        from ganglion.runtime.program import WEIGHTS
+
+        shapes = safetensors_shapes(program, WEIGHTS)
+        return spiking_rows(program.manifest.architecture, program.config(), shapes)
 
     def io_text(self, manifest: Manifest) -> dict[str, str]:
         """How ``run``'s input and output are shaped, in words."""
