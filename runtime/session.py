@@ -15,8 +15,10 @@ Contract (who owns what):
 
 Inputs, outputs and state are named numpy arrays whose names, dtypes and shapes the manifest
 declares; the base class checks inputs and state (``runtime.tensors``) before a backend sees
-them. A program with one input also takes a bare array, and then returns a bare array when it
-has one output. A session is used from one thread at a time.
+them (a state with the names and shapes of the last one it accepted, such as the state the last
+step returned, without walking it again: ``StateCheck``). A program with one input also takes
+a bare array, and then returns a bare array when it has one output. A session is used from one
+thread at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ganglion.models.errors import BackendUnavailable, ShapeError
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.kinds import BATCH, ProgramKind
 from ganglion.runtime.program import Program
-from ganglion.runtime.tensors import State, batched_state, check_inputs, check_state
+from ganglion.runtime.tensors import State, StateCheck, batched_state, check_inputs
 
 Inputs = Mapping[str, np.ndarray] | np.ndarray
 Outputs = dict[str, np.ndarray] | np.ndarray
@@ -59,6 +61,7 @@ class Session(ABC):
         self.device = device
         self.allow_nonfinite = False  # set by ``load(..., allow_nonfinite=True)``
         self._state0 = program.initial_state()
+        self._check_state = StateCheck(program.manifest.state)
         manifest, kind = self.manifest, self.kind
         self._run_shapes = {s.name: kind.run_shape(manifest, s) for s in manifest.inputs}
         self._step_shapes = {s.name: kind.step_shape(manifest, s) for s in manifest.inputs}
@@ -95,14 +98,14 @@ class Session(ABC):
     def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """One timestep or token with explicit state -> (outputs, new state)."""
         named, bare = self._named(inputs, self._step_shapes)
-        check_state(self.manifest.state, state, self._batch(named, self._step_shapes))
+        self._check_state(state, self._batch(named, self._step_shapes))
         outputs, new_state = self._step(named, dict(state))
         return self._unnamed(outputs, bare), new_state
 
     def prefill(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """``run``'s inputs continuing from ``state`` -> (``run``'s outputs, final state)."""
         named, bare = self._named(inputs, self._run_shapes)
-        check_state(self.manifest.state, state, self._batch(named, self._run_shapes))
+        self._check_state(state, self._batch(named, self._run_shapes))
         outputs, new_state = self._prefill(named, dict(state))
         return self._unnamed(outputs, bare), new_state
 

@@ -3,10 +3,11 @@ plus the two other loops a spiking program's CPU ``run`` spends its calls on: th
 over time and average pooling of small inputs (``models/spiking/layers.py``).
 
 The reference walks ``T`` in Python, a handful of tensor ops per step; here the whole scan is
-one call. Every operation rounds exactly as the reference's does (fp32 multiply, then add, no
-FMA: numba contracts nothing without ``fastmath``), so spikes and final potentials are equal
-bit for bit; the fixed-point scan is integer arithmetic and equal by construction. Tests
-compare them with ``reference.py`` and ``F.avg_pool2d`` (``tests/kernels/test_lif_cpu.py``).
+one call (``float_step``: one timestep, for a streaming ``step``). Every operation rounds
+exactly as the reference's does (fp32 multiply, then add, no FMA: numba contracts nothing
+without ``fastmath``), so spikes and final potentials are equal bit for bit; the fixed-point
+scan is integer arithmetic and equal by construction. Tests compare them with
+``reference.py`` and ``F.avg_pool2d`` (``tests/kernels/test_lif_cpu.py``).
 
 A current constant over time (an input expanded along T, stride 0) is read from its one row.
 numba compiles each loop on first use and caches the machine code beside this file
@@ -50,6 +51,31 @@ def _float_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_rese
                     vb[k] = v_reset[k] if fired else x
                 else:
                     vb[k] = x - np.float32(fired) * threshold[k]
+    return spikes, v
+
+
+@numba.njit(cache=True, nogil=True)
+def _float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+    """One step of ``_float_loop``: C-contiguous current and v0 [B, *shape] holding N =
+    len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
+    n = gain.shape[0]
+    v, spikes = np.empty_like(v0), np.empty_like(v0)
+    c, v_in = current.reshape(-1, n), v0.reshape(-1, n)  # [B, N] views
+    v_out, s = v.reshape(-1, n), spikes.reshape(-1, n)
+    for b in range(v_in.shape[0]):  # a loop per reset, so LLVM vectorizes it
+        cb, vb, ob, sb = c[b], v_in[b], v_out[b], s[b]
+        if zero_reset:
+            for k in range(n):
+                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
+                fired = x > threshold[k]
+                sb[k] = fired
+                ob[k] = v_reset[k] if fired else x
+        else:
+            for k in range(n):
+                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
+                fired = np.float32(x > threshold[k])
+                sb[k] = fired
+                ob[k] = x - fired * threshold[k]
     return spikes, v
 
 
@@ -148,6 +174,18 @@ def float_scan(
     return torch.from_numpy(spikes), torch.from_numpy(v)
 
 
+def float_step(
+    current: torch.Tensor, v0: torch.Tensor, params: tuple[np.ndarray, ...], zero_reset: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One timestep of ``float_scan`` without its time axis: ``current`` and ``v0`` [B, *shape]
+    fp32 (CPU), ``shape`` holding the N = len(gain) neurons -> (spikes, v), both like ``v0``;
+    equal bit for bit to ``float_scan`` on ``current[None]``. A new ``v``: ``v0`` is kept."""
+    spikes, v = _float_step_loop(
+        current.contiguous().numpy(), v0.contiguous().numpy(), *params, zero_reset
+    )
+    return torch.from_numpy(spikes), torch.from_numpy(v)
+
+
 def fixed_params(
     du: torch.Tensor,
     dv: torch.Tensor,
@@ -191,7 +229,7 @@ def tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
     n, c, h, w = x.shape
     out = np.empty((n * c, h // kh, w // kw), np.float32)
     _tiled_mean_loop(x.contiguous().numpy().reshape(n * c, h, w), kh, kw, out)
-    return torch.from_numpy(out).reshape(n, c, h // kh, w // kw)
+    return torch.from_numpy(out.reshape(n, c, h // kh, w // kw))
 
 
 # ---- public functions ----------------------------------------------------------------------

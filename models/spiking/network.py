@@ -4,8 +4,9 @@
 CHUNK_ROWS rows, so large batches stay in cache). A feed-forward node sees all the chunk's
 timesteps at once: a synaptic layer as one tensor op, a neuron as one scan over time. A
 recurrent group (a cycle through a delay-1 edge) is stepped one timestep at a time, each step
-evaluating its nodes in order. ``step`` is the same walk over a chunk of one timestep, so
-``run`` equals repeated ``step`` (tests prove it).
+evaluating its nodes in order. ``step`` is the same walk for one timestep without the time
+axis: every node in that order on [B, ...] values (a delay-1 edge reads the carried ``prev``),
+a neuron through ``neuron_update``, so ``run`` equals repeated ``step`` (tests prove it).
 
 Input constant over time: with ``direct`` encoding every timestep sees the same input, so the
 stateless nodes that read only it (the first synaptic layer, say) are computed once per call
@@ -33,7 +34,7 @@ from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.encoding import encode, encode_step
 from ganglion.models.spiking.graph import INPUT, OUTPUT, SpikingGraph
 from ganglion.models.spiking.layers import STATELESS, Affine, Delay, tensor_fields
-from ganglion.models.spiking.neuron import Neuron, neuron_scan
+from ganglion.models.spiking.neuron import Neuron, neuron_scan, neuron_update
 
 State = dict[str, torch.Tensor]
 CHUNK_ROWS = 1024  # ``run`` batches up to this many (timestep, sample) rows per layer call
@@ -91,6 +92,9 @@ class _Plan:
     spiking: list[str]  # spiking neurons (``record``)
     state_shapes: dict[str, tuple[int, ...]]
     device: torch.device
+    order: list[str]  # every node in evaluation order (``step``'s walk)
+    sources: dict[str, list[tuple[str, bool]]]  # node or OUTPUT -> (key, in carry) per edge
+    state_keys: dict[str, list[str]]  # node -> its carried state names (``node_state_names``)
 
 
 def _plan(graph: SpikingGraph) -> _Plan:
@@ -111,7 +115,19 @@ def _plan(graph: SpikingGraph) -> _Plan:
         spiking=[n for n, layer in graph.neurons().items() if layer.spiking],
         state_shapes=state_shapes(graph),
         device=next(tensors, torch.zeros(0)).device,
+        order=[n for group in graph.groups for n in group],
+        sources={n: _edge_sources(graph, n) for n in [*graph.nodes, OUTPUT]},
+        state_keys={n: node_state_names(n, layer) for n, layer in graph.nodes.items()},
     )
+
+
+def _edge_sources(graph: SpikingGraph, name: str) -> list[tuple[str, bool]]:
+    """Where one step reads each incoming edge of ``name``, in edge order: the source's value
+    this step, or (delay-1 edge) its carried ``prev`` state."""
+    return [
+        (state_name(PREVIOUS, p), True) if graph.delay(p, name) else (p, False)
+        for p in graph.predecessors(name)
+    ]
 
 
 class SpikingNetwork(torch.nn.Module):
@@ -123,6 +139,7 @@ class SpikingNetwork(torch.nn.Module):
         self.time = time
         self.activity: dict[str, torch.Tensor] = {}  # node -> spikes per neuron, last run
         self._walk: tuple[SpikingGraph, _Plan] | None = None
+        self._divisors: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # ``_step_decoded``
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch.nn.Module's signature
         """``to``/``cuda``/``double`` also move the graph's node tensors (plain dataclasses)."""
@@ -227,19 +244,56 @@ class SpikingNetwork(torch.nn.Module):
         declared; state ``decode`` holds the running sum.
         """
         self._check_input(x_t, time_major=False)
-        constants = self._constants(x_t)
-        seq = None
-        if not constants:
-            if self.time.encoding == "rate":
-                x_t = encode_step(x_t, int(state["t"].item()), "rate", self.time.seed)
-            seq = x_t.unsqueeze(0)
+        if self.time.encoding == "rate":
+            x_t = encode_step(x_t, int(state["t"].item()), "rate", self.time.seed)
         carry = {k: v for k, v in state.items() if k not in ("t", "decode")}
-        out = self._run_chunk(seq, 1, constants, carry, record=False)[0]
+        out = self._step_nodes(x_t, carry)
         new_state: State = {"t": state["t"] + 1, **carry}
         if self.time.decoding == "none":
             return out.contiguous(), new_state
         new_state["decode"] = state["decode"] + out
-        return scale_decoded(new_state["decode"], self.time), new_state
+        return self._step_decoded(new_state["decode"]), new_state
+
+    def _step_decoded(self, total: torch.Tensor) -> torch.Tensor:
+        """``scale_decoded(total, self.time)``, with a mean's T as a 0-dim CPU tensor of the
+        total's dtype: the Python number's division bit for bit (a CPU scalar, as that number
+        is, so a GPU also multiplies by its reciprocal), without wrapping it every step."""
+        if self.time.decoding != "membrane":
+            return scale_decoded(total, self.time)
+        key = (self.time.timesteps, total.dtype)
+        divisor = self._divisors.get(key)
+        if divisor is None:
+            divisor = self._divisors[key] = torch.tensor(key[0], dtype=total.dtype)
+        return total / divisor
+
+    def _step_nodes(self, x: torch.Tensor, carry: State) -> torch.Tensor:
+        """One timestep through every node: x [B, ...] -> output [B, ...out]; ``carry`` (the
+        node states) updated. ``_run_chunk`` on a chunk of one step, without the time axis."""
+        plan, nodes = self.plan, self.graph.nodes
+        compiled = cpu_scan_available()
+        values = {INPUT: x}
+        for name in plan.order:
+            inp = _edge_sum(plan.sources[name], values, carry)
+            layer, keys = nodes[name], plan.state_keys[name]
+            if isinstance(layer, Neuron):  # keys: v (and i)
+                current = carry[keys[1]] if len(keys) > 1 else None
+                out, carry[keys[0]], current = neuron_update(
+                    layer, inp, carry[keys[0]], current, compiled
+                )
+                if current is not None:
+                    carry[keys[1]] = current
+            elif isinstance(layer, Delay):  # keys: its buffer, none for a depth of 0
+                out = inp
+                if keys:
+                    delayed, carry[keys[0]] = layer.scan(inp.unsqueeze(0), carry[keys[0]])
+                    out = delayed[0]
+            else:
+                out = layer.forward(inp)
+            values[name] = out
+        out = _edge_sum(plan.sources[OUTPUT], values, carry)
+        for source in plan.delayed:
+            carry[state_name(PREVIOUS, source)] = values[source]
+        return out
 
     # ---- one chunk of timesteps --------------------------------------------------------------
 
@@ -333,6 +387,18 @@ class SpikingNetwork(torch.nn.Module):
         steps, batch = x.shape[:2]
         y = layer.forward(x.reshape(steps * batch, *x.shape[2:]))
         return y.reshape(steps, batch, *y.shape[1:])
+
+
+def _edge_sum(
+    sources: list[tuple[str, bool]], values: dict[str, torch.Tensor], carry: State
+) -> torch.Tensor:
+    """A node's input in one step: its edges' values (``_edge_sources``) summed in edge order."""
+    total: torch.Tensor | None = None
+    for key, carried in sources:
+        value = carry[key] if carried else values[key]
+        total = value if total is None else total + value
+    assert total is not None
+    return total
 
 
 def _add_over_time(out: torch.Tensor, total: torch.Tensor) -> None:

@@ -19,6 +19,7 @@ The state is ``v`` (and ``i`` with a synaptic current); it starts at ``v_init`` 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ from ganglion.kernels.lif import cpu_scan_available, lif_scan
 from ganglion.models.errors import ShapeError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     import numpy as np
 
 RESETS = ("subtract", "zero")
@@ -121,16 +124,16 @@ class Neuron:
         tensors' memory, so an in-place edit of a parameter reaches the scan too.
         """
         tensors = (self.gain, self.decay, self.threshold, self.bias, self.v_reset)
+        key = tuple(map(id, tensors))  # unique while the cache below holds the tensors
         cached = self.__dict__.get("_cpu_params")
-        if cached is not None and all(a is b for a, b in zip(cached[0], tensors, strict=True)):
+        if cached is not None and cached[0] == key:
             return cached[1]
-        from ganglion.kernels.lif import cpu
-
+        cpu = _cpu_kernels()
         fits = all(
             t.dtype == torch.float32 and t.is_contiguous() and cpu.supports(t) for t in tensors
         )
         params = cpu.float_params(*tensors) if fits else None
-        self._cpu_params = (tensors, params)
+        self._cpu_params = (key, params, tensors)
         return params
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -236,14 +239,46 @@ def neuron_scan(
     return torch.stack(outs), v, i
 
 
+def neuron_update(
+    n: Neuron,
+    x: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor | None,
+    compiled: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One timestep without a time axis: x, v (and i) [B, *shape] -> (output, v, i), equal bit
+    for bit to ``neuron_scan`` on ``x[None]`` (what ``SpikingNetwork.step`` calls).
+
+    A ``plain`` fp32 CPU neuron takes the compiled single-step update (``cpu.float_step``, the
+    scan's arithmetic); any other neuron ``neuron_step``, as the scan would; ``compiled`` as in
+    ``neuron_scan``.
+    """
+    if not n.plain:
+        out, v, i = neuron_step(n, x, v, i)
+        return (out.clone() if out is v else out), v, i  # the scan's output is its own tensor
+    compiled = cpu_scan_available() if compiled is None else compiled
+    if compiled and x.dtype == v.dtype == torch.float32 and not x.is_cuda:
+        params = n.cpu_scan_params()
+        if params is not None and not (x.requires_grad or v.requires_grad):
+            return (*_cpu_kernels().float_step(x, v, params, n.reset == "zero"), i)
+    out, v, i = neuron_scan(n, x.unsqueeze(0), v, i, compiled)
+    return out[0], v, i
+
+
 def _compiled_scan(
     n: Neuron, current: torch.Tensor, v: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The compiled CPU scan of a plain neuron: fp32 CPU current [T, B, N], v [B, N] ->
     (spikes, v); None where the parameters or autograd do not suit it."""
-    from ganglion.kernels.lif import cpu
-
     params = n.cpu_scan_params()
     if params is None or current.requires_grad or v.requires_grad:
         return None
-    return cpu.float_scan(current, v, params, n.reset == "zero")
+    return _cpu_kernels().float_scan(current, v, params, n.reset == "zero")
+
+
+@functools.cache
+def _cpu_kernels() -> ModuleType:
+    """``kernels.lif.cpu``, imported on first use (it imports numba)."""
+    from ganglion.kernels.lif import cpu
+
+    return cpu
