@@ -2,6 +2,7 @@
 
 import contextlib
 import contextvars
+import functools
 import os
 from collections.abc import Iterator
 
@@ -15,7 +16,12 @@ def kernels_enabled() -> bool:
     ``GANGLION_KERNELS`` (default on), and not inside ``reference_kernels()``."""
     if _REFERENCE_ONLY.get():
         return False
-    return os.environ.get("GANGLION_KERNELS", "1").strip().lower() not in ("0", "false", "off")
+    return _switch_on(os.environ.get("GANGLION_KERNELS", "1"))
+
+
+@functools.lru_cache(maxsize=8)
+def _switch_on(value: str) -> bool:
+    return value.strip().lower() not in ("0", "false", "off")
 
 
 @contextlib.contextmanager
