@@ -27,7 +27,7 @@ from ganglion.models.mixture import (
     member_state_name,
     prefix_histograms,
 )
-from ganglion.runtime.selection.monotonicity import monotonicity_report
+from ganglion.models.monotonicity import monotonicity_report
 
 
 def _output_classes(name: str, member: Deployable) -> int:
@@ -98,7 +98,7 @@ def gate_quality(gate: np.ndarray, p_true: np.ndarray) -> dict[str, float]:
 
 def gate_monotonicity(gate: np.ndarray, p_true: np.ndarray, experts: list[str]) -> dict[str, Any]:
     """How far the trained gate departs from monotone ``Q`` on the calibration data
-    (``runtime.selection.monotonicity``), the worst pair named by expert."""
+    (``models.monotonicity``), the worst pair named by expert."""
     positive = np.maximum(gate, np.finfo(np.float64).tiny)  # a float32 softmax can underflow
     summary = monotonicity_report(positive, p_true).to_dict()
     if summary["worst"] is not None:

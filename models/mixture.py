@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+TIE_TOLERANCE = 1e-12  # qualities Q this close are equal (their last bits follow sum order)
 COUNTS = "counts"  # a token ensemble's state: running counts [batch, vocab + 1] (last: length)
 
 

@@ -197,6 +197,10 @@ def _show_report(console: Console, report: dict[str, Any], indent: str) -> None:
         if key in report:
             text = ", ".join(f"{k} {v}" for k, v in report[key].items())
             console.print(f"{indent}{key.replace('_', ' ')}: {text}", markup=False)
+    if isinstance(report.get("monotonicity"), dict):
+        from ganglion.models.monotonicity import monotonicity_line
+
+        console.print(f"{indent}{monotonicity_line(report['monotonicity'])}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

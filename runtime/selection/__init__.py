@@ -4,6 +4,7 @@ baselines, the two-level (cached coarse subset, fine gating) use, and the JSON p
 See README.md in this folder for the formulation, the algorithm and why each bound is valid.
 """
 
+from ganglion.models.monotonicity import MonotonicityReport, monotonicity_report
 from ganglion.runtime.selection.baselines import (
     all_experts,
     greedy_per_joule,
@@ -11,7 +12,6 @@ from ganglion.runtime.selection.baselines import (
     run_baselines,
     single_best,
 )
-from ganglion.runtime.selection.monotonicity import MonotonicityReport, monotonicity_report
 from ganglion.runtime.selection.problem import (
     MAX_EXPERTS,
     Expert,

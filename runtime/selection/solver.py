@@ -31,28 +31,36 @@ Bounds (``bounds.py``), with ``r_i = num_i/den_i`` the ratio of ``S`` and ``w_ie
 g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
 
 - knapsack. ``Q(T) - Q(S) = mean_i Σ_{e∈B} w_ie / (den_i + Σ_B g)``. A positive term is at most
-  ``w_ie/(den_i + g_ie)`` (the denominator holds ``g_ie``), a negative one at most
-  ``w_ie/(den_i + g_ie + the k-1 largest other gates)`` (the largest the denominator gets), so
+  ``w_ie/(den_i + g_ie)`` (the denominator holds ``g_ie``), a negative one at most ``w_ie`` over
+  the largest the denominator gets: ``den_i`` plus ``g_ie`` and the ``k-1`` largest gates of
+  ``A``, and at most ``den_i`` plus the ``k`` largest (exact per-sample sums of sorted gates). So
   ``Q(T) <= Q(S) + Σ_{e∈B} α_e``: modular, hence bounded by a knapsack over energy and size,
   itself bounded by points of its LP dual.
-- sized. The same with ``|B|`` split into [1, 1], [2, 3], [4, k]: in each range the other
-  joiners' gates are at least ``(lo-1)·min`` and at most ``(hi-1)·max`` of ``A``'s gates; the
+- sized. The same with ``|B|`` split into ``SIZE_RANGES`` [1, 1], [2, 3], [4, 7], [8, 15],
+  [16, 31], [32, k]: in a range the other joiners' gates sum to at least the ``lo-1`` smallest
+  and at most the ``hi-1`` largest gates of ``A`` (per sample), which tightens both signs; the
   bound is the largest over ranges.
 - ratio. ``Q(T) <= mean_i u_i``, ``u_i = max_{B⊆A} (num_i + Σ_B g p)/(den_i + Σ_B g)``: each
-  sample alone can do no better; Dinkelbach's iteration (take every expert whose ``p`` beats the
-  current ratio) reaches ``u_i`` exactly. It implies ``mean_i max_{e∈S∪A} p_ie`` (a renormalized
-  convex combination never exceeds the max).
+  sample alone can do no better. The best ``B`` is every expert whose ``p`` beats ``u_i``
+  (Dinkelbach), a prefix of ``A`` by ``p`` descending: adding experts in that order while ``p``
+  beats the running ratio reaches ``u_i`` exactly. It implies ``mean_i max_{e∈S∪A} p_ie`` (a
+  renormalized convex combination never exceeds the max).
 - combined. Per sample, the gain is at most the knapsack terms and also at most the anchored
   form ``(u_i - r_i) + K_i(T)/D_i^hi`` where ``K_i(T) = N_i(T) - u_i D_i(T) <= 0`` and
   ``D_i^hi >= D_i(T)`` (``den_i`` plus the ``hi`` largest gates of ``A``). ``min`` of the two
   pieces is at most any convex combination ``λ_i``; for fixed ``λ`` the result is modular in
   ``B`` again, so a knapsack bounds it; ``λ`` comes from a few Frank-Wolfe steps on the LP
-  ``max_x mean_i min(piece_1, piece_2)``. One LP per size range, exact sums of sorted gates;
-  skipped below ``COMBINED_MIN`` joinable experts, where it costs more than it saves.
+  ``max_x mean_i min(piece_1, piece_2)``. One LP per size range of ``sized``; skipped below
+  ``COMBINED_MIN`` joinable experts, where it costs more than it saves.
 - children. Each modular bound of a node, with the child's expert forced in and a knapsack over
-  the experts after it, bounds that child's whole subtree before it is evaluated; once the
-  cheapest of them (top ``k-1`` of ``α`` after it, energy ignored) fails, every later child
-  fails too (smaller ``α``, fewer experts after it).
+  the experts after it, bounds that child's whole subtree before it is evaluated (one compiled
+  call for all the children); once the cheapest of them (top ``k-1`` of ``α`` after it, energy
+  ignored) fails, every later child fails too (smaller ``α``, fewer experts after it).
+
+The bounds' per-sample loops are compiled with numba (``bounds.py``), imported when the first
+search starts so that ``import ganglion.runtime.selection`` stays light. The first use in a
+process loads the compiled code: about 0.3 s with numba's cache warm, about 10 s to compile into
+an empty cache; ``bounds.warm_up()`` does it up front.
 
 Feasibility is exact: a child's ``E`` is recomputed in index order before it is recorded, and
 the energy slack used to drop experts from ``A`` only loosens bounds.
@@ -60,15 +68,15 @@ the energy slack used to drop experts from ``A`` only loosens bounds.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ganglion.runtime.selection.bounds import Workspace, family_below
+from ganglion.models.mixture import TIE_TOLERANCE
 from ganglion.runtime.selection.problem import SelectionProblem
 
-TIE_TOLERANCE = 1e-12  # qualities this close to the optimum tie; the key decides
 ROUNDING = 1e-12  # margin for float rounding in bounds and search-order quality sums
 BRUTE_FORCE_MAX_EXPERTS = 20  # 2^20 subsets
 LEAF_SIZE = 6  # a surviving node with this few joinable experts enumerates its subsets
@@ -103,8 +111,11 @@ class _Search:
     """The branch and bound over one problem and one pair of budgets."""
 
     def __init__(self, problem: SelectionProblem, energy_budget: float, latency_budget: float):
+        from ganglion.runtime.selection import bounds  # numba: loaded when a search runs
+
         self.problem = problem
-        self.ws = Workspace(problem)
+        self.ws = bounds.Workspace(problem)
+        self.child_bounds = bounds.child_bounds
         self.energy_budget = energy_budget
         self.latency_budget = latency_budget
         self.slack = 1e-9 * (1.0 + energy_budget)  # only loosens bounds
@@ -164,7 +175,7 @@ class _Search:
             avail, k, _ = self.joinable(members, others)
             if k <= 0 or avail.size == 0:
                 return
-            qs = ((self.ws.gp[avail] + num) / (self.ws.g[avail] + den)).mean(axis=1)
+            qs = self.ws.joined_quality(avail, num, den)
             best = None
             for j in np.argsort(-qs, kind="stable"):
                 if qs[j] <= q:
@@ -188,7 +199,9 @@ class _Search:
             for t in range(problem.n_experts)
             if self.caps[t] >= 1 and self.cost[t] <= self.energy_budget
         ]
-        singles = {t: problem.quality((t,)) for t in roots}
+        zero = np.zeros(problem.n_samples)
+        alone = self.ws.joined_quality(np.array(roots, dtype=np.intp), zero, zero)
+        singles = dict(zip(roots, alone.tolist(), strict=True))
         roots.sort(key=lambda t: (-singles[t], t))
         for t in roots:
             self.record((t,), singles[t])
@@ -215,35 +228,36 @@ class _Search:
         k = node.k
         alpha = node.families[0][0].coef  # the knapsack coefficients order the children
         order = np.argsort(-alpha, kind="stable")
-        costs = self.ws.cost[avail]
-        head = np.maximum(alpha[order], 0.0)
-        for j, pos in enumerate(order):
-            quick = node.q + alpha[pos] + head[j + 1 : j + k].sum()
-            if quick < self.threshold():
-                return  # this child and every later one (smaller alpha, fewer experts after)
-            later = order[j + 1 :]
-            floor = self.threshold() - node.q
-            if any(family_below(f, pos, later, costs, room, floor) for f in node.families):
+        # the cheapest bound on child j's subtree: its alpha and the k-1 best after it (energy
+        # ignored); once it fails, every later child fails (smaller alpha, fewer after it)
+        head = np.cumsum(np.maximum(alpha[order], 0.0))
+        ends = np.minimum(np.arange(k, k + order.size), order.size) - 1
+        quick = node.q + alpha[order] + (head[ends] - head)
+        below = np.flatnonzero(quick < self.threshold())
+        count = int(below[0]) if below.size else order.size
+        subtree = self.child_bounds(node.families, order, self.ws.cost[avail], room, count)
+        for j in range(count):
+            if quick[j] < self.threshold():
+                return  # this child and every later one
+            if subtree[j] < self.threshold() - node.q:
                 continue
-            e = int(avail[pos])
+            e = int(avail[order[j]])
             joined = sorted(members + [e])
             if self.energy(joined) > self.energy_budget:
                 continue
-            self.record(tuple(joined), float(node.child_q[pos]))
-            if k > 1 and later.size:
-                self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], avail[later])
+            self.record(tuple(joined), float(node.child_q[order[j]]))
+            if k > 1 and j + 1 < order.size:
+                self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], avail[order[j + 1 :]])
 
     def enumerate(
         self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray, k: int
     ) -> None:
         """Every subset ``members ∪ B``, ``B ⊆ avail`` non-empty with ``|B| <= k``, at once:
         cheaper than bounding when ``avail`` is this small."""
-        n = avail.size
-        bits = ((np.arange(1, 2**n)[:, None] >> np.arange(n)) & 1).astype(bool)  # [K, n]
-        bits = bits[bits.sum(axis=1) <= k]
+        bits = _subset_bits(avail.size, k)  # [K, n]
         cols = np.array(sorted(members + avail.tolist()))
         membership = np.zeros((bits.shape[0], cols.size), dtype=bool)
-        membership[:, np.isin(cols, members)] = True
+        membership[:, np.searchsorted(cols, members)] = True
         membership[:, np.searchsorted(cols, avail)] = bits
         energy, latency = subset_costs(self.problem, cols, membership)
         fits = np.flatnonzero((energy <= self.energy_budget) & (latency <= self.latency_budget))
@@ -266,6 +280,15 @@ class _Search:
         tied = [s for s, v in exact.items() if v >= best - TIE_TOLERANCE]
         chosen = min(tied, key=lambda s: tie_key(self.problem, s))
         return _selection(self.problem, chosen, exact[chosen], self.evaluated)
+
+
+@functools.cache
+def _subset_bits(n: int, k: int) -> np.ndarray:
+    """``[K, n]`` every non-empty subset of ``n`` positions with at most ``k`` members."""
+    bits = ((np.arange(1, 2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    bits = bits[bits.sum(axis=1) <= k]
+    bits.setflags(write=False)
+    return bits
 
 
 def _selection(problem: SelectionProblem, subset: tuple[int, ...], q: float, n: int) -> Selection:

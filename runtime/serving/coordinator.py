@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from ganglion.runtime.selection.bounds import warm_up
 from ganglion.runtime.serving.cluster_config import ClusterConfig, ClusterConfigError
 from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble
 from ganglion.runtime.serving.ensemble_request import EnsembleRequest
@@ -229,6 +230,7 @@ class Coordinator:
         for service in ("", SERVICE):
             await self.health.set(service, NOT_SERVING)
         await asyncio.to_thread(self._load)
+        await asyncio.to_thread(warm_up)  # the solver's compiled loops, not in the first request
         self.server = self._build()
         await self.server.start()
         for node in self.config.nodes:

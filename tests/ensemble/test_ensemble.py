@@ -107,6 +107,10 @@ def test_inspect_shows_members_and_placement(ensemble: Path, capsys) -> None:
     assert info["experts"] == {"low": "-", "high": "loihi2"}
     assert info["members"]["high"]["kind"] == "spiking"
     assert info["report"]["monotonicity"]["pairs"] == 2  # (low, +high) and (high, +low)
+    with pytest.raises(SystemExit):
+        main(["inspect", str(ensemble)])
+    lowering = info["report"]["monotonicity"]["lowering"]
+    assert f"lowers quality in {lowering} of 2 pairs" in capsys.readouterr().out
 
 
 def test_report_says_how_far_the_gate_is_from_monotone(ensemble: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from ganglion.runtime.selection.bounds import (
     Workspace,
+    child_bounds,
     family_below,
     knapsack_bound,
     superset_bounds,
@@ -93,3 +94,73 @@ def test_knapsack_bound_is_at_least_the_best_knapsack():
                 if costs[list(pick)].sum() <= room:
                     best = max(best, float(values[list(pick)].sum()))
         assert knapsack_bound(values, costs, room, k) >= best - 1e-12
+
+
+def node_supersets(problem, members, avail, room, k):
+    """Vectorized brute force: max Q(S ∪ B) over B ⊆ avail, |B| <= k, Σ_B c <= room, and
+    per sample the best ratio over every B ⊆ avail (sizes and energy ignored)."""
+    n = len(avail)
+    bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.float64)  # [2^n, n]
+    g, gp = problem.gate, problem.gate * problem.p_true  # [M, N]
+    num = gp[:, list(members)].sum(axis=1) + bits @ gp[:, list(avail)].T  # [2^n, M]
+    den = g[:, list(members)].sum(axis=1) + bits @ g[:, list(avail)].T
+    ratio = num / den
+    allowed = (bits.sum(axis=1) <= k) & (bits @ problem.cost_j[list(avail)] <= room)
+    return float(ratio.mean(axis=1)[allowed].max()), ratio.max(axis=0)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_every_size_range_bound_holds_with_many_joinable_experts(gate):
+    # 12-17 joinable experts and k up to all of them: the ranges [8, 15] and [16, k] take part
+    rng = np.random.default_rng(20 + GATES.index(gate))
+    for _ in range(4):
+        problem = synthetic_problem(rng, 19, 8, gate, duplicates=2)
+        order = rng.permutation(19)
+        members = tuple(sorted(int(e) for e in order[:2]))
+        avail = tuple(int(e) for e in order[2 : 2 + int(rng.integers(12, 18))])
+        room = float(problem.cost_j[list(avail)].sum() * rng.uniform(0.5, 1.1))
+        k = int(rng.integers(8, len(avail) + 1))
+        truth, _ = node_supersets(problem, members, avail, room, k)
+        bounds = superset_bounds(problem, members, avail, room, k)
+        assert set(bounds) == BOUNDS
+        for name, value in bounds.items():
+            assert value >= truth - 1e-12, (name, value, truth)
+
+
+def test_ratio_bound_is_each_samples_best_subset_exactly():
+    rng = np.random.default_rng(30)
+    for gate in GATES:
+        problem = synthetic_problem(rng, 9, 24, gate)
+        members, avail = (0, 4), (1, 2, 3, 5, 6, 7, 8)
+        _, best = node_supersets(problem, members, avail, 1e9, len(avail))
+        ratio = superset_bounds(problem, members, avail, 1e9, len(avail))["ratio"]
+        assert abs(ratio - best.mean()) <= 1e-12
+
+
+def test_child_bounds_equal_each_childs_family_bound():
+    rng = np.random.default_rng(40)
+    problem = synthetic_problem(rng, 16, 32, "random")
+    ws = Workspace(problem)
+    members, avail = [3], np.array([e for e in range(16) if e != 3])
+    num, den = ws.gp[members].sum(axis=0), ws.g[members].sum(axis=0)
+    room = float(problem.cost_j.sum() / 3)
+    node = ws.evaluate(num, den, avail, room, 9)
+    assert len(node.families) == 2  # knapsack and combined: the vectorized path sees both
+    order = rng.permutation(avail.size)
+    costs = ws.cost[avail]
+    every = child_bounds(node.families, order, costs, room, avail.size)
+    for j in range(avail.size):
+        later = order[j + 1 :]
+        one = min(max(p.forced(order[j], later, costs, room) for p in f) for f in node.families)
+        assert abs(every[j] - one) <= 1e-12
+
+
+def test_child_qualities_over_many_samples_match_the_problems_quality():
+    # blocked, vectorized sums over 20,000 samples stay far inside the 1e-12 tie margin
+    rng = np.random.default_rng(50)
+    problem = synthetic_problem(rng, 6, 20_000, "trained")
+    ws = Workspace(problem)
+    num, den = ws.gp[[1, 4]].sum(axis=0), ws.g[[1, 4]].sum(axis=0)
+    joined = ws.joined_quality(np.array([0, 2, 3, 5]), num, den)
+    for q, e in zip(joined, (0, 2, 3, 5), strict=True):
+        assert abs(q - problem.quality((1, 4, e))) <= 1e-13

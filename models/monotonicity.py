@@ -10,10 +10,11 @@ sample: a subset size uniform in ``1..N-1``, the members and ``e`` uniform, ``nu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ganglion.runtime.selection.solver import TIE_TOLERANCE
+from ganglion.models.mixture import TIE_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -118,4 +119,25 @@ def _sampled(gate: np.ndarray, gp: np.ndarray, n: int, samples: int, seed: int):
     largest = max(float(drop[j]), 0.0)
     return MonotonicityReport(
         False, samples, lowering, largest, worst if largest > 0 else None, seed
+    )
+
+
+def monotonicity_line(summary: dict[str, Any]) -> str:
+    """One line for people of a monotonicity summary (``MonotonicityReport.to_dict()``, the worst
+    pair named by expert), as ``select`` and ``inspect`` print it."""
+    how = (
+        "every pair checked"
+        if summary["exact"]
+        else f"{summary['pairs']:,} pairs sampled, seed {summary['seed']}"
+    )
+    line = (
+        f"gate monotonicity on the calibration data: adding an expert lowers quality in "
+        f"{summary['lowering']:,} of {summary['pairs']:,} pairs ({summary['fraction']:.1%}; {how})"
+    )
+    worst = summary["worst"]
+    if worst is None:
+        return line
+    return (
+        f"{line}; largest drop {summary['largest_drop']:.4g}, adding {worst['added']} to "
+        f"{{{', '.join(worst['subset'])}}}"
     )
