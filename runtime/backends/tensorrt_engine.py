@@ -3,44 +3,39 @@
 ``build_engine`` parses the step graph with ``OnnxParser`` and builds a serialized engine
 for a ``BuildPlan``: workspace limit, precision flags, one optimization profile spanning the
 batch range, an INT8 entropy calibrator with a cache file, and a DLA core when asked.
+Calibration batches reach TensorRT as device addresses from ``CalibrationBatches``
+(cuda-python); nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import tensorrt as trt
-import torch
 
 from ganglion.models.errors import BackendUnavailable
-from ganglion.runtime.backends.tensorrt_calibration import Feed
+from ganglion.runtime.backends.tensorrt_calibration import CalibrationBatches
 from ganglion.runtime.backends.tensorrt_plan import BuildPlan
 
 LOGGER = trt.Logger(trt.Logger.WARNING)
 
 
 class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-    """Feeds calibration batches from CUDA tensors; keeps TensorRT's cache in ``cache_file``."""
+    """Feeds TensorRT the calibration batches' device addresses; keeps TensorRT's cache in
+    ``cache_file``."""
 
-    def __init__(self, feeds: list[Feed], cache_file: Path) -> None:
+    def __init__(self, batches: CalibrationBatches, cache_file: Path) -> None:
         super().__init__()
-        self._feeds = iter(feeds)
-        self._batch = next(iter(feeds[0].values())).shape[0] if feeds else 1
+        self._batches = batches
         self._cache_file = cache_file
-        self._device: dict[str, torch.Tensor] = {}  # keeps the current batch alive
 
     def get_batch_size(self) -> int:
         """Samples per calibration batch."""
-        return self._batch
+        return self._batches.batch
 
     def get_batch(self, names: list[str]) -> list[int] | None:  # type: ignore[override]
-        """Device pointers of the next batch's inputs, or None when done."""
-        feed = next(self._feeds, None)
-        if feed is None:
-            return None
-        self._device = {n: torch.from_numpy(np.ascontiguousarray(feed[n])).cuda() for n in names}
-        return [self._device[n].data_ptr() for n in names]
+        """Device pointers of the next batch's inputs in ``names`` order, or None when done."""
+        return self._batches.next_pointers(names)
 
     def read_calibration_cache(self) -> bytes | None:  # type: ignore[override]
         """The cache from an earlier calibration, if any."""
@@ -110,3 +105,8 @@ def deserialize(engine: bytes, dla_core: int | None) -> tuple[trt.Runtime, trt.I
     if cuda_engine is None:
         raise BackendUnavailable("tensorrt backend: the engine does not deserialize here")
     return runtime, cuda_engine
+
+
+def io_tensor_names(engine: trt.ICudaEngine) -> set[str]:
+    """Names of the engine's input and output tensors."""
+    return {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}

@@ -1,27 +1,20 @@
 """The tensorrt backend on a GPU: engines cached and reused, fp16 and CUDA graphs run.
-Skipped with the reason where TensorRT or a GPU is missing (parity: tests/parity)."""
+Skipped with the reason where TensorRT, cuda-python or a GPU is missing (parity: tests/parity)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ganglion.models.deployable import Deployable
+from ganglion.runtime.backends.tensorrt_backend import unavailable_reason
 from ganglion.runtime.session import load
 
 
 def _reason() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not installed"
-    import tensorrt
-
-    if not hasattr(tensorrt, "Builder"):
-        return "tensorrt is not installed (only type stubs)"
-    return None if torch.cuda.is_available() else "no CUDA GPU is visible"
+    return unavailable_reason("cuda")
 
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_reason() is not None, reason=str(_reason()))]

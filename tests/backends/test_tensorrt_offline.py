@@ -5,16 +5,15 @@ one-line refusal where TensorRT or a GPU is missing."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable
+from ganglion.runtime.backends.tensorrt_backend import unavailable_reason
 from ganglion.runtime.backends.tensorrt_cache import EngineCache, EngineKey
 from ganglion.runtime.backends.tensorrt_calibration import calibration_feeds
 from ganglion.runtime.backends.tensorrt_plan import (
@@ -159,7 +158,8 @@ def test_plan_carries_workspace_and_profile(program: Deployable) -> None:
 
 
 def test_calibration_feeds_follow_real_trajectories(program: Deployable) -> None:
-    """Feeds hold every step-graph input; states are the reference's along the samples."""
+    """Feeds hold every step-graph input; states are the torch reference's along the samples
+    (the feeds come from the step graph on ONNX Runtime, so up to float rounding)."""
     x = np.random.default_rng(4).uniform(0, 1, (10, 12)).astype(np.float32)
     feeds = calibration_feeds(Program.in_memory(program), x, batch=4, max_feeds=12)
     assert len(feeds) == 12  # 2 whole batches of 4 samples x 8 timesteps, cut at 12
@@ -170,7 +170,7 @@ def test_calibration_feeds_follow_real_trajectories(program: Deployable) -> None
         state = reference.init_state(4)
         for _ in range(3):
             _, state = reference.step(x[:4], state)
-    np.testing.assert_array_equal(feeds[3]["state_in.v.relu_1"], state["v.relu_1"])
+    np.testing.assert_allclose(feeds[3]["state_in.v.relu_1"], state["v.relu_1"], atol=1e-6)
 
 
 def test_too_little_calibration_data_is_named(program: Deployable) -> None:
@@ -179,12 +179,7 @@ def test_too_little_calibration_data_is_named(program: Deployable) -> None:
 
 
 def _tensorrt_runs_here() -> bool:
-    spec = importlib.util.find_spec("tensorrt")
-    if spec is None or not torch.cuda.is_available():
-        return False
-    import tensorrt
-
-    return hasattr(tensorrt, "Builder")
+    return unavailable_reason("cuda") is None
 
 
 @pytest.mark.skipif(_tensorrt_runs_here(), reason="TensorRT and a GPU are present")
@@ -193,7 +188,10 @@ def test_backend_refuses_in_one_line_without_tensorrt_or_gpu(program: Deployable
         load(program, backend="tensorrt", device="cuda")
     message = str(err.value)
     assert message.startswith("tensorrt backend: ") and "\n" not in message
-    assert "'tensorrt' package is not installed" in message or "no CUDA GPU" in message
+    assert any(
+        reason in message
+        for reason in ("'tensorrt' package is not installed", "'cuda-python'", "no CUDA GPU")
+    )
 
 
 def test_backend_refuses_cpu_device(program: Deployable) -> None:
