@@ -17,8 +17,6 @@ and ``node/<name>`` SERVING while that node is admitted (NOT_SERVING otherwise).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble
 from ganglion.runtime.serving.ensemble_request import EnsembleRequest
 from ganglion.runtime.serving.expert_plan import Planner
 from ganglion.runtime.serving.inference_service import SERVICE, Admission
+from ganglion.runtime.serving.lifecycle import serve_until_signal
 from ganglion.runtime.serving.node_pool import NodePool, NodeState
 from ganglion.runtime.serving.security import TokenInterceptor, read_token
 from ganglion.runtime.serving.status import status_of, unknown_model
@@ -256,18 +255,4 @@ class Coordinator:
 
 async def run_coordinator(config: ClusterConfig, on_ready: Callable[[Coordinator], None]) -> None:
     """Start a coordinator, call ``on_ready`` and serve until SIGTERM or SIGINT."""
-    coordinator = Coordinator(config)
-    await coordinator.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    on_ready(coordinator)
-    waiter = asyncio.create_task(coordinator.wait())
-    stopper = asyncio.create_task(stopping.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    await coordinator.stop()
-    waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await waiter
+    await serve_until_signal(Coordinator(config), on_ready)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable
 from importlib import metadata
 
@@ -26,6 +25,7 @@ from ganglion.runtime.serving.inference_service import (
     InferenceService,
     add_inference_service,
 )
+from ganglion.runtime.serving.lifecycle import serve_until_signal
 from ganglion.runtime.serving.protos import SERVICE as CONTROL_SERVICE
 from ganglion.runtime.serving.repository import ModelRepository
 from ganglion.runtime.serving.security import TokenInterceptor, read_token, server_credentials
@@ -138,18 +138,4 @@ class Node:
 
 async def run_node(settings: NodeSettings, on_ready: Callable[[Node], None]) -> None:
     """Start a node, call ``on_ready`` and serve until SIGTERM or SIGINT."""
-    node = Node(settings)
-    await node.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    on_ready(node)
-    waiter = asyncio.create_task(node.wait())
-    stopper = asyncio.create_task(stopping.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    await node.stop()
-    waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await waiter
+    await serve_until_signal(Node(settings), on_ready)
