@@ -1,5 +1,5 @@
 """The ``ganglion`` command line."""
 
-from ganglion.runtime.cli.app import main
+from ganglion.runtime.cli.app import invoke, main
 
-__all__ = ["main"]
+__all__ = ["invoke", "main"]

@@ -5,6 +5,8 @@ Errors: a bad input exits non-zero with one line on stderr; ``--debug`` shows th
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from pathlib import Path
 from typing import Any, get_args
@@ -155,3 +157,16 @@ def main(argv: list[str] | None = None) -> None:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """Run ``ganglion ARGS`` in this process, capturing what it prints: (exit code, stdout,
+    stderr). For scripts and tests that drive the command line without a subprocess."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()

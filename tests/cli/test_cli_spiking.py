@@ -14,23 +14,8 @@ import pytest
 import torch
 import typer
 
-from ganglion.runtime.cli import main
+from ganglion.runtime.cli import invoke as ganglion
 from ganglion.runtime.cli.app import _REGISTERED, _register, app
-
-
-def ganglion(*args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process; returns (exit code, stdout, stderr) via capsys-free pipes."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ without neurons."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from ganglion.models.sequence.program import sequence_deployable
 from ganglion.models.sequence.spikegpt import LIF, SpikeGPT, SpikeGPTConfig
 from ganglion.models.spiking.neuron import neuron_step
 from ganglion.runtime.bundle import save_bundle
-from ganglion.runtime.cli.app import main
+from ganglion.runtime.cli import invoke as _cli
 
 LAYERS, WIDTH = 2, 8
 
@@ -44,17 +42,6 @@ def _spikegpt(tie_head: bool = False) -> SpikeGPT:
             lif.threshold.uniform_(0.5, 1.5)
             lif.amplitude.uniform_(0.5, 1.5)
     return model
-
-
-def _cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

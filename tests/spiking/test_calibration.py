@@ -14,7 +14,7 @@ from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.errors import ConversionError
 from ganglion.models.spiking import SpikingNetwork
 from ganglion.runtime.bundle import load_bundle, save_bundle
-from ganglion.runtime.cli import main
+from ganglion.runtime.cli import invoke as _ganglion
 from ganglion.runtime.session import load
 
 CALIB = 400  # calibration samples: enough for per-channel means, quick to run
@@ -108,20 +108,6 @@ def test_burst_neurons_fire_several_spikes_in_one_step(digits_mlp) -> None:
             net.run(torch.from_numpy(sample[None]), record=True)
         most = max(most, *(float(count.max()) for count in net.activity.values()))
     assert most > 4, "some neuron should fire more spikes than the 4 timesteps"
-
-
-def _ganglion(*args: str) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
