@@ -5,11 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganglion.kernels.lif import lif_fixed_scan, lif_scan
+from ganglion.kernels.lif import cpu, lif_fixed_scan, lif_scan
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 from ganglion.models.spiking.layers import tiled_mean
-
-cpu = pytest.importorskip("ganglion.kernels.lif.cpu", reason="numba is not installed")
 
 SHAPES = [(1, 1, 1), (6, 1, 37), (5, 3, 50), (19, 2, 45)]
 

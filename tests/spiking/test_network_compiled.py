@@ -8,12 +8,10 @@ import torch
 
 from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
-from ganglion.kernels.lif import cpu_scan_available
-
-pytestmark = pytest.mark.skipif(not cpu_scan_available(), reason="numba is not installed")
 
 
 def _both(monkeypatch, fn):  # noqa: ANN001, ANN202
+    monkeypatch.setenv("GANGLION_KERNELS", "1")  # numba is a dependency: the compiled paths run
     compiled = fn()
     monkeypatch.setenv("GANGLION_KERNELS", "0")
     reference = fn()

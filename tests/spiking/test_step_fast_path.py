@@ -200,7 +200,8 @@ def test_compiled_step_equals_the_reference_step(monkeypatch) -> None:
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("shape", [(3, 37), (2, 4, 3, 3)], ids=["B3-N37", "B2-4x3x3"])
 def test_float_step_kernel_is_one_step_of_the_scan(reset, shape) -> None:
-    cpu = pytest.importorskip("ganglion.kernels.lif.cpu", reason="numba is not installed")
+    from ganglion.kernels.lif import cpu
+
     g = torch.Generator().manual_seed(8)
     current, v0 = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     kept = v0.clone()
@@ -263,8 +264,6 @@ def _tampered(state: dict[str, np.ndarray], how: str) -> dict[str, np.ndarray]:
     "backend,program", [("torch", "float"), ("torch", "fixed-point"), ("onnxruntime", "float")]
 )
 def test_session_refuses_a_tampered_state_after_a_trusted_step(backend, program, how) -> None:
-    if backend == "onnxruntime":
-        pytest.importorskip("onnxruntime")
     session = load(_session_program(program), backend)
     width = session.manifest.inputs[0].shape[1]
     x = np.random.default_rng(3).uniform(0, 1, (2, width)).astype(np.float32)
