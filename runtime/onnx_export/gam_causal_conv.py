@@ -44,7 +44,7 @@ from ganglion.models.errors import BundleError
 from ganglion.models.sequence.gam import GAMLM, GAMBlock, GatedAssociativeMemory
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.builder import GraphBuilder, make_model
-from ganglion.runtime.onnx_export.torch_layers import layer_norm, linear, weights
+from ganglion.runtime.onnx_export.torch_layers import layer_norm, linear, prenorm_block, weights
 
 CAUSAL_CONV_OPSET = 27  # the first opset with CausalConvWithState
 CONVOLUTIONS = ("causal_conv_with_state", "mul_sum")
@@ -111,13 +111,7 @@ class _GAMStepGraph:
 
     def block(self, x: str, block: GAMBlock, window: str) -> tuple[str, str]:
         """``x + GAM(LN(x))``, then ``x + FFN(LN(x))``: (x, the layer's new window)."""
-        mixed, new_window = self.mixer(
-            layer_norm(self.b, x, block.mixer_norm, "ln"), block.mixer, window
-        )
-        x = self.b.op("Add", [x, mixed], "residual")
-        up = linear(self.b, layer_norm(self.b, x, block.ffn_norm, "ln"), block.ffn.up, "up")
-        down = linear(self.b, self.b.op("Gelu", [up]), block.ffn.down, "down")
-        return self.b.op("Add", [x, down], "residual"), new_window
+        return prenorm_block(self.b, x, block, lambda h: self.mixer(h, block.mixer, window))
 
     def language_model(self, ids: str, state: dict[str, str]) -> tuple[str, dict[str, str]]:
         """ids ``[batch]`` and the state's values by name -> (logits ``[batch, V]``, new state)."""

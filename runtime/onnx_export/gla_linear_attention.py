@@ -39,7 +39,7 @@ from ganglion.models.errors import BundleError
 from ganglion.models.sequence.gla import GLALM, GatedLinearAttention, GLABlock
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.builder import GraphBuilder, make_model
-from ganglion.runtime.onnx_export.torch_layers import layer_norm, linear, weights
+from ganglion.runtime.onnx_export.torch_layers import layer_norm, linear, prenorm_block, weights
 
 LINEAR_ATTENTION_OPSET = 27  # the first opset with LinearAttention
 RECURRENCES = ("linear_attention", "matmul")
@@ -112,13 +112,7 @@ class _GLAGraph:
 
     def block(self, x: str, block: GLABlock, state: str) -> tuple[str, str]:
         """``x + GLA(LN(x))``, then ``x + FFN(LN(x))``: (x, the layer's new state)."""
-        mixed, new_state = self.attention(
-            layer_norm(self.b, x, block.mixer_norm, "ln"), block.mixer, state
-        )
-        x = self.b.op("Add", [x, mixed], "residual")
-        up = linear(self.b, layer_norm(self.b, x, block.ffn_norm, "ln"), block.ffn.up, "up")
-        down = linear(self.b, self.b.op("Gelu", [up]), block.ffn.down, "down")
-        return self.b.op("Add", [x, down], "residual"), new_state
+        return prenorm_block(self.b, x, block, lambda h: self.attention(h, block.mixer, state))
 
     def language_model(self, ids: str) -> tuple[str, list[str]]:
         """ids ``[batch, T]`` -> (logits ``[batch, T, V]``, new states in layer order)."""

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -26,3 +29,15 @@ def layer_norm(b: GraphBuilder, x: str, norm: torch.nn.LayerNorm, hint: str) -> 
     """LayerNormalization over the last axis with ``norm``'s weight, bias and eps."""
     scale, bias = (b.const(f"{hint}_{n}", weights(p)) for n, p in norm.named_parameters())
     return b.op("LayerNormalization", [x, scale, bias], hint, axis=-1, epsilon=norm.eps)
+
+
+def prenorm_block(
+    b: GraphBuilder, x: str, block: Any, mixer: Callable[[str], tuple[str, str]]
+) -> tuple[str, str]:
+    """``x + mixer(LN(x))``, then ``x + FFN(LN(x))`` (GELU) for a block with ``mixer_norm``,
+    ``ffn_norm`` and ``ffn.up``/``ffn.down``; ``mixer`` returns (its output, its new state)."""
+    mixed, state = mixer(layer_norm(b, x, block.mixer_norm, "ln"))
+    x = b.op("Add", [x, mixed], "residual")
+    up = linear(b, layer_norm(b, x, block.ffn_norm, "ln"), block.ffn.up, "up")
+    down = linear(b, b.op("Gelu", [up]), block.ffn.down, "down")
+    return b.op("Add", [x, down], "residual"), state
