@@ -19,7 +19,6 @@ from ganglion.models.sequence import sequence_model_class
 from ganglion.models.sequence.rwkv import RWKV, RWKVConfig
 
 ATOL = RTOL = 1e-5
-WKV_ATOL, WKV_RTOL = 1e-4, 1e-5  # the WKV state as a e^p and b e^p (module docstring)
 TINY = RWKVConfig(vocab_size=64, d_model=32, n_layers=2)
 CHUNKED = wkv.REFERENCE_CHUNKED_FROM_T  # 64: wkv_scan's CPU path is chunked from here on
 LENGTHS = [1, 7, 16, 33, CHUNKED, CHUNKED + CHUNK_SIZE + 1]  # 97: not a multiple of a chunk
@@ -54,31 +53,6 @@ def _close(ref: torch.Tensor, got: torch.Tensor, what: str) -> None:
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=RTOL, msg=lambda m: f"{what}: {m}")
 
 
-def _close_wkv(ref: dict, got: dict, layer: str) -> None:
-    """Layer ``layer``'s WKV states mean the same ``a e^p`` and ``b e^p``."""
-    p_ref, p_got = ref[f"{layer}.wkv_p"], got[f"{layer}.wkv_p"]
-    common = torch.maximum(p_ref, p_got)
-    for part in ("a", "b"):
-        name = f"{layer}.wkv_{part}"
-        torch.testing.assert_close(
-            got[name] * torch.exp(p_got - common),
-            ref[name] * torch.exp(p_ref - common),
-            atol=WKV_ATOL,
-            rtol=WKV_RTOL,
-            msg=lambda m, name=name: f"{name} e^p: {m}",
-        )
-
-
-def _close_states(ref: dict, got: dict) -> None:
-    assert ref.keys() == got.keys()
-    for name in ref:
-        layer, _, part = name.partition(".")
-        if part == "wkv_p":
-            _close_wkv(ref, got, layer)
-        elif part not in ("wkv_a", "wkv_b"):
-            _close(ref[name], got[name], name)
-
-
 def _repeated_steps(model: RWKV, ids: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
     logits = []
     for t in range(ids.shape[1]):
@@ -89,7 +63,7 @@ def _repeated_steps(model: RWKV, ids: torch.Tensor, state: dict) -> tuple[torch.
 
 @pytest.mark.parametrize("length", LENGTHS, ids=lambda t: f"T{t}")
 @torch.no_grad()
-def test_forward_equals_repeated_step(length, monkeypatch):
+def test_forward_equals_repeated_step(length, monkeypatch, same_states):
     model = _model()
     ids = _ids(2, length)
     chunked, chunk_form = [], wkv.wkv_chunk_reference
@@ -104,29 +78,29 @@ def test_forward_equals_repeated_step(length, monkeypatch):
     step_logits, step_state = _repeated_steps(model, ids, model.init_state(2))
     assert logits.shape == (2, length, TINY.vocab_size) and logits.dtype == torch.float32
     _close(logits, step_logits, "logits")
-    _close_states(state, step_state)
+    same_states(state, step_state)
 
 
 @torch.no_grad()
-def test_prefill_in_two_parts_equals_one_part():
+def test_prefill_in_two_parts_equals_one_part(same_states):
     model = _model()
     ids = _ids(2, 33)
     logits, state = model(ids)
     first, mid = model(ids[:, :12])
     second, split_state = model(ids[:, 12:], mid)  # the parallel form from a non-initial state
     _close(logits, torch.cat([first, second], 1), "logits")
-    _close_states(state, split_state)
+    same_states(state, split_state)
 
 
 @torch.no_grad()
-def test_steps_after_a_prefill_equal_one_forward():
+def test_steps_after_a_prefill_equal_one_forward(same_states):
     model = _model()
     ids = _ids(2, 20)
     logits, state = model(ids)
     _, mid = model(ids[:, :9])
     step_logits, step_state = _repeated_steps(model, ids[:, 9:], mid)
     _close(logits[:, 9:], step_logits, "logits")
-    _close_states(state, step_state)
+    same_states(state, step_state)
 
 
 @torch.no_grad()
@@ -153,7 +127,7 @@ def test_step_and_forward_do_not_modify_their_input_state():
 
 
 @torch.no_grad()
-def test_from_config_and_state_dict_reproduce_outputs():
+def test_from_config_and_state_dict_reproduce_outputs(same_states):
     model = _model(RWKVConfig(vocab_size=64, d_model=32, n_layers=2, ffn_mult=2, tie_head=True))
     config = model.to_config()
     rebuilt = sequence_model_class(config["architecture"]).from_config(config)
@@ -163,7 +137,7 @@ def test_from_config_and_state_dict_reproduce_outputs():
     a, state_a = model(ids)
     b, state_b = rebuilt.eval()(ids)
     assert torch.equal(a, b)
-    _close_states(state_a, state_b)
+    same_states(state_a, state_b)
 
 
 def test_tied_head_has_no_head_weight():

@@ -28,7 +28,6 @@ from ganglion.models.sequence.rwkv import RWKV, RWKVConfig
 from ganglion.models.sequence.spikegpt import LIF, ATanSpike, SpikeGPT, SpikeGPTConfig
 
 ATOL = RTOL = 1e-5
-WKV_ATOL, WKV_RTOL = 1e-4, 1e-5  # the WKV state as a e^p and b e^p (module docstring)
 VOCAB = 64
 CHUNKED = wkv.REFERENCE_CHUNKED_FROM_T  # 64: wkv_scan's CPU path is chunked from here on
 LENGTHS = [1, 7, 16, 33, CHUNKED, CHUNKED + CHUNK_SIZE + 1]  # 97: not a multiple of a chunk
@@ -64,31 +63,6 @@ def _ids(batch: int, length: int, vocab: int = VOCAB) -> torch.Tensor:
 
 def _close(ref: torch.Tensor, got: torch.Tensor, what: str) -> None:
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=RTOL, msg=lambda m: f"{what}: {m}")
-
-
-def _close_wkv(ref: dict, got: dict, layer: str) -> None:
-    """Layer ``layer``'s WKV states mean the same ``a e^p`` and ``b e^p``."""
-    p_ref, p_got = ref[f"{layer}.wkv_p"], got[f"{layer}.wkv_p"]
-    common = torch.maximum(p_ref, p_got)
-    for part in ("a", "b"):
-        name = f"{layer}.wkv_{part}"
-        torch.testing.assert_close(
-            got[name] * torch.exp(p_got - common),
-            ref[name] * torch.exp(p_ref - common),
-            atol=WKV_ATOL,
-            rtol=WKV_RTOL,
-            msg=lambda m, name=name: f"{name} e^p: {m}",
-        )
-
-
-def _close_states(ref: dict, got: dict) -> None:
-    assert ref.keys() == got.keys()
-    for name in ref:
-        layer, _, part = name.partition(".")
-        if part == "wkv_p":
-            _close_wkv(ref, got, layer)
-        elif part not in ("wkv_a", "wkv_b"):
-            _close(ref[name], got[name], name)
 
 
 def _repeated_steps(model: SpikeGPT, ids: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
@@ -141,7 +115,7 @@ def test_surrogate_gradient_reaches_the_embedding_through_every_spike():
 @pytest.mark.parametrize("binary", [True, False], ids=["binary-emb", "float-emb"])
 @pytest.mark.parametrize("length", LENGTHS, ids=lambda t: f"T{t}")
 @torch.no_grad()
-def test_forward_equals_repeated_step(length, binary, monkeypatch):
+def test_forward_equals_repeated_step(length, binary, monkeypatch, same_states):
     model = _model(binary)
     ids = _ids(2, length)
     chunked, chunk_form = [], wkv.wkv_chunk_reference
@@ -155,11 +129,11 @@ def test_forward_equals_repeated_step(length, binary, monkeypatch):
     assert bool(chunked) == (length >= CHUNKED)  # the lengths cover both WKV paths
     step_logits, step_state = _repeated_steps(model, ids, model.init_state(2))
     _close(logits, step_logits, "logits")
-    _close_states(state, step_state)
+    same_states(state, step_state)
 
 
 @torch.no_grad()
-def test_prefill_in_two_parts_equals_one_part():
+def test_prefill_in_two_parts_equals_one_part(same_states):
     model = _model()
     ids = _ids(2, 33)
     logits, state = model(ids)
@@ -167,7 +141,7 @@ def test_prefill_in_two_parts_equals_one_part():
     assert mid["l0.att_lif_v"].abs().sum() > 0  # the second part starts from live membranes
     second, split_state = model(ids[:, 12:], mid)
     _close(logits, torch.cat([first, second], 1), "logits")
-    _close_states(state, split_state)
+    same_states(state, split_state)
 
 
 def test_training_path_equals_inference_path():
@@ -193,7 +167,7 @@ def test_step_does_not_modify_its_input_state():
 
 
 @torch.no_grad()
-def test_from_config_and_state_dict_reproduce_outputs_and_neurons():
+def test_from_config_and_state_dict_reproduce_outputs_and_neurons(same_states):
     model = _model()
     with torch.no_grad():
         model.blocks[1].ffn_lif.threshold.fill_(0.7)
@@ -206,7 +180,7 @@ def test_from_config_and_state_dict_reproduce_outputs_and_neurons():
     a, state_a = model(ids)
     b, state_b = rebuilt.eval()(ids)
     assert torch.equal(a, b)
-    _close_states(state_a, state_b)
+    same_states(state_a, state_b)
 
 
 def test_state_specs_add_the_membranes():
