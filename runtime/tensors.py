@@ -74,20 +74,20 @@ def check_finite(name: str, array: np.ndarray) -> None:
     if array.dtype.kind != "f" or not array.size:
         return
     if array.size <= FINITE_BY_MASK_MAX:
-        if np.isfinite(array).all():
-            return
+        finite = bool(np.isfinite(array).all())
     else:  # no mask as large as the input: a finite sum has only finite terms
         with np.errstate(over="ignore", invalid="ignore"):
-            total = np.add.reduce(array, axis=None)
-        if np.isfinite(total):
-            return
-    if not np.isfinite(array).all():
-        index = np.unravel_index(int(np.argmin(np.isfinite(array))), array.shape)
-        value = array[index]
-        raise ShapeError(
-            f"input {name!r} holds {value} at index {tuple(int(i) for i in index)} "
-            "(non-finite values are refused; allow them explicitly to pass them through)"
-        )
+            finite = bool(np.isfinite(np.add.reduce(array, axis=None)))
+    if finite:
+        return
+    mask = np.isfinite(array)
+    if mask.all():
+        return  # the sum overflowed; every term is finite
+    index = np.unravel_index(int(np.argmin(mask)), array.shape)
+    raise ShapeError(
+        f"input {name!r} holds {array[index]} at index {tuple(int(i) for i in index)} "
+        "(non-finite values are refused; allow them explicitly to pass them through)"
+    )
 
 
 def check_inputs(
