@@ -3,11 +3,13 @@ int8) on every backend, an MoE² ensemble of experts trained on different digit 
 post-hoc gate, and the exact expert selection under two budgets.
 
 Every latency is measured here (the same batch everywhere, median of repeats); every energy and
-every cost in the selection problem is simulated by a device model, and labelled so.
+every cost in the selection problem is simulated by a device model, and labelled so, except the
+last selection's, which uses the dense expert's latency profiled here (measured).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from ganglion.converters.dense import convert_dense
 from ganglion.converters.ensemble import convert_ensemble
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.recipes.digits import DigitsData, digits_mlp, train_classifier
+from ganglion.runtime.atomic import atomic_file
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.ensemble_calibration import all_expert_probabilities
 from ganglion.runtime.selection import solve
@@ -122,4 +125,33 @@ def ensemble_tour(data: DigitsData, out: Path, epochs: int) -> tuple[list[Row], 
             )
         )
         notes.append(f"{label} budget {energy * 1e3:.3f} mJ -> {picked} (costs simulated)")
+    notes.append(_measured_selection(bundle, out))
     return rows, notes
+
+
+def _measured_selection(bundle: Path, out: Path) -> str:
+    """Profile the dense expert here (as ``ganglion profile MEMBER --json`` does) and select
+    with its measured costs (``--profiled``), both experts on this machine."""
+    from ganglion.device import detect
+    from ganglion.runtime.profiling import ProfileRequest, profile_bundle
+
+    expert = "digits-0-4"
+    payload = profile_bundle(bundle / "members" / expert, ProfileRequest(["auto"], runs=20))
+    payload["results"] = [r.to_dict() for r in payload["results"]]
+    profile_file = out / f"{expert}.profile.json"
+    with atomic_file(profile_file, force=True) as tmp:
+        tmp.write_text(json.dumps(payload, allow_nan=False))
+    here = detect().profile_name
+    ensemble = load_bundle(bundle)
+    on_this_machine = {name: here for name in ensemble.members}
+    problem, sources = problem_from_ensemble(
+        ensemble, on_this_machine, here, profiles={expert: profile_file}
+    )
+    chosen = solve(problem, problem.energy(tuple(range(problem.n_experts))), 1e3)
+    assert chosen is not None  # every expert fits a budget of all of them
+    e = problem.names.index(expert)
+    return (
+        f"both experts on {here}, {expert} profiled here ({sources['experts'][expert]['compute']}"
+        f": {problem.experts[e].latency_ms:.3f} ms, {problem.experts[e].energy_j * 1e3:.4f} mJ) "
+        f"-> {', '.join(problem.names[i] for i in chosen.experts)}"
+    )

@@ -31,7 +31,7 @@ from ganglion.device import (
     open_hardware_meter,
     predict,
 )
-from ganglion.runtime.bundle import open_bundle
+from ganglion.runtime.bundle import MANIFEST, open_bundle, sha256_file
 from ganglion.runtime.opcount import count_ops, example_inputs
 from ganglion.runtime.session import Session, open_session
 
@@ -274,6 +274,7 @@ def profile_bundle(
     with open_bundle(bundle) as program:
         deployable = program.deployable()
         manifest = program.manifest
+        manifest_sha256 = None if program.folder is None else sha256_file(program.folder / MANIFEST)
         counts = count_ops(deployable, example_inputs(manifest, batch=1))
         x = example_inputs(manifest, batch=request.batch)
         session = None
@@ -293,6 +294,7 @@ def profile_bundle(
             session.close()
     return {
         "bundle": str(bundle),
+        "manifest_sha256": manifest_sha256,
         "kind": manifest.kind,
         "timesteps": counts.timesteps,
         "ops_per_inference": {

@@ -53,6 +53,12 @@ def select(
     placement: list[str] = typer.Option(
         [], "--placement", help="EXPERT=DEVICE (with BUNDLE): the device profile an expert runs on."
     ),
+    profiled: list[str] = typer.Option(
+        [],
+        "--profiled",
+        help="EXPERT=PROFILE.json (with BUNDLE): measured costs, from `ganglion profile "
+        "EXPERT_BUNDLE --json` run on the expert's device.",
+    ),
     requester: str = typer.Option(
         "auto", "--requester", help="Device the request arrives at and the gate runs on."
     ),
@@ -86,7 +92,14 @@ def select(
                 check_budget(link_ms, "--link-ms"),
                 check_budget(link_nj_per_bit, "--link-nj-per-bit"),
             )
-            loaded, sources = _bundle_problem(bundle, placement, requester, link, device_files)
+            loaded, sources = _bundle_problem(
+                bundle,
+                _pairs(placement, "--placement", "DEVICE"),
+                requester,
+                link,
+                device_files,
+                {k: Path(v) for k, v in _pairs(profiled, "--profiled", "PROFILE.json").items()},
+            )
     except SelectionProblemError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -97,23 +110,35 @@ def select(
     report(loaded, energy, latency, as_json, seed, sources)
 
 
+def _pairs(items: list[str], option: str, value: str) -> dict[str, str]:
+    """``EXPERT=VALUE`` options as a dict (one line naming the option when malformed)."""
+    pairs = {}
+    for item in items:
+        expert, sep, given = item.partition("=")
+        if not sep or not expert or not given:
+            raise SelectionProblemError(f"{option} {item!r}: give EXPERT={value}")
+        if expert in pairs:
+            raise SelectionProblemError(f"{option} names {expert!r} twice")
+        pairs[expert] = given
+    return pairs
+
+
 def _bundle_problem(
-    bundle: Path, placement: list[str], requester: str, link: Any, files: list[Path]
+    bundle: Path,
+    places: dict[str, str],
+    requester: str,
+    link: Any,
+    files: list[Path],
+    profiles: dict[str, Path],
 ) -> tuple[SelectionProblem, dict[str, Any]]:
     """The bundle's problem and where its figures come from (``placement`` in the JSON)."""
     from ganglion.device import detect
     from ganglion.runtime.bundle import load_bundle
     from ganglion.runtime.selection.from_ensemble import problem_from_ensemble
 
-    places = {}
-    for item in placement:
-        expert, sep, device = item.partition("=")
-        if not sep or not expert or not device:
-            raise SelectionProblemError(f"--placement {item!r}: give EXPERT=DEVICE")
-        places[expert] = device
     host = detect().profile_name if requester == "auto" else requester
     loaded, sources = problem_from_ensemble(
-        load_bundle(bundle), places, host, link, device_files=files
+        load_bundle(bundle), places, host, link, device_files=files, profiles=profiles
     )
     marks = {"gate": "simulated (roofline)", "quality": "measured on the calibration data"}
     return loaded, {**sources, **marks}

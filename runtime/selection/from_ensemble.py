@@ -4,7 +4,8 @@ Quality comes from the bundle's calibration cache (the trained gate's weights an
 expert's probability of the true label), so no member is re-run per candidate subset. Costs
 per expert come from the device the expert is placed on:
 - compute: the roofline model of that device over the expert's operation counts per
-  inference (``device.predict``; **simulated**), or a measured figure the caller passes;
+  inference (``device.predict``; **simulated**), or, for an expert given a profile file,
+  the figures ``ganglion profile`` **measured** on that device (``measured_costs``);
 - transmission: the request's input and the expert's output moved over a link when the expert
   is not on the requesting device: ``link_ms + bits / link_mbps`` and ``bits · link_nj_per_bit``
   (**simulated**, the link model's parameters stated);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from ganglion.device import get_profile, predict
 from ganglion.models.deployable import Deployable
 from ganglion.runtime.kinds import kind_of
 from ganglion.runtime.opcount import count_ops, dense_counts, example_inputs
+from ganglion.runtime.selection.measured_costs import read_measured_cost
 from ganglion.runtime.selection.problem import Expert, SelectionProblem, SelectionProblemError
 
 GATE_FLOOR = 1e-12  # a gate weight that underflowed to 0 (float32) is taken as this
@@ -70,11 +73,13 @@ def problem_from_ensemble(
     link: Link = Link(),
     per_expert_ms: float = 0.01,
     device_files: list[Any] | None = None,
+    profiles: dict[str, Path] | None = None,
 ) -> tuple[SelectionProblem, dict[str, Any]]:
     """The selection problem of ``ensemble`` and a description of where each figure came from.
 
     placement: expert -> device profile (experts not named run on ``requester``, the device
-    the request arrives at, which also runs the gate).
+    the request arrives at, which also runs the gate). profiles: expert -> the JSON file
+    ``ganglion profile EXPERT_BUNDLE --json`` wrote on the expert's device (measured compute).
     """
     if ensemble.manifest.kind != "ensemble":
         raise SelectionProblemError(
@@ -85,24 +90,34 @@ def problem_from_ensemble(
     if not {"gate", "p_true"} <= set(calibration):
         raise SelectionProblemError("the ensemble bundle holds no calibration cache")
     files = device_files or []
-    unknown = sorted(set(placement) - set(module.experts))
-    if unknown:
-        raise SelectionProblemError(
-            f"--placement names {unknown[0]!r}, not an expert ({', '.join(module.experts)})"
-        )
+    profiles = profiles or {}
+    for option, named in (("--placement", placement), ("--profiled", profiles)):
+        unknown = sorted(set(named) - set(module.experts))
+        if unknown:
+            raise SelectionProblemError(
+                f"{option} names {unknown[0]!r}, not an expert ({', '.join(module.experts)})"
+            )
+    member_sha256 = {ref.name: ref.sha256 for ref in ensemble.manifest.members}
     experts, sources = [], {}
     moved_in = _bytes_per_sample(ensemble.manifest.inputs)
     for name in module.experts:
         member = ensemble.members[name]
         device = placement.get(name) or module.placement.get(name) or requester
-        energy, latency = _predicted(member, device, files)
+        compute = "simulated (roofline)"
+        if name in profiles:
+            if name not in member_sha256:
+                raise SelectionProblemError(f"expert {name!r} has no bundle to match a profile to")
+            cost = read_measured_cost(profiles[name], device, member_sha256[name])
+            energy, latency, compute = cost.energy_j, cost.latency_ms, cost.source
+        else:
+            energy, latency = _predicted(member, device, files)
         remote = device != requester
         moved = moved_in + _bytes_per_sample(member.manifest.outputs)
         tx_energy, tx_latency = link.cost(moved) if remote else (0.0, 0.0)
         experts.append(Expert(name, energy, latency, tx_energy, tx_latency))
         sources[name] = {
             "device": device,
-            "compute": "simulated (roofline)",
+            "compute": compute,
             "transmission": f"simulated link ({link.mbps} Mb/s)" if remote else "none (local)",
             "kind": kind_of(member.manifest).name,
         }

@@ -160,14 +160,20 @@ def check_budget(value: Any, label: str) -> float:
 
 def read_problem(path: str | Path) -> SelectionProblem:
     """Read and validate a problem JSON file; errors name the file and the field."""
+    return problem_from_dict(read_json_file(path, MAX_FILE_BYTES, "a problem"), str(path))
+
+
+def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
+    """The JSON value in file ``path`` (at most ``max_bytes``, UTF-8, no repeated keys);
+    ``SelectionProblemError`` naming the file otherwise. ``what`` names the file's role."""
     source = str(path)
     p = Path(path)
     if not p.is_file():
         raise SelectionProblemError(f"{source}: no such file")
     size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
+    if size > max_bytes:
         raise SelectionProblemError(
-            f"{source}: {size} bytes, larger than the {MAX_FILE_BYTES} bytes a problem may have"
+            f"{source}: {size} bytes, larger than the {max_bytes} bytes {what} may have"
         )
     try:
         text = p.read_bytes().decode("utf-8")
@@ -176,13 +182,12 @@ def read_problem(path: str | Path) -> SelectionProblem:
     except OSError as exc:
         raise SelectionProblemError(f"{source}: cannot be read ({exc.strerror})") from exc
     try:
-        data = json.loads(text, object_pairs_hook=_Reader(source).unique_keys)
+        return json.loads(text, object_pairs_hook=_Reader(source).unique_keys)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise SelectionProblemError(f"{source}: not valid JSON ({where}: {exc.msg})") from exc
     except RecursionError as exc:
         raise SelectionProblemError(f"{source}: JSON nested too deeply") from exc
-    return problem_from_dict(data, source)
 
 
 def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:

@@ -17,7 +17,7 @@ from ganglion.models.errors import BundleError, ConversionError
 from ganglion.models.recipes.digits import DigitsData, digits_mlp, load_digits, train_classifier
 from ganglion.runtime import load
 from ganglion.runtime.bundle import load_bundle, save_bundle
-from ganglion.runtime.cli import main
+from ganglion.runtime.cli import invoke, main
 from ganglion.runtime.ensemble_calibration import all_expert_probabilities
 
 
@@ -225,6 +225,64 @@ def test_select_json_names_each_experts_device_and_how_its_figures_were_got(
     stored = load_bundle(ensemble).manifest.report["monotonicity"]
     assert answer["monotonicity"]["pairs"] == 2
     assert answer["monotonicity"]["lowering"] == stored["lowering"]
+
+
+@pytest.fixture(scope="module")
+def low_profile(member_bundles: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ganglion profile LOW --json`` measured here (batch 1), as the user writes it."""
+    code, out, err = invoke("profile", str(member_bundles["low"]), "--runs", "5", "--json")
+    assert code == 0, err
+    path = tmp_path_factory.mktemp("profiles") / "low.json"
+    path.write_text(out)
+    return path
+
+
+def test_select_takes_measured_costs_from_a_profile_of_the_member(
+    ensemble: Path, low_profile: Path, tmp_path: Path, capsys
+) -> None:
+    measured = json.loads(low_profile.read_text())["results"][0]
+    here = measured["device"]
+    dumped = tmp_path / "p.json"
+    code, out, err = _select(
+        [ensemble, "--energy-budget", 10, "--latency-budget", 1000, "--json"]
+        + ["--requester", here, "--profiled", f"low={low_profile}", "--dump-problem", dumped],
+        capsys,
+    )
+    assert code == 0, err
+    experts = json.loads(out)["placement"]["experts"]
+    assert experts["low"]["compute"].startswith("measured latency (p50 of 5 runs, torch)")
+    assert experts["high"]["compute"] == "simulated (roofline)"
+    problem = {e["name"]: e for e in json.loads(dumped.read_text())["experts"]}
+    assert problem["low"]["latency_ms"] == pytest.approx(measured["latency"]["p50"] * 1e3)
+    assert problem["low"]["energy_j"] == pytest.approx(measured["energy_per_inference_j"])
+
+
+def test_select_refuses_a_profile_of_another_bundle_or_device(
+    ensemble: Path, low_profile: Path, capsys
+) -> None:
+    budgets = ["--energy-budget", 10, "--latency-budget", 1000, "--requester", "cpu"]
+    code, _, err = _select([ensemble, *budgets, "--profiled", f"high={low_profile}"], capsys)
+    assert code == 2 and "profiles another bundle" in err and err.count("\n") == 1
+    placed = ["--placement", "low=rtx-4090", "--profiled", f"low={low_profile}"]
+    code, _, err = _select([ensemble, *budgets, *placed], capsys)
+    assert code == 2 and "no measured result for device 'rtx-4090'" in err
+    assert str(low_profile) in err and err.count("\n") == 1
+
+
+def test_select_refuses_a_hostile_profile_naming_the_field(
+    ensemble: Path, low_profile: Path, tmp_path: Path, capsys
+) -> None:
+    data = json.loads(low_profile.read_text())
+    data["results"][0]["latency"]["p50"] = -1.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    requester = data["results"][0]["device"]
+    args = [ensemble, "--energy-budget", 10, "--latency-budget", 1000, "--requester", requester]
+    code, _, err = _select([*args, "--profiled", f"low={bad}"], capsys)
+    assert code == 2 and "results[0].latency.p50 must be a finite number >= 0" in err
+    bad.write_text(low_profile.read_text().replace('"p50": ', '"p50": NaN, "x": ', 1))
+    code, _, err = _select([*args, "--profiled", f"low={bad}"], capsys)
+    assert code == 2 and str(bad) in err and err.count("\n") == 1
 
 
 @pytest.fixture
