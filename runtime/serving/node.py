@@ -1,10 +1,10 @@
 """A Ganglion node: one grpc.aio server with KServe v2 inference, ``grpc.health.v1``, server
 reflection and the ``ganglion.v1.Control`` service, over the models in a ``ModelRepository``.
 
-Start-up: bind (loopback unless told otherwise; SO_REUSEPORT off, so two nodes never share a
-port), start, load the start-up models, then report SERVING on health and ready on
-ServerReady. Shutdown (SIGTERM, SIGINT or ``stop``): NOT_SERVING first, a grace period for
-calls in flight, then every session closes and the meter stops.
+Start-up: load the start-up models, bind (loopback unless told otherwise; SO_REUSEPORT off, so
+two nodes never share a port), start, then report SERVING on health and ready on ServerReady.
+Shutdown (SIGTERM, SIGINT or ``stop``): NOT_SERVING first, a grace period for calls in flight,
+then every session closes and the meter stops.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _version() -> str:
 
 
 class Node:
-    """A running node; ``start`` binds and loads, ``stop`` shuts down gracefully."""
+    """A running node; ``start`` loads and binds, ``stop`` shuts down gracefully."""
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings.check()
@@ -96,13 +96,18 @@ class Node:
         return server
 
     async def start(self) -> None:
-        """Bind, start, load the start-up models, then report SERVING."""
+        """Load the start-up models, then bind, start and report SERVING.
+
+        Loading comes first (as Triton loads its repository before it listens) so that a
+        backend that forks worker processes, Lava, forks before gRPC runs threads: a fork
+        beside gRPC's polling threads can leave a worker dead and Lava waiting on it.
+        """
         for service in ("", SERVICE, CONTROL_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.server = self._build()
-        await self.server.start()
         try:
             self.failed = await self.repository.load_all()
+            self.server = self._build()
+            await self.server.start()
         except BaseException:
             await self.stop()
             raise
