@@ -15,6 +15,7 @@ import numpy as np
 
 from ganglion.models.errors import ShapeError
 from ganglion.runtime.atomic import atomic_file, check_target
+from ganglion.runtime.cli.pairs import option_pairs
 
 MAX_ARRAY_BYTES = 4 << 30  # a file above this is refused before it is read
 MAX_NPZ_MEMBERS = 1024
@@ -92,15 +93,8 @@ def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:
     if len(specs) == 1 and "=" not in specs[0]:
         path = Path(specs[0])
         return read_npz(path) if path.suffix == ".npz" else read_npy(path)
-    named: dict[str, np.ndarray] = {}
-    for spec in specs:
-        name, sep, file = spec.partition("=")
-        if not sep or not name or not file:
-            raise ShapeError(f"--input {spec!r}: several inputs are given as NAME=FILE.npy")
-        if name in named:
-            raise ShapeError(f"--input names {name!r} twice")
-        named[name] = read_npy(Path(file))
-    return named
+    files = option_pairs(specs, "--input", "NAME=FILE.npy (one per input)", ShapeError)
+    return {name: read_npy(Path(file)) for name, file in files.items()}
 
 
 def check_output_path(path: Path, force: bool = False) -> None:

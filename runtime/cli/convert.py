@@ -12,6 +12,7 @@ from ganglion.models.errors import ConversionError, GanglionError
 from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
+from ganglion.runtime.cli.pairs import option_pairs
 
 
 def _naming(source: Path, error: Exception) -> ConversionError:
@@ -261,14 +262,11 @@ def ensemble(
         if name in experts:
             raise ConversionError(f"two experts are named {name!r}; name them NAME=BUNDLE")
         experts[name] = load_bundle(path)
-    places = {}
-    for item in placement:
-        expert, sep, device = item.partition("=")
-        if not sep or expert not in experts:
-            raise ConversionError(
-                f"--placement {item!r}: give EXPERT=DEVICE for one of {sorted(experts)}"
-            )
-        places[expert] = device
+    form = f"EXPERT=DEVICE for one of {sorted(experts)}"
+    places = option_pairs(placement, "--placement", form, ConversionError)
+    unknown = sorted(set(places) - set(experts))
+    if unknown:
+        raise ConversionError(f"--placement names {unknown[0]!r}: give {form}")
     if all(e.manifest.kind == "sequence" for e in experts.values()):
         program = _token_ensemble(experts, corpora, windows, top_k, places, epochs, seed)
         path = save_bundle(program, output, force)

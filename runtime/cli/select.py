@@ -25,6 +25,7 @@ from rich.table import Table
 
 from ganglion.models.monotonicity import monotonicity_line
 from ganglion.runtime.atomic import check_target
+from ganglion.runtime.cli.pairs import option_pairs
 from ganglion.runtime.selection import (
     Selection,
     SelectionProblem,
@@ -94,11 +95,16 @@ def select(
             )
             loaded, sources = _bundle_problem(
                 bundle,
-                _pairs(placement, "--placement", "DEVICE"),
+                option_pairs(placement, "--placement", "EXPERT=DEVICE", SelectionProblemError),
                 requester,
                 link,
                 device_files,
-                {k: Path(v) for k, v in _pairs(profiled, "--profiled", "PROFILE.json").items()},
+                {
+                    expert: Path(path)
+                    for expert, path in option_pairs(
+                        profiled, "--profiled", "EXPERT=PROFILE.json", SelectionProblemError
+                    ).items()
+                },
             )
     except SelectionProblemError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -108,19 +114,6 @@ def select(
     if sources is not None and not as_json:
         _print_sources(sources)
     report(loaded, energy, latency, as_json, seed, sources)
-
-
-def _pairs(items: list[str], option: str, value: str) -> dict[str, str]:
-    """``EXPERT=VALUE`` options as a dict (one line naming the option when malformed)."""
-    pairs = {}
-    for item in items:
-        expert, sep, given = item.partition("=")
-        if not sep or not expert or not given:
-            raise SelectionProblemError(f"{option} {item!r}: give EXPERT={value}")
-        if expert in pairs:
-            raise SelectionProblemError(f"{option} names {expert!r} twice")
-        pairs[expert] = given
-    return pairs
 
 
 def _bundle_problem(

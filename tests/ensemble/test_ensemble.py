@@ -318,7 +318,7 @@ def test_convert_ensemble_cli_builds_a_top_k_placed_ensemble(
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--placement", "nobody=loihi2"], "--placement 'nobody=loihi2': give EXPERT=DEVICE"),
+        (["--placement", "nobody=loihi2"], "--placement names 'nobody': give EXPERT=DEVICE"),
         (["--placement", "high"], "--placement 'high': give EXPERT=DEVICE"),
         (["--top-k", 3], "--top-k must be in [1, 2], got 3"),
     ],
