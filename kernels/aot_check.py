@@ -52,15 +52,26 @@ KERNELS = {
     "gla-state": (
         gla._chunk_state_kernel, {"k_ptr": "*bf16", "v_ptr": "*bf16"},
         {"BT": 64, "BK": 64, "BV": 64, "USE_INITIAL": True, "STORE_FINAL": True,
-         "DOT_PRECISION": "tf32"}, {},
+         "SEGMENTED": False, "DOT_PRECISION": "tf32"}, {},
+    ),
+    "gla-state-segmented": (
+        gla._chunk_state_kernel, {"k_ptr": "*bf16", "v_ptr": "*bf16"},
+        {"BT": 64, "BK": 64, "BV": 32, "USE_INITIAL": True, "STORE_FINAL": False,
+         "SEGMENTED": True, "DOT_PRECISION": "tf32"}, {},
+    ),
+    "gla-carry": (
+        gla._segment_carry_kernel, {}, {"BK": 64, "BV": 64, "STORE_FINAL": True}, {},
     ),
     "gla-intra": (
-        gla._chunk_intra_kernel, {"q_ptr": "*bf16", "k_ptr": "*bf16"},
-        {"BT": 64, "BC": gla.SUB_CHUNK, "BK": 64, "DOT_PRECISION": "ieee"}, {},
+        gla._chunk_intra_kernel, {"q_ptr": "*bf16", "k_ptr": "*bf16", "a_ptr": "*bf16"},
+        {"BT": 64, "BC": gla.SUB_CHUNK, "BK": 64, "DOT_PRECISION": "ieee"},
+        {"num_stages": 1, "num_warps": 8},
     ),
     "gla-output": (
-        gla._chunk_output_kernel, {"q_ptr": "*bf16", "v_ptr": "*bf16", "o_ptr": "*bf16"},
-        {"BT": 64, "BK": 64, "BV": 64, "DOT_PRECISION": "tf32"}, {},
+        gla._chunk_output_kernel,
+        {"q_ptr": "*bf16", "v_ptr": "*bf16", "a_ptr": "*bf16", "o_ptr": "*bf16"},
+        {"BT": 64, "BK": 64, "BV": 64, "SEGMENTED": True, "DOT_PRECISION": "tf32"},
+        {"num_stages": 1},
     ),
     "gla-recurrent": (
         gla._fused_recurrent_kernel,

@@ -7,7 +7,13 @@ import torch.nn.functional as F
 
 from ganglion.kernels.gla import gla_chunk, gla_recurrent_step
 from ganglion.kernels.gla.reference import gla_chunk_reference, gla_recurrent_reference
-from ganglion.kernels.gla.triton import chunk_gla_triton, fused_recurrent_gla_triton
+from ganglion.kernels.gla.triton import (
+    DIAG_EXP_LIMIT,
+    StateLaunch,
+    chunk_gla_triton,
+    default_state_launch,
+    fused_recurrent_gla_triton,
+)
 from ganglion.kernels.testing import kernel_test_device
 
 DEVICE = kernel_test_device()  # "cuda" when the suite runs compiled (TRITON_INTERPRET=0)
@@ -64,6 +70,75 @@ def test_chunk_gla_is_stable_under_strong_decay(assert_close):
     o, state = chunk_gla_triton(q, k, v, g, None, h0, True, 64)
     assert_close("o", ref_o, o, torch.float32)
     assert_close("final state", ref_state, state, torch.float32)
+
+
+# [B, T, H, K, V, chunk] and the inter-chunk launch: one pass with small tiles; 10 chunks in
+# 3 segments (4, 4, 2) with K and V split in two tiles each; more segments than chunks (one
+# chunk each, the last partial); a sequence shorter than a chunk (one segment whatever is asked).
+LAUNCH_CASES = [
+    ((1, 150, 1, 20, 24, 16), StateLaunch(16, 16, 1)),
+    ((1, 150, 1, 20, 24, 16), StateLaunch(16, 16, 3)),
+    ((2, 70, 1, 16, 40, 32), StateLaunch(16, 32, 64)),
+    ((1, 9, 2, 16, 16, 16), StateLaunch(16, 16, 4)),
+]
+LAUNCH_IDS = [IDS.format(*s) + f"-S{launch.segments}" for s, launch in LAUNCH_CASES]
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["zero-state", "initial-state"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(("shape", "launch"), LAUNCH_CASES, ids=LAUNCH_IDS)
+def test_chunk_gla_segments_match_reference(shape, launch, dtype, warm, assert_close):
+    *dims, chunk = shape
+    q, k, v, g, h0 = _args(*dims, dtype)
+    h0 = h0 if warm else None
+    ref_o, ref_state = gla_recurrent_reference(q, k, v, g, None, h0)
+    o, state = chunk_gla_triton(q, k, v, g, None, h0, True, chunk, launch=launch)
+    assert_close("o", ref_o, o, dtype)
+    assert_close("final state", ref_state, state, dtype)
+
+
+@pytest.mark.parametrize("segments", [1, 3], ids=["one-pass", "segments"])
+def test_chunk_gla_segments_are_stable_under_strong_decay(segments, assert_close):
+    q, k, v, g, h0 = _args(1, 96, 1, 16, 16, torch.float32, gate_scale=20.0)
+    assert g.unflatten(1, (6, 16)).sum(2).min() < -88  # exp(-G) of a chunk would overflow fp32
+    ref_o, ref_state = gla_recurrent_reference(q, k, v, g, None, h0)
+    launch = StateLaunch(16, 16, segments)
+    o, state = chunk_gla_triton(q, k, v, g, None, h0, True, 16, launch=launch)
+    assert_close("o", ref_o, o, torch.float32)
+    assert_close("final state", ref_state, state, torch.float32)
+
+
+def test_chunk_gla_scores_mix_matmul_and_log_space_diagonal(assert_close):
+    # K = 80 spans two K tiles of 64: gentle gates in the first (the diagonal block is a
+    # matmul), strong ones in the second (it is computed element-wise in log space)
+    q, k, v, g, h0 = _args(1, 32, 1, 80, 16, torch.float32)
+    strong = _args(1, 32, 1, 80, 16, torch.float32, gate_scale=20.0)[3]
+    g = torch.cat([g[..., :64], strong[..., 64:]], -1)
+    spans = -g.unflatten(1, (2, 16))[:, :, 1:].sum(2)  # [B, blocks, H, K] span of each block
+    assert spans[..., :64].max() <= DIAG_EXP_LIMIT.value < spans[..., 64:].max()
+    ref_o, ref_state = gla_recurrent_reference(q, k, v, g, None, h0)
+    o, state = chunk_gla_triton(q, k, v, g, None, h0, True, 32)
+    assert_close("o", ref_o, o, torch.float32)
+    assert_close("final state", ref_state, state, torch.float32)
+
+
+def test_default_state_launch_segments_only_small_grids():
+    sms = 132  # H200; heads B*H = 8 or 128, K = 64, V = 128 as in benchmarks/kernels.py
+    # T = 16384 in chunks of 64, B = 1: one pass would be 16 programs walking 256 chunks
+    assert default_state_launch(8, 256, 64, 128, sms) == StateLaunch(64, 64, 16)
+    # B = 16: 256 programs already fill the GPU, one pass
+    assert default_state_launch(128, 64, 64, 128, sms) == StateLaunch(64, 64, 1)
+    # 16 chunks allow 4 segments of 4; the tiles then shrink for more programs
+    assert default_state_launch(8, 16, 64, 128, sms) == StateLaunch(32, 32, 4)
+    # fewer than 4 chunks and tiles already at their smallest: one pass
+    assert default_state_launch(1, 3, 16, 16, sms) == StateLaunch(16, 16, 1)
+
+
+def test_state_launch_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="expected bv a power of two >= 16"):
+        StateLaunch(16, 8)
+    with pytest.raises(ValueError, match="expected segments >= 1"):
+        StateLaunch(16, 16, 0)
 
 
 @pytest.mark.parametrize("use_kernel", [False, True], ids=["reference", "kernel"])
