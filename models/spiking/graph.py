@@ -19,6 +19,13 @@ from typing import Any
 import torch
 
 from ganglion.models.errors import ShapeError
+from ganglion.models.spiking.graph_order import (
+    INPUT,
+    OUTPUT,
+    Edge,
+    propagate_shapes,
+    topological_order,
+)
 from ganglion.models.spiking.layers import (
     LAYER_TYPES,
     Delay,
@@ -26,9 +33,6 @@ from ganglion.models.spiking.layers import (
     plain_fields,
     tensor_fields,
 )
-
-INPUT, OUTPUT = "input", "output"
-Edge = tuple[str, str]
 
 
 @dataclass
@@ -63,8 +67,11 @@ class SpikingGraph:
             if edge not in self.edges or d != 1:
                 raise ShapeError(f"delay of edge {edge[0]} -> {edge[1]} must be 0 or 1")
         self.delays.update(dict.fromkeys(self._closing_edges(), 1))
-        self.nodes = {n: self.nodes[n] for n in self._topological_order()}
-        self.shapes = self._infer_shapes()
+        order = topological_order(list(self.nodes), self.edges, set(self.delays))
+        self.nodes = {n: self.nodes[n] for n in order}
+        self.shapes = propagate_shapes(
+            order, self.edges, self.input_shape, lambda n, shape: self.nodes[n].out_shape(shape)
+        )
         self.groups = self._groups()
 
     # ---- structure ---------------------------------------------------------------------------
@@ -142,23 +149,6 @@ class SpikingGraph:
             seen.add(a)
         return (a, b)
 
-    def _topological_order(self) -> list[str]:
-        indegree = {n: 0 for n in self.nodes}
-        for a, b in self.edges:
-            if b in indegree and a != INPUT and not self.delay(a, b):
-                indegree[b] += 1
-        ready = [n for n in self.nodes if indegree[n] == 0]
-        order: list[str] = []
-        while ready:
-            n = ready.pop(0)
-            order.append(n)
-            for b in self._successors(n, delayed=False):
-                if b in indegree:
-                    indegree[b] -= 1
-                    if indegree[b] == 0:
-                        ready.append(b)
-        return order
-
     def _groups(self) -> list[list[str]]:
         """Strongly connected components over all edges, in an order that evaluates every
         group after the groups it reads; nodes inside a group in topological order."""
@@ -179,32 +169,6 @@ class SpikingGraph:
             done.add(first)
             order.append(members[first])
         return order
-
-    def _infer_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {INPUT: self.input_shape}
-        pending = [*self.nodes, OUTPUT]
-        while pending:  # nodes on a cycle wait until a predecessor's shape is known
-            progress = False
-            for name in list(pending):
-                preds = self.predecessors(name)
-                if not preds:
-                    raise ShapeError(f"node {name!r} has no input")
-                known = {shapes[p] for p in preds if p in shapes}
-                if not known:
-                    continue
-                if len(known) != 1:
-                    raise ShapeError(f"inputs of {name!r} disagree in shape: {sorted(known)}")
-                in_shape = known.pop()
-                shapes[name] = in_shape if name == OUTPUT else self.nodes[name].out_shape(in_shape)
-                pending.remove(name)
-                progress = True
-            if not progress:
-                raise ShapeError(f"nodes {sorted(pending)} are not reachable from the input")
-        for name in [*self.nodes, OUTPUT]:
-            ins = {shapes[p] for p in self.predecessors(name)}
-            if len(ins) != 1:
-                raise ShapeError(f"inputs of {name!r} disagree in shape: {sorted(ins)}")
-        return shapes
 
     @property
     def output_shape(self) -> tuple[int, ...]:

@@ -15,11 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from ganglion.models.errors import ShapeError
+from ganglion.models.spiking.graph_order import (
+    INPUT,
+    OUTPUT,
+    Edge,
+    predecessors,
+    propagate_shapes,
+    topological_order,
+)
 from ganglion.runtime.artifact_shapes import Shape, element_count
 
-INPUT, OUTPUT = "input", "output"  # the graph's reserved node names (models/spiking/graph.py)
 GRAPH_OF_ARCHITECTURE = {"spiking_graph": None, "loihi2_fixed_graph": "graph"}  # config key
-Edge = tuple[str, str]
 
 
 def spiking_rows(
@@ -44,12 +51,20 @@ def spiking_rows(
     delayed = {edge for edge, d in delays.items() if d}
     if not all(isinstance(n, str) for n in nodes) or not _valid_edges(set(nodes), edges):
         return None
-    order = _topological_order(list(nodes), edges, delayed)
-    if order is None:
+    order = topological_order(list(nodes), edges, delayed)
+    if len(order) != len(nodes):  # a delay-0 cycle: the graph would first delay its closing edge
         return None
     tensors = {name: _node_tensors(name, shapes) for name in order}
-    node_shapes = _infer_shapes(order, nodes, tensors, edges, input_shape)
-    if node_shapes is None:
+
+    def out_shape(name: str, in_shape: Shape) -> Shape:
+        out = _out_shape(nodes[name], tensors[name], in_shape)
+        if out is None:
+            raise ShapeError(f"node {name!r} cannot take input {in_shape}")
+        return out
+
+    try:
+        node_shapes = propagate_shapes(order, edges, input_shape, out_shape)
+    except ShapeError:
         return None
     return _rows(order, nodes, tensors, edges, node_shapes)
 
@@ -68,64 +83,6 @@ def _node_tensors(name: str, shapes: dict[str, Shape]) -> dict[str, Shape]:
         for k, shape in shapes.items()
         if k.startswith(prefix) and "." not in k[len(prefix) :]
     }
-
-
-def _predecessors(name: str, edges: list[Edge]) -> list[str]:
-    return [a for a, b in edges if b == name]
-
-
-def _topological_order(nodes: list[str], edges: list[Edge], delayed: set[Edge]) -> list[str] | None:
-    """Kahn's order over delay-0 edges, as ``SpikingGraph`` walks it; None on a delay-0 cycle
-    (the graph would first delay the edge closing it)."""
-    indegree = dict.fromkeys(nodes, 0)
-    for a, b in edges:
-        if b in indegree and a != INPUT and (a, b) not in delayed:
-            indegree[b] += 1
-    ready = [n for n in nodes if indegree[n] == 0]
-    order: list[str] = []
-    while ready:
-        n = ready.pop(0)
-        order.append(n)
-        for a, b in edges:
-            if a == n and (a, b) not in delayed and b in indegree:
-                indegree[b] -= 1
-                if indegree[b] == 0:
-                    ready.append(b)
-    return order if len(order) == len(nodes) else None
-
-
-def _infer_shapes(
-    order: list[str],
-    nodes: dict[str, dict[str, Any]],
-    tensors: dict[str, dict[str, Shape]],
-    edges: list[Edge],
-    input_shape: Shape,
-) -> dict[str, Shape] | None:
-    """Per-sample shapes, each node's from the first known input, as ``SpikingGraph`` infers
-    them; None where its inputs disagree or a node cannot take its input."""
-    shapes: dict[str, Shape] = {INPUT: input_shape}
-    pending = [*order, OUTPUT]
-    while pending:
-        progress = False
-        for name in list(pending):
-            known = {shapes[p] for p in _predecessors(name, edges) if p in shapes}
-            if len(known) > 1:
-                return None
-            if not known:
-                continue
-            in_shape = known.pop()
-            out = in_shape if name == OUTPUT else _out_shape(nodes[name], tensors[name], in_shape)
-            if out is None:
-                return None
-            shapes[name] = out
-            pending.remove(name)
-            progress = True
-        if not progress:
-            return None
-    for name in [*order, OUTPUT]:
-        if len({shapes[p] for p in _predecessors(name, edges)}) != 1:
-            return None
-    return shapes
 
 
 def _out_shape(spec: dict[str, Any], tensors: dict[str, Shape], in_shape: Shape) -> Shape | None:
@@ -202,7 +159,7 @@ def _rows(
                 "type": nodes[name]["type"],
                 "shape": list(shapes[name]),
                 "parameters": count,
-                "inputs": _predecessors(name, edges),
+                "inputs": predecessors(name, edges),
             }
         )
     return {
