@@ -98,16 +98,16 @@ def check_inputs(
 ) -> dict[str, np.ndarray]:
     """``inputs`` as contiguous arrays of the declared dtypes, checked against ``expected``
     shapes (BATCH must be the same size in every input; TIME and -1 take any size)."""
-    names = [s.name for s in specs]
-    if len(inputs) != len(names) or any(n not in inputs for n in names):
+    if len(inputs) != len(specs) or any(s.name not in inputs for s in specs):
+        names = [s.name for s in specs]
         unknown = sorted(set(inputs) - set(names))
         if unknown:
             raise ShapeError(f"unknown input {unknown[0]!r}; the program takes {', '.join(names)}")
+        missing = next(n for n in names if n not in inputs)
+        raise ShapeError(f"missing input {missing!r}; the program takes {', '.join(names)}")
     checked: dict[str, np.ndarray] = {}
     batch: tuple[str, int] | None = None
     for spec in specs:
-        if spec.name not in inputs:
-            raise ShapeError(f"missing input {spec.name!r}; the program takes {', '.join(names)}")
         array = _cast(spec.name, inputs[spec.name], spec.dtype)
         want = expected[spec.name]
         fits = array.ndim == len(want) and all(

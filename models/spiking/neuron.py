@@ -116,24 +116,32 @@ class Neuron:
             and self.v_min is None
         )
 
+    def __setattr__(self, name: str, value: object) -> None:
+        """Setting any field drops the cached compiled-scan parameters (``cpu_scan_params``)."""
+        self.__dict__.pop("_cpu_params", None)
+        object.__setattr__(self, name, value)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles leave the compiled-scan cache behind (it views these tensors)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_cpu_params"}
+
     def cpu_scan_params(self) -> tuple[np.ndarray, ...] | None:
         """(gain, decay, threshold, bias, v_reset) as flat fp32 numpy views for the compiled CPU
-        scan, or None when the tensors do not suit it (another dtype, a GPU, autograd).
+        scan of a ``plain`` neuron, or None when the neuron or its tensors do not suit it
+        (not plain, another dtype, a GPU, autograd).
 
-        Made once and kept while the fields hold the same tensor objects; the arrays share the
-        tensors' memory, so an in-place edit of a parameter reaches the scan too.
+        Made once and kept until a field is set (``__setattr__``); the arrays share the tensors'
+        memory, so an in-place edit of a parameter reaches the scan too.
         """
+        cached = self.__dict__.get("_cpu_params", self)  # ``self``: not made yet
+        if cached is not self:
+            return cached
         tensors = (self.gain, self.decay, self.threshold, self.bias, self.v_reset)
-        key = tuple(map(id, tensors))  # unique while the cache below holds the tensors
-        cached = self.__dict__.get("_cpu_params")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        cpu = _cpu_kernels()
-        fits = all(
-            t.dtype == torch.float32 and t.is_contiguous() and cpu.supports(t) for t in tensors
-        )
-        params = cpu.float_params(*tensors) if fits else None
-        self._cpu_params = (key, params, tensors)
+        params = None
+        if self.plain and all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+            cpu = _cpu_kernels()
+            params = cpu.float_params(*tensors) if cpu.supports(*tensors) else None
+        self.__dict__["_cpu_params"] = params
         return params
 
     def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -250,17 +258,21 @@ def neuron_update(
     for bit to ``neuron_scan`` on ``x[None]`` (what ``SpikingNetwork.step`` calls).
 
     A ``plain`` fp32 CPU neuron takes the compiled single-step update (``cpu.float_step``, the
-    scan's arithmetic); any other neuron ``neuron_step``, as the scan would; ``compiled`` as in
-    ``neuron_scan``.
+    scan's arithmetic) with its cached parameters (``cpu_scan_params``); any other neuron
+    ``neuron_step``, as the scan would; ``compiled`` as in ``neuron_scan``.
     """
+    if compiled is None:
+        compiled = cpu_scan_available()
+    params = n.cpu_scan_params() if compiled else None
+    if (
+        params is not None
+        and x.dtype == v.dtype == torch.float32
+        and not (x.is_cuda or x.requires_grad or v.requires_grad)
+    ):
+        return (*_cpu_kernels().float_step(x, v, params, n.reset == "zero"), i)
     if not n.plain:
         out, v, i = neuron_step(n, x, v, i)
         return (out.clone() if out is v else out), v, i  # the scan's output is its own tensor
-    compiled = cpu_scan_available() if compiled is None else compiled
-    if compiled and x.dtype == v.dtype == torch.float32 and not x.is_cuda:
-        params = n.cpu_scan_params()
-        if params is not None and not (x.requires_grad or v.requires_grad):
-            return (*_cpu_kernels().float_step(x, v, params, n.reset == "zero"), i)
     out, v, i = neuron_scan(n, x.unsqueeze(0), v, i, compiled)
     return out[0], v, i
 

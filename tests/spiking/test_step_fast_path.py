@@ -300,3 +300,18 @@ def test_state_check_walks_a_state_once_per_signature(monkeypatch) -> None:
     assert len(walks) == 3
     with pytest.raises(ShapeError, match="state"):
         check(state, 3)
+
+
+def test_compiled_step_sees_a_replaced_neuron_field(monkeypatch) -> None:
+    """The compiled update's cached parameters follow a field set after a step."""
+    net = _converted(_mlp, (12,), neuron="lif").module
+    x = torch.from_numpy(np.random.default_rng(5).uniform(0, 1, (4, 12)).astype(np.float32))
+    state = net.init_state(4)
+    _, state = net.step(x, state)  # caches the compiled parameters
+    neuron = next(iter(net.graph.neurons().values()))
+    neuron.threshold = neuron.threshold * 0.5
+    compiled = net.step(x, state)
+    monkeypatch.setenv("GANGLION_KERNELS", "0")
+    reference = net.step(x, state)
+    assert torch.equal(compiled[0], reference[0])
+    assert all(torch.equal(compiled[1][k], v) for k, v in reference[1].items())
