@@ -55,7 +55,7 @@ def _float_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_rese
 
 
 @numba.njit(cache=True, nogil=True)
-def _float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """One step of ``_float_loop``: C-contiguous current and v0 [B, *shape] holding N =
     len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
     n = gain.shape[0]
@@ -180,7 +180,7 @@ def float_step(
     """One timestep of ``float_scan`` without its time axis: ``current`` and ``v0`` [B, *shape]
     fp32 (CPU), ``shape`` holding the N = len(gain) neurons -> (spikes, v), both like ``v0``;
     equal bit for bit to ``float_scan`` on ``current[None]``. A new ``v``: ``v0`` is kept."""
-    spikes, v = _float_step_loop(
+    spikes, v = float_step_loop(
         current.contiguous().numpy(), v0.contiguous().numpy(), *params, zero_reset
     )
     return torch.from_numpy(spikes), torch.from_numpy(v)

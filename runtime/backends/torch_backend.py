@@ -1,5 +1,8 @@
 """The reference backend: runs the program's torch module (CPU, or CUDA with our kernels).
 
+On the CPU a kind may offer a leaner step on arrays (``ProgramKind.cpu_step``: spiking chains
+with plain neurons), equal bit for bit to the module's; a step it cannot take goes the usual way.
+
 State ownership: the arrays ``step`` returns as the new state are numpy views of the tensors
 the module produced (on the CPU; copies from a GPU), and the session remembers those tensors.
 Passed back as the next step's state (the same array objects), they go to the module as they
@@ -61,8 +64,10 @@ class TorchSession(Session):
         self._on_cpu = device == "cpu"
         self._state_arrays: State = {}  # the state ``step`` returned last, as arrays ...
         self._state_tensors: dict[str, torch.Tensor] = {}  # ... and as the module's tensors
+        self._cpu_step = None  # the kind's leaner step on arrays (``ProgramKind.cpu_step``)
         if self._on_cpu:
             keep_freed_memory()
+            self._cpu_step = self.kind.cpu_step(self.module)
 
     def _tensors(self, arrays: Arrays) -> dict[str, torch.Tensor]:
         if self._on_cpu:
@@ -89,6 +94,11 @@ class TorchSession(Session):
 
     def _step(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
         with torch.inference_mode():
+            if self._cpu_step is not None:
+                done = self._cpu_step(inputs, state)
+                if done is not None:
+                    self._state_arrays = {}  # its state is arrays only: convert it when given
+                    return done
             out, new = self.kind.torch_step(
                 self.module, self._tensors(inputs), self._state_in(state)
             )

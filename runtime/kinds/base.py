@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 Arrays = dict[str, np.ndarray]
 Tensors = dict[str, "torch.Tensor"]
+# (inputs, state) -> (outputs, new state), or None where the torch path must take this step
+CpuStepFn = Callable[[Arrays, Arrays], "tuple[Arrays, Arrays] | None"]
 ArtifactWriter = Callable[["Deployable", Path], None]
 BATCH, TIME = -1, -2  # markers in an expected shape: the batch axis, a time axis of any length
 
@@ -112,6 +114,11 @@ class ProgramKind(ABC):
     ) -> tuple[Tensors, Tensors]:
         """One step -> (outputs, new state); stateless kinds run the whole input."""
         return self.torch_run(module, inputs), {}
+
+    def cpu_step(self, module: torch.nn.Module) -> CpuStepFn | None:
+        """A leaner ``torch_step`` for ``module`` on the CPU on arrays, equal bit for bit to
+        it, where the kind has one (it gives None for a step it cannot take); else None."""
+        return None
 
     def torch_prefill(
         self, module: torch.nn.Module, inputs: Tensors, state: Tensors

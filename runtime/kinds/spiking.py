@@ -20,7 +20,14 @@ import numpy as np
 
 from ganglion.models.errors import BundleError
 from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
-from ganglion.runtime.kinds.base import TIME, Arrays, ArtifactWriter, ProgramKind, Tensors
+from ganglion.runtime.kinds.base import (
+    TIME,
+    Arrays,
+    ArtifactWriter,
+    CpuStepFn,
+    ProgramKind,
+    Tensors,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -128,6 +135,21 @@ class SpikingKind(ProgramKind):
         """``module.step`` on ``input``."""
         out, new_state = module.step(inputs["input"], state)
         return {"output": out}, new_state
+
+    def cpu_step(self, module: torch.nn.Module) -> CpuStepFn | None:
+        """``models.spiking.cpu_step`` for a float network it suits."""
+        from ganglion.models.spiking.cpu_step import CpuStep
+        from ganglion.models.spiking.network import SpikingNetwork
+
+        fast = CpuStep.build(module) if isinstance(module, SpikingNetwork) else None
+        if fast is None:
+            return None
+
+        def step(inputs: Arrays, state: Arrays) -> tuple[Arrays, Arrays] | None:
+            result = fast(inputs["input"], state)
+            return None if result is None else ({"output": result[0]}, result[1])
+
+        return step
 
     def torch_init_state(self, module: torch.nn.Module, batch: int) -> Tensors:
         """``module.init_state``."""
