@@ -17,6 +17,8 @@ Rows (one JSON line each, then a table):
   loops (from the cache beside ``bounds.py``, or compiling them when it is empty). Every process
   pays it once, in its first solve unless it warms up; it runs first, so the timed rows below
   measure the search alone.
+``--gate random`` / ``--instance 13`` time only that gate's instances / that instance of each
+size (every instance is still drawn, so each one is the same as in a full run).
 Goals: <= 10 ms at 16 experts and <= 1 s at 64, both on the worst case. numpy's BLAS is held
 to ``--threads`` threads (default 1); the search itself is single-threaded.
 """
@@ -100,15 +102,28 @@ def optimality_row(count: int, samples: int, seed: int) -> dict:
     }
 
 
-def size_row(n: int, count: int, samples: int, seed: int, brute_max: int) -> dict:
-    """Solve ``count`` instances with ``n`` experts; time, effort, optimality, baselines."""
+def size_row(
+    n: int,
+    count: int,
+    samples: int,
+    seed: int,
+    brute_max: int,
+    gate: str | None = None,
+    only: int | None = None,
+) -> dict:
+    """Solve ``count`` instances with ``n`` experts; time, effort, optimality, baselines.
+    ``gate`` / ``only``: solve just that gate's instances / instance ``only`` (the others are
+    still drawn, so every instance is the same as in a full run)."""
     rng = np.random.default_rng(seed + n)
-    wall, cpu, evaluated, agree, checked = [], [], [], 0, 0
+    wall, cpu, evaluated, agree, checked, solved = [], [], [], 0, 0, []
     by_gate: dict[str, list[float]] = {g: [] for g in GATES}
     ratios: dict[str, list[float]] = {}
     all_fit = 0
     for i in range(count):
         problem, energy, latency = instance(rng, n, samples, i)
+        if (gate is not None and GATES[i % 3] != gate) or (only is not None and i != only):
+            continue
+        solved.append(i)
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         best = solve(problem, energy, latency)
         cpu.append(1e3 * (time.process_time() - start_cpu))
@@ -128,8 +143,9 @@ def size_row(n: int, count: int, samples: int, seed: int, brute_max: int) -> dic
         "row": "size",
         "experts": n,
         "samples": samples,
-        "instances": count,
-        "gates": {g: sum(GATES[i % 3] == g for i in range(count)) for g in GATES},
+        "instances": len(solved),
+        "instance_indices": solved,
+        "gates": {g: sum(GATES[i % 3] == g for i in solved) for g in GATES},
         "all_experts_fit": all_fit,
         "wall_ms": _spread(wall),
         "cpu_ms": _spread(cpu),
@@ -165,14 +181,23 @@ def main() -> None:
     ap.add_argument("--brute-max", type=int, default=16, help="largest size checked by brute force")
     ap.add_argument("--threads", default=THREADS, help="BLAS threads (set before numpy loads)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gate", choices=GATES, help="time only this gate's instances")
+    ap.add_argument("--instance", type=int, help="time only this instance index of each size")
     args = ap.parse_args()
+    if args.instance is not None and not 0 <= args.instance < args.instances:
+        ap.error(f"--instance must be in [0, {args.instances}), got {args.instance}")
+    if args.instance is not None and args.gate not in (None, GATES[args.instance % 3]):
+        ap.error(f"instance {args.instance} has the {GATES[args.instance % 3]} gate")
     rows = [compiled_loops_row()]
     if args.optimality > 0:
         rows.append(optimality_row(args.optimality, 32, args.seed))
     for row in rows:
         print(json.dumps(row), flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
-        rows.append(size_row(n, args.instances, args.samples, args.seed, args.brute_max))
+        row = size_row(
+            n, args.instances, args.samples, args.seed, args.brute_max, args.gate, args.instance
+        )
+        rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
     console = Console(width=200)
     load = rows[0]
@@ -219,7 +244,10 @@ def main() -> None:
             str(row["samples"]),
             str(row["instances"]),
             f"{w['median']:.1f} / {w['p90']:.1f} / {w['max']:.1f}",
-            " / ".join(f"{row['wall_ms_by_gate'][g]['max']:.1f}" for g in GATES),
+            " / ".join(
+                f"{row['wall_ms_by_gate'][g]['max']:.1f}" if g in row["wall_ms_by_gate"] else "-"
+                for g in GATES
+            ),
             f"{row['cpu_ms']['max']:.1f}",
             str(row["subsets_evaluated"]["max"]),
             check,

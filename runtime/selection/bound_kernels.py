@@ -120,23 +120,24 @@ def child_quality(g, gp, avail, num, den, out):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, error_model="numpy")
-def ranked_sums(gate, order, member, counts, out):  # noqa: ANN001, ANN202
-    """``out[c, i]``: the sum of the first ``counts[c]`` gates of sample ``i`` in ``order[i]``
-    among the experts with ``member[e]`` (``counts`` ascending; past the last member, all).
-    Branch-free on membership: the only branch taken is at a wanted count."""
-    last = counts.size - 1
-    for i in range(gate.shape[0]):
-        row, rank = gate[i], order[i]
+def ranked_sums(values, order, member, counts, forward, out):  # noqa: ANN001, ANN202
+    """``out[c, i]``: the sum of the first ``counts[c]`` gates of sample ``i`` among the experts
+    with ``member[e]``, walking ``values[i]`` (sample ``i``'s gates sorted, ``order[i]`` their
+    experts) from the front (``forward``) or the back (``counts`` ascending; past the last
+    member, all). Sequential reads; the only branch taken is at a wanted count."""
+    last, n = counts.size - 1, order.shape[1]
+    for i in range(values.shape[0]):
+        row, rank = values[i], order[i]
         total, seen, c = 0.0, 0, 0
         while c <= last and counts[c] <= 0:
             out[c, i] = 0.0
             c += 1
         if c <= last:
             want = counts[c]
-            for idx in range(rank.size):
-                e = rank[idx]
-                inside = member[e]
-                total += row[e] if inside else 0.0
+            for step in range(n):
+                idx = step if forward else n - 1 - step
+                inside = member[rank[idx]]
+                total += row[idx] if inside else 0.0
                 seen += inside
                 if seen == want:
                     while c <= last and counts[c] == want:
@@ -177,42 +178,21 @@ def signed_gains(g, gp, avail, den, r, small, big1, big, out):  # noqa: ANN001, 
 
 
 @numba.njit(cache=True, error_model="numpy")
-def signed_terms(g, gp, avail, den, r, small, big1, big, out):  # noqa: ANN001, ANN202
-    """``out[j, i]``: the terms ``signed_gains`` averages."""
-    for j in range(avail.size):
-        ge, gpe, row = g[avail[j]], gp[avail[j]], out[j]
-        for i in range(den.size):
-            w = gpe[i] - ge[i] * r[i]
-            low, high = den[i] + ge[i] + small[i], den[i] + ge[i] + big1[i]
-            row[i] = signed_term(w, low, high, den[i] + big[i])
-
-
-@numba.njit(cache=True, error_model="numpy")
-def best_ratio(gate, p_true, order, member, num, den, out):  # noqa: ANN001, ANN202
+def best_ratio(g_sorted, p_sorted, order, member, num, den, out):  # noqa: ANN001, ANN202
     """``out[i] = max_{B⊆A} (num_i + Σ_B g p)/(den_i + Σ_B g)``: walk A by ``p`` descending
-    (``order[i]``) while ``p`` beats the ratio; the best ``B`` is that prefix (Dinkelbach)."""
-    for i in range(gate.shape[0]):
+    (``p_sorted[i]``, ``g_sorted[i]`` sample ``i``'s values in that order, ``order[i]`` their
+    experts) while ``p`` beats the ratio; the best ``B`` is that prefix (Dinkelbach). ``p >
+    top/bottom`` is tested as ``p·bottom > top`` (``bottom > 0``): no division in the chain."""
+    for i in range(g_sorted.shape[0]):
         top, bottom = num[i], den[i]
-        ratio = top / bottom
-        row_g, row_p, rank = gate[i], p_true[i], order[i]
+        row_g, row_p, rank = g_sorted[i], p_sorted[i], order[i]
         for idx in range(rank.size):
-            e = rank[idx]
-            if member[e]:
-                if row_p[e] <= ratio:
+            if member[rank[idx]]:
+                if row_p[idx] * bottom <= top:
                     break
-                top += row_g[e] * row_p[e]
-                bottom += row_g[e]
-                ratio = top / bottom
-        out[i] = ratio
-
-
-@numba.njit(cache=True, error_model="numpy")
-def anchored_terms(g, p, avail, u, d_hi, out):  # noqa: ANN001, ANN202
-    """``out[j, i] = g (p - u_i) / D_i^hi`` for each ``a_j`` of A."""
-    for j in range(avail.size):
-        ge, pe, row = g[avail[j]], p[avail[j]], out[j]
-        for i in range(u.size):
-            row[i] = (pe[i] - u[i]) * ge[i] / d_hi[i]
+                top += row_g[idx] * row_p[idx]
+                bottom += row_g[idx]
+        out[i] = top / bottom
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
@@ -228,21 +208,22 @@ def two_piece_lp(c1, a1, a2, costs, room, k, stop, nu_out):  # noqa: ANN001, ANN
     n, m = a1.shape
     blocks = (m + _BLOCK - 1) // _BLOCK
     x, s1, s2 = np.zeros(n), c1.copy(), np.zeros(m)
-    nu, d1, d2 = np.empty(n), np.empty(m), np.empty(m)
+    nu, d1, d2, lam = np.empty(n), np.empty(m), np.empty(m), np.empty(m)
     along = np.empty(_GAMMAS.size)
     best, best_const, previous = np.inf, 0.0, np.inf
     for step in range(FW_STEPS):
         const = 0.0
         for i in range(m):
-            const += 0.0 if s2[i] < s1[i] else c1[i]
+            lam[i] = 1.0 if s2[i] < s1[i] else 0.0  # the smaller piece
+            const += (1.0 - lam[i]) * c1[i]
         const /= m
         for e in range(n):
-            total = 0.0
+            row1, row2, total = a1[e], a2[e], 0.0
             for b in range(blocks):
                 base, part = b * _BLOCK, 0.0
                 for t in range(block_size(b, blocks, m)):
                     i = base + t
-                    part += a2[e, i] if s2[i] < s1[i] else a1[e, i]
+                    part += row1[i] + lam[i] * (row2[i] - row1[i])  # a blend: vectorizes
                 total += part
             nu[e] = total / m
         value = const + knapsack(nu, costs, room, k)
@@ -273,6 +254,49 @@ def two_piece_lp(c1, a1, a2, costs, room, k, stop, nu_out):  # noqa: ANN001, ANN
         s1 += gamma * d1
         s2 += gamma * d2
     return best, best_const
+
+
+@numba.njit(cache=True, error_model="numpy")
+def combined_range(
+    g,
+    gp,
+    p,
+    avail,
+    num,
+    den,
+    r,
+    u,
+    low,
+    high1,
+    high2,
+    costs,
+    room,
+    hi,
+    stop,
+    terms,
+    beta,
+    offset,
+    coef,
+):  # noqa: ANN001, ANN202
+    """One size range ``[lo, hi]`` of the combined bound: the knapsack-form ``terms`` (the
+    per-sample terms ``signed_gains`` averages, ``low``/``high1``/``high2`` the range's gate
+    sums), the anchored piece
+    ``offset_i + Σ_B beta_ie`` with ``D_i^hi = den_i + high2_i`` (``u_i - r_i + (num_i - u_i
+    den_i)/D_i^hi`` and ``g_ie (p_ie - u_i)/D_i^hi``), then ``two_piece_lp`` on them. Returns
+    its (bound, const) and leaves the coefficients in ``coef``."""
+    m = den.size
+    inv = np.empty(m)  # 1 / D_i^hi
+    for i in range(m):
+        inv[i] = 1.0 / (den[i] + high2[i])
+        offset[i] = (u[i] - r[i]) + (num[i] - u[i] * den[i]) * inv[i]
+    for j in range(avail.size):
+        ge, gpe, pe, row, anchored = g[avail[j]], gp[avail[j]], p[avail[j]], terms[j], beta[j]
+        for i in range(m):
+            w = gpe[i] - ge[i] * r[i]
+            lo_d, hi_d = den[i] + ge[i] + low[i], den[i] + ge[i] + high1[i]
+            row[i] = signed_term(w, lo_d, hi_d, den[i] + high2[i])
+            anchored[i] = (pe[i] - u[i]) * ge[i] * inv[i]
+    return two_piece_lp(offset, beta, terms, costs, room, hi, stop, coef)
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -22,16 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ganglion.runtime.selection.bound_kernels import (
-    anchored_terms,
     best_ratio,
     child_quality,
+    combined_range,
     forced_bounds,
     knapsack,
     mean_ratio,
     ranked_sums,
     signed_gains,
-    signed_terms,
-    two_piece_lp,
 )
 from ganglion.runtime.selection.problem import SelectionProblem
 
@@ -94,16 +92,30 @@ def child_bounds(
     return bound
 
 
+@dataclass(frozen=True)
+class GateSums:
+    """Per sample, sums of a node's largest and smallest gates: ``large[c]`` ``[M]`` the ``c``
+    largest of its ``A`` for every ``c <= k``, ``small[c]`` the ``c`` smallest for each range's
+    ``lo - 1``. They stay valid at any node below (``A`` a subset): there the ``c`` largest sum
+    to at most these and the ``c`` smallest to at least these, which only loosens a bound."""
+
+    large: np.ndarray  # [k + 1, M]
+    small: dict[int, np.ndarray]
+
+
 @dataclass
 class NodeEval:
     """One node's evaluation: its quality, the size cap after energy, each child's quality
-    ``[n]``, the bounds computed (by name) and families of modular bounds for the children."""
+    ``[n]``, the bounds computed (by name), families of modular bounds for the children, and
+    the gate sums it used (``exact``: of its own ``A``, not inherited)."""
 
     q: float
     k: int
     child_q: np.ndarray
     bounds: dict[str, float] = field(default_factory=dict)
     families: list[list[Linear]] = field(default_factory=list)  # each covers |B| in [1, k]
+    sums: GateSums | None = None
+    exact: bool = True
 
     @property
     def bound(self) -> float:
@@ -120,11 +132,14 @@ class Workspace:
         self.p = np.ascontiguousarray(problem.p_true.T)  # [N, M]
         self.gp = self.g * self.p  # [N, M]
         self.cost = np.ascontiguousarray(problem.cost_j, dtype=np.float64)  # [N]
-        self.gate = problem.gate  # [M, N] sample-major
-        self.p_true = problem.p_true  # [M, N]
-        self.by_gate = np.argsort(problem.gate, axis=1, kind="stable")  # [M, N] ascending
-        self.by_gate_desc = np.ascontiguousarray(self.by_gate[:, ::-1])  # [M, N]
-        self.by_p_desc = np.argsort(-problem.p_true, axis=1, kind="stable")  # [M, N]
+        # per sample, experts (uint8: N <= 64) and their values in rank order, read in sequence
+        by_gate = np.argsort(problem.gate, axis=1, kind="stable")[:, ::-1]  # gate descending
+        self.gate_order = np.ascontiguousarray(by_gate, dtype=np.uint8)  # [M, N]
+        self.gate_sorted = np.ascontiguousarray(np.take_along_axis(problem.gate, by_gate, 1))
+        by_p = np.argsort(-problem.p_true, axis=1, kind="stable")  # p descending
+        self.p_order = np.ascontiguousarray(by_p, dtype=np.uint8)  # [M, N]
+        self.p_sorted = np.take_along_axis(problem.p_true, by_p, 1)  # [M, N]
+        self.g_by_p = np.take_along_axis(problem.gate, by_p, 1)  # [M, N]
         n, m = self.g.shape
         self._terms = np.empty((n, m))  # the knapsack-form terms of one size range
         self._beta = np.empty((n, m))
@@ -145,10 +160,14 @@ class Workspace:
         room: float,
         k: int,
         threshold: float = -math.inf,
+        inherited: GateSums | None = None,
     ) -> NodeEval:
         """Bounds for node ``(S, avail)``; ``num``, ``den`` ``[M]`` are S's per-sample sums.
 
         Cheapest first; returns as soon as one is below ``threshold`` (``-inf``: all of them).
+        ``inherited``: the gate sums of a node whose ``A`` contains ``avail`` and whose ``k`` is
+        at least this one's (the parent's), used instead of sorting ``avail``'s own: looser,
+        still valid, and the sorting walk is most of a cut child's cost.
         """
         n, m = avail.size, num.size
         avail = np.ascontiguousarray(avail, dtype=np.intp)
@@ -161,22 +180,34 @@ class Workspace:
         node = NodeEval(float(mean_ratio(num, den)), min(k, _fits(costs, room)), child_q)
         q, k = node.q, node.k
         ranges = _size_ranges(k)
-        wanted = {0, k - 1, k} | {hi - 1 for _, hi in ranges} | {hi for _, hi in ranges}
-        large = self._ranked(self.by_gate_desc, wanted, m)  # sums of the largest gates of A
+        if inherited is None:
+            large = self._ranked(True, range(k + 1), m)  # sums of the largest gates of A
+            node.sums = GateSums(large, {})
+        else:
+            large, node.exact = inherited.large, False
         # knapsack: a_ie = w⁺/(den + g_ie) + w⁻/(den + g_ie + the k-1 largest other gates)
         alpha = np.empty(n)
-        signed_gains(self.g, self.gp, avail, den, r, np.zeros(m), large[k - 1], large[k], alpha)
+        signed_gains(
+            self.g, self.gp, avail, den, r, np.zeros(m), large[max(k - 1, 0)], large[k], alpha
+        )
         node.families.append([Linear(0.0, alpha, 1, k)])
         node.bounds["knapsack"] = q + float(knapsack(alpha, costs, room, k))
         if k <= 0 or node.bound < threshold:
             return node
-        small = self._ranked(self.by_gate, {lo - 1 for lo, _ in ranges}, m)  # the smallest
+        if inherited is None:
+            small = self._ranked(False, {lo - 1 for lo, _ in ranges}, m)  # the smallest
+            node.sums.small.update(small)
+        else:
+            small = inherited.small
         sums = [(small[lo - 1], large[hi - 1], large[hi]) for lo, hi in ranges]
-        sized = -math.inf
-        for (_, hi), (low, high1, high2) in zip(ranges, sums, strict=True):  # |B| in [lo, hi]
-            gain = np.empty(n)
+        sized, pruned = -math.inf, {}  # pruned: ranges whose sized bound cuts, with its gains
+        for b, ((_, hi), (low, high1, high2)) in enumerate(zip(ranges, sums, strict=True)):
+            gain = np.empty(n)  # |B| in [lo, hi]
             signed_gains(self.g, self.gp, avail, den, r, low, high1, high2, gain)
-            sized = max(sized, q + float(knapsack(gain, costs, room, hi)))
+            value = q + float(knapsack(gain, costs, room, hi))
+            sized = max(sized, value)
+            if value < threshold:
+                pruned[b] = (value, gain)
             if sized >= threshold > -math.inf:
                 break  # cannot prune; skip the other ranges
         else:
@@ -184,35 +215,60 @@ class Workspace:
             if node.bound < threshold:
                 return node
         u = np.empty(m)  # each sample's best on its own
-        best_ratio(self.gate, self.p_true, self.by_p_desc, self._member, num, den, u)
+        best_ratio(self.g_by_p, self.p_sorted, self.p_order, self._member, num, den, u)
         node.bounds["ratio"] = float(u.mean())
         if node.bound < threshold or (n < COMBINED_MIN and threshold > -math.inf):
             return node
         pieces = [Linear(0.0, child_q - q, 1, 1)]  # exact for |B| = 1
         combined = max(q, float(child_q.max()))  # B = ∅ or one expert
-        terms, beta = self._terms[:n], self._beta[:n]
+        terms, beta, offset = self._terms[:n], self._beta[:n], np.empty(m)
         for b in range(len(ranges) - 1, 0, -1):  # largest sizes first: usually the binding
             lo, hi = ranges[b]
-            signed_terms(self.g, self.gp, avail, den, r, *sums[b], terms)
-            # anchored: Q(T) - Q(S) <= mean_i (u_i - r_i) + K_i(T)/D_i^hi with
-            # K_i(T) = N_i(T) - u_i D_i(T) <= 0 and D_i^hi >= D_i(T) for |B| <= hi
-            d_hi = den + large[hi]  # [M]
-            offset = (u - r) + (num - u * den) / d_hi  # [M]
-            anchored_terms(self.g, self.p, avail, u, d_hi, beta)  # g_ie (p_ie - u_i) / D_i^hi
+            if b in pruned:  # the sized bound already cuts this range: its piece will do
+                pieces.append(Linear(0.0, pruned[b][1], lo, hi))
+                combined = max(combined, pruned[b][0])
+                continue
+            # the knapsack-form terms, and anchored: Q(T) - Q(S) <= mean_i (u_i - r_i) +
+            # K_i(T)/D_i^hi with K_i(T) = N_i(T) - u_i D_i(T) <= 0 and D_i^hi = den_i + the hi
+            # largest gates of A >= D_i(T) for |B| <= hi; then the LP over both pieces
             coef = np.empty(n)
-            value, const = two_piece_lp(offset, beta, terms, costs, room, hi, threshold - q, coef)
+            value, const = combined_range(
+                self.g,
+                self.gp,
+                self.p,
+                avail,
+                num,
+                den,
+                r,
+                u,
+                *sums[b],
+                costs,
+                room,
+                hi,
+                threshold - q,
+                terms,
+                beta,
+                offset,
+                coef,
+            )
             pieces.append(Linear(float(const), coef, lo, hi))
-            combined = max(combined, q + float(value))  # all ranges even if it cannot prune:
-        node.bounds["combined"] = combined  # the children's pre-checks use every piece
+            combined = max(combined, q + float(value))
+            if inherited is not None and combined >= threshold > -math.inf:
+                return node  # a first pass that cannot prune: the second bounds every range
+        # a node's own pass bounds every range even if it cannot prune: its children's
+        # pre-checks use every piece
+        node.bounds["combined"] = combined
         node.families.append(pieces)
         return node
 
-    def _ranked(self, order: np.ndarray, counts: set[int], m: int) -> dict[int, np.ndarray]:
-        """``{count: [M]}``: per sample, the sum of the first ``count`` gates of the node's
-        experts in ``order`` (``by_gate``: the smallest; ``by_gate_desc``: the largest)."""
+    def _ranked(self, largest: bool, counts, m: int):  # noqa: ANN001, ANN202
+        """Per sample, the sums of the ``count`` largest (or smallest) gates of the node's
+        experts: ``[len, M]`` indexed by count for ``range(k + 1)``, else ``{count: [M]}``."""
         wanted = np.array(sorted(counts), dtype=np.intp)
         out = np.empty((wanted.size, m))
-        ranked_sums(self.gate, order, self._member, wanted, out)
+        ranked_sums(self.gate_sorted, self.gate_order, self._member, wanted, largest, out)
+        if isinstance(counts, range):
+            return out
         return {int(c): out[j] for j, c in enumerate(wanted)}
 
 

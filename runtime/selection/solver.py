@@ -25,7 +25,10 @@ A node (or child) is cut when an upper bound on ``Q`` over all its supersets is 
 ``Q_max - TIE_TOLERANCE`` (less a 1e-12 margin for rounding; ``Q_max`` the best seen) —
 nothing in it can tie the optimum — or is at most ``Q(S)`` plus that margin (no superset
 beats ``S``, and every superset has a larger key).
-The incumbent is seeded by three greedy ascents.
+The incumbent is seeded by three greedy ascents. A child is first bounded with its parent's
+per-sample gate sums (``bounds.GateSums``, valid at every node below, looser), which spares
+its own per-sample sort; a child that pass does not cut is bounded again with its own sums
+before its children are ordered and pre-checked (a leaf enumerates either way).
 
 Bounds (``bounds.py``), with ``r_i = num_i/den_i`` the ratio of ``S`` and ``w_ie =
 g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
@@ -51,7 +54,12 @@ g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
   pieces is at most any convex combination ``λ_i``; for fixed ``λ`` the result is modular in
   ``B`` again, so a knapsack bounds it; ``λ`` comes from a few Frank-Wolfe steps on the LP
   ``max_x mean_i min(piece_1, piece_2)``. One LP per size range of ``sized``; skipped below
-  ``COMBINED_MIN`` joinable experts, where it costs more than it saves.
+  ``COMBINED_MIN`` joinable experts, where it costs more than it saves. A range the sized
+  bound already cuts keeps the sized piece instead of an LP (modular over the same sizes).
+- inherited sums. A node's ``c`` largest gates of ``A`` (per sample) sum to at least those of
+  any subset of ``A``, its ``c`` smallest to at most; the bounds put the largest sums only
+  under non-positive numerators and the smallest only under non-negative ones, so a node below
+  (``A`` a subset, ``k`` smaller) bounded with its parent's sums gets a larger, valid bound.
 - children. Each modular bound of a node, with the child's expert forced in and a knapsack over
   the experts after it, bounds that child's whole subtree before it is evaluated (one compiled
   call for all the children); once the cheapest of them (top ``k-1`` of ``α`` after it, energy
@@ -71,11 +79,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ganglion.models.mixture import TIE_TOLERANCE
 from ganglion.runtime.selection.problem import SelectionProblem
+
+if TYPE_CHECKING:
+    from ganglion.runtime.selection.bounds import GateSums
 
 ROUNDING = 1e-12  # margin for float rounding in bounds and search-order quality sums
 BRUTE_FORCE_MAX_EXPERTS = 20  # 2^20 subsets
@@ -211,17 +223,30 @@ class _Search:
             later = np.array(roots[j + 1 :], dtype=np.intp)
             self.expand([t], self.ws.gp[t].copy(), self.ws.g[t].copy(), later)
 
-    def expand(self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray):
+    def expand(
+        self,
+        members: list[int],
+        num: np.ndarray,
+        den: np.ndarray,
+        avail: np.ndarray,
+        inherited: GateSums | None = None,
+    ):
         """Visit the children of node ``(members, avail)``: each child is ``members`` plus one
-        expert of ``avail``, with the experts after it (in bound order) still available."""
+        expert of ``avail``, with the experts after it (in bound order) still available.
+        ``inherited``: the parent's gate sums, tried first (cheaper, looser); a node they do not
+        cut is bounded again with its own."""
         avail, k, room = self.joinable(members, avail)
         if avail.size == 0:
             return
         self.nodes += 1
         threshold = self.threshold()
-        node = self.ws.evaluate(num, den, avail, room, k, threshold)
+        node = self.ws.evaluate(num, den, avail, room, k, threshold, inherited)
         if node.bound < threshold or node.bound <= node.q + ROUNDING:
             return
+        if not node.exact and avail.size > LEAF_SIZE:  # a leaf enumerates either way
+            node = self.ws.evaluate(num, den, avail, room, k, threshold)
+            if node.bound < threshold or node.bound <= node.q + ROUNDING:
+                return
         if avail.size <= LEAF_SIZE:
             self.enumerate(members, num, den, avail, node.k)
             return
@@ -247,7 +272,8 @@ class _Search:
                 continue
             self.record(tuple(joined), float(node.child_q[order[j]]))
             if k > 1 and j + 1 < order.size:
-                self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], avail[order[j + 1 :]])
+                later = avail[order[j + 1 :]]
+                self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], later, node.sums)
 
     def enumerate(
         self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray, k: int

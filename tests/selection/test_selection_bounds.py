@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from ganglion.runtime.selection import bounds
 from ganglion.runtime.selection.bounds import (
     Workspace,
     child_bounds,
@@ -81,6 +82,58 @@ def test_child_bounds_cover_each_childs_subtree(gate):
     assert checked > 100
 
 
+@pytest.mark.parametrize("gate", GATES)
+def test_bounds_with_the_parents_gate_sums_hold_below_it(gate):
+    # the search's first pass at a child bounds it with its parent's gate sums: a node below
+    # (one more member, fewer joinable experts, less room, a smaller cap) must stay covered
+    rng = np.random.default_rng(60 + GATES.index(gate))
+    checked = 0
+    for _ in range(200):
+        problem = synthetic_problem(rng, int(rng.integers(4, 11)), 16, gate, duplicates=1)
+        members, avail, room, k = random_node(rng, problem)
+        ws = Workspace(problem)
+        num, den = ws.gp[list(members)].sum(axis=0), ws.g[list(members)].sum(axis=0)
+        parent = ws.evaluate(num, den, np.array(avail), room, k)
+        if parent.k < 2 or len(avail) < 2:
+            continue
+        e = avail[int(rng.integers(len(avail)))]
+        rest = [a for a in avail if a != e]
+        below = tuple(a for a in rest if rng.random() < 0.8) or (rest[0],)
+        child_room = (room - problem.cost_j[e]) * rng.uniform(0.7, 1.0)
+        child_k = int(rng.integers(1, parent.k))  # at most the parent's cap less one
+        child = members + (e,)
+        if problem.cost_j[list(below)].min() > child_room:
+            continue
+        c_num, c_den = num + ws.gp[e], den + ws.g[e]
+        node = ws.evaluate(
+            c_num, c_den, np.array(below), child_room, child_k, inherited=parent.sums
+        )
+        assert not node.exact
+        truth = best_below(problem, tuple(sorted(child)), below, child_room, child_k)
+        assert set(node.bounds) == BOUNDS
+        for name, value in node.bounds.items():
+            assert value >= truth - 1e-12, (name, value, truth)
+        checked += 1
+    assert checked > 40
+
+
+def test_a_first_pass_that_cannot_prune_reports_no_partial_bound():
+    # with the parent's sums and a threshold the node cannot reach, the first pass stops at
+    # the first size range that fails and must not report the ranges it skipped as a bound
+    rng = np.random.default_rng(70)
+    problem = synthetic_problem(rng, 16, 32, "random")
+    ws = Workspace(problem)
+    avail = np.arange(1, 16)
+    room = float(problem.cost_j.sum())
+    num, den = ws.gp[0].copy(), ws.g[0].copy()
+    parent = ws.evaluate(num, den, avail, room, 15)
+    child = ws.evaluate(
+        num + ws.gp[1], den + ws.g[1], avail[1:], room, 13, -1e9, inherited=parent.sums
+    )
+    assert "combined" not in child.bounds and not child.families[1:]
+    assert child.bound >= -1e9
+
+
 def test_knapsack_bound_is_at_least_the_best_knapsack():
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -96,17 +149,20 @@ def test_knapsack_bound_is_at_least_the_best_knapsack():
         assert knapsack_bound(values, costs, room, k) >= best - 1e-12
 
 
-def node_supersets(problem, members, avail, room, k):
-    """Vectorized brute force: max Q(S ∪ B) over B ⊆ avail, |B| <= k, Σ_B c <= room, and
-    per sample the best ratio over every B ⊆ avail (sizes and energy ignored)."""
+def node_supersets(problem, members, avail, room, k, least=0):
+    """Vectorized brute force: max Q(S ∪ B) over B ⊆ avail, least <= |B| <= k, Σ_B c <= room
+    (-inf when there is none), and per sample the best ratio over every B ⊆ avail (sizes and
+    energy ignored)."""
     n = len(avail)
     bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.float64)  # [2^n, n]
     g, gp = problem.gate, problem.gate * problem.p_true  # [M, N]
     num = gp[:, list(members)].sum(axis=1) + bits @ gp[:, list(avail)].T  # [2^n, M]
     den = g[:, list(members)].sum(axis=1) + bits @ g[:, list(avail)].T
     ratio = num / den
-    allowed = (bits.sum(axis=1) <= k) & (bits @ problem.cost_j[list(avail)] <= room)
-    return float(ratio.mean(axis=1)[allowed].max()), ratio.max(axis=0)
+    size = bits.sum(axis=1)
+    allowed = (size >= least) & (size <= k) & (bits @ problem.cost_j[list(avail)] <= room)
+    best = float(ratio.mean(axis=1)[allowed].max()) if allowed.any() else -np.inf
+    return best, ratio.max(axis=0)
 
 
 @pytest.mark.parametrize("gate", GATES)
@@ -125,6 +181,41 @@ def test_every_size_range_bound_holds_with_many_joinable_experts(gate):
         assert set(bounds) == BOUNDS
         for name, value in bounds.items():
             assert value >= truth - 1e-12, (name, value, truth)
+
+
+def test_sized_pieces_standing_in_for_the_lp_cover_each_childs_subtree(monkeypatch):
+    # with a threshold, a size range the sized bound already cuts keeps its sized piece (no
+    # LP) in the combined family: the children's pre-checks must still cover every subtree
+    monkeypatch.setattr(bounds, "COMBINED_MIN", 0)
+    rng = np.random.default_rng(80)
+    stand_ins = 0
+    for trial in range(30):
+        problem = synthetic_problem(rng, 10, 8, GATES[trial % 3], duplicates=1)
+        order = rng.permutation(10)
+        members = (int(order[0]),)
+        avail = np.array(sorted(int(e) for e in order[1:]))
+        room = float(problem.cost_j[avail].sum() * rng.uniform(0.5, 1.1))
+        k = int(rng.integers(4, 10))
+        ws = Workspace(problem)
+        num, den = ws.gp[members[0]].copy(), ws.g[members[0]].copy()
+        top = superset_bounds(problem, members, tuple(avail), room, k)["sized"]
+        costs = ws.cost[avail]
+        for threshold in np.linspace(problem.quality(members), top, 12)[1:-1]:
+            node = ws.evaluate(num, den, avail, room, k, threshold)
+            if len(node.families) < 2:
+                continue  # cut before the combined bound
+            pieces = node.families[1]
+            stand_ins += sum(p.lo > 1 and p.const == 0.0 for p in pieces)
+            for j in range(avail.size - 1):
+                later = np.arange(j + 1, avail.size, dtype=np.intp)
+                if costs[j] > room:
+                    continue
+                child, rest, left = (*members, int(avail[j])), tuple(avail[later]), room - costs[j]
+                for p in pieces:  # each piece on its own sizes: the child and lo-1..hi-1 more
+                    truth, _ = node_supersets(problem, child, rest, left, p.hi - 1, p.lo - 1)
+                    bound = p.forced(j, later, costs, room)
+                    assert node.q + bound >= truth - 1e-12, (threshold, j, p.lo, p.hi)
+    assert stand_ins > 10
 
 
 def test_ratio_bound_is_each_samples_best_subset_exactly():
