@@ -33,7 +33,7 @@ from ganglion.kernels.lif.reference import (
 
 
 @numba.njit(cache=True, nogil=True)
-def _float_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """Step t reads current[t * t_step]; v0 [B, N] -> (spikes [steps, B, N], v [B, N]).
     C-contiguous arrays, so the inner loop is unit-stride."""
     batch, n = v0.shape
@@ -56,7 +56,7 @@ def _float_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_rese
 
 @numba.njit(cache=True, nogil=True)
 def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
-    """One step of ``_float_loop``: C-contiguous current and v0 [B, *shape] holding N =
+    """One step of ``float_scan_loop``: C-contiguous current and v0 [B, *shape] holding N =
     len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
     n = gain.shape[0]
     v, spikes = np.empty_like(v0), np.empty_like(v0)
@@ -111,7 +111,7 @@ def _fixed_loop(a_in, u0, v0, keep_u, keep_v, bias, vth_eff):  # noqa: ANN001, A
 
 
 @numba.njit(cache=True, nogil=True)
-def _time_sum_loop(values, t_step, steps, total):  # noqa: ANN001, ANN202
+def time_sum_loop(values, t_step, steps, total):  # noqa: ANN001, ANN202
     """values[t * t_step] for t < steps added into total [B, M] in time order."""
     batch, m = total.shape
     for t in range(steps):
@@ -167,7 +167,7 @@ def float_scan(
     """``current`` [T, B, N] fp32, ``v0`` [B, N] fp32 (CPU) -> (spikes [T, B, N] fp32, v [B, N]);
     the current is multiplied by ``gain`` first; ``params`` from ``float_params``."""
     source, t_step = _time_rows(current)
-    spikes, v = _float_loop(
+    spikes, v = float_scan_loop(
         source, t_step, current.shape[0], *params[:1], v0.contiguous().numpy(), *params[1:],
         zero_reset,
     )  # fmt: skip
@@ -217,7 +217,7 @@ def time_sum_into(values: torch.Tensor, total: torch.Tensor) -> None:
     ``step`` calls): ``values`` [T, B, M] fp32 on the CPU (contiguous or expanded over T),
     ``total`` [B, M] fp32 contiguous, updated in place."""
     source, t_step = _time_rows(values)
-    _time_sum_loop(source, t_step, values.shape[0], total.numpy())
+    time_sum_loop(source, t_step, values.shape[0], total.numpy())
 
 
 def tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:

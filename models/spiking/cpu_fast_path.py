@@ -1,19 +1,21 @@
-"""``SpikingNetwork.step`` on the CPU with numpy state: the same arithmetic with the glue cut.
+"""``SpikingNetwork.step`` and ``run`` on the CPU on numpy arrays: same arithmetic, glue cut.
 
-At batch 1 a step's arithmetic (a few small matmuls and neuron updates) takes a few tens of
-microseconds, and the torch path's per-call glue (tensor state, dictionaries per layer, tensor
-wrappers around the compiled neuron loop) as much again. ``CpuStep`` walks the same nodes with
-numpy state: each stateless node runs its own ``forward`` on a zero-copy tensor view, each
-neuron the compiled single-step loop the torch path calls (``kernels.lif.cpu``), the decoded
-output ``scale_decoded`` (numpy's float32 division is the torch path's, bit for bit). The
-torch ``step`` stays the spec: equal bit for bit (``tests/spiking/test_cpu_step.py``).
+At batch 1 a spiking MLP's arithmetic (a few small matmuls, a compiled neuron scan per layer)
+takes a few tens of microseconds, and the torch path's per-call glue (tensor state, dictionaries
+and checks per layer, tensor wrappers around the compiled loops) two to four times as much.
+``CpuStep`` and ``CpuRun`` walk the same nodes on numpy arrays: each stateless node runs its own
+``forward`` on a zero-copy tensor view, each neuron the compiled loop the torch path calls
+(``kernels.lif.cpu``: the single-step update, the scan over time), the decoded output the same
+time-ordered sum and ``scale_decoded`` (numpy's float32 division is torch's, bit for bit). The
+network's torch ``step`` and ``run`` stay the spec: equal bit for bit
+(``tests/spiking/test_cpu_fast_path.py``).
 
-It takes float32 CPU graphs where every node and the output read one node through a delay-0
-edge (chains: MLPs and CNNs as converted), every neuron is ``plain`` (the compiled loop's
+They take float32 CPU graphs where every node and the output read one node through a delay-0
+edge (chains: MLPs and CNNs as converted), every neuron is ``plain`` (the compiled loops'
 neuron) and the input is not rate-encoded; ``build`` gives None for any other network, and the
-caller keeps the torch path. A call gives None when the network stopped suiting it (compiled
-kernels turned off with ``GANGLION_KERNELS=0``, a neuron's parameters replaced by ones the loop
-cannot take): the caller then takes the torch path for that step.
+caller keeps the torch path. A call gives None where the torch path must take it: compiled
+kernels turned off (``GANGLION_KERNELS=0``), a neuron's parameters replaced by ones the loops
+cannot take, or (``run``) more (timestep, sample) rows than the torch path takes in one chunk.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import numpy as np
 import torch
 
 from ganglion.kernels.lif import cpu_scan_available
-from ganglion.kernels.lif.cpu import float_step_loop
+from ganglion.kernels.lif.cpu import float_scan_loop, float_step_loop, time_sum_loop
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.graph_order import INPUT, OUTPUT
-from ganglion.models.spiking.layers import Delay
+from ganglion.models.spiking.layers import Affine, Delay
 from ganglion.models.spiking.neuron import Neuron
 
 Arrays = dict[str, np.ndarray]
@@ -41,39 +43,46 @@ class _Node:
     neuron: Neuron | None  # with its membrane ``state_key``; else a stateless ``forward``
     state_key: str
     forward: Callable[[torch.Tensor], torch.Tensor] | None
+    time_major_forward: bool  # ``forward`` takes [T, B, ...] as it is (Affine)
+
+
+def _chain(network: torch.nn.Module) -> tuple[list[_Node], str] | None:
+    """The nodes of a network the fast paths take (module docstring), in evaluation order, and
+    the node the output reads; None for any other network."""
+    plan, graph = network.plan, network.graph
+    if network.time.encoding == "rate" or plan.delayed or plan.device.type != "cpu":
+        return None
+    nodes = []
+    for name in [*plan.order, OUTPUT]:
+        sources = plan.sources[name]
+        if len(sources) != 1 or sources[0][1]:
+            return None
+        if name == OUTPUT:
+            return nodes, sources[0][0]
+        layer, keys = graph.nodes[name], plan.state_keys[name]
+        if isinstance(layer, Delay) or (isinstance(layer, Neuron) and not layer.plain):
+            return None
+        if isinstance(layer, Neuron):
+            nodes.append(_Node(name, sources[0][0], layer, keys[0], None, False))
+        else:
+            time_major = isinstance(layer, Affine)
+            nodes.append(_Node(name, sources[0][0], None, "", layer.forward, time_major))
+    return None  # unreachable: OUTPUT is the loop's last name
 
 
 class CpuStep:
     """One timestep of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays."""
 
     def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
-        self.network = network
+        self.time = network.time
         self.nodes = nodes
         self.output = output
-        self.time = network.time
-        self.decoding = network.time.decoding
 
     @classmethod
     def build(cls, network: torch.nn.Module) -> CpuStep | None:
         """The fast step of ``network`` (a ``SpikingNetwork``), or None when it does not suit."""
-        plan, graph = network.plan, network.graph
-        if network.time.encoding == "rate" or plan.delayed or plan.device.type != "cpu":
-            return None
-        nodes = []
-        for name in [*plan.order, OUTPUT]:
-            sources = plan.sources[name]
-            if len(sources) != 1 or sources[0][1]:
-                return None
-            if name == OUTPUT:
-                break
-            layer, keys = graph.nodes[name], plan.state_keys[name]
-            if isinstance(layer, Delay) or (isinstance(layer, Neuron) and not layer.plain):
-                return None
-            if isinstance(layer, Neuron):
-                nodes.append(_Node(name, sources[0][0], layer, keys[0], None))
-            else:
-                nodes.append(_Node(name, sources[0][0], None, "", layer.forward))
-        return cls(network, nodes, plan.sources[OUTPUT][0][0])
+        chain = _chain(network)
+        return None if chain is None else cls(network, *chain)
 
     def __call__(self, x: np.ndarray, state: Arrays) -> tuple[np.ndarray, Arrays] | None:
         """(output, new state) for input ``x`` [B, ...] and ``state`` (the network's names, as
@@ -98,7 +107,80 @@ class CpuStep:
                 node.neuron.reset == "zero",
             )
         out = values[self.output]
-        if self.decoding == "none":
+        if self.time.decoding == "none":
             return np.ascontiguousarray(out), new
         new["decode"] = state["decode"] + out
         return scale_decoded(new["decode"], self.time), new
+
+
+class CpuRun:
+    """The whole input of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays."""
+
+    def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
+        self.network = network
+        self.nodes = nodes
+        self.output = output
+
+    @classmethod
+    def build(cls, network: torch.nn.Module) -> CpuRun | None:
+        """The fast run of ``network`` (a ``SpikingNetwork``), or None when it does not suit."""
+        chain = _chain(network)
+        return None if chain is None else cls(network, *chain)
+
+    def __call__(self, x: np.ndarray, rows_per_chunk: int) -> np.ndarray | None:
+        """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring):
+        ``rows_per_chunk`` is the network's chunk size in (timestep, sample) rows. Call it under
+        ``torch.inference_mode``."""
+        network = self.network
+        time_major = network.takes_time_major_input
+        steps, batch = x.shape[:2] if time_major else (network.time.timesteps, x.shape[0])
+        if not cpu_scan_available() or steps > max(1, rows_per_chunk // batch):
+            return None
+        network.activity = {}
+        # every value [S, B, ...] with the step between the rows timesteps read: 0 for a value
+        # constant over time (a direct input and the stateless nodes that read only it), kept
+        # as its one row
+        values = {INPUT: (x, 1) if time_major else (x[None], 0)}
+        for node in self.nodes:
+            inp, t_step = values[node.source]
+            if node.neuron is None:
+                values[node.name] = self._stateless(node, inp, t_step), t_step
+                continue
+            params = node.neuron.cpu_scan_params()
+            if params is None or node.neuron.v_init.dtype != torch.float32:
+                return None
+            shape = inp.shape[2:]
+            v0 = np.ascontiguousarray(
+                np.broadcast_to(node.neuron.v_init.numpy(), (batch, *shape))
+            ).reshape(batch, -1)
+            spikes, _ = float_scan_loop(
+                np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
+                t_step,
+                steps,
+                params[0],
+                v0,
+                *params[1:],
+                node.neuron.reset == "zero",
+            )
+            values[node.name] = spikes.reshape(steps, batch, *shape), 1
+        out, t_step = values[self.output]
+        if network.time.decoding == "none":
+            return np.ascontiguousarray(np.broadcast_to(out, (steps, *out.shape[1:])))
+        total = np.zeros((batch, *out.shape[2:]), np.float32)
+        rows = np.ascontiguousarray(out).reshape(out.shape[0], batch, -1)
+        time_sum_loop(rows, t_step, steps, total.reshape(batch, -1))
+        return scale_decoded(total, network.time)
+
+    @staticmethod
+    def _stateless(node: _Node, inp: np.ndarray, t_step: int) -> np.ndarray:
+        """``node``'s forward over [S, B, ...] as the torch path calls it: on the one row
+        [B, ...] of a value constant over time, else Affine on the time-major tensor and the
+        others on [S·B, ...]."""
+        assert node.forward is not None
+        if t_step == 0:
+            return node.forward(torch.from_numpy(inp[0])).numpy()[None]
+        if node.time_major_forward:
+            return node.forward(torch.from_numpy(inp)).numpy()
+        rows, batch = inp.shape[:2]
+        out = node.forward(torch.from_numpy(inp.reshape(rows * batch, *inp.shape[2:])))
+        return out.numpy().reshape(rows, batch, *out.shape[1:])

@@ -1,7 +1,8 @@
 """The reference backend: runs the program's torch module (CPU, or CUDA with our kernels).
 
-On the CPU a kind may offer a leaner step on arrays (``ProgramKind.cpu_step``: spiking chains
-with plain neurons), equal bit for bit to the module's; a step it cannot take goes the usual way.
+On the CPU a kind may offer a leaner step and run on arrays (``ProgramKind.cpu_step`` and
+``cpu_run``: spiking chains with plain neurons), equal bit for bit to the module's; a call they
+cannot take goes the usual way.
 
 State ownership: the arrays ``step`` returns as the new state are numpy views of the tensors
 the module produced (on the CPU; copies from a GPU), and the session remembers those tensors.
@@ -64,10 +65,12 @@ class TorchSession(Session):
         self._on_cpu = device == "cpu"
         self._state_arrays: State = {}  # the state ``step`` returned last, as arrays ...
         self._state_tensors: dict[str, torch.Tensor] = {}  # ... and as the module's tensors
-        self._cpu_step = None  # the kind's leaner step on arrays (``ProgramKind.cpu_step``)
+        # the kind's leaner step and run on arrays (``ProgramKind.cpu_step``, ``cpu_run``)
+        self._cpu_step = self._cpu_run = None
         if self._on_cpu:
             keep_freed_memory()
             self._cpu_step = self.kind.cpu_step(self.module)
+            self._cpu_run = self.kind.cpu_run(self.module)
 
     def _tensors(self, arrays: Arrays) -> dict[str, torch.Tensor]:
         if self._on_cpu:
@@ -89,6 +92,10 @@ class TorchSession(Session):
 
     def _run(self, inputs: Arrays) -> Arrays:
         with torch.inference_mode():
+            if self._cpu_run is not None and not self._record:
+                done = self._cpu_run(inputs)
+                if done is not None:
+                    return done
             out = self.kind.torch_run(self.module, self._tensors(inputs), record=self._record)
         return self._arrays(out)
 

@@ -34,6 +34,7 @@ Arrays = dict[str, np.ndarray]
 Tensors = dict[str, "torch.Tensor"]
 # (inputs, state) -> (outputs, new state), or None where the torch path must take this step
 CpuStepFn = Callable[[Arrays, Arrays], "tuple[Arrays, Arrays] | None"]
+CpuRunFn = Callable[[Arrays], "Arrays | None"]  # inputs -> outputs, or None: the torch path
 ArtifactWriter = Callable[["Deployable", Path], None]
 BATCH, TIME = -1, -2  # markers in an expected shape: the batch axis, a time axis of any length
 
@@ -114,6 +115,11 @@ class ProgramKind(ABC):
     ) -> tuple[Tensors, Tensors]:
         """One step -> (outputs, new state); stateless kinds run the whole input."""
         return self.torch_run(module, inputs), {}
+
+    def cpu_run(self, module: torch.nn.Module) -> CpuRunFn | None:
+        """A leaner ``torch_run`` (without ``record``) for ``module`` on the CPU on arrays, equal
+        bit for bit to it, where the kind has one (it gives None for a call it cannot take)."""
+        return None
 
     def cpu_step(self, module: torch.nn.Module) -> CpuStepFn | None:
         """A leaner ``torch_step`` for ``module`` on the CPU on arrays, equal bit for bit to

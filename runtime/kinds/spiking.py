@@ -24,6 +24,7 @@ from ganglion.runtime.kinds.base import (
     TIME,
     Arrays,
     ArtifactWriter,
+    CpuRunFn,
     CpuStepFn,
     ProgramKind,
     Tensors,
@@ -137,8 +138,8 @@ class SpikingKind(ProgramKind):
         return {"output": out}, new_state
 
     def cpu_step(self, module: torch.nn.Module) -> CpuStepFn | None:
-        """``models.spiking.cpu_step`` for a float network it suits."""
-        from ganglion.models.spiking.cpu_step import CpuStep
+        """``models.spiking.cpu_fast_path.CpuStep`` for a float network it suits."""
+        from ganglion.models.spiking.cpu_fast_path import CpuStep
         from ganglion.models.spiking.network import SpikingNetwork
 
         fast = CpuStep.build(module) if isinstance(module, SpikingNetwork) else None
@@ -150,6 +151,21 @@ class SpikingKind(ProgramKind):
             return None if result is None else ({"output": result[0]}, result[1])
 
         return step
+
+    def cpu_run(self, module: torch.nn.Module) -> CpuRunFn | None:
+        """``models.spiking.cpu_fast_path.CpuRun`` for a float network it suits."""
+        from ganglion.models.spiking.cpu_fast_path import CpuRun
+        from ganglion.models.spiking.network import CHUNK_ROWS, SpikingNetwork
+
+        fast = CpuRun.build(module) if isinstance(module, SpikingNetwork) else None
+        if fast is None:
+            return None
+
+        def run(inputs: Arrays) -> Arrays | None:
+            out = fast(inputs["input"], CHUNK_ROWS)
+            return None if out is None else {"output": out}
+
+        return run
 
     def torch_init_state(self, module: torch.nn.Module, batch: int) -> Tensors:
         """``module.init_state``."""

@@ -1,6 +1,7 @@
-"""``CpuStep`` (``models/spiking/cpu_step.py``), the torch backend's lean CPU step, equals the
-network's torch ``step`` bit for bit, output and every state array, step after step; it declines
-the networks it does not take, and a session falls back to the torch path where it declines."""
+"""``CpuStep`` and ``CpuRun`` (``models/spiking/cpu_fast_path.py``), the torch backend's lean CPU
+paths, equal the network's torch ``step`` (output and every state array, step after step) and
+``run`` bit for bit; they decline the networks and calls they do not take, and a session then
+takes the torch path."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.deployable import Deployable
-from ganglion.models.spiking.cpu_step import CpuStep
+from ganglion.models.spiking.cpu_fast_path import CpuRun, CpuStep
 from ganglion.runtime.session import load
 
 STEPS = 10  # not a power of two: the membrane decoding's division rounds
@@ -126,3 +127,56 @@ def test_cpu_step_follows_a_replaced_neuron_field() -> None:
     assert np.array_equal(out, want.numpy())
     neuron.threshold = neuron.threshold.double()  # the compiled loop cannot take it
     assert fast(x, arrays) is None
+
+
+@pytest.mark.parametrize(
+    "net,options",
+    [
+        ("mlp", {"neuron": "if"}),
+        ("mlp", {"neuron": "lif", "reset": "zero", "decoding": "count"}),
+        ("cnn", {"neuron": "if"}),
+        ("cnn", {"neuron": "lif", "decoding": "count"}),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_cpu_run_equals_the_torch_run(net, options, batch) -> None:
+    program, shape = _converted(net, **options)
+    fast = CpuRun.build(program.module)
+    assert fast is not None
+    x = _inputs(shape, batch)
+    with torch.inference_mode():
+        want = program.module.run(torch.from_numpy(x), record=True)
+        out = fast(x, rows_per_chunk=1024)
+    assert out is not None and np.array_equal(out, want.numpy())
+    assert all(count.sum() > 0 for count in program.module.activity.values())
+
+
+def test_cpu_run_equals_the_torch_run_on_every_node_type(handmade_network) -> None:
+    fast = CpuRun.build(handmade_network)
+    xs = (torch.rand(STEPS, 3, 2, 4, 4, generator=torch.Generator().manual_seed(5)) < 0.5).float()
+    with torch.inference_mode():
+        want = handmade_network.run(xs)
+        out = fast(xs.numpy(), rows_per_chunk=1024)
+    assert out.shape == (STEPS, 3, 5) and np.array_equal(out, want.numpy())
+
+
+def test_cpu_run_leaves_runs_of_several_chunks_to_the_torch_path() -> None:
+    program, shape = _converted("mlp", neuron="if")
+    fast = CpuRun.build(program.module)
+    x = _inputs(shape, 4)
+    with torch.inference_mode():
+        assert fast(x, rows_per_chunk=4 * STEPS) is not None
+        assert fast(x, rows_per_chunk=4 * STEPS - 1) is None
+
+
+def test_session_run_takes_the_cpu_run_and_equals_the_reference(monkeypatch) -> None:
+    program, shape = _converted("cnn", neuron="lif")
+    session = load(program, backend="torch")
+    assert session._cpu_run is not None
+    x = _inputs(shape, 3)
+    lean = session.run(x)
+    recorded = session.run(x, record=True)  # record: the torch path, which counts spikes
+    assert session.activity()
+    monkeypatch.setenv("GANGLION_KERNELS", "0")
+    np.testing.assert_array_equal(lean, recorded)
+    np.testing.assert_array_equal(lean, session.run(x))
