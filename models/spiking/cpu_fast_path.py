@@ -15,13 +15,15 @@ edge (chains: MLPs and CNNs as converted), every neuron is ``plain`` (the compil
 neuron) and the input is not rate-encoded; ``build`` gives None for any other network, and the
 caller keeps the torch path. A call gives None where the torch path must take it: compiled
 kernels turned off (``GANGLION_KERNELS=0``), a neuron's parameters replaced by ones the loops
-cannot take, or (``run``) more (timestep, sample) rows than the torch path takes in one chunk.
+cannot take, (``step``) a state of lists or other dtypes, or (``run``) more (timestep, sample)
+rows than the torch path takes in one chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import torch
@@ -70,25 +72,40 @@ def _chain(network: torch.nn.Module) -> tuple[list[_Node], str] | None:
     return None  # unreachable: OUTPUT is the loop's last name
 
 
-class CpuStep:
-    """One timestep of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays."""
+def _as_stepped(state: Arrays) -> bool:
+    """True when ``state`` holds arrays of the dtypes ``SpikingNetwork.step`` makes (int64
+    ``t``, float32 else); other values (lists, other dtypes) take the torch path."""
+    return all(
+        type(v) is np.ndarray and v.dtype == (np.int64 if k == "t" else np.float32)
+        for k, v in state.items()
+    )
+
+
+class _ChainPath:
+    """What both fast paths hold: the network, its chain of nodes and the node the output reads."""
 
     def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
+        self.network = network
         self.time = network.time
         self.nodes = nodes
         self.output = output
 
     @classmethod
-    def build(cls, network: torch.nn.Module) -> CpuStep | None:
-        """The fast step of ``network`` (a ``SpikingNetwork``), or None when it does not suit."""
+    def build(cls, network: torch.nn.Module) -> Self | None:
+        """The fast path of ``network`` (a ``SpikingNetwork``), or None when it does not suit."""
         chain = _chain(network)
         return None if chain is None else cls(network, *chain)
+
+
+class CpuStep(_ChainPath):
+    """One timestep of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays.
+    ``CpuStep.build(network)`` makes one."""
 
     def __call__(self, x: np.ndarray, state: Arrays) -> tuple[np.ndarray, Arrays] | None:
         """(output, new state) for input ``x`` [B, ...] and ``state`` (the network's names, as
         arrays), as ``SpikingNetwork.step`` gives them; None when it cannot (module docstring).
         Call it under ``torch.inference_mode`` (the layers' weights may require grad)."""
-        if not cpu_scan_available():
+        if not cpu_scan_available() or not _as_stepped(state):
             return None
         values = {INPUT: x}
         new: Arrays = {"t": state["t"] + 1}
@@ -113,19 +130,9 @@ class CpuStep:
         return scale_decoded(new["decode"], self.time), new
 
 
-class CpuRun:
-    """The whole input of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays."""
-
-    def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
-        self.network = network
-        self.nodes = nodes
-        self.output = output
-
-    @classmethod
-    def build(cls, network: torch.nn.Module) -> CpuRun | None:
-        """The fast run of ``network`` (a ``SpikingNetwork``), or None when it does not suit."""
-        chain = _chain(network)
-        return None if chain is None else cls(network, *chain)
+class CpuRun(_ChainPath):
+    """The whole input of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays.
+    ``CpuRun.build(network)`` makes one."""
 
     def __call__(self, x: np.ndarray, rows_per_chunk: int) -> np.ndarray | None:
         """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring):

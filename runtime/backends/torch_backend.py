@@ -65,6 +65,8 @@ class TorchSession(Session):
         self._on_cpu = device == "cpu"
         self._state_arrays: State = {}  # the state ``step`` returned last, as arrays ...
         self._state_tensors: dict[str, torch.Tensor] = {}  # ... and as the module's tensors
+        # a state given as lists or in other dtypes is cast to the declared ones
+        self._state_dtypes = {s.name: np.dtype(s.dtype) for s in program.manifest.state}
         # the kind's leaner step and run on arrays (``ProgramKind.cpu_step``, ``cpu_run``)
         self._cpu_step = self._cpu_run = None
         if self._on_cpu:
@@ -72,10 +74,13 @@ class TorchSession(Session):
             self._cpu_step = self.kind.cpu_step(self.module)
             self._cpu_run = self.kind.cpu_run(self.module)
 
-    def _tensors(self, arrays: Arrays) -> dict[str, torch.Tensor]:
-        if self._on_cpu:
-            return {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
-        return {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in arrays.items()}
+    def _tensors(
+        self, arrays: Arrays, dtypes: dict[str, np.dtype] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tensors of ``arrays`` (each cast to ``dtypes[name]`` where given), on the device."""
+        dtypes = dtypes or {}
+        tensors = {k: torch.from_numpy(np.asarray(v, dtypes.get(k))) for k, v in arrays.items()}
+        return tensors if self._on_cpu else {k: v.to(self.device) for k, v in tensors.items()}
 
     def _arrays(self, tensors: dict[str, torch.Tensor]) -> Arrays:
         if self._on_cpu:
@@ -119,12 +124,12 @@ class TorchSession(Session):
         own = self._state_arrays
         if len(state) == len(own) and all(own.get(k) is v for k, v in state.items()):
             return self._state_tensors
-        return self._tensors(state)
+        return self._tensors(state, self._state_dtypes)
 
     def _prefill(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
         with torch.inference_mode():
             result = self.kind.torch_prefill(
-                self.module, self._tensors(inputs), self._tensors(state)
+                self.module, self._tensors(inputs), self._tensors(state, self._state_dtypes)
             )
         if result is None:
             return super()._prefill(inputs, state)

@@ -16,6 +16,12 @@ from ganglion.models.spiking.cpu_fast_path import CpuRun, CpuStep
 from ganglion.runtime.session import load
 
 STEPS = 10  # not a power of two: the membrane decoding's division rounds
+CONVERTED = [
+    ("mlp", {"neuron": "if"}),
+    ("mlp", {"neuron": "lif", "reset": "zero", "decoding": "count"}),
+    ("cnn", {"neuron": "if"}),
+    ("cnn", {"neuron": "lif", "decoding": "count"}),
+]
 
 
 def _converted(net: str, **options) -> tuple[Deployable, tuple[int, ...]]:
@@ -40,15 +46,7 @@ def _inputs(shape: tuple[int, ...], batch: int) -> np.ndarray:
     return np.random.default_rng(1).uniform(0, 1.5, (batch, *shape)).astype(np.float32)
 
 
-@pytest.mark.parametrize(
-    "net,options",
-    [
-        ("mlp", {"neuron": "if"}),
-        ("mlp", {"neuron": "lif", "reset": "zero", "decoding": "count"}),
-        ("cnn", {"neuron": "if"}),
-        ("cnn", {"neuron": "lif", "decoding": "count"}),
-    ],
-)
+@pytest.mark.parametrize("net,options", CONVERTED)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_cpu_step_equals_the_torch_step(net, options, batch) -> None:
     program, shape = _converted(net, **options)
@@ -125,19 +123,23 @@ def test_cpu_step_follows_a_replaced_neuron_field() -> None:
         want, _ = network.step(torch.from_numpy(x), tensors)
         out, _ = fast(x, arrays)
     assert np.array_equal(out, want.numpy())
+    assert fast(x, {k: v.tolist() for k, v in arrays.items()}) is None  # lists: torch path
+    assert fast(x, {**arrays, "decode": arrays["decode"].astype(np.float64)}) is None
     neuron.threshold = neuron.threshold.double()  # the compiled loop cannot take it
     assert fast(x, arrays) is None
 
 
-@pytest.mark.parametrize(
-    "net,options",
-    [
-        ("mlp", {"neuron": "if"}),
-        ("mlp", {"neuron": "lif", "reset": "zero", "decoding": "count"}),
-        ("cnn", {"neuron": "if"}),
-        ("cnn", {"neuron": "lif", "decoding": "count"}),
-    ],
-)
+def test_session_step_takes_a_state_of_lists() -> None:
+    program, shape = _converted("mlp", neuron="if")
+    session = load(program, backend="torch")
+    x = _inputs(shape, 2)
+    listed = {k: v.tolist() for k, v in session.init_state(2).items()}
+    out, _ = session.step(x, listed)
+    want, _ = session.step(x, session.init_state(2))
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("net,options", CONVERTED)
 @pytest.mark.parametrize("batch", [1, 5])
 def test_cpu_run_equals_the_torch_run(net, options, batch) -> None:
     program, shape = _converted(net, **options)
