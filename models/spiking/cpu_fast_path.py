@@ -171,8 +171,10 @@ class CpuRun(_ChainPath):
             )
             values[node.name] = spikes.reshape(steps, batch, *shape), 1
         out, t_step = values[self.output]
-        if network.time.decoding == "none":
-            return np.ascontiguousarray(np.broadcast_to(out, (steps, *out.shape[1:])))
+        if network.time.decoding == "none":  # a writable [T, B, ...] of its own, as torch's
+            if out.shape[0] != steps:  # constant over time: its one row, repeated
+                return np.repeat(out, steps, axis=0)
+            return np.ascontiguousarray(out)
         total = np.zeros((batch, *out.shape[2:]), np.float32)
         rows = np.ascontiguousarray(out).reshape(out.shape[0], batch, -1)
         time_sum_loop(rows, t_step, steps, total.reshape(batch, -1))

@@ -160,6 +160,7 @@ def test_cpu_run_equals_the_torch_run_on_every_node_type(handmade_network) -> No
         want = handmade_network.run(xs)
         out = fast(xs.numpy(), rows_per_chunk=1024)
     assert out.shape == (STEPS, 3, 5) and np.array_equal(out, want.numpy())
+    assert out.flags.writeable and out.flags.c_contiguous
 
 
 def test_cpu_run_leaves_runs_of_several_chunks_to_the_torch_path() -> None:
