@@ -14,9 +14,9 @@ They take float32 CPU graphs where every node and the output read one node throu
 edge (chains: MLPs and CNNs as converted), every neuron is ``plain`` (the compiled loops'
 neuron) and the input is not rate-encoded; ``build`` gives None for any other network, and the
 caller keeps the torch path. A call gives None where the torch path must take it: compiled
-kernels turned off (``GANGLION_KERNELS=0``), a neuron's parameters replaced by ones the loops
-cannot take, (``step``) a state of lists or other dtypes, or (``run``) more (timestep, sample)
-rows than the torch path takes in one chunk.
+kernels turned off (``GANGLION_KERNELS=0``), the network's graph replaced, a neuron's parameters
+replaced by ones the loops cannot take, (``step``) a state of lists or other dtypes, or
+(``run``) more (timestep, sample) rows than the torch path takes in one chunk.
 """
 
 from __future__ import annotations
@@ -54,22 +54,20 @@ def _chain(network: torch.nn.Module) -> tuple[list[_Node], str] | None:
     plan, graph = network.plan, network.graph
     if network.time.encoding == "rate" or plan.delayed or plan.device.type != "cpu":
         return None
+    single = {n: s[0][0] for n, s in plan.sources.items() if len(s) == 1 and not s[0][1]}
+    if len(single) != len(plan.sources):  # a node or the output sums edges or reads a delay
+        return None
     nodes = []
-    for name in [*plan.order, OUTPUT]:
-        sources = plan.sources[name]
-        if len(sources) != 1 or sources[0][1]:
-            return None
-        if name == OUTPUT:
-            return nodes, sources[0][0]
+    for name in plan.order:
         layer, keys = graph.nodes[name], plan.state_keys[name]
         if isinstance(layer, Delay) or (isinstance(layer, Neuron) and not layer.plain):
             return None
         if isinstance(layer, Neuron):
-            nodes.append(_Node(name, sources[0][0], layer, keys[0], None, False))
+            nodes.append(_Node(name, single[name], layer, keys[0], None, False))
         else:
             time_major = isinstance(layer, Affine)
-            nodes.append(_Node(name, sources[0][0], None, "", layer.forward, time_major))
-    return None  # unreachable: OUTPUT is the loop's last name
+            nodes.append(_Node(name, single[name], None, "", layer.forward, time_major))
+    return nodes, single[OUTPUT]
 
 
 def _as_stepped(state: Arrays) -> bool:
@@ -86,9 +84,14 @@ class _ChainPath:
 
     def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
         self.network = network
+        self.graph = network.graph  # the graph the chain was read from
         self.time = network.time
         self.nodes = nodes
         self.output = output
+
+    def _usable(self) -> bool:
+        """Compiled kernels on, and the network still holds the graph the chain was read from."""
+        return self.network.graph is self.graph and cpu_scan_available()
 
     @classmethod
     def build(cls, network: torch.nn.Module) -> Self | None:
@@ -105,7 +108,7 @@ class CpuStep(_ChainPath):
         """(output, new state) for input ``x`` [B, ...] and ``state`` (the network's names, as
         arrays), as ``SpikingNetwork.step`` gives them; None when it cannot (module docstring).
         Call it under ``torch.inference_mode`` (the layers' weights may require grad)."""
-        if not cpu_scan_available() or not _as_stepped(state):
+        if not self._usable() or not _as_stepped(state):
             return None
         values = {INPUT: x}
         new: Arrays = {"t": state["t"] + 1}
@@ -141,7 +144,7 @@ class CpuRun(_ChainPath):
         network = self.network
         time_major = network.takes_time_major_input
         steps, batch = x.shape[:2] if time_major else (network.time.timesteps, x.shape[0])
-        if not cpu_scan_available() or steps > max(1, rows_per_chunk // batch):
+        if not self._usable() or steps > max(1, rows_per_chunk // batch):
             return None
         network.activity = {}
         # every value [S, B, ...] with the step between the rows timesteps read: 0 for a value

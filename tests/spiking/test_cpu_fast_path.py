@@ -5,6 +5,8 @@ takes the torch path."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -126,6 +128,10 @@ def test_cpu_step_follows_a_replaced_neuron_field() -> None:
     assert fast(x, {k: v.tolist() for k, v in arrays.items()}) is None  # lists: torch path
     assert fast(x, {**arrays, "decode": arrays["decode"].astype(np.float64)}) is None
     neuron.threshold = neuron.threshold.double()  # the compiled loop cannot take it
+    assert fast(x, arrays) is None
+    neuron.threshold = neuron.threshold.float()
+    assert fast(x, arrays) is not None
+    network.graph = copy.deepcopy(network.graph)  # another graph: the chain no longer holds
     assert fast(x, arrays) is None
 
 
