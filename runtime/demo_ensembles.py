@@ -9,7 +9,6 @@ last selection's, which uses the dense expert's latency profiled here (measured)
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,17 +129,20 @@ def ensemble_tour(data: DigitsData, out: Path, epochs: int) -> tuple[list[Row], 
 
 
 def _measured_selection(bundle: Path, out: Path) -> str:
-    """Profile the dense expert here (as ``ganglion profile MEMBER --json`` does) and select
-    with its measured costs (``--profiled``), both experts on this machine."""
+    """Profile the dense expert here with ``ganglion profile MEMBER --json`` and select with
+    its measured costs (``--profiled``), both experts on this machine."""
     from ganglion.device import detect
-    from ganglion.runtime.profiling import ProfileRequest, profile_bundle
+    from ganglion.runtime.cli import invoke
 
     expert = "digits-0-4"
-    payload = profile_bundle(bundle / "members" / expert, ProfileRequest(["auto"], runs=20))
-    payload["results"] = [r.to_dict() for r in payload["results"]]
+    code, profiled, err = invoke(
+        "profile", str(bundle / "members" / expert), "--runs", "20", "--json"
+    )
+    if code:
+        raise RuntimeError(f"ganglion profile failed: {err.strip()}")
     profile_file = out / f"{expert}.profile.json"
     with atomic_file(profile_file, force=True) as tmp:
-        tmp.write_text(json.dumps(payload, allow_nan=False))
+        tmp.write_text(profiled)
     here = detect().profile_name
     ensemble = load_bundle(bundle)
     on_this_machine = {name: here for name in ensemble.members}

@@ -10,12 +10,14 @@ the cost's description says which. Every failure is one line naming the file and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ganglion.runtime.selection.problem import SelectionProblemError, read_json_file
+from ganglion.runtime.selection.problem import (
+    FieldReader,
+    SelectionProblemError,
+    read_json_file,
+)
 
 MAX_PROFILE_BYTES = 4 * 2**20  # a profile of a few devices is a few kB
 MAX_RESULTS = 256  # devices in one profile file
@@ -77,10 +79,9 @@ def read_measured_cost(path: str | Path, device: str, manifest_sha256: str) -> M
     latency = result.get("latency")
     if not isinstance(latency, dict):
         raise SelectionProblemError(f"{source}: {where}.latency must be an object")
-    p50_s = _number(latency.get("p50"), f"{source}: {where}.latency.p50")
-    energy = _number(
-        result.get("energy_per_inference_j"), f"{source}: {where}.energy_per_inference_j"
-    )
+    fields = FieldReader(source)
+    p50_s = fields.cost(latency.get("p50"), f"{where}.latency.p50")
+    energy = fields.cost(result.get("energy_per_inference_j"), f"{where}.energy_per_inference_j")
     runs = result.get("runs")
     backend, kind, how = (result.get(k) for k in ("backend", "energy_kind", "energy_source"))
     if type(runs) is not int or not all(isinstance(v, str) for v in (backend, kind, how)):
@@ -92,13 +93,3 @@ def read_measured_cost(path: str | Path, device: str, manifest_sha256: str) -> M
         f"{'measured' if kind == 'measured' else 'simulated'} energy ({how[:200]})"
     )
     return MeasuredCost(energy, p50_s * 1e3, described)
-
-
-def _number(value: Any, label: str) -> float:
-    try:
-        number = float(value) if type(value) in (int, float) else math.nan
-    except OverflowError:  # an integer beyond float64's range
-        number = math.inf
-    if not math.isfinite(number) or number < 0:
-        raise SelectionProblemError(f"{label} must be a finite number >= 0, got {value!r}"[:200])
-    return number

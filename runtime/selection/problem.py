@@ -182,7 +182,7 @@ def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
     except OSError as exc:
         raise SelectionProblemError(f"{source}: cannot be read ({exc.strerror})") from exc
     try:
-        return json.loads(text, object_pairs_hook=_Reader(source).unique_keys)
+        return json.loads(text, object_pairs_hook=FieldReader(source).unique_keys)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise SelectionProblemError(f"{source}: not valid JSON ({where}: {exc.msg})") from exc
@@ -192,7 +192,7 @@ def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
 
 def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
     """Validate the JSON form (parsed) and build the problem; ``source`` prefixes errors."""
-    r = _Reader(source)
+    r = FieldReader(source)
     top = r.fields(data, "problem", PROBLEM_FIELDS)
     raw_experts = top["experts"]
     if not isinstance(raw_experts, list) or not raw_experts:
@@ -259,7 +259,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-class _Reader:
+class FieldReader:
     """Validation helpers; every failure is one line naming the source and the field."""
 
     def __init__(self, source: str) -> None:
