@@ -23,6 +23,9 @@ inside the same ``run`` call: no stepping from Python).
 
 Samples run one after another on one set of processes: between samples the neurons' u, v and
 the synapses' buffered input are reset and the source's data replaced (no recompilation).
+A new sequence length builds a new network. Lava forks its processes then, so a caller with
+other threads (a server) loads with ``isolated=True``: ``lava_worker`` runs the session in a
+process of its own.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ INSTALL_HINT = (
     "pip install --no-deps --ignore-requires-python lava-nc==0.10.0"
 )
 PRECISIONS = ("fixed_pt", "floating_pt")
+STEP_UNAVAILABLE = (
+    "lava backend runs whole sequences only; for step-by-step use "
+    "--backend torch on the quantized bundle (identical spikes)"
+)
 DEVICES = ("cpu", "loihi2")
 
 
@@ -103,10 +110,7 @@ class LavaSession(Session):
 
     def _step(self, inputs: dict[str, np.ndarray], state: State) -> tuple[dict, State]:
         """Not offered: Lava runs whole sequences here (the torch fixed-point program steps)."""
-        raise BackendUnavailable(
-            "lava backend runs whole sequences only; for step-by-step use "
-            "--backend torch on the quantized bundle (identical spikes)"
-        )
+        raise BackendUnavailable(STEP_UNAVAILABLE)
 
     def close(self) -> None:
         """Stop the Lava runtime and its processes."""
@@ -180,9 +184,16 @@ class LavaBackend(Backend):
     name = "lava"
 
     def load(
-        self, program: Program, device: str, precision: str | None = None, **options: Any
+        self,
+        program: Program,
+        device: str,
+        precision: str | None = None,
+        isolated: bool = False,
+        **options: Any,
     ) -> Session:
-        """A LavaSession; BackendUnavailable (one line) when the program or host cannot run it."""
+        """A LavaSession; BackendUnavailable (one line) when the program or host cannot run it.
+        ``isolated``: run Lava in a worker process of its own (``lava_worker``), for a caller
+        whose other threads must not see Lava fork (a server)."""
         if options:
             raise BackendUnavailable(f"lava backend: unknown options {sorted(options)}")
         m = program.manifest
@@ -210,4 +221,8 @@ class LavaBackend(Backend):
                 "lava backend: device 'loihi2' needs Intel's lava-loihi "
                 "extension (Loihi2HwCfg), which is not installed"
             )
+        if isolated:
+            from ganglion.runtime.backends.lava_worker import WorkerSession
+
+            return WorkerSession(program, precision, device)
         return LavaSession(program, precision, device)

@@ -42,7 +42,9 @@ def open_model(path: Path, name: str, settings: NodeSettings, meter: EnergyMeter
     reasons = []
     for backend in settings.backends:
         try:
-            session = load(path, backend=backend, device=settings.backend_device)
+            # Lava forks its processes; beside gRPC's threads it runs in a worker of its own
+            isolated = {"isolated": True} if backend == "lava" else {}
+            session = load(path, backend=backend, device=settings.backend_device, **isolated)
         except BackendUnavailable as exc:
             reasons.append(f"{backend}: {exc}")
             continue
