@@ -50,7 +50,7 @@ from torch._utils import NAME_MAPPING as TORCH_NAME_MAPPING
 from torch._weights_only_unpickler import _get_allowed_globals
 from torch.export.pt2_archive import constants as pt2
 
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, file_problem
 
 
 @dataclass(frozen=True)
@@ -621,8 +621,8 @@ def load_exported(
     """Load a ``torch.export.save`` archive (.pt2) after ``check_exported_archive`` passes,
     with torch.load forced to weights-only; a one-line ConversionError otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+    if (problem := file_problem(path)) is not None:
+        raise ConversionError(f"{path}: {problem}")
     if not zipfile.is_zipfile(path):
         raise ConversionError(f"{path}: not a torch.export archive (.pt2 is a zip archive)")
     check_exported_archive(path, limits)

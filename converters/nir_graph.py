@@ -31,7 +31,7 @@ from ganglion.converters.nir_nodes import (
     neuron_to_nir,
 )
 from ganglion.converters.nir_semantics import NirSemantics, semantics_for
-from ganglion.models.errors import NIRError
+from ganglion.models.errors import NIRError, file_problem
 from ganglion.models.manifest import DEFAULT_DT
 from ganglion.models.spiking.graph import INPUT, OUTPUT, Edge, SpikingGraph
 from ganglion.models.spiking.layers import SYNAPTIC, tensor_fields
@@ -256,8 +256,8 @@ def read_nir(
     from ganglion.converters.hdf5_guard import check_hdf5
 
     path = Path(path)
-    if not path.is_file():
-        raise NIRError(f"{path}: no such file")
+    if (problem := file_problem(path)) is not None:
+        raise NIRError(f"{path}: {problem}")
     check_hdf5(path)  # no other file, plugin, loop or oversized dataset before nir reads it
     graph = _read_checked(path, type_check)
     try:

@@ -15,7 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, file_problem
 
 MAX_ONNX_BYTES = 1 << 30  # protobuf cannot hold more than 2 GiB anyway
 
@@ -84,8 +84,8 @@ def load_onnx(path: str | Path, max_bytes: int = MAX_ONNX_BYTES) -> onnx.ModelPr
     it if it refers to any or a float initializer holds NaN; a one-line ConversionError for
     every problem."""
     path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+    if (problem := file_problem(path)) is not None:
+        raise ConversionError(f"{path}: {problem}")
     size = path.stat().st_size
     if size > max_bytes:
         raise ConversionError(f"{path}: {size} bytes, more than the {max_bytes} allowed")

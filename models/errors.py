@@ -1,5 +1,8 @@
 """Errors Ganglion raises for bad input; each carries a one-line, user-facing reason."""
 
+import os
+from pathlib import Path
+
 
 class GanglionError(Exception):
     """Base class: the message is one line a user can act on."""
@@ -23,3 +26,14 @@ class ShapeError(GanglionError):
 
 class BackendUnavailable(GanglionError):
     """A backend cannot run here (missing package, no device, unsupported program)."""
+
+
+def file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a file ("no such file", "is a folder, not a file", "is
+    not a regular file" for devices, pipes and sockets), or None for a regular file."""
+    target = Path(path)
+    if target.is_file():
+        return None
+    if target.is_dir():
+        return "is a folder, not a file"
+    return "is not a regular file" if target.exists() else "no such file"

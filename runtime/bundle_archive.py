@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from ganglion.models.errors import BundleError
+from ganglion.models.errors import BundleError, file_problem
 from ganglion.runtime.atomic import atomic_file
 
 TEMP_PREFIX = "ganglion-bundle-"
@@ -160,8 +160,8 @@ def extracted_bundle(path: str | Path, limits: TarLimits = TarLimits()) -> Itera
     """Extract a bundle tar (plain or compressed) into a fresh temporary folder, yield the
     folder, and remove it on exit, however the block ends. BundleError names the tar."""
     archive = Path(path)
-    if not archive.is_file():
-        raise BundleError(f"{archive}: no such bundle archive")
+    if (problem := file_problem(archive)) is not None:
+        raise BundleError(f"{archive}: {problem} (a bundle archive is a .tar file)")
     folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
     try:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganglion.models.errors import ShapeError
+from ganglion.models.errors import ShapeError, file_problem
 from ganglion.models.events.binning import bin_events
 from ganglion.models.events.readers import (
     EVENT_SUFFIXES,
@@ -51,7 +51,10 @@ def program_frames(manifest: Manifest, events: np.ndarray) -> dict[str, np.ndarr
 
 def _holds_structured_array(path: Path) -> bool:
     """Whether a .npy (or the events member of a .npz) has a structured dtype, judged from its
-    header alone; False when it cannot be read (the plain array reader then says why)."""
+    header alone; False when it cannot be read (the plain array reader then says why), and
+    without opening anything but a regular file (a FIFO would block)."""
+    if file_problem(path) is not None:
+        return False
     try:
         if path.suffix == ".npy":
             with open(path, "rb") as fh:

@@ -27,7 +27,7 @@ from typing import IO
 
 import numpy as np
 
-from ganglion.models.errors import BackendUnavailable, ShapeError
+from ganglion.models.errors import BackendUnavailable, ShapeError, file_problem
 from ganglion.models.events.stream import EVENT_DTYPE, MAX_EVENTS, check_events
 
 MAX_FILE_BYTES = 4 << 30
@@ -41,8 +41,8 @@ def read_events(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.suffix not in EVENT_SUFFIXES:
         raise ShapeError(f"{path}: not an event file (expected {', '.join(EVENT_SUFFIXES)})")
-    if not path.is_file():
-        raise ShapeError(f"{path}: no such file")
+    if (problem := file_problem(path)) is not None:
+        raise ShapeError(f"{path}: {problem}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ShapeError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB")

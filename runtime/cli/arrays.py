@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganglion.models.errors import ShapeError
+from ganglion.models.errors import ShapeError, file_problem
 from ganglion.runtime.atomic import atomic_file, check_target
 from ganglion.runtime.cli.pairs import option_pairs
 
@@ -22,8 +22,8 @@ MAX_NPZ_MEMBERS = 1024
 
 
 def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise ShapeError(f"{path}: no such file")
+    if (problem := file_problem(path)) is not None:
+        raise ShapeError(f"{path}: {problem}")
     if path.stat().st_size > MAX_ARRAY_BYTES:
         raise ShapeError(f"{path}: larger than {MAX_ARRAY_BYTES >> 30} GiB")
 

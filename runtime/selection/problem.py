@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, file_problem
 from ganglion.runtime.atomic import atomic_file
 
 MAX_EXPERTS = 64  # the exact solver's limit; a larger problem is refused with a one-line error
@@ -168,8 +168,8 @@ def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
     ``SelectionProblemError`` naming the file otherwise. ``what`` names the file's role."""
     source = str(path)
     p = Path(path)
-    if not p.is_file():
-        raise SelectionProblemError(f"{source}: no such file")
+    if (problem := file_problem(p)) is not None:
+        raise SelectionProblemError(f"{source}: {problem}")
     size = p.stat().st_size
     if size > max_bytes:
         raise SelectionProblemError(

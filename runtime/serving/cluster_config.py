@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, file_problem
 from ganglion.runtime.bundle import MANIFEST
 from ganglion.runtime.serving.settings import check_model_name
 
@@ -354,8 +354,8 @@ def parse_cluster_config(text: str, path: Path) -> ClusterConfig:
 def read_cluster_config(path: str | Path) -> ClusterConfig:
     """Read and check a cluster file (see the module docstring for its schema)."""
     path = Path(path)
-    if not path.is_file():
-        raise ClusterConfigError(f"{path}: no such cluster file")
+    if (problem := file_problem(path)) is not None:
+        raise ClusterConfigError(f"{path}: {problem} (a cluster file is TOML)")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ClusterConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:

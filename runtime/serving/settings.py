@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, file_problem
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt", "lava")
@@ -82,8 +82,8 @@ class NodeSettings:
             ("--tls-ca", self.tls_ca),
             ("--token-file", self.token_file),
         ):
-            if path is not None and not path.is_file():
-                raise SettingsError(f"{option} {path}: no such file")
+            if path is not None and (problem := file_problem(path)) is not None:
+                raise SettingsError(f"{option} {path}: {problem}")
         if self.trusted_keys is not None and not self.trusted_keys.is_dir():
             raise SettingsError(f"--trusted-keys {self.trusted_keys}: not a folder")
         return self

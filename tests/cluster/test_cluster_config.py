@@ -130,5 +130,5 @@ def test_a_file_that_is_not_toml_or_not_there_is_named(tmp_path: Path) -> None:
     broken.write_text("[[node]\n")
     with pytest.raises(ClusterConfigError, match=r"broken.toml: not valid TOML"):
         read_cluster_config(broken)
-    with pytest.raises(ClusterConfigError, match=r"missing.toml: no such cluster file"):
+    with pytest.raises(ClusterConfigError, match=r"missing.toml: no such file"):
         read_cluster_config(tmp_path / "missing.toml")

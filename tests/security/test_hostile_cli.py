@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -256,6 +257,23 @@ def test_run_errors_name_the_input_file(
         )
         _one_line(code, err, expected)
         assert not (tmp_path / "y.npy").exists()
+
+
+def test_a_folder_a_fifo_or_nothing_given_as_a_file_is_named_as_such(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)  # opening it would block: it must be refused before any read
+    for given, expected in [
+        (tmp_path, "is a folder, not a file"),
+        (fifo, "is not a regular file"),
+        (tmp_path / "absent.npy", "no such file"),
+    ]:
+        code, err = _cli(["run", bundle, "--input", given, "--output", tmp_path / "y.npy"], capsys)
+        _one_line(code, err, f"{given}: {expected}")
+        budgets = ["--energy-budget", "1", "--latency-budget", "5"]
+        code, err = _cli(["select", "--problem", given, *budgets], capsys)
+        _one_line(code, err, f"{given}: {expected}")
 
 
 def test_event_stream_errors_name_the_stream_file(
