@@ -30,3 +30,26 @@ def digits_mlp() -> tuple[torch.nn.Module, DigitsData]:
 def digits_cnn() -> tuple[torch.nn.Module, DigitsData]:
     """The demo's digits CNN, trained (seed 0), with its data split."""
     return train_network("cnn")
+
+
+def _lava_missing_reason() -> str | None:
+    """None when Lava imports (with our 3.11 patch), else the skip reason."""
+    from ganglion.models.errors import BackendUnavailable
+    from ganglion.runtime.backends.lava_backend import import_lava
+
+    try:
+        import_lava()
+    except BackendUnavailable:
+        return "lava-nc not installed"
+    return None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip ``lava``-marked tests (and those under tests/lava) when Lava cannot be imported;
+    Lava is imported only when such a test was collected."""
+    marked = [item for item in items if "lava" in item.keywords]
+    reason = _lava_missing_reason() if marked else None
+    if reason is None:
+        return
+    for item in marked:
+        item.add_marker(pytest.mark.skip(reason=reason))

@@ -23,23 +23,12 @@ from ganglion.converters.dense import convert_dense
 from ganglion.converters.ensemble import convert_ensemble
 from ganglion.converters.loihi_quantize import quantize_loihi2
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
-from ganglion.models.errors import BackendUnavailable
 from ganglion.runtime import load
-from ganglion.runtime.backends.lava_backend import import_lava
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.ensemble_calibration import all_expert_probabilities
 from ganglion.runtime.serving.cluster import read_state, running
 
-
-def _lava_missing() -> bool:
-    try:
-        import_lava()
-    except BackendUnavailable:
-        return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(_lava_missing(), reason="lava-nc not installed")
+pytestmark = pytest.mark.lava  # skipped where Lava does not import (root conftest)
 
 FEATURES, CLASSES = 8, 4
 ALL = ["e1", "e2", "s1"]

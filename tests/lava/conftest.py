@@ -1,7 +1,7 @@
 """Fixtures of the Lava tests: the digits MLP quantized for Loihi 2, hand-written programs
 (LIF, CubaLIF, Conv).
 
-Tests marked ``lava`` are skipped with "lava-nc not installed" only when Lava fails to import.
+Tests marked ``lava`` are skipped when Lava fails to import (the root conftest).
 """
 
 from __future__ import annotations
@@ -15,18 +15,6 @@ from ganglion.models.deployable import Deployable
 from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import Affine, Conv2d, Flatten, Neuron, SpikingGraph, SpikingNetwork
 from ganglion.models.spiking.graph import INPUT, OUTPUT
-
-
-def lava_missing_reason() -> str | None:
-    """None when Lava imports (with our 3.11 patch), else the skip reason."""
-    from ganglion.models.errors import BackendUnavailable
-    from ganglion.runtime.backends.lava_backend import import_lava
-
-    try:
-        import_lava()
-    except BackendUnavailable:
-        return "lava-nc not installed"
-    return None
 
 
 def _neuron(
@@ -97,16 +85,6 @@ def conv_program(timesteps: int = 8) -> Deployable:
     graph = SpikingGraph(nodes, edges, (2, 4, 5))
     time = SpikingTime(timesteps=timesteps, encoding="direct", decoding="none")
     return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Skip ``lava``-marked tests when Lava cannot be imported."""
-    if lava_missing_reason() is None:
-        return
-    skip = pytest.mark.skip(reason="lava-nc not installed")
-    for item in items:
-        if "lava" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

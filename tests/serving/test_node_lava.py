@@ -12,24 +12,13 @@ import tritonclient.grpc as triton
 
 from ganglion.converters.spiking import spiking_manifest
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable
 from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking import Affine, Neuron, SpikingGraph, SpikingNetwork
 from ganglion.models.spiking.graph import INPUT, OUTPUT
-from ganglion.runtime.backends.lava_backend import import_lava
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.session import load
 
-
-def _lava_missing() -> bool:
-    try:
-        import_lava()
-    except BackendUnavailable:
-        return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(_lava_missing(), reason="lava-nc not installed")
+pytestmark = pytest.mark.lava  # skipped where Lava does not import (root conftest)
 
 
 def _lif(size: int, decay: float, threshold: float) -> Neuron:
