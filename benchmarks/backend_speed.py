@@ -3,8 +3,11 @@
 For each program (the demo's digits MLP and CNN, converted: IF neurons, direct encoding):
 - streaming: batch-1 ``step`` loop with chained state; per-step latency p50/p99 and steps/s;
 - whole input: ``run`` at ``--batch``; samples/s.
-Outputs are compared first (they must agree), then timed. Prints one JSON line per row and
-a table with the torch/onnxruntime ratios (goal: onnxruntime step >= 2x eager torch at
+Outputs are compared first (they must agree), then timed: the backends one after the other
+(torch first), not interleaved, so drift in the machine's load between them is not averaged
+out. ``--threads`` sets the intra-op threads of both torch and onnxruntime (unset: each
+library's default); both counts are in the JSON and the table title. Prints one JSON line per
+row and a table with the torch/onnxruntime ratios (goal: onnxruntime step >= 2x eager torch at
 batch 1 streaming).
 
 Usage: ``python benchmarks/backend_speed.py [--networks mlp,cnn] [--timesteps 32]
@@ -89,8 +92,13 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and onnxruntime intra-op threads"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    ort_threads = "default" if args.threads is None else args.threads
     table = Table(
         "program",
         "backend",
@@ -100,6 +108,8 @@ def main() -> None:
         f"run samples/s (batch {args.batch})",
         "step speed-up",
         "run speed-up",
+        title=f"CPU, torch {torch.get_num_threads()} thread(s), onnxruntime {ort_threads} "
+        "thread(s); backends timed one after the other, measured",
     )
     for net in args.networks.split(","):
         model, data = train_network(net)

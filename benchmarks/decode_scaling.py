@@ -242,11 +242,16 @@ def _table(args: argparse.Namespace, rows: list[dict]) -> Table:
             r["backend"],
             str(r["context"]),
             f"{r['ms_per_token_median']:.3f} ({r['ms_min']:.3f}-{r['ms_max']:.3f})",
-            f"{r['state_bytes'] / 1024:,.0f} KiB",
+            _size(r["state_bytes"]),
             f"{r['decode_peak_rss_growth_bytes'] / 2**20:,.1f} MiB",
             "-" if r["model"] == "gpt" else f"{ratio:.1f}x",
         )
     return table
+
+
+def _size(nbytes: int) -> str:
+    """Bytes below 1 KiB, else KiB with one decimal."""
+    return f"{nbytes} B" if nbytes < 1024 else f"{nbytes / 1024:,.1f} KiB"
 
 
 def main() -> None:

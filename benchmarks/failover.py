@@ -6,7 +6,9 @@ digits MoE² ensemble of the demo (an expert for digits 0-4, dense; one for 5-9,
 three ``ganglion serve`` nodes — ``orin`` (jetson-agx-orin-64gb) hosts both experts,
 ``nano`` (jetson-orin-nano-8gb) the first, ``loihi`` (loihi2 profile; ``--lava`` serves it
 with the Lava backend, else ONNX Runtime) the second — and the coordinator
-(``call_timeout_ms`` = ``--call-timeout-ms``).
+(``call_timeout_ms`` = ``--call-timeout-ms``). With ``--lava`` the spiking expert is the
+Loihi-quantized one (``quantize_loihi2``; the Lava backend refuses the float program), on
+every node.
 
 Each row: ``--requests`` requests (one digit each, client deadline 10 s) kept ``concurrency``
 in flight on one channel; after a quarter have completed, ``orin`` is killed (SIGKILL:
@@ -46,9 +48,11 @@ LOW, HIGH = "digits-0-4", "digits-5-9"
 VICTIM = "orin"
 
 
-def build_ensemble(folder: Path) -> Path:
-    """The demo's digits ensemble (experts trained briefly), saved under ``folder``."""
+def build_ensemble(folder: Path, lava: bool) -> Path:
+    """The demo's digits ensemble (experts trained briefly), saved under ``folder``; with
+    ``lava`` the spiking expert is quantized for Loihi 2 (the Lava backend runs only that)."""
     from ganglion.converters.ensemble import convert_ensemble
+    from ganglion.converters.loihi_quantize import quantize_loihi2
     from ganglion.models.recipes.digits import load_digits
     from ganglion.runtime.bundle import save_bundle
     from ganglion.runtime.demo_ensembles import train_digits_expert
@@ -59,6 +63,8 @@ def build_ensemble(folder: Path) -> Path:
         LOW: train_digits_expert(data, range(0, 5), False, epochs=15),
         HIGH: train_digits_expert(data, range(5, 10), True, epochs=15),
     }
+    if lava:
+        members[HIGH] = quantize_loihi2(members[HIGH], data.x_train, data.y_train)
     probs = all_expert_probabilities(members, {"x": data.x_train})
     ensemble = convert_ensemble(members, {"x": data.x_train}, data.y_train, probs, epochs=100)
     return save_bundle(ensemble, folder / ENSEMBLE)
@@ -220,7 +226,7 @@ def main() -> None:
     inputs = load_digits(image=False).x_test.astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="ganglion-failover-") as tmp:
         folder = Path(tmp)
-        bundle = args.bundle.resolve() if args.bundle else build_ensemble(folder)
+        bundle = args.bundle.resolve() if args.bundle else build_ensemble(folder, args.lava)
         config = write_config(folder, bundle, args.call_timeout_ms, args.lava)
         state = folder / "state"
         started = time.monotonic()

@@ -5,7 +5,8 @@ timed two ways: **per sample** (``run`` on one sample at a time, batch 1) and **
 ``run`` on all the samples). Each way is timed ``--repeats`` rounds, the two sides interleaved
 within a round; a row reports each side's median samples/s with its range and the median of
 the per-round ratios torch / Lava with their range, at the stated batch. The outputs of both
-sides are compared first (they must be identical). Torch threads are stated.
+sides are compared first (they must be identical). Torch threads are stated. Prints a JSON
+line per row, then the table.
 
     python benchmarks/lava_backend.py [--samples 16] [--timesteps 32] [--repeats 3]
 """
@@ -58,8 +59,8 @@ def main() -> None:
     with load(quantized, backend="torch") as ours, load(quantized, backend="lava") as lava:
         ours_out, lava_out = ours.run(x), lava.run(x)  # warm-up: Lava compiles here
         identical = bool(np.array_equal(ours_out, lava_out))
-        print(f"{'way':<12}{'batch':>6}{'torch samples/s':>24}{'lava samples/s':>24}"
-              f"{'torch / lava':>22}")  # fmt: skip
+        table = [f"{'way':<12}{'batch':>6}{'torch samples/s':>24}{'lava samples/s':>24}"
+                 f"{'torch / lava':>22}"]  # fmt: skip
         for way, timer, batch in (("per sample", _per_sample, 1),
                                   ("batched", _batched, x.shape[0])):  # fmt: skip
             secs: dict[str, list[float]] = {"torch": [], "lava": []}
@@ -87,11 +88,12 @@ def main() -> None:
                 "lava_accuracy": float((lava_out.argmax(-1) == y).mean()),
             }
             print(json.dumps(row))
-            print(
+            table.append(
                 f"{way:<12}{batch:>6}{row['torch_fixed_samples_per_s']:>24.1f}"
                 f"{row['lava_fixed_pt_samples_per_s']:>24.2f}"
                 f"{row['ratio_torch_over_lava']:>12.0f}x ({ratios.min():.0f}–{ratios.max():.0f})"
             )
+    print("\n".join(table))
     print(f"identical outputs: {identical}")
 
 

@@ -163,7 +163,7 @@ def main() -> None:
             f"{row['train_cpu_seconds']:.0f}",
             mean_lif_rate(row.get("firing_rates")),
         )
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

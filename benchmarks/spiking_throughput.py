@@ -289,8 +289,7 @@ def main() -> None:
                     name, str(steps), str(batch), _cell(row, "ganglion"),
                     _cell(row, "spikingjelly"), _cell(row, "snntorch"),
                     _speedup(row, "spikingjelly"), _speedup(row, "snntorch"),
-                    f"{row.get('spikingjelly_argmax_agreement', float('nan')):.3f} / "
-                    f"{row['snntorch_argmax_agreement']:.3f}",
+                    f"{_agreement(row, 'spikingjelly')} / {_agreement(row, 'snntorch')}",
                 )  # fmt: skip
             session.close()
     Console(width=160).print(table)
@@ -313,6 +312,12 @@ def _speedup(row: dict[str, object], peer: str) -> str:
         return "-"
     low, high = row[f"speedup_vs_{peer}_range"]  # type: ignore[misc]
     return f"{row[f'speedup_vs_{peer}']:.1f}× ({low:.1f}–{high:.1f})"
+
+
+def _agreement(row: dict[str, object], peer: str) -> str:
+    if f"{peer}_argmax_agreement" not in row:
+        return "-"
+    return f"{row[f'{peer}_argmax_agreement']:.3f}"
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ fixed, so the number of tokens grows with the image: ViT's attention grows with 
 ViG's gated linear attention linearly. Both models (same width and depth) are trained for
 ``--epochs`` at the sizes up to ``--train-up-to`` (training at 128x128 is out of reach of a
 CPU benchmark); FLOPs (PyTorch's counter, one image) and latency (median of repeats,
-interleaved, batch 1 and 16, ``--threads``) are measured at every size. The crossover is the
-smallest size where ViG is faster.
+interleaved, batch 1 and 16, ``--threads``) are measured at every size. The crossover, per
+batch size, is the smallest size where ViG's median latency is below ViT's ("no crossover up
+to NxN" when there is none); it is printed as a summary JSON line and under the table.
 
 Usage: ``python benchmarks/vig_vs_vit.py [--upsample 1,2,4,8,16] [--epochs 10]``
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +47,13 @@ def _latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> list[f
             model(x)
             times.append((time.perf_counter() - start) * 1e3)
     return times
+
+
+def crossover(rows: list[dict[str, Any]], batch: int) -> int | None:
+    """The smallest side (px) where ViG's median latency at ``batch`` is below ViT's."""
+    median = {(r["model"], r["side_px"]): r[f"ms_batch{batch}_median"] for r in rows}
+    sides = sorted({r["side_px"] for r in rows})
+    return next((s for s in sides if median["vig", s] < median["vit", s]), None)
 
 
 def main() -> None:
@@ -122,7 +131,23 @@ def main() -> None:
                 f"{r['ms_batch16_median']:.2f}",
                 f"{speed:.2f}x" if name == "vig" else "",
             )
-    Console(width=150).print(table)
+    crossovers = {b: crossover(rows, b) for b in (1, 16)}
+    largest = max(r["side_px"] for r in rows)
+    print(
+        json.dumps(
+            {
+                "summary": "vig_vs_vit",
+                **{f"crossover_side_px_batch{b}": c for b, c in crossovers.items()},
+                "largest_side_px": largest,
+                "kind": "measured (this CPU)",
+            }
+        )
+    )
+    console = Console(width=150)
+    console.print(table)
+    for b, c in crossovers.items():
+        where = f"{c}x{c}" if c else f"no crossover up to {largest}x{largest}"
+        console.print(f"crossover (ViG faster than ViT, median ms, batch {b}): {where}")
 
 
 if __name__ == "__main__":
