@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -40,8 +41,8 @@ from ganglion.runtime.session import Session, State
 HEADER = struct.Struct("<IQ")  # JSON header bytes, NPZ payload bytes
 MAX_HEADER_BYTES = 1 << 20
 MAX_PAYLOAD_BYTES = 1 << 33  # 8 GiB: the worker answers what the parent sent, bounded
-OPEN_TIMEOUT_S = 300.0  # importing Lava and building the first network
 CLOSE_TIMEOUT_S = 30.0
+ANSWER_POLL_S = 0.5  # how often a waiting call checks that the worker still runs
 ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls for cls in (BackendUnavailable, BundleError, ShapeError, ValueError)
 }
@@ -146,6 +147,7 @@ class WorkerSession(Session):
             raise WorkerError(f"lava worker exited with code {self._process.returncode}")
         try:
             write_message(self._send, header, arrays)
+            self._await_answer()
             answer = read_message(self._receive)
         except (BrokenPipeError, ValueError) as exc:
             answer, broken = None, exc
@@ -158,6 +160,16 @@ class WorkerSession(Session):
         if "error" in reply:
             raise ERRORS.get(str(reply.get("type")), RuntimeError)(str(reply["error"]))
         return outputs
+
+    def _await_answer(self) -> None:
+        """Wait until the worker's answer starts arriving; WorkerError when the worker exits
+        first. Its pipe alone cannot tell: Lava's processes, forked by the worker, hold the
+        pipe's write end too, so a dead worker's pipe may never close."""
+        while not select.select([self._receive], [], [], ANSWER_POLL_S)[0]:
+            if self._process.poll() is not None:
+                raise WorkerError(
+                    f"lava worker exited with code {self._process.returncode} before answering"
+                )
 
     def close(self) -> None:
         """Ask the worker to stop Lava and exit; kill it if it does not in time."""

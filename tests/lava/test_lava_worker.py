@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -94,6 +95,28 @@ def test_a_dead_worker_is_reported_and_the_session_still_closes(leaky, tmp_path)
     session.close()
     assert session._process is None
     assert _group_gone(group, timeout_s=10.0)  # Lava's processes it left went with its group
+
+
+@pytest.mark.lava
+def test_a_worker_that_dies_mid_request_fails_the_request_instead_of_hanging(
+    leaky, tmp_path
+) -> None:
+    # Lava's processes, forked by the worker, hold the answer pipe open after it dies: the
+    # request must notice the worker is gone rather than wait for the pipe to close
+    folder = save_bundle(leaky(12), tmp_path / "leaky")
+    session = load(folder, backend="lava", isolated=True)
+    worker = session._process.pid
+    killer = threading.Timer(1.0, os.kill, (worker, signal.SIGKILL))
+    started = time.monotonic()
+    killer.start()
+    try:
+        with pytest.raises(WorkerError, match="exited with code -9 before answering"):
+            session.run(_spikes(20_000, 1, 0))  # tens of seconds in Lava
+    finally:
+        killer.cancel()
+        session.close()
+    assert time.monotonic() - started < 15.0
+    assert _group_gone(worker, timeout_s=10.0)
 
 
 def _group_gone(group: int, timeout_s: float) -> bool:
