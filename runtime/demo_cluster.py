@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +102,7 @@ def cluster_tour(ensemble: Path, data: DigitsData, out: Path) -> list[ClusterRow
         outputs, params = asyncio.run(_ask(address, x, {"energy_budget_j": budget}))
         rows.append(_row(f"energy ≤ {budget * 1e3:.3g} mJ", outputs, params, y))
         victim = next(r for r in read_state(state) if r.name == "orin-nano")
-        os.killpg(victim.pid, signal.SIGKILL)
-        time.sleep(0.2)
+        os.killpg(victim.pid, signal.SIGKILL)  # asked at once: usually before a probe sees it
         outputs, params = asyncio.run(_ask(address, x, {}))
         rows.append(_row("orin-nano killed", outputs, params, y))
         return rows

@@ -37,7 +37,9 @@ def test_quick_demo_runs_every_section_and_leaves_the_bundles_it_names(tmp_path:
     assert free["experts"].count(",") == 1
     assert set(free["nodes"].split(", ")) <= {"orin-agx", "orin-nano"}
     assert "," not in budget["experts"] and budget["energy_mj"] < free["energy_mj"]
-    assert failover["nodes"] == "orin-agx" and failover["retries"] >= 1
+    # the replica answers; whether the coordinator's call met the dead node (a retry) or a
+    # health probe had already taken it out depends on when the probe ran
+    assert failover["nodes"] == "orin-agx"
     assert failover["accuracy"] == free["accuracy"]  # the same experts, on the replica
     spiking = [r for r in rows if r["section"] == "spiking"]
     assert all(0.8 < r["snn_accuracy"] <= 1.0 for r in spiking)
