@@ -9,8 +9,8 @@ shutdown. ``LavaBackend.load(..., isolated=True)`` (what ``ganglion serve`` asks
 Lava backend and forks Lava's processes whenever a new sequence length needs a new network.
 
 Protocol, over two pipes of the worker's own (its stdout and stderr stay the parent's log):
-each message is a JSON header and named arrays, the arrays as an NPZ read without pickle
-(``runtime.tensors``'s rules: bounded sizes). The parent sends ``open`` (bundle folder,
+each message is a JSON header and named arrays, the arrays as an NPZ read without pickle,
+header and payload sizes bounded before they are read. The parent sends ``open`` (bundle folder,
 precision, device), then ``run`` with the checked inputs; the worker answers each with
 ``ok`` and arrays, or an error (class name and one-line message) that the parent
 raises again as the same Ganglion error. The worker exits when its pipe closes (the parent

@@ -1,90 +1,13 @@
-"""Fixtures of the Lava tests: the digits MLP quantized for Loihi 2, hand-written programs
-(LIF, CubaLIF, Conv).
-
-Tests marked ``lava`` are skipped when Lava fails to import (the root conftest).
-"""
+"""Fixtures of the Lava tests: the digits MLP quantized for Loihi 2. The hand-written programs
+(``leaky``, ``cuba``, ``conv``) and the skip of ``lava``-marked tests where Lava does not import
+are in the root conftest."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ganglion.converters.loihi_quantize import quantize_loihi2
-from ganglion.converters.spiking import SpikingOptions, convert_spiking, spiking_manifest
-from ganglion.models.deployable import Deployable
-from ganglion.models.manifest import SpikingTime
-from ganglion.models.spiking import Affine, Conv2d, Flatten, Neuron, SpikingGraph, SpikingNetwork
-from ganglion.models.spiking.graph import INPUT, OUTPUT
-
-
-def _neuron(
-    shape: tuple[int, ...], decay: float, bias: float, threshold: float, syn_decay: float = 0.0
-) -> Neuron:
-    """LIF, or CubaLIF (syn_gain 0.5) when ``syn_decay`` is given."""
-    current = {}
-    if syn_decay:
-        current = {"syn_decay": torch.full(shape, syn_decay), "syn_gain": torch.full(shape, 0.5)}
-    return Neuron(
-        decay=torch.full(shape, decay),
-        gain=torch.ones(shape),
-        bias=torch.full(shape, bias),
-        threshold=torch.full(shape, threshold),
-        v_reset=torch.zeros(shape),
-        v_init=torch.zeros(shape),
-        reset="zero",
-        model="cubalif" if syn_decay else "lif",
-        **current,
-    )
-
-
-def leaky_program(timesteps: int = 12) -> Deployable:
-    """Hand-written 6 -> 5 -> 4 LIF program with leak and bias; time-major spikes in and out."""
-    gen = torch.Generator().manual_seed(3)
-    nodes = {
-        "fc1": Affine(torch.randn(5, 6, generator=gen), 0.1 * torch.randn(5, generator=gen)),
-        "lif1": _neuron((5,), decay=0.9, bias=0.05, threshold=1.0),
-        "fc2": Affine(torch.randn(4, 5, generator=gen), torch.zeros(4)),
-        "lif2": _neuron((4,), decay=0.8, bias=0.1, threshold=0.8),
-    }
-    edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
-    graph = SpikingGraph(nodes, edges, (6,))
-    time = SpikingTime(timesteps=timesteps)
-    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
-
-
-def cuba_program(timesteps: int = 12) -> Deployable:
-    """Hand-written 6 -> 5 -> 4 CubaLIF program (synaptic current decays 0.75 and 0.5 per step),
-    membrane leak and neuron bias, no synaptic bias; time-major spikes in and out."""
-    gen = torch.Generator().manual_seed(9)
-    nodes = {
-        "fc1": Affine(torch.randn(5, 6, generator=gen) + 0.3, torch.zeros(5)),
-        "lif1": _neuron((5,), decay=0.9, bias=0.05, threshold=1.0, syn_decay=0.75),
-        "fc2": Affine(torch.randn(4, 5, generator=gen) + 0.3, torch.zeros(4)),
-        "lif2": _neuron((4,), decay=0.8, bias=0.0, threshold=0.8, syn_decay=0.5),
-    }
-    edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
-    graph = SpikingGraph(nodes, edges, (6,))
-    time = SpikingTime(timesteps=timesteps)
-    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
-
-
-def conv_program(timesteps: int = 8) -> Deployable:
-    """Hand-written Conv2d (stride 1, padding 1) -> LIF -> Flatten -> Affine readout."""
-    gen = torch.Generator().manual_seed(5)
-    nodes = {
-        "conv": Conv2d(
-            torch.randn(3, 2, 3, 3, generator=gen),
-            0.1 * torch.randn(3, generator=gen),
-            padding=(1, 1),
-        ),
-        "lif": _neuron((3, 4, 5), decay=0.95, bias=0.0, threshold=1.0),
-        "flat": Flatten(),
-        "fc": Affine(torch.randn(7, 60, generator=gen), torch.randn(7, generator=gen)),
-    }
-    edges = [(INPUT, "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", OUTPUT)]
-    graph = SpikingGraph(nodes, edges, (2, 4, 5))
-    time = SpikingTime(timesteps=timesteps, encoding="direct", decoding="none")
-    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
+from ganglion.converters.spiking import SpikingOptions, convert_spiking
 
 
 @pytest.fixture(scope="session")
@@ -93,21 +16,3 @@ def quantized_mlp(digits_mlp):
     model, data = digits_mlp
     spiking = convert_spiking(model, data.x_train, data.y_train, SpikingOptions(timesteps=32))
     return quantize_loihi2(spiking, data.x_train, data.y_train)
-
-
-@pytest.fixture
-def leaky():
-    """Builder of the hand-written LIF program with leak and bias."""
-    return leaky_program
-
-
-@pytest.fixture
-def cuba():
-    """Builder of the hand-written CubaLIF program."""
-    return cuba_program
-
-
-@pytest.fixture
-def conv():
-    """Builder of the hand-written Conv program."""
-    return conv_program

@@ -7,47 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.grpc as triton
 
-from ganglion.converters.spiking import spiking_manifest
-from ganglion.models.deployable import Deployable
-from ganglion.models.manifest import SpikingTime
-from ganglion.models.spiking import Affine, Neuron, SpikingGraph, SpikingNetwork
-from ganglion.models.spiking.graph import INPUT, OUTPUT
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.session import load
 
 pytestmark = pytest.mark.lava  # skipped where Lava does not import (root conftest)
-
-
-def _lif(size: int, decay: float, threshold: float) -> Neuron:
-    shape = (size,)
-    return Neuron(
-        decay=torch.full(shape, decay),
-        gain=torch.ones(shape),
-        bias=torch.zeros(shape),
-        threshold=torch.full(shape, threshold),
-        v_reset=torch.zeros(shape),
-        v_init=torch.zeros(shape),
-        reset="zero",
-        model="lif",
-    )
-
-
-def _program() -> Deployable:
-    """6 -> 5 -> 4 LIF, time-major spikes in and out (any sequence length)."""
-    gen = torch.Generator().manual_seed(11)
-    nodes = {
-        "fc1": Affine(torch.randn(5, 6, generator=gen), torch.zeros(5)),
-        "lif1": _lif(5, 0.9, 1.0),
-        "fc2": Affine(torch.randn(4, 5, generator=gen), torch.zeros(4)),
-        "lif2": _lif(4, 0.8, 0.8),
-    }
-    edges = [(INPUT, "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", OUTPUT)]
-    graph = SpikingGraph(nodes, edges, (6,))
-    time = SpikingTime(timesteps=12)
-    return Deployable(SpikingNetwork(graph, time), spiking_manifest(graph, time), graph.to_config())
 
 
 def _ask(client: triton.InferenceServerClient, x: np.ndarray) -> np.ndarray:
@@ -57,9 +22,9 @@ def _ask(client: triton.InferenceServerClient, x: np.ndarray) -> np.ndarray:
 
 
 def test_new_sequence_lengths_and_a_reload_are_answered_and_sigterm_stops_the_node(
-    launch_node, tmp_path
+    launch_node, leaky, tmp_path
 ) -> None:
-    folder = save_bundle(_program(), tmp_path / "snn")
+    folder = save_bundle(leaky(12), tmp_path / "snn")  # time-major: any sequence length
     inline = load(folder, backend="lava")
     rng = np.random.default_rng(0)
     with launch_node([f"snn={folder}", "--backend", "lava"], tmp_path) as node:
