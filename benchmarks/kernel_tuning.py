@@ -1,13 +1,14 @@
-"""Sweep the launch shapes of the time-scan kernels (LIF, Loihi LIF, WKV) on this GPU.
+"""Sweep the launch shapes of the time-scan kernels (LIF, Loihi LIF, WKV) and of chunked GLA's
+inter-chunk pass on this GPU.
 
 For each size and each ``Launch(block, depth, num_warps)``: the kernel's median time, the
 minimum bytes it must move divided by that time, that as a fraction of the GPU's peak, and
 the largest difference of its output from the default launch's (0: bit for bit). The row
-marked ``default`` is the shape ``default_launch`` picks; a user on another GPU (a Jetson,
-say) reruns this to see whether the rule in ``kernels/launch.py`` suits it. One JSON line
+marked ``default`` is the shape ``default_launch`` (for GLA, ``default_state_launch``) picks;
+a user on another GPU (a Jetson, say) reruns this to see whether the rule suits it. One JSON line
 per row, then a table.
 
-Usage: ``python benchmarks/kernel_tuning.py [--ops lif,lif_fixed,wkv]`` (needs CUDA).
+Usage: ``python benchmarks/kernel_tuning.py [--ops lif,lif_fixed,wkv,gla]`` (needs CUDA).
 """
 
 import argparse
@@ -86,10 +87,41 @@ def wkv_runs(size: tuple[int, int, int]):
     return f"wkv B{b}-T{t}-C{c}-fp32", nbytes, run, default, _launches((64, 128, 256), 4)
 
 
+def gla_runs(size: tuple[int, int, int, int, int]):
+    """As ``lif_runs`` for chunked GLA at ``(B, T, H, K, V)``, bf16, chunk 64: the launches are
+    the inter-chunk pass's ``StateLaunch(bk, bv, segments)``; the time is the whole call's."""
+    from ganglion.kernels.gla.triton import StateLaunch, chunk_gla_triton, default_state_launch
+    from ganglion.kernels.launch import multiprocessors
+
+    b, t, h, dk, dv = size
+    q, k = (torch.randn(b, t, h, dk, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    v = torch.randn(b, t, h, dv, device="cuda", dtype=torch.bfloat16)
+    g = (torch.nn.functional.logsigmoid(torch.randn(b, t, h, dk, device="cuda")) / 16).bfloat16()
+    nbytes = 2 * (3 * q.numel() + 2 * v.numel())
+    chunks = -(-t // 64)
+
+    def run(launch):
+        return chunk_gla_triton(q, k, v, g, output_final_state=True, launch=launch)
+
+    default = default_state_launch(b * h, chunks, dk, dv, multiprocessors(q.device))
+    segments = [s for s in (1, 2, 4, 8, 16, 32, 64) if s <= chunks]
+    launches = [StateLaunch(bk, bv, s) for bk in (32, 64) for bv in (32, 64) for s in segments]
+    return f"gla T{t}-B{b}-H{h}-K{dk}-V{dv}-bf16", nbytes, run, default, launches
+
+
 SIZES = {
     "lif": (lif_runs, [(1024, 1, 65536), (1024, 16, 16384), (4096, 16, 16384)]),
     "lif_fixed": (lif_fixed_runs, [(1024, 16, 16384)]),
     "wkv": (wkv_runs, [(16, 4096, 2048), (1, 16384, 2048), (16, 1024, 768)]),
+    "gla": (
+        gla_runs,
+        [
+            (1, 16384, 8, 64, 128),
+            (1, 4096, 8, 64, 128),
+            (16, 4096, 8, 64, 128),
+            (1, 1024, 8, 64, 128),
+        ],
+    ),
 }
 
 
@@ -121,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             expected = run(default)
             for launch in [default, *(s for s in launches if s != default)]:
                 ms = do_bench(lambda r=run, s=launch: r(s), warmup=10, rep=40)
-                row = {"gpu": gpu, "op": name, "size": str(launch).removeprefix("Launch")}
+                shape = str(launch).removeprefix(type(launch).__name__)
+                row = {"gpu": gpu, "op": name, "size": shape}
                 row |= {"ms": ms, "GB/s": nbytes / ms / 1e6, "default": launch == default}
                 row |= {"peak_frac": nbytes / ms / 1e6 / peak if peak else None}
                 row["max_diff_vs_default"] = _max_diff(run(launch), expected)

@@ -36,6 +36,11 @@ SUB_CHUNK = 16
 DIAG_EXP_LIMIT = tl.constexpr(30.0)
 STATE_PROGRAMS_PER_SM = 2  # inter-chunk programs wanted per multiprocessor before segmenting
 MIN_SEGMENT_CHUNKS = 4  # chunks per segment at least: the carry pass stays <= 1/4 of the walk
+# Walks shorter than this stay one pass: on an H200, segmenting 64 chunks (T = 4096) was slower
+# in every one of 20 launch shapes (0.29-0.33 ms against 0.255 ms), 256 chunks 3x faster
+# (benchmarks/kernel_tuning.py --ops gla). The carry's extra launch and buffers cost more than
+# a short walk.
+MIN_CHUNKS_TO_SEGMENT = 128
 
 
 @triton.jit
@@ -373,13 +378,16 @@ class StateLaunch:
 
 def default_state_launch(batch_heads: int, chunks: int, dk: int, dv: int, sms: int) -> StateLaunch:
     """The inter-chunk launch for ``batch_heads`` heads of ``chunks`` chunks on a GPU with
-    ``sms`` multiprocessors: ``[64, 64]`` tiles (smaller for smaller head dims); then as
-    many segments as fit ``STATE_PROGRAMS_PER_SM`` programs per multiprocessor, each at least
-    ``MIN_SEGMENT_CHUNKS`` chunks long; then, while twice the programs still fit, tiles halved
-    down to 32. A grid that already fills the GPU keeps one pass. Untimed: chosen without a GPU.
+    ``sms`` multiprocessors: ``[64, 64]`` tiles (smaller for smaller head dims); one pass for
+    fewer than ``MIN_CHUNKS_TO_SEGMENT`` chunks; else as many segments as fit
+    ``STATE_PROGRAMS_PER_SM`` programs per multiprocessor, each at least ``MIN_SEGMENT_CHUNKS``
+    chunks long, then, while twice the programs still fit, tiles halved down to 32. A grid that
+    already fills the GPU keeps one pass. Timed on an H200 (README.md).
     """
     target = STATE_PROGRAMS_PER_SM * sms
     bk, bv = _block(dk, 64), _block(dv, 64)
+    if chunks < MIN_CHUNKS_TO_SEGMENT:
+        return StateLaunch(bk, bv)
     programs = batch_heads * triton.cdiv(dk, bk) * triton.cdiv(dv, bv)
     segments = max(1, min(target // programs, chunks // MIN_SEGMENT_CHUNKS))
     while 2 * programs * segments <= target and max(bk, bv) > 32:

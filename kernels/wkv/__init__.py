@@ -22,7 +22,7 @@ __all__ = ["State", "wkv_initial_state", "wkv_scan", "wkv_step"]
 
 # From two chunks on, the chunked reference beats the token loop on CPU (README.md).
 REFERENCE_CHUNKED_FROM_T = 2 * CHUNK_SIZE
-# Two blocks of the chunk kernel (8 chunks of 16 tokens). Untimed: chosen without a GPU;
+# Two blocks of the chunk kernel (8 chunks of 16 tokens). A first guess (kernels/wkv/README.md);
 # benchmarks/kernels.py times both kernels.
 KERNEL_CHUNKED_FROM_T = 256
 

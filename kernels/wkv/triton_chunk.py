@@ -87,10 +87,10 @@ def _sum_chunk(k_ptr, v_ptr, base, first, count, lanes, C, w, CHUNK: tl.constexp
 
 
 @triton.jit
-def _take_last_row(x, GROUPS: tl.constexpr):
-    """Row ``GROUPS - 1`` of a ``[GROUPS, BLOCK_C]`` tensor (exact: one term, the rest zeros)."""
+def _take_row(x, r, GROUPS: tl.constexpr):
+    """Row ``r`` of a ``[GROUPS, BLOCK_C]`` tensor (exact: one term, the rest zeros)."""
     rows = tl.arange(0, GROUPS)[:, None]
-    return tl.sum(tl.where(rows == GROUPS - 1, x, 0.0), axis=0)
+    return tl.sum(tl.where(rows == r, x, 0.0), axis=0)
 
 
 @triton.jit
@@ -110,7 +110,8 @@ def _wkv_segment_kernel(
 ):
     i_c, i_s, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     lanes = i_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    w = tl.load(w_ptr + lanes, mask=lanes < C, other=0.0).to(tl.float32)[None, :]
+    w_lanes = tl.load(w_ptr + lanes, mask=lanes < C, other=0.0).to(tl.float32)
+    w = w_lanes[None, :]
     span = SEG // GROUPS  # tokens per row, a multiple of CHUNK
     rows = tl.arange(0, GROUPS)[:, None]
     full = tl.full([GROUPS, 1], CHUNK, dtype=tl.int32)
@@ -122,8 +123,13 @@ def _wkv_segment_kernel(
         first = i_s * SEG + rows * span + r0
         ca, cb, cp = _sum_chunk(k_ptr, v_ptr, base, first, full, lanes[None, :], C, w, CHUNK)
         _, a, b, p = _merge(0.0, a, b, p, CHUNK * w, ca, cb, cp)
-    d = tl.zeros([GROUPS, BLOCK_C], dtype=tl.float32) + span * w
-    _, a, b, p = tl.reduce((d, a, b, p), 0, _merge)
+    # the rows in order: the merge is not commutative, and tl.reduce, whose order is the
+    # compiler's, gave wrong segment sums compiled on an H200 (right ones interpreted)
+    ra, rb, rp = _take_row(a, 0, GROUPS), _take_row(b, 0, GROUPS), _take_row(p, 0, GROUPS)
+    for r in tl.static_range(1, GROUPS):
+        row = (_take_row(a, r, GROUPS), _take_row(b, r, GROUPS), _take_row(p, r, GROUPS))
+        _, ra, rb, rp = _merge(0.0, ra, rb, rp, span * w_lanes, *row)
+    a, b, p = ra, rb, rp
     out = (i_s * tl.num_programs(2) + i_b) * C + lanes
     tl.store(sa_ptr + out, a, mask=lanes < C)
     tl.store(sb_ptr + out, b, mask=lanes < C)
@@ -177,7 +183,7 @@ def _wkv_chunk_kernel(
         count = tl.where(rows > 0, tl.minimum(tl.maximum(T - before, 0), CHUNK), 0)
         ca, cb, cp = _sum_chunk(k_ptr, v_ptr, base, before, count, lanes[None, :], C, w, CHUNK)
         # 2. with row 0 holding the state entering the block, a scan over the rows gives
-        # the state entering each row's chunk
+        # the state entering each row's chunk (tl.associative_scan keeps the operands' order)
         cd = count.to(tl.float32) * w
         ca = tl.where(rows == 0, a[None, :], ca)
         cb = tl.where(rows == 0, b[None, :], cb)
@@ -194,9 +200,9 @@ def _wkv_chunk_kernel(
             tl.store(y_ptr + offs, _output(ca, cb, cp, u, k, v).to(y_ptr.dtype.element_ty), mask)
             _, ca, cb, cp = _merge(0.0, ca, cb, cp, tl.where(live, w, 0.0), v, 1.0, k)
         # 4. so the last row ends where the block ends
-        a = _take_last_row(ca, GROUPS)
-        b = _take_last_row(cb, GROUPS)
-        p = _take_last_row(cp, GROUPS)
+        a = _take_row(ca, GROUPS - 1, GROUPS)
+        b = _take_row(cb, GROUPS - 1, GROUPS)
+        p = _take_row(cp, GROUPS - 1, GROUPS)
     last = lanes < tl.where(i_s == tl.num_programs(1) - 1, C, 0)  # only the last segment
     tl.store(a_ptr + state_offs, a, mask=last)
     tl.store(b_ptr + state_offs, b, mask=last)

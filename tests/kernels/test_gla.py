@@ -17,6 +17,8 @@ from ganglion.kernels.gla.triton import (
 from ganglion.kernels.testing import kernel_test_device
 
 DEVICE = kernel_test_device()  # "cuda" when the suite runs compiled (TRITON_INTERPRET=0)
+# bf16 on the GPU only: the interpreter runs on numpy, which has no bf16 matmul.
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
 
 # [B, T, H, K, V, chunk]: T not a multiple of the chunk, K/V not multiples of 16 or 64,
 # K = 80 spans two K blocks, chunk 32 exercises the off-diagonal sub-chunks.
@@ -40,7 +42,7 @@ def _args(b, t, h, dk, dv, dtype, gate_scale=2.0):
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["zero-state", "initial-state"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: IDS.format(*s))
 def test_chunk_gla_kernel_matches_reference(shape, dtype, warm, assert_close):
     *dims, chunk = shape
@@ -53,7 +55,7 @@ def test_chunk_gla_kernel_matches_reference(shape, dtype, warm, assert_close):
     assert_close("final state", ref_state, state, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: IDS.format(*s))
 def test_fused_recurrent_gla_kernel_matches_reference(shape, dtype, assert_close):
     q, k, v, g, h0 = _args(*shape[:5], dtype)
@@ -85,7 +87,7 @@ LAUNCH_IDS = [IDS.format(*s) + f"-S{launch.segments}" for s, launch in LAUNCH_CA
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["zero-state", "initial-state"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("shape", "launch"), LAUNCH_CASES, ids=LAUNCH_IDS)
 def test_chunk_gla_segments_match_reference(shape, launch, dtype, warm, assert_close):
     *dims, chunk = shape
@@ -126,11 +128,13 @@ def test_default_state_launch_segments_only_small_grids():
     sms = 132  # H200; heads B*H = 8 or 128, K = 64, V = 128 as in benchmarks/kernels.py
     # T = 16384 in chunks of 64, B = 1: one pass would be 16 programs walking 256 chunks
     assert default_state_launch(8, 256, 64, 128, sms) == StateLaunch(64, 64, 16)
+    # 128 chunks of one head: 32 segments of 4 chunks, then tiles halved to 4 programs each
+    assert default_state_launch(1, 128, 64, 64, sms) == StateLaunch(32, 32, 32)
     # B = 16: 256 programs already fill the GPU, one pass
-    assert default_state_launch(128, 64, 64, 128, sms) == StateLaunch(64, 64, 1)
-    # 16 chunks allow 4 segments of 4; the tiles then shrink for more programs
-    assert default_state_launch(8, 16, 64, 128, sms) == StateLaunch(32, 32, 4)
-    # fewer than 4 chunks and tiles already at their smallest: one pass
+    assert default_state_launch(128, 256, 64, 128, sms) == StateLaunch(64, 64, 1)
+    # T = 4096, B = 1: a walk of 64 chunks is short enough for one pass
+    assert default_state_launch(8, 64, 64, 128, sms) == StateLaunch(64, 64, 1)
+    # tiles shrink to the head dims: one pass
     assert default_state_launch(1, 3, 16, 16, sms) == StateLaunch(16, 16, 1)
 
 
@@ -177,7 +181,7 @@ REFERENCE_SHAPES = SHAPES + [(2, 130, 2, 16, 12, 64), (1, 33, 1, 4, 4, 7), (1, 4
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["zero-state", "initial-state"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", REFERENCE_SHAPES, ids=lambda s: IDS.format(*s))
 def test_chunk_reference_matches_loop_reference(shape, dtype, warm, assert_close):
     *dims, chunk = shape
@@ -205,7 +209,7 @@ def test_chunk_reference_is_stable_under_strong_decay(assert_close):
 def test_chunk_reference_gradients_match_loop_reference(assert_close):
     inputs = [x.requires_grad_(True) for x in _args(2, 37, 2, 8, 8, torch.float32)]
     q, k, v, g, h0 = inputs
-    weights = torch.randn(2, 37, 2, 8, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(2, 37, 2, 8, generator=torch.Generator().manual_seed(1)).to(DEVICE)
     grads = []
     for fn in (gla_recurrent_reference, lambda *a: gla_chunk_reference(*a, True, 16)):
         o, state = fn(q, k, v, g, None, h0)

@@ -93,6 +93,13 @@ LAUNCHES = {
     "one-block": ((1, 5, 3), ChunkLaunch(block=4, chunk=2, groups=4, num_warps=1)),
     "blocks": ((2, 13, 19), ChunkLaunch(block=16, chunk=2, groups=4, num_warps=1)),
     "segments": ((1, 23, 5), ChunkLaunch(block=8, chunk=2, groups=2, num_warps=1, segments=3)),
+    # The GPU's shape: segment sums over 8 rows across 2 warps. Compiled on an H200 with this
+    # launch at T=1024, C=768, summing the rows with tl.reduce (whose order is the compiler's)
+    # gave output errors of 0.11-0.13; the interpreter cannot show it, a GPU run can.
+    "segments-8-rows": (
+        (1, 300, 40),
+        ChunkLaunch(block=32, chunk=16, groups=8, num_warps=2, segments=2),
+    ),
 }
 
 
