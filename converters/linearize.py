@@ -391,7 +391,8 @@ def linearize(
 
     Returns:
         The converted model (eval mode) and a ``LinearizationReport``. Raises ConversionError for
-        a source that is not a GPT, an unknown target or non-positive sizes.
+        a source that is not a GPT, an unknown target, non-positive sizes or ``eval_chars``
+        below 2.
     """
     if not isinstance(source, GPT):
         raise ConversionError(f"expected a GPT (softmax Transformer), got {type(source).__name__}")
@@ -400,6 +401,8 @@ def linearize(
             "distill and fine-tune steps must be >= 0, batch >= 1 and length >= 2, got "
             f"{distill_steps}, {finetune_steps}, {batch}, {length}"
         )
+    if eval_chars is not None and eval_chars < 2:
+        raise ConversionError(f"eval_chars must be None (all) or at least 2, got {eval_chars}")
     length = min(length, source.context)
     device = _device(source)
     torch.manual_seed(seed)

@@ -5,7 +5,8 @@ is prefilled (the model's parallel form where the backend has it; in calls of at
 manifest's ``time.chunk`` tokens when it declares one), then each token is sampled
 from the last logits and stepped in, in constant memory for recurrent models. Sampling is
 greedy (``temperature=0``) or temperature with optional top-k and top-p (nucleus) filtering,
-seeded, with numpy, so greedy decoding gives identical tokens on every backend.
+seeded, with numpy, so greedy decoding gives identical tokens on every backend. Logits that
+are not finite (NaN or infinite weights or state) stop generation with GenerationError.
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ def next_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator)
     return int(order[rng.choice(len(order), p=probs)])
 
 
+def _check_finite(logits: np.ndarray, position: int) -> None:
+    """GenerationError unless every logit is finite: NaN or infinity (non-finite weights or
+    state) would otherwise decode as token 0 or fail inside the sampler."""
+    if not np.isfinite(logits).all():
+        raise GenerationError(
+            f"the model's logits after {position} tokens are not finite (NaN or infinity): "
+            "its weights or state hold non-finite values"
+        )
+
+
 def generate(session: Session, prompt: Sequence[int], sampling: Sampling) -> Iterator[int]:
     """Tokens generated after ``prompt`` (a non-empty list of ids), one at a time."""
     time = session.manifest.time
@@ -86,6 +97,7 @@ def generate(session: Session, prompt: Sequence[int], sampling: Sampling) -> Ite
     logits = np.array(outputs["logits"][0, -1])
     length = ids.size
     for _ in range(sampling.max_tokens):
+        _check_finite(logits, length)
         token = next_token(logits, sampling, rng)
         yield token
         length += 1

@@ -92,6 +92,10 @@ class Program:
             tensors = load_tensors(self.artifact(WEIGHTS)) if self.has_artifact(WEIGHTS) else {}
         except SafetensorError as exc:
             raise BundleError(f"{self.name}/{WEIGHTS}: not readable safetensors ({exc})") from exc
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and bool(tensor.isnan().any()):
+                index = tuple(int(i) for i in tensor.isnan().nonzero()[0])
+                refuse_nan(f"{self.name}/{WEIGHTS}", name, index)
         config = self.config()
         try:
             module = self.kind.build_module(self.manifest, config, tensors, self.folder)
@@ -111,7 +115,9 @@ class Program:
         if not self.manifest.state:
             return {}
         if self.has_artifact(INITIAL_STATE):
-            values = read_numpy_tensors(self.artifact(INITIAL_STATE), self.name)
+            values = read_numpy_tensors(
+                self.artifact(INITIAL_STATE), f"{self.name}/{INITIAL_STATE}"
+            )
         else:
             values = initial_state_of(self.deployable())
         missing = [s.name for s in self.manifest.state if s.name not in values]
@@ -126,11 +132,22 @@ def initial_state_of(deployable: Deployable) -> dict[str, np.ndarray]:
 
 
 def read_numpy_tensors(data: bytes, where: str) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors file as numpy arrays (no torch, no pickle)."""
+    """Tensors of a safetensors file as numpy arrays (no torch, no pickle); BundleError for
+    an unreadable file or a float tensor holding NaN."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
     try:
-        return load(data)
+        tensors = load(data)
     except SafetensorError as exc:
         raise BundleError(f"{where}: not readable safetensors ({exc})") from exc
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and np.isnan(array).any():
+            refuse_nan(where, name, tuple(int(i) for i in np.argwhere(np.isnan(array))[0]))
+    return tensors
+
+
+def refuse_nan(where: str, name: str, index: tuple[int, ...]) -> None:
+    """BundleError for tensor ``name`` of file ``where`` holding NaN at ``index``: a trained
+    model's weights and state are numbers. (Infinity is allowed: attention masks hold -inf.)"""
+    raise BundleError(f"{where}: tensor {name!r} holds NaN at index {index}")

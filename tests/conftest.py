@@ -1,12 +1,19 @@
-"""Shared fixtures: the digits networks trained once per test session (seconds on a CPU), and
-hand-written spiking programs (``leaky``, ``cuba``, ``conv``); tests marked ``lava`` skip where
-Lava does not import.
+"""Shared fixtures: the digits networks trained once per test session (seconds on a CPU),
+hand-written spiking programs (``leaky``, ``cuba``, ``conv``), a hostile user's tampered copy
+of a bundle (``tampered``) and the one-line error check (``one_line_error``); tests marked
+``lava`` skip where Lava does not import.
 
 Kernel tests run Triton kernels on CPU tensors through the Triton interpreter."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 # Triton decides at import time whether its own library functions (tl.cumsum, ...) run under
 # the interpreter, so the flag must be set before anything imports triton (torch may).
@@ -158,3 +165,51 @@ def cuba():
 def conv():
     """Builder of the hand-written Conv program."""
     return conv_program
+
+
+def _tampered(
+    bundle: Path,
+    folder: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    manifest: Callable[[dict[str, Any]], None] | None = None,
+    edit: Callable[[Path], None] | None = None,
+) -> Path:
+    copy = folder / f"tampered-{len(list(folder.glob('tampered-*')))}"
+    shutil.copytree(bundle, copy)
+    if config is not None:
+        edited = {**json.loads((copy / "config.json").read_text()), **config}
+        (copy / "config.json").write_text(json.dumps(edited))
+    if edit is not None:
+        edit(copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    if manifest is not None:
+        manifest(data)
+    for name in data["artifacts"]:
+        data["artifacts"][name] = hashlib.sha256((copy / name).read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(data))
+    return copy
+
+
+@pytest.fixture(scope="session")
+def tampered() -> Callable[..., Path]:
+    """``tampered(bundle, folder, config=, manifest=, edit=)``: a copy of a bundle folder in
+    ``folder`` with ``config`` merged into config.json, ``edit(copy)`` applied to its files and
+    ``manifest(data)`` to its manifest, every checksum redone: what a hostile user hands over
+    (checksums only catch accidents)."""
+    return _tampered
+
+
+def _one_line_error(code: int, err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], err
+
+
+@pytest.fixture(scope="session")
+def one_line_error() -> Callable[..., None]:
+    """``one_line_error(code, err, *words)``: a failed command said one line, ``error: ...``,
+    holding every word, and no traceback."""
+    return _one_line_error

@@ -29,9 +29,15 @@ from ganglion.models.sequence.base import SequenceModel, State, check_ids, input
 from ganglion.models.sequence.layers import (
     FeedForward,
     check_context,
+    check_int,
+    check_parameters,
+    check_shell,
     config_from_dict,
     init_gpt2,
 )
+
+MAX_SLOTS = 1 << 16  # memory bank rows
+MAX_KERNEL = 1024  # causal convolution width (its state holds kernel_size - 1 inputs)
 
 
 @dataclass
@@ -46,10 +52,13 @@ class GAMConfig:
     context: int = 512  # longest sequence: rows of the learned position table
 
     def __post_init__(self) -> None:
-        if self.kernel_size < 1 or self.slots < 1:
-            raise ValueError(
-                f"kernel_size and slots must be >= 1, got {self.kernel_size} and {self.slots}"
-            )
+        check_shell(self, self.context)
+        check_int("slots", self.slots, 1, MAX_SLOTS)
+        check_int("kernel_size", self.kernel_size, 1, MAX_KERNEL)
+        d = self.d_model
+        # the depthwise conv, the memory bank, the 2d gate, a 4d FFN, norms and biases
+        block = d * (self.kernel_size + 1) + self.slots * d + 2 * d * d + 8 * d * d + 11 * d
+        check_parameters("gam", self.vocab_size + self.context, d, self.n_layers, block)
 
 
 class GatedAssociativeMemory(nn.Module):

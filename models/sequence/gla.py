@@ -28,9 +28,18 @@ from ganglion.models.sequence.base import SequenceModel, State, check_ids, input
 from ganglion.models.sequence.layers import (
     FeedForward,
     RMSNorm,
+    check_int,
+    check_parameters,
+    check_real,
+    check_shell,
     config_from_dict,
     init_gpt2,
 )
+
+MAX_EXPAND_K = 4.0  # d_k at most 4 d_model
+MAX_GATE_RANK = 4096
+MAX_GATE_NORMALIZER = 1e6
+MAX_CHUNK = 1024  # tokens per chunk of the parallel form
 
 
 @dataclass
@@ -47,14 +56,25 @@ class GLAConfig:
     chunk_size: int = 64  # tokens per chunk of the parallel form (a power of two >= 16)
 
     def __post_init__(self) -> None:
+        check_shell(self)
+        check_int("n_heads", self.n_heads, 1, self.d_model)
+        check_real("expand_k", self.expand_k, 0.0, MAX_EXPAND_K)
+        check_int("gate_rank", self.gate_rank, 1, MAX_GATE_RANK)
+        check_real("gate_normalizer", self.gate_normalizer, 0.0, MAX_GATE_NORMALIZER)
+        check_int("chunk_size", self.chunk_size, 16, MAX_CHUNK)
         key_dim = self.d_model * self.expand_k
         if key_dim != int(key_dim) or int(key_dim) % self.n_heads or self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model {self.d_model} and d_k {key_dim:g} must be multiples of "
                 f"n_heads {self.n_heads}"
             )
-        if self.chunk_size < 16 or self.chunk_size & (self.chunk_size - 1):
+        if self.chunk_size & (self.chunk_size - 1):
             raise ValueError(f"chunk_size must be a power of two >= 16, got {self.chunk_size}")
+        d, dk, rank = self.d_model, self.key_dim, self.gate_rank
+        # q, k (d x d_k each); v, the output gate and o (d x d each); the gate's low-rank pair;
+        # a 4d FFN; norms and biases
+        block = 2 * d * dk + 3 * d * d + rank * (d + dk) + 8 * d * d + 10 * d + dk
+        check_parameters("gla", self.vocab_size, d, self.n_layers, block)
 
     @property
     def key_dim(self) -> int:

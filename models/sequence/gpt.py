@@ -25,6 +25,9 @@ from ganglion.models.sequence.base import SequenceModel, State, check_ids, input
 from ganglion.models.sequence.layers import (
     FeedForward,
     check_context,
+    check_int,
+    check_parameters,
+    check_shell,
     config_from_dict,
     init_gpt2,
 )
@@ -41,8 +44,14 @@ class GPTConfig:
     context: int = 512  # longest sequence: rows of the learned position table
 
     def __post_init__(self) -> None:
+        check_shell(self, self.context)
+        check_int("n_heads", self.n_heads, 1, self.d_model)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        d = self.d_model  # a block: q, k, v, o (d x d each), a 4d FFN, norms and biases
+        check_parameters(
+            "gpt", self.vocab_size + self.context, d, self.n_layers, 12 * d * d + 9 * d
+        )
 
 
 class CausalSelfAttention(nn.Module):

@@ -25,7 +25,14 @@ from torch import nn
 from ganglion.kernels.wkv import wkv_initial_state, wkv_scan, wkv_step
 from ganglion.models.manifest import TensorSpec
 from ganglion.models.sequence.base import SequenceModel, State, check_ids
-from ganglion.models.sequence.layers import config_from_dict
+from ganglion.models.sequence.layers import (
+    check_int,
+    check_parameters,
+    check_shell,
+    config_from_dict,
+)
+
+MAX_FFN_MULT = 64  # ChannelMix hidden width at most 64 d_model
 
 LayerState = dict[str, torch.Tensor]  # one layer's state, names without the "l{i}." prefix
 
@@ -41,10 +48,15 @@ class RWKVConfig:
     tie_head: bool = False  # output head reuses the embedding matrix (no separate head weight)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_layers", "ffn_mult"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_shell(self)
+        check_int("ffn_mult", self.ffn_mult, 1, MAX_FFN_MULT)
+        if not isinstance(self.tie_head, bool):
+            raise ValueError(f"tie_head must be true or false, got {self.tie_head!r}")
+        d = self.d_model
+        # TimeMix: four d x d projections; ChannelMix: d x hidden twice and d x d; norms, mixes
+        block = 5 * d * d + 2 * d * self.ffn_mult * d + 12 * d
+        rows = self.vocab_size * (1 if self.tie_head else 2)  # the embedding, and the head
+        check_parameters("rwkv", rows, d, self.n_layers, block)
 
 
 def token_shift(x: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,8 +44,15 @@ class SpikeGPTConfig(RWKVConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.tau >= 1.0:
-            raise ValueError(f"tau must be >= 1 (a decay in [0, 1)), got {self.tau!r}")
+        if not isinstance(self.binary_embedding, bool):
+            raise ValueError(
+                f"binary_embedding must be true or false, got {self.binary_embedding!r}"
+            )
+        number = isinstance(self.tau, int | float) and not isinstance(self.tau, bool)
+        if not (number and math.isfinite(self.tau) and self.tau >= 1.0):
+            raise ValueError(
+                f"tau must be a finite number >= 1 (a decay in [0, 1)), got {self.tau!r}"
+            )
 
 
 class ATanSpike(torch.autograd.Function):

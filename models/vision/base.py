@@ -17,14 +17,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.models.errors import ShapeError
-from ganglion.models.sequence.layers import config_from_dict
+from ganglion.models.sequence.layers import (
+    MAX_LAYERS,
+    MAX_PARAMETERS,
+    MAX_WIDTH,
+    check_int,
+    config_from_dict,
+)
 
 POS_STD = 0.2  # initial position scale: near the patch tokens' (0.02 leaves ViT near chance)
+# A config is checked against these (and the token models' MAX_WIDTH, MAX_LAYERS and
+# MAX_PARAMETERS) before anything is allocated: it may come from a bundle's config.json.
+MAX_SIDE = 4096  # image side after upsampling
+MAX_TOKENS = 1 << 16  # patches per image
+MAX_CLASSES = 1 << 20
+MAX_CHANNELS = 1024
 
 
 @dataclass
 class VisionConfig:
-    """Hyper-parameters shared by the vision classifiers."""
+    """Hyper-parameters shared by the vision classifiers (checked: a config may come from a
+    file, so types and sizes are bounded before any weight is allocated)."""
 
     image_size: int = 8  # input height and width (digits: 8)
     channels: int = 1  # input channels
@@ -36,13 +49,43 @@ class VisionConfig:
     n_heads: int = 2  # attention heads (ViT) / GLA heads (ViG)
 
     def __post_init__(self) -> None:
+        check_int("image_size", self.image_size, 1, MAX_SIDE)
+        check_int("channels", self.channels, 1, MAX_CHANNELS)
+        check_int("upsample", self.upsample, 1, MAX_SIDE // self.image_size)
         side = self.image_size * self.upsample
+        check_int("patch_size", self.patch_size, 1, side)
+        check_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        check_int("d_model", self.d_model, 1, MAX_WIDTH)
+        check_int("n_layers", self.n_layers, 1, MAX_LAYERS)
+        check_int("n_heads", self.n_heads, 1, self.d_model)
         if side % self.patch_size:
             raise ValueError(
                 f"image side {side} (after upsampling) is not a multiple of patch {self.patch_size}"
             )
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.grid**2 > MAX_TOKENS:
+            raise ValueError(
+                f"image side {side} in patches of {self.patch_size} is {self.grid**2:,} tokens, "
+                f"more than {MAX_TOKENS:,}"
+            )
+
+    def check_parameters(self) -> None:
+        """ValueError when the model would hold more than MAX_PARAMETERS weights (estimated
+        from the sizes, before anything is allocated)."""
+        d = self.d_model
+        outside = self.channels * d * self.patch_size**2 + self.grid**2 * d + d * self.num_classes
+        total = outside + self.n_layers * self.block_parameters()
+        if total > MAX_PARAMETERS:
+            raise ValueError(
+                f"d_model {d}, n_layers {self.n_layers}, {self.grid**2:,} tokens and "
+                f"num_classes {self.num_classes} make about {total:,} parameters, more than "
+                f"{MAX_PARAMETERS:,}"
+            )
+
+    def block_parameters(self) -> int:
+        """About how many weights one block holds: attention 4 d^2, a 4d FFN 8 d^2."""
+        return 12 * self.d_model**2
 
     @property
     def grid(self) -> int:
@@ -60,6 +103,7 @@ class VisionClassifier(nn.Module):
         super().__init__()
         self.config = config or self.config_class()
         c = self.config
+        c.check_parameters()
         self.patch_embed = nn.Conv2d(c.channels, c.d_model, c.patch_size, stride=c.patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, c.grid * c.grid, c.d_model))
         self.blocks = nn.ModuleList(self.build_block() for _ in range(c.n_layers))

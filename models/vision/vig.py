@@ -23,8 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.kernels.gla import gla_chunk
-from ganglion.models.sequence.layers import FeedForward, RMSNorm
+from ganglion.models.sequence.layers import FeedForward, RMSNorm, check_int, check_real
 from ganglion.models.vision.base import VisionClassifier, VisionConfig
+
+MAX_EXPAND_K = 4.0  # d_k at most 4 d_model
+MAX_CHUNK = 1024
+MAX_GATE_RANK = 4096
+MAX_GATE_NORMALIZER = 1e6
 
 
 @dataclass
@@ -38,11 +43,21 @@ class ViGConfig(VisionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_real("expand_k", self.expand_k, 0.0, MAX_EXPAND_K)
+        check_int("gate_rank", self.gate_rank, 1, MAX_GATE_RANK)
+        check_real("gate_normalizer", self.gate_normalizer, 0.0, MAX_GATE_NORMALIZER)
+        check_int("chunk_size", self.chunk_size, 16, MAX_CHUNK)
         key_dim = self.d_model * self.expand_k
         if key_dim != int(key_dim) or int(key_dim) % self.n_heads:
             raise ValueError(f"d_k {key_dim:g} must be a multiple of n_heads {self.n_heads}")
-        if self.chunk_size < 16 or self.chunk_size & (self.chunk_size - 1):
+        if self.chunk_size & (self.chunk_size - 1):
             raise ValueError(f"chunk_size must be a power of two >= 16, got {self.chunk_size}")
+
+    def block_parameters(self) -> int:
+        """About how many weights one block holds: q and k (d x d_k each), v, the fusion gate
+        and o (d x d each), the gate's low-rank pair, the 3x3 depthwise conv and a 4d FFN."""
+        d, dk, rank = self.d_model, self.key_dim, self.gate_rank
+        return 2 * d * dk + 3 * d * d + rank * (d + 2 * dk) + 9 * d + 8 * d * d
 
     @property
     def key_dim(self) -> int:
@@ -96,7 +111,9 @@ class BidirectionalGLA(nn.Module):
         g = torch.cat([g_fwd, g_bwd.flip(1)])
         use_kernel = False if torch.is_grad_enabled() else None  # the kernel is forward-only
         o, _ = gla_chunk(q, k, v, g, None, None, False, self.chunk_size, use_kernel)
-        o_fwd, o_bwd = o.chunk(2)
+        # split by unflatten, not ``o.chunk(2)``: torch.export cannot prove that chunk gives
+        # two pieces for every batch and would pin the exported graph's batch
+        o_fwd, o_bwd = o.unflatten(0, (2, -1))
         return (o_fwd + o_bwd.flip(1)) / 2
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.errors import BackendUnavailable, BundleError
-from ganglion.models.manifest import TensorSpec
+from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.export import bundle_graph
 from ganglion.runtime.program import Program
@@ -59,6 +59,48 @@ def resolve_providers(
             f"this build has {', '.join(available)}"
         )
     return providers
+
+
+ONNX_DTYPES = {  # ONNX Runtime's type names -> the manifest's
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def graph_problem(graph: Any, manifest: Manifest) -> str | None:
+    """Why a whole-program graph cannot serve ``manifest`` (a tensor missing, another dtype or
+    rank, a size fixed where the manifest lets it vary or fixed to another value), or None."""
+    for role, specs, args in (
+        ("input", manifest.inputs, graph.get_inputs()),
+        ("output", manifest.outputs, graph.get_outputs()),
+    ):
+        found = {arg.name: arg for arg in args}
+        for spec in specs:
+            arg = found.get(spec.name)
+            if arg is None:
+                return f"the graph has no {role} {spec.name!r} (it has {', '.join(found)})"
+            dtype = ONNX_DTYPES.get(arg.type, arg.type)
+            shape = [d if isinstance(d, int | str) else "?" for d in arg.shape]
+            declared = ["batch" if d == -1 and i == 0 else d for i, d in enumerate(spec.shape)]
+            differ = len(shape) != len(spec.shape) or any(
+                isinstance(g, int) and g != d for g, d in zip(shape, spec.shape, strict=False)
+            )
+            if dtype != spec.dtype or differ:
+                return (
+                    f"{role} {spec.name!r} is {shape} {dtype} in the graph, {declared} "
+                    f"{spec.dtype} in the manifest"
+                )
+    declared_inputs = {s.name for s in manifest.inputs}
+    extra = [arg.name for arg in graph.get_inputs() if arg.name not in declared_inputs]
+    if extra:
+        return f"the graph takes input {extra[0]!r}, which the manifest does not declare"
+    return None
 
 
 def _shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
@@ -149,16 +191,20 @@ class OnnxRuntimeSession(Session):
                     f"{program.name}: ONNX Runtime cannot load a graph: {first}"
                 ) from exc
 
+        variant = naming.precision_file(precision)
         if precision == "fp32":
             self._step_graph = open_graph(bundle_graph(program, "step"))
         else:
-            variant = naming.precision_file(precision)
             if not program.has_artifact(variant):
                 raise BackendUnavailable(
                     f"onnxruntime backend: {program.name} has no {precision} graph ({variant}); "
                     "convert with --precision int8 --calib CALIB.npz"
                 )
             self._step_graph = open_graph(program.artifact(variant))
+        if not self.kind.has_steps:  # the graph is the whole program, named as the manifest
+            problem = graph_problem(self._step_graph, self.manifest)
+            if problem is not None:
+                raise BundleError(f"{program.name}/{variant}: {problem}")
         sequence = (
             bundle_graph(program, "sequence", required=False) if precision == "fp32" else None
         )

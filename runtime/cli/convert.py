@@ -13,6 +13,7 @@ from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
 from ganglion.runtime.cli.pairs import option_pairs
+from ganglion.runtime.cli.train import MAX_BATCH
 
 
 def _naming(source: Path, error: Exception) -> ConversionError:
@@ -387,8 +388,15 @@ def linear(
     distill_steps = 100 if distill_steps is None else distill_steps
     finetune_steps = 200 if finetune_steps is None else finetune_steps
     batch = 4 if batch is None else batch
-    if distill_steps < 0 or finetune_steps < 0 or batch < 1:
-        raise ConversionError("--distill-steps and --finetune-steps must be >= 0, --batch >= 1")
+    if distill_steps < 0 or finetune_steps < 0 or not 1 <= batch <= MAX_BATCH:
+        raise ConversionError(
+            f"--distill-steps and --finetune-steps must be >= 0, --batch in [1, {MAX_BATCH}]"
+        )
+    if eval_chars is not None and eval_chars < 2:
+        raise ConversionError(
+            f"--eval-chars must be at least 2 (one character scored from the one before), "
+            f"got {eval_chars}"
+        )
     from ganglion.converters.exported_archive import load_exported
     from ganglion.converters.linearize import gpt_from_exported, linearize
     from ganglion.models.recipes.text import CORPORA, VOCAB_SIZE, load_corpus
@@ -483,8 +491,10 @@ def _linear_vision(
 
     if to != "vig":
         raise ConversionError(f"--to must be vig for a vit, got {to!r}")
-    if distill_steps < 0 or finetune_epochs < 0 or batch < 1:
-        raise ConversionError("--distill-steps and --finetune-epochs must be >= 0, --batch >= 1")
+    if distill_steps < 0 or finetune_epochs < 0 or not 1 <= batch <= MAX_BATCH:
+        raise ConversionError(
+            f"--distill-steps and --finetune-epochs must be >= 0, --batch in [1, {MAX_BATCH}]"
+        )
     source = getattr(bundle.module, "inner", None)
     if not isinstance(source, ViT):
         raise ConversionError(f"{model}: the vit bundle does not hold a ViT")

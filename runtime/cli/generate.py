@@ -7,11 +7,24 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import typer
 
-from ganglion.models.recipes.text import encode_text
-from ganglion.runtime.generation import Sampling, generate
+from ganglion.models.errors import GanglionError
+from ganglion.runtime.generation import GenerationError, Sampling, generate
 from ganglion.runtime.session import load
+
+
+def prompt_ids(prompt: str) -> np.ndarray:
+    """Token ids (int64) of ``prompt``: its UTF-8 bytes, where argv bytes that are not UTF-8
+    (which Python passes as surrogate escapes, PEP 383) are their own byte tokens."""
+    try:
+        data = prompt.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise GanglionError(
+            f"--prompt: character {exc.start} is a lone surrogate, not text or a byte"
+        ) from None
+    return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
 
 
 def generate_command(
@@ -27,14 +40,17 @@ def generate_command(
 ) -> None:
     """Continue a prompt token by token, printing text as it comes (tokens/s at the end)."""
     sampling = Sampling(max_tokens, temperature, top_k, top_p, seed)
-    ids = encode_text(prompt)
+    ids = prompt_ids(prompt)
     with load(bundle, backend=backend, device=device) as session:
         start, tokens = time.perf_counter(), []
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for token in generate(session, ids, sampling):
-            tokens.append(token)
-            sys.stdout.write(decoder.decode(bytes([token])))  # whole characters as they complete
-            sys.stdout.flush()
+        try:
+            for token in generate(session, ids, sampling):
+                tokens.append(token)
+                sys.stdout.write(decoder.decode(bytes([token])))  # whole characters as they come
+                sys.stdout.flush()
+        except GenerationError as exc:
+            raise GenerationError(f"{bundle}: {exc}") from None
         seconds = time.perf_counter() - start
     sys.stdout.write(decoder.decode(b"", final=True) + "\n")
     rate = len(tokens) / seconds if seconds > 0 else float("inf")

@@ -7,11 +7,13 @@ The default view is read from the verified bundle's files without torch (``descr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ganglion.models.manifest import SpikingTime
@@ -175,32 +177,77 @@ def _pairs(values: dict[str, Any]) -> str:
 
 
 def _show_report(console: Console, report: dict[str, Any], indent: str) -> None:
-    layers = report.get("layers")
-    if isinstance(layers, dict) and layers:
-        table = Table("layer", "neurons", "threshold", "firing rate", title="conversion report")
-        for name, row in layers.items():
-            if isinstance(row, dict) and "firing_rate" in row:
-                table.add_row(
-                    name,
-                    f"{row.get('neurons', 0):,}",
-                    f"{row['threshold_min']:.4g}..{row['threshold_max']:.4g}",
-                    f"{row['firing_rate']:.3f}",
-                )
-        if table.row_count:
-            console.print(table)
-    if "ann_accuracy" in report:
-        console.print(
-            f"{indent}calibration accuracy: ANN {report['ann_accuracy']:.4f}, "
-            f"SNN {report['snn_accuracy']:.4f}"
-        )
-    for key in ("accuracy_check", "quality"):
+    """The report's known sections; one the manifest holds in another form than its writer's
+    (a bundle's manifest is anyone's file) is named as malformed instead."""
+    malformed = []
+    for key, section in REPORT_SECTIONS.items():
         if key in report:
-            text = ", ".join(f"{k} {v}" for k, v in report[key].items())
-            console.print(f"{indent}{key.replace('_', ' ')}: {text}", markup=False)
-    if isinstance(report.get("monotonicity"), dict):
-        from ganglion.models.monotonicity import monotonicity_line
+            try:
+                section(console, report, indent)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                malformed.append(key)
+    if malformed:
+        console.print(f"{indent}report: malformed {', '.join(malformed)} (not shown)", markup=False)
 
-        console.print(f"{indent}{monotonicity_line(report['monotonicity'])}", markup=False)
+
+def _conversion_table(console: Console, report: dict[str, Any], indent: str) -> None:
+    layers = report["layers"]
+    if not isinstance(layers, dict):  # other reports may list their layers otherwise
+        return
+    table = Table("layer", "neurons", "threshold", "firing rate", title="conversion report")
+    for name, row in layers.items():
+        if isinstance(row, dict) and "firing_rate" in row:
+            table.add_row(
+                escape(str(name)),
+                f"{row.get('neurons', 0):,}",
+                f"{row['threshold_min']:.4g}..{row['threshold_max']:.4g}",
+                f"{row['firing_rate']:.3f}",
+            )
+    if table.row_count:
+        console.print(table)
+
+
+def _calibration_accuracy(console: Console, report: dict[str, Any], indent: str) -> None:
+    line = f"ANN {report['ann_accuracy']:.4f}, SNN {report['snn_accuracy']:.4f}"
+    console.print(f"{indent}calibration accuracy: {line}")
+
+
+def _pairs_line(key: str) -> Callable[[Console, dict[str, Any], str], None]:
+    def show(console: Console, report: dict[str, Any], indent: str) -> None:
+        text = ", ".join(f"{k} {v}" for k, v in report[key].items())
+        console.print(f"{indent}{key.replace('_', ' ')}: {text}", markup=False)
+
+    return show
+
+
+def _monotonicity(console: Console, report: dict[str, Any], indent: str) -> None:
+    from ganglion.models.monotonicity import monotonicity_line
+
+    console.print(f"{indent}{monotonicity_line(report['monotonicity'])}", markup=False)
+
+
+def _training(console: Console, report: dict[str, Any], indent: str) -> None:
+    """What ``ganglion train`` reached: test accuracy (vision) or held-out BPC (language)."""
+    training = report["training"]
+    scores = []
+    if training.get("test_accuracy") is not None:
+        scores.append(f"test accuracy {training['test_accuracy']:.4f}")
+    if training.get("heldout_bpc") is not None:
+        scores.append(f"held-out bits per character {training['heldout_bpc']:.3f}")
+    span = [f"{training[k]:,} {k}" for k in ("epochs", "steps") if k in training]
+    if scores:
+        after = f" after {', '.join(span)}" if span else ""
+        console.print(f"{indent}training: {', '.join(scores)}{after}", markup=False)
+
+
+REPORT_SECTIONS: dict[str, Callable[[Console, dict[str, Any], str], None]] = {
+    "layers": _conversion_table,
+    "ann_accuracy": _calibration_accuracy,
+    "accuracy_check": _pairs_line("accuracy_check"),
+    "quality": _pairs_line("quality"),
+    "monotonicity": _monotonicity,
+    "training": _training,
+}
 
 
 def register(app: typer.Typer) -> None:

@@ -79,7 +79,12 @@ def export(
     onnx: Path | None = typer.Option(None, "--onnx", help="Write an ONNX graph to this file."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
     graph: str = typer.Option("step", "--graph", help="ONNX graph: step | sequence."),
-    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset of the graph."),
+    opset: int | None = typer.Option(
+        None,
+        "--opset",
+        help=f"ONNX opset of the graph (default: {DEFAULT_OPSET}, or the opset a stored graph "
+        "was made at).",
+    ),
 ) -> None:
     """Export a bundle's program to an interchange format (NIR, ONNX)."""
     if nir is None and onnx is None:
@@ -107,8 +112,8 @@ def export(
     if onnx is not None:
         from ganglion.runtime.onnx_export.export import write_onnx
 
-        write_onnx(deployable, onnx, graph, opset, force)
-        typer.echo(f"ONNX {graph} graph (opset {opset}) written to {onnx}")
+        written = write_onnx(deployable, onnx, graph, opset, force)
+        typer.echo(f"ONNX {graph} graph (opset {written}) written to {onnx}")
 
 
 def _export_sequence_nir(deployable: Deployable, path: Path, force: bool) -> None:

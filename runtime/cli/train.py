@@ -30,6 +30,7 @@ MAX_BATCH = 4096  # --batch (windows per step)
 MAX_LENGTH = 65536  # --length (tokens per window)
 MAX_UPSAMPLE = 16  # digits 8x8 -> at most 128x128
 MAX_BLOCK_PARAMETERS = 1 << 28  # about 12 * layers * d_model**2, checked before building
+MAX_SEED = 2**32 - 1  # the digits split's seed (scikit-learn's random_state) takes no more
 
 
 def _progress(total: int, what: str) -> Progress:
@@ -94,6 +95,11 @@ def train_lm_command(
             ("--length", length, MAX_LENGTH),
         )
     )
+    if eval_chars is not None and (eval_chars < 0 or eval_chars == 1):
+        raise GanglionError(
+            f"--eval-chars must be 0 (no scoring) or at least 2 (one character scored from the "
+            f"one before), got {eval_chars}"
+        )
     check_target(output, force)
     import torch
 
@@ -161,6 +167,8 @@ def train_vision_command(
             ("--layers", layers, MAX_LAYERS),
         )
     )
+    if not 0 <= seed <= MAX_SEED:
+        raise GanglionError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
     check_target(output, force)
     import torch
 

@@ -60,27 +60,51 @@ def export_graph(
     return model
 
 
+def graph_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset ``model`` is written at."""
+    versions = (o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return next(versions, naming.DEFAULT_OPSET)
+
+
 def write_onnx(
-    deployable: Deployable, path: Path, graph: str, opset: int, force: bool = False
-) -> None:
-    """Write the program's ``graph`` at ``opset`` to ``path`` atomically (BundleError if it
-    has none; an existing file is replaced only with ``force``)."""
-    model = export_graph(deployable, graph, opset)
+    deployable: Deployable, path: Path, graph: str, opset: int | None, force: bool = False
+) -> int:
+    """Write the program's ``graph`` to ``path`` atomically and return the opset written
+    (BundleError if it has none; an existing file is replaced only with ``force``). Without
+    ``opset``, the graph as made (a dense program's stays at its exporter's opset); asked for
+    another opset than it is made at, the graph is converted, or refused with nothing written
+    when it does not convert."""
+    model = export_graph(deployable, graph, naming.DEFAULT_OPSET if opset is None else opset)
     if model is None:
         raise BundleError(f"this {deployable.manifest.kind} program has no ONNX {graph} graph")
+    made = graph_opset(model)
+    if opset is not None and made != opset:
+        from onnx import version_converter
+
+        try:
+            model = version_converter.convert_version(model, opset)
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as exc:  # the converter asserts in C++ with its source location
+            reason = str(exc).strip().splitlines()[0].split("failed: ")[-1] if str(exc) else ""
+            raise BundleError(
+                f"--opset {opset}: this program's {graph} graph is made at opset {made} and "
+                f"does not convert to {opset} ({reason or type(exc).__name__})"
+            ) from exc
     with atomic_file(path, force) as tmp:
         onnx.save_model(model, str(tmp))
+    return made if opset is None else opset
 
 
 def write_bundle_graph(deployable: Deployable, path: Path, graph: str) -> None:
-    """Bundle writer: ``graph`` at the default opset, recorded in the manifest's provenance;
-    writes nothing for a program without that graph."""
+    """Bundle writer: ``graph`` at the default opset (or the opset a dense program's graph is
+    made at), recorded in the manifest's provenance; writes nothing for a program without
+    that graph."""
     model = export_graph(deployable, graph, naming.DEFAULT_OPSET)
     if model is None:
         return
     onnx.save_model(model, str(path))
     record = deployable.manifest.provenance.setdefault(
-        "onnx", {"opset": naming.DEFAULT_OPSET, "graphs": {}}
+        "onnx", {"opset": graph_opset(model), "graphs": {}}
     )
     record["graphs"][graph] = naming.GRAPH_FILES[graph]
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from ganglion.converters.exported_archive import load_exported
@@ -193,6 +195,37 @@ def test_nan_weights_in_an_onnx_model_are_refused_but_infinity_passes(tmp_path: 
         load_onnx(_onnx_gemm(tmp_path / "nan.onnx", weight))
     weight[1, 2] = -np.inf  # attention masks hold -inf
     assert load_onnx(_onnx_gemm(tmp_path / "mask.onnx", weight)).graph.initializer[0].name == "w"
+
+
+def _put_nan(path: Path, tensor: str, index: int) -> None:
+    tensors = load_file(path)
+    tensors[tensor][index] = np.nan
+    save_file(tensors, path)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "tensor", "backend"),
+    [
+        ("weights.safetensors", "affine_1.weight", "torch"),
+        ("weights.safetensors", "relu_2.threshold", "torch"),
+        ("initial_state.safetensors", "v.relu_2", "onnxruntime"),  # the state ORT starts from
+    ],
+)
+def test_nan_in_a_bundles_tensors_is_refused_naming_file_and_tensor(
+    bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tampered: Callable[..., Path],
+    file_name: str,
+    tensor: str,
+    backend: str,
+) -> None:
+    nan = tampered(bundle, tmp_path, edit=lambda copy: _put_nan(copy / file_name, tensor, 2))
+    np.save(tmp_path / "x.npy", np.zeros((1, 2, 3, 3), np.float32))
+    args = ["run", nan, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"]
+    code, err = _cli([*args, "--backend", backend], capsys)
+    _one_line(code, err, f"{file_name}: tensor {tensor!r} holds NaN at index (2", str(nan))
+    assert not (tmp_path / "y.npy").exists()
 
 
 def test_empty_arrays_are_refused_naming_the_file(tmp_path: Path) -> None:

@@ -45,3 +45,18 @@ def same_states() -> Callable[[dict, dict], None]:
     """``same_states(ref, got)``: RWKV-style states equal within 1e-5, the WKV parts compared
     as ``a e^p`` and ``b e^p`` (the representation the scan may rescale)."""
     return _close_states
+
+
+def _perturb(model: torch.nn.Module) -> torch.nn.Module:
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=noise))
+    return model
+
+
+@pytest.fixture(scope="session")
+def perturb() -> Callable[[torch.nn.Module], torch.nn.Module]:
+    """``perturb(model)``: every weight moved by seeded noise (0.3 N(0, 1)), in place; fresh
+    blocks are near the identity, and greedy decoding from them would repeat one token."""
+    return _perturb

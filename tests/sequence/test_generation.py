@@ -4,6 +4,7 @@ memory per token for the recurrent models."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,26 +40,21 @@ def _firing_spikegpt():
     return model
 
 
-def _varied_model(architecture: str):
-    """Every weight perturbed (fresh blocks are near the identity and greedy decoding would
-    repeat one token) and, for SpikeGPT, firing LIFs (``_firing_spikegpt``)."""
-    model = _firing_spikegpt() if architecture == "spikegpt" else _model(architecture)
-    noise = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=noise))
-    return model
+def _varied_model(architecture: str, perturb: Callable) -> torch.nn.Module:
+    """Every weight perturbed and, for SpikeGPT, firing LIFs (``_firing_spikegpt``)."""
+    return perturb(_firing_spikegpt() if architecture == "spikegpt" else _model(architecture))
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def bundles(tmp_path_factory: pytest.TempPathFactory, perturb: Callable) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lm")
-    return {a: save_bundle(sequence_deployable(_varied_model(a)), root / a) for a in ARCHITECTURES}
+    models = {a: _varied_model(a, perturb) for a in ARCHITECTURES}
+    return {a: save_bundle(sequence_deployable(m), root / a) for a, m in models.items()}
 
 
-def _lif_rates(ids: list[int]) -> dict[str, float]:
-    """Firing rate of each TimeMix/ChannelMix LIF of ``_varied_model("spikegpt")`` on ``ids``."""
-    model = _varied_model("spikegpt")
+def _lif_rates(ids: list[int], perturb: Callable) -> dict[str, float]:
+    """Firing rate of each TimeMix/ChannelMix LIF of the perturbed SpikeGPT on ``ids``."""
+    model = _varied_model("spikegpt", perturb)
     model.record_spikes = True
     with torch.no_grad():
         model(torch.tensor([ids]))
@@ -66,7 +62,9 @@ def _lif_rates(ids: list[int]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_greedy_tokens_are_identical_on_torch_and_onnxruntime(bundles, architecture: str) -> None:
+def test_greedy_tokens_are_identical_on_torch_and_onnxruntime(
+    bundles, perturb: Callable, architecture: str
+) -> None:
     sampling = Sampling(max_tokens=40)
     with load(bundles[architecture]) as a, load(bundles[architecture], backend="onnxruntime") as b:
         tokens = list(generate(a, PROMPT, sampling)), list(generate(b, PROMPT, sampling))
@@ -76,7 +74,7 @@ def test_greedy_tokens_are_identical_on_torch_and_onnxruntime(bundles, architect
     assert len(set(tokens[0])) > 1  # not one token repeated: the context steers the choice
     np.testing.assert_allclose(logits[0], logits[1], atol=1e-4)
     if architecture == "spikegpt":  # its LIFs fired on that text, neither silent nor saturated
-        rates = _lif_rates(PROMPT + tokens[0])
+        rates = _lif_rates(PROMPT + tokens[0], perturb)
         assert set(rates) == {"l0.att_lif", "l0.ffn_lif"}
         assert all(0 < r < 1 for r in rates.values()), rates
 
