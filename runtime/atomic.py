@@ -62,9 +62,24 @@ def atomic_file(path: Path, force: bool = False) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp's 0600 would hide it from others
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def process_umask() -> int:
+    """This process's umask, read without changing it (Linux's /proc; else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from ganglion.models.manifest import Manifest
 from ganglion.runtime.kinds import ProgramKind, kind_of
 
 CONFIG, WEIGHTS, INITIAL_STATE = "config.json", "weights.safetensors", "initial_state.safetensors"
+MAX_REASON = 400  # characters of a rebuild error kept in its one-line message
 MAX_CONFIG_BYTES = 16 << 20
 
 
@@ -102,9 +103,12 @@ class Program:
         except BundleError:
             raise
         except Exception as exc:  # a malformed config surfaces as many exception types
+            reason = " ".join(str(exc).split())  # one line: torch's state-dict errors take many
+            if len(reason) > MAX_REASON:
+                reason = reason[: MAX_REASON - 3] + "..."
             raise BundleError(
-                f"{self.name}: config.json does not rebuild a {self.manifest.architecture} "
-                f"({type(exc).__name__}: {exc})"
+                f"{self.name}: config.json and {WEIGHTS} do not rebuild a "
+                f"{self.manifest.architecture} ({type(exc).__name__}: {reason})"
             ) from exc
         members = {n: m.deployable() for n, m in self.members.items()}
         return Deployable(module, self.manifest, config, members)

@@ -66,7 +66,16 @@ def _cast(name: str, value: object, dtype: str) -> np.ndarray:
         low, high = int(array.min()), int(array.max())
         if low < info.min or high > info.max:
             raise ShapeError(f"input {name!r} ({got}) has values {low}..{high} outside {dtype}")
-    return array.astype(want)
+    if want.kind == "f" and got.kind == "f" and got.itemsize > want.itemsize and array.size:
+        magnitude = np.abs(array)
+        peak = float(magnitude.max(initial=0.0, where=np.isfinite(magnitude)))
+        if peak > np.finfo(want).max:  # NaN and infinity: check_finite names them
+            raise ShapeError(
+                f"input {name!r} ({got}) has values of magnitude {peak:g}, beyond {dtype}'s "
+                f"range (largest {np.finfo(want).max:g})"
+            )
+    with np.errstate(over="ignore"):  # only an infinity can overflow now: check_finite names it
+        return array.astype(want)
 
 
 def check_finite(name: str, array: np.ndarray) -> None:

@@ -38,7 +38,8 @@ def check_events(events: object, where: str = "events") -> np.ndarray:
     missing = [name for name in EVENT_FIELDS if name not in events.dtype.names]
     if missing:
         raise ShapeError(
-            f"{where}: missing field(s) {', '.join(missing)} (has {', '.join(events.dtype.names)})"
+            f"{where}: a structured array is read as an event stream, which needs fields x, "
+            f"y, t, p; missing {', '.join(missing)} (has {', '.join(events.dtype.names)})"
         )
     for name in EVENT_FIELDS:
         field = events.dtype.fields[name][0]

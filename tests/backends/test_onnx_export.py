@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
+from ganglion.converters.torch_onnx import torch_to_onnx
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BundleError
+from ganglion.models.errors import BundleError, ConversionError
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli import main
 from ganglion.runtime.kinds import get_kind
@@ -127,3 +129,19 @@ def test_fixed_point_program_gets_no_onnx_graphs(program: Deployable, tmp_path: 
     folder = save_bundle(program, tmp_path / "b")
     assert not (folder / naming.STEP_FILE).exists()
     assert "onnx" not in json.loads((folder / "manifest.json").read_text())["provenance"]
+
+
+class _BatchPinning(torch.nn.Module):
+    """Neither exporter keeps its batch dynamic: TorchScript bakes the Python int ``n`` in, and
+    torch.export cannot carry the batch through ``chunk`` of a concatenation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = int(x.shape[0])
+        a, b = torch.cat([x, x * 2]).chunk(2)
+        return (a + b).reshape(n, -1)
+
+
+def test_a_graph_that_fixes_its_declared_dynamic_batch_is_refused() -> None:
+    batch = torch.export.Dim("batch")
+    with pytest.raises(ConversionError, match="does not give torch's outputs at another batch"):
+        torch_to_onnx(_BatchPinning(), (torch.randn(3, 4),), ["x"], ["y"], ({0: batch},))

@@ -119,6 +119,56 @@ def test_run_output_is_written_exactly_as_given(
     assert np.load(out).shape == (2, 2)
 
 
+def test_outputs_are_readable_as_the_umask_allows(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    np.save(tmp_path / "x.npy", np.zeros((2, 5), np.float32))
+    previous = os.umask(0o027)
+    try:
+        args = ["run", folder, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"]
+        assert _cli(args, capsys)[0] == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "y.npy").stat().st_mode & 0o777 == 0o640  # not a temporary file's 0600
+
+
+def test_float64_inputs_beyond_float32_are_refused_in_one_line(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    x = np.zeros((2, 5))
+    x[1, 3] = 1e300
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    code, err = _cli(["run", folder, "--input", tmp_path / "x.npy", "--output", out], capsys)
+    assert code != 0 and err.count("\n") == 1, err  # one line, no overflow warning before it
+    assert "magnitude 1e+300, beyond float32's range" in err and not out.exists()
+
+
+def test_weights_of_the_wrong_shape_are_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tampered
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from ganglion.models.sequence import sequence_model_class
+    from ganglion.models.sequence.program import sequence_deployable
+
+    cls = sequence_model_class("gla")
+    model = cls.from_config({**cls().to_config(), "d_model": 16, "n_layers": 1})
+    bundle = save_bundle(sequence_deployable(model), tmp_path / "gla")
+
+    def shrink(copy: Path) -> None:
+        tensors = load_file(copy / "weights.safetensors")
+        tensors["embed.weight"] = tensors["embed.weight"][:100].clone()
+        save_file(tensors, copy / "weights.safetensors")
+
+    bad = tampered(bundle, tmp_path, edit=shrink)
+    code, err = _cli(["generate", bad, "--prompt", "hi", "--max-tokens", "2"], capsys)
+    assert code != 0 and err.count("\n") == 1, err
+    assert "size mismatch for embed.weight" in err and "weights.safetensors" in err
+
+
 def test_named_inputs_and_npz_outputs_from_the_command_line(
     program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

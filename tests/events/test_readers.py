@@ -57,7 +57,10 @@ def test_object_fields_are_refused_without_unpickling(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("array", "message"),
     [
-        (np.zeros(3, [("x", "<i2"), ("y", "<i2"), ("t", "<i8")]), "missing field"),
+        (
+            np.zeros(3, [("x", "<i2"), ("y", "<i2"), ("t", "<i8")]),
+            "needs fields x, y, t, p; missing p",
+        ),
         (np.zeros(3, [("x", "<i2"), ("y", "<i2"), ("t", "<f8"), ("p", "u1")]), "field t must"),
         (np.zeros((3, 4), np.float32), "expected a structured array"),
         (np.zeros((2, 2), [("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "u1")]), "one event"),

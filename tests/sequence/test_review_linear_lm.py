@@ -164,3 +164,15 @@ def test_train_lm_refuses_negative_eval_chars(tmp_path: Path, one_line_error) ->
     code, _, err = invoke(*args)
     one_line_error(code, err, "--eval-chars")
     assert not out.exists()
+
+
+def test_gpt_export_at_a_newer_opset_prints_one_line(
+    gpt_bundle: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """torch's TorchScript exporter prints its IR from C++ straight to file descriptor 1 when
+    it fails at opset 24 and later; the command's own output is one line."""
+    path = tmp_path / "g.onnx"
+    code, out, err = invoke("export", str(gpt_bundle), "--onnx", str(path), "--opset", "24")
+    assert code == 0, err
+    assert out == f"ONNX step graph (opset 24) written to {path}\n"
+    assert "Torch IR" not in capfd.readouterr().out
