@@ -12,6 +12,7 @@ from typing import Protocol
 
 import onnx
 
+from ganglion.converters.onnx_file import check_no_nan
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable, BundleError
 from ganglion.runtime.atomic import atomic_file
@@ -110,12 +111,19 @@ def write_bundle_graph(deployable: Deployable, path: Path, graph: str) -> None:
 
 
 def bundle_graph(program: Program, graph: str, required: bool = True) -> bytes | None:
-    """Serialized ``graph`` from the bundle when it holds one (checksum verified at open),
-    else exported in memory for an in-memory program; None (or BackendUnavailable when
-    ``required``) when the program has none."""
+    """Serialized ``graph`` from the bundle when it holds one (checksum verified at open; a
+    float initializer holding NaN refused, as in weights.safetensors), else exported in memory
+    for an in-memory program; None (or BackendUnavailable when ``required``) when the program
+    has none."""
     file_name = naming.GRAPH_FILES[graph]
     if program.has_artifact(file_name):
-        return program.artifact(file_name)
+        data = program.artifact(file_name)
+        try:
+            model = onnx.load_from_string(data)
+        except Exception as exc:  # protobuf's decode errors
+            raise BundleError(f"{program.name}/{file_name}: not a readable ONNX model") from exc
+        check_no_nan(model, f"{program.name}/{file_name}")
+        return data
     model = None
     if program.folder is None:
         try:

@@ -228,6 +228,34 @@ def test_nan_in_a_bundles_tensors_is_refused_naming_file_and_tensor(
     assert not (tmp_path / "y.npy").exists()
 
 
+def _put_nan_in_onnx(path: Path) -> str:
+    """NaN into the first float initializer of the ONNX file at ``path``; its name."""
+    model = onnx.load(str(path))
+    first = next(t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT)
+    values = numpy_helper.to_array(first).copy()
+    values.flat[0] = np.nan
+    first.CopyFrom(numpy_helper.from_array(values, first.name))
+    onnx.save(model, str(path))
+    return first.name
+
+
+def test_nan_in_a_bundles_onnx_graph_is_refused_on_onnxruntime(
+    bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tampered: Callable[..., Path],
+) -> None:
+    names = []
+    nan = tampered(
+        bundle, tmp_path, edit=lambda c: names.append(_put_nan_in_onnx(c / "model.onnx"))
+    )
+    np.save(tmp_path / "x.npy", np.zeros((1, 2, 3, 3), np.float32))
+    args = ["run", nan, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"]
+    code, err = _cli([*args, "--backend", "onnxruntime"], capsys)
+    _one_line(code, err, f"model.onnx: tensor {names[0]!r} holds NaN at index")
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_empty_arrays_are_refused_naming_the_file(tmp_path: Path) -> None:
     np.save(tmp_path / "empty.npy", np.zeros((0, 64), np.float32))
     np.savez(tmp_path / "calib.npz", x=np.zeros((0, 64), np.float32))
