@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ganglion.kernels.launch import Launch, warps_for  # noqa: E402
-from kernels import announce_gpu, ops_list, print_table  # noqa: E402
+from kernels import announce_gpu, gla_inputs, ops_list, print_table  # noqa: E402
 
 DEPTHS = (2, 4, 8, 16)
 
@@ -94,9 +94,7 @@ def gla_runs(size: tuple[int, int, int, int, int]):
     from ganglion.kernels.launch import multiprocessors
 
     b, t, h, dk, dv = size
-    q, k = (torch.randn(b, t, h, dk, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    v = torch.randn(b, t, h, dv, device="cuda", dtype=torch.bfloat16)
-    g = (torch.nn.functional.logsigmoid(torch.randn(b, t, h, dk, device="cuda")) / 16).bfloat16()
+    q, k, v, g = gla_inputs(size, "cuda", torch.bfloat16)
     nbytes = 2 * (3 * q.numel() + 2 * v.numel())
     chunks = -(-t // 64)
 

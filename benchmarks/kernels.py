@@ -187,6 +187,18 @@ def wkv_cases(device: str, sizes: list[tuple[int, int, int]], ref_max_t: int) ->
     return cases
 
 
+def gla_inputs(
+    size: tuple[int, int, int, int, int], device: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """``(q, k, v, g)`` of GLA at ``size = (B, T, H, K, V)``: normal q, k, v and GLA's gate
+    ``logsigmoid(.) / 16`` (computed in fp32), all in ``dtype``."""
+    b, t, h, dk, dv = size
+    q, k, g = (torch.randn(b, t, h, dk, device=device, dtype=dtype) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(g.float()).div(16).to(dtype)
+    v = torch.randn(b, t, h, dv, device=device, dtype=dtype)
+    return q, k, v, g
+
+
 def gla_cases(
     device: str, sizes: list[tuple[int, int, int, int, int]], ref_max_t: int, chunk: int
 ) -> list[Case]:
@@ -201,10 +213,7 @@ def gla_cases(
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     cases = []
     for b, t, h, dk, dv in sizes:
-        q, k, g = (torch.randn(b, t, h, dk, device=device, dtype=dtype) for _ in range(3))
-        g = torch.nn.functional.logsigmoid(g.float()).div(16).to(dtype)
-        v = torch.randn(b, t, h, dv, device=device, dtype=dtype)
-        args = (q, k, v, g)
+        args = q, k, v, g = gla_inputs((b, t, h, dk, dv), device, dtype)
         nbytes = _nbytes(q, k, g, v, v)
         size = f"B{b}-T{t}-H{h}-K{dk}-V{dv}-{str(dtype).removeprefix('torch.')}"
         if t < chunk:
@@ -295,9 +304,7 @@ def profile_gla(sizes: list[tuple[int, int, int, int, int]]) -> None:
     except ImportError:
         pass
     for b, t, h, dk, dv in sizes:
-        args = [torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16) for d in (dk, dk, dv)]
-        gate = torch.nn.functional.logsigmoid(torch.randn(b, t, h, dk, device="cuda")) / 16
-        args.append(gate.to(torch.bfloat16))
+        args = gla_inputs((b, t, h, dk, dv), "cuda", torch.bfloat16)
         for name, fn in impls.items():
             fn(*args)
             torch.cuda.synchronize()

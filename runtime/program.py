@@ -94,9 +94,8 @@ class Program:
         except SafetensorError as exc:
             raise BundleError(f"{self.name}/{WEIGHTS}: not readable safetensors ({exc})") from exc
         for name, tensor in tensors.items():
-            if tensor.is_floating_point() and bool(tensor.isnan().any()):
-                index = tuple(int(i) for i in tensor.isnan().nonzero()[0])
-                refuse_nan(f"{self.name}/{WEIGHTS}", name, index)
+            if tensor.is_floating_point():
+                refuse_nan(f"{self.name}/{WEIGHTS}", name, tensor.isnan().numpy())
         config = self.config()
         try:
             module = self.kind.build_module(self.manifest, config, tensors, self.folder)
@@ -146,12 +145,15 @@ def read_numpy_tensors(data: bytes, where: str) -> dict[str, np.ndarray]:
     except SafetensorError as exc:
         raise BundleError(f"{where}: not readable safetensors ({exc})") from exc
     for name, array in tensors.items():
-        if array.dtype.kind == "f" and np.isnan(array).any():
-            refuse_nan(where, name, tuple(int(i) for i in np.argwhere(np.isnan(array))[0]))
+        if array.dtype.kind == "f":
+            refuse_nan(where, name, np.isnan(array))
     return tensors
 
 
-def refuse_nan(where: str, name: str, index: tuple[int, ...]) -> None:
-    """BundleError for tensor ``name`` of file ``where`` holding NaN at ``index``: a trained
-    model's weights and state are numbers. (Infinity is allowed: attention masks hold -inf.)"""
-    raise BundleError(f"{where}: tensor {name!r} holds NaN at index {index}")
+def refuse_nan(where: str, name: str, nan: np.ndarray) -> None:
+    """BundleError naming the first NaN of tensor ``name`` of file ``where`` (``nan``, its NaN
+    mask), if any: a trained model's weights and state are numbers. (Infinity is allowed:
+    attention masks hold -inf.)"""
+    if nan.any():
+        index = tuple(int(i) for i in np.argwhere(nan)[0])
+        raise BundleError(f"{where}: tensor {name!r} holds NaN at index {index}")

@@ -42,6 +42,17 @@ MAX_GATE_NORMALIZER = 1e6
 MAX_CHUNK = 1024  # tokens per chunk of the parallel form
 
 
+def check_gla_mixer(config: Any) -> None:
+    """Check the GLA mixer's fields of a config (the LM's or ViG's): ``expand_k``,
+    ``gate_rank``, ``gate_normalizer`` and ``chunk_size`` (a power of two >= 16), each by name."""
+    check_real("expand_k", config.expand_k, 0.0, MAX_EXPAND_K)
+    check_int("gate_rank", config.gate_rank, 1, MAX_GATE_RANK)
+    check_real("gate_normalizer", config.gate_normalizer, 0.0, MAX_GATE_NORMALIZER)
+    check_int("chunk_size", config.chunk_size, 16, MAX_CHUNK)
+    if config.chunk_size & (config.chunk_size - 1):
+        raise ValueError(f"chunk_size must be a power of two >= 16, got {config.chunk_size}")
+
+
 @dataclass
 class GLAConfig:
     """Hyper-parameters of ``GLALM``."""
@@ -58,18 +69,13 @@ class GLAConfig:
     def __post_init__(self) -> None:
         check_shell(self)
         check_int("n_heads", self.n_heads, 1, self.d_model)
-        check_real("expand_k", self.expand_k, 0.0, MAX_EXPAND_K)
-        check_int("gate_rank", self.gate_rank, 1, MAX_GATE_RANK)
-        check_real("gate_normalizer", self.gate_normalizer, 0.0, MAX_GATE_NORMALIZER)
-        check_int("chunk_size", self.chunk_size, 16, MAX_CHUNK)
+        check_gla_mixer(self)
         key_dim = self.d_model * self.expand_k
         if key_dim != int(key_dim) or int(key_dim) % self.n_heads or self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model {self.d_model} and d_k {key_dim:g} must be multiples of "
                 f"n_heads {self.n_heads}"
             )
-        if self.chunk_size & (self.chunk_size - 1):
-            raise ValueError(f"chunk_size must be a power of two >= 16, got {self.chunk_size}")
         d, dk, rank = self.d_model, self.key_dim, self.gate_rank
         # q, k (d x d_k each); v, the output gate and o (d x d each); the gate's low-rank pair;
         # a 4d FFN; norms and biases

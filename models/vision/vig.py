@@ -23,13 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganglion.kernels.gla import gla_chunk
-from ganglion.models.sequence.layers import FeedForward, RMSNorm, check_int, check_real
+from ganglion.models.sequence.gla import check_gla_mixer
+from ganglion.models.sequence.layers import FeedForward, RMSNorm
 from ganglion.models.vision.base import VisionClassifier, VisionConfig
-
-MAX_EXPAND_K = 4.0  # d_k at most 4 d_model
-MAX_CHUNK = 1024
-MAX_GATE_RANK = 4096
-MAX_GATE_NORMALIZER = 1e6
 
 
 @dataclass
@@ -43,15 +39,10 @@ class ViGConfig(VisionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_real("expand_k", self.expand_k, 0.0, MAX_EXPAND_K)
-        check_int("gate_rank", self.gate_rank, 1, MAX_GATE_RANK)
-        check_real("gate_normalizer", self.gate_normalizer, 0.0, MAX_GATE_NORMALIZER)
-        check_int("chunk_size", self.chunk_size, 16, MAX_CHUNK)
+        check_gla_mixer(self)
         key_dim = self.d_model * self.expand_k
         if key_dim != int(key_dim) or int(key_dim) % self.n_heads:
             raise ValueError(f"d_k {key_dim:g} must be a multiple of n_heads {self.n_heads}")
-        if self.chunk_size & (self.chunk_size - 1):
-            raise ValueError(f"chunk_size must be a power of two >= 16, got {self.chunk_size}")
 
     def block_parameters(self) -> int:
         """About how many weights one block holds: q and k (d x d_k each), v, the fusion gate

@@ -78,6 +78,7 @@ class TorchSession(Session):
         super().__init__(program, device)
         self.deployable = program.deployable()
         self._name = program.name
+        self._outputs_checked = False  # the manifest's outputs, checked on the first call
         # A session on another device works on its own copy: the Deployable (which other
         # sessions may share) stays where it is.
         module = self.deployable.module
@@ -126,12 +127,14 @@ class TorchSession(Session):
         return self._declared(self._arrays(out))
 
     def _declared(self, outputs: Arrays) -> Arrays:
-        """``outputs`` of a program without steps, checked against its manifest (a bundle
-        whose manifest and config disagree is refused here); other kinds' as they are."""
-        if not self.kind.has_steps:
+        """``outputs`` of a program without steps, checked against its manifest on the first
+        call (a bundle whose manifest and config disagree is refused there); later calls and
+        other kinds' outputs pass as they are."""
+        if not self.kind.has_steps and not self._outputs_checked:
             problem = output_problem(self.manifest, outputs)
             if problem is not None:
                 raise BundleError(f"{self._name}: {problem}")
+            self._outputs_checked = True
         return outputs
 
     def _step(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
