@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ganglion.models.errors import GanglionError
@@ -24,10 +24,12 @@ class TargetExists(GanglionError):
     """The output path exists and ``--force`` was not given, or it cannot be replaced."""
 
 
-def check_target(path: Path, force: bool) -> None:
+def check_target(path: Path, force: bool, reads: Iterable[Path | str | None] = ()) -> None:
     """Refuse to write over an existing file or non-empty folder unless ``force``; never
-    write inside a bundle, nor replace the current folder or one above it, even with ``force``."""
+    write inside a bundle, nor replace the current folder or one above it, nor (``reads``) a
+    file or folder the command reads, or a folder holding one, even with ``force``."""
     check_outside_bundles(path)
+    check_not_read(path, reads)
     exists = path.exists() or path.is_symlink()
     if exists and path.is_dir() and not path.is_symlink():
         here = Path.cwd().resolve()
@@ -38,6 +40,20 @@ def check_target(path: Path, force: bool) -> None:
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
         return
     raise TargetExists(f"{path} already exists; choose a new path or pass --force to replace it")
+
+
+def check_not_read(path: Path, reads: Iterable[Path | str | None]) -> None:
+    """Refuse ``path`` when it is one of ``reads`` (the command's inputs; None skipped) or a
+    folder holding one: ``--force`` replaces an old output, never the input being converted."""
+    target = Path(path).resolve()
+    for source in reads:
+        if source is None:
+            continue
+        resolved = Path(source).resolve()
+        if resolved == target or target in resolved.parents:
+            raise TargetExists(
+                f"{path} is read by this command ({source}); write the output to another path"
+            )
 
 
 def check_outside_bundles(path: Path) -> None:

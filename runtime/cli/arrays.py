@@ -9,6 +9,7 @@ output, ``--output OUT.npz`` any number of outputs by name.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -97,14 +98,19 @@ def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:
     return {name: read_npy(Path(file)) for name, file in files.items()}
 
 
-def check_output_path(path: Path, force: bool = False) -> None:
+def input_paths(specs: list[str]) -> list[str]:
+    """The files named by ``--input`` values (PATH or NAME=PATH)."""
+    return [spec.partition("=")[2] if "=" in spec else spec for spec in specs]
+
+
+def check_output_path(path: Path, force: bool = False, reads: Iterable[Path | str] = ()) -> None:
     """ShapeError unless ``path`` ends in .npy/.npz and is new (or ``force`` and a file),
-    outside any bundle."""
+    outside any bundle, and none of the files the command reads (``reads``)."""
     if path.suffix not in (".npy", ".npz"):
         raise ShapeError(f"--output {path}: must end in .npy (one output) or .npz (by name)")
     if path.is_dir():
         raise ShapeError(f"--output {path} is a folder")
-    check_target(path, force)
+    check_target(path, force, reads)
 
 
 def write_outputs(

@@ -65,7 +65,7 @@ def spiking(
     from ganglion.converters.spiking.onnx_ann import read_ann_onnx
     from ganglion.runtime.bundle import save_bundle
 
-    check_target(output, force)
+    check_target(output, force, reads=(model, calib))
     source = read_ann_onnx(model) if model.suffix == ".onnx" else load_exported(model)
     x, y = load_calibration(calib)
     opts = SpikingOptions(
@@ -129,7 +129,7 @@ def dense(
     from ganglion.converters.onnx_file import load_onnx
     from ganglion.runtime.bundle import save_bundle
 
-    check_target(output, force)
+    check_target(output, force, reads=(model, calib))
     source = load_onnx(model) if model.suffix == ".onnx" else load_exported(model)
     data = read_npz(calib) if calib is not None else None
     try:
@@ -171,7 +171,7 @@ def spikegpt(
     from ganglion.models.sequence.program import sequence_deployable
     from ganglion.runtime.bundle import load_bundle, save_bundle
 
-    check_target(output, force)
+    check_target(output, force, reads=(model,))
     if calib_windows < 1 or finetune_steps < 0:
         raise ConversionError("--calib-windows must be >= 1 and --finetune-steps >= 0")
     source = load_bundle(model)
@@ -253,11 +253,10 @@ def ensemble(
     from ganglion.runtime.bundle import load_bundle, save_bundle
     from ganglion.runtime.ensemble_calibration import all_expert_probabilities
 
-    check_target(output, force)
+    specs = [_member_spec(spec) for spec in members]
+    check_target(output, force, reads=(*(path for _, path in specs), calib))
     experts = {}
-    for spec in members:
-        name, sep, path = str(spec).partition("=")
-        name, path = (name, path) if sep else (Path(name).name, name)
+    for name, path in specs:
         if not NAME.match(name):
             raise ConversionError(f"expert name {name!r}: use 1-128 letters, digits or _.:-")
         if name in experts:
@@ -296,6 +295,12 @@ def ensemble(
     quality = program.manifest.report["quality"]
     console.print(", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in quality.items()))
     console.print(f"ensemble of {len(experts)} experts written to {path}")
+
+
+def _member_spec(spec: Path) -> tuple[str, str]:
+    """(name, path) of an ensemble member given as NAME=BUNDLE or BUNDLE (named by its folder)."""
+    name, sep, path = str(spec).partition("=")
+    return (name, path) if sep else (Path(name).name, name)
 
 
 def _token_ensemble(
@@ -356,7 +361,7 @@ def linear(
     into ViG (weights carried over, attention transfer, fine-tune)."""
     from ganglion.runtime.bundle import load_bundle, save_bundle
 
-    check_target(output, force)
+    check_target(output, force, reads=(model,))
     bundle = None if model.suffix == ".pt2" else load_bundle(model)
     if bundle is not None and bundle.manifest.architecture == "vit":
         language_only = {

@@ -115,6 +115,7 @@ def infer(
     from ganglion.runtime.cli.arrays import (
         check_output_path,
         describe_outputs,
+        input_paths,
         read_inputs,
         write_outputs,
     )
@@ -122,7 +123,7 @@ def infer(
     from ganglion.runtime.serving.kserve_tensors import response_arrays
 
     if output is not None:
-        check_output_path(output, force)
+        check_output_path(output, force, reads=input_paths(inputs))
     arrays = read_inputs(inputs)
     parameters = dict(_parameter(p) for p in params)
 

@@ -46,7 +46,7 @@ def import_nir(
     from ganglion.converters.nir_semantics import semantics_for
     from ganglion.runtime.bundle import save_bundle
 
-    check_target(output, force)
+    check_target(output, force, reads=(graph,))
     semantics = semantics_for(
         like,
         dt=dt,
@@ -91,7 +91,7 @@ def export(
         raise BundleError("nothing to export: give --nir OUT.nir and/or --onnx OUT.onnx")
     for path in (nir, onnx):
         if path is not None:
-            check_target(path, force)
+            check_target(path, force, reads=(bundle,))
             if bundle.is_dir() and path.resolve().parent == bundle.resolve():
                 raise BundleError(f"{path} is inside the bundle; write exports elsewhere")
     from ganglion.converters.nir_graph import write_nir

@@ -53,7 +53,7 @@ def profile(
     if plot is not None:
         if plot.suffix.lower() not in PLOT_SUFFIXES:
             raise GanglionError(f"--plot {plot}: must end in {', '.join(PLOT_SUFFIXES)}")
-        check_target(plot, force)
+        check_target(plot, force, reads=(bundle, *device_files))
 
     request = ProfileRequest(
         devices, backend, backend_device, runs, warmup, batch, simulate, str(root), device_files

@@ -38,7 +38,7 @@ def quantize(
     from ganglion.converters.loihi_quantize import quantize_loihi2
     from ganglion.runtime.bundle import load_bundle, save_bundle
 
-    check_target(output, force)
+    check_target(output, force, reads=(bundle, calib))
     x, y = load_calibration(calib) if calib is not None else (None, None)
     quantized = quantize_loihi2(load_bundle(bundle), x, y)
     path = save_bundle(quantized, output, force)

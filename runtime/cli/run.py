@@ -11,6 +11,7 @@ from ganglion.models.events.program_input import program_frames, read_event_inpu
 from ganglion.runtime.cli.arrays import (
     check_output_path,
     describe_outputs,
+    input_paths,
     load_calibration,
     read_inputs,
     write_outputs,
@@ -75,7 +76,7 @@ def run(
         options["calibration"] = load_calibration(calib)[0]
     if lava_precision is not None:
         options["precision"] = lava_precision
-    check_output_path(output, force)
+    check_output_path(output, force, reads=(bundle, calib, *input_paths(inputs)))
     session = load(
         bundle, backend=backend, device=device, allow_nonfinite=allow_nonfinite, **options
     )

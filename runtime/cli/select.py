@@ -76,7 +76,8 @@ def select(
 ) -> None:
     """Choose the expert subset with the best predicted quality within both budgets."""
     if dump_problem is not None:
-        check_target(dump_problem, force)
+        profiles = (spec.partition("=")[2] for spec in profiled)
+        check_target(dump_problem, force, reads=(bundle, problem, *device_files, *profiles))
     sources = None
     try:
         if (problem is None) == (bundle is None):

@@ -67,7 +67,7 @@ def sweep(
     grid = parse_timesteps(timesteps)
     SpikingOptions(method=method)  # a bad --method is refused before any work
     if plot is not None:
-        check_target(plot, force)
+        check_target(plot, force, reads=(model, calib, data, *device_files))
     test = read_npz(data)
     if "x" not in test or "y" not in test:
         raise ShapeError(

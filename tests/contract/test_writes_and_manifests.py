@@ -203,6 +203,50 @@ def test_export_into_the_bundle_itself_is_refused(
     assert _snapshot(folder) == before
 
 
+def test_force_never_replaces_what_the_command_reads(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    before = _snapshot(folder)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 5), np.float32))
+    x_bytes = x.read_bytes()
+    attempts = [
+        ["quantize", folder, "-o", folder, "--force"],  # the bundle it quantizes
+        ["quantize", folder, "-o", tmp_path, "--force"],  # a folder holding it
+        ["export", folder, "--nir", folder, "--force"],
+        ["run", folder, "--input", x, "--output", x, "--force"],
+        ["run", folder, "--input", f"input={x}", "--output", x, "--force"],
+    ]
+    for args in attempts:
+        code, err = _cli(args, capsys)
+        assert code != 0 and "is read by this command" in err, args
+        assert len(err.strip().splitlines()) == 1, err
+    assert _snapshot(folder) == before
+    assert x.read_bytes() == x_bytes
+    # a different path is still written, and --force still replaces an old output
+    out = tmp_path / "y.npy"
+    out.write_bytes(b"old")
+    assert _cli(["run", folder, "--input", x, "--output", out, "--force"], capsys)[0] == 0
+    assert np.load(out).shape == (2, 2)
+
+
+def test_convert_refuses_to_replace_its_source_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = nn.Sequential(nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    archive = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 5),)), archive)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.zeros((4, 5), np.float32))
+    sources = {p: p.read_bytes() for p in (archive, calib)}
+    for target in (archive, calib):
+        args = ["convert", "spiking", archive, "--calib", calib, "-o", target, "--force"]
+        code, err = _cli(args, capsys)
+        assert code != 0 and f"{target} is read by this command" in err
+    assert {p: p.read_bytes() for p in sources} == sources
+
+
 @pytest.mark.parametrize(
     "edit, field",
     [
