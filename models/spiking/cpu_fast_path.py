@@ -4,11 +4,12 @@ At batch 1 a spiking MLP's arithmetic (a few small matmuls, a compiled neuron sc
 takes a few tens of microseconds, and the torch path's per-call glue (tensor state, dictionaries
 and checks per layer, tensor wrappers around the compiled loops) two to four times as much.
 ``CpuStep`` and ``CpuRun`` walk the same nodes on numpy arrays: each stateless node runs its own
-``forward`` on a zero-copy tensor view, each neuron the compiled loop the torch path calls
-(``kernels.lif.cpu``: the single-step update, the scan over time), the decoded output the same
-time-ordered sum and ``scale_decoded`` (numpy's float32 division is torch's, bit for bit). The
-network's torch ``step`` and ``run`` stay the spec: equal bit for bit
-(``tests/spiking/test_cpu_fast_path.py``).
+``numpy_forward`` where it has one and takes the input (convolutions and pools: the same
+compiled loops ``forward`` calls), else ``forward`` on a zero-copy tensor view; each neuron the
+compiled loop the torch path calls (``kernels.lif.cpu``: the single-step update, the scan over
+time); the decoded output the same time-ordered sum and ``scale_decoded`` (numpy's float32
+division is torch's, bit for bit). The network's torch ``step`` and ``run`` stay the spec:
+equal bit for bit (``tests/spiking/test_cpu_fast_path.py``).
 
 They take float32 CPU graphs where every node and the output read one node through a delay-0
 edge (chains: MLPs and CNNs as converted), every neuron is ``plain`` (the compiled loops'
@@ -46,6 +47,18 @@ class _Node:
     state_key: str
     forward: Callable[[torch.Tensor], torch.Tensor] | None
     time_major_forward: bool  # ``forward`` takes [T, B, ...] as it is (Affine)
+    # the layer's own numpy form of ``forward`` (convolutions, pools), None where it has none
+    numpy_forward: Callable[[np.ndarray], np.ndarray | None] | None = None
+
+    def stateless(self, x: np.ndarray) -> np.ndarray:
+        """``forward`` on a numpy batch: the layer's numpy form where it takes ``x``, else
+        ``forward`` on a zero-copy tensor view."""
+        if self.numpy_forward is not None:
+            out = self.numpy_forward(np.ascontiguousarray(x))
+            if out is not None:
+                return out
+        assert self.forward is not None
+        return self.forward(torch.from_numpy(x)).numpy()
 
 
 def _chain(network: torch.nn.Module) -> tuple[list[_Node], str] | None:
@@ -66,7 +79,10 @@ def _chain(network: torch.nn.Module) -> tuple[list[_Node], str] | None:
             nodes.append(_Node(name, single[name], layer, keys[0], None, False))
         else:
             time_major = isinstance(layer, Affine)
-            nodes.append(_Node(name, single[name], None, "", layer.forward, time_major))
+            numpy_forward = getattr(layer, "numpy_forward", None)
+            nodes.append(
+                _Node(name, single[name], None, "", layer.forward, time_major, numpy_forward)
+            )
     return nodes, single[OUTPUT]
 
 
@@ -115,7 +131,7 @@ class CpuStep(_ChainPath):
         for node in self.nodes:
             inp = values[node.source]
             if node.neuron is None:
-                values[node.name] = node.forward(torch.from_numpy(inp)).numpy()
+                values[node.name] = node.stateless(inp)
                 continue
             params = node.neuron.cpu_scan_params()
             if params is None:
@@ -190,9 +206,9 @@ class CpuRun(_ChainPath):
         others on [S·B, ...]."""
         assert node.forward is not None
         if t_step == 0:
-            return node.forward(torch.from_numpy(inp[0])).numpy()[None]
+            return node.stateless(inp[0])[None]
         if node.time_major_forward:
             return node.forward(torch.from_numpy(inp)).numpy()
         rows, batch = inp.shape[:2]
-        out = node.forward(torch.from_numpy(inp.reshape(rows * batch, *inp.shape[2:])))
-        return out.numpy().reshape(rows, batch, *out.shape[1:])
+        out = node.stateless(inp.reshape(rows * batch, *inp.shape[2:]))
+        return out.reshape(rows, batch, *out.shape[1:])

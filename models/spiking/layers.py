@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganglion.kernels.conv import CpuConv2d
 from ganglion.kernels.lif import TILED_MEAN_MAX_ELEMENTS, cpu_scan_available
 from ganglion.models.errors import ShapeError
 from ganglion.models.spiking.neuron import Neuron
@@ -69,10 +71,33 @@ class Conv2d:
         return (self.weight.shape[0], oh, ow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, C, H, W] -> [N, out, H', W']."""
+        """x [N, C, H, W] -> [N, out, H', W']: ``F.conv2d``, or for a small CPU batch the
+        compiled loop of ``kernels.conv`` where it equals ``F.conv2d`` bit for bit."""
+        if not x.is_cuda and cpu_scan_available():
+            out = self.cpu_loop()(x)
+            if out is not None:
+                return out
         return F.conv2d(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
+
+    def numpy_forward(self, x: np.ndarray) -> np.ndarray | None:
+        """``forward`` on a C-contiguous fp32 numpy batch where the compiled loop takes it, else
+        None (call ``forward``): for the CPU fast paths, under ``torch.inference_mode``."""
+        return self.cpu_loop().numpy(x)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles leave the compiled loop's prepared weights behind."""
+        return {k: v for k, v in self.__dict__.items() if k != "_prepared"}
+
+    def cpu_loop(self) -> CpuConv2d:
+        """The compiled loop prepared from the current weights (prepared again if they or the
+        layout change)."""
+        layout = (self.stride, self.padding, self.dilation, self.groups)
+        loop = self.__dict__.get("_prepared")
+        if loop is None or not loop.holds(self.weight, self.bias, layout):
+            loop = self.__dict__["_prepared"] = CpuConv2d(self.weight, self.bias, layout)
+        return loop
 
 
 @dataclass(eq=False)
@@ -128,10 +153,20 @@ class AvgPool2d:
         ow = (w + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1
         return (c, oh, ow)
 
+    def numpy_forward(self, x: np.ndarray) -> np.ndarray | None:
+        """``forward`` on a C-contiguous fp32 numpy batch where a compiled loop takes it, else
+        None (call ``forward``): for the CPU fast paths."""
+        if self.kernel_size == self.stride and self.padding == (0, 0) and x.dtype == np.float32:
+            if _compiled_pool_fits(x.size, self.kernel_size) and cpu_scan_available():
+                from ganglion.kernels.lif import cpu
+
+                return cpu.tiled_mean_numpy(x, self.kernel_size)
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] -> [N, C, H', W']."""
         if self.kernel_size == self.stride and self.padding == (0, 0) and not x.is_cuda:
-            if _compiled_pool(x):
+            if _compiled_pool(x, self.kernel_size):
                 from ganglion.kernels.lif import cpu
 
                 return cpu.tiled_mean(x, self.kernel_size)
@@ -139,11 +174,16 @@ class AvgPool2d:
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
-def _compiled_pool(x: torch.Tensor) -> bool:
-    """Whether ``kernels.lif.cpu.tiled_mean`` should pool ``x``: a small fp32 CPU input without
-    autograd, numba installed and kernels on."""
+def _compiled_pool_fits(size: int, kernel: tuple[int, int]) -> bool:
+    """Whether the compiled loop beats the torch adds: a 2x2 window, or a small input."""
+    return kernel == (2, 2) or size <= TILED_MEAN_MAX_ELEMENTS
+
+
+def _compiled_pool(x: torch.Tensor, kernel: tuple[int, int]) -> bool:
+    """Whether ``kernels.lif.cpu.tiled_mean`` should pool ``x``: an fp32 CPU input without
+    autograd that suits it (``_compiled_pool_fits``), numba installed and kernels on."""
     return (
-        x.numel() <= TILED_MEAN_MAX_ELEMENTS
+        _compiled_pool_fits(x.numel(), kernel)
         and x.dtype == torch.float32
         and not x.requires_grad
         and cpu_scan_available()
@@ -168,6 +208,10 @@ def tiled_mean(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
 @dataclass(eq=False)
 class SumPool2d(AvgPool2d):
     """y = sum of each kernel window."""
+
+    def numpy_forward(self, x: np.ndarray) -> None:  # noqa: ARG002
+        """None: the sum always runs through ``forward``."""
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] -> [N, C, H', W']."""

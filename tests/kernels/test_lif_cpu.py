@@ -88,7 +88,16 @@ def test_time_sum_adds_steps_in_time_order():
     assert torch.equal(total, want)
 
 
-@pytest.mark.parametrize("shape,kernel", [((4, 3, 8, 8), (2, 2)), ((2, 5, 7, 9), (3, 2))])
+@pytest.mark.parametrize(
+    "shape,kernel",
+    [
+        ((4, 3, 8, 8), (2, 2)),
+        ((2, 5, 7, 9), (3, 2)),
+        ((3, 2, 7, 5), (2, 2)),
+        ((64, 32, 8, 9), (2, 2)),
+    ],
+    ids=["2x2", "3x2-odd", "2x2-odd", "2x2-large"],
+)
 def test_tiled_mean_equals_avg_pool2d_bit_for_bit(shape, kernel):
     x = torch.randn(*shape) * torch.logspace(-3, 3, shape[-1])
     want = F.avg_pool2d(x, kernel, kernel)

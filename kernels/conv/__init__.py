@@ -1,0 +1,117 @@
+"""2-D convolution of small CPU batches, bit for bit ``F.conv2d``, without its per-call cost.
+
+At a few rows ``F.conv2d`` spends most of its time around oneDNN's kernel, not in it: 11 µs at
+one row and 60 µs at eight for the digits CNN's second convolution, where the arithmetic takes
+a few. ``CpuConv2d`` runs the compiled loop of ``cpu.py`` instead, in oneDNN's own arithmetic,
+and only where it has checked, once per layer and input shape, that the loop's output equals
+``F.conv2d``'s bit for bit at two batch sizes on this machine (oneDNN's order can differ with
+the instruction set or the channel count; where it does, ``F.conv2d`` keeps every call). So a
+program gives the same bits whichever path a call takes, and at one row the loop also agrees
+with the larger batches, where ``F.conv2d`` switches to another kernel at one row.
+
+The loop is used for fp32 CPU inputs without autograd, stride 1, dilation 1, one group, finite
+weights, numba installed and kernels on (``GANGLION_KERNELS``), and at most
+``CPU_CONV_MAX_MACS`` multiply-adds per call: above that oneDNN's vector kernel wins. The spec
+is ``F.conv2d`` (``tests/kernels/test_conv_cpu.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["CPU_CONV_MAX_MACS", "CpuConv2d", "Layout"]
+
+CPU_CONV_MAX_MACS = 2_000_000  # measured crossover with oneDNN here: about 32 rows of 16x4x4
+_CHECK_BATCHES = (2, 67)  # batch sizes the loop is compared with F.conv2d at
+Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding,
+# dilation, groups
+
+
+class CpuConv2d:
+    """One convolution's weights laid out for the compiled loop, and, per input shape, whether
+    the loop equals ``F.conv2d`` here. ``__call__`` gives None where ``F.conv2d`` must run."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> None:
+        from ganglion.kernels.conv import cpu  # numba: imported when a convolution runs
+
+        self._loop = cpu.conv2d_loop
+        self.weight, self.bias, self.layout = weight, bias, layout
+        self.versions = (weight._version, bias._version)
+        stride, self.padding, dilation, groups = layout
+        self.flipped = cpu.flip_weight(weight.detach().numpy())
+        self.bias_array = bias.detach().numpy().astype(np.float32, copy=True)
+        self.usable = (
+            (stride, dilation, groups) == ((1, 1), (1, 1), 1)
+            and weight.dtype == bias.dtype == torch.float32
+            and bool(np.isfinite(self.flipped).all() and np.isfinite(self.bias_array).all())
+        )
+        self.shapes: dict[tuple[int, ...], int] = {}  # input shape -> MACs per row, 0: not exact
+
+    def holds(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> bool:
+        """Whether this was prepared from these very tensors, unchanged since, and layout."""
+        return (
+            weight is self.weight
+            and bias is self.bias
+            and (weight._version, bias._version) == self.versions
+            and layout == self.layout
+        )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``F.conv2d(x, weight, bias, 1, padding)`` from the compiled loop, or None where the
+        loop must not take it (module docstring)."""
+        if x.dtype != torch.float32 or x.dim() != 4:
+            return None
+        if torch.is_grad_enabled() and (
+            x.requires_grad or self.weight.requires_grad or self.bias.requires_grad
+        ):
+            return None  # autograd records F.conv2d
+        out = self.numpy(x.detach().contiguous().numpy())
+        return None if out is None else torch.from_numpy(out)
+
+    def numpy(self, x: np.ndarray) -> np.ndarray | None:
+        """``__call__`` on a C-contiguous fp32 [N, C, H, W] array, autograd aside (the CPU
+        fast paths of spiking programs call it under ``torch.inference_mode``)."""
+        if not self.usable or x.dtype != np.float32 or x.ndim != 4:
+            return None
+        shape = x.shape[1:]
+        macs = self.shapes.get(shape)
+        if macs is None:
+            macs = self.shapes[shape] = self._macs(shape) if self._matches_torch(shape) else 0
+        if not 0 < x.shape[0] * macs <= CPU_CONV_MAX_MACS:
+            return None
+        return self.run(x)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The loop on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""
+        oh, ow = self._out_hw(x.shape[1:])
+        out = np.empty((x.shape[0], self.bias_array.size, oh, ow), np.float32)
+        scratch = np.empty(oh * ow * self.bias_array.size, np.float32)
+        self._loop(x, self.flipped, self.bias_array, *self.padding, out, scratch)
+        return out
+
+    def _macs(self, shape: tuple[int, ...]) -> int:
+        """Multiply-adds of one row of input ``shape`` (C, H, W), counted dense."""
+        oh, ow = self._out_hw(shape)
+        return int(self.flipped.size) * oh * ow
+
+    def _out_hw(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        kh, kw = self.weight.shape[2:]
+        return shape[1] + 2 * self.padding[0] - kh + 1, shape[2] + 2 * self.padding[1] - kw + 1
+
+    def _matches_torch(self, shape: tuple[int, ...]) -> bool:
+        """Whether the loop equals ``F.conv2d`` bit for bit on inputs of ``shape`` (half zeros,
+        as spikes are, the rest normal) at each of ``_CHECK_BATCHES``."""
+        oh, ow = self._out_hw(shape)
+        if oh < 1 or ow < 1 or len(shape) != 3 or shape[0] != self.weight.shape[1]:
+            return False
+        generator = torch.Generator().manual_seed(0)
+        for batch in _CHECK_BATCHES:
+            x = torch.randn(batch, *shape, generator=generator)
+            x *= torch.rand(batch, *shape, generator=generator) < 0.5
+            with torch.inference_mode():
+                expected = F.conv2d(x, self.weight, self.bias, 1, self.padding)
+            if not np.array_equal(self.run(x.numpy()), expected.numpy()):
+                return False
+        return True

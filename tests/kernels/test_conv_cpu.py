@@ -1,0 +1,109 @@
+"""The compiled convolution of small CPU batches (``kernels/conv``) against ``F.conv2d``: bit
+for bit where it takes a call, the same bits at every batch size, and ``F.conv2d`` itself
+wherever the loop must not run."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganglion.kernels.conv import CPU_CONV_MAX_MACS
+from ganglion.kernels.lif import cpu_scan_available
+from ganglion.models.spiking.layers import Conv2d
+
+# (out, in, kernel, padding, H, W): the digits CNN's two convolutions, odd sizes and paddings
+SHAPES = [
+    (16, 1, 3, (1, 1), 8, 8),
+    (32, 16, 3, (1, 1), 4, 4),
+    (8, 3, 3, (0, 1), 9, 7),
+    (6, 4, 5, (2, 2), 6, 6),
+    (5, 2, 2, (0, 0), 5, 3),
+]
+
+
+def _layer(out: int, inp: int, k: int, padding: tuple[int, int], seed: int = 0) -> Conv2d:
+    g = torch.Generator().manual_seed(seed)
+    return Conv2d(
+        torch.randn(out, inp, k, k, generator=g), torch.randn(out, generator=g), (1, 1), padding
+    )
+
+
+def _spikes(n: int, c: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g) * (torch.rand(n, c, h, w, generator=g) < 0.3)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s[:4]) for s in SHAPES])
+def test_loop_equals_conv2d_where_it_runs_and_is_close_everywhere(shape):
+    out, inp, k, padding, h, w = shape
+    layer = _layer(out, inp, k, padding)
+    x = _spikes(9, inp, h, w)
+    loop = layer.cpu_loop()
+    got = loop.run(x.numpy())
+    want = F.conv2d(x, layer.weight, layer.bias, 1, padding)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+    if loop._matches_torch((inp, h, w)):
+        assert np.array_equal(got, want.numpy())
+        assert torch.equal(layer.forward(x), want)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=["conv_0", "conv_4"])
+def test_one_row_gives_the_bits_of_a_larger_batch(shape):
+    """F.conv2d switches kernels at one row (its results differ in the last bits); the layer
+    gives a row the same bits alone as inside a batch."""
+    out, inp, k, padding, h, w = shape
+    layer = _layer(out, inp, k, padding)
+    x = _spikes(6, inp, h, w)
+    with torch.inference_mode():
+        whole = layer.forward(x)
+        for i in range(x.shape[0]):
+            assert torch.equal(layer.forward(x[i : i + 1]), whole[i : i + 1])
+
+
+def test_conv2d_runs_where_the_loop_must_not():
+    layer = _layer(32, 16, 3, (1, 1))
+    loop = layer.cpu_loop()
+    x = _spikes(2, 16, 4, 4)
+    assert loop(x) is not None or not loop.shapes[(16, 4, 4)]
+    big = _spikes(CPU_CONV_MAX_MACS // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
+    assert loop(big) is None  # above the size where oneDNN wins
+    assert loop(x.double()) is None
+    grad = x.clone().requires_grad_(True)
+    assert loop(grad) is None  # autograd records F.conv2d
+    y = layer.forward(grad)
+    y.sum().backward()
+    assert grad.grad is not None and grad.grad.abs().sum() > 0
+    with torch.inference_mode():
+        assert loop(grad) is not None or not loop.shapes[(16, 4, 4)]
+    strided = Conv2d(layer.weight, layer.bias, (2, 2), (1, 1))
+    assert not strided.cpu_loop().usable
+    assert torch.equal(strided.forward(x), F.conv2d(x, layer.weight, layer.bias, 2, (1, 1)))
+    bad = Conv2d(layer.weight.clone(), layer.bias.clone(), (1, 1), (1, 1))
+    bad.weight[0, 0, 0, 0] = float("inf")
+    assert bad.cpu_loop()(x) is None  # 0·inf is NaN in F.conv2d; the loop skips zeros
+    want = F.conv2d(x, bad.weight, bad.bias, 1, (1, 1))
+    assert want.isnan().any()
+    torch.testing.assert_close(bad.forward(x), want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_kernels_switch_turns_the_loop_off(monkeypatch):
+    layer = _layer(16, 1, 3, (1, 1))
+    x = _spikes(1, 1, 8, 8)
+    monkeypatch.setitem(os.environ, "GANGLION_KERNELS", "0")
+    assert not cpu_scan_available()
+    assert torch.equal(layer.forward(x), F.conv2d(x, layer.weight, layer.bias, 1, (1, 1)))
+
+
+def test_changed_weights_are_prepared_again():
+    layer = _layer(16, 1, 3, (1, 1))
+    x = _spikes(3, 1, 8, 8)
+    first = layer.forward(x)
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # in place: the tensor's version moves
+    np.testing.assert_allclose(
+        layer.forward(x), F.conv2d(x, layer.weight, layer.bias, 1, (1, 1)), rtol=1e-5, atol=1e-5
+    )
+    layer.weight = torch.zeros_like(layer.weight)  # a new tensor
+    assert torch.equal(layer.forward(x), layer.bias.view(1, -1, 1, 1).expand_as(first))
