@@ -424,9 +424,13 @@ def check_expression(text: str) -> str | None:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return "not an expression"
+    names = _name_strings(tree)
     for node in ast.walk(tree):
         if not isinstance(node, _EXPR_NODES):
             return f"uses {type(node).__name__}"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
+            if id(node) not in names:
+                return f"uses the string {_short(node.value)} (only a name may be one)"
         if isinstance(node, ast.Name) and not (
             node.id in _EXPR_NAMES or _SYMBOL.fullmatch(node.id)
         ):
@@ -437,6 +441,25 @@ def check_expression(text: str) -> str | None:
             if abs(node.value) > _MAX_EXPR_INT:
                 return "uses an integer beyond 2**63"
     return None
+
+
+def _name_strings(tree: ast.AST) -> set[int]:
+    """The string constants of ``tree`` that are names: a symbol's, ``Symbol('s0', ...)``, or
+    an input's in a guard, ``L['x']``. sympy parses any other string argument as Python source
+    (``floor("...")`` would run it)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
+            first = node.args[0]
+            if node.func.id == "Symbol" and isinstance(first, ast.Constant):
+                if isinstance(first.value, str) and _SYMBOL.fullmatch(first.value):
+                    names.add(id(first))
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            key = node.slice
+            if node.value.id == "L" and isinstance(key, ast.Constant):
+                if isinstance(key.value, str) and key.value.isidentifier():
+                    names.add(id(key))
+    return names
 
 
 def _short(text: Any, limit: int = 60) -> str:

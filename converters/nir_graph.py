@@ -38,6 +38,7 @@ from ganglion.models.spiking.layers import SYNAPTIC, tensor_fields
 from ganglion.models.spiking.neuron import Neuron
 
 DELAYS_KEY = "ganglion_delays"
+MAX_NODE_ELEMENTS = 1 << 22  # per sample, any node's values (a 2048x2048 map); bounds memory
 
 
 # ---- ours -> NIR -----------------------------------------------------------------------------
@@ -137,6 +138,18 @@ def _input_shape(node: nir.Input, consumers: list[Any]) -> tuple[int, ...]:
     return declared
 
 
+def _bounded(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` when a node's per-sample values are at most ``MAX_NODE_ELEMENTS``, else
+    NIRError naming the node (checked before anything of that size is allocated)."""
+    elements = math.prod(shape)
+    if elements > MAX_NODE_ELEMENTS:
+        raise NIRError(
+            f"node {name!r} holds {elements} values per sample ({list(shape)}); the limit is "
+            f"{MAX_NODE_ELEMENTS}"
+        )
+    return shape
+
+
 def _build_nodes(
     flat: dict[str, Any], edges: list[Edge], input_shape: tuple[int, ...], sem: NirSemantics
 ) -> dict[str, Any]:
@@ -151,7 +164,7 @@ def _build_nodes(
                 built[name] = neuron_from_nir(name, node, shape, sem)
         else:
             built[name] = layer_from_nir(name, node, sem)
-    shapes: dict[str, tuple[int, ...]] = {INPUT: input_shape}
+    shapes: dict[str, tuple[int, ...]] = {INPUT: _bounded(INPUT, input_shape)}
     while len(shapes) < len(flat) + 1:
         progress = False
         for name in flat:
@@ -160,7 +173,7 @@ def _build_nodes(
                 continue
             if name not in built:
                 built[name] = neuron_from_nir(name, flat[name], known[0], sem)
-            shapes[name] = built[name].out_shape(known[0])
+            shapes[name] = _bounded(name, built[name].out_shape(known[0]))
             progress = True
         if not progress:
             missing = sorted(set(flat) - set(shapes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking.network import SpikingNetwork
 
 PROBE_STEPS, PROBE_BATCH = 50, 2
+PROBE_MAX_VALUES = 1 << 26  # the probe's input and recorded spikes (256 MB in fp32)
 
 
 def import_nir_program(
@@ -50,9 +52,13 @@ def silence_warning(deployable: Deployable) -> str | None:
     """A warning when the program's spiking neurons never fire on a probe input (uniform [0, 1)
     for 50 steps): the usual cause is a dt·R far too small for the graph's writer."""
     network: SpikingNetwork = deployable.module
-    spiking = [n for n, layer in network.graph.neurons().items() if layer.spiking]
-    if not spiking:
-        return None
+    neurons = network.graph.neurons()
+    spiking = [n for n, layer in neurons.items() if layer.spiking]
+    per_step = math.prod(network.graph.input_shape) + sum(
+        math.prod(n.shape) for n in neurons.values()
+    )
+    if not spiking or PROBE_STEPS * PROBE_BATCH * per_step > PROBE_MAX_VALUES:
+        return None  # nothing to probe, or a probe too large to run here
     shape = (PROBE_STEPS, PROBE_BATCH, *network.graph.input_shape)
     probe = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -37,15 +37,20 @@ def _tensors(nodes: Any, initializers: Any = ()) -> Iterator[tuple[str, onnx.Ten
                 )
 
 
-def check_self_contained(model: onnx.ModelProto, label: str) -> None:
-    """Refuse a model with any tensor that refers to external data: reading it would open
-    another file (onnx.numpy_helper.to_array follows the reference)."""
+def _model_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every dense tensor of a model: initializers, node attributes (Constant values),
+    subgraphs and functions."""
     graph = model.graph
-    found = _tensors(
+    return _tensors(
         [*graph.node, *(n for f in model.functions for n in f.node)],
         [*graph.initializer, *(s.values for s in graph.sparse_initializer)],
     )
-    for name, tensor in found:
+
+
+def check_self_contained(model: onnx.ModelProto, label: str) -> None:
+    """Refuse a model with any tensor that refers to external data: reading it would open
+    another file (onnx.numpy_helper.to_array follows the reference)."""
+    for name, tensor in _model_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             raise ConversionError(
                 f"{label}: tensor {name or tensor.name!r} refers to external data (another "
@@ -63,20 +68,21 @@ _FLOAT_TYPES = {
 
 
 def check_no_nan(model: onnx.ModelProto, label: str) -> None:
-    """Refuse a model whose float initializers hold NaN: a trained model's weights are numbers,
-    and a NaN would pass through calibration and conversion as a plausible result. (Infinity
-    is allowed: attention masks hold -inf.)"""
-    for tensor in model.graph.initializer:
+    """Refuse a model whose float tensors (initializers, Constant values, subgraphs') hold NaN:
+    a trained model's weights are numbers, and a NaN would pass through calibration and
+    conversion as a plausible result. (Infinity is allowed: attention masks hold -inf.) Call
+    ``check_self_contained`` first: reading a tensor follows an external-data reference."""
+    for name, tensor in _model_tensors(model):
         if tensor.data_type not in _FLOAT_TYPES:
             continue
         try:
             values = numpy_helper.to_array(tensor)
         except (ValueError, TypeError) as exc:
-            raise ConversionError(f"{label}: tensor {tensor.name!r} is malformed ({exc})") from None
+            raise ConversionError(f"{label}: tensor {name!r} is malformed ({exc})") from None
         nan = np.isnan(values)
         if nan.any():
             index = tuple(int(i) for i in np.argwhere(nan)[0])
-            raise ConversionError(f"{label}: tensor {tensor.name!r} holds NaN at index {index}")
+            raise ConversionError(f"{label}: tensor {name!r} holds NaN at index {index}")
 
 
 def load_onnx(path: str | Path, max_bytes: int = MAX_ONNX_BYTES) -> onnx.ModelProto:

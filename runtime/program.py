@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BundleError
+from ganglion.models.errors import BundleError, ConversionError
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.kinds import ProgramKind, kind_of
 
@@ -101,6 +101,8 @@ class Program:
             module = self.kind.build_module(self.manifest, config, tensors, self.folder)
         except BundleError:
             raise
+        except ConversionError as exc:  # a refused artifact (model.pt2): the reader named it
+            raise BundleError(str(exc)) from exc
         except Exception as exc:  # a malformed config surfaces as many exception types
             reason = " ".join(str(exc).split())  # one line: torch's state-dict errors take many
             if len(reason) > MAX_REASON:

@@ -24,7 +24,7 @@ import numpy as np
 from ganglion.models.errors import BackendUnavailable, BundleError
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.onnx_export import naming
-from ganglion.runtime.onnx_export.export import bundle_graph
+from ganglion.runtime.onnx_export.export import bundle_graph, checked_graph_file
 from ganglion.runtime.program import Program
 from ganglion.runtime.session import Backend, Session, State
 
@@ -200,7 +200,7 @@ class OnnxRuntimeSession(Session):
                     f"onnxruntime backend: {program.name} has no {precision} graph ({variant}); "
                     "convert with --precision int8 --calib CALIB.npz"
                 )
-            self._step_graph = open_graph(program.artifact(variant))
+            self._step_graph = open_graph(checked_graph_file(program, variant))
         if not self.kind.has_steps:  # the graph is the whole program, named as the manifest
             problem = graph_problem(self._step_graph, self.manifest)
             if problem is not None:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import onnx
 
-from ganglion.converters.onnx_file import check_no_nan
+from ganglion.converters.onnx_file import check_no_nan, check_self_contained
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable, BundleError
 from ganglion.runtime.atomic import atomic_file
@@ -110,20 +110,28 @@ def write_bundle_graph(deployable: Deployable, path: Path, graph: str) -> None:
     record["graphs"][graph] = naming.GRAPH_FILES[graph]
 
 
+def checked_graph_file(program: Program, file_name: str) -> bytes:
+    """The bytes of the bundle's ONNX file ``file_name`` (checksum verified at open), refused
+    when a tensor refers to external data (it would read another file) or a float initializer
+    holds NaN (as in weights.safetensors)."""
+    data = program.artifact(file_name)
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's decode errors
+        raise BundleError(f"{program.name}/{file_name}: not a readable ONNX model") from exc
+    check_self_contained(model, f"{program.name}/{file_name}")  # reads no other file
+    check_no_nan(model, f"{program.name}/{file_name}")
+    return data
+
+
 def bundle_graph(program: Program, graph: str, required: bool = True) -> bytes | None:
     """Serialized ``graph`` from the bundle when it holds one (checksum verified at open; a
-    float initializer holding NaN refused, as in weights.safetensors), else exported in memory
-    for an in-memory program; None (or BackendUnavailable when ``required``) when the program
-    has none."""
+    tensor referring to external data, or a float initializer holding NaN as in
+    weights.safetensors, refused), else exported in memory for an in-memory program; None (or
+    BackendUnavailable when ``required``) when the program has none."""
     file_name = naming.GRAPH_FILES[graph]
     if program.has_artifact(file_name):
-        data = program.artifact(file_name)
-        try:
-            model = onnx.load_from_string(data)
-        except Exception as exc:  # protobuf's decode errors
-            raise BundleError(f"{program.name}/{file_name}: not a readable ONNX model") from exc
-        check_no_nan(model, f"{program.name}/{file_name}")
-        return data
+        return checked_graph_file(program, file_name)
     model = None
     if program.folder is None:
         try:

@@ -8,10 +8,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
 
+from ganglion.models.errors import GanglionError
 from ganglion.models.recipes.digits import DigitsData
 from ganglion.runtime import load
 from ganglion.runtime.cli import main
@@ -51,7 +53,7 @@ def cnn_files(digits_cnn: tuple[nn.Module, DigitsData], tmp_path_factory: pytest
     return folder, model, data
 
 
-def test_digits_cnn_from_pt2_runs_everywhere_with_int8(cnn_files, capsys) -> None:
+def test_digits_cnn_from_pt2_runs_everywhere_with_int8(cnn_files, capsys, tampered) -> None:
     folder, model, data = cnn_files
     bundle = folder / "b"
     code, out, err = _cli(
@@ -82,6 +84,21 @@ def test_digits_cnn_from_pt2_runs_everywhere_with_int8(cnn_files, capsys) -> Non
     assert report["onnx_vs_torch"]["output_max_abs_diff"] < 1e-4
     code, out, _ = _cli(["inspect", bundle], capsys)
     assert code == 0 and "dense program (exported" in out
+
+    def external_weight(copy: Path) -> None:  # the int8 graph reads a file beside the process
+        graph = onnx.load(copy / "model.int8.onnx")
+        tensor = max(graph.graph.initializer, key=lambda t: len(t.raw_data))
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", "leak.bin"
+        onnx.save(graph, copy / "model.int8.onnx")
+
+    bad = tampered(bundle, folder, edit=external_weight)
+    with pytest.raises(
+        GanglionError, match=r"model\.int8\.onnx: tensor .* refers to external data"
+    ):
+        load(bad, backend="onnxruntime", precision="int8")
 
 
 def test_digits_cnn_from_onnx_runs_on_onnxruntime_only(cnn_files, capsys) -> None:

@@ -381,6 +381,27 @@ def test_import_nir_refuses_non_finite_parameters(program: Deployable, tmp_path:
         read_nir(tmp_path / "g.nir")
 
 
+def test_import_nir_bounds_each_node_before_allocating(tmp_path: Path) -> None:
+    """A 15 KB graph declaring a [6000, 6000] input, which its scalar-parameter neuron takes,
+    is refused by its size before anything of that size is allocated."""
+    import nir
+
+    from ganglion.converters.nir_graph import MAX_NODE_ELEMENTS, read_nir
+    from ganglion.models.errors import NIRError
+
+    big = np.array([6000, 6000])
+    neuron = nir.IF(r=np.array(1.0), v_threshold=np.array(1.0))
+    nodes = {"in": nir.Input(input_type=big), "if": neuron, "out": nir.Output(output_type=big)}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("in", "if"), ("if", "out")], type_check=False)
+    path = tmp_path / "big.nir"
+    nir.write(str(path), graph, compression=None)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(
+        NIRError, match=f"36000000 values per sample .* limit is {MAX_NODE_ELEMENTS}"
+    ):
+        read_nir(path, type_check=False)
+
+
 def test_sequence_time_chunk_prefills_the_prompt_in_calls_of_that_many_tokens() -> None:
     """``time.chunk`` = 4 prefills a 10-token prompt as 4 + 4 + 2 tokens, each call continuing
     the last one's state: the same last logits and greedy tokens as one whole-prompt call."""

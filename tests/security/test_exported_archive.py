@@ -100,9 +100,22 @@ def test_crafted_pickle_runs_code_in_plain_torch_export_load(
     assert marker.exists()
 
 
-def test_sympy_expression_that_runs_code_is_refused(craft, dynamic_archive_bytes, tmp_path):
+@pytest.mark.parametrize(
+    "template",
+    [
+        "__import__('os').system('touch {marker}') or Symbol('s0', integer=True)",
+        # a string argument: sympy parses it as Python source inside floor()
+        "floor(\"__import__('os').system('touch {marker}')\")",
+        "Symbol(\"__import__('os').system('touch {marker}')\", integer=True)",
+        "L[\"__import__('os').system('touch {marker}')\"].size()[0]",
+    ],
+    ids=["call", "string-in-function", "string-as-symbol-name", "string-as-input-name"],
+)
+def test_sympy_expression_that_runs_code_is_refused(
+    craft, dynamic_archive_bytes, tmp_path, template
+):
     marker = tmp_path / "marker"
-    evil = f"__import__('os').system('touch {marker}') or Symbol('s0', integer=True)"
+    evil = template.format(marker=marker)
 
     def inject(node: object) -> None:  # every symbolic size of the graph
         if isinstance(node, dict):

@@ -197,6 +197,38 @@ def test_nan_weights_in_an_onnx_model_are_refused_but_infinity_passes(tmp_path: 
     assert load_onnx(_onnx_gemm(tmp_path / "mask.onnx", weight)).graph.initializer[0].name == "w"
 
 
+def test_nan_in_a_constant_node_or_a_subgraph_is_refused(tmp_path: Path) -> None:
+    weight = np.ones((3, 4), np.float32)
+    weight[2, 1] = np.nan
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    constant = helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(weight, "c"))
+    gemm = helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)
+    path = tmp_path / "constant.onnx"
+    onnx.save(helper.make_model(helper.make_graph([constant, gemm], "g", [x], [y])), str(path))
+    with pytest.raises(
+        ConversionError, match=r"constant\.onnx: tensor 'Constant\.value' holds NaN"
+    ):
+        load_onnx(path)
+    # the same weight as an initializer of an If branch
+    branch = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "wb"], ["yb"], transB=1)],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("yb", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(weight, "wb")],
+    )
+    flag = numpy_helper.from_array(np.array(True), "flag")
+    choose = helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=branch)
+    path = tmp_path / "branch.onnx"
+    graph = helper.make_graph([choose], "g", [x], [y], [flag])
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(
+        ConversionError, match=r"branch\.onnx: tensor 'wb' holds NaN at index \(2, 1\)"
+    ):
+        load_onnx(path)
+
+
 def _put_nan(path: Path, tensor: str, index: int) -> None:
     tensors = load_file(path)
     tensors[tensor][index] = np.nan
