@@ -40,6 +40,7 @@ class CpuConv2d:
         self.weight, self.bias, self.layout = weight, bias, layout
         self.versions = (weight._version, bias._version)
         stride, self.padding, dilation, groups = layout
+        self.kernel = (int(weight.shape[2]), int(weight.shape[3]))
         self.flipped = cpu.flip_weight(weight.detach().numpy())
         self.bias_array = bias.detach().numpy().astype(np.float32, copy=True)
         self.usable = (
@@ -88,7 +89,7 @@ class CpuConv2d:
         oh, ow = self._out_hw(x.shape[1:])
         out = np.empty((x.shape[0], self.bias_array.size, oh, ow), np.float32)
         scratch = np.empty(oh * ow * self.bias_array.size, np.float32)
-        self._loop(x, self.flipped, self.bias_array, *self.padding, out, scratch)
+        self._loop(x, self.flipped, self.bias_array, self.padding[0], self.padding[1], out, scratch)
         return out
 
     def _macs(self, shape: tuple[int, ...]) -> int:
@@ -97,7 +98,7 @@ class CpuConv2d:
         return int(self.flipped.size) * oh * ow
 
     def _out_hw(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        kh, kw = self.weight.shape[2:]
+        kh, kw = self.kernel
         return shape[1] + 2 * self.padding[0] - kh + 1, shape[2] + 2 * self.padding[1] - kw + 1
 
     def _matches_torch(self, shape: tuple[int, ...]) -> bool:

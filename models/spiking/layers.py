@@ -155,9 +155,9 @@ class AvgPool2d:
 
     def numpy_forward(self, x: np.ndarray) -> np.ndarray | None:
         """``forward`` on a C-contiguous fp32 numpy batch where a compiled loop takes it, else
-        None (call ``forward``): for the CPU fast paths."""
+        None (call ``forward``): for the CPU fast paths, which check that kernels are on."""
         if self.kernel_size == self.stride and self.padding == (0, 0) and x.dtype == np.float32:
-            if _compiled_pool_fits(x.size, self.kernel_size) and cpu_scan_available():
+            if _compiled_pool_fits(x.size, self.kernel_size):
                 from ganglion.kernels.lif import cpu
 
                 return cpu.tiled_mean_numpy(x, self.kernel_size)
@@ -251,6 +251,10 @@ class Flatten:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, ...] -> [N, ...flattened]."""
         return x.reshape(x.shape[0], *self.out_shape(tuple(x.shape[1:])))
+
+    def numpy_forward(self, x: np.ndarray) -> np.ndarray:
+        """``forward`` on a numpy batch (a view where numpy's reshape makes one, as torch's)."""
+        return x.reshape(x.shape[0], *self.out_shape(x.shape[1:]))
 
 
 @dataclass(eq=False)
