@@ -1,10 +1,11 @@
 """Named tensors against a manifest: the checks every Session applies to what it is given.
 
-A wrong name, dtype or shape is a ``ShapeError`` naming the tensor with expected vs got; a
-float input holding NaN or infinity is refused with the first offending index (unless the
-session allows non-finite values). Numeric inputs are cast within safe families: any number
-or bool to a float tensor, integers to an integer tensor (within its range); a float given
-for an integer tensor (token ids, say) is refused rather than truncated.
+A wrong name, dtype or shape (an empty batch or time axis among them) is a ``ShapeError``
+naming the tensor with expected vs got; a float input holding NaN or infinity is refused with
+the first offending index (unless the session allows non-finite values). Numeric inputs are
+cast within safe families: any number or bool to a float tensor, integers to an integer tensor
+(within its range); a float given for an integer tensor (token ids, say) is refused rather
+than truncated.
 
 A state's check depends on its names, shapes and the batch size alone, so ``StateCheck``
 remembers the last signature it accepted: the state a step returned, passed back to the next
@@ -14,6 +15,7 @@ step, costs a comparison instead of the walk, and any other state is checked in 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +31,11 @@ FINITE_BY_MASK_MAX = 2**22  # elements: up to here a boolean mask is the fastest
 @functools.cache
 def _dtype(name: str) -> np.dtype:
     return np.dtype(name)
+
+
+def tensor_bytes(shape: Sequence[int], dtype: str | np.dtype) -> int:
+    """Bytes of a dense tensor of ``shape`` and ``dtype`` (bool: one byte per element)."""
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -106,7 +113,8 @@ def check_inputs(
     allow_nonfinite: bool = False,
 ) -> dict[str, np.ndarray]:
     """``inputs`` as contiguous arrays of the declared dtypes, checked against ``expected``
-    shapes (BATCH must be the same size in every input; TIME and -1 take any size)."""
+    shapes (BATCH must be the same size in every input; TIME and -1 take any size; neither
+    BATCH nor TIME may be empty)."""
     if len(inputs) != len(specs) or any(s.name not in inputs for s in specs):
         names = [s.name for s in specs]
         unknown = sorted(set(inputs) - set(names))
@@ -126,6 +134,8 @@ def check_inputs(
             raise ShapeError(
                 f"input {spec.name!r} must be {shape_text(want)}, got {list(array.shape)}"
             )
+        if 0 in array.shape:
+            _check_axes_filled(spec.name, want, array.shape)
         if BATCH in want:
             size = array.shape[want.index(BATCH)]
             if batch is not None and batch[1] != size:
@@ -138,6 +148,13 @@ def check_inputs(
             check_finite(spec.name, array)
         checked[spec.name] = array if array.flags.c_contiguous else np.ascontiguousarray(array)
     return checked
+
+
+def _check_axes_filled(name: str, want: list[int], shape: tuple[int, ...]) -> None:
+    """ShapeError when the batch or time axis of an input is empty (nothing to run)."""
+    for axis, what in ((BATCH, "batch axis (send at least one sample)"), (TIME, "time axis")):
+        if axis in want and shape[want.index(axis)] == 0:
+            raise ShapeError(f"input {name!r} of shape {list(shape)} has an empty {what}")
 
 
 def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int | None) -> None:

@@ -25,6 +25,9 @@ def serve(
     ),
     max_concurrency: int = typer.Option(64, "--max-concurrency", help="Requests at once."),
     max_sequences: int = typer.Option(256, "--max-sequences", help="Live sequences per model."),
+    max_sequence_state_mb: int = typer.Option(
+        1024, "--max-sequence-state-mb", help="Their states together, per model."
+    ),
     sequence_idle_s: float = typer.Option(60.0, "--sequence-idle-s", help="Idle expiry."),
     max_message_mb: int = typer.Option(64, "--max-message-mb", help="Largest gRPC message."),
     max_upload_mb: int = typer.Option(1024, "--max-upload-mb", help="Largest bundle upload."),
@@ -59,6 +62,7 @@ def serve(
         repository=repository,
         max_concurrency=max_concurrency,
         max_sequences=max_sequences,
+        max_sequence_state_bytes=max_sequence_state_mb * MiB,
         sequence_idle_s=sequence_idle_s,
         max_message_bytes=max_message_mb * MiB,
         max_upload_bytes=max_upload_mb * MiB,

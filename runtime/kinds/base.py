@@ -55,6 +55,19 @@ class ProgramKind(ABC):
         """The shape ``step`` expects of input ``spec``."""
         return [BATCH if i == 0 and d == -1 else d for i, d in enumerate(spec.shape)]
 
+    def step_output_shape(self, manifest: Manifest, spec: TensorSpec, batch: int) -> list[int]:
+        """The shape of ``step``'s output ``spec`` for ``batch`` samples (-1: a dimension not
+        known before the call)."""
+        return [batch if i == 0 and d == -1 else d for i, d in enumerate(spec.shape)]
+
+    def run_output_shape(
+        self, manifest: Manifest, spec: TensorSpec, batch: int, steps: int | None
+    ) -> list[int]:
+        """The shape of ``run``'s output ``spec`` for ``batch`` samples whose time axis holds
+        ``steps`` (None: ``run``'s inputs have none); -1: a dimension not known before the call.
+        Default: as ``step``'s."""
+        return self.step_output_shape(manifest, spec, batch)
+
     def check_values(self, manifest: Manifest, inputs: Arrays) -> None:  # noqa: B027
         """ShapeError for input values the program cannot take (default: any value)."""
 

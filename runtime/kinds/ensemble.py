@@ -72,6 +72,14 @@ class EnsembleKind(ProgramKind):
             return self._tokens().run_shape(manifest, spec)
         return super().run_shape(manifest, spec)
 
+    def run_output_shape(
+        self, manifest: Manifest, spec: TensorSpec, batch: int, steps: int | None
+    ) -> list[int]:
+        """As the members' kind."""
+        if is_sequence(manifest):
+            return self._tokens().run_output_shape(manifest, spec, batch, steps)
+        return super().run_output_shape(manifest, spec, batch, steps)
+
     def split_steps(self, manifest: Manifest, inputs: Arrays) -> list[Arrays]:
         """One step per token for token ensembles; one call for classifiers."""
         if is_sequence(manifest):

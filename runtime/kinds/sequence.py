@@ -46,10 +46,22 @@ class SequenceKind(ProgramKind):
         """[batch, T] ids."""
         return [BATCH, TIME, *spec.shape[1:]]
 
+    def run_output_shape(
+        self, manifest: Manifest, spec: TensorSpec, batch: int, steps: int | None
+    ) -> list[int]:
+        """[batch, T, ...]: one step's output per token."""
+        return [batch, -1 if steps is None else steps, *spec.shape[1:]]
+
     def check_values(self, manifest: Manifest, inputs: Arrays) -> None:
-        """Token ids must lie in [0, vocab_size)."""
-        vocab = _time(manifest).vocab_size
+        """Token ids must lie in [0, vocab_size); ``run``'s ids [batch, T] hold at most
+        ``context`` tokens (where the model has one)."""
+        vocab, context = _time(manifest).vocab_size, _time(manifest).context
         for name, ids in inputs.items():
+            if context and ids.ndim == 2 and ids.shape[1] > context:
+                raise ShapeError(
+                    f"input {name!r} holds {ids.shape[1]} tokens per sequence; the model's "
+                    f"context is {context}"
+                )
             if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
                 raise ShapeError(
                     f"input {name!r}: token ids must be in [0, {vocab}), "
@@ -66,10 +78,11 @@ class SequenceKind(ProgramKind):
         return {name: np.stack([o[name] for o in outputs], axis=1) for name in outputs[0]}
 
     def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
-        """Random token ids [batch, 16] within the vocabulary."""
-        vocab = _time(manifest).vocab_size
+        """Random token ids [batch, 16] within the vocabulary (fewer for a shorter context)."""
+        vocab, context = _time(manifest).vocab_size, _time(manifest).context
+        tokens = min(EXAMPLE_TOKENS, context or EXAMPLE_TOKENS)
         rng = np.random.default_rng(seed)
-        return {s.name: rng.integers(0, vocab, (batch, EXAMPLE_TOKENS)) for s in manifest.inputs}
+        return {s.name: rng.integers(0, vocab, (batch, tokens)) for s in manifest.inputs}
 
     # ---- torch face ----------------------------------------------------------------------------
 

@@ -61,6 +61,16 @@ class SpikingKind(ProgramKind):
         """1 for time-major input, else 0."""
         return 1 if _time(manifest).time_major else 0
 
+    def run_output_shape(
+        self, manifest: Manifest, spec: TensorSpec, batch: int, steps: int | None
+    ) -> list[int]:
+        """[batch, ...] with a decoding, else time-major [T, batch, ...]."""
+        shape = self.step_output_shape(manifest, spec, batch)
+        time = _time(manifest)
+        if time.decoding != "none":
+            return shape
+        return [steps if time.time_major and steps is not None else time.timesteps, *shape]
+
     def split_steps(self, manifest: Manifest, inputs: Arrays) -> list[Arrays]:
         """T + delay steps: time-major input sliced (then zeros), raw features repeated."""
         time = _time(manifest)

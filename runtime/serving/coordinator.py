@@ -33,7 +33,7 @@ from ganglion.runtime.serving.cluster_config import ClusterConfig, ClusterConfig
 from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble
 from ganglion.runtime.serving.ensemble_request import EnsembleRequest
 from ganglion.runtime.serving.expert_plan import Planner
-from ganglion.runtime.serving.inference_service import SERVICE, Admission
+from ganglion.runtime.serving.inference_service import SERVICE, Admission, answer_unimplemented
 from ganglion.runtime.serving.lifecycle import serve_until_signal
 from ganglion.runtime.serving.node_pool import NodePool, NodeState
 from ganglion.runtime.serving.security import TokenInterceptor, read_token
@@ -55,6 +55,7 @@ def _log(message: str) -> None:
     print(f"{stamp} {message}", file=sys.stderr, flush=True)
 
 
+@answer_unimplemented(f"the {SERVER_NAME}")
 class CoordinatorService(pb_grpc.GRPCInferenceServiceServicer):
     """KServe v2 inference over the coordinator's ensembles."""
 
@@ -77,10 +78,8 @@ class CoordinatorService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.ready)
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """Name and protocol extensions."""
-        return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=MODEL_VERSION, extensions=["model_repository"]
-        )
+        """Name; no protocol extension (of model_repository it answers RepositoryIndex only)."""
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=MODEL_VERSION, extensions=[])
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """True while some admitted node hosts one of the ensemble's experts."""

@@ -4,9 +4,10 @@ called in parallel with deadlines, failover, the mixture, and the response param
 Failover: a call answered UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, NOT_FOUND or
 CANCELLED moves to the expert's next admitted replica within its energy allowance
 (``Plan.allowances``: so that the energy reported never exceeds the budget); the failed node is
-ejected for the first two, its model marked gone for NOT_FOUND. An expert with no replica left
-fails, and the experts are re-planned without it within what is left of the budgets
-(``Planner.replan``).
+ejected for the first two (DEADLINE_EXCEEDED only when the call had its full
+``call_timeout_s``: a call cut short by the client's own deadline says nothing of the node),
+its model marked gone for NOT_FOUND. An expert with no replica left fails, and the experts are
+re-planned without it within what is left of the budgets (``Planner.replan``).
 A call still waiting on a node that is taken out meanwhile (a probe or another request found
 it dead or hung) moves on at once. Every call's deadline is the smaller of ``call_timeout_s``
 and the time left to the request's deadline, so a request answers — its mixture or an
@@ -35,7 +36,13 @@ from ganglion.runtime.serving.client import NodeCallError
 from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble
 from ganglion.runtime.serving.expert_costs import MEASURED, ReplicaCost
 from ganglion.runtime.serving.expert_plan import Plan, Planner, figures, planning_views
-from ganglion.runtime.serving.kserve_tensors import WireError, fill_tensors, request_arrays
+from ganglion.runtime.serving.kserve_tensors import (
+    WireError,
+    check_datatypes,
+    fill_tensors,
+    request_arrays,
+    requested_outputs,
+)
 from ganglion.runtime.serving.node_pool import NodePool, NodeState
 from ganglion.runtime.serving.sequences import sequence_control
 from ganglion.runtime.serving.status import NodeError
@@ -146,11 +153,12 @@ class EnsembleRequest:
         ensemble = self.ensemble
         if sequence_control(request.parameters).id is not None:
             raise WireError(f"ensemble {ensemble.name!r} is stateless; it takes no sequence_id")
-        wanted = [o.name for o in request.outputs]
+        wanted = requested_outputs(request)
         names = [s.name for s in ensemble.manifest.outputs]
         unknown = [n for n in wanted if n not in names]
         if unknown:
             raise WireError(f"unknown output {unknown[0]!r}; {ensemble.name!r} has {names}")
+        check_datatypes(ensemble.name, ensemble.manifest.inputs, request.inputs)
         inputs = ensemble.check(request_arrays(request))
         energy, latency = request_budgets(
             request.parameters, ensemble.config.energy_budget_j, ensemble.config.latency_budget_ms
@@ -234,6 +242,7 @@ class EnsembleRequest:
             node, cost = replica
             tried.add(node.name)
             sent = time.monotonic()
+            cut_short = left < self.call_timeout_s  # by the request's own deadline
             node.in_flight += 1
             try:
                 response = await _unless_out(
@@ -246,7 +255,7 @@ class EnsembleRequest:
                         exc.code, f"expert {expert!r} on node {node.name!r}: {exc.details}"
                     ) from None
                 attempts.retries += 1
-                if exc.code in EJECT:
+                if exc.code in EJECT and not (cut_short and exc.code == Code.DEADLINE_EXCEEDED):
                     pool.eject(node, f"{exc.code.name}: {exc.details}")
                 elif exc.code == Code.NOT_FOUND:
                     pool.model_gone(node, expert, exc.details)

@@ -2,23 +2,29 @@
 ``tritonclient.grpc`` and any Open Inference Protocol client work unchanged.
 
 Implemented: ServerLive, ServerReady, ServerMetadata, ModelReady, ModelMetadata, ModelInfer,
-RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload; the rest answer UNIMPLEMENTED.
-Message classes are Triton's generated ones (``tritonclient.grpc.service_pb2``).
+RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload; the rest answer UNIMPLEMENTED
+naming the call (``answer_unimplemented``). Message classes are Triton's generated ones
+(``tritonclient.grpc.service_pb2``).
 
 ModelInfer: a request with a ``sequence_id`` parameter advances that sequence by one
 ``step`` (``runtime.serving.sequences``); one without runs the whole input with ``run``.
 Requests beyond the node's ``--max-concurrency`` are answered RESOURCE_EXHAUSTED at once.
+Triton options the node does not implement are refused: shared memory and ``classification``
+on a tensor (INVALID_ARGUMENT), and RepositoryModelLoad's ``config`` and ``file:`` overrides
+(UNIMPLEMENTED: a valid Triton request this server does not support; a changed bundle is
+installed by upload, ``ganglion deploy --replace``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ganglion.runtime.serving.kserve_tensors import request_arrays
+from ganglion.runtime.serving.kserve_tensors import request_arrays, requested_outputs
 from ganglion.runtime.serving.repository import ModelRepository
 from ganglion.runtime.serving.sequences import sequence_control
 from ganglion.runtime.serving.status import NodeError, status_of
@@ -27,6 +33,29 @@ SERVICE = "inference.GRPCInferenceService"
 SERVER_NAME = "ganglion"
 EXTENSIONS = ("sequence", "model_repository", "ganglion_control")
 MODEL_VERSION = "1"
+Servicer = TypeVar("Servicer", bound=type)
+
+
+def answer_unimplemented(server: str) -> Callable[[Servicer], Servicer]:
+    """Class decorator: every KServe RPC the servicer does not define answers UNIMPLEMENTED
+    naming the call and ``server`` (not gRPC's "Unexpected <class 'NotImplementedError'>")."""
+
+    def decorate(servicer: Servicer) -> Servicer:
+        base = pb_grpc.GRPCInferenceServiceServicer
+        for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+            if getattr(servicer, method.name) is getattr(base, method.name):
+                setattr(servicer, method.name, _unimplemented(method.name, server))
+        return servicer
+
+    return decorate
+
+
+def _unimplemented(name: str, server: str) -> Callable[..., Any]:
+    async def answer(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by {server}")
+
+    answer.__name__ = name
+    return answer
 
 
 class Admission:
@@ -50,6 +79,7 @@ class Admission:
         self.in_flight -= 1
 
 
+@answer_unimplemented(f"the {SERVER_NAME} node")
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The KServe v2 servicer over a ``ModelRepository``."""
 
@@ -106,7 +136,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 model.check_datatypes(request.inputs)
                 arrays = request_arrays(request)
                 control = sequence_control(request.parameters)
-                wanted = [o.name for o in request.outputs]
+                wanted = requested_outputs(request)
                 await model.infer(arrays, control, wanted, response)
         except Exception as exc:
             await context.abort(*status_of(exc))
@@ -123,8 +153,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryIndexResponse(models=rows)
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        """Load (or reload) a known bundle."""
+        """Load (or reload) a known bundle, as it is (no overrides)."""
         try:
+            if request.parameters:
+                raise NodeError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"load parameter {sorted(request.parameters)[0]!r} is not supported: the node "
+                    "loads bundles as they are; upload a changed one (ganglion deploy --replace)",
+                )
             async with self.repository.lock:
                 await self.repository.load(request.model_name)
         except Exception as exc:

@@ -6,7 +6,9 @@ bytes without padding, one entry per tensor in order (BOOL one byte per element)
 ``contents`` fields (``fp32_contents``, ``int64_contents``, ...) are accepted too; FP16 only
 travels raw, as the protocol says. BYTES (strings) and the datatypes no program declares are
 refused with a message naming what is supported. Every size is checked before anything is
-allocated: a tensor's byte count must equal its shape times its element size.
+allocated: a tensor's byte count must equal its shape times its element size. Triton's
+per-tensor options this server does not implement (shared memory, ``classification``) are
+refused, never ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.errors import GanglionError
+from ganglion.models.manifest import TensorSpec
+from ganglion.runtime.tensors import tensor_bytes
 
 # KServe v2 datatype <-> numpy dtype name, for every dtype a manifest may declare.
 DATATYPES: dict[str, str] = {
@@ -77,6 +81,43 @@ def check_datatype(name: str, datatype: str, role: str = "input") -> str:
     return DATATYPES[datatype]
 
 
+def check_datatypes(model: str, specs: Sequence[TensorSpec], tensors: Any) -> None:
+    """Each request tensor's datatype against the one ``specs`` declare, before any decoding
+    (Triton's wording); names the specs do not know are left to the Session's check."""
+    declared = {spec.name: DATATYPE_OF[spec.dtype] for spec in specs}
+    for tensor in tensors:
+        check_datatype(tensor.name, tensor.datatype)
+        want = declared.get(tensor.name)
+        if want is not None and tensor.datatype != want:
+            raise WireError(
+                f"inference input {tensor.name!r} data-type is '{tensor.datatype}', "
+                f"but model {model!r} expects '{want}'"
+            )
+
+
+def check_parameters(tensor: Any, role: str) -> None:
+    """WireError for a Triton per-tensor option this server does not implement."""
+    for key in tensor.parameters:
+        if key.startswith("shared_memory"):
+            where = "the request" if role == "input" else "the response"
+            raise WireError(
+                f"{role} {tensor.name!r}: shared memory is not supported (parameter {key!r}); "
+                f"the data travels in {where}"
+            )
+        if key == "classification":
+            raise WireError(
+                f"{role} {tensor.name!r}: classification (class_count) is not supported; "
+                "ask for the output itself and take its top classes"
+            )
+
+
+def requested_outputs(request: Any) -> list[str]:
+    """The output names a ``ModelInferRequest`` asks for (empty: all), options checked."""
+    for output in request.outputs:
+        check_parameters(output, "output")
+    return [output.name for output in request.outputs]
+
+
 def element_count(name: str, shape: Sequence[int], role: str = "input") -> int:
     """Elements of ``shape`` (WireError for a negative dimension or too many axes)."""
     if len(shape) > MAX_RANK:
@@ -91,11 +132,12 @@ def array_from_raw(
 ) -> np.ndarray:
     """``raw`` as a writable array of ``shape`` and ``datatype`` (checked byte count)."""
     dtype = np.dtype(check_datatype(name, datatype, role)).newbyteorder("<")
-    count = element_count(name, shape, role)
-    if len(raw) != count * dtype.itemsize:
+    element_count(name, shape, role)  # rank and signs
+    expected = tensor_bytes(shape, dtype)
+    if len(raw) != expected:
         raise WireError(
             f"{role} {name!r}: {len(raw)} bytes for shape {list(shape)} {datatype} "
-            f"(expects {count * dtype.itemsize})"
+            f"(expects {expected})"
         )
     if dtype.kind == "b":
         return (np.frombuffer(raw, np.uint8) != 0).reshape(shape)
@@ -130,6 +172,8 @@ def array_from_contents(
 
 def request_arrays(request: Any) -> dict[str, np.ndarray]:
     """The named arrays of a ``ModelInferRequest`` (raw contents or typed contents)."""
+    for tensor in request.inputs:
+        check_parameters(tensor, "input")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise WireError(

@@ -48,9 +48,7 @@ def open_model(path: Path, name: str, settings: NodeSettings, meter: EnergyMeter
         except BackendUnavailable as exc:
             reasons.append(f"{backend}: {exc}")
             continue
-        model = ServedModel(
-            name, session, backend, settings.max_sequences, settings.sequence_idle_s
-        )
+        model = ServedModel(name, session, backend, settings)
         try:
             model.warm_up(meter)
         except BaseException:

@@ -8,6 +8,11 @@ answering other calls meanwhile. A model whose warm-up call took under ``INLINE_
 when nothing of that model is queued on its worker, so no two calls ever overlap and steps of
 one sequence still apply in the order their requests arrived. Outputs become response bytes
 right after the call, before the next call may reuse a backend's buffers.
+
+Limits checked before a call runs: the reply's size, from the inputs' shapes and the manifest
+(RESOURCE_EXHAUSTED when it would exceed the node's largest message, ``--max-message-mb``),
+and for sequences the count, state bytes and context of ``SequenceStore``. A sequence's new
+state is kept only once its step's reply is built.
 """
 
 from __future__ import annotations
@@ -23,26 +28,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 
 from ganglion.device import EnergyMeter
 from ganglion.models.errors import ShapeError
+from ganglion.models.manifest import SequenceTime
 from ganglion.runtime.kinds import BATCH, TIME
 from ganglion.runtime.serving.kserve_tensors import (
     DATATYPE_OF,
     WireError,
-    check_datatype,
+    check_datatypes,
     fill_tensors,
 )
-from ganglion.runtime.serving.sequences import SequenceControl, SequenceError, SequenceStore
+from ganglion.runtime.serving.sequences import (
+    SequenceControl,
+    SequenceError,
+    SequenceStore,
+    state_bytes,
+)
+from ganglion.runtime.serving.settings import NodeSettings
+from ganglion.runtime.serving.status import NodeError
 from ganglion.runtime.session import Session
-from ganglion.runtime.tensors import shape_text
+from ganglion.runtime.tensors import shape_text, tensor_bytes
 
 LATENCY_WINDOW = 1024  # recent requests the percentiles cover
 INLINE_BELOW_S = 0.5e-3  # warm-up p99 under which small requests run on the event loop
 INLINE_MAX_BYTES = 64 << 10  # input bytes of a request small enough for that
 WARMUP_UNTIMED = 2
 WARMUP_MIN_RUNS, WARMUP_MAX_RUNS, WARMUP_BUDGET_S = 5, 50, 0.5
+TENSOR_HEADER_BYTES = 256  # an output's name, datatype, shape and framing in the reply, at most
 
 
 @dataclass(frozen=True)
@@ -74,15 +89,24 @@ class ServedModel:
         name: str,
         session: Session,
         backend: str,
-        max_sequences: int,
-        sequence_idle_s: float,
+        settings: NodeSettings,
     ) -> None:
         self.name = name
         self.session = session
         self.backend = backend
         self.kind = session.manifest.kind
         self.stateful = session.kind.has_steps and bool(session.manifest.state)
-        self.sequences = SequenceStore(max_sequences, sequence_idle_s)
+        time_ = session.manifest.time
+        self.sequences = SequenceStore(
+            settings.max_sequences,
+            settings.sequence_idle_s,
+            settings.max_sequence_state_bytes,
+            time_.context if isinstance(time_, SequenceTime) else 0,
+        )
+        self.max_reply_bytes = settings.max_message_bytes
+        # a fresh state's bytes: per sample, and for the tensors without a batch axis
+        one, two = (state_bytes(session.init_state(b)) for b in (1, 2)) if self.stateful else (0, 0)
+        self._state_bytes = (two - one, 2 * one - two)
         self.measurement: Measurement | None = None
         self.inputs = _input_info(session)
         self.outputs = [
@@ -141,7 +165,7 @@ class ServedModel:
         with self._stats_lock:
             self.queue_depth += 1
         try:
-            self.check(arrays, control, wanted)
+            self.check(arrays, control, wanted, response.ByteSize())
             small = sum(a.nbytes for a in arrays.values()) <= INLINE_MAX_BYTES
             if self.inline and small and self._queued == 0:
                 self._execute(arrays, control, wanted, response)
@@ -174,22 +198,18 @@ class ServedModel:
         self._queued -= 1
 
     def check_datatypes(self, tensors: Any) -> None:
-        """Each request tensor's datatype against the manifest's, before any decoding
-        (Triton's wording); names the manifest does not know are left to the Session."""
-        declared = {spec.name: DATATYPE_OF[spec.dtype] for spec in self.session.manifest.inputs}
-        for tensor in tensors:
-            check_datatype(tensor.name, tensor.datatype)
-            want = declared.get(tensor.name)
-            if want is not None and tensor.datatype != want:
-                raise WireError(
-                    f"inference input {tensor.name!r} data-type is '{tensor.datatype}', "
-                    f"but model {self.name!r} expects '{want}'"
-                )
+        """Each request tensor's datatype against the manifest's (``check_datatypes``)."""
+        check_datatypes(self.name, self.session.manifest.inputs, tensors)
 
     def check(
-        self, arrays: dict[str, np.ndarray], control: SequenceControl, wanted: Sequence[str]
+        self,
+        arrays: dict[str, np.ndarray],
+        control: SequenceControl,
+        wanted: Sequence[str],
+        header_bytes: int = 0,
     ) -> None:
-        """What can be refused before queueing: sequence use and output names."""
+        """What can be refused before queueing: sequence use, output names, and a reply
+        (``header_bytes`` of it besides the outputs) larger than the node may send."""
         if control.id is not None and not self.stateful:
             raise SequenceError(f"model {self.name!r} is stateless; it takes no sequence_id")
         names = [t.name for t in self.outputs]
@@ -198,6 +218,33 @@ class ServedModel:
             raise WireError(
                 f"unknown output {unknown[0]!r}; model {self.name!r} has {', '.join(names)}"
             )
+        shapes = _output_shapes(self.session, arrays, stepping=control.id is not None)
+        if shapes is not None:
+            self._check_reply(shapes, wanted, header_bytes)
+
+    def _check_reply(
+        self, shapes: dict[str, list[int]], wanted: Sequence[str], header_bytes: int
+    ) -> None:
+        """RESOURCE_EXHAUSTED, naming the largest output, when the outputs asked for (each
+        time it is asked for; those whose shapes are known before the call) would make a reply
+        above ``max_reply_bytes``."""
+        declared = {s.name: s for s in self.session.manifest.outputs}
+        specs = [declared[n] for n in wanted if n in declared] if wanted else [*declared.values()]
+        sizes = {
+            s.name: tensor_bytes(shapes[s.name], s.dtype) for s in specs if -1 not in shapes[s.name]
+        }
+        total = header_bytes + TENSOR_HEADER_BYTES * len(specs)
+        total += sum(sizes[s.name] for s in specs if s.name in sizes)
+        if total <= self.max_reply_bytes or not sizes:
+            return
+        name = max(sizes, key=lambda n: sizes[n])
+        spec = declared[name]
+        raise NodeError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"output {name!r} would be {shapes[name]} {DATATYPE_OF[spec.dtype]} "
+            f"({sizes[name]} bytes; the reply {total}), over the node's largest message of "
+            f"{self.max_reply_bytes} bytes (--max-message-mb); send fewer samples or steps",
+        )
 
     def _execute(
         self,
@@ -211,11 +258,18 @@ class ServedModel:
             outputs = self.session.run(arrays)
         else:
             batch = _batch_size(self.session, arrays)
-            state = self.sequences.begin(control, lambda: self.session.init_state(batch))
+            per_sample, shared = self._state_bytes
+            state = self.sequences.begin(
+                control,
+                lambda: self.session.init_state(batch),
+                per_sample * batch + shared,
+                batch,
+            )
             outputs, state = self.session.step(arrays, state)
-            self.sequences.commit(control, state)
         assert isinstance(outputs, dict)
         fill_tensors(response.outputs, response.raw_output_contents, outputs, wanted)
+        if control.id is not None:
+            self.sequences.commit(control, state, batch)  # only once the reply is built
         elapsed = time.perf_counter() - t0
         with self._stats_lock:
             self.inferences += 1
@@ -294,17 +348,42 @@ def _varying(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:
     return [a if a == b else -1 for a, b in zip(small, large, strict=True)]
 
 
+def _output_shapes(
+    session: Session, arrays: dict[str, np.ndarray], stepping: bool
+) -> dict[str, list[int]] | None:
+    """The shape of every output of ``run`` (or of ``step``) on ``arrays``, from their batch
+    and time axes (-1: not known before the call); None when the inputs do not have the ranks
+    the manifest declares (the Session's check then names what is wrong)."""
+    manifest, kind = session.manifest, session.kind
+    batch = steps = None
+    for spec in manifest.inputs:
+        want = (kind.step_shape if stepping else kind.run_shape)(manifest, spec)
+        array = arrays.get(spec.name)
+        if array is None or array.ndim != len(want):
+            return None
+        if BATCH in want:
+            batch = int(array.shape[want.index(BATCH)])
+        if TIME in want:
+            steps = int(array.shape[want.index(TIME)])
+    if batch is None:
+        return None
+    if stepping:
+        return {s.name: kind.step_output_shape(manifest, s, batch) for s in manifest.outputs}
+    return {s.name: kind.run_output_shape(manifest, s, batch, steps) for s in manifest.outputs}
+
+
 def _batch_size(session: Session, arrays: dict[str, np.ndarray]) -> int:
-    """The batch of a step's inputs (ShapeError when no input shows one)."""
+    """The batch of a step's inputs (ShapeError naming what a step takes otherwise)."""
     manifest, kind = session.manifest, session.kind
     for spec in manifest.inputs:
         shape = kind.step_shape(manifest, spec)
         array = arrays.get(spec.name)
         if BATCH in shape and array is not None and array.ndim == len(shape):
-            batch = int(array.shape[shape.index(BATCH)])
-            if batch >= 1:
-                return batch
-    raise ShapeError(f"the inputs show no batch size; the step takes {_step_text(session)}")
+            return int(array.shape[shape.index(BATCH)])
+    got = ", ".join(f"{name} {list(a.shape)}" for name, a in arrays.items())
+    raise ShapeError(
+        f"a sequence step takes {_step_text(session)} (one step per request), got {got}"
+    )
 
 
 def _step_text(session: Session) -> str:

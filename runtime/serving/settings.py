@@ -43,6 +43,7 @@ class NodeSettings:
     repository: Path | None = None  # where uploads are installed (None: uploads refused)
     max_concurrency: int = 64  # requests admitted at once, node-wide
     max_sequences: int = 256  # live sequences per model
+    max_sequence_state_bytes: int = 1024 * MiB  # their states together, per model
     sequence_idle_s: float = 60.0
     max_message_bytes: int = 64 * MiB  # one gRPC message, either way
     max_upload_bytes: int = 1024 * MiB  # one bundle archive, and its files unpacked
@@ -63,6 +64,7 @@ class NodeSettings:
         for option, value in (
             ("--max-concurrency", self.max_concurrency),
             ("--max-sequences", self.max_sequences),
+            ("--max-sequence-state-mb", self.max_sequence_state_bytes),
             ("--max-message-mb", self.max_message_bytes),
             ("--max-upload-mb", self.max_upload_bytes),
         ):

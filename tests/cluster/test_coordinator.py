@@ -18,9 +18,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ganglion.runtime.bundle import read_manifest
-from ganglion.runtime.serving.client import NodeCallError, NodeClient
+from ganglion.runtime.serving.client import NodeCallError, NodeClient, infer_request
 from ganglion.runtime.serving.cluster import read_state, running
 
 HOSTS = {"orin-a": ["e1", "e2"], "orin-b": ["e2", "e3"], "orin-c": ["e1", "e3"]}
@@ -133,12 +135,39 @@ def test_bad_requests_get_one_line_errors(cluster, ask_once) -> None:
         ({"energy_budget_j": -1.0}, _x(4), "energy_budget_j must be a number >= 0"),
         ({"sequence_id": 7}, _x(4), "takes no sequence_id"),
         ({}, np.zeros((2, 5), np.float32), "input 'input' must be"),
+        ({}, np.zeros((0, 8), np.float32), "input 'input' of shape [0, 8] has an empty batch"),
+        *(
+            ({}, _x(4).astype(dtype), f"data-type is '{name}', but model 'moe' expects 'FP32'")
+            for dtype, name in (
+                (np.float64, "FP64"),
+                (np.float16, "FP16"),
+                (np.int8, "INT8"),
+                (np.int64, "INT64"),
+            )
+        ),
     ]
     for parameters, x, message in cases:
         with pytest.raises(NodeCallError) as refused:
             ask_once(cluster.coordinator, x, parameters)
         assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_unimplemented_calls_and_options_are_refused_in_one_line(cluster) -> None:
+    with grpc.insecure_channel(cluster.coordinator) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="moe"), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert caught.value.details() == (
+            "RepositoryModelLoad is not implemented by the ganglion-coordinator"
+        )
+        request = infer_request("moe", {"input": _x(6)})
+        request.outputs.add(name="probs").parameters["classification"].int64_param = 2
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "classification (class_count) is not supported" in caught.value.details()
 
 
 def test_metadata_readiness_and_node_health(cluster) -> None:

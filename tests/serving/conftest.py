@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -213,3 +214,12 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             )
             (trusted_dir / "release.pem").write_bytes(public)
     return out
+
+
+@pytest.fixture(scope="module")
+def client(node: NodeProcess) -> Iterator[Any]:
+    """A tritonclient gRPC client of the module's ``node``."""
+    import tritonclient.grpc as triton
+
+    with triton.InferenceServerClient(node.address) as c:
+        yield c

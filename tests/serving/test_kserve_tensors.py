@@ -161,3 +161,21 @@ def test_store_keeps_a_copy_of_the_state() -> None:
     store.commit(SequenceControl(5, start=True), buffer)
     buffer["h"][:] = 9.0  # a backend reusing its output buffer
     assert np.array_equal(store.begin(SequenceControl(5), dict)["h"], np.zeros(3))
+
+
+def test_store_bounds_state_bytes_and_steps_and_a_refused_step_keeps_the_state() -> None:
+    store = SequenceStore(max_sequences=4, idle_s=60, max_bytes=64, context=2)
+    first = SequenceControl(1, start=True)
+    store.commit(first, store.begin(first, lambda: {"h": np.zeros(4)}, 32, 1), 1)
+    with pytest.raises(SequenceLimit, match="state of 40 bytes does not fit"):
+        store.begin(SequenceControl(2, start=True), lambda: {"h": np.zeros(5)}, 40, 1)
+    with pytest.raises(SequenceLimit, match="grew to 80 bytes"):
+        store.commit(SequenceControl(1), {"h": np.ones(10)}, 1)
+    assert store.nbytes == 32 and not store.begin(SequenceControl(1), dict, batch=1)["h"].any()
+    with pytest.raises(SequenceError, match="started with batch 1; this step sends batch 3"):
+        store.begin(SequenceControl(1), dict, batch=3)
+    store.commit(SequenceControl(1), {"h": np.ones(4)}, 1)
+    with pytest.raises(SequenceError, match="has taken 2 tokens, the model's context"):
+        store.begin(SequenceControl(1), dict, batch=1)
+    store.commit(SequenceControl(1, end=True), {})
+    assert store.nbytes == 0 and len(store) == 0

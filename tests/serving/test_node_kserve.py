@@ -41,12 +41,6 @@ def node(
         yield process
 
 
-@pytest.fixture(scope="module")
-def client(node: NodeProcess) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(node.address) as c:
-        yield c
-
-
 def _input(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
     tensor = triton.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
