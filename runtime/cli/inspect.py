@@ -20,6 +20,7 @@ from ganglion.models.manifest import SpikingTime
 from ganglion.runtime.bundle import load_bundle, open_bundle
 from ganglion.runtime.cli.chip_fit import show_chip_fit
 from ganglion.runtime.describe import describe, describe_program
+from ganglion.runtime.onnx_export import naming
 
 
 def inspect(
@@ -138,6 +139,8 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
         names = ", ".join(s["name"] for s in info["state"][:6])
         more = f" and {len(info['state']) - 6} more" if len(info["state"]) > 6 else ""
         console.print(f"{indent}state  {len(info['state'])} tensors: {names}{more}", markup=False)
+    for line in _onnx_lines(info):
+        console.print(f"{indent}{line}", markup=False)
     if info["layers"]:
         table = Table("layer", "type", "shape", "parameters", "inputs")
         for layer in info["layers"]:
@@ -157,6 +160,27 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
         _show(console, f"member {name}", member, indent + "  ")
     for name, digest in info["checksums"].items():
         console.print(f"{indent}sha256 {digest}  {name}", markup=False)
+
+
+def _onnx_lines(info: dict[str, Any]) -> list[str]:
+    """How to feed the bundle's ONNX graphs with plain ONNX Runtime (``onnx_export/naming``)."""
+    files, lines = info["checksums"], []
+    if naming.STEP_FILE in files and info["state"]:
+        lines.append(
+            f"onnx   {naming.STEP_FILE}: one step; feed the inputs and "
+            f"{naming.state_input('<state>')} for each state tensor, get the outputs and "
+            f"{naming.state_output('<state>')}; a fresh state is initial_state.safetensors, "
+            "repeated along the batch axis where the state's shape (--json) starts with -1"
+        )
+    elif naming.STEP_FILE in files:
+        lines.append(f"onnx   {naming.STEP_FILE}: the whole program, tensors named as above")
+    if naming.SEQUENCE_FILE in files and info["kind"] == "spiking":
+        lines.append(
+            f"onnx   {naming.SEQUENCE_FILE}: the whole run from a fresh state; feed "
+            f"'{naming.INPUT}' time-major [time, batch, ...], already encoded (direct: the input "
+            "repeated over the timesteps)"
+        )
+    return lines
 
 
 def _time_lines(time: dict[str, Any]) -> list[str]:

@@ -61,6 +61,48 @@ def test_convert_inspect_run(workspace: Path) -> None:
     assert (out_arr.argmax(-1) == np.load(workspace / "y.npy")).mean() > 0.85
 
 
+def test_onnx_graphs_run_in_plain_onnxruntime_as_inspect_says(workspace: Path) -> None:
+    """A peer feeds the bundle's graphs from what ``inspect`` prints, with onnxruntime and
+    safetensors only, and gets ``ganglion run``'s answer."""
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    code, _, _ = convert_mlp(workspace, "peer", "--timesteps", "8")
+    folder = workspace / "peer"
+    code, text, _ = ganglion("inspect", str(folder))
+    assert code == 0 and "state_in.<state>" in text and "time-major [time, batch, ...]" in text
+    x = np.load(workspace / "x.npy")[:5].astype(np.float32)
+    code, _, _ = ganglion(
+        "run",
+        str(folder),
+        "--input",
+        str(workspace / "x.npy"),
+        "--output",
+        str(workspace / "peer.npy"),
+    )
+    want = np.load(workspace / "peer.npy")[:5]
+    info = json.loads(ganglion("inspect", str(folder), "--json")[1])
+    fresh = load_file(folder / "initial_state.safetensors")
+    state = {
+        s["name"]: np.repeat(fresh[s["name"]][None], 5, 0)
+        if s["shape"][0] == -1
+        else fresh[s["name"]]
+        for s in info["state"]
+    }
+    step = ort.InferenceSession(str(folder / "model.onnx"))
+    for _ in range(8):
+        feeds = {"input": x, **{f"state_in.{k}": v for k, v in state.items()}}
+        names = [o.name for o in step.get_outputs()]
+        values = dict(zip(names, step.run(names, feeds), strict=True))
+        state = {k: values[f"state_out.{k}"] for k in state}
+    np.testing.assert_allclose(values["output"], want, atol=1e-4)
+    whole = ort.InferenceSession(str(folder / "model.sequence.onnx"))
+    (got,) = whole.run(
+        ["output"], {"input": np.ascontiguousarray(np.broadcast_to(x, (8, *x.shape)))}
+    )
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_export_then_import_nir_runs_time_major(workspace: Path) -> None:
     convert_mlp(workspace, "c")
     assert ganglion("export", str(workspace / "c"), "--nir", str(workspace / "c.nir"))[0] == 0
