@@ -147,6 +147,7 @@ def infer(
         typer.echo(describe_outputs(outputs))
         return
     write_outputs(outputs, output, force)
+    typer.echo(f"{describe_outputs(outputs)} written to {output}")
 
 
 def sign(

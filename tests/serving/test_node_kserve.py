@@ -316,6 +316,8 @@ def test_infer_command_writes_the_outputs(
                 str(tmp_path / "y.npz"),
             ]
         )
-    assert done.value.code in (0, None), capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert done.value.code in (0, None), printed.err
+    assert f"written to {tmp_path / 'y.npz'}" in printed.out
     with load(bundles["snn"], backend="onnxruntime") as session:
         np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["output"], session.run(x))
