@@ -73,7 +73,7 @@ def calibrate_cpu(
     for s in fit:
         if s.latency_s <= 0:
             raise ValueError(f"calibrate_cpu: sample {s.name!r} has no positive latency")
-        launches, ops, _, elem_bytes = dense_terms(s.counts, s.batch)
+        launches, ops, _, elem_bytes = dense_terms(s.counts, s.batch, fused=True)
         rows.append([launches, ops, elem_bytes])
     a = np.array(rows, dtype=np.float64)
     lat = np.array([s.latency_s for s in fit])

@@ -13,9 +13,9 @@ The MAC layers are one roofline (compute or their own traffic bounds them); the 
 (e.g. a neuron scan's per-timestep updates) are bandwidth-bound and run after them, so their
 time adds. Every op dispatched costs ``launch_overhead_s`` (a GPU's kernel launch, a CPU
 framework's per-op dispatch): a program that issues few large ops is bounded by the roofline,
-one that issues many small ones (a Python loop over timesteps) by ``launches``. GPUs and
-Jetsons run each layer as one kernel (the neuron scan fused over T), so they pay
-``fused_launches`` where the counts know it. Counts without ``launches`` pay it once.
+one that issues many small ones (a Python loop over timesteps) by ``launches``. CPUs, GPUs and
+Jetsons run each layer as one call (the neuron scan fused over T: Triton on CUDA, the compiled
+loops on a CPU), so they pay ``fused_launches`` where the counts know it. Counts without ``launches`` pay it once.
 (A synop is one add; a neuron update ≈ 4 ops: decay, add, compare, reset; a precision the
 device does not list runs at its fp32 rate.)
 
@@ -36,7 +36,8 @@ from ganglion.device.profiles.schema import DeviceProfile
 from ganglion.device.simulator.opcounts import LayerOpCounts, OpCounts
 
 NEURON_UPDATE_OPS = 4
-FUSED_KINDS = ("gpu", "jetson")  # run each layer as one kernel (our Triton scan on CUDA)
+# run each layer as one kernel: our Triton scan on CUDA, the compiled (numba) loops on a CPU
+FUSED_KINDS = ("cpu", "gpu", "jetson")
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,12 @@ def test_calibration_keeps_a_figure_no_sample_exercises(tmp_path):
     assert cal.profile.is_assumed("memory_bandwidth")
 
 
-def test_gpus_pay_fused_launches_and_cpus_the_measured_ones(profiles):
+def test_devices_pay_fused_launches_where_the_counts_know_them(profiles):
+    """GPUs (Triton scan) and CPUs (compiled loops) run each layer as one call; a count without
+    fused launches pays every op it dispatches."""
     counts = OpCounts(macs={"fp32": 1e3}, launches=500.0, fused_launches=6.0)
     cpu, gpu = detect_cpu_profile("/"), profiles["rtx-4090"]
-    assert predict(counts, cpu).dispatch_s == pytest.approx(500 * cpu.launch_overhead_s)
+    assert predict(counts, cpu).dispatch_s == pytest.approx(6 * cpu.launch_overhead_s)
     assert predict(counts, gpu).dispatch_s == pytest.approx(6 * gpu.launch_overhead_s)
+    unfused = OpCounts(macs={"fp32": 1e3}, launches=500.0)
+    assert predict(unfused, cpu).dispatch_s == pytest.approx(500 * cpu.launch_overhead_s)
