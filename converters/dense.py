@@ -13,6 +13,7 @@ Only ATen operators are accepted in a ``torch.export`` graph, and none that touc
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -194,9 +195,20 @@ def _ort_outputs(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(names, inputs), strict=True))
+    options.log_severity_level = 4  # a failure is raised below as one line, not also logged
+    try:
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return dict(zip(names, session.run(names, inputs), strict=True))
+    except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, ...), multi-line
+        raise ConversionError(f"ONNX Runtime cannot run the graph: {ort_message(exc)}") from exc
+
+
+def ort_message(exc: Exception) -> str:
+    """The first line of an ONNX Runtime error, without its ``[ONNXRuntimeError] : 1 : FAIL :``
+    prefix."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
 
 
 def _compare(

@@ -50,7 +50,7 @@ from torch._utils import NAME_MAPPING as TORCH_NAME_MAPPING
 from torch._weights_only_unpickler import _get_allowed_globals
 from torch.export.pt2_archive import constants as pt2
 
-from ganglion.models.errors import ConversionError, file_problem
+from ganglion.models.errors import ConversionError, file_problem, inflation_problem
 
 
 @dataclass(frozen=True)
@@ -280,9 +280,11 @@ def _check_zip(
         spent[0] += info.file_size
         if spent[0] > limits.max_total_bytes:
             raise _Refused(where, f"members declare more than {limits.max_total_bytes} bytes")
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > limits.ratio_floor_bytes and ratio > limits.max_ratio:
-            raise _Refused(where, f"compression ratio {ratio:.0f} (limit {limits.max_ratio:g})")
+        bomb = inflation_problem(
+            info.file_size, info.compress_size, limits.max_ratio, limits.ratio_floor_bytes
+        )
+        if bomb is not None:
+            raise _Refused(where, bomb)
     _check_no_overlap(infos, raw, label)
     return infos
 

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5g, h5i, h5l, h5o, h5s, h5t, h5z
 
-from ganglion.models.errors import NIRError
+from ganglion.models.errors import NIRError, inflation_problem
 
 # Built-in filters (and h5py's LZF): an unknown filter id makes HDF5 search for a plugin.
 _FILTERS = {
@@ -189,10 +189,9 @@ class _Walk:
             raise self.refuse(where, f"datasets declare more than {limits.max_total_bytes} bytes")
         stored = dset.get_storage_size()
         for amount, against in ((declared, stored), (self.total, self.file_bytes)):
-            if amount > limits.ratio_floor_bytes and amount > limits.max_ratio * against:
-                raise self.refuse(
-                    where, f"declares {amount} bytes for {against} stored (a compression bomb)"
-                )
+            bomb = inflation_problem(amount, against, limits.max_ratio, limits.ratio_floor_bytes)
+            if bomb is not None:
+                raise self.refuse(where, bomb)
         if dtype.get_class() == h5t.STRING:
             self.check_strings(dset, where, dtype, count)
 

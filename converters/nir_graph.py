@@ -140,7 +140,10 @@ def _input_shape(node: nir.Input, consumers: list[Any]) -> tuple[int, ...]:
 
 def _bounded(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """``shape`` when a node's per-sample values are at most ``MAX_NODE_ELEMENTS``, else
-    NIRError naming the node (checked before anything of that size is allocated)."""
+    NIRError naming the node (checked before anything of that size is allocated); every
+    size must be at least 1."""
+    if any(d < 1 for d in shape):
+        raise NIRError(f"node {name!r} has shape {list(shape)}; every size must be at least 1")
     elements = math.prod(shape)
     if elements > MAX_NODE_ELEMENTS:
         raise NIRError(

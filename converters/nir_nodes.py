@@ -83,6 +83,20 @@ def _decay_and_step(tau: np.ndarray, dt: float, mode: str) -> tuple[torch.Tensor
     return f32(1.0 - a), torch.from_numpy(a)
 
 
+def _check_decay(decay: torch.Tensor, mode: str, what: str) -> None:
+    """Refuse a τ whose float32 decay has no time constant (``_step_of`` could not write it
+    back): 1 or more (τ infinite, or so large against dt that the leak rounds away), or 0 or
+    less with exact decay (τ so small the state is forgotten at every step)."""
+    values = decay.double().numpy()
+    bad = (values >= 1.0) | ((values <= 0.0) if mode == "exact" else False) | np.isnan(values)
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise NIRError(
+            f"{what} at index {index} gives decay {values[index]:g} per step, outside (0, 1): "
+            "no time constant"
+        )
+
+
 def _unit(gain: torch.Tensor) -> torch.Tensor:
     return torch.where((gain.double() - 1.0).abs() < _UNIT_GAIN_TOLERANCE, 1.0, gain.float())
 
@@ -111,6 +125,7 @@ def neuron_from_nir(
         if np.any(tau <= 0):
             raise NIRError(f"{type(node).__name__} node {name!r} has a non-positive tau")
         decay, a = _decay_and_step(tau, dt, mode)
+        _check_decay(decay, mode, f"{type(node).__name__} node {name!r}: tau")
         gain, bias = a.double() * torch.from_numpy(r), a.double() * torch.from_numpy(v_leak)
     else:
         decay, gain, bias = torch.ones(shape), torch.from_numpy(dt * r), torch.zeros(shape)
@@ -159,6 +174,7 @@ def _synapse_from_nir(
         raise NIRError(f"{type(node).__name__} node {name!r} has a non-positive tau_syn")
     w_in = torch.from_numpy(full(getattr(node, "w_in", 1.0), 1.0))
     decay, a = _decay_and_step(tau_syn, dt, mode)
+    _check_decay(decay, mode, f"{type(node).__name__} node {name!r}: tau_syn")
     jump = str(meta.get("synaptic_input", sem.synaptic_input)) == "jump"
     return decay.float(), _unit(w_in if jump else a.double() * w_in)
 

@@ -13,6 +13,7 @@ from ganglion.converters.nir_graph import read_nir
 from ganglion.converters.nir_semantics import NirSemantics, semantics_for
 from ganglion.converters.spiking import spiking_manifest
 from ganglion.models.deployable import Deployable
+from ganglion.models.errors import GanglionError, NIRError
 from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking.network import SpikingNetwork
 
@@ -37,7 +38,10 @@ def import_nir_program(
     time = SpikingTime(
         timesteps=1, dt=sem.dt, encoding="none", decoding="none", semantics=sem.to_dict()
     )
-    manifest = spiking_manifest(graph, time)
+    try:
+        manifest = spiking_manifest(graph, time)
+    except (GanglionError, ValueError) as exc:  # a graph the manifest cannot describe
+        raise NIRError(f"{path}: {exc}") from exc
     manifest.provenance = {
         "source_file": path.name,
         "source_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

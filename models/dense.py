@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from ganglion.models.errors import ShapeError
+
 
 class DenseProgram(nn.Module):
     """A stateless program: ``run(named inputs) -> named outputs``.
@@ -51,8 +53,19 @@ class DenseProgram(nn.Module):
         return self.inner(*args)
 
     def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Named inputs -> named outputs."""
-        result = self.inner(*(inputs[name] for name in self.input_names))
+        """Named inputs -> named outputs; a ShapeError for inputs outside the shapes a
+        ``torch.export`` program was exported for (torch's guard raises AssertionError)."""
+        try:
+            result = self.inner(*(inputs[name] for name in self.input_names))
+        except AssertionError as exc:
+            text = str(exc).strip().partition("\n")[0]
+            if not text.startswith("Guard failed"):
+                raise
+            shapes = ", ".join(f"{n} {list(inputs[n].shape)}" for n in self.input_names)
+            guard = text.removeprefix("Guard failed:").strip()
+            raise ShapeError(
+                f"inputs {shapes} are outside the shapes the exported network takes ({guard})"
+            ) from exc
         leaves, _ = tree_flatten(result)
         if len(leaves) != len(self.output_names):
             raise ValueError(

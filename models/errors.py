@@ -37,3 +37,22 @@ def file_problem(path: str | os.PathLike[str]) -> str | None:
     if target.is_dir():
         return "is a folder, not a file"
     return "is not a regular file" if target.exists() else "no such file"
+
+
+def inflation_problem(declared: int, stored: int, max_ratio: float, floor_bytes: int) -> str | None:
+    """Why ``declared`` bytes unpacked from ``stored`` compressed bytes look like a compression
+    bomb, or None: every compressed reader (zip members of a .pt2 or .npz, HDF5 datasets, tar
+    streams) applies this one rule. Up to ``floor_bytes`` anything goes (small members may
+    compress as well as they like); above it, at most ``max_ratio`` times what is stored."""
+    if declared <= inflation_limit(stored, max_ratio, floor_bytes):
+        return None
+    ratio = declared / max(stored, 1)
+    return (
+        f"declares {declared} bytes for {stored} stored: compression ratio {ratio:.0f} "
+        f"(limit {max_ratio:g}, a compression bomb)"
+    )
+
+
+def inflation_limit(stored: int, max_ratio: float, floor_bytes: int) -> int:
+    """The most bytes ``stored`` compressed bytes may unpack to (``inflation_problem``'s rule)."""
+    return max(floor_bytes, int(max_ratio * stored))

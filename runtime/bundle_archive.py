@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from ganglion.models.errors import BundleError, file_problem
+from ganglion.models.errors import BundleError, file_problem, inflation_limit
 from ganglion.runtime.atomic import atomic_file
 
 TEMP_PREFIX = "ganglion-bundle-"
@@ -114,7 +114,7 @@ def _extract(archive: Path, target: Path, limits: TarLimits) -> None:
     archive_bytes = archive.stat().st_size
     stream_limit = min(
         limits.max_total_bytes + limits.header_allowance_bytes,
-        max(limits.ratio_floor_bytes, int(limits.max_ratio * archive_bytes)),
+        inflation_limit(archive_bytes, limits.max_ratio, limits.ratio_floor_bytes),
     )
     with open(archive, "rb") as raw:
         head = raw.read(6)

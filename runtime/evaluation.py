@@ -49,10 +49,25 @@ def check_labels(labels: np.ndarray, samples: int, classes: int, where: str) -> 
     return labels.astype(np.int64)
 
 
+def sample_count(session: Session, inputs: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(samples, batch axis) of ``inputs``: a ShapeError if an input has no batch axis (a
+    0-d array) or the inputs disagree on it."""
+    axis = session.kind.batch_axis(session.manifest)
+    counts = {}
+    for name, array in inputs.items():
+        if np.ndim(array) <= axis:
+            raise ShapeError(
+                f"input {name!r} has shape {list(np.shape(array))}: samples go along axis {axis}"
+            )
+        counts[name] = np.shape(array)[axis]
+    if len(set(counts.values())) > 1:
+        raise ShapeError(f"the inputs hold different numbers of samples ({counts})")
+    return next(iter(counts.values()), 0), axis
+
+
 def predict(session: Session, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None]:
     """Predicted classes [N] (in batches) and, for spiking programs on torch, spikes/sample."""
-    axis = session.kind.batch_axis(session.manifest)
-    count = next(iter(inputs.values())).shape[axis]
+    count, axis = sample_count(session, inputs)
     record = session.manifest.kind == "spiking" and session.backend == "torch"
     predictions, spikes = [], 0.0
     for start in range(0, count, BATCH):

@@ -348,6 +348,10 @@ def read_ann_onnx(model: str | Path | onnx.ModelProto) -> AnnGraph:
     """
     if isinstance(model, onnx.ModelProto):
         check_self_contained(model, "the ONNX model")
-    else:
-        model = load_onnx(model)
-    return _OnnxReader(model).read()
+        return _OnnxReader(model).read()
+    source = str(model)
+    try:
+        return _OnnxReader(load_onnx(model)).read()
+    except (ConversionError, ShapeError) as exc:  # name the file once, first
+        text = str(exc)
+        raise ConversionError(text if text.startswith(source) else f"{source}: {text}") from exc

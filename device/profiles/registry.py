@@ -69,12 +69,22 @@ def load_profile_file(path: str | os.PathLike[str]) -> list[DeviceProfile]:
             f"device file {p} is not UTF-8 text ({e.reason} at byte {e.start})"
         ) from e
     kind = p.suffix[1:].upper()
+    repeated: list[str] = []  # a key repeated in one JSON object (TOML refuses them itself)
     try:
-        raw: Any = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+        raw: Any = (
+            tomllib.loads(text)
+            if p.suffix == ".toml"
+            else json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, repeated))
+        )
     except ValueError as e:  # JSONDecodeError, TOMLDecodeError, and ints over 4300 digits
         raise ProfileError(f"device file {p} is not valid {kind}: {e}") from e
     except RecursionError as e:
         raise ProfileError(f"device file {p} is not valid {kind}: nested too deeply") from e
+    if repeated:
+        raise ProfileError(
+            f"device file {p}: key {repeated[0]!r} appears twice in one JSON object "
+            "(which value is meant?)"
+        )
     entries = _entries(raw, p)
     if not entries:
         raise ProfileError(f"device file {p} holds no profiles")
@@ -83,7 +93,27 @@ def load_profile_file(path: str | os.PathLike[str]) -> list[DeviceProfile]:
             raise ProfileError(
                 f"device file {p}: entry {i + 1} is a {type(entry).__name__}, not a profile table"
             )
-    return [profile_from_dict(entry, origin=str(p)) for entry in entries]
+    profiles = [profile_from_dict(entry, origin=str(p)) for entry in entries]
+    first: dict[str, int] = {}
+    for i, profile in enumerate(profiles):
+        if profile.name in first:
+            raise ProfileError(
+                f"device file {p}: entries {first[profile.name] + 1} and {i + 1} are both "
+                f"named {profile.name!r}"
+            )
+        first[profile.name] = i
+    return profiles
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], repeated: list[str]) -> dict[str, Any]:
+    """``json`` object hook: the object, noting in ``repeated`` a key it holds twice (the
+    selection reader's rule; raising here would be reported as a JSON syntax error)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out and not repeated:
+            repeated.append(key)
+        out[key] = value
+    return out
 
 
 def _entries(raw: Any, p: Path) -> list[Any]:

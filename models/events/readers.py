@@ -19,8 +19,13 @@ before or while they are decoded.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import IO
@@ -29,6 +34,8 @@ import numpy as np
 
 from ganglion.models.errors import BackendUnavailable, ShapeError, file_problem
 from ganglion.models.events.stream import EVENT_DTYPE, MAX_EVENTS, check_events
+from ganglion.models.npz_archive import npz_members, read_npz_member
+from ganglion.models.npz_archive import read_npy_header as _npy_header
 
 MAX_FILE_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 16  # of a Prophesee file's '%' text header
@@ -69,21 +76,23 @@ def read_npy_events(path: Path) -> np.ndarray:
 
 
 def read_npz_events(path: Path) -> np.ndarray:
-    """The array ``events`` (or the only array) of a .npz file, checked like ``.npy``."""
+    """The array ``events`` (or the only array) of a .npz file, checked like ``.npy``; the
+    archive's members checked first as every .npz reader does (``npz_members``)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            member = npz_events_member(names)
+        with open(path, "rb") as raw, zipfile.ZipFile(raw) as archive:
+            members = npz_members(archive, str(path), os.fstat(raw.fileno()).st_size)
+            member = npz_events_member([f"{name}.npy" for name in members])
             if member is None:
-                raise ShapeError(f"{path}: holds {len(names)} arrays and none named 'events'")
-            if archive.getinfo(member).file_size > MAX_FILE_BYTES:
+                raise ShapeError(f"{path}: holds {len(members)} arrays and none named 'events'")
+            info = members[member.removesuffix(".npy")]
+            if info.file_size > MAX_FILE_BYTES:
                 raise ShapeError(
                     f"{path}: {member} unpacks to more than {MAX_FILE_BYTES >> 30} GiB"
                 )
-            with archive.open(member) as fh:
-                _check_npy_header(fh, f"{path}:{member}")
-        with np.load(path, allow_pickle=False) as data:
-            return check_events(data[member.removesuffix(".npy")], f"{path}:{member}")
+            where = f"{path}:{member}"
+            with archive.open(info) as fh:
+                _check_npy_header(fh, where)
+            return check_events(read_npz_member(archive, info, where), where)
     except ShapeError:
         raise
     except Exception as exc:
@@ -97,18 +106,7 @@ def npz_events_member(names: list[str]) -> str | None:
 
 def read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) from a .npy header, reading nothing past it; ShapeError if unreadable."""
-    try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ShapeError(f"{where}: .npy format {version} is not read (1.0 and 2.0 are)")
-    except ShapeError:
-        raise
-    except Exception as exc:
-        raise ShapeError(f"{where}: not a readable .npy array ({type(exc).__name__})") from exc
+    shape, _, dtype = _npy_header(fh, where)
     return shape, dtype
 
 
@@ -182,11 +180,43 @@ def read_expelliarmus(path: Path, encoding: str, size: int) -> np.ndarray:
     if size > _BYTES_PER_EVENT[encoding] * MAX_EVENTS:
         raise ShapeError(f"{path}: could hold more than {MAX_EVENTS} events")
     expelliarmus = _optional("expelliarmus", f"{encoding.upper()} {path.suffix}")
+    said: list[str] = []  # the C reader reports on file descriptor 2, and returns None
     try:
-        raw = expelliarmus.Wizard(encoding=encoding).read(path)
+        with _c_stderr(said):
+            raw = expelliarmus.Wizard(encoding=encoding).read(path)
     except Exception as exc:
-        raise ShapeError(f"{path}: not a readable {encoding.upper()} file ({exc})") from exc
+        why = _c_error(said) or str(exc).strip().partition("\n")[0] or type(exc).__name__
+        raise ShapeError(f"{path}: not a readable {encoding.upper()} file ({why})") from exc
+    fields = getattr(getattr(raw, "dtype", None), "names", None) or ()
+    if not isinstance(raw, np.ndarray) or not {"x", "y", "t", "p"} <= set(fields):
+        why = _c_error(said) or "the decoder returned nothing: truncated or empty"
+        raise ShapeError(f"{path}: not a readable {encoding.upper()} file ({why})")
     return _as_events(raw["x"], raw["y"], raw["t"], raw["p"], path)
+
+
+@contextlib.contextmanager
+def _c_stderr(lines: list[str]) -> Iterator[None]:
+    """What C code writes to file descriptor 2 inside the block is kept in ``lines`` instead
+    of reaching the terminal (errors are reported in one line of our own)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += sink.read(MAX_HEADER_BYTES).decode(errors="replace").splitlines()
+
+
+def _c_error(lines: list[str]) -> str:
+    """The C reader's first ``ERROR:`` line, without the prefix ("" when it printed none)."""
+    for line in lines:
+        if line.startswith("ERROR:"):
+            return line.removeprefix("ERROR:").strip().rstrip(".")
+    return ""
 
 
 def _as_events(x: object, y: object, t: object, p: object, path: Path) -> np.ndarray:

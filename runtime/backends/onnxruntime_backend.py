@@ -176,7 +176,7 @@ class OnnxRuntimeSession(Session):
         self.providers = providers
         self._program = program
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # failures are raised (one line), not also logged
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
         if threads is not None:

@@ -23,8 +23,12 @@ def _reference_predictions(ann: Path, inputs: dict[str, np.ndarray]) -> np.ndarr
     program = load_exported(ann)
     check_graph_ops(program)
     module = dynamic_batch(program).module()
-    with torch.no_grad():
-        out = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
+    try:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
+    except (AssertionError, RuntimeError, TypeError, ValueError) as exc:  # one line, named
+        text = str(exc).strip().partition("\n")[0] or type(exc).__name__
+        raise ShapeError(f"{ann}: cannot run on the test data: {text}") from exc
     out = out if isinstance(out, torch.Tensor) else next(iter(out.values()))
     return out.reshape(out.shape[0], -1).argmax(-1).numpy()
 
@@ -42,7 +46,7 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Accuracy, per-class accuracy, confusion matrix, spikes per sample, agreement with the ANN."""
-    from ganglion.runtime.evaluation import evaluate
+    from ganglion.runtime.evaluation import evaluate, sample_count
     from ganglion.runtime.session import load
 
     arrays = read_npz(data)
@@ -56,6 +60,10 @@ def evaluate_command(
         inputs = {n: arrays[n] for n in names if n in arrays}
         if len(inputs) != len(names):
             raise ShapeError(f"{data}: needs inputs {names} (or 'x' for one input)")
+        try:
+            sample_count(session, inputs)
+        except ShapeError as exc:
+            raise ShapeError(f"{data}: {exc}") from None
         reference = None if ann is None else _reference_predictions(ann, inputs)
         result = evaluate(session, inputs, labels, reference, where=str(data))
     if as_json:

@@ -16,6 +16,7 @@ from pathlib import Path
 from ganglion.runtime.selection.problem import (
     FieldReader,
     SelectionProblemError,
+    is_text,
     read_json_file,
 )
 
@@ -84,7 +85,8 @@ def read_measured_cost(path: str | Path, device: str, manifest_sha256: str) -> M
     energy = fields.cost(result.get("energy_per_inference_j"), f"{where}.energy_per_inference_j")
     runs = result.get("runs")
     backend, kind, how = (result.get(k) for k in ("backend", "energy_kind", "energy_source"))
-    if type(runs) is not int or not all(isinstance(v, str) for v in (backend, kind, how)):
+    texts = (backend, kind, how)
+    if type(runs) is not int or not all(isinstance(v, str) and is_text(v) for v in texts):
         raise SelectionProblemError(
             f"{source}: {where} needs runs (integer), backend, energy_kind, energy_source (text)"
         )

@@ -182,7 +182,9 @@ def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
     except OSError as exc:
         raise SelectionProblemError(f"{source}: cannot be read ({exc.strerror})") from exc
     try:
-        return json.loads(text, object_pairs_hook=FieldReader(source).unique_keys)
+        return json.loads(
+            text, object_pairs_hook=FieldReader(source).unique_keys, parse_int=_parse_int
+        )
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise SelectionProblemError(f"{source}: not valid JSON ({where}: {exc.msg})") from exc
@@ -209,6 +211,10 @@ def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
         name = fields["name"]
         if not isinstance(name, str) or not name:
             r.fail(f"experts[{j}].name", f"must be a non-empty string, got {_shown(name)}")
+        if not is_text(name):
+            r.fail(
+                f"experts[{j}].name", f"must be Unicode text, got {_shown(name)} (a lone surrogate)"
+            )
         if name in seen:
             r.fail(f"experts[{j}].name", f"duplicates experts[{seen[name]}].name {_shown(name)}")
         seen[name] = j
@@ -251,9 +257,38 @@ def write_problem(problem: SelectionProblem, path: str | Path, force: bool = Tru
     return target
 
 
+class LongInteger:
+    """An integer literal with more digits than Python converts (``sys.int_max_str_digits``,
+    4300 by default): ``read_json_file`` keeps it as this marker, not a number, so the field
+    holding it is refused by name like any other non-number."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {len(self.digits.lstrip('-'))} digits"
+
+
+def _parse_int(digits: str) -> int | LongInteger:
+    try:
+        return int(digits)
+    except ValueError:  # over the interpreter's digit limit
+        return LongInteger(digits)
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be written out as UTF-8 (JSON's ``\\ud800`` escapes give lone
+    surrogates, which no output can print)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _shown(value: Any) -> str:
     """A value as a short one-line string for error messages."""
-    if isinstance(value, float):
+    if isinstance(value, float | LongInteger):
         return repr(value)
     text = json.dumps(value, allow_nan=True, default=repr)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -291,6 +326,8 @@ class FieldReader:
 
     def cost(self, value: Any, where: str) -> float:
         """A finite number >= 0 (booleans and strings are refused)."""
+        if isinstance(value, LongInteger):
+            self.fail(where, f"must be a finite number >= 0, got {_shown(value)}")
         if type(value) not in (int, float):
             self.fail(where, f"must be a number, got {_shown(value)}")
         try:
@@ -314,7 +351,8 @@ class FieldReader:
                 self.fail(f"{where}[{i}]", f"has {len(row)} entries, expected {n} (one per expert)")
             if not {type(v) for v in row} <= {int, float}:
                 j = next(j for j, v in enumerate(row) if type(v) not in (int, float))
-                self.fail(f"{where}[{i}][{j}]", f"must be a number, got {_shown(row[j])}")
+                rule = "be finite" if isinstance(row[j], LongInteger) else "be a number"
+                self.fail(f"{where}[{i}][{j}]", f"must {rule}, got {_shown(row[j])}")
         try:
             array = np.array(value, dtype=np.float64)
         except OverflowError:  # an integer beyond float64's range

@@ -8,6 +8,9 @@ import io
 import json
 import os
 import tarfile
+import tracemalloc
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +33,7 @@ from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking.network import SpikingNetwork
 from ganglion.runtime.atomic import TargetExists, check_target
 from ganglion.runtime.bundle import save_bundle
-from ganglion.runtime.cli import main
+from ganglion.runtime.cli import invoke, main
 from ganglion.runtime.cli.arrays import read_npy, read_npz
 from ganglion.runtime.generation import GenerationError, Sampling
 from ganglion.runtime.selection.problem import read_problem, write_problem
@@ -433,3 +436,239 @@ def test_train_lm_sizes_are_capped_before_building(
 def test_a_negative_sampling_seed_is_named() -> None:
     with pytest.raises(GenerationError, match=r"seed must be in \[0, 2\*\*63\), got -1"):
         Sampling(seed=-1)
+
+
+# ---- hostile-file review: compressed .npz, one-line errors, duplicate names --------------------
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A deflated zip of ``members`` in order (a repeated name is written twice)."""
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name, and writes it
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_compressed_npz_is_refused_by_its_ratio_wherever_it_is_read(
+    bundle: Path, event_bundle: Path, tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    """36 MiB of zeros deflate to ~36 KB: refused before it is unpacked, for --input, --calib,
+    eval data and event streams alike (the same rule as .pt2 members and HDF5 datasets)."""
+    zeros = _npy_bytes(np.zeros((1 << 19, 18), np.float32))
+    bomb = _zip(tmp_path / "bomb.npz", [("x.npy", zeros), ("y.npy", _npy_bytes(np.zeros(2)))])
+    events = np.zeros(1 << 21, [("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
+    event_bomb = _zip(tmp_path / "events.npz", [("events.npy", _npy_bytes(events))])
+    out = tmp_path / "y.npy"
+    for file, args in (
+        (bomb, ["run", bundle, "--input", bomb, "--output", out]),
+        (bomb, ["eval", bundle, "--data", bomb]),
+        (bomb, ["quantize", bundle, "--target", "loihi2", "-o", tmp_path / "q", "--calib", bomb]),
+        (event_bomb, ["run", event_bundle, "--input", event_bomb, "--output", out]),
+    ):
+        code, _, err = invoke(*map(str, args))
+        one_line_error(code, err, f"{file}: member ", "compression ratio", "compression bomb")
+        assert not out.exists()
+
+
+def test_small_npz_members_cannot_add_up_to_a_bomb(tmp_path: Path) -> None:
+    eight_mib = _npy_bytes(np.zeros(1 << 21, np.float32))  # each under the 16 MiB floor
+    path = _zip(tmp_path / "many.npz", [(f"a{i}.npy", eight_mib) for i in range(3)])
+    with pytest.raises(ShapeError, match=r"many\.npz: its members together declares .* bomb"):
+        read_npz(path)
+
+
+def test_npz_arrays_are_read_once_even_when_byte_swapped(tmp_path: Path) -> None:
+    values = np.arange(1 << 21, dtype=np.float32)  # 8 MiB
+    np.savez(tmp_path / "big.npz", x=values.astype(">f4"))
+    tracemalloc.start()
+    try:
+        array = read_npz(tmp_path / "big.npz")["x"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert array.dtype.isnative and np.array_equal(array, values)
+    assert peak < 1.25 * values.nbytes, peak
+
+
+def test_npz_members_are_checked_before_they_are_read(tmp_path: Path) -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 28, 64)}
+    )
+    for members, message in [
+        ([("input", _npy_bytes(np.ones(3)))], "member 'input' is not an array (.npy)"),
+        ([("x.npy", header.getvalue() + bytes(256))], "declares 68719476736 bytes of data"),
+    ]:
+        with pytest.raises(ShapeError) as info:
+            read_npz(_zip(tmp_path / "odd.npz", members))
+        assert str(info.value).startswith(str(tmp_path / "odd.npz")) and message in str(info.value)
+
+
+def test_duplicate_npz_members_are_refused_by_name(
+    bundle: Path, tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    x = np.zeros((2, 2, 3, 3), np.float32)
+    dup = _zip(tmp_path / "dup.npz", [("input.npy", _npy_bytes(x)), ("input.npy", _npy_bytes(x))])
+    code, _, err = invoke("run", str(bundle), "--input", str(dup), "--output", str(tmp_path / "y"))
+    one_line_error(code, err, "dup.npz: two members named 'input.npy'")
+    with pytest.raises(ShapeError, match="two members named 'input.npy'"):
+        read_npz(dup)
+
+
+def test_duplicate_keys_or_profile_names_in_a_device_file_are_refused(
+    tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    profile = {**json.loads(JETSON.read_text()), "name": "evil"}
+    text = json.dumps(profile)
+    (tmp_path / "key.json").write_text(
+        text.replace('"memory_bandwidth":', '"memory_bandwidth": 1, "memory_bandwidth":', 1)
+    )
+    (tmp_path / "name.json").write_text(json.dumps([profile, {**profile, "idle_w": 3.0}]))
+    for name, expected in [
+        ("key.json", "key 'memory_bandwidth' appears twice"),
+        ("name.json", "entries 1 and 2 are both named 'evil'"),
+    ]:
+        code, _, err = invoke("devices", "--devices", str(tmp_path / name), "--json")
+        one_line_error(code, err, name, expected)
+
+
+def test_broken_evt2_and_dat_files_are_one_line_and_keep_stderr_clean(
+    event_bundle: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    one_line_error: Callable[..., None],
+) -> None:
+    pytest.importorskip("expelliarmus", reason="'expelliarmus' not installed")
+    files = {
+        "garbage.raw": (b"% evt 2.0\n% end\n" + b"\x00\x00\x00\x70" * 64, "event type"),
+        "cut.raw": (b"% evt 2.0\n% end\n\x01\x02\x03", "returned nothing"),
+        "empty.dat": (b"", "not a readable DAT file"),
+        "cut.dat": (b"% end\n\x0c\x08\x01\x02\x03", "returned nothing"),
+    }
+    for name, (data, expected) in files.items():
+        (tmp_path / name).write_bytes(data)
+        args = ["run", event_bundle, "--input", tmp_path / name, "--output", tmp_path / "y.npy"]
+        code, _, err = invoke(*map(str, args))
+        one_line_error(code, err, f"{tmp_path / name}: ", expected)
+        assert capfd.readouterr().err == ""  # the C reader's own lines are kept off fd 2
+
+
+def test_eval_data_with_a_0d_input_is_named(
+    bundle: Path, tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    np.savez(tmp_path / "scalar.npz", x=np.float32(1.0), y=np.zeros(1, np.int64))
+    code, _, err = invoke("eval", str(bundle), "--data", str(tmp_path / "scalar.npz"))
+    one_line_error(code, err, "scalar.npz: input 'input' has shape []")
+
+
+def test_selection_problem_with_a_huge_integer_or_a_lone_surrogate_names_the_field(
+    tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    problem = synthetic_problem(np.random.default_rng(0), 3, 5, "trained")
+    text = (write_problem(problem, tmp_path / "p.json")).read_text()
+    data = json.loads(text)
+    data["aggregation"]["per_expert_ms"] = 0
+    digits = json.dumps(data).replace('"per_expert_ms": 0', '"per_expert_ms": ' + "9" * 5000)
+    (tmp_path / "big.json").write_text(digits)
+    name = data["experts"][0]["name"]
+    (tmp_path / "surrogate.json").write_text(text.replace(f'"{name}"', '"\\ud800"', 1))
+    budgets = ["--energy-budget", "1", "--latency-budget", "1000"]
+    for file, expected in [
+        ("big.json", "aggregation.per_expert_ms must be a finite number >= 0, got an integer of"),
+        ("surrogate.json", "experts[0].name must be Unicode text"),
+    ]:
+        code, _, err = invoke("select", "--problem", str(tmp_path / file), *budgets)
+        one_line_error(code, err, f"{file}: {expected}")
+        assert code == 2
+
+
+def _onnx_file(path: Path, nodes: list, initializers: list, opsets: list | None = None) -> Path:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), *(opsets or [])])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_runtime_failures_in_convert_are_one_line_naming_the_model(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], one_line_error: Callable[..., None]
+) -> None:
+    weight = numpy_helper.from_array(np.ones((64, 10), np.float32), "W")
+    custom = _onnx_file(
+        tmp_path / "custom.onnx",
+        [
+            helper.make_node("MatMul", ["input", "W"], ["h"]),
+            helper.make_node("Evil", ["h"], ["output"], domain="com.evil"),
+        ],
+        [weight],
+        [helper.make_opsetid("com.evil", 1)],
+    )
+    shape = numpy_helper.from_array(np.array([5, 5], np.int64), "shape")
+    reshape = _onnx_file(
+        tmp_path / "reshape.onnx",
+        [helper.make_node("Reshape", ["input", "shape"], ["output"])],
+        [shape],
+    )
+    np.savez(tmp_path / "calib.npz", x=np.zeros((4, 64), np.float32))
+    for model, expected in [(custom, "com.evil:Evil"), (reshape, "Reshape node")]:
+        args = ["convert", "dense", model, "--calib", tmp_path / "calib.npz", "-o", tmp_path / "b"]
+        code, _, err = invoke(*map(str, args))
+        one_line_error(code, err, f"{model}: ONNX Runtime cannot run the graph", expected)
+        assert capfd.readouterr().err == ""  # no coloured ONNX Runtime log line
+    args = ["convert", "spiking", custom, "--calib", tmp_path / "calib.npz", "-o", tmp_path / "b"]
+    code, _, err = invoke(*map(str, args))
+    one_line_error(code, err, f"{custom}: ONNX node", "(Evil) is not supported")
+
+
+def test_nir_graphs_refused_after_reading_still_name_the_file(
+    tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    import nir
+
+    def graph(tau: float, width: int) -> nir.NIRGraph:
+        n = abs(width)
+        return nir.NIRGraph(
+            nodes={
+                "input": nir.Input(input_type=np.array([width])),
+                "lif": nir.LIF(
+                    tau=np.full(n, tau), r=np.ones(n), v_leak=np.zeros(n),
+                    v_threshold=np.ones(n), v_reset=np.zeros(n),
+                ),
+                "output": nir.Output(output_type=np.array([n])),
+            },
+            edges=[("input", "lif"), ("lif", "output")],
+            type_check=False,
+        )  # fmt: skip
+
+    nir.write(tmp_path / "inf_tau.nir", graph(np.inf, 3))
+    nir.write(tmp_path / "negative.nir", graph(0.01, -3))
+    for name, expected in [
+        ("inf_tau.nir", "node 'lif': tau at index (0,) gives decay 1"),
+        ("negative.nir", "node 'input' has shape [-3]"),
+    ]:
+        args = ["import-nir", tmp_path / name, "-o", tmp_path / "b", "--no-type-check"]
+        code, _, err = invoke(*map(str, [*args, "--like", "snntorch"]))
+        one_line_error(code, err, f"{tmp_path / name}: ", expected)
+        assert not (tmp_path / "b").exists()
+
+
+def test_a_batch_outside_the_exported_range_names_the_file_and_the_limit(
+    tmp_path: Path, one_line_error: Callable[..., None]
+) -> None:
+    model = nn.Sequential(nn.Linear(64, 10)).eval()
+    batch = torch.export.Dim("batch", min=2, max=8)
+    program = torch.export.export(model, (torch.zeros(4, 64),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "small.pt2")
+    np.savez(tmp_path / "calib.npz", x=np.zeros((16, 64), np.float32))
+    args = ["convert", "dense", tmp_path / "small.pt2", "--calib", tmp_path / "calib.npz"]
+    code, _, err = invoke(*map(str, [*args, "-o", tmp_path / "b"]))
+    one_line_error(code, err, "small.pt2: inputs input [16, 64]", "<= 8")
