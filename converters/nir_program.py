@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,6 +16,7 @@ from ganglion.converters.spiking import spiking_manifest
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import GanglionError, NIRError
 from ganglion.models.manifest import SpikingTime
+from ganglion.models.spiking.graph import SpikingGraph
 from ganglion.models.spiking.network import SpikingNetwork
 
 PROBE_STEPS, PROBE_BATCH = 50, 2
@@ -36,7 +38,7 @@ def import_nir_program(
         sem = dataclasses.replace(sem, dt=float(dt))
     graph = read_nir(path, semantics=sem, type_check=type_check, force=force)
     time = SpikingTime(
-        timesteps=1, dt=sem.dt, encoding="none", decoding="none", semantics=sem.to_dict()
+        timesteps=1, dt=sem.dt, encoding="none", decoding="none", semantics=_used(sem, graph)
     )
     try:
         manifest = spiking_manifest(graph, time)
@@ -50,6 +52,33 @@ def import_nir_program(
         "like": sem.like,
     }
     return Deployable(SpikingNetwork(graph, time), manifest, graph.to_config())
+
+
+# neuron field -> the convention it follows, where a node's own metadata (Ganglion's exports
+# write it) may have replaced the convention asked for
+_PER_NODE = {
+    "reset": "reset",
+    "reset_delay": "reset_delay",
+    "fire": "fire",
+    "spikes": "spikes_per_step",
+}
+
+
+def _used(sem: NirSemantics, graph: SpikingGraph) -> dict[str, Any]:
+    """The conventions the program runs under, for the manifest: ``sem``'s, except where
+    the neurons' metadata replaced one: its value when every neuron agrees, left out when they
+    differ; ``v_init`` left out when a neuron's initial membrane came from its metadata."""
+    used = sem.to_dict()
+    neurons = [n for n in graph.neurons().values() if n.spiking]
+    for field, convention in _PER_NODE.items():
+        values = {getattr(n, field) for n in neurons}
+        if len(values) > 1:
+            del used[convention]
+        elif values:
+            used[convention] = values.pop()
+    if any(n.v_init.any() for n in neurons) and sem.v_init == "zero":
+        del used["v_init"]
+    return used
 
 
 def silence_warning(deployable: Deployable) -> str | None:

@@ -112,6 +112,11 @@ def test_export_then_import_nir_runs_time_major(workspace: Path) -> None:
     assert code == 0
     info = json.loads(ganglion("inspect", str(workspace / "i"), "--json")[1])
     assert info["time"]["encoding"] == "none" and "time-major" in info["shapes"]["input"]
+    # the conventions shown are those that run: our export's metadata gives subtract reset
+    # and v_init = θ/2, not the nir preset's zero reset and zero start
+    semantics = info["time"]["semantics"]
+    assert semantics["like"] == "nir" and semantics["reset"] == "subtract"
+    assert "v_init" not in semantics
     np.save(workspace / "seq.npy", np.ones((5, 2, 64), np.float32))
     code, _, _ = ganglion(
         "run",
