@@ -36,6 +36,9 @@ from ganglion.runtime.opcount import count_ops, example_inputs
 from ganglion.runtime.session import Session, open_session
 
 PERCENTILES = (50, 90, 95, 99)
+# a hardware meter's counter moves in steps (RAPL about 1 ms, Jetson rails tens of ms): energy is
+# counted over at least this long, repeating calls past ``runs`` where they are quicker
+MIN_METER_WINDOW_S = 0.25
 NOISY_P99_OVER_P50 = 2.0  # above this the machine was busy while measuring: say so
 
 
@@ -121,16 +124,19 @@ def measure_session(
     meter: EnergyMeter,
     on_run: Callable[[], None] | None = None,
 ) -> tuple[list[float], float, float]:
-    """Time ``runs`` calls of ``session.run(x)`` with ``meter`` counting around the timed loop.
+    """Time ``runs`` calls of ``session.run(x)`` with ``meter`` counting around the timed loop,
+    more where a measuring meter needs ``MIN_METER_WINDOW_S`` to count them.
 
     Returns the per-call seconds, the joules the meter counted and the loop's wall time.
     """
     for _ in range(warmup):
         session.run(x)
     times = []
+    window = MIN_METER_WINDOW_S if meter.kind == "measured" else 0.0
     with meter:
         first = meter.read()
-        for _ in range(runs):
+        start = time.perf_counter()
+        while len(times) < runs or time.perf_counter() - start < window:
             t0 = time.perf_counter()
             session.run(x)
             times.append(time.perf_counter() - t0)

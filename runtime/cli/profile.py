@@ -37,7 +37,9 @@ def profile(
         "--backend-device",
         help="Where the backend runs here: cpu | cuda (default: cuda for tensorrt, else cpu).",
     ),
-    runs: int = typer.Option(100, "--runs", min=1, help="Timed runs."),
+    runs: int = typer.Option(
+        100, "--runs", min=1, help="Timed runs (more, to fill 0.25 s, where a meter counts)."
+    ),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
     batch: int = typer.Option(1, "--batch", min=1, help="Samples per run."),
     simulate: bool = typer.Option(False, "--simulate", help="Model energy even where measurable."),

@@ -12,6 +12,7 @@ from ganglion.device.sysfs_fixtures import PowerWriter, write_host_cpu, write_je
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.cli.app import _register, app
 from ganglion.runtime.opcount import count_ops, example_inputs
+from ganglion.runtime.profiling import MIN_METER_WINDOW_S
 
 runner = CliRunner()
 _register()
@@ -86,6 +87,8 @@ def test_profile_measures_energy_from_rapl_fixture(tmp_path, bundle):
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert r["throughput_per_s"] == pytest.approx(1 / lat["mean"], rel=1e-6)
     assert data["ops_per_inference"]["neuron_updates"] == 32 * 8
+    # a meter's counter moves in steps: the calls go on until it has counted long enough
+    assert r["runs"] >= 300 and r["runs"] * lat["mean"] >= 0.9 * MIN_METER_WINDOW_S
 
 
 def test_profile_simulates_other_devices_and_plots(tmp_path, bundle):
