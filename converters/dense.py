@@ -13,7 +13,6 @@ Only ATen operators are accepted in a ``torch.export`` graph, and none that touc
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import onnx
 import torch
 from torch.utils._pytree import tree_flatten
 
-from ganglion.converters.onnx_file import check_self_contained
+from ganglion.converters.onnx_file import check_self_contained, ort_message
 from ganglion.converters.torch_onnx import quietly, torch_to_onnx
 from ganglion.models.dense import DenseProgram
 from ganglion.models.deployable import Deployable
@@ -189,26 +188,27 @@ def _calibration_inputs(
     return out
 
 
-def _ort_outputs(
-    model: bytes, inputs: dict[str, np.ndarray], names: list[str]
-) -> dict[str, np.ndarray]:
+def _ort_session(model: bytes) -> Any:
+    """A CPU ONNX Runtime session of ``model``; ConversionError in one line if it cannot load
+    (an operator of an unknown domain, a graph shape inference rejects)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4  # a failure is raised below as one line, not also logged
     try:
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        return dict(zip(names, session.run(names, inputs), strict=True))
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own types (Fail, InvalidGraph, ...), multi-line
+        raise ConversionError(f"ONNX Runtime cannot load the graph: {ort_message(exc)}") from exc
+
+
+def _ort_outputs(
+    model: bytes, inputs: dict[str, np.ndarray], names: list[str]
+) -> dict[str, np.ndarray]:
+    session = _ort_session(model)
+    try:
+        return dict(zip(names, session.run(names, inputs), strict=True))
+    except Exception as exc:  # ORT raises its own types (Fail, InvalidArgument, ...), multi-line
         raise ConversionError(f"ONNX Runtime cannot run the graph: {ort_message(exc)}") from exc
-
-
-def ort_message(exc: Exception) -> str:
-    """The first line of an ONNX Runtime error, without its ``[ONNXRuntimeError] : 1 : FAIL :``
-    prefix."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
 
 
 def _compare(
@@ -300,6 +300,8 @@ def convert_dense(
             int8 = _ort_outputs(module.onnx_models["int8"], x, module.output_names)
             report.setdefault("accuracy_check", {})["int8_vs_fp32"] = _compare(fp32, int8, labels)
         report["calibration_samples"] = int(len(next(iter(x.values()))))
+    else:  # nothing to run it on: at least check ONNX Runtime can load what the bundle holds
+        _ort_session(module.onnx_models["fp32"])
     digest = hashlib.sha256(module.onnx_models["fp32"]).hexdigest()
     manifest = Manifest(
         kind="dense",

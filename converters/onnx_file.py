@@ -6,6 +6,7 @@ must hold all its tensors itself, so no local file can be pulled into it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ def _model_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorPro
         [*graph.node, *(n for f in model.functions for n in f.node)],
         [*graph.initializer, *(s.values for s in graph.sparse_initializer)],
     )
+
+
+def ort_message(exc: Exception) -> str:
+    """The first line of an ONNX Runtime error, without its ``[ONNXRuntimeError] : 1 : FAIL :``
+    prefix."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
 
 
 def check_self_contained(model: onnx.ModelProto, label: str) -> None:

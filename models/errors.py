@@ -28,6 +28,10 @@ class BackendUnavailable(GanglionError):
     """A backend cannot run here (missing package, no device, unsupported program)."""
 
 
+class BackendFailure(GanglionError):
+    """A loaded program failed inside its backend's runtime on inputs that passed the checks."""
+
+
 def file_problem(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be read as a file ("no such file", "is a folder, not a file", "is
     not a regular file" for devices, pipes and sockets), or None for a regular file."""

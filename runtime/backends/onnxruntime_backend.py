@@ -17,11 +17,13 @@ returned costs no copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ganglion.models.errors import BackendUnavailable, BundleError
+from ganglion.converters.onnx_file import ort_message
+from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.export import bundle_graph, checked_graph_file
@@ -225,7 +227,7 @@ class OnnxRuntimeSession(Session):
             batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
             state = self.init_state(batch)
             feeds.update({naming.state_input(k): v for k, v in state.items()})
-        values = self._sequence.run(self._output_names, feeds)
+        values = self._graph_call(self._sequence.run, self._output_names, feeds)
         return dict(zip(self._output_names, values, strict=True))
 
     def _prefill(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
@@ -234,7 +236,7 @@ class OnnxRuntimeSession(Session):
         feeds = dict(self.kind.onnx_feeds(self.manifest, inputs, None))
         feeds.update({naming.state_input(k): np.asarray(v) for k, v in state.items()})
         names = self._output_names + [naming.state_output(n) for n in self._state_names]
-        values = self._sequence.run(names, feeds)
+        values = self._graph_call(self._sequence.run, names, feeds)
         n = len(self._output_names)
         outputs = dict(zip(self._output_names, values[:n], strict=True))
         return outputs, dict(zip(self._state_names, values[n:], strict=True))
@@ -245,7 +247,7 @@ class OnnxRuntimeSession(Session):
             all_feeds = dict(feeds)
             all_feeds.update({naming.state_input(k): np.asarray(v) for k, v in state.items()})
             names = self._output_names + [naming.state_output(n) for n in self._state_names]
-            values = self._step_graph.run(names, all_feeds)
+            values = self._graph_call(self._step_graph.run, names, all_feeds)
             n = len(self._output_names)
             outputs = dict(zip(self._output_names, values[:n], strict=True))
             return outputs, dict(zip(self._state_names, values[n:], strict=True))
@@ -262,8 +264,18 @@ class OnnxRuntimeSession(Session):
             k = 0
         for name, array in feeds.items():
             np.copyto(buffers.inputs[name], array)
-        self._step_graph.run_with_iobinding(buffers.bindings[k])
+        self._graph_call(self._step_graph.run_with_iobinding, buffers.bindings[k])
         return buffers.outputs[1 - k], buffers.states[1 - k]
+
+    def _graph_call(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` on an ONNX Runtime session; its failure (ORT's own exception types,
+        several lines) as one BackendFailure naming the bundle."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            raise BackendFailure(
+                f"{self._program.name}: ONNX Runtime failed: {ort_message(exc)}"
+            ) from exc
 
     def close(self) -> None:
         """Drop the step buffers."""

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import grpc
 
-from ganglion.models.errors import BackendUnavailable, BundleError, GanglionError, ShapeError
+from ganglion.models.errors import (
+    BackendFailure,
+    BackendUnavailable,
+    BundleError,
+    GanglionError,
+    ShapeError,
+)
 from ganglion.runtime.atomic import TargetExists
 from ganglion.runtime.serving.kserve_tensors import WireError
 from ganglion.runtime.serving.sequences import SequenceError, SequenceLimit
@@ -31,6 +37,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (SequenceLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TargetExists, grpc.StatusCode.ALREADY_EXISTS),
     (BackendUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
+    (BackendFailure, grpc.StatusCode.INTERNAL),
     (WireError, grpc.StatusCode.INVALID_ARGUMENT),
     (ShapeError, grpc.StatusCode.INVALID_ARGUMENT),
     (SequenceError, grpc.StatusCode.INVALID_ARGUMENT),

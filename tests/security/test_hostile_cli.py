@@ -619,11 +619,36 @@ def test_onnx_runtime_failures_in_convert_are_one_line_naming_the_model(
         [shape],
     )
     np.savez(tmp_path / "calib.npz", x=np.zeros((4, 64), np.float32))
-    for model, expected in [(custom, "com.evil:Evil"), (reshape, "Reshape node")]:
+    cases = [(custom, "load", "com.evil:Evil"), (reshape, "run", "Reshape node")]
+    for model, what, expected in cases:
         args = ["convert", "dense", model, "--calib", tmp_path / "calib.npz", "-o", tmp_path / "b"]
         code, _, err = invoke(*map(str, args))
-        one_line_error(code, err, f"{model}: ONNX Runtime cannot run the graph", expected)
+        one_line_error(code, err, f"{model}: ONNX Runtime cannot {what} the graph", expected)
         assert capfd.readouterr().err == ""  # no coloured ONNX Runtime log line
+    # without calibration data nothing runs, but a graph ONNX Runtime cannot load is refused
+    code, _, err = invoke("convert", "dense", str(custom), "-o", str(tmp_path / "b"))
+    one_line_error(code, err, f"{custom}: ONNX Runtime cannot load the graph", "com.evil:Evil")
+    assert not (tmp_path / "b").exists()
+    # one that loads but fails when it runs is named by its bundle, in one line
+    fixed = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["output"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [5, 5])],
+        [shape],
+    )
+    model = helper.make_model(fixed, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    code, _, err = invoke(
+        "convert", "dense", str(tmp_path / "fixed.onnx"), "-o", str(tmp_path / "r")
+    )
+    assert code == 0, err
+    np.save(tmp_path / "x.npy", np.zeros((4, 64), np.float32))
+    args = ["run", tmp_path / "r", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"]
+    code, _, err = invoke(*map(str, [*args, "--backend", "onnxruntime"]))
+    one_line_error(code, err, f"{tmp_path / 'r'}: ONNX Runtime failed", "Reshape")
+    assert capfd.readouterr().err == ""
     args = ["convert", "spiking", custom, "--calib", tmp_path / "calib.npz", "-o", tmp_path / "b"]
     code, _, err = invoke(*map(str, args))
     one_line_error(code, err, f"{custom}: ONNX node", "(Evil) is not supported")
