@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ganglion.models.errors import GanglionError
 from ganglion.runtime.bundle import MANIFEST, read_manifest
-from ganglion.runtime.serving.cluster_config import ClusterConfig, NodeConfig
+from ganglion.runtime.serving.cluster_config import ClusterConfig, NodeConfig, coordinator_problem
 
 STATE_FILE = "cluster.json"
 POLL_S = 0.2
@@ -106,7 +106,11 @@ def member_bundles(config: ClusterConfig) -> dict[str, Path]:
     for ensemble in config.ensembles:
         if not ensemble.bundle.is_dir():
             continue
-        for ref in read_manifest(ensemble.bundle).members:
+        manifest = read_manifest(ensemble.bundle)
+        problem = coordinator_problem(ensemble.bundle, manifest)
+        if problem is not None:  # refused before any process starts
+            raise ClusterError(problem)
+        for ref in manifest.members:
             folder = ensemble.bundle / (ref.path or f"members/{ref.name}")
             known = found.setdefault(ref.name, (folder, ref.sha256))
             if known[1] != ref.sha256:

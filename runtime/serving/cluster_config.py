@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ganglion.models.errors import GanglionError, file_problem
+from ganglion.models.manifest import Manifest
 from ganglion.runtime.bundle import MANIFEST
 from ganglion.runtime.serving.settings import check_model_name
 
@@ -370,3 +371,18 @@ def read_cluster_config(path: str | Path) -> ClusterConfig:
                 f"(a folder with a {MANIFEST})"
             )
     return config
+
+
+def coordinator_problem(bundle: Path, manifest: Manifest) -> str | None:
+    """Why the coordinator cannot serve the program at ``bundle``, or None: it serves
+    classifier ensembles (token experts keep per-sequence state on one node)."""
+    from ganglion.runtime.kinds.ensemble import is_sequence
+
+    if manifest.kind != "ensemble":
+        return f"{bundle}: a {manifest.kind} program; the coordinator serves ensembles"
+    if is_sequence(manifest):
+        return (
+            f"{bundle}: an ensemble of token models; the coordinator serves classifier "
+            "ensembles (token experts keep per-sequence state on one node)"
+        )
+    return None

@@ -27,10 +27,15 @@ from ganglion.models.mixture import flat_features
 from ganglion.runtime.bundle import open_bundle
 from ganglion.runtime.ensemble_session import _open_gate
 from ganglion.runtime.kinds import get_kind
-from ganglion.runtime.kinds.ensemble import expert_probs, is_sequence, member_inputs
+from ganglion.runtime.kinds.ensemble import expert_probs, member_inputs
 from ganglion.runtime.selection import Expert, SelectionProblem
 from ganglion.runtime.serving.client import infer_request
-from ganglion.runtime.serving.cluster_config import ClusterConfigError, EnsembleConfig, Link
+from ganglion.runtime.serving.cluster_config import (
+    ClusterConfigError,
+    EnsembleConfig,
+    Link,
+    coordinator_problem,
+)
 from ganglion.runtime.serving.kserve_tensors import (
     DATATYPE_OF,
     WireError,
@@ -88,15 +93,9 @@ class CoordinatedEnsemble:
         host = detect().profile_name if requester == "auto" else requester
         with open_bundle(config.bundle) as program:
             manifest = program.manifest
-            if manifest.kind != "ensemble":
-                raise ClusterConfigError(
-                    f"{config.bundle}: a {manifest.kind} program; the coordinator serves ensembles"
-                )
-            if is_sequence(manifest):
-                raise ClusterConfigError(
-                    f"{config.bundle}: an ensemble of token models; the coordinator serves "
-                    "classifier ensembles (token experts keep per-sequence state on one node)"
-                )
+            problem = coordinator_problem(config.bundle, manifest)
+            if problem is not None:
+                raise ClusterConfigError(problem)
             bundle_config = program.config()
             gate = _open_gate(program, "onnxruntime")
             members = {name: member.manifest for name, member in program.members.items()}

@@ -51,6 +51,19 @@ def test_up_refuses_a_node_serving_a_model_no_ensemble_has(
     assert read_state(tmp_path) == []
 
 
+def test_up_refuses_a_program_the_coordinator_cannot_serve_before_starting_anything(
+    tmp_path: Path, ensemble_bundle: Path, cluster_file, ganglion_cli
+) -> None:
+    member = ensemble_bundle / "members" / "e1"  # a dense program, not an ensemble
+    config = cluster_file(tmp_path, member, {"n": {"models": ["e1"]}})
+    done = ganglion_cli("cluster", "up", "--config", str(config), "--state-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: {member}: a dense program; the coordinator serves ensembles"
+    )
+    assert read_state(tmp_path) == [] and not list(tmp_path.glob("*.log"))
+
+
 def test_down_needs_a_cluster_file_or_a_state_folder(ganglion_cli) -> None:
     done = ganglion_cli("cluster", "down")
     assert done.returncode == 1
