@@ -264,6 +264,29 @@ def _training(console: Console, report: dict[str, Any], indent: str) -> None:
         console.print(f"{indent}training: {', '.join(scores)}{after}", markup=False)
 
 
+def _stages(console: Console, report: dict[str, Any], indent: str) -> None:
+    """The quality at each stage of a SpikeGPT conversion (``conversion``) or of a
+    linearization (``linearization``: bits per character for a language model, test accuracy
+    for ViG), the stages not run left out."""
+    key = "conversion" if "conversion" in report else "linearization"
+    data = report[key]
+    if key == "conversion":
+        stages = ("rwkv", "uncalibrated", "calibrated", "finetuned")
+        values = [(s, data.get(f"{s}_bpc")) for s in stages]
+        unit = "bits per character"
+    elif "source_accuracy" in data:
+        stages = ("source", "carried", "transferred", "finetuned")
+        values = [(s, data.get(f"{s}_accuracy")) for s in stages]
+        unit = "test accuracy"
+    else:
+        stages = ("source", "carried", "transferred", "finetuned")
+        values = [(s, (data.get(s) or {}).get("bpc")) for s in stages]
+        unit = "bits per character"
+    shown = [f"{s} {float(v):.4g}" for s, v in values if v is not None]
+    if shown:
+        console.print(f"{indent}{key}: {unit} {', '.join(shown)}", markup=False)
+
+
 REPORT_SECTIONS: dict[str, Callable[[Console, dict[str, Any], str], None]] = {
     "layers": _conversion_table,
     "ann_accuracy": _calibration_accuracy,
@@ -271,6 +294,8 @@ REPORT_SECTIONS: dict[str, Callable[[Console, dict[str, Any], str], None]] = {
     "quality": _pairs_line("quality"),
     "monotonicity": _monotonicity,
     "training": _training,
+    "conversion": _stages,
+    "linearization": _stages,
 }
 
 

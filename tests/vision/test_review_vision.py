@@ -210,6 +210,8 @@ def test_inspect_shows_the_training_accuracy(bundles) -> None:
         {"accuracy_check": 5, "quality": [1, 2]},
         {"monotonicity": {"x": 1}},
         {"training": {"test_accuracy": "all of them"}},
+        {"conversion": 5},
+        {"linearization": {"source": "x"}},
     ],
 )
 def test_inspect_survives_a_malformed_report(bundles, tmp_path: Path, report, tampered) -> None:
