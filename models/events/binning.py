@@ -12,12 +12,13 @@ events in channel 1 (tonic's order); 1 counts both together.
 
 Sizes are bounded before anything is allocated: the sensor and the slicing parameter by their
 ranges (``ganglion.models.manifest.check_event_binning``), the number of frames by
-``MAX_FRAMES``, the frame buffer by ``MAX_FRAME_BYTES``, the time span by ``MAX_SPAN_US``.
+``MAX_FRAMES``, the frame buffer by ``MAX_FRAME_BYTES``, the time span by ``MAX_SPAN_US``, and
+the temporaries by binning ``CHUNK_EVENTS`` events at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from ganglion.models.manifest import check_event_binning
 MAX_FRAMES = 1 << 16
 MAX_FRAME_BYTES = 1 << 30  # the int64 counts buffer of one stream's frames
 MAX_SPAN_US = 1 << 40  # about 12.7 days of events in one stream
+CHUNK_EVENTS = 1 << 22  # events binned at a time: their int64 temporaries stay near 200 MB
 
 
 def bin_events(
@@ -60,17 +62,23 @@ def bin_events(
     )
     events = check_events(events)
     _check_inside(events, width, height)
-    index, frames = _frame_index(events, binning)
+    index_of, frames = _slicing(events, binning)
     size = frames * channels * height * width
     if frames > MAX_FRAMES or size * 8 > MAX_FRAME_BYTES:
         raise ShapeError(
             f"events bin into {frames} frames of {channels}x{height}x{width}: more than "
             f"{MAX_FRAMES} frames or {MAX_FRAME_BYTES >> 20} MiB; use a longer slice"
         )
-    channel = (events["p"].astype(np.int64) > 0) if channels == 2 else 0
-    flat = ((index * channels + channel) * height + events["y"].astype(np.int64)) * width
-    flat = flat + events["x"].astype(np.int64)
-    counts = np.bincount(flat, minlength=size) if len(events) else np.zeros(size, np.int64)
+    counts = np.zeros(size, np.int64)
+    for lo in range(0, len(events), CHUNK_EVENTS):  # bounded temporaries: a few per event
+        part = events[lo : lo + CHUNK_EVENTS]
+        channel = (part["p"].astype(np.int64) > 0) if channels == 2 else 0
+        flat = (index_of(part, lo) * channels + channel) * height + part["y"].astype(np.int64)
+        flat = flat * width + part["x"].astype(np.int64)
+        if len(part) == len(events):
+            counts = np.bincount(flat, minlength=size)
+        else:
+            np.add.at(counts, flat, 1)
     return counts.astype(np.float32).reshape(frames, channels, height, width)
 
 
@@ -99,30 +107,35 @@ def _check_inside(events: np.ndarray, width: int, height: int) -> None:
             )
 
 
-def _frame_index(events: np.ndarray, binning: dict[str, int]) -> tuple[np.ndarray, int]:
-    """Each event's frame index [n] (int64) and the number of frames."""
+def _slicing(
+    events: np.ndarray, binning: dict[str, int]
+) -> tuple[Callable[[np.ndarray, int], np.ndarray], int]:
+    """The number of frames, and ``index_of(part, first)``: the frame index [len(part)] (int64)
+    of each event of ``part``, the stream's events from position ``first`` on."""
     n = len(events)
     if "event_count" in binning:
-        t = events["t"]
-        unsorted = first_unsorted(t)
+        unsorted = first_unsorted(events["t"])
         if unsorted is not None:
             raise ShapeError(
                 f"event_count slicing needs events sorted by t; event {unsorted} goes back "
                 f"in time (np.sort(events, order='t') sorts them)"
             )
         count = binning["event_count"]
-        return np.arange(n, dtype=np.int64) // count, -(-n // count)
+        return lambda part, first: np.arange(first, first + len(part)) // count, -(-n // count)
     if n == 0:
-        return np.zeros(0, np.int64), binning.get("n_time_bins", 0)
-    t = events["t"].astype(np.int64)
-    start, span = int(t.min()), int(t.max()) - int(t.min())
+        return lambda part, first: np.zeros(0, np.int64), binning.get("n_time_bins", 0)
+    start, end = int(events["t"].min()), int(events["t"].max())
+    span = end - start
     if span > MAX_SPAN_US:
         raise ShapeError(f"events span {span} µs, more than {MAX_SPAN_US} µs")
-    offset = t - start
+
+    def offset(part: np.ndarray) -> np.ndarray:
+        return part["t"].astype(np.int64) - start
+
     if "time_window" in binning:
         window = binning["time_window"]
-        return offset // window, span // window + 1
+        return lambda part, first: offset(part) // window, span // window + 1
     bins = binning["n_time_bins"]
     if span == 0:
-        return np.zeros(n, np.int64), bins
-    return np.minimum(offset * bins // span, bins - 1), bins
+        return lambda part, first: np.zeros(len(part), np.int64), bins
+    return lambda part, first: np.minimum(offset(part) * bins // span, bins - 1), bins

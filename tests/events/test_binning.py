@@ -8,6 +8,7 @@ import pytest
 
 from ganglion.models.errors import BundleError, ShapeError
 from ganglion.models.events import bin_batch, bin_events, make_events
+from ganglion.models.events import binning as binning_module
 from ganglion.models.events.binning import MAX_FRAMES
 from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
 
@@ -42,6 +43,29 @@ def test_event_count_slices_by_count_not_time() -> None:
     assert frames[0, 1, 0, 0] == frames[0, 0, 1, 2] == frames[0, 1, 1, 1] == 1  # events 0-2
     assert frames[1, 1, 0, 1] == frames[1, 0, 1, 2] == 1 and frames.sum() == 5  # events 3-4
     assert bin_events(EVENTS, width=3, height=2, time_window=5).shape[0] == 3
+
+
+@pytest.mark.parametrize(
+    "slicing", [{"time_window": 700}, {"n_time_bins": 5}, {"event_count": 9}], ids=str
+)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_binning_in_chunks_gives_the_frames_of_one_pass(monkeypatch, slicing, channels) -> None:
+    """A long stream is binned a chunk of events at a time (bounded temporaries): the same
+    frames as one pass, chunk edges inside frames included."""
+    rng = np.random.default_rng(0)
+    n = 100
+    events = make_events(
+        x=rng.integers(0, 4, n),
+        y=rng.integers(0, 3, n),
+        t=np.sort(rng.integers(0, 3000, n)),
+        p=rng.integers(0, 2, n),
+    )
+    binning = dict(width=4, height=3, channels=channels, **slicing)
+    whole = bin_events(events, **binning)
+    monkeypatch.setattr(binning_module, "CHUNK_EVENTS", 7)
+    chunked = bin_events(events, **binning)
+    np.testing.assert_array_equal(chunked, whole)
+    assert chunked.sum() == n
 
 
 def test_one_channel_counts_both_polarities_and_any_polarity_convention_splits_alike() -> None:
