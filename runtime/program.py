@@ -128,6 +128,10 @@ class Program:
         missing = [s.name for s in self.manifest.state if s.name not in values]
         if missing:
             raise BundleError(f"{self.name}: {INITIAL_STATE} lacks state {missing[0]!r}")
+        if self.has_artifact(INITIAL_STATE):
+            problem = self.kind.fresh_state_problem(self, values)
+            if problem is not None:
+                raise BundleError(f"{self.name}/{INITIAL_STATE}: {problem}")
         return values
 
 

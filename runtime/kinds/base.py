@@ -192,6 +192,12 @@ class ProgramKind(ABC):
         params = sum(int(p.numel()) for p in deployable.module.parameters())
         return {"layers": [], "parameters": params}
 
+    def fresh_state_problem(self, program: Program, state: Arrays) -> str | None:
+        """Why a bundle's stored fresh ``state`` (initial_state.safetensors, per sample) is
+        not the one its other files start the program from, or None. Default: nothing to
+        compare it with."""
+        return None
+
     def describe_files(self, program: Program) -> dict[str, Any] | None:
         """``describe``'s summary read from a verified bundle's files without torch, or None
         when the files alone do not settle it (the caller describes the rebuilt module).

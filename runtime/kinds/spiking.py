@@ -239,6 +239,27 @@ class SpikingKind(ProgramKind):
             "parameter_split": {"synaptic": weights, "neuron": constants},
         }
 
+    def fresh_state_problem(self, program: Program, state: Arrays) -> str | None:
+        """A spiking program starts with each membrane ``v.<neuron>`` at that neuron's
+        ``v_init`` (weights.safetensors) and every other state at zero, as the torch module and
+        the ONNX sequence graph do; the stored state must say the same, or ``step`` would
+        start elsewhere than ``run``."""
+        from ganglion.runtime.program import WEIGHTS, read_numpy_tensors
+
+        weights = read_numpy_tensors(program.artifact(WEIGHTS), f"{program.name}/{WEIGHTS}")
+        for name, value in state.items():
+            v_init = weights.get(f"{name[2:]}.v_init") if name.startswith("v.") else None
+            if v_init is not None:
+                try:
+                    want = np.broadcast_to(v_init.astype(value.dtype), value.shape)
+                except ValueError:
+                    return f"state {name!r} {list(value.shape)} does not take {WEIGHTS}' v_init"
+                if not np.array_equal(value, want):
+                    return f"state {name!r} is not its neuron's v_init in {WEIGHTS}"
+            elif np.any(value):
+                return f"state {name!r} is not zero, as a fresh state is"
+        return None
+
     def describe_files(self, program: Program) -> dict[str, Any] | None:
         """The same rows from config.json's graph and the weights' shapes (``spiking_rows``)."""
         from ganglion.runtime.artifact_shapes import safetensors_shapes

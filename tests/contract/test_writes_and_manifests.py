@@ -381,6 +381,31 @@ def test_import_nir_refuses_non_finite_parameters(program: Deployable, tmp_path:
         read_nir(tmp_path / "g.nir")
 
 
+@pytest.mark.parametrize("state", ["v.", "decode"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_fresh_state_other_than_the_programs_is_refused(
+    program: Deployable, tmp_path: Path, tampered, state: str, backend: str
+) -> None:
+    """``step`` starts from initial_state.safetensors and ``run`` from the weights' v_init (and
+    zeros): a file that says otherwise is refused at load, on every backend."""
+    from safetensors.numpy import load_file, save_file
+
+    from ganglion.runtime import load
+
+    folder = save_bundle(program, tmp_path / "b")
+
+    def edit(copy: Path) -> None:
+        values = load_file(copy / "initial_state.safetensors")
+        name = next(k for k in values if k.startswith(state))
+        values[name] = values[name] + np.float32(0.25)
+        save_file(values, copy / "initial_state.safetensors")
+
+    bad = tampered(folder, tmp_path, edit=edit)
+    with pytest.raises(BundleError, match=r"initial_state\.safetensors: state '" + state):
+        load(bad, backend=backend)
+    assert load(folder, backend=backend).init_state(1)  # the untouched bundle loads
+
+
 def test_import_nir_bounds_each_node_before_allocating(tmp_path: Path) -> None:
     """A 15 KB graph declaring a [6000, 6000] input, which its scalar-parameter neuron takes,
     is refused by its size before anything of that size is allocated."""
