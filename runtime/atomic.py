@@ -31,6 +31,8 @@ def check_target(path: Path, force: bool, reads: Iterable[Path | str | None] = (
     check_outside_bundles(path)
     check_not_read(path, reads)
     exists = path.exists() or path.is_symlink()
+    if exists and not (path.is_file() or path.is_dir() or path.is_symlink()):
+        raise TargetExists(f"{path} is a device, pipe or socket; write to a file instead")
     if exists and path.is_dir() and not path.is_symlink():
         here = Path.cwd().resolve()
         if path.resolve() == here or path.resolve() in here.parents:

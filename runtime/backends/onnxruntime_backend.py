@@ -37,6 +37,8 @@ PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 
+MAX_THREADS = 256  # intra-op threads; ORT starts them all at once (a million crashed it)
+
 
 def resolve_providers(
     requested: str | list[str] | None, device: str, available: list[str]
@@ -311,8 +313,10 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime backend: precision must be one of {naming.PRECISIONS}, "
                 f"got {precision!r}"
             )
-        if threads is not None and int(threads) < 1:
-            raise BackendUnavailable(f"onnxruntime backend: threads must be >= 1, got {threads}")
+        if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+            raise BackendUnavailable(
+                f"onnxruntime backend: threads must be in [1, {MAX_THREADS}], got {threads}"
+            )
         if not (device == "cpu" or device.startswith("cuda")):
             raise BackendUnavailable(
                 f"onnxruntime backend: unknown device {device!r} (use cpu or cuda)"

@@ -49,10 +49,12 @@ def coordinate(
     import asyncio
     import dataclasses
 
-    from ganglion.runtime.serving.cluster_config import read_cluster_config
+    from ganglion.runtime.serving.cluster_config import ClusterConfigError, read_cluster_config
     from ganglion.runtime.serving.coordinator import Coordinator, run_coordinator
 
     cluster = read_cluster_config(config)
+    if port is not None and not 0 <= port <= 65535:
+        raise ClusterConfigError(f"--port must be in [0, 65535], got {port}")
     if port is not None:
         settings = dataclasses.replace(cluster.coordinator, port=port)
         cluster = dataclasses.replace(cluster, coordinator=settings)

@@ -59,10 +59,12 @@ def inspect(
     info["signature"] = describe_signature(bundle, trusted_keys)
     if as_json:
         typer.echo(json.dumps(info, indent=1, allow_nan=False))
-        return
-    console = Console(highlight=False, soft_wrap=True)
-    _show(console, str(bundle), info, indent="")
-    console.print(_signature_line(info["signature"]), markup=False)
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        _show(console, str(bundle), info, indent="")
+        console.print(_signature_line(info["signature"]), markup=False)
+    if trusted_keys is not None and "verified_by" not in info["signature"]:
+        raise typer.Exit(1)  # asked to verify, and it does not: a script must see that
 
 
 def _show_ops(deployable: Any, text: str, as_json: bool) -> None:

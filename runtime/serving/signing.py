@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ganglion.models.errors import GanglionError
-from ganglion.runtime.atomic import atomic_file
+from ganglion.runtime.atomic import atomic_file, check_not_read
 from ganglion.runtime.bundle_archive import extracted_bundle
 
 SIGNATURE_SUFFIX = ".sig"
@@ -90,6 +90,7 @@ def sign_bundle(bundle: str | Path, key: str | Path, out: str | Path | None = No
     target = Path(out) if out is not None else signature_path(bundle)
     if not key.is_file():
         raise SignatureError(f"{key}: no such key file")
+    check_not_read(target, (bundle, key))  # an old signature is replaced, never its sources
     with bundle_folder(bundle) as folder, atomic_file(target, force=True) as tmp:
         try:
             config = model_signing.signing.Config().use_elliptic_key_signer(private_key=key)

@@ -64,6 +64,16 @@ def test_up_refuses_a_program_the_coordinator_cannot_serve_before_starting_anyth
     assert read_state(tmp_path) == [] and not list(tmp_path.glob("*.log"))
 
 
+def test_coordinate_refuses_a_port_out_of_range(
+    tmp_path: Path, ensemble_bundle: Path, cluster_file, ganglion_cli
+) -> None:
+    config = cluster_file(tmp_path, ensemble_bundle, {"n": {"models": ["e1"]}})
+    for port in ("70000", "-1"):
+        done = ganglion_cli("coordinate", "--config", str(config), "--port", port)
+        assert done.returncode == 1
+        assert done.stderr.strip() == f"error: --port must be in [0, 65535], got {port}"
+
+
 def test_down_needs_a_cluster_file_or_a_state_folder(ganglion_cli) -> None:
     done = ganglion_cli("cluster", "down")
     assert done.returncode == 1

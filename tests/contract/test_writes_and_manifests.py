@@ -231,6 +231,19 @@ def test_force_never_replaces_what_the_command_reads(
     assert np.load(out).shape == (2, 2)
 
 
+def test_force_never_replaces_a_device_or_a_pipe(
+    program: Deployable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = save_bundle(program, tmp_path / "b")
+    np.save(tmp_path / "x.npy", np.zeros((2, 5), np.float32))
+    pipe = tmp_path / "pipe.npy"
+    os.mkfifo(pipe)
+    args = ["run", folder, "--input", tmp_path / "x.npy", "--output", pipe, "--force"]
+    code, err = _cli(args, capsys)
+    assert code != 0 and "is a device, pipe or socket" in err
+    assert pipe.is_fifo()
+
+
 def test_convert_refuses_to_replace_its_source_archive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

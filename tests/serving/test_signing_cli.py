@@ -1,0 +1,37 @@
+"""``ganglion sign`` and ``inspect --trusted-keys`` as a script uses them: a signature never
+replaces the key or the bundle, and a signature that does not verify is a failed command."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ganglion.runtime.cli import invoke
+
+
+def test_sign_never_replaces_the_key_or_the_bundle(
+    bundles: dict[str, Path], signing_keys: dict[str, Path], tmp_path: Path, one_line_error
+) -> None:
+    bundle = Path(shutil.copytree(bundles["dense"], tmp_path / "b"))
+    key = Path(shutil.copy(signing_keys["trusted"], tmp_path / "k.pem"))
+    before = key.read_bytes()
+    for target in (key, bundle, bundle / "manifest.json"):
+        code, _, err = invoke("sign", str(bundle), "--key", str(key), "--signature", str(target))
+        assert code != 0 and ("is read by this command" in err or "inside the bundle" in err)
+    assert key.read_bytes() == before and (bundle / "manifest.json").is_file()
+    code, _, err = invoke("sign", str(bundle), "--key", str(key))
+    assert code == 0, err
+
+
+def test_inspect_fails_when_the_signature_does_not_verify(
+    bundles: dict[str, Path], signing_keys: dict[str, Path], tmp_path: Path
+) -> None:
+    bundle = Path(shutil.copytree(bundles["dense"], tmp_path / "b"))
+    trusted = str(signing_keys["trusted_dir"])
+    for key, verifies in (("trusted", True), ("stranger", False)):
+        assert invoke("sign", str(bundle), "--key", str(signing_keys[key]))[0] == 0
+        code, out, _ = invoke("inspect", str(bundle), "--trusted-keys", trusted)
+        assert (code == 0) == verifies, out
+        assert ("does NOT verify" in out) != verifies
+    code, _, _ = invoke("inspect", str(bundle))  # nothing asked to verify: it only reports
+    assert code == 0
