@@ -38,9 +38,13 @@ def profile(
         help="Where the backend runs here: cpu | cuda (default: cuda for tensorrt, else cpu).",
     ),
     runs: int = typer.Option(
-        100, "--runs", min=1, help="Timed runs (more, to fill 0.25 s, where a meter counts)."
+        100,
+        "--runs",
+        min=1,
+        max=10**6,
+        help="Timed runs (more, to fill 0.25 s, where a meter counts).",
     ),
-    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
+    warmup: int = typer.Option(10, "--warmup", min=0, max=10**4, help="Untimed runs first."),
     batch: int = typer.Option(1, "--batch", min=1, help="Samples per run."),
     simulate: bool = typer.Option(False, "--simulate", help="Model energy even where measurable."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

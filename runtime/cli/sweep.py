@@ -46,8 +46,10 @@ def sweep(
         help="auto (this machine, measured) or a device profile (simulated); repeat.",
     ),
     batch: int = typer.Option(1, "--batch", min=1, help="Samples per timed call here."),
-    runs: int = typer.Option(20, "--runs", min=1, help="Timed calls per T here (p50 reported)."),
-    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed calls first."),
+    runs: int = typer.Option(
+        20, "--runs", min=1, max=10**6, help="Timed calls per T here (p50 reported)."
+    ),
+    warmup: int = typer.Option(3, "--warmup", min=0, max=10**4, help="Untimed calls first."),
     plot: Path | None = typer.Option(
         None, "--plot", help="PNG: accuracy vs latency and vs energy per device."
     ),

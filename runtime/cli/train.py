@@ -7,6 +7,7 @@ an image classifier on scikit-learn's digits.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -31,6 +32,9 @@ MAX_LENGTH = 65536  # --length (tokens per window)
 MAX_UPSAMPLE = 16  # digits 8x8 -> at most 128x128
 MAX_BLOCK_PARAMETERS = 1 << 28  # about 12 * layers * d_model**2, checked before building
 MAX_SEED = 2**32 - 1  # the digits split's seed (scikit-learn's random_state) takes no more
+MAX_STEPS = 10**6  # --steps: days of CPU time already
+MAX_EPOCHS = 10**4  # --epochs
+MAX_TOKENS_PER_STEP = 1 << 20  # --batch x --length: the activations of one step are bounded
 
 
 def _progress(total: int, what: str) -> Progress:
@@ -88,13 +92,22 @@ def train_lm_command(
     _check_choice(arch, LM_ARCHITECTURES, "--arch")
     _check_sizes(
         (
-            ("--steps", steps, None),
+            ("--steps", steps, MAX_STEPS),
             ("--d-model", d_model, MAX_WIDTH),
             ("--layers", layers, MAX_LAYERS),
             ("--batch", batch, MAX_BATCH),
             ("--length", length, MAX_LENGTH),
         )
     )
+    if batch * length > MAX_TOKENS_PER_STEP:
+        raise GanglionError(
+            f"--batch x --length must be at most {MAX_TOKENS_PER_STEP} tokens per step, got "
+            f"{batch} x {length}"
+        )
+    if not (math.isfinite(lr) and 0 < lr <= 10):
+        raise GanglionError(f"--lr must be a finite number in (0, 10], got {lr}")
+    if not 0 <= seed <= MAX_SEED:
+        raise GanglionError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
     if eval_chars is not None and (eval_chars < 0 or eval_chars == 1):
         raise GanglionError(
             f"--eval-chars must be 0 (no scoring) or at least 2 (one character scored from the "
@@ -161,7 +174,7 @@ def train_vision_command(
     _check_choice(arch, VISION_ARCHITECTURES, "--arch")
     _check_sizes(
         (
-            ("--epochs", epochs, None),
+            ("--epochs", epochs, MAX_EPOCHS),
             ("--upsample", upsample, MAX_UPSAMPLE),
             ("--d-model", d_model, MAX_WIDTH),
             ("--layers", layers, MAX_LAYERS),

@@ -232,3 +232,32 @@ def test_train_vision_refuses_a_seed_out_of_range(
     code, _, err = invoke("train", "vision", "--arch", "vit", "-o", str(out), "--seed", seed)
     one_line_error(code, err, "--seed")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (("--steps", str(10**12)), "--steps"),
+        (("--lr", "inf"), "--lr"),
+        (("--lr", "nan"), "--lr"),
+        (("--lr", "0"), "--lr"),
+        (("--seed", "-1"), "--seed"),
+        (("--batch", "4096", "--length", "65536"), "--batch x --length"),
+    ],
+)
+def test_train_lm_refuses_flags_out_of_range_before_training(
+    tmp_path: Path, flags: tuple[str, ...], named: str, one_line_error
+) -> None:
+    out = tmp_path / "lm"
+    code, _, err = invoke("train", "lm", "--arch", "gam", "-o", str(out), *flags)
+    one_line_error(code, err, named)
+    assert not out.exists()
+
+
+def test_train_vision_refuses_runaway_epochs(tmp_path: Path, one_line_error) -> None:
+    out = tmp_path / "b"
+    code, _, err = invoke(
+        "train", "vision", "--arch", "vit", "-o", str(out), "--epochs", str(10**9)
+    )
+    one_line_error(code, err, "--epochs")
+    assert not out.exists()
