@@ -1,7 +1,8 @@
 """Tensor shapes a bundle's weight files declare, read without loading the tensors or torch.
 
 - ``safetensors_shapes``: the header of a ``.safetensors`` artifact (the ``safetensors``
-  library reads it lazily, with the numpy framework);
+  library reads it lazily, with the numpy framework); ``safetensors_arrays`` reads just the
+  tensors asked for the same way;
 - ``exported_parameter_shapes``: the parameters a ``torch.export`` archive (``model.pt2``)
   declares in its program JSON (graph signature and tensor metadata), read as JSON only.
 
@@ -36,14 +37,33 @@ def element_count(shapes: Iterable[Shape]) -> int:
 def safetensors_shapes(program: Program, name: str) -> dict[str, Shape]:
     """Shape of every tensor in the bundle's safetensors artifact ``name`` (empty when the
     bundle has none); BundleError when the file is not readable safetensors."""
+    return _read_safetensors(
+        program,
+        name,
+        lambda f: {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()},
+    )
+
+
+def safetensors_arrays(program: Program, name: str, keys: Iterable[str]) -> dict[str, Any]:
+    """The tensors ``keys`` of the bundle's safetensors artifact ``name`` that it holds, as
+    numpy arrays, the others left unread (empty when the bundle has no such file)."""
+    wanted = set(keys)
+    return _read_safetensors(
+        program, name, lambda f: {k: f.get_tensor(k) for k in f.keys() if k in wanted}
+    )
+
+
+def _read_safetensors(program: Program, name: str, read: Any) -> dict[str, Any]:
+    """``read(opened file)`` on the artifact ``name`` (numpy framework, lazily), ``{}`` when
+    the bundle has none; BundleError when the file is not readable safetensors."""
     from safetensors import SafetensorError, safe_open
 
     if not program.has_artifact(name):
         return {}
     assert program.folder is not None
     try:
-        with safe_open(str(program.folder / name), framework="numpy") as weights:
-            return {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+        with safe_open(str(program.folder / name), framework="numpy") as opened:
+            return read(opened)
     except SafetensorError as exc:
         raise BundleError(f"{program.name}/{name}: not readable safetensors ({exc})") from exc
 

@@ -59,15 +59,21 @@ class CpuConv2d:
             and layout == self.layout
         )
 
+    @staticmethod
+    def takes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+        """Whether a call on ``x`` may go to the loop at all: an fp32 [N, C, H, W] input and no
+        autograd to record. Checked before a layer prepares its loop, so training (weights
+        changing every step) never prepares one."""
+        if x.dtype != torch.float32 or x.dim() != 4:
+            return False
+        grad = x.requires_grad or weight.requires_grad or bias.requires_grad
+        return not (grad and torch.is_grad_enabled())  # autograd records F.conv2d
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         """``F.conv2d(x, weight, bias, 1, padding)`` from the compiled loop, or None where the
         loop must not take it (module docstring)."""
-        if x.dtype != torch.float32 or x.dim() != 4:
+        if not self.takes(x, self.weight, self.bias):
             return None
-        if torch.is_grad_enabled() and (
-            x.requires_grad or self.weight.requires_grad or self.bias.requires_grad
-        ):
-            return None  # autograd records F.conv2d
         out = self.numpy(x.detach().contiguous().numpy())
         return None if out is None else torch.from_numpy(out)
 
@@ -105,7 +111,7 @@ class CpuConv2d:
         """Whether the loop equals ``F.conv2d`` bit for bit on inputs of ``shape`` (half zeros,
         as spikes are, the rest normal) at each of ``_CHECK_BATCHES``."""
         oh, ow = self._out_hw(shape)
-        if oh < 1 or ow < 1 or len(shape) != 3 or shape[0] != self.weight.shape[1]:
+        if oh < 1 or ow < 1 or shape[0] != self.weight.shape[1]:
             return False
         generator = torch.Generator().manual_seed(0)
         for batch in _CHECK_BATCHES:

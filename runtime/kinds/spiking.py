@@ -244,9 +244,11 @@ class SpikingKind(ProgramKind):
         ``v_init`` (weights.safetensors) and every other state at zero, as the torch module and
         the ONNX sequence graph do; the stored state must say the same, or ``step`` would
         start elsewhere than ``run``."""
-        from ganglion.runtime.program import WEIGHTS, read_numpy_tensors
+        from ganglion.runtime.artifact_shapes import safetensors_arrays
+        from ganglion.runtime.program import WEIGHTS
 
-        weights = read_numpy_tensors(program.artifact(WEIGHTS), f"{program.name}/{WEIGHTS}")
+        wanted = (f"{name[2:]}.v_init" for name in state if name.startswith("v."))
+        weights = safetensors_arrays(program, WEIGHTS, wanted)  # those only, not every weight
         for name, value in state.items():
             v_init = weights.get(f"{name[2:]}.v_init") if name.startswith("v.") else None
             if v_init is not None:
