@@ -69,7 +69,8 @@ class NodeSettings:
             ("--max-upload-mb", self.max_upload_bytes),
         ):
             if value < 1:
-                raise SettingsError(f"{option} must be at least 1, got {value}")
+                given = value // MiB if option.endswith("-mb") else value  # as the user wrote it
+                raise SettingsError(f"{option} must be at least 1, got {given}")
         if self.max_message_bytes > (1 << 31) - 1:
             raise SettingsError("--max-message-mb must be below 2048 (gRPC's int32 limit)")
         if not self.sequence_idle_s > 0:

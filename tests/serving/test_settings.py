@@ -24,3 +24,12 @@ def test_auto_tries_tensorrt_first_only_on_a_cuda_node_that_has_it(monkeypatch, 
     assert on_gpu == (("tensorrt", *AUTO_BACKENDS) if installed else AUTO_BACKENDS)
     assert NodeSettings(backend="auto", backend_device="cpu").backends == AUTO_BACKENDS
     assert NodeSettings(backend="torch", backend_device="cuda").backends == ("torch",)
+
+
+@pytest.mark.parametrize("flag", ["--max-sequence-state-mb", "--max-message-mb"])
+@pytest.mark.parametrize("given", ["0", "-3"])
+def test_sizes_in_mb_are_refused_as_given(flag: str, given: str, one_line_error) -> None:
+    from ganglion.runtime.cli import invoke
+
+    code, _, err = invoke("serve", "--port", "0", flag, given)
+    one_line_error(code, err, f"{flag} must be at least 1, got {given}")
