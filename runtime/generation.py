@@ -53,7 +53,9 @@ def next_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator)
     """One token from next-token logits [V]."""
     if sampling.temperature == 0:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / sampling.temperature
+    shifted = logits.astype(np.float64) - float(np.max(logits))  # the best token at 0
+    with np.errstate(over="ignore"):  # a tiny temperature sends the others to -inf: weight 0
+        scaled = shifted / sampling.temperature
     order = np.argsort(-scaled, kind="stable")
     if sampling.top_k is not None:
         order = order[: sampling.top_k]

@@ -15,7 +15,8 @@ time adds. Every op dispatched costs ``launch_overhead_s`` (a GPU's kernel launc
 framework's per-op dispatch): a program that issues few large ops is bounded by the roofline,
 one that issues many small ones (a Python loop over timesteps) by ``launches``. CPUs, GPUs and
 Jetsons run each layer as one call (the neuron scan fused over T: Triton on CUDA, the compiled
-loops on a CPU), so they pay ``fused_launches`` where the counts know it. Counts without ``launches`` pay it once.
+loops on a CPU), so they pay ``fused_launches`` where the counts know it. Counts without
+``launches`` pay it once.
 (A synop is one add; a neuron update ≈ 4 ops: decay, add, compare, reset; a precision the
 device does not list runs at its fp32 rate.)
 

@@ -16,8 +16,8 @@ edge (chains: MLPs and CNNs as converted), every neuron is ``plain`` (the compil
 neuron) and the input is not rate-encoded; ``build`` gives None for any other network, and the
 caller keeps the torch path. A call gives None where the torch path must take it: compiled
 kernels turned off (``GANGLION_KERNELS=0``), the network's graph replaced, a neuron's parameters
-replaced by ones the loops cannot take, (``step``) a state of lists or other dtypes, or
-(``run``) more (timestep, sample) rows than the torch path takes in one chunk.
+replaced by ones the loops cannot take, or (``step``) a state of lists or other dtypes.
+``run`` goes through time in the torch path's chunks, so its layer calls see the same shapes.
 """
 
 from __future__ import annotations
@@ -154,15 +154,46 @@ class CpuRun(_ChainPath):
     ``CpuRun.build(network)`` makes one."""
 
     def __call__(self, x: np.ndarray, rows_per_chunk: int) -> np.ndarray | None:
-        """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring):
-        ``rows_per_chunk`` is the network's chunk size in (timestep, sample) rows. Call it under
-        ``torch.inference_mode``."""
+        """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring).
+        Time goes in the torch path's chunks of ``rows_per_chunk`` (timestep, sample) rows (the
+        network's chunk size), so every layer call has the torch path's shapes and bits. Call
+        it under ``torch.inference_mode``."""
         network = self.network
         time_major = network.takes_time_major_input
         steps, batch = x.shape[:2] if time_major else (network.time.timesteps, x.shape[0])
-        if not self._usable() or steps > max(1, rows_per_chunk // batch):
+        if not self._usable():
             return None
         network.activity = {}
+        chunk = max(1, rows_per_chunk // batch)
+        membranes: Arrays = {}  # each neuron's potential [B, N], carried from chunk to chunk
+        constants: dict[str, np.ndarray] = {}  # stateless values of a direct input, computed once
+        total = None
+        if network.time.decoding != "none":
+            total = np.zeros((batch, *network.graph.output_shape), np.float32)
+        outs = []
+        for t in range(0, steps, chunk):
+            size = min(chunk, steps - t)
+            out = self._chunk(x[t : t + size] if time_major else x, size, membranes, constants)
+            if out is None:
+                return None
+            rows, t_step = out
+            if total is None:  # constant over time: its one row, repeated (a writable copy)
+                outs.append(np.repeat(rows, size, axis=0) if t_step == 0 else rows)
+            else:
+                flat = np.ascontiguousarray(rows).reshape(rows.shape[0], batch, -1)
+                time_sum_loop(flat, t_step, size, total.reshape(batch, -1))
+        if total is not None:
+            return scale_decoded(total, network.time)
+        return np.ascontiguousarray(outs[0]) if len(outs) == 1 else np.concatenate(outs)
+
+    def _chunk(
+        self, x: np.ndarray, steps: int, membranes: Arrays, constants: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, int] | None:
+        """``steps`` timesteps of the chain -> (the output's rows, the step between the rows
+        timesteps read); None where a neuron's parameters do not suit the compiled loop.
+        ``x`` is [steps, B, ...], or [B, ...] for a direct input (the same at every step)."""
+        time_major = self.network.takes_time_major_input
+        batch = x.shape[1] if time_major else x.shape[0]
         # every value [S, B, ...] with the step between the rows timesteps read: 0 for a value
         # constant over time (a direct input and the stateless nodes that read only it), kept
         # as its one row
@@ -170,16 +201,21 @@ class CpuRun(_ChainPath):
         for node in self.nodes:
             inp, t_step = values[node.source]
             if node.neuron is None:
-                values[node.name] = self._stateless(node, inp, t_step), t_step
+                if t_step == 0 and node.name not in constants:
+                    constants[node.name] = self._stateless(node, inp, 0)
+                out = constants[node.name] if t_step == 0 else self._stateless(node, inp, 1)
+                values[node.name] = out, t_step
                 continue
             params = node.neuron.cpu_scan_params()
             if params is None or node.neuron.v_init.dtype != torch.float32:
                 return None
             shape = inp.shape[2:]
-            v0 = np.ascontiguousarray(
-                np.broadcast_to(node.neuron.v_init.numpy(), (batch, *shape))
-            ).reshape(batch, -1)
-            spikes, _ = float_scan_loop(
+            v0 = membranes.get(node.name)
+            if v0 is None:
+                v0 = np.ascontiguousarray(
+                    np.broadcast_to(node.neuron.v_init.numpy(), (batch, *shape))
+                ).reshape(batch, -1)
+            spikes, membranes[node.name] = float_scan_loop(
                 np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
                 t_step,
                 steps,
@@ -189,15 +225,7 @@ class CpuRun(_ChainPath):
                 node.neuron.reset == "zero",
             )
             values[node.name] = spikes.reshape(steps, batch, *shape), 1
-        out, t_step = values[self.output]
-        if network.time.decoding == "none":  # a writable [T, B, ...] of its own, as torch's
-            if out.shape[0] != steps:  # constant over time: its one row, repeated
-                return np.repeat(out, steps, axis=0)
-            return np.ascontiguousarray(out)
-        total = np.zeros((batch, *out.shape[2:]), np.float32)
-        rows = np.ascontiguousarray(out).reshape(out.shape[0], batch, -1)
-        time_sum_loop(rows, t_step, steps, total.reshape(batch, -1))
-        return scale_decoded(total, network.time)
+        return values[self.output]
 
     @staticmethod
     def _stateless(node: _Node, inp: np.ndarray, t_step: int) -> np.ndarray:

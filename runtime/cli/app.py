@@ -13,6 +13,7 @@ from typing import Any, get_args
 
 import typer
 import typer.core
+import typer.exceptions
 from click import Context
 
 _REGISTERED: list[str] = []  # command and group names in the order ``_register`` adds them
@@ -148,7 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     _plain_help(command)
     try:
-        command.main(args=args, prog_name="ganglion", standalone_mode=True)
+        code = command.main(args=args, prog_name="ganglion", standalone_mode=False)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.exceptions.TyperException as exc:  # Click's errors: a bad flag or value
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``ganglion``: the help, as Click
+            print(exc.format_message())
+        else:  # one line too, naming the command whose --help explains the flags
+            print(f"error: {_usage_line(exc)}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
     except SystemExit:
         raise
     except Exception as exc:  # every error becomes one line unless --debug
@@ -157,6 +167,16 @@ def main(argv: list[str] | None = None) -> None:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) returns n here
+
+
+def _usage_line(exc: typer.exceptions.TyperException) -> str:
+    """Click's message on one line, with the command whose ``--help`` explains the flags."""
+    message = " ".join(exc.format_message().split())
+    context = getattr(exc, "ctx", None)
+    if context is None:
+        return message
+    return f"{message} (see '{context.command_path} --help')"
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

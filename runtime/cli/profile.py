@@ -45,7 +45,7 @@ def profile(
         help="Timed runs (more, to fill 0.25 s, where a meter counts).",
     ),
     warmup: int = typer.Option(10, "--warmup", min=0, max=10**4, help="Untimed runs first."),
-    batch: int = typer.Option(1, "--batch", min=1, help="Samples per run."),
+    batch: int = typer.Option(1, "--batch", min=1, max=2**20, help="Samples per run."),
     simulate: bool = typer.Option(False, "--simulate", help="Model energy even where measurable."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Path | None = typer.Option(None, "--plot", help="Latency vs energy PNG (Pareto view)."),

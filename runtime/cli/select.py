@@ -39,6 +39,7 @@ from ganglion.runtime.selection import (
 )
 
 PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
+MIN_LINK_MBPS = 0.001  # --link-mbps below this (1 kb/s) is refused: transfer times overflow
 MONOTONICITY_WORK = 4e6  # subsets x calibration rows the monotonicity check evaluates (<~1 s)
 
 
@@ -89,8 +90,13 @@ def select(
         else:
             from ganglion.runtime.selection.from_ensemble import Link
 
+            mbps = check_budget(link_mbps, "--link-mbps")
+            if mbps < MIN_LINK_MBPS:
+                raise SelectionProblemError(
+                    f"--link-mbps must be at least {MIN_LINK_MBPS} (1 kb/s), got {link_mbps}"
+                )
             link = Link(
-                check_budget(link_mbps, "--link-mbps"),
+                mbps,
                 check_budget(link_ms, "--link-ms"),
                 check_budget(link_nj_per_bit, "--link-nj-per-bit"),
             )

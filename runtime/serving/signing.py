@@ -28,6 +28,7 @@ from ganglion.runtime.bundle_archive import extracted_bundle
 SIGNATURE_SUFFIX = ".sig"
 MAX_SIGNATURE_BYTES = 1 << 20
 MAX_KEY_BYTES = 64 << 10
+MAX_REASON_CHARS = 300  # an error's quoted reason is cut here
 
 
 class SignatureError(GanglionError):
@@ -88,8 +89,7 @@ def sign_bundle(bundle: str | Path, key: str | Path, out: str | Path | None = No
 
     bundle, key = Path(bundle), Path(key)
     target = Path(out) if out is not None else signature_path(bundle)
-    if not key.is_file():
-        raise SignatureError(f"{key}: no such key file")
+    _check_signing_key(key)
     check_not_read(target, (bundle, key))  # an old signature is replaced, never its sources
     with bundle_folder(bundle) as folder, atomic_file(target, force=True) as tmp:
         try:
@@ -98,6 +98,29 @@ def sign_bundle(bundle: str | Path, key: str | Path, out: str | Path | None = No
         except Exception as exc:  # model-signing raises ValueError/TypeError for bad keys
             raise SignatureError(f"{key}: cannot sign with this key ({_line(exc)})") from exc
     return target
+
+
+def _check_signing_key(key: Path) -> None:
+    """SignatureError, naming the file, unless ``key`` holds an unencrypted EC private key in
+    PEM (the key model-signing's offline signer takes), read only up to ``MAX_KEY_BYTES``."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not key.is_file():
+        raise SignatureError(f"{key}: no such key file")
+    if key.stat().st_size > MAX_KEY_BYTES:
+        raise SignatureError(f"{key}: larger than {MAX_KEY_BYTES} bytes, not a key")
+    try:
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # TypeError: encrypted
+        raise SignatureError(f"{key}: not an unencrypted PEM private key ({_line(exc)})") from exc
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        kind = type(private).__name__.removeprefix("_").replace("PrivateKey", "")
+        raise SignatureError(
+            f"{key}: a private key of type {kind or 'non-EC'}; signing takes an elliptic-curve "
+            "(EC) one"
+        )
 
 
 def read_signature(path: str | Path) -> SignatureInfo:
@@ -171,5 +194,8 @@ def describe_signature(bundle: str | Path, keys_folder: Path | None = None) -> d
 
 
 def _line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most ``MAX_REASON_CHARS`` long (a hash
+    mismatch over many files is one very long line)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 1] + "…"

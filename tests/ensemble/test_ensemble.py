@@ -344,3 +344,12 @@ def test_convert_ensemble_cli_member_without_a_name_is_one_line(
         capsys,
     )
     assert code == 1 and err == "error: expert name '': use 1-128 letters, digits or _.:-\n"
+
+
+@pytest.mark.parametrize("mbps", ["0", "1e-320", "0.0009"])
+def test_select_refuses_a_link_too_slow_to_time(ensemble: Path, capsys, mbps: str) -> None:
+    """Transfer times divide by the bandwidth: zero or a denormal used to fail inside."""
+    args = [ensemble, "--energy-budget", 1, "--latency-budget", 100, "--link-mbps", mbps]
+    code, _, err = _select(args, capsys)
+    assert code == 2 and f"--link-mbps must be at least 0.001 (1 kb/s), got {float(mbps)}" in err
+    assert err.count("\n") == 1

@@ -4,6 +4,7 @@ memory per token for the recurrent models."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +95,19 @@ def test_top_k_and_top_p_keep_only_the_likeliest() -> None:
     top1 = {next_token(logits, Sampling(1, 1.0, top_k=1), rng) for _ in range(50)}
     nucleus = {next_token(logits, Sampling(1, 1.0, top_p=0.7), rng) for _ in range(300)}
     assert top1 == {0} and nucleus == {0, 1}
+
+
+@pytest.mark.parametrize("temperature", [1e-320, 1e-300, 1e-30])
+def test_a_vanishing_temperature_samples_the_best_token_without_warnings(temperature) -> None:
+    """logits / T overflowed to inf (inf - inf: NaN probabilities, numpy warnings)."""
+    logits = np.array([2.0, 5.0, -1.0, 4.999], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        picks = {
+            next_token(logits, Sampling(1, temperature), np.random.default_rng(s))
+            for s in range(20)
+        }
+    assert picks == {1}
 
 
 def test_stop_token_ends_generation(bundles) -> None:

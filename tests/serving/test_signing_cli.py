@@ -35,3 +35,39 @@ def test_inspect_fails_when_the_signature_does_not_verify(
         assert ("does NOT verify" in out) != verifies
     code, _, _ = invoke("inspect", str(bundle))  # nothing asked to verify: it only reports
     assert code == 0
+
+
+def _pem(key: object, password: bytes | None = None) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    encryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def test_sign_names_the_key_file_and_what_is_wrong_with_it(
+    bundles: dict[str, Path], tmp_path: Path, one_line_error
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    from ganglion.runtime.serving.signing import MAX_KEY_BYTES, signature_path
+
+    bundle = Path(shutil.copytree(bundles["dense"], tmp_path / "b"))
+    cases = {
+        "ed.pem": (_pem(ed25519.Ed25519PrivateKey.generate()), "of type Ed25519"),
+        "rsa.pem": (_pem(rsa.generate_private_key(65537, 2048)), "of type RSA"),
+        "locked.pem": (_pem(ec.generate_private_key(ec.SECP256R1()), b"pw"), "not an unencrypted"),
+        "junk.pem": (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "not an"),
+        "huge.pem": (b"A" * (MAX_KEY_BYTES + 1), "larger than"),
+    }
+    for name, (data, words) in cases.items():
+        key = tmp_path / name
+        key.write_bytes(data)
+        code, _, err = invoke("sign", str(bundle), "--key", str(key))
+        one_line_error(code, err, str(key), words)
+    assert not signature_path(bundle).exists()

@@ -14,6 +14,7 @@ from torch import nn
 
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.deployable import Deployable
+from ganglion.models.spiking import network as network_module
 from ganglion.models.spiking.cpu_fast_path import CpuRun, CpuStep
 from ganglion.runtime.session import load
 
@@ -169,13 +170,31 @@ def test_cpu_run_equals_the_torch_run_on_every_node_type(handmade_network) -> No
     assert out.flags.writeable and out.flags.c_contiguous
 
 
-def test_cpu_run_leaves_runs_of_several_chunks_to_the_torch_path() -> None:
-    program, shape = _converted("mlp", neuron="if")
+@pytest.mark.parametrize("net,options", CONVERTED)
+def test_cpu_run_in_several_chunks_equals_the_torch_run(net, options, monkeypatch) -> None:
+    """Runs longer than a chunk go through time in the torch path's chunks (3 steps of 3
+    samples here, the last one shorter), carrying every membrane across."""
+    program, shape = _converted(net, **options)
     fast = CpuRun.build(program.module)
-    x = _inputs(shape, 4)
+    x = _inputs(shape, 3)
+    monkeypatch.setattr(network_module, "CHUNK_ROWS", 9)
     with torch.inference_mode():
-        assert fast(x, rows_per_chunk=4 * STEPS) is not None
-        assert fast(x, rows_per_chunk=4 * STEPS - 1) is None
+        want = program.module.run(torch.from_numpy(x))
+        out = fast(x, rows_per_chunk=9)
+        whole = fast(x, rows_per_chunk=1024)
+    assert out is not None and np.array_equal(out, want.numpy())
+    np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-5)  # chunks change no spike
+
+
+def test_cpu_run_in_several_chunks_on_every_node_type(handmade_network, monkeypatch) -> None:
+    fast = CpuRun.build(handmade_network)
+    xs = (torch.rand(STEPS, 3, 2, 4, 4, generator=torch.Generator().manual_seed(5)) < 0.5).float()
+    monkeypatch.setattr(network_module, "CHUNK_ROWS", 12)
+    with torch.inference_mode():
+        want = handmade_network.run(xs)
+        out = fast(xs.numpy(), rows_per_chunk=12)
+    assert out.shape == (STEPS, 3, 5) and np.array_equal(out, want.numpy())
+    assert out.flags.writeable and out.flags.c_contiguous
 
 
 def test_session_run_takes_the_cpu_run_and_equals_the_reference(monkeypatch) -> None:

@@ -1,0 +1,31 @@
+"""A bad flag, value or command is one line naming it and the ``--help`` that explains it,
+exit status 2 (Click's own form is four lines); help and typer.Exit codes are unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganglion.runtime.cli import invoke
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["profile", "b", "--runs", "0"], ["'--runs'", "ganglion profile --help"]),
+        (["select", "--bogus"], ["No such option: --bogus", "ganglion select --help"]),
+        (["nosuch"], ["No such command 'nosuch'", "'ganglion --help'"]),
+        (["profile"], ["Missing argument 'BUNDLE'", "ganglion profile --help"]),
+        (["profile", "b", "--batch", "x"], ["'--batch'", "valid integer"]),
+    ],
+)
+def test_a_usage_error_is_one_line_with_status_2(args, words, one_line_error) -> None:
+    code, out, err = invoke(*args)
+    assert code == 2 and not out
+    one_line_error(code, err, *words)
+
+
+def test_help_and_a_bare_command_still_print_the_help() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0 and out.startswith("Usage: ganglion")
+    code, out, _ = invoke()
+    assert code == 2 and "Usage: ganglion" in out and "profile" in out
