@@ -23,7 +23,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ganglion.converters.onnx_file import check_self_contained, ort_message
-from ganglion.converters.torch_onnx import quietly, torch_to_onnx
+from ganglion.converters.torch_onnx import name_first_axis, quietly, torch_to_onnx
 from ganglion.models.dense import DenseProgram
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ConversionError
@@ -32,6 +32,7 @@ from ganglion.models.manifest import DTYPES, Manifest, TensorSpec
 ARCHITECTURE_EXPORTED = "exported"  # a torch.export program (model.pt2 + model.onnx)
 ARCHITECTURE_ONNX = "onnx"  # an ONNX model only (no torch face)
 OPSET = 18
+BATCH_AXIS = "batch"  # the name of the dynamic batch axis, in the export and the ONNX graph
 _FILE_OPS = ("from_file", "_load", "save")
 ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -104,7 +105,7 @@ def dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.Exporte
         )
         for v in values
     )
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    batch = torch.export.Dim(BATCH_AXIS, min=1, max=1 << 20)
     try:
         return torch.export.export(
             program.module(check_guards=False),
@@ -134,6 +135,7 @@ def dense_from_exported(program: torch.export.ExportedProgram) -> Specs:
     ]
     module = DenseProgram(program.module(), inputs, outputs, exported=program)
     model = torch_to_onnx(program, (), inputs, outputs, opset=OPSET)
+    name_first_axis(model, BATCH_AXIS)  # torch's symbol for the dynamic batch (s77) renamed
     module.onnx_models["fp32"] = model.SerializeToString()
     return module, specs, out_specs
 

@@ -191,4 +191,20 @@ def torch_to_onnx(
                 "the exported ONNX graph does not give torch's outputs at another batch size "
                 "(the exporter fixed a size the program declares dynamic)"
             )
+        name_first_axis(program.model_proto, axes[0][0])
     return program.model_proto
+
+
+def name_first_axis(model: onnx.ModelProto, name: str) -> None:
+    """Rename the symbol the dynamo exporter gave the first input's first axis (``s77``) to
+    ``name`` wherever the graph's inputs, outputs and value infos use it, as the TorchScript
+    exporter names it: a peer reading the graph sees ``batch``."""
+    graph = model.graph
+    first = graph.input[0].type.tensor_type.shape.dim if graph.input else []
+    symbol = first[0].dim_param if first else ""
+    if not symbol or symbol == name:
+        return
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = name

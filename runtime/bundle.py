@@ -77,7 +77,7 @@ def _write_folder(deployable: Deployable, folder: Path, depth: int) -> None:
     if tensors:
         from safetensors.torch import save_file
 
-        save_file(tensors, str(folder / WEIGHTS))
+        save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})  # as HF writes
     if manifest.state:
         from safetensors.numpy import save_file as save_numpy
 

@@ -182,9 +182,11 @@ class ProgramKind(ABC):
         """How each of ``run``'s inputs and outputs is shaped, in words."""
         from ganglion.runtime.tensors import shape_text
 
-        text = {s.name: shape_text(self.run_shape(manifest, s)) for s in manifest.inputs}
+        shapes = [self.run_shape(manifest, s) for s in manifest.inputs]
+        text = {s.name: shape_text(shape) for s, shape in zip(manifest.inputs, shapes, strict=True)}
+        steps = TIME if any(TIME in shape for shape in shapes) else None
         for s in manifest.outputs:
-            text[s.name] = shape_text([BATCH if d == -1 else d for d in s.shape])
+            text[s.name] = shape_text(self.run_output_shape(manifest, s, BATCH, steps))
         return text
 
     def describe(self, deployable: Deployable) -> dict[str, Any]:

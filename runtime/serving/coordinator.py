@@ -37,7 +37,12 @@ from ganglion.runtime.serving.inference_service import SERVICE, Admission, answe
 from ganglion.runtime.serving.lifecycle import serve_until_signal
 from ganglion.runtime.serving.node_pool import NodePool, NodeState
 from ganglion.runtime.serving.security import TokenInterceptor, read_token
-from ganglion.runtime.serving.status import status_of, unknown_model
+from ganglion.runtime.serving.status import (
+    check_version,
+    is_served_version,
+    status_of,
+    unknown_model,
+)
 
 SERVER_NAME = "ganglion-coordinator"
 MODEL_VERSION = "1"
@@ -65,8 +70,9 @@ class CoordinatorService(pb_grpc.GRPCInferenceServiceServicer):
 
     def _entry(self, name: str, version: str = "") -> tuple[CoordinatedEnsemble, Planner]:
         entry = self.coordinator.ensembles.get(name)
-        if entry is None or version not in ("", MODEL_VERSION):
+        if entry is None:
             raise unknown_model(name)
+        check_version(name, version)
         return entry
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -84,7 +90,8 @@ class CoordinatorService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """True while some admitted node hosts one of the ensemble's experts."""
         entry = self.coordinator.ensembles.get(request.name)
-        return pb.ModelReadyResponse(ready=entry is not None and _available(entry[1]))
+        ready = entry is not None and is_served_version(request.version) and _available(entry[1])
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """The ensemble's inputs and its outputs ``probs`` and ``gate``."""

@@ -157,7 +157,10 @@ class EnsembleRequest:
         names = [s.name for s in ensemble.manifest.outputs]
         unknown = [n for n in wanted if n not in names]
         if unknown:
-            raise WireError(f"unknown output {unknown[0]!r}; {ensemble.name!r} has {names}")
+            raise WireError(
+                f"unknown output {unknown[0]!r}; {ensemble.name!r} has outputs "
+                f"{', '.join(map(repr, names))}"
+            )
         check_datatypes(ensemble.name, ensemble.manifest.inputs, request.inputs)
         inputs = ensemble.check(request_arrays(request))
         energy, latency = request_budgets(

@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from ganglion.runtime.serving.kserve_tensors import request_arrays, requested_outputs
 from ganglion.runtime.serving.repository import ModelRepository
 from ganglion.runtime.serving.sequences import sequence_control
-from ganglion.runtime.serving.status import NodeError, status_of
+from ganglion.runtime.serving.status import NodeError, is_served_version, status_of
 
 SERVICE = "inference.GRPCInferenceService"
 SERVER_NAME = "ganglion"
@@ -105,7 +105,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """True when the model is loaded (False for unknown models, as Triton answers)."""
-        ready = request.name in self.repository.models and request.version in ("", MODEL_VERSION)
+        ready = request.name in self.repository.models and is_served_version(request.version)
         return pb.ModelReadyResponse(ready=ready)
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

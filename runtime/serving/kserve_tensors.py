@@ -112,10 +112,15 @@ def check_parameters(tensor: Any, role: str) -> None:
 
 
 def requested_outputs(request: Any) -> list[str]:
-    """The output names a ``ModelInferRequest`` asks for (empty: all), options checked."""
+    """The output names a ``ModelInferRequest`` asks for (empty: all), options checked; an
+    output asked for twice is refused, as Triton refuses it."""
+    names: list[str] = []
     for output in request.outputs:
         check_parameters(output, "output")
-    return [output.name for output in request.outputs]
+        if output.name in names:
+            raise WireError(f"output '{output.name}' already exists in request")
+        names.append(output.name)
+    return names
 
 
 def element_count(name: str, shape: Sequence[int], role: str = "input") -> int:

@@ -18,7 +18,7 @@ from ganglion.models.errors import BackendUnavailable
 from ganglion.runtime.bundle import MANIFEST
 from ganglion.runtime.serving.served_model import ServedModel
 from ganglion.runtime.serving.settings import NodeSettings, SettingsError, check_model_name
-from ganglion.runtime.serving.status import NodeError, unknown_model
+from ganglion.runtime.serving.status import NodeError, check_version, unknown_model
 from ganglion.runtime.session import load
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar")
@@ -92,8 +92,9 @@ class ModelRepository:
     def get(self, name: str, version: str = "") -> ServedModel:
         """The loaded model ``name`` (NOT_FOUND, as Triton words it, when there is none)."""
         model = self.models.get(name)
-        if model is None or version not in ("", "1"):
+        if model is None:
             raise unknown_model(name)
+        check_version(name, version)
         return model
 
     async def load(self, name: str) -> ServedModel:

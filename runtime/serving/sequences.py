@@ -26,6 +26,7 @@ from ganglion.models.errors import GanglionError
 
 State = dict[str, np.ndarray]
 SequenceId = int | str
+MAX_SEQUENCE_ID_CHARS = 128  # Triton's limit on a string correlation id
 
 
 class SequenceError(GanglionError):
@@ -59,6 +60,11 @@ def sequence_control(parameters: Mapping[str, Any]) -> SequenceControl:
         raise SequenceError("parameter sequence_id must be an unsigned integer or a string")
     if isinstance(value, int) and value < 0:
         raise SequenceError(f"parameter sequence_id must not be negative, got {value}")
+    if isinstance(value, str) and len(value) > MAX_SEQUENCE_ID_CHARS:
+        raise SequenceError(
+            f"parameter sequence_id: a string of {len(value)} characters "
+            f"(at most {MAX_SEQUENCE_ID_CHARS}, as Triton)"
+        )
     flags = {}
     for key in ("sequence_start", "sequence_end"):
         flag = _param_value(parameters[key]) if key in parameters else False
@@ -66,6 +72,8 @@ def sequence_control(parameters: Mapping[str, Any]) -> SequenceControl:
             raise SequenceError(f"parameter {key} must be a bool")
         flags[key] = flag
     if value in (0, ""):
+        if flags["sequence_start"] or flags["sequence_end"]:
+            raise SequenceError("sequence_start or sequence_end needs a non-zero sequence_id")
         return SequenceControl(None)
     return SequenceControl(value, flags["sequence_start"], flags["sequence_end"])
 

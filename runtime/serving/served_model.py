@@ -216,7 +216,8 @@ class ServedModel:
         unknown = [n for n in wanted if n not in names]
         if unknown:
             raise WireError(
-                f"unknown output {unknown[0]!r}; model {self.name!r} has {', '.join(names)}"
+                f"unknown output {unknown[0]!r}; model {self.name!r} has outputs "
+                f"{', '.join(map(repr, names))}"
             )
         shapes = _output_shapes(self.session, arrays, stepping=control.id is not None)
         if shapes is not None:

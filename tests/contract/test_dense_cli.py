@@ -84,6 +84,9 @@ def test_digits_cnn_from_pt2_runs_everywhere_with_int8(cnn_files, capsys, tamper
     assert report["onnx_vs_torch"]["output_max_abs_diff"] < 1e-4
     code, out, _ = _cli(["inspect", bundle], capsys)
     assert code == 0 and "dense program (exported" in out
+    graph = onnx.load(bundle / "model.onnx").graph  # the batch axis named for a peer
+    for value in (graph.input[0], graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
 
     def external_weight(copy: Path) -> None:  # the int8 graph reads a file beside the process
         graph = onnx.load(copy / "model.int8.onnx")
@@ -168,6 +171,16 @@ def test_transformer_encoder_with_two_inputs(tmp_path: Path, capsys) -> None:
         got = np.load(out)
         for name in ("logits", "features"):
             np.testing.assert_allclose(got[name], expected[name].numpy(), atol=1e-4, err_msg=name)
+    np.save(tmp_path / "far.npy", np.full((1, 7), 99))  # past the embedding's 20 rows
+    np.save(tmp_path / "mask1.npy", mask[:1])
+    code, _, err = _cli(
+        ["run", tmp_path / "b", "--input", f"ids={tmp_path / 'far.npy'}", "--input",
+         f"mask={tmp_path / 'mask1.npy'}", "--output", tmp_path / "far.npz"],
+        capsys,
+    )  # fmt: skip
+    assert code != 0 and err.count("\n") == 1 and "torch failed on these inputs" in err
+    assert f"{tmp_path / 'b'}: torch failed on these inputs: index out of range" in err
+    assert not (tmp_path / "far.npz").exists()
 
 
 def test_operator_outside_aten_is_refused_by_name() -> None:

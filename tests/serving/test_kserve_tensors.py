@@ -126,7 +126,9 @@ def _params(**values: object) -> dict[str, pb.InferParameter]:
 
 def test_sequence_parameters_follow_triton() -> None:
     assert sequence_control({}) == SequenceControl(None)
-    assert sequence_control(_params(sequence_id=0, sequence_start=True)) == SequenceControl(None)
+    assert sequence_control(_params(sequence_id=0)) == SequenceControl(None)
+    with pytest.raises(SequenceError, match="needs a non-zero sequence_id"):
+        sequence_control(_params(sequence_id=0, sequence_start=True))  # Triton refuses it too
     assert sequence_control(_params(sequence_id="")).id is None
     got = sequence_control(_params(sequence_id=7, sequence_start=True, sequence_end=False))
     assert got == SequenceControl(7, True, False)

@@ -163,6 +163,48 @@ def test_unknown_model_is_not_found_as_triton_words_it(
     assert client.is_server_live()
 
 
+@pytest.mark.parametrize(
+    "version, status, words",
+    [
+        ("2", "NOT_FOUND", "Request for unknown model: 'snn' version 2 is not found"),
+        ("latest", "INVALID_ARGUMENT", "from specified version string 'latest'"),
+    ],
+)
+def test_a_version_other_than_1_is_refused_as_triton_words_it(
+    client: triton.InferenceServerClient, version: str, status: str, words: str
+) -> None:
+    tensor = _input("input", _features(), "FP32")
+    message = _refused(lambda: client.infer("snn", [tensor], model_version=version), status)
+    assert message == words or words in message
+    assert client.infer("snn", [tensor], model_version="01").as_numpy("output").shape[0] == 3
+    assert not client.is_model_ready("snn", version) and client.is_model_ready("snn", "01")
+
+
+def test_sequence_flags_need_an_id_and_a_string_id_is_bounded(
+    node: NodeProcess, client: triton.InferenceServerClient
+) -> None:
+    request = pb.ModelInferRequest(model_name="rwkv")  # tritonclient never sends id 0
+    request.inputs.add(name="ids", datatype="INT64", shape=[1])
+    request.raw_input_contents.append(np.array([5], "<i8").tobytes())
+    request.parameters["sequence_id"].int64_param = 0
+    request.parameters["sequence_start"].bool_param = True
+    with grpc.insecure_channel(node.address) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs a non-zero sequence_id" in caught.value.details()
+    tensor = _input("ids", np.array([5], np.int64), "INT64")
+    message = _refused(
+        lambda: client.infer("rwkv", [tensor], sequence_id="s" * 129, sequence_start=True),
+        "INVALID_ARGUMENT",
+    )
+    assert "129 characters (at most 128" in message
+    reply = client.infer(
+        "rwkv", [tensor], sequence_id="s" * 128, sequence_start=True, sequence_end=True
+    )
+    assert reply.as_numpy("logits") is not None
+
+
 def _raw_request(**change) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="snn")
     request.inputs.add(name="input", datatype="FP32", shape=[1, 8])
@@ -173,6 +215,9 @@ def _raw_request(**change) -> pb.ModelInferRequest:
             request.raw_input_contents.extend(value)
         elif key == "output":
             request.outputs.add(name=value)
+        elif key == "outputs":
+            for name in value:
+                request.outputs.add(name=name)
         else:
             setattr(request.inputs[0], key, value)
     return request
@@ -187,9 +232,10 @@ def _raw_request(**change) -> pb.ModelInferRequest:
         ({"name": "pixels"}, "unknown input 'pixels'"),
         ({"raw": [b"\x00" * 31]}, "31 bytes for shape [1, 8] FP32 (expects 32)"),
         ({"raw": [b"", b""]}, "2 tensors for 1 inputs"),
-        ({"output": "probabilities"}, "unknown output 'probabilities'"),
+        ({"output": "probabilities"}, "unknown output 'probabilities'; model 'snn' has outputs"),
+        ({"outputs": ["output", "output"]}, "output 'output' already exists in request"),
     ],
-    ids=["dtype", "bytes", "datatype", "name", "byte-count", "raw-count", "output"],
+    ids=["dtype", "bytes", "datatype", "name", "byte-count", "raw-count", "output", "twice"],
 )
 def test_malformed_requests_are_invalid_argument_and_the_node_stays_up(
     node: NodeProcess, client: triton.InferenceServerClient, change: dict, words: str

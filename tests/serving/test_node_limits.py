@@ -94,11 +94,11 @@ def test_a_reply_over_the_message_limit_is_refused_before_running(
     assert "'logits'" in message and "[9000, 1, 32] FP32" in message
     assert str(MiB) in message and "--max-message-mb" in message
     assert client.infer("rwkv", [_ids(2000, 1)]).as_numpy("logits").shape == (2000, 1, 32)
-    twice = [triton.InferRequestedOutput("logits") for _ in range(2)]  # 640 kB each
+    twice = [triton.InferRequestedOutput("logits") for _ in range(2)]  # no reply counted twice
     message = _refused(
-        lambda: client.infer("rwkv", [_ids(5000, 1)], outputs=twice), "RESOURCE_EXHAUSTED"
+        lambda: client.infer("rwkv", [_ids(5000, 1)], outputs=twice), "INVALID_ARGUMENT"
     )
-    assert "[5000, 1, 32] FP32" in message
+    assert message == "output 'logits' already exists in request"
 
 
 def test_a_sequence_step_whose_reply_is_too_large_keeps_no_state(

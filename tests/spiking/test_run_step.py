@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,17 @@ def test_module_to_reaches_the_graph_tensors(handmade_network) -> None:
     assert dtypes() == {torch.float32}
     handmade_network.to(torch.float64)
     assert dtypes() == {torch.float64}
+
+
+def test_rate_spikes_of_a_sample_do_not_depend_on_its_batch() -> None:
+    """Each sample's spikes come from its own features, t and the seed: alone, reversed or
+    among others it gets the same spikes (a served model's answer must not depend on the
+    other requests)."""
+    from ganglion.models.spiking.rate_code import rate_spikes
+
+    x = np.random.default_rng(3).random((8, 5, 4), dtype=np.float32)
+    for t in range(4):
+        whole = rate_spikes(x, t, seed=11)
+        assert np.array_equal(rate_spikes(x[::-1], t, seed=11), whole[::-1])
+        assert all(np.array_equal(rate_spikes(x[i : i + 1], t, 11)[0], whole[i]) for i in range(8))
+        assert 0 < whole.mean() < 1 and not np.array_equal(whole, rate_spikes(x, t, seed=12))
