@@ -127,7 +127,8 @@ class TorchSession(Session):
                 out = self.kind.torch_run(self.module, self._tensors(inputs), record=self._record)
             except (IndexError, RuntimeError) as exc:  # e.g. an embedding index out of range
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise BackendFailure(f"{self._name}: torch failed on these inputs: {first}") from exc
+                message = f"{self._name}: torch failed on these inputs: {first}"
+                raise BackendFailure(message) from exc
         return self._declared(self._arrays(out))
 
     def _declared(self, outputs: Arrays) -> Arrays:
