@@ -84,6 +84,10 @@ def _write_folder(deployable: Deployable, folder: Path, depth: int) -> None:
         save_numpy(initial_state_of(deployable), str(folder / INITIAL_STATE))
     for name, writer in kind.artifact_writers(deployable).items():
         writer(deployable, folder / name)
+    mode = (folder / CONFIG).stat().st_mode & 0o777  # the umask's, as open() gave config.json
+    for written in folder.iterdir():  # safetensors writes 0600: every file gets the same mode
+        if written.is_file():
+            written.chmod(mode)
     refs = []
     for name, member in deployable.members.items():
         member_folder = folder / MEMBERS / name
@@ -101,6 +105,8 @@ def _write_folder(deployable: Deployable, folder: Path, depth: int) -> None:
 def read_manifest(folder: Path) -> Manifest:
     """Parse manifest.json of a bundle folder (size-bounded, one-line errors)."""
     path = folder / MANIFEST
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise BundleError(f"{path}: not a regular file (a link, a pipe or a device)")
     if not path.is_file():
         entries = itertools.islice(folder.iterdir(), 1000)  # a hint, not a search of a big folder
         inner = [d.name for d in entries if (d / MANIFEST).is_file()][:2]

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.errors import ShapeError
+from ganglion.models.manifest import Manifest
 from ganglion.runtime.session import Session
 
 BATCH = 512  # samples per call, so large test sets stay within memory
+MAX_CLASSES = 4096  # a confusion matrix of 16 M counts
 
 
 @dataclass
@@ -83,6 +85,21 @@ def predict(session: Session, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray
     return np.concatenate(predictions), (spikes / count if record else None)
 
 
+def classifier_classes(manifest: Manifest) -> int:
+    """How many classes a classifier program scores (its first output's last axis); ShapeError
+    for a program whose outputs are not one score per class (a language model's logits per
+    token) or that declares more than ``MAX_CLASSES`` (the confusion matrix is classes²)."""
+    if manifest.kind == "sequence":
+        raise ShapeError(
+            f"a language model ({manifest.architecture}) gives logits per token, not one class "
+            "per sample; eval scores classifiers (train lm and convert report bits per character)"
+        )
+    classes = manifest.outputs[0].shape[-1]
+    if not 1 <= classes <= MAX_CLASSES:
+        raise ShapeError(f"the program declares {classes} classes (eval takes 1 to {MAX_CLASSES})")
+    return classes
+
+
 def evaluate(
     session: Session,
     inputs: dict[str, np.ndarray],
@@ -92,7 +109,7 @@ def evaluate(
 ) -> Evaluation:
     """Scores of ``session`` on ``inputs`` against ``labels`` (and a reference's predictions);
     ``where`` (the data's file) begins every error about them."""
-    classes = session.manifest.outputs[0].shape[-1]
+    classes = classifier_classes(session.manifest)
     try:
         predicted, spikes = predict(session, inputs)
     except ShapeError as exc:

@@ -25,6 +25,9 @@ class GenerationError(GanglionError):
     """A program or request that generation cannot serve."""
 
 
+MAX_NEW_TOKENS = 1 << 20  # tokens one generation makes at most
+
+
 @dataclass
 class Sampling:
     """How the next token is chosen, and when to stop."""
@@ -37,8 +40,10 @@ class Sampling:
     stop_tokens: Sequence[int] = field(default_factory=tuple)  # generation ends after one
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_tokens <= 1 << 20:
-            raise GenerationError(f"max_tokens must be in [1, {1 << 20}], got {self.max_tokens}")
+        if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
+            raise GenerationError(
+                f"max_tokens must be in [1, {MAX_NEW_TOKENS}], got {self.max_tokens}"
+            )
         if not (np.isfinite(self.temperature) and self.temperature >= 0):
             raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:

@@ -18,9 +18,10 @@ from ganglion.kernels.checks import (
     expect_same_device,
     expect_shape,
 )
+from ganglion.kernels.empty_states import EMPTY_WKV_P
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-P_INIT = -1e38
+P_INIT = EMPTY_WKV_P
 CHUNK_SIZE = 32  # tokens per chunk of wkv_chunk_reference (fastest on CPU at T = 1024)
 
 

@@ -13,7 +13,9 @@ from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
 from ganglion.runtime.cli.pairs import option_pairs
-from ganglion.runtime.cli.train import MAX_BATCH
+from ganglion.runtime.cli.train import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_STEPS
+
+MAX_CALIB_WINDOWS = 1024  # spikegpt calibration windows of 256 tokens: about 1.2 GB at 1024
 
 
 def _naming(source: Path, error: Exception) -> ConversionError:
@@ -154,12 +156,18 @@ def dense(
 def spikegpt(
     model: Path = typer.Argument(..., help="An RWKV language-model bundle (ganglion train lm)."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle folder (or .tar) to write."),
-    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Surrogate-gradient steps."),
-    calib_windows: int = typer.Option(8, "--calib-windows", help="256-token calibration windows."),
+    finetune_steps: int = typer.Option(
+        0, "--finetune-steps", min=0, max=MAX_STEPS, help="Surrogate-gradient steps."
+    ),
+    calib_windows: int = typer.Option(
+        8, "--calib-windows", min=1, max=MAX_CALIB_WINDOWS, help="256-token calibration windows."
+    ),
     eval_chars: int | None = typer.Option(
         None, "--eval-chars", help="Held-out characters scored at each stage (default: all)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the calibration windows and fine-tune."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=MAX_SEED, help="Seed of the calibration windows and fine-tune."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Make a trained RWKV LM spiking (SpikeGPT form): LIF neurons calibrated on its corpus."""
@@ -172,8 +180,6 @@ def spikegpt(
     from ganglion.runtime.bundle import load_bundle, save_bundle
 
     check_target(output, force, reads=(model,))
-    if calib_windows < 1 or finetune_steps < 0:
-        raise ConversionError("--calib-windows must be >= 1 and --finetune-steps >= 0")
     source = load_bundle(model)
     if source.manifest.architecture != "rwkv":
         raise ConversionError(
@@ -337,13 +343,25 @@ def linear(
         None, "--to", help="gla | gam for a language model (required); vig for a vit (default)."
     ),
     distill_steps: int | None = typer.Option(
-        None, "--distill-steps", help="Attention-transfer steps (default 100; a vit: 200)."
+        None,
+        "--distill-steps",
+        min=0,
+        max=MAX_STEPS,
+        help="Attention-transfer steps (default 100; a vit: 200).",
     ),
     finetune_steps: int | None = typer.Option(
-        None, "--finetune-steps", help="Language models: fine-tune steps (default 200)."
+        None,
+        "--finetune-steps",
+        min=0,
+        max=MAX_STEPS,
+        help="Language models: fine-tune steps (default 200).",
     ),
     finetune_epochs: int | None = typer.Option(
-        None, "--finetune-epochs", help="A vit: fine-tune epochs over the digits (default 5)."
+        None,
+        "--finetune-epochs",
+        min=0,
+        max=MAX_EPOCHS,
+        help="A vit: fine-tune epochs over the digits (default 5).",
     ),
     batch: int | None = typer.Option(
         None, "--batch", help="Per step: windows of 128 bytes (default 4); a vit: images (64)."
@@ -354,7 +372,9 @@ def linear(
     eval_chars: int | None = typer.Option(
         None, "--eval-chars", help="Held-out characters scored at each stage (default: all)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the new weights and the windows."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=MAX_SEED, help="Seed of the new weights and the windows."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Make a trained softmax Transformer linear-time: a language model into GLA or GAM, a ViT

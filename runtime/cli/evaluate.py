@@ -46,7 +46,7 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Accuracy, per-class accuracy, confusion matrix, spikes per sample, agreement with the ANN."""
-    from ganglion.runtime.evaluation import evaluate, sample_count
+    from ganglion.runtime.evaluation import classifier_classes, evaluate, sample_count
     from ganglion.runtime.session import load
 
     arrays = read_npz(data)
@@ -54,6 +54,10 @@ def evaluate_command(
         raise ShapeError(f"{data}: needs integer labels 'y' (has {sorted(arrays)})")
     labels = arrays.pop("y")
     with load(bundle, backend=backend, device=device) as session:
+        try:
+            classifier_classes(session.manifest)  # before the data is matched to the program
+        except ShapeError as exc:
+            raise ShapeError(f"{bundle}: {exc}") from None
         names = [s.name for s in session.manifest.inputs]
         if len(names) == 1 and names[0] not in arrays and "x" in arrays:
             arrays = {names[0]: arrays["x"]}

@@ -64,14 +64,16 @@ def inspect(
         _show(console, str(bundle), info, indent="")
         console.print(_signature_line(info["signature"]), markup=False)
     if trusted_keys is not None and "verified_by" not in info["signature"]:
+        why = info["signature"].get("error") or "the bundle has no signature"
+        typer.echo(f"error: {bundle}: does not verify with --trusted-keys: {why}", err=True)
         raise typer.Exit(1)  # asked to verify, and it does not: a script must see that
 
 
 def _show_ops(deployable: Any, text: str, as_json: bool) -> None:
-    from ganglion.models.recipes.text import encode_text
+    from ganglion.runtime.cli.generate import prompt_ids
     from ganglion.runtime.token_ops import token_ops
 
-    ids = encode_text(text)
+    ids = prompt_ids(text, "--text")
     if not 1 <= len(ids) <= 100_000:
         raise ValueError("--text must hold 1 to 100,000 bytes")
     report = token_ops(deployable, ids)

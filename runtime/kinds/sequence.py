@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ganglion.kernels.empty_states import EMPTY_WKV_P
 from ganglion.models.errors import BundleError, ShapeError
 from ganglion.models.manifest import Manifest, SequenceTime, TensorSpec
 from ganglion.runtime.kinds.base import BATCH, TIME, Arrays, ArtifactWriter, ProgramKind, Tensors
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
     import torch
 
     from ganglion.models.deployable import Deployable
+    from ganglion.runtime.program import Program
 
 EXAMPLE_TOKENS = 16
+MAX_RUN_TOKENS = 1 << 16  # token ids one run or prefill call takes (batch x T)
 
 
 def _time(manifest: Manifest) -> SequenceTime:
@@ -54,9 +57,15 @@ class SequenceKind(ProgramKind):
 
     def check_values(self, manifest: Manifest, inputs: Arrays) -> None:
         """Token ids must lie in [0, vocab_size); ``run``'s ids [batch, T] hold at most
-        ``context`` tokens (where the model has one)."""
+        ``context`` tokens per sequence (where the model has one) and ``MAX_RUN_TOKENS`` in all
+        (a call's logits and activations grow with batch × T: longer inputs go in pieces)."""
         vocab, context = _time(manifest).vocab_size, _time(manifest).context
         for name, ids in inputs.items():
+            if ids.ndim == 2 and ids.size > MAX_RUN_TOKENS:
+                raise ShapeError(
+                    f"input {name!r} holds {ids.shape[0]} x {ids.shape[1]} = {ids.size} tokens; "
+                    f"one call takes at most {MAX_RUN_TOKENS} (split the sequence, or step it)"
+                )
             if context and ids.ndim == 2 and ids.shape[1] > context:
                 raise ShapeError(
                     f"input {name!r} holds {ids.shape[1]} tokens per sequence; the model's "
@@ -67,6 +76,24 @@ class SequenceKind(ProgramKind):
                     f"input {name!r}: token ids must be in [0, {vocab}), "
                     f"got {int(ids.min())}..{int(ids.max())}"
                 )
+
+    def fresh_state_problem(self, program: Program, state: Arrays) -> str | None:
+        """Every architecture starts a sequence from an empty state: growing axes (a KV
+        cache) hold nothing, an empty WKV's running maximum ``wkv_p`` is ``EMPTY_WKV_P`` and
+        everything else (token shifts, WKV and GLA sums, membranes, the position) is zero. The
+        stored state must be that, or the backends reading it (ONNX Runtime) would start
+        elsewhere than the torch module."""
+        specs = {spec.name: spec for spec in program.manifest.state}
+        for name, value in state.items():
+            spec = specs.get(name)
+            for axis, size in enumerate(spec.shape[1:] if spec is not None else ()):
+                if size == -1 and axis < value.ndim and value.shape[axis]:
+                    grown = value.shape[axis]
+                    return f"state {name!r} holds {grown} entries where a fresh one holds none"
+            fresh = EMPTY_WKV_P if name.endswith("wkv_p") else 0
+            if value.size and not np.all(value == np.asarray(fresh, value.dtype)):
+                return f"state {name!r} is not {fresh:g} throughout, as a fresh state is"
+        return None
 
     def split_steps(self, manifest: Manifest, inputs: Arrays) -> list[Arrays]:
         """One step per token position."""

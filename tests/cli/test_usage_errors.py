@@ -29,3 +29,18 @@ def test_help_and_a_bare_command_still_print_the_help() -> None:
     assert code == 0 and out.startswith("Usage: ganglion")
     code, out, _ = invoke()
     assert code == 2 and "Usage: ganglion" in out and "profile" in out
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["spikegpt", "m", "-o", "x", "--calib-windows", "100000"],  # used to take 18 GB
+        ["spikegpt", "m", "-o", "x", "--seed", "-3"],
+        ["linear", "m", "-o", "x", "--distill-steps", "10000001"],
+        ["linear", "m", "-o", "x", "--finetune-steps", "-1"],
+    ],
+)
+def test_convert_flags_are_bounded_before_any_work(flag, one_line_error) -> None:
+    code, _, err = invoke("convert", *flag)
+    one_line_error(code, err, f"'{flag[-2]}'", f"ganglion convert {flag[0]} --help")
+    assert code == 2

@@ -476,3 +476,23 @@ def test_sequence_time_chunk_prefills_the_prompt_in_calls_of_that_many_tokens() 
     assert [n for n, _ in whole_calls] == [10] and [n for n, _ in chunked_calls] == [4, 4, 2]
     np.testing.assert_allclose(chunked_calls[-1][1], whole_calls[-1][1], atol=1e-5, rtol=0)
     assert chunked_tokens == whole_tokens and len(set(whole_tokens)) > 1
+
+
+def test_every_bundle_file_has_the_same_mode_and_a_linked_manifest_is_refused(
+    tmp_path: Path,
+) -> None:
+    """safetensors writes its files 0600, hiding the weights from a service user that can read
+    config.json; a manifest.json that is a link (to anywhere) is not a bundle's own file."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    calib = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    bundle = Path(save_bundle(convert_spiking(model.eval(), calib), tmp_path / "b"))
+    modes = {f.name: f.stat().st_mode & 0o777 for f in bundle.iterdir() if f.is_file()}
+    assert len(set(modes.values())) == 1 and modes["weights.safetensors"] & 0o044, modes
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for f in bundle.iterdir():
+        (linked / f.name).write_bytes(f.read_bytes())
+    (linked / "manifest.json").unlink()
+    (linked / "manifest.json").symlink_to(bundle / "manifest.json")
+    with pytest.raises(BundleError, match="manifest.json: not a regular file"):
+        load_bundle(linked)

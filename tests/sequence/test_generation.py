@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from ganglion.models.errors import ShapeError
 from ganglion.models.sequence import sequence_model_class
 from ganglion.models.sequence.program import sequence_deployable
 from ganglion.runtime import load
@@ -165,3 +166,62 @@ def test_ops_per_token_count_spikes_and_compare_with_the_ann() -> None:
     assert report["devices"]["loihi2"]["kind"].endswith("the spiking parts only")
     dense = token_ops(sequence_deployable(_model("rwkv")), np.arange(16))
     assert dense["layers"] == {} and "loihi2" not in dense["devices"]
+
+
+def test_a_run_or_prompt_past_the_token_cap_is_refused_before_it_allocates(bundles) -> None:
+    """batch x T token ids per call are bounded: a 512 kB ids file used to ask for gigabytes of
+    logits and activations."""
+    from ganglion.runtime.kinds.sequence import MAX_RUN_TOKENS
+
+    too_many = np.zeros((2, MAX_RUN_TOKENS // 2 + 1), np.int64)
+    with load(bundles["rwkv"]) as session:
+        with pytest.raises(ShapeError, match=f"at most {MAX_RUN_TOKENS}"):
+            session.run({"ids": too_many})
+        with pytest.raises(ShapeError, match=f"at most {MAX_RUN_TOKENS}"):
+            list(generate(session, [1] * (MAX_RUN_TOKENS + 1), Sampling(1)))
+        assert session.run({"ids": too_many[:1, :8]})["logits"].shape[:2] == (1, 8)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "change"),
+    [("rwkv", ("l0.att_shift", 0.5)), ("gpt", ("t", 7)), ("gla", ("l0.S", 1.0))],
+)
+def test_a_stored_fresh_state_that_is_not_fresh_is_refused(
+    bundles, tmp_path, tampered, architecture, change
+) -> None:
+    """ONNX Runtime starts from initial_state.safetensors and torch from the module: a
+    re-hashed bundle whose stored state differs used to answer differently on the two."""
+    from safetensors.numpy import load_file, save_file
+
+    from ganglion.models.errors import BundleError
+
+    name, value = change
+
+    def edit(copy: Path) -> None:
+        state = load_file(copy / "initial_state.safetensors")
+        state[name] = np.full_like(state[name], value)
+        save_file(state, copy / "initial_state.safetensors")
+
+    bad = tampered(bundles[architecture], tmp_path, edit=edit)
+    with pytest.raises(BundleError, match=f"initial_state.safetensors: state '{name}' is not 0"):
+        load(bad, backend="onnxruntime").init_state(1)
+    load(bundles[architecture], backend="onnxruntime").init_state(1)  # the real one passes
+
+
+def test_eval_refuses_a_language_model_in_one_line(bundles, tmp_path, one_line_error) -> None:
+    """It used to flatten [B, T, V] logits and fail on an index, or score a T = 1 run as a
+    256-class classifier."""
+    from ganglion.runtime.cli import invoke
+
+    data = tmp_path / "ev.npz"
+    np.savez(data, x=np.zeros((4, 1), np.int64), y=np.zeros(4, np.int64))
+    code, _, err = invoke("eval", str(bundles["rwkv"]), "--data", str(data))
+    one_line_error(code, err, str(bundles["rwkv"]), "a language model", "eval scores classifiers")
+
+
+def test_generated_control_bytes_are_printed_as_escapes() -> None:
+    """A model's bytes never reach the terminal as ESC sequences, bells or carriage returns."""
+    from ganglion.runtime.cli.generate import VISIBLE_CONTROLS
+
+    shown = "a\x1b[2Jb\rc\n\td\x07\x7f\x9b".translate(VISIBLE_CONTROLS)
+    assert shown == "a\\x1b[2Jb\\x0dc\n\td\\x07\\x7f\\x9b"

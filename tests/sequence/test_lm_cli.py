@@ -124,6 +124,8 @@ def test_inspect_ops_prints_macs_and_spikes_per_token(converted):
     assert int(macs.group(1).replace(",", "")) > 16 * 16  # at least one d x d projection
     assert "l0.att_lif" in out and "l0.ffn_lif" in out  # the firing rate of each LIF layer
     assert "45 nm, simulated" in out
+    out, _ = _cli("inspect", bundle, "--ops", "--text", "\udcff\udcfe")  # argv bytes, not UTF-8
+    assert "counted on 2 tokens" in out
     out, _ = _cli("inspect", bundle)  # the conversion's stages, without --json
     assert "ids int64: [batch, T]" in out and "logits float32: [batch, T, " in out  # as run
     stages = re.search(r"conversion: bits per character rwkv ([\d.]+), uncalibrated ([\d.]+)", out)
