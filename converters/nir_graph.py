@@ -38,6 +38,7 @@ from ganglion.models.spiking.layers import SYNAPTIC, tensor_fields
 from ganglion.models.spiking.neuron import Neuron
 
 DELAYS_KEY = "ganglion_delays"
+TIME_KEY = "ganglion_time"  # graph metadata: how the program runs over time (JSON)
 MAX_NODE_ELEMENTS = 1 << 22  # per sample, any node's values (a 2048x2048 map); bounds memory
 
 
@@ -45,9 +46,14 @@ MAX_NODE_ELEMENTS = 1 << 22  # per sample, any node's values (a 2048x2048 map); 
 
 
 def to_nir(
-    graph: SpikingGraph, dt: float = DEFAULT_DT, dt_leaky: float | None = None
+    graph: SpikingGraph,
+    dt: float = DEFAULT_DT,
+    dt_leaky: float | None = None,
+    time: dict[str, Any] | None = None,
 ) -> nir.NIRGraph:
-    """Our graph as an NIRGraph (per-neuron parameter arrays, explicit Input/Output types)."""
+    """Our graph as an NIRGraph (per-neuron parameter arrays, explicit Input/Output types);
+    ``time`` (the program's timesteps, encoding, decoding...) goes into the graph's metadata
+    as ``ganglion_time`` (JSON), for a peer that must know how many steps to run and how."""
     nodes: dict[str, nir.NIRNode] = {
         INPUT: nir.Input(input_type={"input": np.array(graph.input_shape)}),
         OUTPUT: nir.Output(output_type={"output": np.array(graph.output_shape)}),
@@ -59,14 +65,20 @@ def to_nir(
             in_shape = graph.shapes[graph.predecessors(name)[0]]
             nodes[name] = layer_to_nir(name, layer, in_shape, dt)
     meta = {DELAYS_KEY: json.dumps(sorted(graph.delays))} if graph.delays else {}
+    if time:
+        meta[TIME_KEY] = json.dumps(time, sort_keys=True)
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=meta)
 
 
 def write_nir(
-    graph: SpikingGraph, path: str | Path, dt: float = DEFAULT_DT, dt_leaky: float | None = None
+    graph: SpikingGraph,
+    path: str | Path,
+    dt: float = DEFAULT_DT,
+    dt_leaky: float | None = None,
+    time: dict[str, Any] | None = None,
 ) -> None:
-    """Write our graph to an NIR HDF5 file."""
-    nir.write(str(path), to_nir(graph, dt, dt_leaky))
+    """Write our graph to an NIR HDF5 file (``time``: as ``to_nir``)."""
+    nir.write(str(path), to_nir(graph, dt, dt_leaky, time))
 
 
 # ---- NIR -> ours -----------------------------------------------------------------------------

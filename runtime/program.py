@@ -99,8 +99,10 @@ class Program:
         config = self.config()
         try:
             module = self.kind.build_module(self.manifest, config, tensors, self.folder)
-        except BundleError:
-            raise
+        except BundleError as exc:  # named with the bundle, which the kinds do not all know
+            if str(exc).startswith(str(self.name)):
+                raise
+            raise BundleError(f"{self.name}: {exc}") from exc
         except ConversionError as exc:  # a refused artifact (model.pt2): the reader named it
             raise BundleError(str(exc)) from exc
         except Exception as exc:  # a malformed config surfaces as many exception types

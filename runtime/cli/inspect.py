@@ -178,6 +178,12 @@ def _onnx_lines(info: dict[str, Any]) -> list[str]:
         )
     elif naming.STEP_FILE in files:
         lines.append(f"onnx   {naming.STEP_FILE}: the whole program, tensors named as above")
+    int8 = naming.precision_file("int8")
+    if int8 in files:
+        lines.append(
+            f"onnx   {int8}: the same, quantized (QDQ, per-channel weights); run it with "
+            "--precision int8"
+        )
     if naming.SEQUENCE_FILE in files and info["kind"] == "spiking":
         lines.append(
             f"onnx   {naming.SEQUENCE_FILE}: the whole run from a fresh state; feed "

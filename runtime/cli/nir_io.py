@@ -96,6 +96,7 @@ def export(
                 raise BundleError(f"{path} is inside the bundle; write exports elsewhere")
     from ganglion.converters.nir_graph import write_nir
     from ganglion.runtime.bundle import load_bundle
+    from ganglion.runtime.kinds.spiking import nir_time
 
     deployable = load_bundle(bundle)
     if nir is not None and deployable.manifest.kind == "sequence":
@@ -107,7 +108,13 @@ def export(
             )
         time = deployable.manifest.time
         with atomic_file(nir, force) as tmp:
-            write_nir(deployable.module.graph, tmp, time.dt, time.semantics.get("dt_leaky"))
+            write_nir(
+                deployable.module.graph,
+                tmp,
+                time.dt,
+                time.semantics.get("dt_leaky"),
+                nir_time(deployable.manifest),
+            )
         typer.echo(f"NIR graph written to {nir}")
     if onnx is not None:
         from ganglion.runtime.onnx_export.export import write_onnx

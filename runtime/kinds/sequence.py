@@ -126,6 +126,19 @@ class SequenceKind(ProgramKind):
             )
         model = sequence_model_class(manifest.architecture).from_config(config)
         model.load_state_dict(tensors)
+        ids = [(s.name, s.dtype, s.shape) for s in manifest.inputs]
+        if ids != [("ids", "int64", [-1])]:
+            raise BundleError(f"manifest.json declares inputs {ids}; a {manifest.architecture} "
+                              "takes ids int64 [-1] (one token a step)")  # fmt: skip
+        declared = [(s.name, s.dtype, s.shape) for s in manifest.state]
+        built = [(s.name, s.dtype, s.shape) for s in model.state_specs()]
+        if declared != built:
+            first = next(
+                (d, b) for d, b in zip([*declared, None], [*built, None], strict=False) if d != b
+            )
+            raise BundleError(
+                f"manifest.json declares state {first[0]}; config.json builds {first[1]}"
+            )
         return model.eval()
 
     def torch_run(self, module: torch.nn.Module, inputs: Tensors, record: bool = False) -> Tensors:

@@ -194,7 +194,11 @@ class SpikingKind(ProgramKind):
 
         writers: dict[str, ArtifactWriter] = {
             GRAPH_NIR: lambda d, p: write_nir(
-                d.module.graph, p, _time(d.manifest).dt, _time(d.manifest).semantics.get("dt_leaky")
+                d.module.graph,
+                p,
+                _time(d.manifest).dt,
+                _time(d.manifest).semantics.get("dt_leaky"),
+                nir_time(d.manifest),
             )
         }
         if deployable.manifest.numerics == "float32":
@@ -298,3 +302,11 @@ class SpikingKind(ProgramKind):
     def parity_atol(self, manifest: Manifest, output: str) -> float | None:
         """Spikes and spike counts exactly; membrane (float) outputs within 1e-5."""
         return 1e-5 if _time(manifest).decoding == "membrane" else None
+
+
+def nir_time(manifest: Manifest) -> dict[str, Any]:
+    """How the program runs over time, for graph.nir's ``ganglion_time`` metadata: NIR itself
+    says nothing of T, the input encoding or the output decoding."""
+    time = _time(manifest)
+    keys = ("timesteps", "dt", "encoding", "decoding", "seed", "delay")
+    return {key: getattr(time, key) for key in keys}

@@ -84,6 +84,7 @@ def test_digits_cnn_from_pt2_runs_everywhere_with_int8(cnn_files, capsys, tamper
     assert report["onnx_vs_torch"]["output_max_abs_diff"] < 1e-4
     code, out, _ = _cli(["inspect", bundle], capsys)
     assert code == 0 and "dense program (exported" in out
+    assert "onnx   model.int8.onnx: the same, quantized" in out
     graph = onnx.load(bundle / "model.onnx").graph  # the batch axis named for a peer
     for value in (graph.input[0], graph.output[0]):
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"

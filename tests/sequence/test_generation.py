@@ -225,3 +225,23 @@ def test_generated_control_bytes_are_printed_as_escapes() -> None:
 
     shown = "a\x1b[2Jb\rc\n\td\x07\x7f\x9b".translate(VISIBLE_CONTROLS)
     assert shown == "a\\x1b[2Jb\\x0dc\n\td\\x07\\x7f\\x9b"
+
+
+def test_a_manifest_that_misdeclares_ids_or_state_is_refused_naming_it(
+    bundles, tmp_path, tampered
+) -> None:
+    """Such a manifest used to fail at the first call, differently per backend and without the
+    bundle's name."""
+    from ganglion.models.errors import BundleError
+    from ganglion.runtime.bundle import load_bundle
+
+    def float_ids(data: dict) -> None:
+        data["inputs"][0]["dtype"] = "float32"
+
+    def wide_state(data: dict) -> None:
+        data["state"][0]["shape"] = [-1, 17]
+
+    for edit, words in ((float_ids, "declares inputs"), (wide_state, "declares state")):
+        bad = tampered(bundles["rwkv"], tmp_path, manifest=edit)
+        with pytest.raises(BundleError, match=f"{bad.name}: manifest.json {words}"):
+            load_bundle(bad).deployable()

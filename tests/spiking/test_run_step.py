@@ -103,3 +103,19 @@ def test_rate_spikes_of_a_sample_do_not_depend_on_its_batch() -> None:
         assert np.array_equal(rate_spikes(x[::-1], t, seed=11), whole[::-1])
         assert all(np.array_equal(rate_spikes(x[i : i + 1], t, 11)[0], whole[i]) for i in range(8))
         assert 0 < whole.mean() < 1 and not np.array_equal(whole, rate_spikes(x, t, seed=12))
+
+
+def test_graph_nir_says_how_the_program_runs_over_time(tmp_path) -> None:
+    """NIR itself carries no T, encoding or decoding; a peer reads them from ganglion_time."""
+    import json
+
+    import nir
+
+    from ganglion.runtime.bundle import save_bundle
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    calib = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    options = SpikingOptions(timesteps=6, encoding="rate", decoding="count")
+    bundle = save_bundle(convert_spiking(model.eval(), calib, options=options), tmp_path / "b")
+    time = json.loads(nir.read(str(bundle / "graph.nir")).metadata["ganglion_time"])
+    assert (time["timesteps"], time["encoding"], time["decoding"]) == (6, "rate", "count")
