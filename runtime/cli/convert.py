@@ -13,7 +13,13 @@ from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
 from ganglion.runtime.cli.pairs import option_pairs
-from ganglion.runtime.cli.train import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_STEPS
+from ganglion.runtime.cli.train import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_STEPS,
+    step_progress,
+)
 
 MAX_CALIB_WINDOWS = 1024  # spikegpt calibration windows of 256 tokens: about 1.2 GB at 1024
 
@@ -189,7 +195,7 @@ def spikegpt(
     name = source.manifest.provenance.get("corpus", "prose")
     corpus = load_corpus(name if name in CORPORA else "prose")
     calib = random_windows(corpus.train, calib_windows, 255, np.random.default_rng(seed))
-    progress = _steps_progress(finetune_steps, "fine-tune")
+    progress = step_progress(finetune_steps, "fine-tune")
     with progress:
         task = progress.add_task("fine-tune", total=max(finetune_steps, 1), loss="-")
         snn, report = convert_spikegpt(
@@ -219,20 +225,6 @@ def spikegpt(
         f"{report.finetune_tokens:,} fine-tune"
     )
     console.print(f"bundle written to {path}")
-
-
-def _steps_progress(total: int, what: str) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    return Progress(
-        TextColumn(what),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        console=Console(stderr=True),
-        transient=True,
-        disable=total == 0,
-    )
 
 
 @convert_app.command("ensemble")
@@ -449,7 +441,7 @@ def linear(
     if name not in CORPORA:
         raise ConversionError(f"--corpus must be one of {', '.join(CORPORA)}, got {name!r}")
     text = load_corpus(name)
-    progress = _steps_progress(distill_steps + finetune_steps, f"linearize to {to}")
+    progress = step_progress(distill_steps + finetune_steps, f"linearize to {to}")
     with progress:
         task = progress.add_task(
             "linearize", total=max(distill_steps + finetune_steps, 1), loss="-"

@@ -8,6 +8,7 @@ an image classifier on scikit-learn's digits.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import typer
@@ -37,7 +38,9 @@ MAX_EPOCHS = 10**4  # --epochs
 MAX_TOKENS_PER_STEP = 1 << 20  # --batch x --length: the activations of one step are bounded
 
 
-def _progress(total: int, what: str) -> Progress:
+def step_progress(total: int, what: str) -> Progress:
+    """A progress bar of ``total`` steps with the loss, on stderr while it is a terminal (a log
+    or a pipe gets nothing, not even the blank line a finished bar leaves)."""
     return Progress(
         TextColumn(what),
         BarColumn(),
@@ -46,6 +49,7 @@ def _progress(total: int, what: str) -> Progress:
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
+        disable=total == 0 or not sys.stderr.isatty(),
     )
 
 
@@ -128,7 +132,7 @@ def train_lm_command(
     model = cls.from_config({**cls().to_config(), "d_model": d_model, "n_layers": layers})
     if model.context is not None and length > model.context:
         raise GanglionError(f"--length {length} exceeds {arch}'s context of {model.context}")
-    with _progress(steps, f"train {arch} on {corpus}") as progress:
+    with step_progress(steps, f"train {arch} on {corpus}") as progress:
         task = progress.add_task("train", total=steps, loss="-")
         report = train_lm(
             model,
@@ -197,7 +201,7 @@ def train_vision_command(
         {**cls().to_config(), "upsample": upsample, "d_model": d_model, "n_layers": layers}
     )
     data = load_digits(image=True, seed=seed)
-    with _progress(epochs, f"train {arch} on digits") as progress:
+    with step_progress(epochs, f"train {arch} on digits") as progress:
         task = progress.add_task("train", total=epochs, loss="-")
         report = train_vision(
             model,

@@ -51,7 +51,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(bundle, stdout) of ``train lm`` of a tiny RWKV on prose."""
     bundle = tmp_path_factory.mktemp("lm_cli") / "rwkv"
     sizes = ("--steps", 8, "--d-model", 16, "--layers", 1, "--batch", 4, "--length", 32)
-    out, _ = _cli("train", "lm", "--arch", "rwkv", *sizes, "--eval-chars", EVAL_CHARS, "-o", bundle)
+    out, err = _cli("train", "lm", "--arch", "rwkv", *sizes, "--eval-chars", EVAL_CHARS, "-o", bundle)
+    assert err == ""  # no progress bar, nor the blank line it leaves, where stderr is a log
     return bundle, out
 
 
@@ -60,7 +61,7 @@ def converted(trained: tuple[Path, str]) -> tuple[Path, str]:
     """(bundle, stdout) of ``convert spikegpt`` of the trained RWKV with a 2-step fine-tune."""
     source, _ = trained
     bundle = source.parent / "spikegpt"
-    out, _ = _cli(
+    out, err = _cli(
         "convert",
         "spikegpt",
         source,
@@ -73,6 +74,7 @@ def converted(trained: tuple[Path, str]) -> tuple[Path, str]:
         "--eval-chars",
         EVAL_CHARS,
     )
+    assert err == ""
     return bundle, out
 
 
