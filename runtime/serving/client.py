@@ -114,10 +114,11 @@ class NodeClient:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         timeout_s: float = 30.0,
+        max_reply_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_reply_bytes),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _service_config()),
         ]

@@ -14,6 +14,7 @@ selection problem's gate, correctness and aggregation come from the same call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,8 +134,26 @@ class CoordinatedEnsemble:
         manifest = self.members[expert]
         return infer_request(expert, member_inputs(self.bundle_config, expert, manifest, inputs))
 
-    def expert_probs(self, expert: str, response: Any) -> np.ndarray:
-        """Class probabilities [B, C] from a node's answer (raw or typed contents)."""
+    def expert_probs(self, expert: str, response: Any, batch: int) -> np.ndarray:
+        """Class probabilities [batch, C] from a node's answer (raw or typed contents). WireError
+        for an answer that is not the member's declared output (name, datatype, shape: the
+        batch asked for and the ensemble's classes) or holds a non-finite score: a node's word
+        is checked, never trusted."""
+        declared = self.members[expert].outputs
+        want = {s.name: (DATATYPE_OF[s.dtype], s.shape) for s in declared}
+        got = {t.name: (t.datatype, list(t.shape)) for t in response.outputs}
+        if set(got) != set(want):
+            raise WireError(f"outputs {sorted(got)}, where the member declares {sorted(want)}")
+        classes = self.manifest.outputs[0].shape[-1]
+        for name, (datatype, shape) in got.items():
+            kind, declared_shape = want[name]
+            if datatype != kind:
+                raise WireError(f"output {name!r} is {datatype}, where the member declares {kind}")
+            if not shape or shape[0] != batch or math.prod(shape[1:]) != classes:
+                raise WireError(
+                    f"output {name!r} has shape {shape}, for a batch of {batch} and "
+                    f"{classes} classes (declared {declared_shape})"
+                )
         if len(response.raw_output_contents) or not len(response.outputs):
             scores = response_arrays(response)
         else:
@@ -142,13 +161,9 @@ class CoordinatedEnsemble:
                 t.name: array_from_contents(t.name, t.datatype, list(t.shape), t.contents)
                 for t in response.outputs
             }
-        probs = expert_probs(scores, expert)
-        classes = self.manifest.outputs[0].shape[-1]
-        if probs.shape[-1] != classes:
-            raise WireError(
-                f"expert {expert!r} answered {probs.shape[-1]} classes; the ensemble has {classes}"
-            )
-        return probs
+        if not all(np.isfinite(value).all() for value in scores.values()):
+            raise WireError("its scores hold NaN or infinity")
+        return expert_probs(scores, expert)
 
     def metadata(self) -> Any:
         """ModelMetadata of the ensemble: its inputs as ``run`` takes them, probs and gate."""

@@ -1,18 +1,20 @@
 """One ensemble request through the cluster: the gate, the plan, the chosen experts' nodes
 called in parallel with deadlines, failover, the mixture, and the response parameters.
 
-Failover: a call answered UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, NOT_FOUND or
-CANCELLED moves to the expert's next admitted replica within its energy allowance
-(``Plan.allowances``: so that the energy reported never exceeds the budget); the failed node is
-ejected for the first two (DEADLINE_EXCEEDED only when the call had its full
-``call_timeout_s``: a call cut short by the client's own deadline says nothing of the node),
-its model marked gone for NOT_FOUND. An expert with no replica left fails, and the experts are
+Failover: a call that fails (any status from the node, a reply over ``MAX_NODE_REPLY_BYTES``)
+or whose answer is not the member's declared output — its name, datatype, the batch asked for,
+the ensemble's classes, finite scores (``CoordinatedEnsemble.expert_probs``) — moves to the
+expert's next admitted replica within its energy allowance (``Plan.allowances``: so that the
+energy reported never exceeds the budget). The failed node is ejected for UNAVAILABLE,
+DEADLINE_EXCEEDED (only when the call had its full ``call_timeout_s``: a call cut short by the
+client's own deadline says nothing of the node) and a bad answer, its model marked gone for
+NOT_FOUND. A node's message enters ours and the log as its first line, at most
+``MAX_NODE_WORDS`` characters. An expert with no replica left fails, and the experts are
 re-planned without it within what is left of the budgets (``Planner.replan``).
 A call still waiting on a node that is taken out meanwhile (a probe or another request found
 it dead or hung) moves on at once. Every call's deadline is the smaller of ``call_timeout_s``
 and the time left to the request's deadline, so a request answers — its mixture or an
-explicit error — before that deadline. Any other failure (a request the expert refuses, an
-answer that is not class scores) fails the request with its own status.
+explicit error — before that deadline.
 
 Mixing is the ensemble's own (``runtime.kinds.ensemble.mixture_outputs``, ``models.mixture``):
 the gate renormalized over the chosen experts, their probabilities weighted and summed.
@@ -48,16 +50,8 @@ from ganglion.runtime.serving.sequences import sequence_control
 from ganglion.runtime.serving.status import NodeError
 
 Code = grpc.StatusCode
-RETRY = frozenset(
-    {
-        Code.UNAVAILABLE,
-        Code.DEADLINE_EXCEEDED,
-        Code.RESOURCE_EXHAUSTED,
-        Code.NOT_FOUND,
-        Code.CANCELLED,
-    }
-)
 EJECT = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED})
+MAX_NODE_WORDS = 200  # characters of a node's message quoted in ours
 BUDGETS = ("energy_budget_j", "latency_budget_ms")
 
 
@@ -232,6 +226,7 @@ class EnsembleRequest:
         (``Planner.route``) until one answers."""
         attempts, pool = self.attempts, self.pool
         request = self.ensemble.member_request(expert, inputs)
+        batch = int(next(iter(inputs.values())).shape[0])  # the rows each answer must hold
         tried: set[str] = set()
         while True:
             replica = self.planner.route(expert, tried, max_energy_j)
@@ -252,27 +247,25 @@ class EnsembleRequest:
                     node, node.client.model_infer(request, min(self.call_timeout_s, left))
                 )
             except NodeCallError as exc:
-                attempts.errors.append(f"{expert}@{node.name}: {exc.code.name} {exc.details}")
-                if exc.code not in RETRY:
-                    raise NodeError(
-                        exc.code, f"expert {expert!r} on node {node.name!r}: {exc.details}"
-                    ) from None
-                attempts.retries += 1
+                details = _node_words(exc.details)
+                attempts.errors.append(f"{expert}@{node.name}: {exc.code.name} {details}")
+                attempts.retries += 1  # any failure of a node: its other replicas may answer
                 if exc.code in EJECT and not (cut_short and exc.code == Code.DEADLINE_EXCEEDED):
-                    pool.eject(node, f"{exc.code.name}: {exc.details}")
+                    pool.eject(node, f"{exc.code.name}: {details}")
                 elif exc.code == Code.NOT_FOUND:
-                    pool.model_gone(node, expert, exc.details)
+                    pool.model_gone(node, expert, details)
                 continue
             finally:
                 node.in_flight -= 1
             pool.observe(node, expert, time.monotonic() - sent)
             try:
-                probs = self.ensemble.expert_probs(expert, response)
-            except Exception as exc:
-                raise NodeError(
-                    Code.FAILED_PRECONDITION,
-                    f"expert {expert!r} on node {node.name!r} answered no class scores ({exc})",
-                ) from None
+                probs = self.ensemble.expert_probs(expert, response, batch)
+            except Exception as exc:  # noqa: BLE001 - a node's answer is checked, not trusted
+                why = _node_words(str(exc))
+                attempts.errors.append(f"{expert}@{node.name}: a bad answer ({why})")
+                attempts.retries += 1
+                pool.eject(node, f"a bad answer for {expert!r}: {why}")
+                continue
             attempts.answers[expert] = Answer(probs, node.name, cost)
             return
 
@@ -322,3 +315,10 @@ class EnsembleRequest:
         params["latency_budget_ms"].double_param = latency
         params["retries"].int64_param = attempts.retries
         params["replans"].int64_param = attempts.replans
+
+
+def _node_words(text: str) -> str:
+    """A node's (or a node answer's) message as it may enter our messages and log: its first
+    line, at most ``MAX_NODE_WORDS`` characters (a node must not forge log lines)."""
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= MAX_NODE_WORDS else line[: MAX_NODE_WORDS - 1] + "…"

@@ -10,15 +10,20 @@ Latency, best first:
   plus the simulated link.
 Energy: the node's warm-up energy per inference where its telemetry reports one (measured or
 simulated, as the node's meter says), else the device profile; plus the simulated link.
+A reported figure that is NaN, negative or above ``MAX_REPORTED`` is ignored (the next source
+is used): a node's telemetry is checked, not trusted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ganglion.runtime.selection import Expert
+
+MAX_REPORTED = 1e6  # joules or seconds per inference a node may report; above: not believed
 
 MEASURED, SIMULATED = "measured", "simulated"
 
@@ -59,12 +64,15 @@ def replica_cost(
     energy, energy_kind = simulated.energy_j, SIMULATED
     measurement = telemetry.measurement if telemetry is not None else None
     if measurement is not None and measurement.runs > 0:
-        energy = measurement.energy_per_inference_j
-        energy_kind = MEASURED if measurement.energy_kind == MEASURED else SIMULATED
+        if _usable(measurement.energy_per_inference_j):  # a node's figure is checked
+            energy = measurement.energy_per_inference_j
+            energy_kind = MEASURED if measurement.energy_kind == MEASURED else SIMULATED
+    seconds = None
+    if telemetry is not None and (telemetry.inferences > 0 or measurement is not None):
+        seconds = telemetry.latency_p50_s if telemetry.inferences > 0 else measurement.latency_p50_s
     if observed_ms is not None:
         latency, tx_latency, kind, source = observed_ms, 0.0, MEASURED, "observed"
-    elif telemetry is not None and (telemetry.inferences > 0 or measurement is not None):
-        seconds = telemetry.latency_p50_s if telemetry.inferences > 0 else measurement.latency_p50_s
+    elif seconds is not None and _usable(seconds):
         latency, tx_latency, kind, source = (
             seconds * 1e3,
             simulated.tx_latency_ms,
@@ -77,6 +85,13 @@ def replica_cost(
     return ReplicaCost(
         energy, latency, simulated.tx_energy_j, tx_latency, energy_kind, kind, source
     )
+
+
+def _usable(figure: float) -> bool:
+    """Whether a node's reported cost can be used: finite, >= 0 and below ``MAX_REPORTED``
+    (NaN, negative or absurd telemetry falls back to the simulated figure, never into the
+    selection problem, which refuses it)."""
+    return math.isfinite(figure) and 0.0 <= figure <= MAX_REPORTED
 
 
 def figure_kind(parts: Iterable[tuple[float, str]]) -> str:

@@ -31,6 +31,7 @@ from ganglion.runtime.serving.cluster_config import NodeConfig
 from ganglion.runtime.serving.security import read_token
 
 OBSERVED_WEIGHT = 0.2  # weight of the newest round trip in the moving average
+MAX_NODE_REPLY_BYTES = 64 << 20  # a larger reply from a node is refused by gRPC (then failover)
 
 
 @dataclass
@@ -78,7 +79,11 @@ class NodePool:
     def _client(self, config: NodeConfig) -> NodeClient:
         token = read_token(config.token_file) if config.token_file is not None else None
         return NodeClient(
-            config.address, token, tls_ca=config.tls_ca, timeout_s=self.probe_timeout_s
+            config.address,
+            token,
+            tls_ca=config.tls_ca,
+            timeout_s=self.probe_timeout_s,
+            max_reply_bytes=MAX_NODE_REPLY_BYTES,
         )
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:

@@ -55,3 +55,15 @@ def test_a_sum_is_measured_only_when_every_nonzero_part_is() -> None:
     assert figure_kind([(1.0, "measured"), (0.0, "simulated")]) == "measured"
     assert figure_kind([(1.0, "simulated"), (2.0, "simulated")]) == "simulated"
     assert figure_kind([(1.0, "measured"), (2.0, "simulated")]) == "measured+simulated"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -5.0, float("inf"), 1e300])
+def test_a_nodes_absurd_telemetry_falls_back_to_the_profile(bad: float) -> None:
+    """One node reporting NaN, negative or infinite costs used to fail every request of the
+    ensemble (the selection problem refuses them), even with an honest replica up."""
+    telemetry = _telemetry(4, "measured")
+    telemetry.latency_p50_s = bad
+    telemetry.measurement.energy_per_inference_j = bad
+    cost = replica_cost(PROFILE, telemetry, None)
+    assert (cost.energy_j, cost.energy_kind) == (0.5, "simulated")
+    assert (cost.latency_ms, cost.latency_source) == (20.0, "profile")

@@ -1,0 +1,88 @@
+"""A node that passes every health check but lies in its answers (tests/cluster/hostile_node.py,
+a separate process) beside an honest one: the coordinator checks each answer against the
+member's declared output, fails over to the honest replica and answers as the ensemble would,
+never with the lie mixed in, and quotes no more of the node's message than its first line."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganglion.runtime.serving.client import NodeClient
+
+from .conftest import CLASSES, EXPERTS, free_port
+
+HOSTILE = Path(__file__).with_name("hostile_node.py")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[Path, Path, int]:
+    """(mode file, count file, port) of a running hostile node."""
+    folder = tmp_path_factory.mktemp("hostile")
+    mode, count, port = folder / "mode", folder / "count", free_port()
+    mode.write_text("honest")
+    command = [sys.executable, str(HOSTILE), str(port), str(mode), str(count), str(CLASSES)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield mode, count, port
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, hostile, ensemble_bundle, cluster_file, start_cluster):
+    _, _, port = hostile
+    nodes = {  # the liar sits on the faster device: the planner asks it first
+        "liar": {"device": "rtx-4090", "models": list(EXPERTS), "start": "external", "port": port},
+        "honest": {"device": "jetson-orin-nano-8gb", "models": list(EXPERTS)},
+    }
+    config = cluster_file(
+        tmp_path_factory.mktemp("liar"),
+        ensemble_bundle,
+        nodes,
+        health_interval_ms=200,
+        telemetry_interval_ms=60_000,
+    )
+    return start_cluster(config)
+
+
+def _admitted(address: str, node: str) -> None:
+    async def wait() -> None:
+        async with NodeClient(address, timeout_s=5.0) as client:
+            for _ in range(100):
+                if await client.health(f"node/{node}") == "SERVING":
+                    return
+                await asyncio.sleep(0.1)
+        pytest.fail(f"node {node} was not re-admitted")
+
+    asyncio.run(wait())
+
+
+@pytest.mark.parametrize("lie", ["nan", "rows", "datatype", "name", "internal"])
+def test_a_lying_node_is_failed_over_and_its_lie_never_mixed_in(
+    cluster, hostile, ask_once, expected, lie
+) -> None:
+    mode, count, _ = hostile
+    _admitted(cluster.coordinator, "liar")
+    mode.write_text(lie)
+    calls = int(count.read_text()) if count.exists() else 0
+    x = np.random.default_rng(11).normal(size=(3, 8)).astype(np.float32)
+    reply = ask_once(cluster.coordinator, x)
+    assert int(count.read_text()) > calls  # the liar was asked
+    assert reply.parameters["retries"] >= 1 and "liar" not in reply.parameters["nodes"]
+    want = expected(x, reply.experts)
+    for name in ("probs", "gate"):
+        assert np.isfinite(reply.outputs[name]).all()
+        np.testing.assert_allclose(reply.outputs[name], want[name], rtol=0, atol=1e-6)
+    mode.write_text("honest")
+    log = (cluster.state_dir / "coordinator-coordinator.log").read_text(errors="replace")
+    assert "forged log line" not in log and "x" * 300 not in log
+    time.sleep(0.05)
