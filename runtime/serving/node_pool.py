@@ -4,10 +4,12 @@ now, their telemetry where they offer ``ganglion.v1``, and the coordinator's own
 Health: every ``health_interval_s`` each node is asked ServerReady and ModelReady for every
 model it hosts — KServe v2 calls that every server answers (ours, Triton, KServe). A node
 that answers ready is admitted with its ready models. A node that fails a probe, or a call
-that failed with UNAVAILABLE or DEADLINE_EXCEEDED (``eject``), is out at once: its ``out``
-event is set, which releases the calls still waiting on it. It is probed again over a fresh
-channel each time, so a restarted node is re-admitted at the next probe instead of after
-gRPC's reconnect back-off, and its round trips are measured afresh. The channel it was using
+that failed with UNAVAILABLE or DEADLINE_EXCEEDED or answered badly (``eject``), is out at
+once: its ``out`` event is set, which releases the calls still waiting on it. It is probed again
+over a fresh channel each time, so a restarted node is re-admitted at the next probe instead of
+after gRPC's reconnect back-off, and its round trips are measured afresh; one ejected by its
+calls is re-admitted no sooner than ``HOLD_S`` later, doubling with each such ejection before
+its next good answer, up to ``MAX_HOLD_S``. The channel it was using
 closes later, once calls still in flight on it have had their deadline.
 
 Telemetry: every ``telemetry_interval_s`` each admitted node is asked GetTelemetry; one that
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +34,7 @@ from ganglion.runtime.serving.cluster_config import NodeConfig
 from ganglion.runtime.serving.security import read_token
 
 OBSERVED_WEIGHT = 0.2  # weight of the newest round trip in the moving average
+HOLD_S, MAX_HOLD_S = 0.25, 30.0  # a node ejected by a call waits this long, doubling, to return
 MAX_NODE_REPLY_BYTES = 64 << 20  # a larger reply from a node is refused by gRPC (then failover)
 
 
@@ -48,6 +52,8 @@ class NodeState:
     observed_ms: dict[str, float] = field(default_factory=dict)  # model -> round trip average
     out: asyncio.Event = field(default_factory=asyncio.Event)  # set when taken out
     in_flight: int = 0  # the coordinator's calls waiting on it now
+    ejections: int = 0  # calls that took it out since its last good answer
+    held_until: float = 0.0  # time.monotonic() before which no probe re-admits it
 
     @property
     def name(self) -> str:
@@ -117,9 +123,15 @@ class NodePool:
         return [n for n in self.nodes.values() if n.admitted and model in n.ready_models]
 
     def eject(self, node: NodeState, reason: str) -> None:
-        """Take ``node`` out after a failed call (the next probe may re-admit it)."""
+        """Take ``node`` out after a failed call or a bad answer. Probes re-admit it no sooner
+        than ``HOLD_S`` later, doubled for each such ejection since its last good answer (up
+        to ``MAX_HOLD_S``): a node that passes its probes but fails its calls (hung, lying)
+        stops costing most requests a failed call."""
         if node.admitted:
-            self._set_out(node, reason)
+            node.ejections += 1
+            hold = min(MAX_HOLD_S, HOLD_S * 2 ** (node.ejections - 1))
+            node.held_until = time.monotonic() + hold
+            self._set_out(node, f"{reason} (held out {hold:g} s)")
 
     def model_gone(self, node: NodeState, model: str, reason: str) -> None:
         """``node`` answered that it does not have ``model`` (NOT_FOUND)."""
@@ -131,6 +143,7 @@ class NodePool:
 
     def observe(self, node: NodeState, model: str, seconds: float) -> None:
         """A round trip to ``node`` for ``model`` that succeeded in ``seconds``."""
+        node.ejections = 0
         ms = seconds * 1e3
         old = node.observed_ms.get(model)
         node.observed_ms[model] = ms if old is None else old + OBSERVED_WEIGHT * (ms - old)
@@ -152,6 +165,8 @@ class NodePool:
     async def _probe(self, node: NodeState) -> None:
         """ServerReady and ModelReady of every hosted model; admit, keep or take out."""
         fresh = not node.admitted
+        if fresh and time.monotonic() < node.held_until:  # ejected by calls: not yet
+            return
         client = self._client(node.config) if fresh else node.client
         try:
             ready = await client.ready()

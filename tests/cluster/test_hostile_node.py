@@ -86,3 +86,31 @@ def test_a_lying_node_is_failed_over_and_its_lie_never_mixed_in(
     log = (cluster.state_dir / "coordinator-coordinator.log").read_text(errors="replace")
     assert "forged log line" not in log and "x" * 300 not in log
     time.sleep(0.05)
+
+
+def test_a_node_ejected_by_its_calls_is_held_out_longer_each_time(hostile) -> None:
+    """A node that passes its probes but fails its calls (hung, lying) used to be re-admitted
+    at the next probe, costing most requests a failed call."""
+    from ganglion.runtime.serving.cluster_config import NodeConfig
+    from ganglion.runtime.serving.node_pool import HOLD_S, NodePool
+
+    _, _, port = hostile
+
+    async def run() -> list[tuple[bool, float]]:
+        pool = NodePool([NodeConfig("liar", port, ("e1",))], 60.0, 60.0, 1.0)
+        await pool.start()
+        node, seen = pool.nodes["liar"], []
+        for _ in range(2):
+            assert node.admitted
+            pool.eject(node, "a bad answer")
+            await pool._probe(node)  # at once: still held out
+            seen.append((node.admitted, node.held_until - time.monotonic()))
+            await asyncio.sleep(node.held_until - time.monotonic() + 0.01)
+            await pool._probe(node)  # after the hold: back
+        pool.observe(node, "e1", 0.01)  # a good answer forgives
+        assert node.ejections == 0 and "held out" not in node.reason
+        return seen
+
+    seen = asyncio.run(run())
+    assert [admitted for admitted, _ in seen] == [False, False]
+    assert 0.5 * HOLD_S < seen[0][1] <= HOLD_S and 1.5 * HOLD_S < seen[1][1] <= 2 * HOLD_S
