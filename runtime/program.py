@@ -93,9 +93,12 @@ class Program:
             tensors = load_tensors(self.artifact(WEIGHTS)) if self.has_artifact(WEIGHTS) else {}
         except SafetensorError as exc:
             raise BundleError(f"{self.name}/{WEIGHTS}: not readable safetensors ({exc})") from exc
+        finite = not self.kind.infinite_weights  # our own architectures hold no infinity
         for name, tensor in tensors.items():
             if tensor.is_floating_point():
-                refuse_nan(f"{self.name}/{WEIGHTS}", name, tensor.isnan().numpy())
+                nan = tensor.isnan()
+                bad = nan | tensor.isinf() if finite else nan
+                refuse_nan(f"{self.name}/{WEIGHTS}", name, bad.numpy(), nan.numpy())
         config = self.config()
         try:
             module = self.kind.build_module(self.manifest, config, tensors, self.folder)
@@ -158,10 +161,12 @@ def read_numpy_tensors(data: bytes, where: str) -> dict[str, np.ndarray]:
     return tensors
 
 
-def refuse_nan(where: str, name: str, nan: np.ndarray) -> None:
-    """BundleError naming the first NaN of tensor ``name`` of file ``where`` (``nan``, its NaN
-    mask), if any: a trained model's weights and state are numbers. (Infinity is allowed:
-    attention masks hold -inf.)"""
-    if nan.any():
-        index = tuple(int(i) for i in np.argwhere(nan)[0])
-        raise BundleError(f"{where}: tensor {name!r} holds NaN at index {index}")
+def refuse_nan(where: str, name: str, bad: np.ndarray, nan: np.ndarray | None = None) -> None:
+    """BundleError naming the first flagged value of tensor ``name`` of file ``where`` (``bad``:
+    its NaN mask, or its NaN-or-infinity mask with ``nan`` the NaN one), if any: weights and
+    state are numbers. (Infinity is refused only where the kind says so: a user's network may
+    hold -inf in an attention mask.)"""
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = "NaN" if nan is None or nan[index] else "infinity"
+        raise BundleError(f"{where}: tensor {name!r} holds {what} at index {index}")

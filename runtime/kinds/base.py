@@ -44,6 +44,7 @@ class ProgramKind(ABC):
 
     name: str = ""
     has_steps: bool = True  # False: ``step`` is ``run`` and there is no state
+    infinite_weights: bool = False  # True: weights may hold infinity (a user's -inf masks)
 
     # ---- the Session contract's host side ----------------------------------------------------
 

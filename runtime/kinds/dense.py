@@ -72,6 +72,7 @@ class DenseKind(ProgramKind):
 
     name = "dense"
     has_steps = False
+    infinite_weights = True  # a user's network: attention masks may hold -inf
 
     def build_module(
         self, manifest: Manifest, config: dict[str, Any], tensors: Tensors, folder: Path

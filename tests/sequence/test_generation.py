@@ -245,3 +245,22 @@ def test_a_manifest_that_misdeclares_ids_or_state_is_refused_naming_it(
         bad = tampered(bundles["rwkv"], tmp_path, manifest=edit)
         with pytest.raises(BundleError, match=f"{bad.name}: manifest.json {words}"):
             load_bundle(bad).deployable()
+
+
+def test_infinite_weights_of_our_own_architectures_are_refused(bundles, tmp_path, tampered):
+    """They made every logit NaN (run answered exit 0); a user's dense network keeps its -inf
+    masks."""
+    from safetensors.numpy import load_file, save_file
+
+    from ganglion.models.errors import BundleError
+    from ganglion.runtime.bundle import load_bundle
+
+    def edit(copy: Path) -> None:
+        weights = load_file(copy / "weights.safetensors")
+        name = sorted(weights)[0]
+        weights[name].reshape(-1)[3] = -np.inf
+        save_file(weights, copy / "weights.safetensors")
+
+    bad = tampered(bundles["rwkv"], tmp_path, edit=edit)
+    with pytest.raises(BundleError, match=r"weights\.safetensors: tensor .* holds infinity at"):
+        load_bundle(bad).deployable()
