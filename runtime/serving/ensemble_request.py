@@ -7,8 +7,8 @@ the ensemble's classes, finite scores (``CoordinatedEnsemble.expert_probs``) —
 expert's next admitted replica within its energy allowance (``Plan.allowances``: so that the
 energy reported never exceeds the budget). The failed node is ejected for UNAVAILABLE,
 DEADLINE_EXCEEDED (only when the call had its full ``call_timeout_s``: a call cut short by the
-client's own deadline says nothing of the node) and a bad answer, its model marked gone for
-NOT_FOUND. A node's message enters ours and the log as its first line, at most
+client's own deadline ejects nothing, but its time is a lower bound on the node's round trip,
+``NodePool.observe_at_least``) and a bad answer, its model marked gone for NOT_FOUND. A node's message enters ours and the log as its first line, at most
 ``MAX_NODE_WORDS`` characters. An expert with no replica left fails, and the experts are
 re-planned without it within what is left of the budgets (``Planner.replan``).
 A call still waiting on a node that is taken out meanwhile (a probe or another request found
@@ -250,7 +250,9 @@ class EnsembleRequest:
                 details = _node_words(exc.details)
                 attempts.errors.append(f"{expert}@{node.name}: {exc.code.name} {details}")
                 attempts.retries += 1  # any failure of a node: its other replicas may answer
-                if exc.code in EJECT and not (cut_short and exc.code == Code.DEADLINE_EXCEEDED):
+                if cut_short and exc.code == Code.DEADLINE_EXCEEDED:  # the node took longer
+                    pool.observe_at_least(node, expert, time.monotonic() - sent)
+                elif exc.code in EJECT:
                     pool.eject(node, f"{exc.code.name}: {details}")
                 elif exc.code == Code.NOT_FOUND:
                     pool.model_gone(node, expert, details)

@@ -148,6 +148,13 @@ class NodePool:
         old = node.observed_ms.get(model)
         node.observed_ms[model] = ms if old is None else old + OBSERVED_WEIGHT * (ms - old)
 
+    def observe_at_least(self, node: NodeState, model: str, seconds: float) -> None:
+        """A call to ``node`` for ``model`` cut short after ``seconds`` by the request's own
+        deadline: the node's round trip is at least that (no ejection: the node may be fine),
+        so routing learns of a node that hangs under calls cut short."""
+        ms = seconds * 1e3
+        node.observed_ms[model] = max(node.observed_ms.get(model, 0.0), ms)
+
     # ---- background ------------------------------------------------------------------------------
 
     async def _every(self, interval_s: float, work: Callable[[], Coroutine[Any, Any, None]]):

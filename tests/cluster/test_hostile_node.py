@@ -114,3 +114,18 @@ def test_a_node_ejected_by_its_calls_is_held_out_longer_each_time(hostile) -> No
     seen = asyncio.run(run())
     assert [admitted for admitted, _ in seen] == [False, False]
     assert 0.5 * HOLD_S < seen[0][1] <= HOLD_S and 1.5 * HOLD_S < seen[1][1] <= 2 * HOLD_S
+
+
+def test_a_call_cut_short_raises_the_nodes_round_trip_to_at_least_its_wait() -> None:
+    """Such a call ejects nothing (the client's deadline may be the cause) but must not leave
+    a node that hangs looking fast."""
+    from ganglion.runtime.serving.cluster_config import NodeConfig
+    from ganglion.runtime.serving.node_pool import NodePool, NodeState
+
+    pool = NodePool([], 60.0, 60.0, 1.0)
+    node = NodeState(NodeConfig("n", 1, ("e1",)), client=None, admitted=True)
+    pool.observe(node, "e1", 0.004)
+    pool.observe_at_least(node, "e1", 0.002)
+    assert node.observed_ms["e1"] == pytest.approx(4.0) and node.admitted
+    pool.observe_at_least(node, "e1", 0.9)
+    assert node.observed_ms["e1"] == pytest.approx(900.0) and node.admitted
