@@ -195,12 +195,20 @@ class TorchBackend(Backend):
         """A TorchSession on ``device`` ("cpu" or "cuda[:N]")."""
         if options:
             raise BackendUnavailable(f"torch backend takes no options, got {sorted(options)}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        kind, _, index = device.partition(":")
+        if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
             raise BackendUnavailable(
-                "torch backend: device 'cuda' asked for but no CUDA GPU is visible"
+                f"torch backend: unknown device {device!r} (use cpu, cuda or cuda:N)"
             )
-        if not (device == "cpu" or device.startswith("cuda")):
-            raise BackendUnavailable(f"torch backend: unknown device {device!r} (use cpu or cuda)")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"torch backend: device {device!r} asked for but no CUDA GPU is visible"
+            )
+        if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+            raise BackendUnavailable(
+                f"torch backend: device {device!r} asked for but only "
+                f"{torch.cuda.device_count()} CUDA GPU(s) are visible"
+            )
         missing = program.kind.torch_face_missing(program.manifest)
         if missing is not None:
             raise BackendUnavailable(f"torch backend: {missing}")

@@ -44,3 +44,31 @@ def test_convert_flags_are_bounded_before_any_work(flag, one_line_error) -> None
     code, _, err = invoke("convert", *flag)
     one_line_error(code, err, f"'{flag[-2]}'", f"ganglion convert {flag[0]} --help")
     assert code == 2
+
+
+@pytest.mark.parametrize(
+    ("device", "words"),
+    [("cudax", "unknown device 'cudax' (use cpu, cuda or cuda:N)"), ("cuda:99", "'cuda:99'")],
+)
+def test_a_torch_device_is_read_exactly(device, words, tmp_path, one_line_error) -> None:
+    """'cuda:99' was reported as 'cuda', and anything starting with 'cuda' passed the check."""
+    import numpy as np
+    import torch
+
+    from ganglion.converters.spiking import convert_spiking
+    from ganglion.runtime.bundle import save_bundle
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    calib = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+    bundle = save_bundle(convert_spiking(model.eval(), calib), tmp_path / "b")
+    np.save(tmp_path / "x.npy", calib[:2])
+    args = [
+        "run",
+        str(bundle),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--output",
+        str(tmp_path / "o.npy"),
+    ]
+    code, _, err = invoke(*args, "--device", device)
+    one_line_error(code, err, "torch backend", words)
