@@ -26,7 +26,7 @@ from ganglion.converters.onnx_file import check_self_contained, ort_message
 from ganglion.converters.torch_onnx import name_first_axis, quietly, torch_to_onnx
 from ganglion.models.dense import DenseProgram
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, first_line
 from ganglion.models.manifest import DTYPES, Manifest, TensorSpec
 
 ARCHITECTURE_EXPORTED = "exported"  # a torch.export program (model.pt2 + model.onnx)
@@ -264,7 +264,7 @@ def _quantize_int8(model: bytes, calib: dict[str, np.ndarray], batch: int = 16) 
                 weight_type=QuantType.QInt8,
             )
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ConversionError(f"int8 quantization failed: {first}") from exc
         return target.read_bytes()
 

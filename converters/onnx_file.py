@@ -16,7 +16,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from ganglion.models.errors import ConversionError, file_problem
+from ganglion.models.errors import ConversionError, file_problem, first_line
 
 MAX_ONNX_BYTES = 1 << 30  # protobuf cannot hold more than 2 GiB anyway
 
@@ -51,9 +51,7 @@ def _model_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorPro
 def ort_message(exc: Exception) -> str:
     """The first line of an ONNX Runtime error, without its ``[ONNXRuntimeError] : 1 : FAIL :``
     prefix."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))
 
 
 def check_self_contained(model: onnx.ModelProto, label: str) -> None:

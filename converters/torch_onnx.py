@@ -25,7 +25,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ganglion.converters.onnx_file import check_self_contained
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, first_line
 
 MIN_OPSET = 18  # the dynamo exporter's floor; the TorchScript exporter writes it too
 AGREEMENT_ATOL = 1e-4
@@ -175,7 +175,7 @@ def torch_to_onnx(
             external_data=False,
         )
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ConversionError(f"the network does not export to ONNX: {first}") from exc
     check_self_contained(program.model_proto, "the exported ONNX graph")
     axes = _axes(dynamic_shapes, input_names)
@@ -184,7 +184,7 @@ def torch_to_onnx(
         try:
             agrees = _agrees(program.model_proto, module, _second_batch(args, axes), input_names)
         except Exception as exc:  # ONNX Runtime refuses the graph itself
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ConversionError(f"ONNX Runtime cannot run the exported graph: {first}") from exc
         if not agrees:
             raise ConversionError(

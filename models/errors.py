@@ -60,3 +60,14 @@ def inflation_problem(declared: int, stored: int, max_ratio: float, floor_bytes:
 def inflation_limit(stored: int, max_ratio: float, floor_bytes: int) -> int:
     """The most bytes ``stored`` compressed bytes may unpack to (``inflation_problem``'s rule)."""
     return max(floor_bytes, int(max_ratio * stored))
+
+
+def first_line(message: BaseException | str, limit: int | None = None) -> str:
+    """The first line of ``message`` (an exception's text: its type's name when it has none),
+    at most ``limit`` characters (cut with "…"): how another library's or a node's words enter
+    our one-line errors and logs."""
+    text = str(message).strip()
+    if isinstance(message, BaseException) and not text:
+        return type(message).__name__
+    line = (text.splitlines() or [""])[0]
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"

@@ -98,7 +98,7 @@ class Program:
             if tensor.is_floating_point():
                 nan = tensor.isnan()
                 bad = nan | tensor.isinf() if finite else nan
-                refuse_nan(f"{self.name}/{WEIGHTS}", name, bad.numpy(), nan.numpy())
+                refuse_nan_or_inf(f"{self.name}/{WEIGHTS}", name, bad.numpy(), nan.numpy())
         config = self.config()
         try:
             module = self.kind.build_module(self.manifest, config, tensors, self.folder)
@@ -157,11 +157,13 @@ def read_numpy_tensors(data: bytes, where: str) -> dict[str, np.ndarray]:
         raise BundleError(f"{where}: not readable safetensors ({exc})") from exc
     for name, array in tensors.items():
         if array.dtype.kind == "f":
-            refuse_nan(where, name, np.isnan(array))
+            refuse_nan_or_inf(where, name, np.isnan(array))
     return tensors
 
 
-def refuse_nan(where: str, name: str, bad: np.ndarray, nan: np.ndarray | None = None) -> None:
+def refuse_nan_or_inf(
+    where: str, name: str, bad: np.ndarray, nan: np.ndarray | None = None
+) -> None:
     """BundleError naming the first flagged value of tensor ``name`` of file ``where`` (``bad``:
     its NaN mask, or its NaN-or-infinity mask with ``nan`` the NaN one), if any: weights and
     state are numbers. (Infinity is refused only where the kind says so: a user's network may

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, first_line
 from ganglion.models.spiking.layers import Affine, AvgPool2d, Conv2d, Flatten
 
 SUPPORTED = "Linear, Conv2d, AvgPool2d, Flatten, ReLU, BatchNorm (after Linear/Conv2d), Dropout, +"
@@ -251,5 +251,5 @@ def export_module(model: torch.nn.Module, sample: torch.Tensor) -> torch.export.
     try:
         return torch.export.export(model, (sample,))
     except Exception as exc:  # torch.export raises many types; surface one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConversionError(f"torch.export failed on the model: {first}") from exc

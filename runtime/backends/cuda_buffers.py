@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ganglion.models.errors import BackendUnavailable
+from ganglion.models.errors import BackendUnavailable, first_line
 
 # cuda-python >= 12.6 (and 13, which dropped the old name); then the pre-12.6 module.
 RUNTIME_MODULES = ("cuda.bindings.runtime", "cuda.cudart")
@@ -56,7 +56,7 @@ class CudaRuntime:
         try:
             result = getattr(self.rt, function)(*args)
         except RuntimeError as exc:  # cuda-python < 12.6 where libcuda cannot be loaded
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise BackendUnavailable(f"CUDA {function} failed: {reason}") from exc
         error, values = result[0], tuple(result[1:])
         if error != self.rt.cudaError_t.cudaSuccess:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ganglion.converters.onnx_file import ort_message
-from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError
+from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError, first_line
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.export import bundle_graph, checked_graph_file
@@ -190,7 +190,7 @@ class OnnxRuntimeSession(Session):
             try:
                 return ort.InferenceSession(data, options, providers=providers)
             except Exception as exc:  # ORT raises its own types with multi-line messages
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 raise BundleError(
                     f"{program.name}: ONNX Runtime cannot load a graph: {first}"
                 ) from exc

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError
+from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError, first_line
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.program import Program
 from ganglion.runtime.session import Backend, Session, State
@@ -126,7 +126,7 @@ class TorchSession(Session):
             try:
                 out = self.kind.torch_run(self.module, self._tensors(inputs), record=self._record)
             except (IndexError, RuntimeError) as exc:  # e.g. an embedding index out of range
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 message = f"{self._name}: torch failed on these inputs: {first}"
                 raise BackendFailure(message) from exc
         return self._declared(self._arrays(out))

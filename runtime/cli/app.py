@@ -16,6 +16,8 @@ import typer.core
 import typer.exceptions
 from click import Context
 
+from ganglion.models.errors import first_line
+
 _REGISTERED: list[str] = []  # command and group names in the order ``_register`` adds them
 
 
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # every error becomes one line unless --debug
         if debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) returns n here

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from ganglion.models.errors import ConversionError, GanglionError
+from ganglion.models.errors import ConversionError, GanglionError, first_line
 from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration, read_npz
@@ -26,7 +26,7 @@ MAX_CALIB_WINDOWS = 1024  # spikegpt calibration windows of 256 tokens: about 1.
 
 def _naming(source: Path, error: Exception) -> ConversionError:
     """``error`` as one line that names the model file it came from."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     return ConversionError(text if str(source) in text else f"{source}: {text}")
 
 

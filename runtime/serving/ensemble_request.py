@@ -8,8 +8,9 @@ expert's next admitted replica within its energy allowance (``Plan.allowances``:
 energy reported never exceeds the budget). The failed node is ejected for UNAVAILABLE,
 DEADLINE_EXCEEDED (only when the call had its full ``call_timeout_s``: a call cut short by the
 client's own deadline ejects nothing, but its time is a lower bound on the node's round trip,
-``NodePool.observe_at_least``) and a bad answer, its model marked gone for NOT_FOUND. A node's message enters ours and the log as its first line, at most
-``MAX_NODE_WORDS`` characters. An expert with no replica left fails, and the experts are
+``NodePool.observe_at_least``) and a bad answer, its model marked gone for NOT_FOUND. A
+node's message enters ours and the log as its first line, at most ``MAX_NODE_WORDS``
+characters. An expert with no replica left fails, and the experts are
 re-planned without it within what is left of the budgets (``Planner.replan``).
 A call still waiting on a node that is taken out meanwhile (a probe or another request found
 it dead or hung) moves on at once. Every call's deadline is the smaller of ``call_timeout_s``
@@ -32,6 +33,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from ganglion.models.errors import first_line
 from ganglion.models.mixture import renormalized
 from ganglion.runtime.kinds.ensemble import mixture_outputs
 from ganglion.runtime.serving.client import NodeCallError
@@ -322,5 +324,4 @@ class EnsembleRequest:
 def _node_words(text: str) -> str:
     """A node's (or a node answer's) message as it may enter our messages and log: its first
     line, at most ``MAX_NODE_WORDS`` characters (a node must not forge log lines)."""
-    line = (text.strip().splitlines() or [""])[0]
-    return line if len(line) <= MAX_NODE_WORDS else line[: MAX_NODE_WORDS - 1] + "…"
+    return first_line(text, MAX_NODE_WORDS)

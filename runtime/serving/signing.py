@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, first_line
 from ganglion.runtime.atomic import atomic_file, check_not_read
 from ganglion.runtime.bundle_archive import extracted_bundle
 
@@ -194,8 +194,6 @@ def describe_signature(bundle: str | Path, keys_folder: Path | None = None) -> d
 
 
 def _line(exc: BaseException) -> str:
-    """The first line of an exception's message, at most ``MAX_REASON_CHARS`` long (a hash
-    mismatch over many files is one very long line)."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 1] + "…"
+    """An exception's first line, at most ``MAX_REASON_CHARS`` long (a hash mismatch over many
+    files is one very long line)."""
+    return first_line(exc, MAX_REASON_CHARS)

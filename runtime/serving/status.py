@@ -14,6 +14,7 @@ from ganglion.models.errors import (
     BundleError,
     GanglionError,
     ShapeError,
+    first_line,
 )
 from ganglion.runtime.atomic import TargetExists
 from ganglion.runtime.serving.kserve_tensors import WireError
@@ -71,7 +72,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status and one-line message that answer ``exc``."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, NodeError):
         return exc.code, text
     for cls, code in _CODES:

@@ -51,7 +51,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(bundle, stdout) of ``train lm`` of a tiny RWKV on prose."""
     bundle = tmp_path_factory.mktemp("lm_cli") / "rwkv"
     sizes = ("--steps", 8, "--d-model", 16, "--layers", 1, "--batch", 4, "--length", 32)
-    out, err = _cli("train", "lm", "--arch", "rwkv", *sizes, "--eval-chars", EVAL_CHARS, "-o", bundle)
+    out, err = _cli(
+        "train", "lm", "--arch", "rwkv", *sizes, "--eval-chars", EVAL_CHARS, "-o", bundle
+    )
     assert err == ""  # no progress bar, nor the blank line it leaves, where stderr is a log
     return bundle, out
 
