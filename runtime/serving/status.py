@@ -36,25 +36,30 @@ def unknown_model(name: str) -> NodeError:
 
 def is_served_version(version: str) -> bool:
     """Whether ``version`` names the one version every model has: "" (any), "1" or "01"."""
-    return version == "" or (version.isascii() and version.isdigit() and int(version) == 1)
+    return version == "" or (_is_number(version) and version.lstrip("0") == "1")
 
 
 def check_version(name: str, version: str) -> None:
     """Refuse a version other than the one each model has (1), in Triton's words: a string
     that is not a version number is INVALID_ARGUMENT, another number NOT_FOUND; "" (any
-    version) and "1" (also written "01") pass."""
+    version) and "1" (also written "01") pass. Digits are compared as text: no int() of a
+    client's 5,000-digit string."""
     if is_served_version(version):
         return
-    if not (version.isascii() and version.isdigit()):
+    if not _is_number(version):
         raise NodeError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"failed to get model version from specified version string '{version[:64]}'",
         )
-    if int(version) != 1:
-        raise NodeError(
-            grpc.StatusCode.NOT_FOUND,
-            f"Request for unknown model: '{name}' version {int(version)} is not found",
-        )
+    number = version.lstrip("0")[:64] or "0"
+    raise NodeError(
+        grpc.StatusCode.NOT_FOUND,
+        f"Request for unknown model: '{name}' version {number} is not found",
+    )
+
+
+def _is_number(version: str) -> bool:
+    return version.isascii() and version.isdigit()
 
 
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (

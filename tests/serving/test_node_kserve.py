@@ -168,6 +168,7 @@ def test_unknown_model_is_not_found_as_triton_words_it(
     [
         ("2", "NOT_FOUND", "Request for unknown model: 'snn' version 2 is not found"),
         ("latest", "INVALID_ARGUMENT", "from specified version string 'latest'"),
+        ("9" * 5000, "NOT_FOUND", "version 9999"),  # compared as text: int() refuses it
     ],
 )
 def test_a_version_other_than_1_is_refused_as_triton_words_it(
