@@ -16,7 +16,8 @@ Contract (who owns what):
 Inputs, outputs and state are named numpy arrays whose names, dtypes and shapes the manifest
 declares; the base class checks inputs and state (``runtime.tensors``) before a backend sees
 them (a state with the names and shapes of the last one it accepted, such as the state the last
-step returned, without walking it again: ``StateCheck``). A program with one input also takes
+step returned, without walking it again; values are checked finite except the arrays the
+session handed out itself: ``StateCheck``). A program with one input also takes
 a bare array, and then returns a bare array when it has one output. A session is used from one
 thread at a time.
 """
@@ -98,22 +99,26 @@ class Session(ABC):
     def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """One timestep or token with explicit state -> (outputs, new state)."""
         named, bare = self._named(inputs, self._step_shapes)
-        self._check_state(state, self._batch(named, self._step_shapes))
+        self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
         outputs, new_state = self._step(named, dict(state))
+        self._check_state.issued(new_state)
         return self._unnamed(outputs, bare), new_state
 
     def prefill(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """``run``'s inputs continuing from ``state`` -> (``run``'s outputs, final state)."""
         named, bare = self._named(inputs, self._run_shapes)
-        self._check_state(state, self._batch(named, self._run_shapes))
+        self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
         outputs, new_state = self._prefill(named, dict(state))
+        self._check_state.issued(new_state)
         return self._unnamed(outputs, bare), new_state
 
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
         if not isinstance(batch, int) or batch < 1:
             raise ShapeError(f"batch must be a positive integer, got {batch!r}")
-        return batched_state(self.manifest.state, self._state0, batch)
+        state = batched_state(self.manifest.state, self._state0, batch)
+        self._check_state.issued(state)
+        return state
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (default: nothing to release)."""

@@ -85,8 +85,9 @@ def _cast(name: str, value: object, dtype: str) -> np.ndarray:
         return array.astype(want)
 
 
-def check_finite(name: str, array: np.ndarray) -> None:
-    """ShapeError naming the first NaN or infinity in a float array."""
+def check_finite(name: str, array: np.ndarray, what: str = "input") -> None:
+    """ShapeError naming the first NaN or infinity in a float array (``what``: "input" or
+    "state", the kind of tensor the message names)."""
     if array.dtype.kind != "f" or not array.size:
         return
     if array.size <= FINITE_BY_MASK_MAX:
@@ -101,7 +102,7 @@ def check_finite(name: str, array: np.ndarray) -> None:
         return  # the sum overflowed; every term is finite
     index = np.unravel_index(int(np.argmin(mask)), array.shape)
     raise ShapeError(
-        f"input {name!r} holds {array[index]} at index {tuple(int(i) for i in index)} "
+        f"{what} {name!r} holds {array[index]} at index {tuple(int(i) for i in index)} "
         "(non-finite values are refused; allow them explicitly to pass them through)"
     )
 
@@ -180,19 +181,35 @@ def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int
 
 
 class StateCheck:
-    """``check_state`` against one program's state specs, skipping a state whose names, shapes
-    and batch size equal the last ones it accepted (the check depends on nothing else)."""
+    """A session's check of the states it is given: ``check_state`` (skipped for a state whose
+    names, shapes and batch size equal the last ones it accepted: the check depends on nothing
+    else) and finite values, skipped for the arrays the session itself handed out last
+    (``issued``): a state passed back from ``step`` costs an identity test per tensor, one made
+    or replaced by the caller is checked. An issued array edited in place is not re-checked."""
 
     def __init__(self, specs: list[TensorSpec]) -> None:
         self.specs = specs
         self._accepted: tuple | None = None
+        self._issued: dict[str, object] = {}
 
-    def __call__(self, state: Mapping[str, object], batch: int | None) -> None:
-        """ShapeError as ``check_state``."""
+    def __call__(
+        self, state: Mapping[str, object], batch: int | None, allow_nonfinite: bool = False
+    ) -> None:
+        """ShapeError as ``check_state``, or naming a state tensor's first NaN or infinity
+        (unless ``allow_nonfinite``)."""
         signature = _signature(state, batch)
         if signature is None or signature != self._accepted:
             check_state(self.specs, state, batch)
             self._accepted = signature
+        if allow_nonfinite:
+            return
+        for name, value in state.items():
+            if value is not self._issued.get(name):
+                check_finite(name, np.asarray(value), "state")
+
+    def issued(self, state: Mapping[str, object]) -> None:
+        """Note the state the session hands out (``init_state``, ``step``, ``prefill``)."""
+        self._issued = dict(state)
 
 
 def _signature(state: Mapping[str, object], batch: int | None) -> tuple | None:

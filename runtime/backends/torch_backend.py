@@ -177,7 +177,9 @@ class TorchSession(Session):
         """Fresh state for ``batch`` samples, from the module."""
         super().init_state(batch)  # checks ``batch``
         with torch.inference_mode():
-            return self._arrays(self.kind.torch_init_state(self.module, batch))
+            state = self._arrays(self.kind.torch_init_state(self.module, batch))
+        self._check_state.issued(state)
+        return state
 
     def activity(self) -> dict[str, np.ndarray]:
         """Spikes per neuron of each layer in the last ``run(record=True)`` (spiking programs)."""

@@ -124,6 +124,25 @@ def test_state_with_the_wrong_batch_is_refused(spiking: Path) -> None:
         session.step(np.zeros((3, 6), np.float32), state)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_state_is_refused_unless_allowed(spiking: Path, backend: str, value) -> None:
+    """A state the caller made or edited is checked like an input, in step and prefill; the
+    state a step returned goes back unchecked and still runs."""
+    session = load(spiking, backend)
+    x = np.random.default_rng(5).random((2, 6), dtype=np.float32)
+    _, state = session.step(x, session.init_state(2))
+    name = next(k for k, v in state.items() if v.dtype.kind == "f")
+    bad = {k: np.array(v) for k, v in state.items()}
+    bad[name][1, 4] = value
+    for call in (session.step, session.prefill):
+        with pytest.raises(ShapeError, match=rf"state '{name}' holds {value} at index \(1, 4\)"):
+            call(x, bad)
+    _, state = session.step(x, state)  # its own state: accepted
+    out, _ = load(spiking, backend, allow_nonfinite=True).step(x, bad)
+    assert out.shape == (2, 3)
+
+
 def test_prefill_continues_from_a_state(spiking: Path) -> None:
     """Prefill from the fresh state equals run; its final state continues like step's."""
     session = load(spiking)
