@@ -7,8 +7,8 @@ Both print how far the gate departs from monotone quality on the calibration dat
 (``monotonicity``); a bundle's answer also names each expert's device and whether each figure
 is simulated or measured (``placement``).
 Exit codes: 0 a subset fits; 1 no non-empty subset fits (one-line reason on stderr; with
-``--json`` also ``{"feasible": false, ...}`` on stdout); 2 a malformed problem or budget (one
-line naming the file and the field).
+``--json`` also ``{"feasible": false, ...}`` on stdout); 2 a malformed problem, budget or flag,
+or a ``--dump-problem`` target that may not be written (one line naming the file and the field).
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ganglion.models.monotonicity import monotonicity_line
-from ganglion.runtime.atomic import check_target
+from ganglion.runtime.atomic import TargetExists, check_target
 from ganglion.runtime.cli.pairs import option_pairs
 from ganglion.runtime.selection import (
     Selection,
     SelectionProblem,
     SelectionProblemError,
+    budget_limit,
     check_budget,
     monotonicity_report,
     read_problem,
@@ -72,15 +74,17 @@ def select(
         None, "--dump-problem", help="Also write the problem solved (JSON) here."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random-subset baseline."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**63 - 1, help="Seed of the random-subset baseline."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing --dump-problem file."),
 ) -> None:
     """Choose the expert subset with the best predicted quality within both budgets."""
-    if dump_problem is not None:
-        profiles = (spec.partition("=")[2] for spec in profiled)
-        check_target(dump_problem, force, reads=(bundle, problem, *device_files, *profiles))
     sources = None
     try:
+        if dump_problem is not None:
+            profiles = (spec.partition("=")[2] for spec in profiled)
+            check_target(dump_problem, force, reads=(bundle, problem, *device_files, *profiles))
         if (problem is None) == (bundle is None):
             raise SelectionProblemError("give an ensemble BUNDLE or --problem P.json (one of them)")
         energy = check_budget(energy_budget, "--energy-budget")
@@ -113,7 +117,7 @@ def select(
                     ).items()
                 },
             )
-    except SelectionProblemError as exc:
+    except (SelectionProblemError, TargetExists) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if dump_problem is not None:
@@ -149,10 +153,12 @@ def _print_sources(sources: dict[str, Any]) -> None:
     for name, source in sources["experts"].items():
         console.print(
             f"{name}: on {source['device']} ({source['kind']}); compute "
-            f"{source['compute']}, transmission {source['transmission']}"
+            f"{source['compute']}, transmission {source['transmission']}",
+            markup=False,
         )
     console.print(
-        f"gate on {sources['requester']} ({sources['gate']}); quality {sources['quality']}"
+        f"gate on {sources['requester']} ({sources['gate']}); quality {sources['quality']}",
+        markup=False,
     )
 
 
@@ -259,11 +265,13 @@ def _infeasible_reason(problem: SelectionProblem, energy_budget: float, latency_
     need_l = f"the fastest expert {fastest['experts'][0]} needs {fastest['latency_ms']:.6g} ms"
     have_e = f"budget {energy_budget:.6g} J"
     have_l = f"budget {latency_budget:.6g} ms"
-    if frugal["energy_j"] > energy_budget and fastest["latency_ms"] > latency_budget:
+    over_e = frugal["energy_j"] > budget_limit(energy_budget)
+    over_l = fastest["latency_ms"] > budget_limit(latency_budget)
+    if over_e and over_l:
         return f"no expert subset fits: {need_e} ({have_e}) and {need_l} ({have_l})"
-    if frugal["energy_j"] > energy_budget:
+    if over_e:
         return f"no expert subset fits the energy budget: {need_e} ({have_e})"
-    if fastest["latency_ms"] > latency_budget:
+    if over_l:
         return f"no expert subset fits the latency budget: {need_l} ({have_l})"
     return (
         f"no single expert fits both budgets ({have_e}, {have_l}): {need_e} but "
@@ -286,7 +294,7 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
         if sel is None:
             table.add_row(name, "(does not fit)", "-", "-", "-", "-")
             continue
-        names = ", ".join(problem.names[e] for e in sel.experts)
+        names = escape(", ".join(problem.names[e] for e in sel.experts))
         ratio = f"{sel.quality / chosen.quality:.1%}" if chosen.quality > 0 else "-"
         table.add_row(
             name,
@@ -298,7 +306,7 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
         )
     console.print(table)
     console.print(
-        f"chosen: {', '.join(problem.names[e] for e in chosen.experts)}; predicted "
+        f"chosen: {escape(', '.join(problem.names[e] for e in chosen.experts))}; predicted "
         f"quality {chosen.quality:.4f}; solved exactly in {solve_ms:.1f} ms "
         f"({chosen.evaluated} subsets evaluated)"
     )

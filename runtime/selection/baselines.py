@@ -4,7 +4,9 @@
 - ``all``: every expert, when that fits both budgets.
 - ``greedy_per_joule``: from the empty set (``Q(∅) = 0``), add the expert with the largest
   ``(Q(S ∪ {e}) - Q(S)) / c_e`` among those that keep ``S`` feasible (a free expert with a
-  positive gain first; ties to the lower index), while that gain is positive.
+  positive gain first; ties to the lower index), while that gain exceeds ``TIE_TOLERANCE``
+  (a gain of rounding noise, such as a duplicate expert's, adds nothing). The first expert
+  joins whenever one fits, even when every quality is 0.
 - ``random``: experts in a random order (``numpy.random.default_rng(seed)``), each added when
   the subset stays feasible: a random maximal feasible subset.
 
@@ -65,12 +67,12 @@ def greedy_per_joule(
         best, best_rate = None, -math.inf
         for e in range(problem.n_experts):
             gain = float(joined[e]) - q
-            if e in members or gain <= 0:
+            if e in members or (gain <= TIE_TOLERANCE and members):
                 continue
             if not problem.fits(members + [e], energy_budget, latency_budget):
                 continue
             cost = float(problem.cost_j[e])
-            rate = gain / cost if cost > 0 else math.inf
+            rate = gain / cost if cost > 0 else (math.inf if gain > 0 else 0.0)
             if rate > best_rate:
                 best, best_rate = e, rate
         if best is None:

@@ -9,7 +9,15 @@ Experts ``e = 0..N-1``; calibration samples ``i = 0..M-1``. For a non-empty subs
 - ``Q(S) = mean_i( Σ_{e∈S} gate[i,e]·p_true[i,e] / Σ_{e∈S} gate[i,e] )``: the gate renormalized
   over ``S``; numerator and denominator accumulated in index order, then numpy's mean.
 
-``S`` fits budgets ``(B_E, B_L)`` when ``E(S) <= B_E and L(S) <= B_L`` (plain float64 ``<=``).
+``S`` fits budgets ``(B_E, B_L)`` when ``E(S) <= limit(B_E) and L(S) <= limit(B_L)``, where
+``limit(B) = B + FIT_TOLERANCE·max(1, B)`` (``budget_limit``): sums the formulation leaves
+unordered round differently in another order (``0.1 + 0.2`` is not ``0.3``), so a cost within
+a relative 1e-12 of its budget fits it, as qualities within ``TIE_TOLERANCE`` tie.
+
+Each gate row is scaled by a power of two so that its largest weight lies in [0.5, 1)
+(``scaled_rows``): ``Q`` is a ratio per sample, so its bits do not change, and weights too small
+or too large for float64 sums (1e-300 or 1e308) are read as written. A zero weight reads as
+``ZERO_GATE_WEIGHT`` of its row's largest.
 The dataclasses hold no file I/O; reading, validating and writing the JSON form live in the
 functions below them (``read_problem``, ``problem_from_dict``, ``problem_to_dict``,
 ``write_problem``). The JSON form::
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +48,16 @@ MAX_FILE_BYTES = 128 * 2**20  # a problem file larger than this is refused befor
 EXPERT_FIELDS = ("name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms")
 AGGREGATION_FIELDS = ("base_ms", "per_expert_ms")
 PROBLEM_FIELDS = ("experts", "aggregation", "gate", "p_true")
-# A zero gate weight in a problem file is read as this: any positive weight on the sample
-# outweighs it beyond float64 precision, and a subset whose weights on a sample are all zero
-# scores that sample by its experts' mean p_true (the limit of equal small weights), not 0/0.
+# A zero gate weight in a problem file is read as this fraction of its row's largest weight:
+# any weight on the sample above 1e-185 of the largest outweighs it beyond float64 precision,
+# and a subset whose weights on a sample are all zero scores that sample by its experts' mean
+# p_true (the limit of equal small weights), not 0/0.
 ZERO_GATE_WEIGHT = 1e-200
+FIT_TOLERANCE = 1e-12  # relative: a cost this close above its budget fits (``budget_limit``)
+# Commas and brackets a problem file may hold before it is parsed: a problem at the limits has
+# about 2·MAX_SAMPLES·MAX_EXPERTS; names may hold a few thousand more. Bounds what ``json``
+# builds (an 8 MB file of empty rows would otherwise take about 0.5 GB).
+MAX_SEPARATORS = 2 * MAX_SAMPLES * (MAX_EXPERTS + 1) + 8192
 
 
 class SelectionProblemError(GanglionError):
@@ -83,16 +98,23 @@ class SelectionProblem:
         names = [x.name for x in self.experts]
         if len(set(names)) != n or not all(isinstance(x, str) and x for x in names):
             raise ValueError(f"expert names: expected distinct non-empty strings, got {names}")
+        for name in names:
+            if (problem := name_problem(name)) is not None:
+                raise ValueError(f"expert name {name!r}: {problem}")
         for label in ("gate", "p_true"):
-            a = np.ascontiguousarray(getattr(self, label), dtype=np.float64)
+            a = np.array(getattr(self, label), dtype=np.float64)
             if a.ndim != 2 or a.shape[1] != n or a.shape[0] < 1:
                 raise ValueError(f"{label}: expected shape [M >= 1, {n}], got {list(a.shape)}")
-            a.setflags(write=False)
             object.__setattr__(self, label, a)
         if self.gate.shape != self.p_true.shape:
             raise ValueError(f"gate {self.gate.shape} and p_true {self.p_true.shape} differ")
-        if not (np.isfinite(self.gate).all() and (self.gate > 0).all()):
-            raise ValueError("gate: expected finite entries > 0")
+        if not (np.isfinite(self.gate).all() and (self.gate >= 0).all()):
+            raise ValueError("gate: expected finite entries >= 0")
+        if not (self.gate.max(axis=1) > 0).all():
+            raise ValueError("gate: expected a positive entry in every row")
+        object.__setattr__(self, "gate", scaled_rows(self.gate))
+        self.gate.setflags(write=False)
+        self.p_true.setflags(write=False)
         if not ((self.p_true >= 0).all() and (self.p_true <= 1).all()):
             raise ValueError("p_true: expected entries in [0, 1]")
         costs = [self.base_ms, self.per_expert_ms]
@@ -144,8 +166,35 @@ class SelectionProblem:
         return float(np.mean(num / den))
 
     def fits(self, subset: Sequence[int], energy_budget: float, latency_budget: float) -> bool:
-        """Whether a non-empty ``subset`` meets both budgets (plain float64 ``<=``)."""
-        return self.energy(subset) <= energy_budget and self.latency(subset) <= latency_budget
+        """Whether a non-empty ``subset`` meets both budgets (within ``budget_limit``)."""
+        return self.energy(subset) <= budget_limit(energy_budget) and self.latency(
+            subset
+        ) <= budget_limit(latency_budget)
+
+
+def budget_limit(budget: float) -> float:
+    """The largest E or L that fits ``budget``: ``budget + FIT_TOLERANCE·max(1, budget)``."""
+    return budget + FIT_TOLERANCE * max(1.0, budget)
+
+
+def scaled_rows(gate: np.ndarray) -> np.ndarray:
+    """``gate`` [M, N] (finite, >= 0, a positive entry per row) with each row multiplied by the
+    power of two that puts its largest entry in [0.5, 1): exact, so every ratio ``Q`` takes is
+    unchanged, and no row's sums overflow or lose tiny weights to underflow. A zero (as
+    written, or a weight under about 1e-308 of its row's largest) reads as
+    ``ZERO_GATE_WEIGHT``."""
+    _, exponent = np.frexp(gate.max(axis=1, keepdims=True))
+    scaled = np.ldexp(gate, -exponent)
+    return np.where(scaled > 0, scaled, ZERO_GATE_WEIGHT)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an expert (a lone surrogate, a control character), or None."""
+    if not is_text(name):
+        return "is not Unicode text (a lone surrogate)"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "holds a control character"
+    return None
 
 
 def check_budget(value: Any, label: str) -> float:
@@ -160,11 +209,15 @@ def check_budget(value: Any, label: str) -> float:
 
 def read_problem(path: str | Path) -> SelectionProblem:
     """Read and validate a problem JSON file; errors name the file and the field."""
-    return problem_from_dict(read_json_file(path, MAX_FILE_BYTES, "a problem"), str(path))
+    data = read_json_file(path, MAX_FILE_BYTES, "a problem", MAX_SEPARATORS)
+    return problem_from_dict(data, str(path))
 
 
-def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
-    """The JSON value in file ``path`` (at most ``max_bytes``, UTF-8, no repeated keys);
+def read_json_file(
+    path: str | Path, max_bytes: int, what: str, max_separators: int | None = None
+) -> Any:
+    """The JSON value in file ``path`` (at most ``max_bytes``, UTF-8, no repeated keys, and at
+    most ``max_separators`` commas and brackets, counted before parsing);
     ``SelectionProblemError`` naming the file otherwise. ``what`` names the file's role."""
     source = str(path)
     p = Path(path)
@@ -176,11 +229,19 @@ def read_json_file(path: str | Path, max_bytes: int, what: str) -> Any:
             f"{source}: {size} bytes, larger than the {max_bytes} bytes {what} may have"
         )
     try:
-        text = p.read_bytes().decode("utf-8")
+        data = p.read_bytes()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SelectionProblemError(f"{source}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise SelectionProblemError(f"{source}: cannot be read ({exc.strerror})") from exc
+    if max_separators is not None:
+        count = data.count(b",") + data.count(b"[") + data.count(b"{")
+        if count > max_separators:
+            raise SelectionProblemError(
+                f"{source}: {count} commas and brackets, more than the {max_separators} "
+                f"{what} may have"
+            )
     try:
         return json.loads(
             text, object_pairs_hook=FieldReader(source).unique_keys, parse_int=_parse_int
@@ -211,10 +272,8 @@ def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
         name = fields["name"]
         if not isinstance(name, str) or not name:
             r.fail(f"experts[{j}].name", f"must be a non-empty string, got {_shown(name)}")
-        if not is_text(name):
-            r.fail(
-                f"experts[{j}].name", f"must be Unicode text, got {_shown(name)} (a lone surrogate)"
-            )
+        if (problem := name_problem(name)) is not None:
+            r.fail(f"experts[{j}].name", f"{problem}: {_shown(name)}")
         if name in seen:
             r.fail(f"experts[{j}].name", f"duplicates experts[{seen[name]}].name {_shown(name)}")
         seen[name] = j
@@ -229,11 +288,9 @@ def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
     if gate.shape[0] != p_true.shape[0]:
         r.fail("p_true", f"has {p_true.shape[0]} rows, gate has {gate.shape[0]} (one per sample)")
     r.entries(gate, "gate", "must be >= 0", gate >= 0)
-    with np.errstate(over="ignore"):
-        sums = gate.sum(axis=1)
-    r.rows(sums, "gate", "must sum to a finite positive number", np.isfinite(sums) & (sums > 0))
+    largest = gate.max(axis=1)
+    r.rows(largest, "gate", "must hold a positive weight (all are 0)", largest > 0)
     r.entries(p_true, "p_true", "must be in [0, 1]", (p_true >= 0) & (p_true <= 1))
-    gate = np.where(gate > 0, gate, ZERO_GATE_WEIGHT)
     return SelectionProblem(tuple(experts), base_ms, per_expert_ms, gate, p_true)
 
 

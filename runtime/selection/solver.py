@@ -84,7 +84,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ganglion.models.mixture import TIE_TOLERANCE
-from ganglion.runtime.selection.problem import SelectionProblem
+from ganglion.runtime.selection.problem import SelectionProblem, budget_limit
 
 if TYPE_CHECKING:
     from ganglion.runtime.selection.bounds import GateSums
@@ -120,7 +120,8 @@ def latency_caps(problem: SelectionProblem, latency_budget: float) -> np.ndarray
 
 
 class _Search:
-    """The branch and bound over one problem and one pair of budgets."""
+    """The branch and bound over one problem and one pair of budgets (their limits: a cost
+    fits when it is at most these)."""
 
     def __init__(self, problem: SelectionProblem, energy_budget: float, latency_budget: float):
         from ganglion.runtime.selection import bounds  # numba: loaded when a search runs
@@ -325,8 +326,9 @@ def _selection(problem: SelectionProblem, subset: tuple[int, ...], q: float, n: 
 def solve(
     problem: SelectionProblem, energy_budget: float, latency_budget: float
 ) -> Selection | None:
-    """The exact best subset under both budgets (tie-broken), or None when none fits."""
-    search = _Search(problem, energy_budget, latency_budget)
+    """The exact best subset under both budgets (tie-broken; a cost fits within
+    ``budget_limit``), or None when none fits."""
+    search = _Search(problem, budget_limit(energy_budget), budget_limit(latency_budget))
     search.run()
     return search.result()
 
@@ -364,6 +366,7 @@ def brute_force(
         raise ValueError(f"brute force takes at most {BRUTE_FORCE_MAX_EXPERTS} experts, got {n}")
     found: list[tuple[float, tuple]] = []  # (Q, key) of subsets that may tie
     best = -math.inf
+    energy_budget, latency_budget = budget_limit(energy_budget), budget_limit(latency_budget)
     for start in range(1, 2**n, chunk):
         masks = np.arange(start, min(start + chunk, 2**n), dtype=np.uint64)
         bits, energy, latency, quality = subset_table(problem, masks)

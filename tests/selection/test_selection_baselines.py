@@ -35,7 +35,8 @@ def test_all_experts_only_when_the_whole_set_fits():
     problem = synthetic_problem(np.random.default_rng(1), 4, 8, "trained")
     total, everyone = problem.energy(range(4)), problem.latency(range(4))
     assert all_experts(problem, total, everyone).experts == (0, 1, 2, 3)
-    assert all_experts(problem, np.nextafter(total, 0.0), everyone) is None
+    assert all_experts(problem, np.nextafter(total, 0.0), everyone).experts == (0, 1, 2, 3)
+    assert all_experts(problem, total * (1 - 1e-11), everyone) is None  # beyond rounding
 
 
 def test_greedy_takes_the_best_gain_per_joule_first():
@@ -55,3 +56,19 @@ def test_random_subset_is_seeded_and_maximal():
     assert random_feasible(problem, energy, latency, seed=5) == first
     for e in set(range(10)) - set(first.experts):
         assert not problem.fits(first.experts + (e,), energy, latency)
+
+
+def test_greedy_adds_no_duplicate_for_a_gain_of_rounding_noise():
+    """x1 copies x0: joining it changes Q by rounding alone, so greedy stops at one."""
+    rng = np.random.default_rng(3)  # the mean over these 30 samples rounds up joining x1
+    gate, p_true = rng.uniform(0.1, 1.0, (30, 1)), rng.uniform(0, 1, (30, 1))
+    experts = (Expert("x0", 1.0, 1.0, 0.0, 0.0), Expert("x1", 1.0, 1.0, 0.0, 0.0))
+    problem = SelectionProblem(experts, 0.0, 0.0, np.hstack([gate] * 2), np.hstack([p_true] * 2))
+    assert greedy_per_joule(problem, 5.0, 10.0).experts == (0,)
+
+
+def test_greedy_picks_an_expert_when_every_quality_is_zero():
+    experts = (Expert("x0", 2.0, 1.0, 0.0, 0.0), Expert("x1", 1.0, 1.0, 0.0, 0.0))
+    problem = SelectionProblem(experts, 0.0, 0.0, np.ones((3, 2)), np.zeros((3, 2)))
+    chosen = greedy_per_joule(problem, 5.0, 10.0)
+    assert chosen is not None and chosen.experts == (0,) and chosen.quality == 0.0

@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ganglion.runtime.cli import invoke
 from ganglion.runtime.cli.app import _register, app
 from ganglion.runtime.selection import (
     Expert,
     SelectionProblem,
     brute_force,
     read_problem,
+    solve,
     write_problem,
 )
+from ganglion.runtime.selection.problem import EXPERT_FIELDS
 from ganglion.runtime.selection.synthetic import synthetic_problem
 
 
@@ -148,3 +151,32 @@ def test_json_monotonicity_counts_every_lowering_pair(tmp_path):
     assert report["largest_drop"] == pytest.approx(largest, abs=1e-12)
     names = [x.name for x in problem.experts]
     assert report["worst"] == {"subset": [names[e] for e in worst], "added": names[added]}
+
+
+def test_names_are_printed_as_written_not_as_markup(tmp_path):
+    problem = synthetic_problem(np.random.default_rng(5), 3, 8, "trained")
+    names = ("[/]", "[bold]x", "y[/bold]")
+    renamed = tuple(
+        Expert(name, *(getattr(x, f) for f in EXPERT_FIELDS[1:]))
+        for name, x in zip(names, problem.experts, strict=True)
+    )
+    marked = SelectionProblem(renamed, 1.0, 0.5, problem.gate, problem.p_true)
+    path = write_problem(marked, tmp_path / "P.json")
+    code, out, err = invoke("select", "--problem", str(path), "--energy-budget", "100",
+                            "--latency-budget", "1000")  # fmt: skip
+    assert code == 0, err
+    chosen = solve(read_problem(path), 100.0, 1000.0)
+    assert f"chosen: {', '.join(renamed[e].name for e in chosen.experts)};" in out
+
+
+@pytest.mark.parametrize("flag", [("--seed", "-1"), ("--dump-problem", "EXISTING")])
+def test_a_bad_flag_or_dump_target_exits_2_before_solving(problem_file, tmp_path, flag):
+    existing = tmp_path / "taken.json"
+    existing.write_text("mine")
+    name, value = flag
+    value = str(existing) if value == "EXISTING" else value
+    code, out, err = invoke("select", "--problem", str(problem_file), "--energy-budget", "6",
+                            "--latency-budget", "60", "--json", name, value)  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1, (code, out, err)
+    assert ("--seed" in err) if name == "--seed" else ("already exists" in err)
+    assert existing.read_text() == "mine"
