@@ -110,7 +110,9 @@ def test_a_worker_that_dies_mid_request_fails_the_request_instead_of_hanging(
     started = time.monotonic()
     killer.start()
     try:
-        with pytest.raises(WorkerError, match="exited with code -9 before answering"):
+        # on a loaded machine the kill may land before the request is written: any of the
+        # worker-gone errors will do, as long as the request fails rather than hangs
+        with pytest.raises(WorkerError, match="exited with code -9"):
             session.run(_spikes(20_000, 1, 0))  # tens of seconds in Lava
     finally:
         killer.cancel()
