@@ -12,6 +12,7 @@ from ganglion.device.meters import (
     RaplMeter,
     Reading,
     SimulatedMeter,
+    choose_meter,
     open_hardware_meter,
 )
 from ganglion.device.profiles import (
@@ -53,6 +54,7 @@ __all__ = [
     "TegrastatsSample",
     "available_profiles",
     "calibrate_cpu",
+    "choose_meter",
     "detect",
     "get_profile",
     "load_profile_file",

@@ -19,6 +19,7 @@ from ganglion.device.meters.jetson_rails import board_total, find_rails
 from ganglion.device.meters.nvml_meter import nvml_gpus
 from ganglion.device.meters.rapl import RaplMeter, find_rapl_zones
 from ganglion.device.profiles.cpu_host import read_cpu_info
+from ganglion.device.profiles.schema import DeviceProfile, PowerMode
 from ganglion.device.sysroot import check_root
 
 T = TypeVar("T")
@@ -65,6 +66,17 @@ class Detection:
     def profile_name(self) -> str:
         """The built-in profile matching this machine: the Jetson board, else ``cpu``."""
         return self.jetson_profile or "cpu"
+
+    def active_mode(self, profile: DeviceProfile) -> PowerMode:
+        """``profile``'s power mode that nvpmodel reports active here (by nvpmodel id, else by
+        name) when ``profile`` is this board's; else, or when none matches, its default."""
+        active = self.power_mode if profile.name == self.profile_name else None
+        if active is not None:
+            for key, value in (("nvpmodel_id", "active_id"), ("name", "active_name")):
+                match = [m for m in profile.power_modes if getattr(m, key) == active[value]]
+                if match:
+                    return match[0]
+        return profile.mode()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -22,7 +22,9 @@ Every refusal is an `UnreadableFile` (an `OSError`) whose message is one line,
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import posixpath
 import queue
 import stat
 import threading
@@ -206,6 +208,34 @@ def under(root: str | os.PathLike[str], path: str) -> Path:
             current = root_path if os.path.isabs(target) else current.parent
             pending = [p for p in target.split("/") if p] + pending
     return current
+
+
+def glob_under(root: str | os.PathLike[str], pattern: str, limit: int) -> list[str]:
+    """The paths (absolute, as on the device) matching ``pattern`` inside ``root``, sorted.
+
+    Each folder is listed at its `under` location, so links are followed inside the root as
+    everywhere else. ``*``, ``?`` and ``[...]`` match within one component, as in `glob`.
+    More than ``limit`` matches at any component raises `UnreadableFile` naming the folder.
+    """
+    paths = ["/"]
+    for part in (p for p in pattern.split("/") if p):
+        found: list[str] = []
+        for folder in paths:
+            if not any(c in part for c in "*?["):
+                path = posixpath.join(folder, part)
+                if os.path.lexists(under(root, path)):
+                    found.append(path)
+                continue
+            try:
+                names = os.listdir(under(root, folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found += [posixpath.join(folder, n) for n in sorted(fnmatch.filter(names, part))]
+            if len(found) > limit:
+                where = Path(root) / folder.lstrip("/")
+                raise UnreadableFile(where, f"more than {limit} entries match {part!r}")
+        paths = found
+    return paths
 
 
 def read_optional(

@@ -4,8 +4,9 @@
 the timed loop, and ``measure_steps`` the streaming face (one timestep or token per call);
 `predicted_result` gives the roofline figures for a device profile. Both return a
 `ProfileResult`, whose every figure says whether it was ``measured`` or ``simulated`` and how:
-an energy figure from a hardware meter is measured; one from ``SimulatedMeter`` is the
-device's power limit integrated over the measured run time (an upper bound: the chip at its
+an energy figure from a hardware meter (that of the chip the backend runs on, `choose_meter`)
+is measured; one from ``SimulatedMeter`` is the device's power limit (in its detected power
+mode) integrated over the measured run time (an upper bound: the chip at its
 power limit the whole time); the roofline's is the device model's energy for the operations
 the program performs. The two simulated figures differ, often by an order of magnitude: the
 first assumes the device busy at its limit, the second only the work done.
@@ -13,6 +14,7 @@ first assumes the device busy at its limit, the second only the work done.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from ganglion.device import (
+    Detection,
     DeviceProfile,
     EnergyMeter,
     OpCounts,
     Prediction,
-    SimulatedMeter,
+    choose_meter,
     detect,
     get_profile,
-    open_hardware_meter,
     predict,
 )
 from ganglion.runtime.bundle import MANIFEST, open_bundle, sha256_file
@@ -275,7 +277,8 @@ def profile_bundle(
     result per device (each figure marked measured or simulated). ``on_run(device, runs)``
     is called before the timed loop and after each timed run (a progress bar's hooks).
     """
-    host = detect(request.root).profile_name
+    found = detect(request.root)
+    host = found.profile_name
     device = request.backend_device or ("cuda" if request.backend == "tensorrt" else "cpu")
     with open_bundle(bundle) as program:
         deployable = program.deployable()
@@ -292,7 +295,8 @@ def profile_bundle(
             target = host if name == "auto" else name
             profile = get_profile(target, request.device_files, request.root)
             if target == host and session is not None:
-                results.append(_measure_here(session, profile, request, x, counts, on_run))
+                here = _measure_here(session, profile, request, device, found, x, counts, on_run)
+                results.append(here)
             else:
                 results.append(predicted_result(profile, request.backend, request.batch, counts))
     finally:
@@ -320,21 +324,24 @@ def _measure_here(
     session: Session,
     profile: DeviceProfile,
     request: ProfileRequest,
+    backend_device: str,
+    found: Detection,
     x: dict[str, np.ndarray],
     counts: OpCounts,
     on_run: Callable[[str, int], None] | None,
 ) -> ProfileResult:
-    meter, skipped = (None, {}) if request.simulate else open_hardware_meter(request.root)
-    if meter is None:
-        meter = SimulatedMeter(
-            profile.mode().watts, f"{profile.name} {profile.mode().name} power limit"
-        )
+    """Measure ``session`` here as ``profile`` in its detected power mode, with the meter of
+    the chip that runs the work (`choose_meter`)."""
+    mode = found.active_mode(profile)
+    meter, skipped = choose_meter(
+        profile, backend_device, found.profile_name, request.root, request.simulate, mode
+    )
     if on_run is not None:
         on_run(profile.name, request.runs)
     tick = None if on_run is None else (lambda: on_run(profile.name, -1))
     times, joules, wall = measure_session(session, x, request.runs, request.warmup, meter, tick)
     step_times = measure_steps(session, x, request.runs) if request.steps else None
-    pred = predict(counts, profile, batch=request.batch)
+    pred = predict(counts, profile, mode.name, batch=request.batch)
     result = measured_result(
         profile,
         request.backend,
@@ -347,7 +354,12 @@ def _measure_here(
         counts,
         step_times,
     )
-    result.notes += [f"{k}: {v}" for k, v in skipped.items()]
+    if os.path.abspath(request.root) != "/":
+        result.notes.append(
+            f"--root {request.root}: the device and its meters were read under that folder, "
+            "while the latency is this machine's"
+        )
+    result.notes += skipped
     return result
 
 

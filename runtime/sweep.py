@@ -25,10 +25,9 @@ from ganglion.converters.spiking.ann_graph import AnnGraph
 from ganglion.device import (
     DeviceProfile,
     EnergyMeter,
-    SimulatedMeter,
+    choose_meter,
     detect,
     get_profile,
-    open_hardware_meter,
     predict,
 )
 from ganglion.models.deployable import Deployable
@@ -209,7 +208,7 @@ def _profile(
     points = []
     for name, profile in profiles.items():
         if name == host:
-            meter = _meter_here(profile, request.root)
+            meter = _meter_here(profile, host, request.root)
             times, joules, wall = measure_session(
                 session, timed, request.runs, request.warmup, meter
             )
@@ -246,13 +245,11 @@ def _profile(
     return points
 
 
-def _meter_here(profile: DeviceProfile, root: str) -> EnergyMeter:
-    """The first hardware meter that works here, else the profile's power limit over time
-    (what ``ganglion profile`` does)."""
-    meter, _ = open_hardware_meter(root)
-    if meter is not None:
-        return meter
-    return SimulatedMeter(profile.mode().watts, f"{profile.name} {profile.mode().name} power limit")
+def _meter_here(profile: DeviceProfile, host: str, root: str) -> EnergyMeter:
+    """The meter of the CPU the sweep's torch session runs on, in the detected power mode, else
+    the profile's power limit over time (``choose_meter``, as ``ganglion profile`` does)."""
+    mode = detect(root).active_mode(profile)
+    return choose_meter(profile, "cpu", host, root, mode=mode)[0]
 
 
 def _mark_pareto(points: list[SweepPoint]) -> None:

@@ -6,9 +6,10 @@ import os
 
 from ganglion.device.meters.base import EnergyMeter, MeterError, PollingMeter, Reading
 from ganglion.device.meters.jetson_rails import JetsonRailsMeter, Rail, find_rails
-from ganglion.device.meters.nvml_meter import NvmlMeter, load_nvml, nvml_gpus
+from ganglion.device.meters.nvml_meter import NvmlMeter, load_nvml, nvml_gpu_for, nvml_gpus
 from ganglion.device.meters.rapl import RaplMeter, RaplZone, find_rapl_zones
 from ganglion.device.meters.simulated import SimulatedMeter
+from ganglion.device.profiles.schema import DeviceProfile, PowerMode
 
 __all__ = [
     "EnergyMeter",
@@ -21,38 +22,86 @@ __all__ = [
     "RaplZone",
     "Reading",
     "SimulatedMeter",
+    "choose_meter",
     "find_rails",
     "find_rapl_zones",
     "load_nvml",
+    "nvml_gpu_for",
     "nvml_gpus",
     "open_hardware_meter",
 ]
 
 
 def open_hardware_meter(
-    root: str | os.PathLike[str] = "/", use_nvml: bool | None = None
+    root: str | os.PathLike[str] = "/", backend_device: str = "cpu", use_nvml: bool | None = None
 ) -> tuple[EnergyMeter | None, dict[str, str]]:
-    """The first meter that works here: NVML, then Jetson rails, then RAPL.
+    """The meter of the chip that runs work on ``backend_device`` here: a Jetson's rails where
+    there are some (they measure the whole board, CPU and GPU), else NVML for ``cuda[:N]`` (the
+    GPU behind it, `nvml_gpu_for`) and the RAPL package zones for ``cpu``.
 
     Returns the meter (``None`` if none works) and, for each one skipped, why. NVML talks to the
     driver, not to files, so it is tried only when ``root`` is ``/`` (unless ``use_nvml``).
     """
     skipped: dict[str, str] = {}
-    if use_nvml is None:
-        use_nvml = os.path.abspath(root) == "/"
-    if use_nvml:
+    try:
+        return _probed(JetsonRailsMeter(root)), skipped
+    except MeterError as e:
+        skipped["jetson"] = str(e)
+    if backend_device == "cpu":
         try:
-            return NvmlMeter(), skipped
+            return _probed(RaplMeter(root)), skipped
         except MeterError as e:
-            skipped["nvml"] = str(e)
+            skipped["rapl"] = str(e)
+    elif backend_device.startswith("cuda"):
+        if use_nvml is None:
+            use_nvml = os.path.abspath(root) == "/"
+        if not use_nvml:
+            skipped["nvml"] = f"not tried under root {root}"
+        else:
+            try:
+                return NvmlMeter(nvml_gpu_for(backend_device)), skipped
+            except MeterError as e:
+                skipped["nvml"] = str(e)
     else:
-        skipped["nvml"] = f"not tried under root {root}"
-    for name, make in (("jetson", JetsonRailsMeter), ("rapl", RaplMeter)):
-        try:
-            meter = make(root)
-            meter.start()  # proves the counters are readable (RAPL needs root)
-            meter.stop()
-            return meter, skipped
-        except MeterError as e:
-            skipped[name] = str(e)
+        skipped["meter"] = f"no hardware meter for backend device {backend_device!r}"
     return None, skipped
+
+
+def _probed(meter: EnergyMeter) -> EnergyMeter:
+    """``meter`` once a start and stop proved its counters readable (RAPL needs root)."""
+    meter.start()
+    meter.stop()
+    return meter
+
+
+def choose_meter(
+    profile: DeviceProfile,
+    backend_device: str,
+    host_profile: str,
+    root: str | os.PathLike[str] = "/",
+    simulate: bool = False,
+    mode: PowerMode | None = None,
+) -> tuple[EnergyMeter, list[str]]:
+    """The meter for ``profile``'s energy while the work runs on ``backend_device`` here.
+
+    A hardware meter (`open_hardware_meter`) only where it measures that device: ``profile`` is
+    this machine's (``host_profile``: the detected Jetson board, else ``cpu``), or a GPU profile
+    while the work runs on CUDA off a Jetson. Otherwise, with ``simulate``, or where no meter
+    works, the profile's power limit (``mode``; default: its default mode) over the wall clock,
+    whose ``source`` says why. Returns the meter and notes naming the meters skipped.
+    """
+    mode = mode or profile.mode()
+    notes: list[str] = []
+    discrete_gpu = profile.kind == "gpu" and backend_device.startswith("cuda")
+    if simulate:
+        why = "simulated on request"
+    elif profile.name != host_profile and not (discrete_gpu and host_profile == "cpu"):
+        here = f"this machine is {host_profile}, the work runs on {backend_device}"
+        why = f"no meter here measures {profile.name}: {here}"
+    else:
+        meter, skipped = open_hardware_meter(root, backend_device)
+        notes = [f"{name}: {reason}" for name, reason in skipped.items()]
+        if meter is not None:
+            return meter, notes
+        why = "no hardware meter works here"
+    return SimulatedMeter(mode.watts, f"{profile.name} {mode.name} power limit ({why})"), notes

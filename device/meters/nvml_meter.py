@@ -3,16 +3,36 @@
 The energy counter ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded; Volta
 and newer, updated every 20–100 ms) is used where the GPU has it; otherwise the meter polls
 ``nvmlDeviceGetPowerUsage`` (mW; a 1 s average on Ampere and newer) and integrates it in a
-thread. Both are ``measured``; ``source`` says which one was used.
+thread. Both are ``measured``; ``source`` says which one was used. Every NVML error, and a
+counter that goes backwards (a driver reload), is a one-line `MeterError`.
+
+`nvml_gpu_for` maps torch's ``cuda:N`` to the NVML GPU behind it through
+``CUDA_VISIBLE_DEVICES`` (indices or ``GPU-`` UUIDs). CUDA numbers the visible GPUs fastest
+first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML by PCI bus: on a machine with GPUs of
+different models, set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so both agree.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from ganglion.device.meters.base import EnergyMeter, MeterError, PollingMeter, Reading
+
+T = TypeVar("T")
+
+
+def _nvml_call(nvml: ModuleType, what: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``; an NVML error becomes a one-line `MeterError` naming ``what``."""
+    try:
+        return fn(*args)
+    except nvml.NVMLError as e:
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise MeterError(f"{what}: {text[:200]}") from e
 
 
 def load_nvml() -> ModuleType:
@@ -25,28 +45,62 @@ def load_nvml() -> ModuleType:
         pynvml.nvmlInit()
         count = pynvml.nvmlDeviceGetCount()
     except pynvml.NVMLError as e:
-        raise MeterError(f"no NVIDIA GPU: NVML did not initialise ({e})") from e
+        raise MeterError(
+            f"no NVIDIA GPU: NVML did not initialise ({' '.join(str(e).split())})"
+        ) from e
     if count == 0:
         raise MeterError("no NVIDIA GPU: NVML reports 0 devices")
     return pynvml
 
 
 def nvml_gpus(nvml: ModuleType | None = None) -> list[dict[str, Any]]:
-    """Name, memory and power limit of every GPU NVML sees; `MeterError` when none."""
+    """Name, memory and power limit of every GPU NVML sees; a figure NVML cannot give (Not
+    Supported) is ``None``. `MeterError` when there is no GPU or none can be listed."""
     nvml = nvml or load_nvml()
+
+    def figure(query: Callable[[], T]) -> T | None:
+        try:
+            return query()
+        except nvml.NVMLError:
+            return None
+
     out = []
-    for i in range(nvml.nvmlDeviceGetCount()):
-        h = nvml.nvmlDeviceGetHandleByIndex(i)
-        name = nvml.nvmlDeviceGetName(h)
+    for i in range(_nvml_call(nvml, "NVML device count", nvml.nvmlDeviceGetCount)):
+        h = _nvml_call(nvml, f"NVML GPU {i}", nvml.nvmlDeviceGetHandleByIndex, i)
+        name = figure(lambda h=h: nvml.nvmlDeviceGetName(h))
+        memory = figure(lambda h=h: int(nvml.nvmlDeviceGetMemoryInfo(h).total))
+        limit = figure(lambda h=h: nvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0)
         out.append(
             {
                 "index": i,
-                "name": name.decode() if isinstance(name, bytes) else str(name),
-                "memory_bytes": int(nvml.nvmlDeviceGetMemoryInfo(h).total),
-                "power_limit_w": nvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
+                "name": name.decode() if isinstance(name, bytes) else str(name or "unknown"),
+                "memory_bytes": memory,
+                "power_limit_w": limit,
             }
         )
     return out
+
+
+def nvml_gpu_for(device: str, env: Mapping[str, str] = os.environ) -> int | str:
+    """The NVML GPU (an index, or a ``GPU-`` UUID) that torch's ``device`` (``cuda`` or
+    ``cuda:N``) runs on, through ``CUDA_VISIBLE_DEVICES``; `MeterError` when it cannot say."""
+    match = re.fullmatch(r"cuda(?::([0-9]{1,4}))?", device)
+    if match is None:
+        raise MeterError(f"backend device {device!r} is not a CUDA device (cuda or cuda:N)")
+    n = int(match.group(1) or 0)
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return n
+    entries = [e.strip() for e in visible.split(",")]
+    entry = entries[n] if n < len(entries) else ""
+    if re.fullmatch(r"[0-9]{1,4}", entry):
+        return int(entry)
+    if entry.startswith("GPU-"):
+        return entry
+    raise MeterError(
+        f"{device}: CUDA_VISIBLE_DEVICES={visible[:100]!r} names no GPU index or GPU- UUID for it "
+        "(MIG instances are not metered)"
+    )
 
 
 class _PowerPolling(PollingMeter):
@@ -55,28 +109,39 @@ class _PowerPolling(PollingMeter):
         self._nvml, self._handle = nvml, handle
 
     def sample_watts(self) -> float:
-        return self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
+        """GPU power now (NVML's mW), in watts; an NVML error is a `MeterError`."""
+        mw = _nvml_call(self._nvml, self.source, self._nvml.nvmlDeviceGetPowerUsage, self._handle)
+        return mw / 1000.0
 
 
 class NvmlMeter(EnergyMeter):
-    """GPU ``index``'s energy: NVML's energy counter, else polled power integrated over time.
+    """GPU ``index``'s energy (an NVML index, or a ``GPU-`` UUID as `nvml_gpu_for` gives): NVML's
+    energy counter, else polled power integrated over time.
 
     ``nvml`` replaces the ``pynvml`` module (tests pass a stand-in to exercise both paths).
     """
 
-    def __init__(self, index: int = 0, interval_s: float = 0.02, nvml: ModuleType | None = None):
+    def __init__(
+        self, index: int | str = 0, interval_s: float = 0.02, nvml: ModuleType | None = None
+    ) -> None:
         self._nvml = nvml or load_nvml()
-        if index >= self._nvml.nvmlDeviceGetCount():
-            raise MeterError(f"no NVIDIA GPU with index {index}")
-        self._handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
+        where = f"GPU {index}"
+        if isinstance(index, str):
+            get = self._nvml.nvmlDeviceGetHandleByUUID
+            self._handle = _nvml_call(self._nvml, f"NVML {where}", get, index.encode())
+        else:
+            if index >= _nvml_call(self._nvml, "NVML device count", self._nvml.nvmlDeviceGetCount):
+                raise MeterError(f"no NVIDIA GPU with index {index}")
+            get = self._nvml.nvmlDeviceGetHandleByIndex
+            self._handle = _nvml_call(self._nvml, f"NVML {where}", get, index)
         self._polling: _PowerPolling | None = None
         self._start_mj = 0
         try:
             self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
-            self.source = f"nvml energy counter (GPU {index})"
+            self.source = f"nvml energy counter ({where})"
         except self._nvml.NVMLError:
             self._polling = _PowerPolling(self._nvml, self._handle, interval_s)
-            self.source = f"nvml power polling every {interval_s * 1000:.0f} ms (GPU {index})"
+            self.source = f"nvml power polling every {interval_s * 1000:.0f} ms ({where})"
             self._polling.source = self.source
 
     @property
@@ -84,12 +149,16 @@ class NvmlMeter(EnergyMeter):
         """Whether this GPU has NVML's energy counter (else power is polled)."""
         return self._polling is None
 
+    def _counter_mj(self) -> int:
+        get = self._nvml.nvmlDeviceGetTotalEnergyConsumption
+        return _nvml_call(self._nvml, self.source, get, self._handle)
+
     def start(self) -> None:
         """Remember the counter's value, or start the polling thread."""
         if self._polling is not None:
             self._polling.start()
         else:
-            self._start_mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+            self._start_mj = self._counter_mj()
 
     def stop(self) -> None:
         """Stop polling (nothing to do for the counter)."""
@@ -97,8 +166,12 @@ class NvmlMeter(EnergyMeter):
             self._polling.stop()
 
     def read(self) -> Reading:
-        """GPU energy since `start()`."""
+        """GPU energy since `start()`; `MeterError` when NVML fails or the counter went back."""
         if self._polling is not None:
             return self._polling.read()
-        mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        mj = self._counter_mj()
+        if mj < self._start_mj:
+            raise MeterError(
+                f"{self.source}: went back from {self._start_mj} to {mj} mJ (driver reloaded?)"
+            )
         return Reading((mj - self._start_mj) / 1000.0, time.perf_counter(), "measured", self.source)

@@ -1,19 +1,25 @@
 """Intel/AMD RAPL energy counters through the powercap sysfs interface.
 
-Each top-level zone ``/sys/class/powercap/intel-rapl:N`` (one per CPU package) has
-``energy_uj``, a µJ counter that wraps to 0 after ``max_energy_range_uj``. The meter sums the
-packages and accounts for wrap-around: a reading lower than the previous one means the counter
-passed ``max_energy_range_uj``. Reads are counter differences, so `read()` is exact between
-two reads as long as each counter wraps at most once in between; a slow background check
-(``wrap_check_s``) keeps that true on long runs. Since Linux 5.10 ``energy_uj`` is readable by
-root only. Files are read through `sysroot` (regular files only, bounded, with a timeout); a
-counter that is not a whole number within ``0..max_energy_range_uj`` is a `MeterError` naming
-its file.
+Each top-level zone ``/sys/class/powercap/intel-rapl:N`` has ``energy_uj``, a µJ counter that
+wraps to 0 after ``max_energy_range_uj``. The meter sums the ``package-N`` zones (one per CPU
+package). A ``psys`` zone (the whole platform, on recent Intel laptops) already includes the
+packages, so it is never added to them; it is used alone where there is no package zone.
+Sub-zones ``intel-rapl:N:M`` (core, uncore, dram) are parts of a package and are not summed.
+
+A reading lower than the previous one means the counter passed ``max_energy_range_uj``, but only
+where the energy that implies is plausible for the time elapsed (at most `MAX_PLAUSIBLE_W`): a
+counter that went backwards otherwise (reset, another counter behind the file), or jumped ahead by
+more, is a `MeterError` naming the file, never a measurement. Reads are counter differences, so
+`read()` is exact between two reads as long as each counter wraps at most once in between; a slow
+background check (``wrap_check_s``) keeps that true on long runs. Since Linux 5.10 ``energy_uj`` is
+readable by root only. Paths are resolved inside the root (`sysroot.under`) and files read through
+`sysroot` (regular files only, bounded, with a timeout); a counter that is not a whole number within
+``0..max_energy_range_uj`` is a `MeterError` naming its file, and more than `MAX_ZONES` zones are
+refused.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import threading
@@ -28,10 +34,14 @@ from ganglion.device.meters.base import (
     Reading,
     timed_read,
 )
-from ganglion.device.sysroot import FileReader, problem, read_text
+from ganglion.device.sysroot import FileReader, glob_under, problem, read_text, under
 
 POWERCAP = "sys/class/powercap"
-_COUNTER = re.compile(r"\d{1,20}")  # a µJ counter fits in 64 bits: at most 20 digits
+MAX_ZONES = 64  # top-level zones and sub-zones together; a real machine has a few per socket
+MAX_PLAUSIBLE_W = 5000.0  # no CPU package draws more: a bigger step is not energy
+COUNTER_STEP_S = 0.1  # slack for the counter's own update period in that bound
+_COUNTER = re.compile(r"[0-9]{1,20}")  # a µJ counter fits in 64 bits: at most 20 ASCII digits
+_PACKAGE = re.compile(r"package-[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -46,21 +56,25 @@ class RaplZone:
 def find_rapl_zones(
     root: str | os.PathLike[str] = "/", reader: FileReader = read_text
 ) -> list[RaplZone]:
-    """The package zones ``intel-rapl:N`` under ``root`` (sub-zones ``intel-rapl:N:M`` are parts of
-    a package and are not summed)."""
+    """The zones to sum under ``root``: every ``package-N`` zone, else a ``psys`` zone alone
+    (it includes the packages), else none. More than `MAX_ZONES` zones is a `MeterError`."""
 
     def discover() -> list[RaplZone]:
         zones = []
-        for folder in sorted(glob.glob(str(Path(root) / POWERCAP / "intel-rapl:*"))):
-            if not re.fullmatch(r"intel-rapl:\d+", os.path.basename(folder)):
+        for path in glob_under(root, f"{POWERCAP}/intel-rapl:*", MAX_ZONES):
+            if not re.fullmatch(r"intel-rapl:[0-9]+", os.path.basename(path)):
                 continue
-            f = Path(folder)
-            name = _read(reader, f / "name").strip() if (f / "name").exists() else f.name
-            max_range = _counter(reader, f / "max_energy_range_uj")
+            folder = os.path.basename(path)
+            name_file, range_file = (
+                under(root, f"{path}/{n}") for n in ("name", "max_energy_range_uj")
+            )
+            name = _read(reader, name_file).strip() if name_file.exists() else folder
+            max_range = _counter(reader, range_file)
             if max_range == 0:
-                raise MeterError(f"{f / 'max_energy_range_uj'}: holds 0, not a counter range")
-            zones.append(RaplZone(name or f.name, f / "energy_uj", max_range))
-        return zones
+                raise MeterError(f"{range_file}: holds 0, not a counter range")
+            zones.append(RaplZone(name or folder, under(root, f"{path}/energy_uj"), max_range))
+        packages = [z for z in zones if _PACKAGE.fullmatch(z.name)]
+        return packages or [z for z in zones if z.name == "psys"][:1]
 
     return timed_read(discover, f"RAPL zones under {Path(root) / POWERCAP}")
 
@@ -99,11 +113,14 @@ class RaplMeter(EnergyMeter):
         self.reader = reader
         self.zones = find_rapl_zones(root, reader)
         if not self.zones:
-            raise MeterError(f"no RAPL zones under {Path(root) / POWERCAP} (intel-rapl:N)")
+            raise MeterError(
+                f"no RAPL package or psys zones under {Path(root) / POWERCAP} (intel-rapl:N)"
+            )
         self.source = "rapl: " + "+".join(z.name for z in self.zones)
         self.wrap_check_s = wrap_check_s
         self._lock = threading.Lock()
         self._last: list[int] = []
+        self._last_time = 0.0
         self._total_uj = 0
         self._wrap_check = PeriodicThread(self._advance, wrap_check_s, "RaplMeter")
 
@@ -117,18 +134,26 @@ class RaplMeter(EnergyMeter):
     def _advance(self) -> float:
         with self._lock:
             now_raw, now = self.raw_uj(), time.perf_counter()
-            for i, (zone, value) in enumerate(zip(self.zones, now_raw, strict=True)):
-                delta = value - self._last[i]
-                if delta < 0:
-                    delta += zone.max_range_uj + 1
-                self._total_uj += delta
-            self._last = now_raw
+            bound_uj = MAX_PLAUSIBLE_W * (now - self._last_time + COUNTER_STEP_S) * 1e6
+            deltas = []
+            for zone, before, value in zip(self.zones, self._last, now_raw, strict=True):
+                wrapped = value < before
+                delta = value - before + (zone.max_range_uj + 1 if wrapped else 0)
+                if delta > bound_uj:
+                    raise MeterError(
+                        f"{zone.energy_file}: went from {before} to {value} µJ in "
+                        f"{now - self._last_time:.3g} s: more than {MAX_PLAUSIBLE_W:g} W"
+                        f"{' even as a wrap-around (counter reset?)' if wrapped else ''}"
+                    )
+                deltas.append(delta)
+            self._total_uj += sum(deltas)
+            self._last, self._last_time = now_raw, now
             return now
 
     def start(self) -> None:
         """Take the counters' starting values and start the wrap-check thread."""
         self.stop()
-        self._last, self._total_uj = self.raw_uj(), 0
+        self._last, self._last_time, self._total_uj = self.raw_uj(), time.perf_counter(), 0
         self._wrap_check.start()
 
     def stop(self) -> None:

@@ -29,6 +29,9 @@ NEURO_COUNTS = ("cores", "neurons_per_core", "synapses_per_core", "bytes_per_syn
 NEURO_RATES = ("synops_per_s", "neuron_updates_per_s")  # > 0: the simulator divides by them
 
 
+DETECTED_MAX_DEPTH = 8  # ``detected``: nested lists/tables at most this deep
+DETECTED_MAX_ITEMS = 1000  # ... holding at most this many values and keys in all
+DETECTED_MAX_TEXT = 4096  # ... each string at most this long
 FIGURE_MAX = 1e30  # no figure is larger: products and quotients of figures stay finite
 FIGURE_MIN_POSITIVE = 1e-30  # no non-zero figure is smaller: nothing divides by a near-zero
 
@@ -274,6 +277,37 @@ class _Fields:
             raise self.fail(key, "a list of strings", value)
         return [self.text(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
+    def detected(self, value: object) -> dict[str, Any]:
+        """The ``detected`` table, if it holds only JSON-safe values: strings, finite numbers,
+        booleans, null, lists and tables, nested at most `DETECTED_MAX_DEPTH` deep with at most
+        `DETECTED_MAX_ITEMS` entries in all."""
+        table = self.table(value, "detected")
+        count = 0
+
+        def check(v: object, key: str, depth: int) -> None:
+            nonlocal count
+            count += 1
+            if count > DETECTED_MAX_ITEMS:
+                raise self.fail("detected", f"at most {DETECTED_MAX_ITEMS} values", "more")
+            if isinstance(v, dict | list):
+                if depth >= DETECTED_MAX_DEPTH:
+                    raise self.fail(key, f"nested at most {DETECTED_MAX_DEPTH} deep", v)
+                items = v.items() if isinstance(v, dict) else enumerate(v)
+                for k, item in items:
+                    check(item, f"{key}.{k}" if isinstance(v, dict) else f"{key}[{k}]", depth + 1)
+            elif isinstance(v, str):
+                if len(v) > DETECTED_MAX_TEXT:
+                    raise self.fail(key, f"a string of at most {DETECTED_MAX_TEXT} characters", v)
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise self.fail(key, "a finite number", v)
+            elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63:
+                raise self.fail(key, "a number within 64 bits", v)
+            elif not isinstance(v, bool | int | float) and v is not None:
+                raise self.fail(key, "a string, number, boolean, list or table", v)
+
+        check(table, "detected", 0)
+        return dict(table)
+
     def get(self, key: str, default: object) -> object:
         return self.data.get(key, default)
 
@@ -327,8 +361,8 @@ def profile_from_dict(data: object, origin: str = "builtin") -> DeviceProfile:
     if unknown:
         raise ProfileError(f"{f.where}: unknown fields {_show(unknown, 300)}")
     name = f.text(data["name"], "name")
-    if not name:
-        raise f.fail("name", "a non-empty string", name)
+    if not name or name == "auto":
+        raise f.fail("name", "a non-empty string other than 'auto' (this machine)", name)
     raw_modes = data["power_modes"]
     if not isinstance(raw_modes, list) or not raw_modes:
         raise f.fail("power_modes", "a non-empty list of tables", raw_modes)
@@ -354,7 +388,7 @@ def profile_from_dict(data: object, origin: str = "builtin") -> DeviceProfile:
             neuromorphic=None if neuro is None else f.neuromorphic(neuro),
             notes=f.text(f.get("notes", ""), "notes"),
             origin=origin,
-            detected=dict(f.table(f.get("detected", {}), "detected")),
+            detected=f.detected(f.get("detected", {})),
         )
     except ProfileError as e:
         if str(e).startswith(origin):

@@ -50,15 +50,15 @@ def devices(
     console.print(_detected_table(found.to_dict()))
 
 
-def _cell(value: object) -> Text:
-    """``value`` as plain text for a table cell: markup is not parsed, control characters are
-    replaced (a file under --root cannot restyle or move the terminal)."""
+def plain(value: object) -> Text:
+    """``value`` as plain text for the terminal (a table cell, a title, a line): markup is not
+    parsed, control characters are replaced (text from a file cannot restyle or move it)."""
     return Text(_CONTROL.sub("\ufffd", str(value)))
 
 
 def _dense(p: DeviceProfile, value: float, scale: float, fmt: str) -> Text:
     """A dense-compute figure, or "—" where it does not apply (a neuromorphic chip)."""
-    return _cell(NOT_APPLICABLE if p.kind == "neuromorphic" else format(value / scale, fmt))
+    return plain(NOT_APPLICABLE if p.kind == "neuromorphic" else format(value / scale, fmt))
 
 
 def _profiles_table(profiles: dict[str, DeviceProfile]) -> Table:
@@ -76,24 +76,24 @@ def _profiles_table(profiles: dict[str, DeviceProfile]) -> Table:
     for name, p in sorted(profiles.items()):
         modes = ", ".join(f"{m.name} {m.watts:g}" for m in p.power_modes)
         table.add_row(
-            _cell(name),
-            _cell(p.kind),
+            plain(name),
+            plain(p.kind),
             _dense(p, p.peak_ops["fp32"], 1e12, ".2f"),
             _dense(p, max(p.peak_ops.values()), 1e12, ".1f"),
             _dense(p, p.memory_bandwidth, 1e9, ".0f"),
-            _cell(modes),
-            _cell(len(p.assumed)),
-            _cell(p.origin),
+            plain(modes),
+            plain(len(p.assumed)),
+            plain(p.origin),
         )
     return table
 
 
 def _detected_table(d: dict[str, Any]) -> Table:
-    t = Table("what", "detected", title=_cell(f"detected under {d['root']}"))
+    t = Table("what", "detected", title=plain(f"detected under {d['root']}"))
     bad = d["unreadable"]
 
     def row(what: str, value: object) -> None:
-        t.add_row(_cell(what), _cell(value))
+        t.add_row(plain(what), plain(value))
 
     cpu = d["cpu"]
     row(
@@ -102,7 +102,7 @@ def _detected_table(d: dict[str, Any]) -> Table:
         or f"{cpu['model']}: {cpu['physical_cores']} cores / {cpu['logical_cores']} threads, "
         f"{cpu['max_mhz']:.0f} MHz, {cpu['simd']}",
     )
-    gpus = ", ".join(f"{g['name']} ({g['power_limit_w']:.0f} W)" for g in d["gpus"])
+    gpus = ", ".join(f"{g['name']} ({_watts(g['power_limit_w'])})" for g in d["gpus"])
     row("GPU (NVML)", gpus or f"none: {d['gpu_error']}")
     model = d["jetson_model"] or "none"
     if d["jetson_module"]:
@@ -131,6 +131,11 @@ def _detected_table(d: dict[str, Any]) -> Table:
     )
     row("profile", d["profile_name"])
     return t
+
+
+def _watts(limit: float | None) -> str:
+    """A GPU's power limit, or "power limit unknown" where NVML does not report it."""
+    return "power limit unknown" if limit is None else f"{limit:.0f} W"
 
 
 def _rail_rows(d: dict[str, Any], row: Any) -> None:

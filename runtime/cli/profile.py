@@ -1,9 +1,12 @@
 """``ganglion profile``: latency and energy of a bundle, measured here or simulated elsewhere.
 
-The device that is this machine (``auto``: the detected Jetson board, else ``cpu``) is measured:
-latency from the wall clock, energy from the first meter that works (NVML, Jetson rails, RAPL)
-or, with ``--simulate`` or without one, the profile's power integrated over the measured run.
-Any other device is predicted by the roofline model. Every figure is marked measured/simulated.
+The device that is this machine (``auto``: the detected Jetson board, else ``cpu``) is measured
+in its detected power mode: latency from the wall clock, energy from the meter of the chip the
+backend runs on (NVML for ``cuda[:N]``, RAPL for ``cpu``, a Jetson's rails for either) or, with
+``--simulate`` or without one, the profile's power integrated over the measured run. Any other
+device is predicted by the roofline model. Every figure is marked measured/simulated. Text read
+from files (profile, device, rail and layer names) is printed as plain text (`plain`), and
+drawn as plain text in the plot (no mathtext).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rich.table import Table
 
 from ganglion.models.errors import GanglionError
 from ganglion.runtime.atomic import atomic_file, check_target
+from ganglion.runtime.cli.devices import plain
 
 if TYPE_CHECKING:
     from ganglion.runtime.profiling import ProfileResult
@@ -92,7 +96,7 @@ def profile(
         return
     _print(results, payload, Console(width=None if sys.stdout.isatty() else 150))
     if plot is not None:
-        Console().print(f"plot written to {plot}")
+        Console().print(plain(f"plot written to {plot}"))
 
 
 def _ms(seconds: float) -> str:
@@ -102,7 +106,7 @@ def _ms(seconds: float) -> str:
 def _print(results: list[ProfileResult], payload: dict, console: Console) -> None:
     for r in results:
         title = f"{payload['bundle']} on {r.device} ({r.mode}) / {r.backend}, batch {r.batch}"
-        t = Table("figure", "value", "how", title=title)
+        t = Table("figure", "value", "how", title=plain(title))
         if r.latency is not None:
             s = r.latency
             t.add_row(
@@ -124,7 +128,9 @@ def _print(results: list[ProfileResult], payload: dict, console: Console) -> Non
                 "latency per call", f"{_ms(r.predicted_latency_s)} ms", "simulated (roofline)"
             )
         energy_how = "simulated (roofline)" if r.latency is None else r.energy_source
-        t.add_row("energy per inference", f"{r.energy_per_inference_j * 1e3:.4g} mJ", energy_how)
+        t.add_row(
+            "energy per inference", f"{r.energy_per_inference_j * 1e3:.4g} mJ", plain(energy_how)
+        )
         t.add_row("average power", f"{r.average_power_w:.3g} W", r.energy_kind)
         if r.latency is not None:
             p = r.prediction
@@ -138,7 +144,7 @@ def _print(results: list[ProfileResult], payload: dict, console: Console) -> Non
         if payload["kind"] == "spiking" and r.layers:
             console.print(_layer_table(r))
         for note in r.notes:
-            console.print(f"  note: {note}", markup=False)
+            console.print(plain(f"  note: {note}"))
 
 
 def _layer_table(r: ProfileResult) -> Table:
@@ -148,12 +154,12 @@ def _layer_table(r: ProfileResult) -> Table:
         "synops",
         "MACs",
         "energy (mJ, simulated)",
-        title=f"per layer, per inference, on {r.device}",
+        title=plain(f"per layer, per inference, on {r.device}"),
     )
     for row in r.layers:
         rate = "" if row["spike_rate"] is None else f"{row['spike_rate']:.3f}"
         t.add_row(
-            row["layer"],
+            plain(row["layer"]),
             rate,
             f"{row['synops']:.4g}",
             f"{row['macs']:.4g}",
@@ -201,6 +207,7 @@ def _plot(results: list[ProfileResult], out: Path, force: bool) -> None:
             fontsize=7,
             xytext=(4, 4),
             textcoords="offset points",
+            parse_math=False,  # a $ in a device name is text, not mathtext
         )
     from ganglion.runtime.profiling import pareto_front
 

@@ -58,7 +58,9 @@ class Node:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings.check()
-        self.telemetry = NodeTelemetry(settings.device, settings.simulate_energy, settings.root)
+        self.telemetry = NodeTelemetry(
+            settings.device, settings.simulate_energy, settings.root, settings.backend_device
+        )
         self.repository = ModelRepository(settings, self.telemetry.meter)
         self.admission = Admission(settings.max_concurrency)
         self.inference = InferenceService(self.repository, self.admission, _version())

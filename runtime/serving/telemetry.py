@@ -1,8 +1,10 @@
 """A node's device figures: its profile, the energy meter that runs while it serves, and the
 ``ganglion.v1.Telemetry`` message built from them and from the loaded models.
 
-The meter is the first that works here (NVML, Jetson rails, RAPL: ``measured``), else the
-profile's power limit over the wall clock (``simulated``); every energy figure says which.
+The meter is that of the chip the sessions run on (`choose_meter`: NVML for ``cuda[:N]``, RAPL
+for ``cpu``, a Jetson's rails for either: ``measured``), and only where the device profile is
+what runs the work here; else the profile's power limit over the wall clock (``simulated``, its
+source saying why). Every energy figure says which.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 import time
 from collections.abc import Iterable
 
-from ganglion.device import EnergyMeter, SimulatedMeter, detect, get_profile, open_hardware_meter
+from ganglion.device import choose_meter, detect, get_profile
 from ganglion.runtime.serving.protos import control_pb2
 from ganglion.runtime.serving.served_model import Measurement, ServedModel
 
@@ -21,17 +23,19 @@ NODE_VERSION = "ganglion-node 1"
 class NodeTelemetry:
     """The device profile and a running meter; ``message`` snapshots everything."""
 
-    def __init__(self, device: str = "auto", simulate: bool = False, root: str = "/") -> None:
-        name = detect(root).profile_name if device == "auto" else device
-        self.profile = get_profile(name, root=root)
-        self.skipped: dict[str, str] = {}
-        meter: EnergyMeter | None = None
-        if not simulate:
-            meter, self.skipped = open_hardware_meter(root)
-        if meter is None:
-            mode = self.profile.mode()
-            meter = SimulatedMeter(mode.watts, f"{self.profile.name} {mode.name} power limit")
-        self.meter = meter
+    def __init__(
+        self,
+        device: str = "auto",
+        simulate: bool = False,
+        root: str = "/",
+        backend_device: str = "cpu",
+    ) -> None:
+        found = detect(root)
+        self.profile = get_profile(found.profile_name if device == "auto" else device, root=root)
+        self.mode = found.active_mode(self.profile)
+        self.meter, self.skipped = choose_meter(
+            self.profile, backend_device, found.profile_name, root, simulate, self.mode
+        )
         self.meter.start()
         self.started = time.monotonic()
 
@@ -39,11 +43,10 @@ class NodeTelemetry:
         """The Telemetry message now."""
         reading = self.meter.read()
         uptime = time.monotonic() - self.started
-        mode = self.profile.mode()
         device = control_pb2.DeviceTelemetry(
             profile=self.profile.name,
-            power_mode=mode.name,
-            power_limit_w=mode.watts,
+            power_mode=self.mode.name,
+            power_limit_w=self.mode.watts,
             meter_kind=reading.kind,
             meter_source=reading.source,
             energy_j=reading.joules,

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ganglion.device import sysroot
+from ganglion.device import detect, sysroot
 from ganglion.device.meters import JetsonRailsMeter, MeterError, find_rails
 from ganglion.device.sysfs_fixtures import JETSON_BOARDS, PowerWriter, write_file, write_jetson
 from ganglion.device.sysroot import read_text
 
+HWMON3 = "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
 EXPECTED_TOTAL = {
     "xavier-agx-jp46": None,
     "nano-jp46": "POM_5V_IN",
@@ -150,3 +151,60 @@ def test_board_without_total_rail_says_it_sums_the_rails(tmp_path):
         "jetson INA3221 (hwmon): sum of 4 rails (no VDD_IN or POM_5V_IN rail): "
         "VDD_GPU_SOC+VDD_CPU_CV+VIN_SYS_5V0+VDDQ_VDD2_1V8AO"
     )
+
+
+def _relabel(root: Path, labels: dict[str, str]) -> None:
+    """Write each hwmon ``inN_label`` file (path relative to ``root``) with its new label."""
+    for path, label in labels.items():
+        (root / path).write_text(label + "\n")
+
+
+def test_rails_sharing_a_label_are_all_kept_and_detect_agrees(tmp_path):
+    fixture = write_jetson(tmp_path, "agx-orin-64gb-jp512", board_w=20.0)
+    label_files = sorted(tmp_path.glob("sys/bus/i2c/drivers/ina3221/*/hwmon/*/in*_label"))
+    rails = [p for p in label_files if p.read_text().strip() not in ("NC", "sum of shunt voltages")]
+    _relabel(tmp_path, {str(p.relative_to(tmp_path)): "VDD_GPU_SOC" for p in rails})
+    meter = JetsonRailsMeter(tmp_path)
+    got = meter.read_rails()
+    assert len(got) == 4 and all(name.startswith("VDD_GPU_SOC (hwmon") for name in got)
+    assert sum(got.values()) == pytest.approx(fixture.total_watts(20.0), rel=2e-3)
+    assert meter.sample_watts() == pytest.approx(fixture.total_watts(20.0), rel=2e-3)
+    d = detect(tmp_path)
+    assert d.rails_w == pytest.approx(got, rel=2e-3)
+    assert d.total_w == pytest.approx(meter.sample_watts(), rel=2e-3)
+
+
+@pytest.mark.parametrize("label", ["vdd_in", "Vdd_In"])
+def test_total_rail_is_recognised_in_any_case(tmp_path, label):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62", board_w=10.0)
+    _relabel(tmp_path, {f"{HWMON3}/in1_label": label})
+    meter = JetsonRailsMeter(tmp_path)
+    assert meter.total_rail is not None and meter.total_rail.name == label
+    assert meter.sample_watts() == pytest.approx(10.0, rel=2e-3)  # not VDD_IN + its sub-rails
+    assert detect(tmp_path).total_w == pytest.approx(10.0, rel=2e-3)
+
+
+def test_a_rail_without_a_label_is_kept_as_unlabelled(tmp_path):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62", board_w=10.0)
+    _relabel(tmp_path, {f"{HWMON3}/in2_label": ""})
+    names = [r.name for r in find_rails(tmp_path)]
+    assert names == ["VDD_IN", "unlabelled (hwmon3 in2)", "VDD_SOC"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "limit"),
+    [("curr1_input", "1e300", "above 50000"), ("in1_input", "100000", "above 40000")],
+)
+def test_a_reading_beyond_an_ina3221_channel_is_refused(tmp_path, name, text, limit):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    write_file(tmp_path, f"/{HWMON3}/{name}", text + "\n")
+    with pytest.raises(MeterError, match=rf"{name}: holds '{text}', {limit}"):
+        JetsonRailsMeter(tmp_path).start()
+
+
+def test_too_many_rails_are_refused_in_one_line_naming_the_folder(tmp_path):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    for n in range(10, 80):
+        write_file(tmp_path, f"/{HWMON3}/in{n}_label", f"RAIL_{n}\n")
+    with pytest.raises(MeterError, match=r"hwmon3: more than 64 entries match 'in\*_label'"):
+        find_rails(tmp_path)

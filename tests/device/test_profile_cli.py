@@ -173,3 +173,60 @@ def test_a_batch_too_large_for_memory_is_refused_before_it_is_drawn(
     code, out, _ = invoke("profile", str(bundle), "--batch", "2048", "--root", str(tmp_path),
                           "--runs", "2", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["results"][0]["batch"] == 2048
+
+
+def test_profile_under_a_root_says_so_and_uses_the_detected_power_mode(tmp_path, bundle):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    (tmp_path / "var/lib/nvpmodel/status").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "var/lib/nvpmodel/status").write_text("pmode:0003\n")  # 7W, not the 25W default
+    args = (
+        "profile",
+        bundle,
+        "--runs",
+        3,
+        "--warmup",
+        0,
+        "--simulate",
+        "--json",
+        "--root",
+        tmp_path,
+    )
+    (r,) = json.loads(invoke(*args))["results"]
+    assert r["device"] == "jetson-orin-nano-8gb" and r["mode"] == "7W"
+    assert "7W power limit" in r["energy_source"]
+    assert any(note.startswith(f"--root {tmp_path}: ") for note in r["notes"])
+
+
+def _user_profile(tmp_path, name):
+    from ganglion.device.profiles import builtin_profiles
+
+    data = builtin_profiles()["rtx-4060"].to_dict()
+    data["name"] = name
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_names_from_files_are_printed_as_plain_text(tmp_path, bundle):
+    write_jetson(tmp_path, "orin-nano-8gb-jp62")
+    hwmon = tmp_path / "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+    (hwmon / "in1_label").write_text("VDD[/b]\x1b[2J\n")  # no VDD_IN now: the rails are summed
+    name = "x[/bold]y[link=file:///etc/passwd]z"
+    out = invoke(
+        "profile", bundle, "--device", "auto", "--device", name, "--devices",
+        _user_profile(tmp_path, name), "--runs", 3, "--warmup", 0, "--root", tmp_path,
+    )  # fmt: skip
+    flat = " ".join(out.replace("│", " ").split())
+    assert f"on {name} (default)" in flat and "VDD[/b]\ufffd[2J" in flat
+    assert "\x1b" not in out
+
+
+def test_a_dollar_in_a_device_name_is_drawn_as_text(tmp_path, bundle):
+    write_host_cpu(tmp_path)
+    png = tmp_path / "p.png"
+    name = "gpu$\\frac{a$"
+    invoke(
+        "profile", bundle, "--device", name, "--devices", _user_profile(tmp_path, name),
+        "--plot", png, "--runs", 3, "--root", tmp_path,
+    )  # fmt: skip
+    assert png.read_bytes()[:4] == b"\x89PNG"

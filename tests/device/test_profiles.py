@@ -396,3 +396,44 @@ def test_random_field_values_give_a_named_error_or_finite_predictions(base, chan
     pred = predict(counts, profile)
     assert math.isfinite(pred.latency_s) and pred.latency_s >= 0
     assert math.isfinite(pred.energy_j) and pred.energy_j >= 0
+
+
+def _user_file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("suffix", "detected", "field", "must"),
+    [
+        (".toml", "[device.detected]\nwhen = 1979-05-27T07:32:00Z\n", "detected.when", "a string"),
+        (".json", {"clock": float("inf")}, "detected.clock", "a finite number"),
+        (".json", {"n": 2**70}, "detected.n", "a number within 64 bits"),
+        (".json", {"t": "x" * 5000}, "detected.t", "a string of at most"),
+        (".json", json.loads("[" * 900 + "]" * 900), "detected", "a table"),
+        (".json", json.loads('{"a":' * 900 + "1" + "}" * 900), "detected.a.a.a", "nested at most"),
+        (".json", {f"k{i}": i for i in range(2000)}, "detected", "at most 1000 values"),
+    ],
+)
+def test_detected_holds_only_bounded_json_safe_values(tmp_path, suffix, detected, field, must):
+    data = builtin_profiles()["rtx-4060"].to_dict()
+    data["name"] = "lab-gpu"
+    if suffix == ".toml":
+        text = USER_TOML + detected
+    else:
+        data["detected"] = detected
+        text = json.dumps(data)
+    path = _user_file(tmp_path, "lab" + suffix, text)
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert f"{field}" in message and must in message
+
+
+def test_a_profile_cannot_be_named_auto(tmp_path):
+    data = builtin_profiles()["rtx-4060"].to_dict()
+    data["name"] = "auto"
+    with pytest.raises(ProfileError, match="other than 'auto'"):
+        load_profile_file(_user_file(tmp_path, "auto.json", json.dumps(data)))

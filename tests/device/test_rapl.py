@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ganglion.device.meters import MeterError, RaplMeter, find_rapl_zones
-from ganglion.device.sysfs_fixtures import PowerWriter, write_rapl
+from ganglion.device.sysfs_fixtures import PowerWriter, write_file, write_rapl
 from ganglion.device.sysroot import read_text
 
 
@@ -52,7 +52,7 @@ def test_counters_wrapping_while_power_changes(tmp_path):
 
 
 def test_no_zones_is_a_clear_error(tmp_path):
-    with pytest.raises(MeterError, match="no RAPL zones"):
+    with pytest.raises(MeterError, match="no RAPL package or psys zones"):
         RaplMeter(tmp_path)
 
 
@@ -116,3 +116,69 @@ def test_counter_going_bad_mid_run_is_reported_by_read(tmp_path, monkeypatch):
         meter.read()
     meter.stop()
     assert hooked == []
+
+
+@pytest.mark.parametrize("after", [999_999, 0], ids=["one-uj-back", "reset"])
+def test_counter_going_backwards_implausibly_is_an_error_not_a_wrap(tmp_path, after):
+    write_rapl(tmp_path, packages=1, start_uj=1_000_000)  # range 262 kJ: a wrap is no small step
+    counter = tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj"
+    meter = RaplMeter(tmp_path, wrap_check_s=100)
+    meter.start()
+    counter.write_text(f"{after}\n")
+    with pytest.raises(MeterError, match=rf"{counter}: went from 1000000 to {after} µJ .*5000 W"):
+        meter.read()
+    meter.stop()
+
+
+def _psys_laptop(root: Path, package: bool) -> None:
+    """intel-rapl:0 package-0 and intel-rapl:1 psys (the platform, package included), or psys
+    alone as intel-rapl:0."""
+    write_rapl(root, packages=2 if package else 1, start_uj=0)
+    psys = "intel-rapl:1" if package else "intel-rapl:0"
+    write_file(root, f"/sys/class/powercap/{psys}/name", "psys\n")
+
+
+@pytest.mark.parametrize("package", [True, False], ids=["package+psys", "psys-only"])
+def test_psys_is_never_added_to_the_packages(tmp_path, package):
+    _psys_laptop(tmp_path, package)
+    meter = RaplMeter(tmp_path, wrap_check_s=100)
+    meter.start()
+    zones = tmp_path / "sys/class/powercap"
+    if package:
+        (zones / "intel-rapl:0/energy_uj").write_text("1000000\n")
+        (zones / "intel-rapl:1/energy_uj").write_text("1500000\n")
+    else:
+        (zones / "intel-rapl:0/energy_uj").write_text("1500000\n")
+    reading = meter.read()
+    meter.stop()
+    assert meter.source == ("rapl: package-0" if package else "rapl: psys")
+    assert reading.joules == pytest.approx(1.0 if package else 1.5)
+
+
+def test_absolute_symlink_is_followed_inside_the_root(tmp_path):
+    host_file = tmp_path / "host/energy_uj"  # what a plain open() of the link would read
+    host_file.parent.mkdir()
+    host_file.write_text("9999\n")
+    root = tmp_path / "root"
+    write_rapl(root, packages=1, start_uj=0)
+    write_file(root, str(host_file), "7\n")  # its twin inside the root
+    counter = root / "sys/class/powercap/intel-rapl:0/energy_uj"
+    counter.unlink()
+    counter.symlink_to(host_file)
+    assert RaplMeter(root).raw_uj() == [7]
+
+
+def test_too_many_zones_are_refused_in_one_line_naming_the_folder(tmp_path):
+    write_rapl(tmp_path, packages=1)
+    for i in range(1, 70):
+        (tmp_path / f"sys/class/powercap/intel-rapl:{i}").mkdir()
+    with pytest.raises(MeterError, match=r"sys/class/powercap: more than 64 entries") as err:
+        RaplMeter(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_counter_digits_are_ascii_only(tmp_path):
+    write_rapl(tmp_path, packages=1)
+    (tmp_path / "sys/class/powercap/intel-rapl:0/energy_uj").write_text("\u0661\u0662\n")
+    with pytest.raises(MeterError, match="not a whole number of µJ"):
+        RaplMeter(tmp_path).start()
