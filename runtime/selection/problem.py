@@ -173,7 +173,10 @@ class SelectionProblem:
 
 
 def budget_limit(budget: float) -> float:
-    """The largest E or L that fits ``budget``: ``budget + FIT_TOLERANCE·max(1, budget)``."""
+    """The largest E or L that fits ``budget``: ``budget + FIT_TOLERANCE·max(1, budget)``
+    (infinity: no budget); ValueError for NaN or a negative budget."""
+    if not budget >= 0:
+        raise ValueError(f"a budget must be a number >= 0 (inf: none), got {budget}")
     return budget + FIT_TOLERANCE * max(1.0, budget)
 
 

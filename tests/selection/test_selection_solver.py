@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,13 @@ def test_no_subset_fits_returns_none():
     problem = synthetic_problem(rng, 6, 10, "random")
     assert solve(problem, float(problem.cost_j.min()) * 0.5, 1e9) is None
     assert solve(problem, 1e9, float(problem.delay_ms.min())) is None
+
+
+@pytest.mark.parametrize("budget", [math.nan, -1.0])
+def test_a_nan_or_negative_budget_is_refused_not_answered_infeasible(budget):
+    problem = synthetic_problem(np.random.default_rng(2), 5, 10, "trained")
+    for search in (solve, brute_force):
+        with pytest.raises(ValueError, match="budget must be a number >= 0"):
+            search(problem, budget, 100.0)
+    unbounded = solve(problem, math.inf, math.inf)  # infinity: no budget
+    assert unbounded.experts == brute_force(problem, math.inf, math.inf).experts
