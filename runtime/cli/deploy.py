@@ -156,11 +156,14 @@ def sign(
     signature: Path | None = typer.Option(
         None, "--signature", help="Where to write it (default: NAME.sig beside the bundle)."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing file at the signature's path."
+    ),
 ) -> None:
     """Sign a bundle's files with OpenSSF model-signing (EC key, offline)."""
     from ganglion.runtime.serving.signing import read_signature, sign_bundle
 
-    path = sign_bundle(bundle, key, signature)
+    path = sign_bundle(bundle, key, signature, force)
     info = read_signature(path)
     typer.echo(f"{path}: {len(info.files)} files signed by key {info.key_fingerprint}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ganglion.models.errors import GanglionError, first_line
-from ganglion.runtime.atomic import atomic_file, check_not_read
+from ganglion.runtime.atomic import atomic_file, check_target
 from ganglion.runtime.bundle_archive import extracted_bundle
 
 SIGNATURE_SUFFIX = ".sig"
@@ -82,16 +82,20 @@ def key_fingerprint(public_pem: bytes) -> str:
     return hashlib.sha256(pem).hexdigest()
 
 
-def sign_bundle(bundle: str | Path, key: str | Path, out: str | Path | None = None) -> Path:
+def sign_bundle(
+    bundle: str | Path, key: str | Path, out: str | Path | None = None, force: bool = False
+) -> Path:
     """Sign ``bundle``'s files with the EC private key ``key`` (PEM, unencrypted); writes the
-    signature atomically to ``out`` (default: beside the bundle) and returns its path."""
+    signature atomically to ``out`` (default: beside the bundle) and returns its path. An
+    existing file there (an old signature too) is replaced only with ``force``; the bundle, the
+    key and anything inside a bundle never."""
     import model_signing
 
     bundle, key = Path(bundle), Path(key)
     target = Path(out) if out is not None else signature_path(bundle)
+    check_target(target, force, reads=(bundle, key))
     _check_signing_key(key)
-    check_not_read(target, (bundle, key))  # an old signature is replaced, never its sources
-    with bundle_folder(bundle) as folder, atomic_file(target, force=True) as tmp:
+    with bundle_folder(bundle) as folder, atomic_file(target, force) as tmp:
         try:
             config = model_signing.signing.Config().use_elliptic_key_signer(private_key=key)
             config.sign(folder, tmp)

@@ -29,7 +29,7 @@ def test_inspect_fails_when_the_signature_does_not_verify(
     bundle = Path(shutil.copytree(bundles["dense"], tmp_path / "b"))
     trusted = str(signing_keys["trusted_dir"])
     for key, verifies in (("trusted", True), ("stranger", False)):
-        assert invoke("sign", str(bundle), "--key", str(signing_keys[key]))[0] == 0
+        assert invoke("sign", str(bundle), "--key", str(signing_keys[key]), "--force")[0] == 0
         code, out, _ = invoke("inspect", str(bundle), "--trusted-keys", trusted)
         assert (code == 0) == verifies, out
         assert ("does NOT verify" in out) != verifies
@@ -71,3 +71,21 @@ def test_sign_names_the_key_file_and_what_is_wrong_with_it(
         code, _, err = invoke("sign", str(bundle), "--key", str(key))
         one_line_error(code, err, str(key), words)
     assert not signature_path(bundle).exists()
+
+
+def test_sign_replaces_an_existing_file_only_with_force(
+    bundles: dict[str, Path], signing_keys: dict[str, Path], tmp_path: Path, one_line_error
+) -> None:
+    bundle = Path(shutil.copytree(bundles["dense"], tmp_path / "b"))
+    key = str(signing_keys["trusted"])
+    mine = tmp_path / "mine.npy"
+    mine.write_bytes(b"a user's data")
+    code, _, err = invoke("sign", str(bundle), "--key", key, "--signature", str(mine))
+    one_line_error(code, err, str(mine), "already exists", "--force")
+    assert mine.read_bytes() == b"a user's data"
+    assert invoke("sign", str(bundle), "--key", key)[0] == 0
+    code, _, err = invoke("sign", str(bundle), "--key", key)  # an old signature: the same rule
+    one_line_error(code, err, "already exists")
+    code, _, err = invoke("sign", str(bundle), "--key", key, "--signature", str(mine), "--force")
+    assert code == 0, err
+    assert mine.read_bytes() != b"a user's data"
