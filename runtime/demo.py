@@ -20,6 +20,7 @@ from ganglion.models.recipes.digits import (
     load_digits,
     train_classifier,
 )
+from ganglion.runtime.atomic import TargetExists, atomic_file, check_outside_bundles
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.session import load
 
@@ -27,6 +28,26 @@ NETWORKS: dict[str, tuple[Callable[[], torch.nn.Module], bool]] = {
     "mlp": (digits_mlp, False),
     "cnn": (digits_cnn, True),
 }
+DEMO_MARK = ".ganglion-demo"  # in the demo's output folder: the folder and its files are its own
+
+
+def claim_demo_folder(out: Path, force: bool = False) -> None:
+    """Make ``out`` the demo's folder, where each run replaces its own earlier outputs: a new or
+    empty folder, or one an earlier run marked (``DEMO_MARK``). A folder holding anything
+    else is refused (``TargetExists``) unless ``force``, and so is any folder inside a bundle
+    or a bundle itself: the demo never writes over a user's files unasked."""
+    mark = out / DEMO_MARK
+    check_outside_bundles(mark)
+    if out.exists() and not out.is_dir():
+        raise TargetExists(f"{out} is not a folder; choose a folder for --out")
+    foreign = out.is_dir() and any(out.iterdir()) and not (mark.is_file() or force)
+    if foreign or mark.is_symlink():
+        raise TargetExists(
+            f"{out} holds files the demo did not write; choose another --out, or pass --force "
+            "to let the demo replace its outputs there"
+        )
+    with atomic_file(mark, force=True) as tmp:
+        tmp.write_text("Outputs of `ganglion demo`; each run replaces them.\n", encoding="utf-8")
 
 
 @dataclass
@@ -81,16 +102,24 @@ def write_demo_bundle(
     name: str, model: torch.nn.Module, data: DigitsData, out: Path, timesteps: int
 ) -> Path:
     """Save the model (.pt2), calibration data (.npz), test data (``-test-x.npy`` and, with
-    labels, ``-test.npz``) and its spiking bundle under ``out`` (replacing the demo's own
-    earlier outputs)."""
-    out.mkdir(parents=True, exist_ok=True)
+    labels, ``-test.npz``) and its spiking bundle under ``out`` (the demo's folder:
+    ``claim_demo_folder``), each file atomically, replacing the demo's own earlier outputs."""
     sample = torch.from_numpy(data.x_train[:2])
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(out / f"{name}.pt2"))
-    np.savez(out / f"{name}-calib.npz", x=data.x_train, y=data.y_train)
-    np.save(out / f"{name}-test-x.npy", data.x_test)
-    np.savez(out / f"{name}-test.npz", x=data.x_test, y=data.y_test)
+    with atomic_file(out / f"{name}.pt2", force=True) as tmp:
+        torch.export.save(program, str(tmp))
+    arrays = {
+        f"{name}-calib.npz": {"x": data.x_train, "y": data.y_train},
+        f"{name}-test-x.npy": data.x_test,
+        f"{name}-test.npz": {"x": data.x_test, "y": data.y_test},
+    }
+    for file_name, value in arrays.items():
+        with atomic_file(out / file_name, force=True) as tmp, open(tmp, "wb") as fh:
+            if isinstance(value, dict):
+                np.savez(fh, **value)
+            else:
+                np.save(fh, value, allow_pickle=False)
     deployable = convert_spiking(
         model, data.x_train, data.y_train, SpikingOptions(timesteps=timesteps)
     )

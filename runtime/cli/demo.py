@@ -44,7 +44,14 @@ FULL = {
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where bundles and data go."),
+    out: Path = typer.Option(
+        Path("runs/demo"),
+        "--out",
+        help="Where bundles and data go: a new or empty folder, or an earlier demo's.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Write into a folder holding other files (same names replaced)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="The short tour (under a minute)."),
     bundle_timesteps: int = typer.Option(32, "--bundle-timesteps", help="T of the saved bundles."),
     as_json: bool = typer.Option(False, "--json", help="Also print one JSON line per row."),
@@ -66,13 +73,20 @@ def demo(
 
     from ganglion.converters.spiking import SpikingOptions
     from ganglion.converters.spiking.ann_to_snn import METHODS
-    from ganglion.runtime.demo import NETWORKS, accuracy_sweep, train_network, write_demo_bundle
+    from ganglion.runtime.demo import (
+        NETWORKS,
+        accuracy_sweep,
+        claim_demo_folder,
+        train_network,
+        write_demo_bundle,
+    )
     from ganglion.runtime.demo_cluster import cluster_tour
     from ganglion.runtime.demo_ensembles import dense_tour, ensemble_tour
     from ganglion.runtime.demo_events import event_tour
     from ganglion.runtime.demo_language import language_tour
     from ganglion.runtime.demo_tour import deployment_tour
 
+    claim_demo_folder(out, force)
     torch.set_num_threads(threads)
     plan = QUICK if quick else FULL
     started = time.perf_counter()
