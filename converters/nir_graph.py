@@ -39,6 +39,7 @@ from ganglion.models.spiking.neuron import Neuron
 
 DELAYS_KEY = "ganglion_delays"
 TIME_KEY = "ganglion_time"  # graph metadata: how the program runs over time (JSON)
+MAX_TIME_NOTE = 4096  # characters of that JSON
 MAX_NODE_ELEMENTS = 1 << 22  # per sample, any node's values (a 2048x2048 map); bounds memory
 
 
@@ -281,6 +282,18 @@ def read_nir(
     force: bool = False,
 ) -> SpikingGraph:
     """Read an NIR HDF5 file; any problem is an NIRError naming the file."""
+    return read_nir_with_time(path, dt, semantics, type_check, force)[0]
+
+
+def read_nir_with_time(
+    path: str | Path,
+    dt: float | None = None,
+    semantics: NirSemantics | None = None,
+    type_check: bool = True,
+    force: bool = False,
+) -> tuple[SpikingGraph, dict[str, Any] | None]:
+    """``read_nir``, and the graph's ``ganglion_time`` metadata (how a Ganglion export runs
+    over time: a JSON object, checked by the caller's ``SpikingTime``) or None without it."""
     from ganglion.converters.hdf5_guard import check_hdf5
 
     path = Path(path)
@@ -289,8 +302,25 @@ def read_nir(
     check_hdf5(path)  # no other file, plugin, loop or oversized dataset before nir reads it
     graph = _read_checked(path, type_check)
     try:
-        return from_nir(graph, dt, semantics, force)
+        return from_nir(graph, dt, semantics, force), _time_note(graph)
     except NIRError as exc:
         raise NIRError(f"{path}: {exc}") from exc
     except Exception as exc:
         raise NIRError(f"{path}: malformed NIR graph ({type(exc).__name__}: {exc})") from exc
+
+
+def _time_note(graph: nir.NIRGraph) -> dict[str, Any] | None:
+    """The ``ganglion_time`` metadata as a dict, None when absent; NIRError when it is not a
+    JSON object (at most ``MAX_TIME_NOTE`` characters)."""
+    stored = metadata(graph).get(TIME_KEY)
+    if stored is None:
+        return None
+    if not isinstance(stored, str) or len(stored) > MAX_TIME_NOTE:
+        raise NIRError(f"{TIME_KEY} must be a JSON object of at most {MAX_TIME_NOTE} characters")
+    try:
+        note = json.loads(stored)
+    except ValueError as exc:
+        raise NIRError(f"{TIME_KEY} is not valid JSON ({exc})") from exc
+    if not isinstance(note, dict):
+        raise NIRError(f"{TIME_KEY} must be a JSON object, got {type(note).__name__}")
+    return note

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from ganglion.converters.nir_graph import read_nir
+from ganglion.converters.nir_graph import read_nir_with_time
 from ganglion.converters.nir_semantics import NirSemantics, semantics_for
 from ganglion.converters.spiking import spiking_manifest
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import GanglionError, NIRError
-from ganglion.models.manifest import SpikingTime
+from ganglion.models.manifest import NIR_TIME_FIELDS, SpikingTime
 from ganglion.models.spiking.graph import SpikingGraph
 from ganglion.models.spiking.network import SpikingNetwork
 
@@ -31,15 +31,17 @@ def import_nir_program(
     force: bool = False,
 ) -> Deployable:
     """The spiking program of NIR file ``path`` under ``semantics`` (default: NIR's plain
-    rules), ``dt`` replacing its step when given; inputs are time-major [T, batch, ...] (NIR
-    carries no encoding). ``force`` keeps an unstable Euler decay rather than refusing it."""
+    rules), ``dt`` replacing its step when given. NIR carries no encoding, so inputs are
+    time-major [T, batch, ...], unless the graph holds Ganglion's ``ganglion_time`` (our
+    exports do): then the program runs as the exported one did (its T, encoding, decoding, seed
+    and delay; an event encoding, whose binning the graph does not carry, becomes time-major
+    frames). ``force`` keeps an unstable Euler decay rather than refusing it."""
     sem = semantics or semantics_for("nir")
     if dt is not None:
         sem = dataclasses.replace(sem, dt=float(dt))
-    graph = read_nir(path, semantics=sem, type_check=type_check, force=force)
-    time = SpikingTime(
-        timesteps=1, dt=sem.dt, encoding="none", decoding="none", semantics=_used(sem, graph)
-    )
+    graph, note = read_nir_with_time(path, semantics=sem, type_check=type_check, force=force)
+    time = _time(path, note or {}, sem.dt if note is None or dt is not None else None)
+    time.semantics = _used(sem, graph)
     try:
         manifest = spiking_manifest(graph, time)
     except (GanglionError, ValueError) as exc:  # a graph the manifest cannot describe
@@ -52,6 +54,23 @@ def import_nir_program(
         "like": sem.like,
     }
     return Deployable(SpikingNetwork(graph, time), manifest, graph.to_config())
+
+
+def _time(path: Path, note: dict[str, Any], dt: float | None) -> SpikingTime:
+    """The program's time semantics from a ``ganglion_time`` note (empty: NIR's time-major
+    defaults), ``dt`` replacing the note's when given; NIRError naming the file and field."""
+    unknown = sorted(set(note) - set(NIR_TIME_FIELDS))
+    if unknown:
+        raise NIRError(f"{path}: ganglion_time has unknown field {unknown[0]!r}")
+    fields = {"timesteps": 1, "encoding": "none", "decoding": "none", **note}
+    if fields["encoding"] == "events":  # its binning is not in the graph: frames as given
+        fields["encoding"] = "none"
+    if dt is not None:
+        fields["dt"] = dt
+    try:
+        return SpikingTime(**fields)
+    except (GanglionError, ValueError, TypeError) as exc:
+        raise NIRError(f"{path}: ganglion_time: {exc}") from exc
 
 
 # neuron field -> the convention it follows, where a node's own metadata (Ganglion's exports
@@ -82,25 +101,30 @@ def _used(sem: NirSemantics, graph: SpikingGraph) -> dict[str, Any]:
 
 
 def silence_warning(deployable: Deployable) -> str | None:
-    """A warning when the program's spiking neurons never fire on a probe input (uniform [0, 1)
-    for 50 steps): the usual cause is a dt·R far too small for the graph's writer."""
+    """A warning when the program's spiking neurons never fire on a probe input (uniform [0, 1),
+    for 50 steps of time-major input, else the program's T): the usual cause is a dt·R far
+    too small for the graph's writer."""
     network: SpikingNetwork = deployable.module
     neurons = network.graph.neurons()
     spiking = [n for n, layer in neurons.items() if layer.spiking]
     per_step = math.prod(network.graph.input_shape) + sum(
         math.prod(n.shape) for n in neurons.values()
     )
-    if not spiking or PROBE_STEPS * PROBE_BATCH * per_step > PROBE_MAX_VALUES:
+    time_major = network.time.time_major
+    steps = PROBE_STEPS if time_major else network.time.timesteps
+    if not spiking or steps * PROBE_BATCH * per_step > PROBE_MAX_VALUES:
         return None  # nothing to probe, or a probe too large to run here
-    shape = (PROBE_STEPS, PROBE_BATCH, *network.graph.input_shape)
-    probe = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    shape = (steps, PROBE_BATCH) if time_major else (PROBE_BATCH,)
+    probe = torch.rand(
+        (*shape, *network.graph.input_shape), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         network.run(probe, record=True)
     if any(float(network.activity[n].sum()) > 0 for n in spiking):
         return None
     gains = [float(network.graph.nodes[n].gain.min()) for n in spiking]
     return (
-        f"the imported program stays silent on a probe input ({PROBE_STEPS} steps of uniform "
+        f"the imported program stays silent on a probe input ({steps} steps of uniform "
         f"[0, 1) input): dt·R may be the cause (smallest input gain {min(gains):.3g} at "
         f"dt = {network.time.dt:g} s; IF graphs written with r = 1 need --dt 1, or the "
         f"writer's --like preset)"

@@ -165,6 +165,10 @@ class TensorSpec:
         return bool(self.shape) and self.shape[0] == -1
 
 
+# the SpikingTime fields a graph.nir's ``ganglion_time`` metadata carries (export and import)
+NIR_TIME_FIELDS = ("timesteps", "dt", "encoding", "decoding", "seed", "delay")
+
+
 @dataclass
 class SpikingTime:
     """Time semantics of spiking programs.

@@ -9,7 +9,8 @@ import typer
 
 CONFIG_HELP = "Cluster file (TOML): coordinator, ensembles, nodes (example below)."
 STATE_HELP = "Folder for the cluster's state and logs (default: .ganglion/NAME/ beside it)."
-EXAMPLE = """A cluster file (paths relative to it; every key: the README's "Clusters"):
+EXAMPLE = """A cluster file (paths relative to it; every key and its default:
+runtime/serving/cluster_config.py):
 
 \b
   [coordinator]

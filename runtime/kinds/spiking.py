@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ganglion.models.errors import BundleError
-from ganglion.models.manifest import Manifest, SpikingTime, TensorSpec
+from ganglion.models.manifest import NIR_TIME_FIELDS, Manifest, SpikingTime, TensorSpec
 from ganglion.runtime.kinds.base import (
     TIME,
     Arrays,
@@ -308,5 +308,4 @@ def nir_time(manifest: Manifest) -> dict[str, Any]:
     """How the program runs over time, for graph.nir's ``ganglion_time`` metadata: NIR itself
     says nothing of T, the input encoding or the output decoding."""
     time = _time(manifest)
-    keys = ("timesteps", "dt", "encoding", "decoding", "seed", "delay")
-    return {key: getattr(time, key) for key in keys}
+    return {key: getattr(time, key) for key in NIR_TIME_FIELDS}

@@ -119,3 +119,57 @@ def test_graph_nir_says_how_the_program_runs_over_time(tmp_path) -> None:
     bundle = save_bundle(convert_spiking(model.eval(), calib, options=options), tmp_path / "b")
     time = json.loads(nir.read(str(bundle / "graph.nir")).metadata["ganglion_time"])
     assert (time["timesteps"], time["encoding"], time["decoding"]) == (6, "rate", "count")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "decoding"), [("rate", "count"), ("direct", "membrane"), ("direct", "count")]
+)
+def test_import_nir_reads_ganglion_time_back(tmp_path, encoding, decoding) -> None:
+    """export -> import-nir runs as the original: same T, encoding, decoding and seed."""
+    from ganglion.runtime.bundle import save_bundle
+    from ganglion.runtime.cli import invoke
+    from ganglion.runtime.session import load
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    calib = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    options = SpikingOptions(timesteps=6, encoding=encoding, decoding=decoding, seed=5)
+    bundle = save_bundle(convert_spiking(model.eval(), calib, options=options), tmp_path / "b")
+    code, _, err = invoke("import-nir", str(bundle / "graph.nir"), "-o", str(tmp_path / "back"))
+    assert code == 0, err
+    original, again = load(bundle), load(tmp_path / "back")
+    assert again.manifest.time.timesteps == 6
+    assert again.manifest.time.encoding == encoding and again.manifest.time.seed == 5
+    x = np.random.default_rng(1).random((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(again.run(x), original.run(x))
+
+
+@pytest.mark.parametrize(
+    ("note", "words"),
+    [
+        ('{"timesteps": 0}', "manifest.time.timesteps"),
+        ('{"encoding": "magic"}', "manifest.time.encoding"),
+        ('{"seed": -1}', "manifest.time.seed"),
+        ('{"timesteps": 4, "shell": "rm"}', "unknown field 'shell'"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{", "not valid JSON"),
+    ],
+)
+def test_a_bad_ganglion_time_is_refused_naming_the_file(tmp_path, note, words) -> None:
+    import nir
+
+    from ganglion.converters.nir_graph import TIME_KEY
+    from ganglion.runtime.cli import invoke
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    calib = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    program = convert_spiking(model.eval(), calib, options=SpikingOptions(timesteps=4))
+    from ganglion.runtime.bundle import save_bundle
+
+    graph = nir.read(str(save_bundle(program, tmp_path / "b") / "graph.nir"))
+    graph.metadata[TIME_KEY] = note
+    path = tmp_path / "hostile.nir"
+    nir.write(str(path), graph)
+    code, _, err = invoke("import-nir", str(path), "-o", str(tmp_path / "out"))
+    assert code != 0 and err.count("\n") == 1 and str(path) in err and words in err, err
+    assert not (tmp_path / "out").exists()
