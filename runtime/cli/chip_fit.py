@@ -41,11 +41,12 @@ def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool
                 str(row["neurocores"]),
             )
         console.print(table)
-        verdict = "fits" if report["fits"] else "does not fit"
+        verdict = f"{'fits' if report['fits'] else 'does not fit'} on {chips} declared"
+        if report.get("unsupported"):
+            verdict = "cannot be mapped onto Loihi 2, whatever its size"
         console.print(
             f"total: {report['neurons']:,} neurons, {report['synapses']:,} synapses, "
-            f"{report['neurocores']} neurocores = {report['chips_needed']} chip(s); "
-            f"{verdict} on {chips} declared",
+            f"{report['neurocores']} neurocores = {report['chips_needed']} chip(s); {verdict}",
             markup=False,
         )
         console.print(f"limits: {report['source']}", markup=False)
