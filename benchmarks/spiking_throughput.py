@@ -4,17 +4,20 @@ The digits MLP and CNN are converted (IF neurons, subtract reset, v_init = θ/2,
 encoding, membrane decoding) and the same network is rebuilt in each peer:
 - **SpikingJelly 2.0**: ``IFNode(v_reset=None)`` (subtract reset) in ``step_mode='m'`` with
   its multi-step ``layer`` wrappers: its CPU path, every layer over all T at once.
-- **snnTorch 1.0**: ``Leaky(β=1, reset_mechanism="subtract", reset_delay=False)``, run in
-  ``torch.inference_mode`` layer by layer (a synaptic layer over all T at once, a neuron one
-  step at a time): its fastest schedule here.
-Both peers compute the first synaptic layer once and repeat it over T (the input is the same
-at every step; SpikingJelly's examples do this with their "static" layer); Ganglion does the
-same by itself. Ganglion is timed through ``load(...).run`` on numpy input, session checks
-included; the peers on torch tensors.
+- **snnTorch 1.0**: ``Leaky(β=1, reset_mechanism="subtract", reset_delay=False,
+  surrogate_disable=True)`` (scalar β and θ), run in ``torch.inference_mode`` layer by layer
+  (a synaptic layer over all T at once, a neuron one step at a time): its fastest schedule.
+Both peers compute the first synaptic layer once and hand it to the next layer as a view
+repeated over T (the input is the same at every step; SpikingJelly's examples do this with
+their "static" layer); Ganglion does the same by itself. With ``--compile-peers`` (the
+default) each peer is also timed under ``torch.compile`` (static shapes, compiled in the row's
+first call, whose seconds the JSON line reports as ``<peer>+compile_first_call_s``): the
+fastest a user of either can make it on a CPU. Ganglion is timed through ``load(...).run`` on
+numpy input, session checks included; the peers on torch tensors.
 
 Each (network, T, batch) row first compares the outputs (prediction agreement and the largest
 difference: SpikingJelly fires on v ≥ θ and ours on v > θ, snnTorch subtracts the threshold
-again on the step after a spike that leaves v above it), then times the three interleaved:
+again on the step after a spike that leaves v above it), then times them all interleaved:
 ``--repeats`` rounds, each round timing every implementation once over enough calls to last
 about 20 ms. It reports each one's median time per call with its spread (min–max over rounds)
 and the speed-up, the median of the per-round ratios with their range. Goals: Ganglion ≥ 5×
@@ -27,7 +30,7 @@ beside the project (torch stays the CPU build) or in a folder given with ``--pee
     .venv/bin/pip install --no-deps spikingjelly==2.0.0 loguru
 
 Usage: ``python benchmarks/spiking_throughput.py [--timesteps 8,32,128] [--batches 1,16,256]
-[--networks mlp,cnn] [--threads 1] [--repeats 7] [--peer-path DIR]``
+[--networks mlp,cnn] [--threads 1] [--repeats 7] [--peer-path DIR] [--no-compile-peers]``
 """
 
 from __future__ import annotations
@@ -89,48 +92,58 @@ def _scalar(t: torch.Tensor) -> float:
 
 
 class SnnTorchTwin:
-    """The converted chain in snnTorch, run layer by layer in ``torch.inference_mode``."""
+    """The converted chain in snnTorch, run layer by layer in ``torch.inference_mode``: its
+    fastest neuron set-up, ``surrogate_disable=True`` (a plain Heaviside instead of the
+    surrogate's autograd function) with scalar β and θ. ``compiled``: ``run`` under
+    ``torch.compile`` (static shapes; one compile per input shape)."""
 
-    def __init__(self, program: SpikingNetwork) -> None:
+    def __init__(self, program: SpikingNetwork, compiled: bool = False) -> None:
         self.layers: list[tuple[nn.Module, torch.Tensor | None]] = []
         for layer in program.graph.nodes.values():
             if isinstance(layer, Neuron):
                 leaky = snn.Leaky(
-                    beta=layer.decay.clone(),
-                    threshold=layer.threshold.clone(),
+                    beta=_scalar(layer.decay),
+                    threshold=_scalar(layer.threshold),
                     reset_mechanism="subtract",
                     reset_delay=False,
+                    surrogate_disable=True,
                 )
                 self.layers.append((leaky, layer.v_init))
             else:
                 self.layers.append((torch_layer(layer), None))
+        self._forward = torch.compile(self._layers, dynamic=False) if compiled else self._layers
 
     def run(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         """x [B, ...] -> the mean output current over T [B, out]."""
         with torch.inference_mode():
-            first = self.layers[0][0](x)
-            seq = first.unsqueeze(0).expand(timesteps, *first.shape)
-            for module, v_init in self.layers[1:]:
-                if v_init is None:
-                    flat = module(seq.reshape(-1, *seq.shape[2:]))
-                    seq = flat.reshape(timesteps, -1, *flat.shape[1:])
-                    continue
-                mem = v_init.expand(seq.shape[1:]).clone()
-                spikes = []
-                for x_t in seq:
-                    spk, mem = module(x_t, mem)
-                    spikes.append(spk)
-                seq = torch.stack(spikes)
-            return seq.sum(0) / timesteps
+            return self._forward(x, timesteps)
+
+    def _layers(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+        first = self.layers[0][0](x)
+        seq = first.unsqueeze(0).expand(timesteps, *first.shape)
+        for module, v_init in self.layers[1:]:
+            if v_init is None:
+                flat = module(seq.reshape(-1, *seq.shape[2:]))
+                seq = flat.reshape(timesteps, -1, *flat.shape[1:])
+                continue
+            mem = v_init.expand(seq.shape[1:]).clone()
+            spikes = []
+            for x_t in seq:
+                spk, mem = module(x_t, mem)
+                spikes.append(spk)
+            seq = torch.stack(spikes)
+        return seq.sum(0) / timesteps
 
 
 class SpikingJellyTwin:
-    """The converted chain in SpikingJelly's multi-step mode (``step_mode='m'``)."""
+    """The converted chain in SpikingJelly's multi-step mode (``step_mode='m'``).
+    ``compiled``: its layers under ``torch.compile`` (static shapes; SpikingJelly 2.0 registers
+    its IF neuron's multi-step op so that the compiler sees through it), the membranes set
+    outside the compiled call."""
 
-    def __init__(self, program: SpikingNetwork) -> None:
-        from spikingjelly.activation_based import functional, layer, neuron
+    def __init__(self, program: SpikingNetwork, compiled: bool = False) -> None:
+        from spikingjelly.activation_based import layer, neuron
 
-        self.functional = functional
         wrap = {
             nn.Linear: layer.Linear,
             nn.Conv2d: layer.Conv2d,
@@ -152,6 +165,7 @@ class SpikingJellyTwin:
         self.first = torch_layer(next(iter(program.graph.nodes.values())))
         self.rest = nn.Sequential(*modules[1:]).eval()
         self.v_init = {i - 1: v for i, v in self.v_init.items()}
+        self._forward = torch.compile(self._layers, dynamic=False) if compiled else self._layers
 
     @staticmethod
     def _twin(cls: type, plain: nn.Module) -> nn.Module:
@@ -169,15 +183,17 @@ class SpikingJellyTwin:
         return twin
 
     def run(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
-        """x [B, ...] -> the mean output current over T [B, out]."""
+        """x [B, ...] -> the mean output current over T [B, out]. Each membrane is set to its
+        v_init first (no ``reset_net`` needed: it would only be overwritten)."""
         with torch.inference_mode():
-            self.functional.reset_net(self.rest)
             for i, v_init in self.v_init.items():
                 shape = (x.shape[0], *v_init.shape)
                 self.rest[i].v = v_init.expand(shape).clone()
-            first = self.first(x)
-            seq = first.unsqueeze(0).repeat(timesteps, *[1] * first.ndim)
-            return self.rest(seq).mean(0)
+            return self._forward(x, timesteps)
+
+    def _layers(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+        first = self.first(x)
+        return self.rest(first.unsqueeze(0).expand(timesteps, *first.shape)).mean(0)
 
 
 def spikingjelly_missing(peer_path: str | None) -> str | None:
@@ -231,7 +247,9 @@ def compare(
     }
     for peer, fn in impls.items():
         if peer != "ganglion":
-            theirs = fn(x)
+            start = time.perf_counter()
+            theirs = fn(x)  # a compiled peer compiles for this shape here
+            row[f"{peer}_first_call_s"] = time.perf_counter() - start
             row[f"{peer}_argmax_agreement"] = float((ours.argmax(-1) == theirs.argmax(-1)).mean())
             row[f"{peer}_max_abs_diff"] = float(np.abs(ours - theirs).max())
     times = interleaved({k: (lambda f=f: f(x)) for k, f in impls.items()}, repeats)
@@ -256,30 +274,40 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--peer-path", default=os.environ.get("GANGLION_PEER_PATH"),
                         help="folder holding SpikingJelly (pip --target)")  # fmt: skip
+    parser.add_argument("--compile-peers", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time each peer under torch.compile (compiles per shape: "
+                        "tens of seconds to minutes each, once)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch._dynamo.config.cache_size_limit = 64  # snnTorch compiles a graph per Leaky call site
     sj_missing = spikingjelly_missing(args.peer_path)
     if sj_missing:
         print(json.dumps({"benchmark": "spiking_throughput", "skipped": "spikingjelly",
                           "reason": sj_missing}))  # fmt: skip
     load_avg = os.getloadavg()
+    peers = ["spikingjelly", "snntorch"]
+    if args.compile_peers:
+        peers += [f"{peer}+compile" for peer in peers]
     table = Table(
-        "network", "T", "batch", "ganglion ms", "spikingjelly ms", "snntorch ms",
-        "vs spikingjelly", "vs snntorch", "agree (sj / snn)",
+        "network", "T", "batch", "ganglion ms", *(f"vs {peer}" for peer in peers),
+        "agree (all peers)",
         title=f"CPU, {args.threads} torch thread(s), load average {load_avg[0]:.2f} at start; "
-        "median (min–max) over interleaved rounds",
+        "Ganglion's median time (min–max) and its speed-up over each peer (median of per-round "
+        "ratios, min–max) over interleaved rounds",
     )  # fmt: skip
     for name in args.networks.split(","):
         model, data = train_network(name)
         for steps in (int(s) for s in args.timesteps.split(",")):
             program = convert_spiking(model, data.x_train, None, SpikingOptions(timesteps=steps))
             session = load(program)
-            impls: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-                "ganglion": session.run,
-                "snntorch": _numpy(SnnTorchTwin(program.module), steps),
-            }
+            twins: dict[str, type] = {"snntorch": SnnTorchTwin}
             if not sj_missing:
-                impls["spikingjelly"] = _numpy(SpikingJellyTwin(program.module), steps)
+                twins["spikingjelly"] = SpikingJellyTwin
+            impls: dict[str, Callable[[np.ndarray], np.ndarray]] = {"ganglion": session.run}
+            for peer, twin in twins.items():
+                impls[peer] = _numpy(twin(program.module), steps)
+                if args.compile_peers:
+                    impls[f"{peer}+compile"] = _numpy(twin(program.module, True), steps)
             for batch in (int(b) for b in args.batches.split(",")):
                 x = np.ascontiguousarray(np.resize(data.x_test, (batch, *data.x_test.shape[1:])))
                 row = compare(name, steps, x.astype(np.float32), impls, args.repeats)
@@ -287,9 +315,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 table.add_row(
                     name, str(steps), str(batch), _cell(row, "ganglion"),
-                    _cell(row, "spikingjelly"), _cell(row, "snntorch"),
-                    _speedup(row, "spikingjelly"), _speedup(row, "snntorch"),
-                    f"{_agreement(row, 'spikingjelly')} / {_agreement(row, 'snntorch')}",
+                    *(_speedup(row, peer) for peer in peers),
+                    " / ".join(_agreement(row, peer) for peer in peers),
                 )  # fmt: skip
             session.close()
     Console(width=160).print(table)
