@@ -61,7 +61,7 @@ def import_nir(
         synaptic_input=synaptic_input,
     )
     deployable = import_nir_program(
-        graph, semantics=semantics, type_check=not no_type_check, force=force_dt
+        graph, dt=dt, semantics=semantics, type_check=not no_type_check, force=force_dt
     )
     warning = silence_warning(deployable)
     if warning:

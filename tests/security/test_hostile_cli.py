@@ -582,7 +582,7 @@ def test_selection_problem_with_a_huge_integer_or_a_lone_surrogate_names_the_fie
     budgets = ["--energy-budget", "1", "--latency-budget", "1000"]
     for file, expected in [
         ("big.json", "aggregation.per_expert_ms must be a finite number >= 0, got an integer of"),
-        ("surrogate.json", "experts[0].name must be Unicode text"),
+        ("surrogate.json", "experts[0].name is not Unicode text (a lone surrogate)"),
     ]:
         code, _, err = invoke("select", "--problem", str(tmp_path / file), *budgets)
         one_line_error(code, err, f"{file}: {expected}")
