@@ -7,12 +7,14 @@ whole input at once (``run``), and when it also takes state it serves ``prefill`
 sequence graph ``run`` is repeated ``step``. The kind prepares host-side feeds (e.g. a
 spiking program's rate encoding) and the fresh state comes from the bundle.
 
-``step`` runs through IO bindings onto buffers the session allocates once per batch size. Two
-buffer sets alternate ("ping-pong"): a step reads its state from one set and writes output and
-new state into the other, so a step loop allocates nothing. Programs whose state grows (a KV
-cache) run without bindings. Ownership: the arrays ``step`` returns belong to the session and
-are overwritten two steps later; copy them to keep them. Passing back the state ``step``
-returned costs no copy.
+``step`` runs through IO bindings onto buffers the session allocates once per batch size: three
+sets of outputs and state, a step reading its state from one and writing into another
+(``StepBuffers``), so a step loop allocates nothing. Programs whose state grows (a KV cache) run
+without bindings. Ownership: the arrays ``step`` returns belong to the session; a step never
+writes over the state it reads or what the step before it returned, so they hold until two
+more steps have returned (a retry from an older state included); copy them to keep them
+longer. ``run`` and ``prefill`` never touch them. Passing back the state ``step`` returned
+costs no copy.
 """
 
 from __future__ import annotations
@@ -116,33 +118,47 @@ def _fixed(spec: TensorSpec) -> bool:
 
 
 class StepBuffers:
-    """Inputs, outputs and state of one batch size, twice, each set with its IO binding.
+    """Inputs, and three sets of outputs and state, of one batch size, with an IO binding per
+    (state read, set written) pair, made on first use.
 
-    ``bindings[k]`` reads state set ``k`` and writes outputs and state set ``1 - k``.
+    A step reads the state set its input state is (or loads a caller's own arrays into one) and
+    writes the least recently written set that is neither that one nor the set the last step
+    returned: a step never overwrites the state it reads or what the step before it returned,
+    so returned arrays hold until two more steps have returned, a retry from an older state
+    included.
     """
+
+    SETS = 3
 
     def __init__(self, session: Any, program: Program, feeds: Arrays, batch: int) -> None:
         m = program.manifest
+        self._session = session
         self.inputs = {name: np.zeros_like(a) for name, a in feeds.items()}
         self.outputs = [
-            {s.name: np.zeros(_shape(s, batch), s.dtype) for s in m.outputs} for _ in range(2)
+            {s.name: np.zeros(_shape(s, batch), s.dtype) for s in m.outputs}
+            for _ in range(self.SETS)
         ]
         self.states: list[State] = [
-            {s.name: np.zeros(_shape(s, batch), s.dtype) for s in m.state} for _ in range(2)
+            {s.name: np.zeros(_shape(s, batch), s.dtype) for s in m.state} for _ in range(self.SETS)
         ]
-        self.bindings = [self._bind(session, k) for k in range(2)]
+        self._bindings: dict[tuple[int, int], Any] = {}
+        self._written = list(range(self.SETS))  # least recently written first
+        self.last: int | None = None  # the set the last step returned
 
-    def _bind(self, session: Any, k: int) -> Any:
-        binding = session.io_binding()
-        for name, array in self.inputs.items():
-            _bind(binding.bind_input, name, array)
-        for name, array in self.states[k].items():
-            _bind(binding.bind_input, naming.state_input(name), array)
-        for name, array in self.outputs[1 - k].items():
-            _bind(binding.bind_output, name, array)
-        for name, array in self.states[1 - k].items():
-            _bind(binding.bind_output, naming.state_output(name), array)
-        return binding
+    def binding(self, read: int, write: int) -> Any:
+        """The IO binding reading state set ``read`` and writing outputs and state ``write``."""
+        if (read, write) not in self._bindings:
+            binding = self._session.io_binding()
+            for name, array in self.inputs.items():
+                _bind(binding.bind_input, name, array)
+            for name, array in self.states[read].items():
+                _bind(binding.bind_input, naming.state_input(name), array)
+            for name, array in self.outputs[write].items():
+                _bind(binding.bind_output, name, array)
+            for name, array in self.states[write].items():
+                _bind(binding.bind_output, naming.state_output(name), array)
+            self._bindings[(read, write)] = binding
+        return self._bindings[(read, write)]
 
     def owner(self, state: State) -> int | None:
         """Which buffer set ``state`` is (same arrays), or None for a caller's own arrays."""
@@ -151,10 +167,19 @@ class StepBuffers:
                 return k
         return None
 
-    def load(self, state: State) -> None:
-        """Copy a caller's state into buffer set 0."""
-        for name, array in self.states[0].items():
+    def free(self, *keep: int | None) -> int:
+        """The least recently written set other than ``keep``, now the most recent."""
+        k = next(k for k in self._written if k not in keep)
+        self._written.remove(k)
+        self._written.append(k)
+        return k
+
+    def load(self, state: State) -> int:
+        """Copy a caller's state into a free set (not the last one returned); returns it."""
+        k = self.free(self.last)
+        for name, array in self.states[k].items():
             np.copyto(array, np.asarray(state[name]), casting="same_kind")
+        return k
 
 
 def _bind(method: Any, name: str, array: np.ndarray) -> None:
@@ -217,6 +242,7 @@ class OnnxRuntimeSession(Session):
         self._sequence_takes_state = any(n.startswith(naming.STATE_IN_PREFIX) for n in names)
         self._bindable = all(_fixed(s) for s in (*self.manifest.outputs, *self.manifest.state))
         self._buffers: dict[tuple, StepBuffers] = {}
+        self._stepping_privately = False  # ``_prefill``'s steps use buffers of their own
         self._output_names = [s.name for s in self.manifest.outputs]
         self._state_names = [s.name for s in self.manifest.state]
 
@@ -234,7 +260,13 @@ class OnnxRuntimeSession(Session):
 
     def _prefill(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
         if self._sequence is None or not self._sequence_takes_state:
-            return super()._prefill(inputs, state)
+            # repeated steps on buffers of their own: the arrays ``step`` returned stay intact
+            self._stepping_privately = True
+            try:
+                outputs, state = super()._prefill(inputs, state)
+            finally:
+                self._stepping_privately = False
+            return outputs, {k: np.array(v) for k, v in state.items()}
         feeds = dict(self.kind.onnx_feeds(self.manifest, inputs, None))
         feeds.update({naming.state_input(k): np.asarray(v) for k, v in state.items()})
         names = self._output_names + [naming.state_output(n) for n in self._state_names]
@@ -253,21 +285,22 @@ class OnnxRuntimeSession(Session):
             n = len(self._output_names)
             outputs = dict(zip(self._output_names, values[:n], strict=True))
             return outputs, dict(zip(self._state_names, values[n:], strict=True))
-        key = tuple((k, v.shape, v.dtype.str) for k, v in feeds.items())
+        key = (self._stepping_privately, *((k, v.shape, v.dtype.str) for k, v in feeds.items()))
         buffers = self._buffers.get(key)
         if buffers is None:
             batch = next(iter(feeds.values())).shape[0]
             buffers = self._buffers[key] = StepBuffers(
                 self._step_graph, self._program, feeds, batch
             )
-        k = buffers.owner(state)
-        if k is None:
-            buffers.load(state)
-            k = 0
+        read = buffers.owner(state)
+        if read is None:
+            read = buffers.load(state)
+        write = buffers.free(read, buffers.last)
         for name, array in feeds.items():
             np.copyto(buffers.inputs[name], array)
-        self._graph_call(self._step_graph.run_with_iobinding, buffers.bindings[k])
-        return buffers.outputs[1 - k], buffers.states[1 - k]
+        self._graph_call(self._step_graph.run_with_iobinding, buffers.binding(read, write))
+        buffers.last = write
+        return buffers.outputs[write], buffers.states[write]
 
     def _graph_call(self, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)`` on an ONNX Runtime session; its failure (ORT's own exception types,

@@ -46,16 +46,34 @@ def test_threads_reach_the_session(program: Deployable, x: np.ndarray) -> None:
         assert session.run(x).shape == (3, 4)
 
 
-def test_step_loop_reuses_two_buffer_sets(program: Deployable, x: np.ndarray) -> None:
-    """Steps alternate between two preallocated sets: nothing is allocated per step."""
+def test_step_loop_reuses_three_buffer_sets(program: Deployable, x: np.ndarray) -> None:
+    """Steps rotate through three preallocated sets: nothing is allocated per step."""
     with load(program, backend="onnxruntime") as session:
         state = session.init_state(3)
         seen = []
         for _ in range(6):
             out, state = session.step(x, state)
             seen.append((out.ctypes.data, state["v.relu_1"].ctypes.data))
-        assert len(set(seen)) == 2
-        assert seen[0] == seen[2] == seen[4] and seen[1] == seen[3] == seen[5]
+        assert len(set(seen)) == 3
+        assert seen[:3] == seen[3:]
+
+
+def test_returned_arrays_survive_a_retry_a_run_and_a_prefill(
+    program: Deployable, x: np.ndarray
+) -> None:
+    """What a step returned holds while a caller retries from an older state, runs the whole
+    input or prefills: only two more steps may write over it."""
+    with load(program, backend="onnxruntime") as session:
+        s1 = session.step(x, session.init_state(3))[1]
+        out2, s2 = session.step(x, s1)
+        kept = (out2.copy(), {k: v.copy() for k, v in s2.items()})
+        retry = session.step(x, s1)  # a second branch from s1
+        session.run(x)
+        session.prefill(x, s1)
+        np.testing.assert_array_equal(out2, kept[0])
+        for name, value in kept[1].items():
+            np.testing.assert_array_equal(s2[name], value)
+        np.testing.assert_array_equal(retry[0], kept[0])  # the same step, the same answer
 
 
 def test_caller_state_is_copied_not_aliased(program: Deployable, x: np.ndarray) -> None:
