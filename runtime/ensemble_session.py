@@ -137,7 +137,7 @@ class EnsembleSession(Session):
             return self._classify(inputs), {}
         return self._tokens_forward(inputs["ids"], state, one=True)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Close every member's session."""
         for member in self.members.values():
             member.close()

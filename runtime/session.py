@@ -25,6 +25,7 @@ thread at a time.
 from __future__ import annotations
 
 import importlib
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,11 +34,19 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable, ShapeError
+from ganglion.models.errors import BackendUnavailable, BundleError, ShapeError
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.kinds import BATCH, ProgramKind
 from ganglion.runtime.program import Program
-from ganglion.runtime.tensors import State, StateCheck, batched_state, check_inputs
+from ganglion.runtime.tensors import (
+    MAX_BATCH,
+    MAX_STATE_BYTES,
+    State,
+    StateCheck,
+    batched_state,
+    check_inputs,
+    tensor_bytes,
+)
 
 Inputs = Mapping[str, np.ndarray] | np.ndarray
 Outputs = dict[str, np.ndarray] | np.ndarray
@@ -61,6 +70,8 @@ class Session(ABC):
         self.kind: ProgramKind = program.kind
         self.device = device
         self.allow_nonfinite = False  # set by ``load(..., allow_nonfinite=True)``
+        self._closed = False
+        self._name = program.name
         self._state0 = program.initial_state()
         self._check_state = StateCheck(program.manifest.state)
         manifest, kind = self.manifest, self.kind
@@ -93,35 +104,59 @@ class Session(ABC):
 
     def run(self, inputs: Inputs) -> Outputs:
         """Whole input -> outputs (shapes per the manifest's time semantics)."""
+        self._check_open()
         named, bare = self._named(inputs, self._run_shapes)
-        return self._unnamed(self._run(named), bare)
+        return self._unnamed(_unshared(self._run(named), named), bare)
 
     def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """One timestep or token with explicit state -> (outputs, new state)."""
+        self._check_open()
         named, bare = self._named(inputs, self._step_shapes)
         self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
         outputs, new_state = self._step(named, dict(state))
         self._check_state.issued(new_state)
-        return self._unnamed(outputs, bare), new_state
+        return self._unnamed(_unshared(outputs, named), bare), new_state
 
     def prefill(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """``run``'s inputs continuing from ``state`` -> (``run``'s outputs, final state)."""
+        self._check_open()
         named, bare = self._named(inputs, self._run_shapes)
         self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
         outputs, new_state = self._prefill(named, dict(state))
         self._check_state.issued(new_state)
-        return self._unnamed(outputs, bare), new_state
+        return self._unnamed(_unshared(outputs, named), bare), new_state
 
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
-        if not isinstance(batch, int) or batch < 1:
+        self._check_open()
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
             raise ShapeError(f"batch must be a positive integer, got {batch!r}")
+        batch = int(batch)
+        size = batch * sum(
+            tensor_bytes([max(d, 1) for d in s.shape], s.dtype) for s in self.manifest.state
+        )
+        if batch > MAX_BATCH or size > MAX_STATE_BYTES:
+            raise ShapeError(
+                f"a state for batch {batch} would take {size} bytes; at most {MAX_BATCH} "
+                f"samples and {MAX_STATE_BYTES} bytes"
+            )
         state = batched_state(self.manifest.state, self._state0, batch)
         self._check_state.issued(state)
         return state
 
-    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
-        """Release resources (default: nothing to release)."""
+    def close(self) -> None:
+        """Release the backend's resources; the session then refuses every call (closing
+        twice is harmless)."""
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """What a backend frees on ``close`` (default: nothing)."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendUnavailable(f"{self._name}: this session is closed")
 
     def __enter__(self) -> Session:
         return self
@@ -156,6 +191,19 @@ class Session(ABC):
         return outputs
 
 
+def _unshared(
+    outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``outputs``, each copied where it may share memory with an input (a program returning a
+    view of its input, on torch): an output never changes when the caller edits an input."""
+    return {
+        name: value.copy()
+        if any(np.may_share_memory(value, given) for given in inputs.values())
+        else value
+        for name, value in outputs.items()
+    }
+
+
 class Backend(ABC):
     """Where programs execute."""
 
@@ -176,7 +224,15 @@ def get_backend(name: str) -> Backend:
 
 def open_session(program: Program, backend: str, device: str, **options: Any) -> Session:
     """A session for an opened program (a composite kind opens its members' sessions)."""
-    allow_nonfinite = bool(options.pop("allow_nonfinite", False))
+    allow_nonfinite = options.pop("allow_nonfinite", False)
+    if type(allow_nonfinite) is not bool:
+        raise BackendUnavailable(f"allow_nonfinite must be True or False, got {allow_nonfinite!r}")
+    if type(device).__module__ == "torch" and type(device).__name__ == "device":
+        device = str(device)  # a torch.device names the same thing
+    if not isinstance(device, str):
+        raise BackendUnavailable(
+            f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}"
+        )
     session = program.kind.open_session(program, backend, device, options)
     if session is None:
         session = get_backend(backend).load(program, device, **options)
@@ -197,6 +253,10 @@ def load(
     """
     from ganglion.runtime.bundle import open_bundle
 
+    if not isinstance(bundle, str | Path | Deployable | Program):
+        raise BundleError(
+            f"load takes a bundle path, a Deployable or a Program, got {type(bundle).__name__}"
+        )
     if isinstance(bundle, Program):
         return open_session(bundle, backend, device, **options)
     if isinstance(bundle, Deployable):

@@ -20,11 +20,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ganglion.models.errors import ShapeError
+from ganglion.models.errors import ShapeError, first_line
 from ganglion.models.manifest import TensorSpec
 from ganglion.runtime.kinds import BATCH, TIME
 
 State = dict[str, np.ndarray]
+MAX_BATCH = 1 << 20  # samples in one call or state: more is refused before anything is allocated
+MAX_STATE_BYTES = 16 << 30  # a fresh state (init_state) larger than this is refused
+STEP_COUNTER = "t"  # the state every stepped kind counts its steps in (never negative)
 FINITE_BY_MASK_MAX = 2**22  # elements: up to here a boolean mask is the fastest finite check
 
 
@@ -51,10 +54,19 @@ def shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(words) + "]"
 
 
+def _as_array(what: str, value: object) -> np.ndarray:
+    """``np.asarray(value)``; ShapeError naming ``what`` when it is not one (a ragged nested
+    list, a tensor that needs grad or has no numpy dtype)."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ShapeError(f"{what} is not an array of numbers: {first_line(exc)}") from exc
+
+
 def _cast(name: str, value: object, dtype: str) -> np.ndarray:
     if type(value) is np.ndarray and value.dtype == _dtype(dtype):
         return value  # the common case: already the declared dtype
-    array = np.asarray(value)
+    array = _as_array(f"input {name!r}", value)
     got = array.dtype
     if got == dtype:
         return array
@@ -118,7 +130,7 @@ def check_inputs(
     BATCH nor TIME may be empty)."""
     if len(inputs) != len(specs) or any(s.name not in inputs for s in specs):
         names = [s.name for s in specs]
-        unknown = sorted(set(inputs) - set(names))
+        unknown = sorted(set(inputs) - set(names), key=repr)
         if unknown:
             raise ShapeError(f"unknown input {unknown[0]!r}; the program takes {', '.join(names)}")
         missing = next(n for n in names if n not in inputs)
@@ -126,8 +138,14 @@ def check_inputs(
     checked: dict[str, np.ndarray] = {}
     batch: tuple[str, int] | None = None
     for spec in specs:
-        array = _cast(spec.name, inputs[spec.name], spec.dtype)
         want = expected[spec.name]
+        raw = _as_array(f"input {spec.name!r}", inputs[spec.name])  # no copy of an array
+        if BATCH in want and raw.ndim == len(want) and raw.shape[want.index(BATCH)] > MAX_BATCH:
+            raise ShapeError(
+                f"input {spec.name!r} has a batch of {raw.shape[want.index(BATCH)]}, more than "
+                f"the {MAX_BATCH} one call takes"
+            )
+        array = _cast(spec.name, raw, spec.dtype)
         fits = array.ndim == len(want) and all(
             w in (BATCH, TIME, -1) or w == g for w, g in zip(want, array.shape, strict=False)
         )
@@ -160,16 +178,21 @@ def _check_axes_filled(name: str, want: list[int], shape: tuple[int, ...]) -> No
 
 def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int | None) -> None:
     """ShapeError unless ``state`` has exactly the declared tensors with fitting shapes (and
-    ``batch`` samples on batched tensors, when given)."""
+    ``batch`` samples on batched tensors, when given), each of its dtype's family (no float
+    for an integer tensor, nothing complex), and the step counter ``t`` not negative."""
+    if not isinstance(state, Mapping):
+        kind = type(state).__name__
+        raise ShapeError(f"state must be a dict of named arrays (init_state gives one), got {kind}")
     if len(state) != len(specs) or any(s.name not in state for s in specs):
         names = [s.name for s in specs]
         missing = sorted(set(names) - set(state))
-        extra = sorted(set(state) - set(names))
+        extra = sorted(set(state) - set(names), key=repr)
         what = f"lacks {missing[0]!r}" if missing else f"has unknown {extra[0]!r}"
         raise ShapeError(f"state {what}; expected {', '.join(names) or 'no tensors'}")
     for spec in specs:
         value = state[spec.name]
-        shape = value.shape if type(value) is np.ndarray else np.shape(value)  # type: ignore[arg-type]
+        array = value if type(value) is np.ndarray else _as_array(f"state {spec.name!r}", value)
+        shape = array.shape
         want = spec.shape
         if batch is not None and spec.batched:
             want = [batch, *want[1:]]
@@ -178,6 +201,18 @@ def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int
         )
         if not fits:
             raise ShapeError(f"state {spec.name!r} must be {shape_text(want)}, got {list(shape)}")
+        want_kind, got_kind = np.dtype(spec.dtype).kind, array.dtype.kind
+        if got_kind not in ("iu" if want_kind in "iu" else "fiub"):
+            raise ShapeError(f"state {spec.name!r} must be {spec.dtype}, got {array.dtype}")
+        if spec.name == STEP_COUNTER:
+            _check_counter(array)
+
+
+def _check_counter(counter: object) -> None:
+    """ShapeError when the step counter (an integer array, checked) holds a negative value."""
+    array = np.asarray(counter)
+    if array.size and int(array.min()) < 0:
+        raise ShapeError(f"state {STEP_COUNTER!r} counts steps: it must be >= 0, got {array}")
 
 
 class StateCheck:
@@ -201,6 +236,8 @@ class StateCheck:
         if signature is None or signature != self._accepted:
             check_state(self.specs, state, batch)
             self._accepted = signature
+        elif STEP_COUNTER in state and state[STEP_COUNTER] is not self._issued.get(STEP_COUNTER):
+            _check_counter(state[STEP_COUNTER])  # a counter of the caller's: its value
         if allow_nonfinite:
             return
         for name, value in state.items():
@@ -213,8 +250,11 @@ class StateCheck:
 
 
 def _signature(state: Mapping[str, object], batch: int | None) -> tuple | None:
-    """(batch, (name, shape), ...) in the state's order, or None when a value is not an array."""
-    pairs = [(k, v.shape) for k, v in state.items() if type(v) is np.ndarray]
+    """(batch, (name, shape, dtype), ...) in the state's order, or None when a value is not an
+    array (or the state not a dict)."""
+    if not isinstance(state, Mapping):
+        return None
+    pairs = [(k, v.shape, v.dtype) for k, v in state.items() if type(v) is np.ndarray]
     return (batch, *pairs) if len(pairs) == len(state) else None
 
 

@@ -112,7 +112,7 @@ class LavaSession(Session):
         """Not offered: Lava runs whole sequences here (the torch fixed-point program steps)."""
         raise BackendUnavailable(STEP_UNAVAILABLE)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop the Lava runtime and its processes."""
         if self._net is not None:
             net, self._net = self._net, None
@@ -133,7 +133,7 @@ class LavaSession(Session):
 
         steps = data.shape[-1]
         if self._net is not None and self._net_steps != steps:
-            self.close()  # the source buffer holds one sequence length: rebuild for another
+            self._release()  # the source buffer holds one sequence length: rebuild for another
         if self._net is None:
             self._net_steps = steps
             config = self.program.config if self.precision == "fixed_pt" else None

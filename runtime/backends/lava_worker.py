@@ -171,7 +171,7 @@ class WorkerSession(Session):
                     f"lava worker exited with code {self._process.returncode} before answering"
                 )
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Ask the worker to stop Lava and exit; kill it if it does not in time."""
         process = getattr(self, "_process", None)
         if process is None:

@@ -19,6 +19,8 @@ costs no copy.
 
 from __future__ import annotations
 
+import numbers
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -55,8 +57,13 @@ def resolve_providers(
         names = ["cuda", "cpu"] if device.startswith("cuda") else ["cpu"]
     elif isinstance(requested, str):
         names = [n.strip() for n in requested.split(",") if n.strip()]
-    else:
+    elif isinstance(requested, list | tuple) and all(isinstance(n, str) for n in requested):
         names = list(requested)
+    else:
+        raise BackendUnavailable(
+            "onnxruntime backend: providers must be names (a list, or a comma-separated "
+            f"string), got {requested!r}"
+        )
     providers = [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
     missing = [p for p in providers if p not in available]
     if missing or not providers:
@@ -312,7 +319,7 @@ class OnnxRuntimeSession(Session):
                 f"{self._program.name}: ONNX Runtime failed: {ort_message(exc)}"
             ) from exc
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Drop the step buffers."""
         self._buffers.clear()
 
@@ -346,11 +353,13 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime backend: precision must be one of {naming.PRECISIONS}, "
                 f"got {precision!r}"
             )
-        if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+        whole = isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
+        if threads is not None and not (whole and 1 <= threads <= MAX_THREADS):
             raise BackendUnavailable(
-                f"onnxruntime backend: threads must be in [1, {MAX_THREADS}], got {threads}"
+                f"onnxruntime backend: threads must be a whole number in [1, {MAX_THREADS}], "
+                f"got {threads!r}"
             )
-        if not (device == "cpu" or device.startswith("cuda")):
+        if not re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", device):
             raise BackendUnavailable(
                 f"onnxruntime backend: unknown device {device!r} (use cpu or cuda)"
             )

@@ -235,7 +235,7 @@ class TensorRTSession(Session):
         batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
         return self._prefill(inputs, self.init_state(batch))[0]
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Release CUDA graphs, device buffers and the stream (the engine goes with the
         session); host arrays already returned stay valid."""
         memory, self._memory = self._memory, None

@@ -77,7 +77,6 @@ class TorchSession(Session):
     def __init__(self, program: Program, device: str) -> None:
         super().__init__(program, device)
         self.deployable = program.deployable()
-        self._name = program.name
         self._outputs_checked = False  # the manifest's outputs, checked on the first call
         # A session on another device works on its own copy: the Deployable (which other
         # sessions may share) stays where it is.

@@ -36,7 +36,7 @@ def test_unknown_option_is_refused(program: Deployable) -> None:
 
 @pytest.mark.parametrize("threads", [0, -2, 1_000_000])
 def test_threads_must_be_positive_and_bounded(program: Deployable, threads: int) -> None:
-    with pytest.raises(BackendUnavailable, match=r"threads must be in \[1, 256\]"):
+    with pytest.raises(BackendUnavailable, match=r"threads must be a whole number in \[1, 256\]"):
         load(program, backend="onnxruntime", threads=threads)
 
 

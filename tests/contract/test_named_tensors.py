@@ -204,3 +204,49 @@ def test_onnx_bundle_runs_where_torch_cannot_be_imported(
     expected = load(bundle).run(inputs)
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_hostile_api_arguments_get_typed_one_line_errors(spiking: Path, backend: str) -> None:
+    """What a Python user may pass by mistake: each refused with a Ganglion error."""
+    from ganglion.models.errors import BackendUnavailable, BundleError
+
+    session = load(spiking, backend)
+    x = np.random.default_rng(6).random((2, 6), dtype=np.float32)
+    state = session.init_state(2)
+    cases = [
+        (lambda: session.run([[0.1] * 6, [0.2] * 5]), ShapeError, "not an array of numbers"),
+        (lambda: session.step(x, None), ShapeError, "state must be a dict"),
+        (lambda: session.step(x, {**state, "t": np.array([1.5])}), ShapeError, "must be int64"),
+        (lambda: session.step(x, {**state, "t": np.array([-2])}), ShapeError, "must be >= 0"),
+        (lambda: session.init_state(True), ShapeError, "positive integer"),
+        (lambda: session.init_state(10**12), ShapeError, "at most"),
+        (lambda: load(spiking, backend, allow_nonfinite="no"), BackendUnavailable, "True or"),
+        (lambda: load(None, backend), BundleError, "got NoneType"),
+        (lambda: load(spiking, backend, device=0), BackendUnavailable, "must be a string"),
+    ]
+    for call, error, words in cases:
+        with pytest.raises(error, match=words):
+            call()
+    assert session.init_state(np.int64(2))["t"].shape == (1,)
+    session.close()
+    session.close()  # twice: harmless
+    with pytest.raises(BackendUnavailable, match="session is closed"):
+        session.run(x)
+
+
+def test_an_output_never_aliases_the_callers_input(tmp_path: Path) -> None:
+    """A program returning a view of its input hands back a copy on every backend."""
+
+    class Flat(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(x.shape[0], -1)
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(Flat(), (torch.zeros(2, 2, 2),), dynamic_shapes=({0: batch},))
+    bundle = save_bundle(convert_dense(program), tmp_path / "flat")
+    for backend in ("torch", "onnxruntime"):
+        x = np.ones((3, 2, 2), np.float32)
+        out = load(bundle, backend).run(x)
+        x[:] = 7.0
+        assert (out == 1.0).all(), backend
