@@ -113,6 +113,7 @@ class Session(ABC):
         self._check_open()
         named, bare = self._named(inputs, self._step_shapes)
         self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
+        self.kind.check_continuation(self.manifest, named, state)
         outputs, new_state = self._step(named, dict(state))
         self._check_state.issued(new_state)
         return self._unnamed(_unshared(outputs, named), bare), new_state
@@ -122,6 +123,7 @@ class Session(ABC):
         self._check_open()
         named, bare = self._named(inputs, self._run_shapes)
         self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
+        self.kind.check_continuation(self.manifest, named, state)
         outputs, new_state = self._prefill(named, dict(state))
         self._check_state.issued(new_state)
         return self._unnamed(_unshared(outputs, named), bare), new_state

@@ -41,10 +41,11 @@ def tensor_bytes(shape: Sequence[int], dtype: str | np.dtype) -> int:
     return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
 
 
-def shape_text(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int], batched: bool = True) -> str:
     """``[batch, T, 64]`` for an expected shape: the first -1 (BATCH) is the batch axis, a
-    later -1 a dimension of any length, TIME the time axis."""
-    words, seen_batch = [], False
+    later -1 a dimension of any length, TIME the time axis; without ``batched`` every -1 is a
+    dimension of any length (a state whose first axis is not the batch, a KV cache's)."""
+    words, seen_batch = [], not batched
     for d in shape:
         if d == BATCH:
             words.append("any" if seen_batch else "batch")
@@ -200,7 +201,8 @@ def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int
             w == -1 or w == g for w, g in zip(want, shape, strict=True)
         )
         if not fits:
-            raise ShapeError(f"state {spec.name!r} must be {shape_text(want)}, got {list(shape)}")
+            text = shape_text(want, spec.batched and want[0] == -1)  # else the batch is a number
+            raise ShapeError(f"state {spec.name!r} must be {text}, got {list(shape)}")
         want_kind, got_kind = np.dtype(spec.dtype).kind, array.dtype.kind
         if got_kind not in ("iu" if want_kind in "iu" else "fiub"):
             raise ShapeError(f"state {spec.name!r} must be {spec.dtype}, got {array.dtype}")

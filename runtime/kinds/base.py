@@ -14,7 +14,7 @@ parity suite, ``inspect`` and ``profile`` never probe a module for what it is:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,12 @@ class ProgramKind(ABC):
 
     def check_values(self, manifest: Manifest, inputs: Arrays) -> None:  # noqa: B027
         """ShapeError for input values the program cannot take (default: any value)."""
+
+    def check_continuation(  # noqa: B027
+        self, manifest: Manifest, inputs: Arrays, state: Mapping[str, object]
+    ) -> None:
+        """ShapeError when ``inputs`` cannot continue from ``state`` (``step`` and ``prefill``;
+        checked before any backend, so every backend answers alike; default: any may)."""
 
     def batch_axis(self, manifest: Manifest) -> int:
         """The batch axis of ``run``'s inputs."""

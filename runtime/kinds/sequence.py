@@ -12,6 +12,7 @@ state in, logits and state out) exported with torch's ONNX exporter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,22 @@ class SequenceKind(ProgramKind):
     ) -> list[int]:
         """[batch, T, ...]: one step's output per token."""
         return [batch, -1 if steps is None else steps, *spec.shape[1:]]
+
+    def check_continuation(
+        self, manifest: Manifest, inputs: Arrays, state: Mapping[str, object]
+    ) -> None:
+        """A model with a context (GPT's position table) takes no token past it: the step
+        counter ``t`` plus the tokens given must fit."""
+        context = _time(manifest).context
+        if not context or "t" not in state:
+            return
+        counter = np.asarray(state["t"])
+        # prefill's ids are [batch, T], a step's [batch] (one token each)
+        tokens = max((ids.shape[1] if ids.ndim == 2 else 1 for ids in inputs.values()), default=0)
+        if counter.size and int(counter.max()) + tokens > context:
+            raise ShapeError(
+                f"{int(counter.max()) + tokens} tokens exceed the model's context of {context}"
+            )
 
     def check_values(self, manifest: Manifest, inputs: Arrays) -> None:
         """Token ids must lie in [0, vocab_size); ``run``'s ids [batch, T] hold at most

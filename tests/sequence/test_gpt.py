@@ -111,3 +111,25 @@ def test_tokens_beyond_the_context_are_rejected():
     _, state = model(_ids(1, 48))
     with pytest.raises(ShapeError, match="context of 48"):
         model.step(_ids(1, 1)[:, 0], state)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_every_backend_refuses_tokens_past_the_context_alike(backend, perturb):
+    """The session checks the step counter against the context before any backend runs, so
+    ONNX Runtime answers as torch does (it used to fail deep inside ORT with a long message)."""
+    import numpy as np
+
+    from ganglion.models.sequence.program import sequence_deployable
+    from ganglion.runtime.session import load
+
+    torch.manual_seed(0)
+    session = load(sequence_deployable(perturb(_model())), backend)
+    ids = np.ones((2, 40), np.int64)
+    _, state = session.prefill(ids, session.init_state(2))
+    with pytest.raises(ShapeError, match="49 tokens exceed the model's context of 48"):
+        session.prefill(np.ones((2, 9), np.int64), state)
+    _, state = session.prefill(np.ones((2, 8), np.int64), state)
+    with pytest.raises(ShapeError, match="49 tokens exceed the model's context of 48"):
+        session.step(np.ones(2, np.int64), state)
+    with pytest.raises(ShapeError, match=r"must be \[2, 2, any, 16\], got \[3, 2, 0, 16\]"):
+        session.prefill(ids, session.init_state(3))
