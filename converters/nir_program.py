@@ -40,7 +40,7 @@ def import_nir_program(
     if dt is not None:
         sem = dataclasses.replace(sem, dt=float(dt))
     graph, note = read_nir_with_time(path, semantics=sem, type_check=type_check, force=force)
-    time = _time(path, note or {}, sem.dt if note is None or dt is not None else None)
+    time = _time(path, note or {}, sem.dt if note is None or dt is not None else None, sem.dt)
     time.semantics = _used(sem, graph)
     try:
         manifest = spiking_manifest(graph, time)
@@ -56,13 +56,14 @@ def import_nir_program(
     return Deployable(SpikingNetwork(graph, time), manifest, graph.to_config())
 
 
-def _time(path: Path, note: dict[str, Any], dt: float | None) -> SpikingTime:
+def _time(path: Path, note: dict[str, Any], dt: float | None, default_dt: float) -> SpikingTime:
     """The program's time semantics from a ``ganglion_time`` note (empty: NIR's time-major
-    defaults), ``dt`` replacing the note's when given; NIRError naming the file and field."""
+    defaults), ``dt`` replacing the note's when given (``default_dt`` where neither says);
+    NIRError naming the file and field."""
     unknown = sorted(set(note) - set(NIR_TIME_FIELDS))
     if unknown:
         raise NIRError(f"{path}: ganglion_time has unknown field {unknown[0]!r}")
-    fields = {"timesteps": 1, "encoding": "none", "decoding": "none", **note}
+    fields = {"timesteps": 1, "dt": default_dt, "encoding": "none", "decoding": "none", **note}
     if fields["encoding"] == "events":  # its binning is not in the graph: frames as given
         fields["encoding"] = "none"
     if dt is not None:

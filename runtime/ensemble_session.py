@@ -125,7 +125,8 @@ class EnsembleSession(Session):
         if not self._tokens:
             return self._classify(inputs)
         ids = inputs["ids"]
-        return self._tokens_forward(ids, self.init_state(ids.shape[0]), one=False)[0]
+        fresh = self._fresh_state(self._checked_batch(ids.shape[0]))
+        return self._tokens_forward(ids, fresh, one=False)[0]
 
     def _prefill(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
         if not self._tokens:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,7 @@ from ganglion.runtime.tensors import (
     StateCheck,
     batched_state,
     check_inputs,
+    declared_state,
     tensor_bytes,
 )
 
@@ -114,7 +116,7 @@ class Session(ABC):
         named, bare = self._named(inputs, self._step_shapes)
         self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
         self.kind.check_continuation(self.manifest, named, state)
-        outputs, new_state = self._step(named, dict(state))
+        outputs, new_state = self._step(named, declared_state(self.manifest.state, state))
         self._check_state.issued(new_state)
         return self._unnamed(_unshared(outputs, named), bare), new_state
 
@@ -124,12 +126,19 @@ class Session(ABC):
         named, bare = self._named(inputs, self._run_shapes)
         self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
         self.kind.check_continuation(self.manifest, named, state)
-        outputs, new_state = self._prefill(named, dict(state))
+        outputs, new_state = self._prefill(named, declared_state(self.manifest.state, state))
         self._check_state.issued(new_state)
         return self._unnamed(_unshared(outputs, named), bare), new_state
 
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
+        state = self._fresh_state(self._checked_batch(batch))
+        self._check_state.issued(state)
+        return state
+
+    def _checked_batch(self, batch: object) -> int:
+        """``batch`` as an int; ShapeError unless a positive integer whose fresh state fits
+        ``MAX_BATCH`` samples and ``MAX_STATE_BYTES`` (checked before anything is allocated)."""
         self._check_open()
         if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
             raise ShapeError(f"batch must be a positive integer, got {batch!r}")
@@ -142,15 +151,19 @@ class Session(ABC):
                 f"a state for batch {batch} would take {size} bytes; at most {MAX_BATCH} "
                 f"samples and {MAX_STATE_BYTES} bytes"
             )
-        state = batched_state(self.manifest.state, self._state0, batch)
-        self._check_state.issued(state)
-        return state
+        return batch
+
+    def _fresh_state(self, batch: int) -> State:
+        """The fresh state for a checked ``batch`` (what ``init_state`` hands out; a backend's
+        own ``run`` takes it without changing which state the session last handed out)."""
+        return batched_state(self.manifest.state, self._state0, batch)
 
     def close(self) -> None:
         """Release the backend's resources; the session then refuses every call (closing
         twice is harmless)."""
         if not self._closed:
             self._closed = True
+            self._check_state.issued({})  # keep no state alive
             self._release()
 
     def _release(self) -> None:  # noqa: B027 - optional hook, not abstract
@@ -255,7 +268,7 @@ def load(
     """
     from ganglion.runtime.bundle import open_bundle
 
-    if not isinstance(bundle, str | Path | Deployable | Program):
+    if not isinstance(bundle, str | os.PathLike | Deployable | Program):
         raise BundleError(
             f"load takes a bundle path, a Deployable or a Program, got {type(bundle).__name__}"
         )

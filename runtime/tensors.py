@@ -64,10 +64,17 @@ def _as_array(what: str, value: object) -> np.ndarray:
         raise ShapeError(f"{what} is not an array of numbers: {first_line(exc)}") from exc
 
 
-def _cast(name: str, value: object, dtype: str) -> np.ndarray:
+def declared_state(specs: list[TensorSpec], state: Mapping[str, object]) -> State:
+    """A checked ``state`` (``check_state``) with each tensor in its declared dtype (cast within
+    its family, as inputs are): every backend then sees the same arrays. The arrays a session
+    handed out pass as they are."""
+    return {s.name: _cast(s.name, state[s.name], s.dtype, "state") for s in specs}
+
+
+def _cast(name: str, value: object, dtype: str, what: str = "input") -> np.ndarray:
     if type(value) is np.ndarray and value.dtype == _dtype(dtype):
         return value  # the common case: already the declared dtype
-    array = _as_array(f"input {name!r}", value)
+    array = _as_array(f"{what} {name!r}", value)
     got = array.dtype
     if got == dtype:
         return array
@@ -78,20 +85,20 @@ def _cast(name: str, value: object, dtype: str) -> np.ndarray:
         or (want.kind == "b" and got.kind == "b")
     )
     if got.kind not in "fiub":
-        raise ShapeError(f"input {name!r} must be a numeric {dtype} array, got {got}")
+        raise ShapeError(f"{what} {name!r} must be a numeric {dtype} array, got {got}")
     if not ok:
-        raise ShapeError(f"input {name!r} must be {dtype}, got {got}")
+        raise ShapeError(f"{what} {name!r} must be {dtype}, got {got}")
     if want.kind in "iu" and array.size:
         info = np.iinfo(want)
         low, high = int(array.min()), int(array.max())
         if low < info.min or high > info.max:
-            raise ShapeError(f"input {name!r} ({got}) has values {low}..{high} outside {dtype}")
+            raise ShapeError(f"{what} {name!r} ({got}) has values {low}..{high} outside {dtype}")
     if want.kind == "f" and got.kind == "f" and got.itemsize > want.itemsize and array.size:
         magnitude = np.abs(array)
         peak = float(magnitude.max(initial=0.0, where=np.isfinite(magnitude)))
         if peak > np.finfo(want).max:  # NaN and infinity: check_finite names them
             raise ShapeError(
-                f"input {name!r} ({got}) has values of magnitude {peak:g}, beyond {dtype}'s "
+                f"{what} {name!r} ({got}) has values of magnitude {peak:g}, beyond {dtype}'s "
                 f"range (largest {np.finfo(want).max:g})"
             )
     with np.errstate(over="ignore"):  # only an infinity can overflow now: check_finite names it

@@ -86,9 +86,10 @@ def choose_meter(
 
     A hardware meter (`open_hardware_meter`) only where it measures that device: ``profile`` is
     this machine's (``host_profile``: the detected Jetson board, else ``cpu``), or a GPU profile
-    while the work runs on CUDA off a Jetson. Otherwise, with ``simulate``, or where no meter
-    works, the profile's power limit (``mode``; default: its default mode) over the wall clock,
-    whose ``source`` says why. Returns the meter and notes naming the meters skipped.
+    while the work runs on CUDA off a Jetson, on a GPU NVML names as that model. Otherwise,
+    with ``simulate``, or where no meter works, the profile's power limit (``mode``; default:
+    its default mode) over the wall clock, whose ``source`` says why. Returns the meter and
+    notes naming the meters skipped.
     """
     mode = mode or profile.mode()
     notes: list[str] = []
@@ -101,7 +102,21 @@ def choose_meter(
     else:
         meter, skipped = open_hardware_meter(root, backend_device)
         notes = [f"{name}: {reason}" for name, reason in skipped.items()]
-        if meter is not None:
+        gpu = getattr(meter, "gpu_name", None)
+        if discrete_gpu and gpu is not None and not _same_gpu(gpu, profile.display_name):
+            why = f"the GPU here is {gpu}, not a {profile.display_name}"
+        elif meter is not None:
             return meter, notes
-        why = "no hardware meter works here"
+        else:
+            why = "no hardware meter works here"
     return SimulatedMeter(mode.watts, f"{profile.name} {mode.name} power limit ({why})"), notes
+
+
+def _same_gpu(nvml_name: str, display_name: str) -> bool:
+    """Whether NVML's GPU name is the profile's model ("NVIDIA GeForce RTX 4090" is a
+    "GeForce RTX 4090"): letters and digits compared, case ignored."""
+
+    def squeeze(text: str) -> str:
+        return "".join(c for c in text.lower() if c.isalnum())
+
+    return bool(squeeze(display_name)) and squeeze(display_name) in squeeze(nvml_name)

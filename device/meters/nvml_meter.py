@@ -137,6 +137,11 @@ class NvmlMeter(EnergyMeter):
         self._polling: _PowerPolling | None = None
         self._start_mj = 0
         try:
+            name = self._nvml.nvmlDeviceGetName(self._handle)
+        except self._nvml.NVMLError:
+            name = "unknown"
+        self.gpu_name = name.decode() if isinstance(name, bytes) else str(name)
+        try:
             self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
             self.source = f"nvml energy counter ({where})"
         except self._nvml.NVMLError:

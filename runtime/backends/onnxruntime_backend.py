@@ -256,11 +256,11 @@ class OnnxRuntimeSession(Session):
     def _run(self, inputs: Arrays) -> Arrays:
         if self._sequence is None:
             batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
-            return self._prefill(inputs, self.init_state(batch))[0]
+            return self._prefill(inputs, self._fresh_state(self._checked_batch(batch)))[0]
         feeds = dict(self.kind.onnx_feeds(self.manifest, inputs, None))
         if self._sequence_takes_state:
             batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
-            state = self.init_state(batch)
+            state = self._fresh_state(self._checked_batch(batch))
             feeds.update({naming.state_input(k): v for k, v in state.items()})
         values = self._graph_call(self._sequence.run, self._output_names, feeds)
         return dict(zip(self._output_names, values, strict=True))
@@ -307,7 +307,9 @@ class OnnxRuntimeSession(Session):
             np.copyto(buffers.inputs[name], array)
         self._graph_call(self._step_graph.run_with_iobinding, buffers.binding(read, write))
         buffers.last = write
-        return buffers.outputs[write], buffers.states[write]
+        # new dicts of the same arrays: a caller who replaces an entry replaces it in theirs
+        # (the next step then loads it), never in the set the bindings point at
+        return dict(buffers.outputs[write]), dict(buffers.states[write])
 
     def _graph_call(self, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)`` on an ONNX Runtime session; its failure (ORT's own exception types,
@@ -320,8 +322,9 @@ class OnnxRuntimeSession(Session):
             ) from exc
 
     def _release(self) -> None:
-        """Drop the step buffers."""
+        """Drop the step buffers and the ONNX Runtime sessions."""
         self._buffers.clear()
+        self._step_graph = self._sequence = None
 
 
 class OnnxRuntimeBackend(Backend):

@@ -228,12 +228,12 @@ class TensorRTSession(Session):
             stream.download(buffers.state_host[name][1 - k], pair[1 - k])
         stream.synchronize()
         outputs = {name: host[1 - k] for name, host in buffers.outputs_host.items()}
-        return outputs, buffers.host_views[1 - k]
+        return outputs, dict(buffers.host_views[1 - k])  # the caller's own dict of the views
 
     def _run(self, inputs: Arrays) -> Arrays:
         """Whole input as repeated steps of the step engine (CUDA-graph replays)."""
         batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
-        return self._prefill(inputs, self.init_state(batch))[0]
+        return self._prefill(inputs, self._fresh_state(self._checked_batch(batch)))[0]
 
     def _release(self) -> None:
         """Release CUDA graphs, device buffers and the stream (the engine goes with the

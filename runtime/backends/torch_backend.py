@@ -153,7 +153,8 @@ class TorchSession(Session):
             )
         arrays = self._arrays(new)
         self._state_arrays, self._state_tensors = arrays, new
-        return self._declared(self._arrays(out)), arrays
+        # the caller gets a dict of its own: an entry it replaces is not replaced in ours too
+        return self._declared(self._arrays(out)), dict(arrays)
 
     def _state_in(self, state: State) -> dict[str, torch.Tensor]:
         """The module's tensors for ``state``: those of the last step when ``state`` holds the
@@ -172,13 +173,10 @@ class TorchSession(Session):
             return super()._prefill(inputs, state)
         return self._arrays(result[0]), self._arrays(result[1])
 
-    def init_state(self, batch: int) -> State:
+    def _fresh_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples, from the module."""
-        super().init_state(batch)  # checks ``batch``
         with torch.inference_mode():
-            state = self._arrays(self.kind.torch_init_state(self.module, batch))
-        self._check_state.issued(state)
-        return state
+            return self._arrays(self.kind.torch_init_state(self.module, batch))
 
     def activity(self) -> dict[str, np.ndarray]:
         """Spikes per neuron of each layer in the last ``run(record=True)`` (spiking programs)."""

@@ -41,7 +41,8 @@ def import_nir(
     force_dt: bool = typer.Option(False, "--force-dt", help="Keep an Euler decay outside [0, 1]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
-    """Import an NIR graph as a spiking bundle (inputs time-major [T, batch, ...])."""
+    """Import an NIR graph as a spiking bundle: inputs time-major [T, batch, ...], unless the
+    graph says how it runs (Ganglion's exports: its T, encoding and decoding are kept)."""
     from ganglion.converters.nir_program import import_nir_program, silence_warning
     from ganglion.converters.nir_semantics import semantics_for
     from ganglion.runtime.bundle import save_bundle

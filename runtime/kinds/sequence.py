@@ -22,6 +22,7 @@ from ganglion.kernels.empty_states import EMPTY_WKV_P
 from ganglion.models.errors import BundleError, ShapeError
 from ganglion.models.manifest import Manifest, SequenceTime, TensorSpec
 from ganglion.runtime.kinds.base import BATCH, TIME, Arrays, ArtifactWriter, ProgramKind, Tensors
+from ganglion.runtime.tensors import STEP_COUNTER
 
 if TYPE_CHECKING:
     import onnx
@@ -62,9 +63,9 @@ class SequenceKind(ProgramKind):
         """A model with a context (GPT's position table) takes no token past it: the step
         counter ``t`` plus the tokens given must fit."""
         context = _time(manifest).context
-        if not context or "t" not in state:
+        if not context or STEP_COUNTER not in state:
             return
-        counter = np.asarray(state["t"])
+        counter = np.asarray(state[STEP_COUNTER])
         # prefill's ids are [batch, T], a step's [batch] (one token each)
         tokens = max((ids.shape[1] if ids.ndim == 2 else 1 for ids in inputs.values()), default=0)
         if counter.size and int(counter.max()) + tokens > context:

@@ -17,7 +17,8 @@ a relative 1e-12 of its budget fits it, as qualities within ``TIE_TOLERANCE`` ti
 Each gate row is scaled by a power of two so that its largest weight lies in [0.5, 1)
 (``scaled_rows``): ``Q`` is a ratio per sample, so its bits do not change, and weights too small
 or too large for float64 sums (1e-300 or 1e308) are read as written. A zero weight reads as
-``ZERO_GATE_WEIGHT`` of its row's largest.
+``ZERO_GATE_WEIGHT`` of its row's largest, or 2^-60 of its smallest positive weight where that
+is less (a zero never outweighs a real weight).
 The dataclasses hold no file I/O; reading, validating and writing the JSON form live in the
 functions below them (``read_problem``, ``problem_from_dict``, ``problem_to_dict``,
 ``write_problem``). The JSON form::
@@ -183,12 +184,16 @@ def budget_limit(budget: float) -> float:
 def scaled_rows(gate: np.ndarray) -> np.ndarray:
     """``gate`` [M, N] (finite, >= 0, a positive entry per row) with each row multiplied by the
     power of two that puts its largest entry in [0.5, 1): exact, so every ratio ``Q`` takes is
-    unchanged, and no row's sums overflow or lose tiny weights to underflow. A zero (as
-    written, or a weight under about 1e-308 of its row's largest) reads as
-    ``ZERO_GATE_WEIGHT``."""
+    unchanged, and no row's sums overflow or lose tiny weights to underflow (a weight under
+    about 1e-308 of its row's largest becomes subnormal or zero). A zero reads below every
+    positive weight of its row: ``ZERO_GATE_WEIGHT``, or 2^-60 of the smallest if less."""
     _, exponent = np.frexp(gate.max(axis=1, keepdims=True))
     scaled = np.ldexp(gate, -exponent)
-    return np.where(scaled > 0, scaled, ZERO_GATE_WEIGHT)
+    # a zero reads below every real weight of its row: ZERO_GATE_WEIGHT, or 2^-60 of the
+    # row's smallest positive weight where that is smaller (the smallest subnormal at least)
+    smallest = np.where(scaled > 0, scaled, np.inf).min(axis=1, keepdims=True)
+    zero = np.maximum(np.minimum(ZERO_GATE_WEIGHT, smallest * 2.0**-60), np.nextafter(0.0, 1.0))
+    return np.where(scaled > 0, scaled, zero)
 
 
 def name_problem(name: str) -> str | None:

@@ -250,3 +250,23 @@ def test_an_output_never_aliases_the_callers_input(tmp_path: Path) -> None:
         out = load(bundle, backend).run(x)
         x[:] = 7.0
         assert (out == 1.0).all(), backend
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_state_entry_replaced_or_of_another_width_is_used(spiking: Path, backend: str) -> None:
+    """A caller who resets one entry of the state a step returned, or passes float64 where
+    float32 is declared, gets the step of that state on every backend, as torch gives it."""
+    x = np.random.default_rng(7).random((2, 6), dtype=np.float32)
+    reference = load(spiking)
+    session = load(spiking, backend)
+    state = session.init_state(2)
+    for _ in range(3):
+        _, state = session.step(x, state)
+    name = next(k for k, v in state.items() if v.dtype == np.float32)
+    state[name] = session.init_state(2)[name]  # reset one membrane
+    expected = reference.step(x, {k: np.array(v) for k, v in state.items()})
+    widened = {k: (v.astype(np.float64) if v.dtype == np.float32 else v) for k, v in state.items()}
+    for given in (state, widened):
+        out, new = session.step(x, given)
+        np.testing.assert_allclose(out, expected[0], atol=1e-6)
+        np.testing.assert_allclose(new[name], expected[1][name], atol=1e-6)

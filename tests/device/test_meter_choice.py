@@ -20,6 +20,7 @@ def gpu_present(monkeypatch):
         nvmlDeviceGetCount=lambda: 2,
         nvmlDeviceGetHandleByIndex=lambda i: i,
         nvmlDeviceGetTotalEnergyConsumption=lambda _h: 5_000_000,
+        nvmlDeviceGetName=lambda _h: b"NVIDIA GeForce RTX 4090",
     )
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -102,3 +103,14 @@ def test_served_jetson_reports_the_detected_power_mode(tmp_path):
     finally:
         telemetry.close()
     assert (device.power_mode, device.power_limit_w) == ("7W", 7.0)
+
+
+def test_a_gpu_profile_is_measured_only_on_that_model(gpu_present, monkeypatch):
+    """An RTX 4090 profile on an RTX 4090 is metered; on an H200 it is simulated, saying why
+    (root "/": NVML talks to the driver, and the stand-in is that driver here)."""
+    meter, _ = choose_meter(get_profile("rtx-4090"), "cuda:0", "cpu", "/")
+    assert isinstance(meter, NvmlMeter)
+    monkeypatch.setattr(sys.modules["pynvml"], "nvmlDeviceGetName", lambda _h: "NVIDIA H200")
+    meter, _ = choose_meter(get_profile("rtx-4090"), "cuda:0", "cpu", "/")
+    assert isinstance(meter, SimulatedMeter)
+    assert "the GPU here is NVIDIA H200, not a GeForce RTX 4090" in meter.source

@@ -25,6 +25,7 @@ def fake_nvml(has_counter: bool, watts: float = 100.0) -> types.SimpleNamespace:
         NVMLError=NVMLError,
         nvmlDeviceGetCount=lambda: 1,
         nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}",
+        nvmlDeviceGetName=lambda _h: "Stand-in GPU",
         nvmlDeviceGetTotalEnergyConsumption=energy,
         nvmlDeviceGetPowerUsage=lambda _h: int(watts * 1000),  # mW
     )
