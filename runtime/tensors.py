@@ -71,6 +71,20 @@ def declared_state(specs: list[TensorSpec], state: Mapping[str, object]) -> Stat
     return {s.name: _cast(s.name, state[s.name], s.dtype, "state") for s in specs}
 
 
+def _dtype_problem(got: np.dtype, dtype: str) -> str | None:
+    """Why values of dtype ``got`` may not become ``dtype``, or None: numbers only, within safe
+    families (any number to a float, integers to an integer, bool to bool)."""
+    want = np.dtype(dtype)
+    if got.kind not in "fiub":
+        return f"must be a numeric {dtype} array, got {got}"
+    ok = (
+        (want.kind == "f" and got.kind in "fiub")
+        or (want.kind in "iu" and got.kind in "iu")
+        or (want.kind == "b" and got.kind == "b")
+    )
+    return None if ok else f"must be {dtype}, got {got}"
+
+
 def _cast(name: str, value: object, dtype: str, what: str = "input") -> np.ndarray:
     if type(value) is np.ndarray and value.dtype == _dtype(dtype):
         return value  # the common case: already the declared dtype
@@ -79,15 +93,8 @@ def _cast(name: str, value: object, dtype: str, what: str = "input") -> np.ndarr
     if got == dtype:
         return array
     want = np.dtype(dtype)
-    ok = (
-        (want.kind == "f" and got.kind in "fiub")
-        or (want.kind in "iu" and got.kind in "iu")
-        or (want.kind == "b" and got.kind == "b")
-    )
-    if got.kind not in "fiub":
-        raise ShapeError(f"{what} {name!r} must be a numeric {dtype} array, got {got}")
-    if not ok:
-        raise ShapeError(f"{what} {name!r} must be {dtype}, got {got}")
+    if (problem := _dtype_problem(got, dtype)) is not None:
+        raise ShapeError(f"{what} {name!r} {problem}")
     if want.kind in "iu" and array.size:
         info = np.iinfo(want)
         low, high = int(array.min()), int(array.max())
@@ -210,9 +217,8 @@ def check_state(specs: list[TensorSpec], state: Mapping[str, object], batch: int
         if not fits:
             text = shape_text(want, spec.batched and want[0] == -1)  # else the batch is a number
             raise ShapeError(f"state {spec.name!r} must be {text}, got {list(shape)}")
-        want_kind, got_kind = np.dtype(spec.dtype).kind, array.dtype.kind
-        if got_kind not in ("iu" if want_kind in "iu" else "fiub"):
-            raise ShapeError(f"state {spec.name!r} must be {spec.dtype}, got {array.dtype}")
+        if (problem := _dtype_problem(array.dtype, spec.dtype)) is not None:
+            raise ShapeError(f"state {spec.name!r} {problem}")
         if spec.name == STEP_COUNTER:
             _check_counter(array)
 

@@ -8,7 +8,6 @@ from files reaches the terminal as plain text: no Rich markup, no control charac
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,10 @@ from rich.text import Text
 from ganglion.device import DeviceProfile, available_profiles, detect
 from ganglion.device.detect import unreadable
 from ganglion.device.strict_json import dumps_strict
+from ganglion.runtime.cli.terminal import plain
 
 PIPE_WIDTH = 160  # wide enough for every column of the built-in profiles, unwrapped
 NOT_APPLICABLE = "—"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def devices(
@@ -48,12 +47,6 @@ def devices(
         console = Console(width=PIPE_WIDTH)
     console.print(_profiles_table(profiles))
     console.print(_detected_table(found.to_dict()))
-
-
-def plain(value: object) -> Text:
-    """``value`` as plain text for the terminal (a table cell, a title, a line): markup is not
-    parsed, control characters are replaced (text from a file cannot restyle or move it)."""
-    return Text(_CONTROL.sub("\ufffd", str(value)))
 
 
 def _dense(p: DeviceProfile, value: float, scale: float, fmt: str) -> Text:

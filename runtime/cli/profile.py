@@ -23,7 +23,7 @@ from rich.table import Table
 
 from ganglion.models.errors import GanglionError
 from ganglion.runtime.atomic import atomic_file, check_target
-from ganglion.runtime.cli.devices import plain
+from ganglion.runtime.cli.terminal import plain
 
 if TYPE_CHECKING:
     from ganglion.runtime.profiling import ProfileResult

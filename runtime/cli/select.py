@@ -21,12 +21,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ganglion.models.monotonicity import monotonicity_line
 from ganglion.runtime.atomic import TargetExists, check_target
 from ganglion.runtime.cli.pairs import option_pairs
+from ganglion.runtime.cli.terminal import plain
 from ganglion.runtime.selection import (
     Selection,
     SelectionProblem,
@@ -152,13 +152,13 @@ def _print_sources(sources: dict[str, Any]) -> None:
     console = Console(highlight=False)
     for name, source in sources["experts"].items():
         console.print(
-            f"{name}: on {source['device']} ({source['kind']}); compute "
-            f"{source['compute']}, transmission {source['transmission']}",
-            markup=False,
+            plain(
+                f"{name}: on {source['device']} ({source['kind']}); compute "
+                f"{source['compute']}, transmission {source['transmission']}"
+            )
         )
     console.print(
-        f"gate on {sources['requester']} ({sources['gate']}); quality {sources['quality']}",
-        markup=False,
+        plain(f"gate on {sources['requester']} ({sources['gate']}); quality {sources['quality']}")
     )
 
 
@@ -294,7 +294,7 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
         if sel is None:
             table.add_row(name, "(does not fit)", "-", "-", "-", "-")
             continue
-        names = escape(", ".join(problem.names[e] for e in sel.experts))
+        names = plain(", ".join(problem.names[e] for e in sel.experts))
         ratio = f"{sel.quality / chosen.quality:.1%}" if chosen.quality > 0 else "-"
         table.add_row(
             name,
@@ -306,9 +306,11 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
         )
     console.print(table)
     console.print(
-        f"chosen: {escape(', '.join(problem.names[e] for e in chosen.experts))}; predicted "
-        f"quality {chosen.quality:.4f}; solved exactly in {solve_ms:.1f} ms "
-        f"({chosen.evaluated} subsets evaluated)"
+        plain(
+            f"chosen: {', '.join(problem.names[e] for e in chosen.experts)}; predicted "
+            f"quality {chosen.quality:.4f}; solved exactly in {solve_ms:.1f} ms "
+            f"({chosen.evaluated} subsets evaluated)"
+        )
     )
 
 

@@ -49,10 +49,10 @@ MAX_FILE_BYTES = 128 * 2**20  # a problem file larger than this is refused befor
 EXPERT_FIELDS = ("name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms")
 AGGREGATION_FIELDS = ("base_ms", "per_expert_ms")
 PROBLEM_FIELDS = ("experts", "aggregation", "gate", "p_true")
-# A zero gate weight in a problem file is read as this fraction of its row's largest weight:
-# any weight on the sample above 1e-185 of the largest outweighs it beyond float64 precision,
-# and a subset whose weights on a sample are all zero scores that sample by its experts' mean
-# p_true (the limit of equal small weights), not 0/0.
+# A zero gate weight in a problem file is read as this fraction of its row's largest weight (or
+# less: ``scaled_rows`` keeps it below the row's smallest positive weight), so a subset whose
+# weights on a sample are all zero scores that sample by its experts' mean p_true (the limit of
+# equal small weights), not 0/0.
 ZERO_GATE_WEIGHT = 1e-200
 FIT_TOLERANCE = 1e-12  # relative: a cost this close above its budget fits (``budget_limit``)
 # Commas and brackets a problem file may hold before it is parsed: a problem at the limits has
