@@ -18,8 +18,8 @@ declares; the base class checks inputs and state (``runtime.tensors``) before a 
 them (a state with the names and shapes of the last one it accepted, such as the state the last
 step returned, without walking it again; values are checked finite except the arrays the
 session handed out itself: ``StateCheck``). A program with one input also takes
-a bare array, and then returns a bare array when it has one output. A session is used from one
-thread at a time.
+a bare array, and then returns a bare array when it has one output. A session may be shared by
+threads: its calls take a lock and run one at a time (backends keep buffers between calls).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import numbers
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,6 +74,7 @@ class Session(ABC):
         self.device = device
         self.allow_nonfinite = False  # set by ``load(..., allow_nonfinite=True)``
         self._closed = False
+        self._lock = threading.RLock()  # one call at a time (module docstring)
         self._name = program.name
         self._state0 = program.initial_state()
         self._check_state = StateCheck(program.manifest.state)
@@ -106,35 +108,39 @@ class Session(ABC):
 
     def run(self, inputs: Inputs) -> Outputs:
         """Whole input -> outputs (shapes per the manifest's time semantics)."""
-        self._check_open()
-        named, bare = self._named(inputs, self._run_shapes)
-        return self._unnamed(_unshared(self._run(named), named), bare)
+        with self._lock:
+            self._check_open()
+            named, bare = self._named(inputs, self._run_shapes)
+            return self._unnamed(_unshared(self._run(named), named), bare)
 
     def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """One timestep or token with explicit state -> (outputs, new state)."""
-        self._check_open()
-        named, bare = self._named(inputs, self._step_shapes)
-        self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
-        self.kind.check_continuation(self.manifest, named, state)
-        outputs, new_state = self._step(named, declared_state(self.manifest.state, state))
-        self._check_state.issued(new_state)
-        return self._unnamed(_unshared(outputs, named), bare), new_state
+        with self._lock:
+            self._check_open()
+            named, bare = self._named(inputs, self._step_shapes)
+            self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
+            self.kind.check_continuation(self.manifest, named, state)
+            outputs, new_state = self._step(named, declared_state(self.manifest.state, state))
+            self._check_state.issued(new_state)
+            return self._unnamed(_unshared(outputs, named), bare), new_state
 
     def prefill(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """``run``'s inputs continuing from ``state`` -> (``run``'s outputs, final state)."""
-        self._check_open()
-        named, bare = self._named(inputs, self._run_shapes)
-        self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
-        self.kind.check_continuation(self.manifest, named, state)
-        outputs, new_state = self._prefill(named, declared_state(self.manifest.state, state))
-        self._check_state.issued(new_state)
-        return self._unnamed(_unshared(outputs, named), bare), new_state
+        with self._lock:
+            self._check_open()
+            named, bare = self._named(inputs, self._run_shapes)
+            self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
+            self.kind.check_continuation(self.manifest, named, state)
+            outputs, new_state = self._prefill(named, declared_state(self.manifest.state, state))
+            self._check_state.issued(new_state)
+            return self._unnamed(_unshared(outputs, named), bare), new_state
 
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
-        state = self._fresh_state(self._checked_batch(batch))
-        self._check_state.issued(state)
-        return state
+        with self._lock:
+            state = self._fresh_state(self._checked_batch(batch))
+            self._check_state.issued(state)
+            return state
 
     def _checked_batch(self, batch: object) -> int:
         """``batch`` as an int; ShapeError unless a positive integer whose fresh state fits
@@ -161,10 +167,11 @@ class Session(ABC):
     def close(self) -> None:
         """Release the backend's resources; the session then refuses every call (closing
         twice is harmless)."""
-        if not self._closed:
-            self._closed = True
-            self._check_state.issued({})  # keep no state alive
-            self._release()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._check_state.issued({})  # keep no state alive
+                self._release()
 
     def _release(self) -> None:  # noqa: B027 - optional hook, not abstract
         """What a backend frees on ``close`` (default: nothing)."""

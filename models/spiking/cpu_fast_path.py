@@ -37,6 +37,7 @@ from ganglion.models.spiking.layers import Affine, Delay
 from ganglion.models.spiking.neuron import Neuron
 
 Arrays = dict[str, np.ndarray]
+MEMBRANE_CACHE = 64  # initial membranes kept per run path ((neuron, batch size) pairs)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,11 @@ class CpuRun(_ChainPath):
     """The whole input of a suitable ``SpikingNetwork`` (module docstring) on numpy arrays.
     ``CpuRun.build(network)`` makes one."""
 
+    def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
+        super().__init__(network, nodes, output)
+        # (node, batch) -> (v_init tensor, its version, v_init broadcast to [B, N])
+        self._membranes: dict[tuple[str, int], tuple[torch.Tensor, int | None, np.ndarray]] = {}
+
     def __call__(self, x: np.ndarray, rows_per_chunk: int) -> np.ndarray | None:
         """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring).
         Time goes in the torch path's chunks of ``rows_per_chunk`` (timestep, sample) rows (the
@@ -163,7 +169,8 @@ class CpuRun(_ChainPath):
         steps, batch = x.shape[:2] if time_major else (network.time.timesteps, x.shape[0])
         if not self._usable():
             return None
-        network.activity = {}
+        if network.activity:  # a recorded run's counts; this run records none
+            network.activity = {}  # (a module attribute: set only when there is one to drop)
         chunk = max(1, rows_per_chunk // batch)
         membranes: Arrays = {}  # each neuron's potential [B, N], carried from chunk to chunk
         constants: dict[str, np.ndarray] = {}  # stateless values of a direct input, computed once
@@ -212,9 +219,7 @@ class CpuRun(_ChainPath):
             shape = inp.shape[2:]
             v0 = membranes.get(node.name)
             if v0 is None:
-                v0 = np.ascontiguousarray(
-                    np.broadcast_to(node.neuron.v_init.numpy(), (batch, *shape))
-                ).reshape(batch, -1)
+                v0 = self._initial_membrane(node, batch, shape)
             spikes, membranes[node.name] = float_scan_loop(
                 np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
                 t_step,
@@ -226,6 +231,22 @@ class CpuRun(_ChainPath):
             )
             values[node.name] = spikes.reshape(steps, batch, *shape), 1
         return values[self.output]
+
+    def _initial_membrane(self, node: _Node, batch: int, shape: tuple[int, ...]) -> np.ndarray:
+        """``node``'s ``v_init`` for ``batch`` samples, [B, N] contiguous, made once per batch
+        size and remade when ``v_init`` is replaced or edited in place (its tensor version; an
+        inference tensor has none and is broadcast every call). The scan only reads it (it
+        starts from a copy)."""
+        v_init = node.neuron.v_init
+        version = None if v_init.is_inference() else v_init._version
+        key = (node.name, batch)
+        made = self._membranes.get(key)
+        if made is None or made[0] is not v_init or version is None or made[1] != version:
+            v0 = np.broadcast_to(v_init.numpy(), (batch, *shape))
+            if len(self._membranes) >= MEMBRANE_CACHE:
+                self._membranes.clear()
+            made = self._membranes[key] = (v_init, version, v0.reshape(batch, -1).copy())
+        return made[2]
 
     @staticmethod
     def _stateless(node: _Node, inp: np.ndarray, t_step: int) -> np.ndarray:

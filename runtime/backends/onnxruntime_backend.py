@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -132,7 +133,8 @@ class StepBuffers:
     writes the least recently written set that is neither that one nor the set the last step
     returned: a step never overwrites the state it reads or what the step before it returned,
     so returned arrays hold until two more steps have returned, a retry from an older state
-    included.
+    included. Each thread steps on sets of its own, so another thread's steps never write over
+    what a thread was handed.
     """
 
     SETS = 3
@@ -248,7 +250,7 @@ class OnnxRuntimeSession(Session):
         names = set() if self._sequence is None else {i.name for i in self._sequence.get_inputs()}
         self._sequence_takes_state = any(n.startswith(naming.STATE_IN_PREFIX) for n in names)
         self._bindable = all(_fixed(s) for s in (*self.manifest.outputs, *self.manifest.state))
-        self._buffers: dict[tuple, StepBuffers] = {}
+        self._per_thread = threading.local()  # ``buffers``: this thread's StepBuffers by key
         self._stepping_privately = False  # ``_prefill``'s steps use buffers of their own
         self._output_names = [s.name for s in self.manifest.outputs]
         self._state_names = [s.name for s in self.manifest.state]
@@ -293,12 +295,11 @@ class OnnxRuntimeSession(Session):
             outputs = dict(zip(self._output_names, values[:n], strict=True))
             return outputs, dict(zip(self._state_names, values[n:], strict=True))
         key = (self._stepping_privately, *((k, v.shape, v.dtype.str) for k, v in feeds.items()))
-        buffers = self._buffers.get(key)
+        own = self._per_thread.__dict__.setdefault("buffers", {})
+        buffers = own.get(key)
         if buffers is None:
             batch = next(iter(feeds.values())).shape[0]
-            buffers = self._buffers[key] = StepBuffers(
-                self._step_graph, self._program, feeds, batch
-            )
+            buffers = own[key] = StepBuffers(self._step_graph, self._program, feeds, batch)
         read = buffers.owner(state)
         if read is None:
             read = buffers.load(state)
@@ -322,8 +323,8 @@ class OnnxRuntimeSession(Session):
             ) from exc
 
     def _release(self) -> None:
-        """Drop the step buffers and the ONNX Runtime sessions."""
-        self._buffers.clear()
+        """Drop the step buffers (every thread's) and the ONNX Runtime sessions."""
+        self._per_thread = threading.local()
         self._step_graph = self._sequence = None
 
 

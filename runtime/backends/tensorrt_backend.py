@@ -12,9 +12,10 @@ Step: device buffers for input, output and state are allocated once per batch si
 steps alternate between the two sets, so state stays on the device: when the caller passes back
 the state ``step`` returned, nothing is copied to the GPU (so in-place edits to those returned
 arrays are not seen; pass fresh arrays to change state). Outputs and state come back through
-pinned host buffers owned by the session (overwritten two steps later; copy to keep; they stay
-valid after ``close``). Each direction's enqueue is captured once as a CUDA graph and replayed;
-where capture fails the session enqueues directly. ``run`` is repeated ``step``. Programs whose
+pinned host buffers owned by the session (overwritten two steps later, whichever thread takes
+them: threads that share one session copy what they keep; they stay valid after ``close``).
+Each direction's enqueue is captured once as a CUDA graph and replayed; where capture fails
+the session enqueues directly. ``run`` is repeated ``step``. Programs whose
 state grows between steps (a KV cache) are refused: engines need fixed shapes.
 
 Options: precision (fp32|fp16|int8|auto, default fp32: the reference's numerics),

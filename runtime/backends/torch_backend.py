@@ -110,11 +110,12 @@ class TorchSession(Session):
 
     def run(self, inputs: Any, record: bool = False) -> Any:
         """Whole input -> outputs; ``record`` keeps per-layer activity (see ``activity``)."""
-        self._record = record
-        try:
-            return super().run(inputs)
-        finally:
-            self._record = False
+        with self._lock:  # ``_record`` belongs to this call
+            self._record = record
+            try:
+                return super().run(inputs)
+            finally:
+                self._record = False
 
     def _run(self, inputs: Arrays) -> Arrays:
         with torch.inference_mode():

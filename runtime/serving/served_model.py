@@ -1,7 +1,7 @@
 """One model on a node: its Session, where its calls run, its live sequences and its latency
 figures.
 
-Threading rule (the Session contract: one thread at a time, in arrival order): a call runs on
+Threading rule (a Session runs one call at a time; here also in arrival order): a call runs on
 the model's own single worker thread, queued in arrival order, so the event loop keeps
 answering other calls meanwhile. A model whose warm-up call took under ``INLINE_BELOW_S``
 (less than the thread hop costs) runs a small request on the event loop itself, but only

@@ -15,6 +15,7 @@ from ganglion.runtime.cli import main
 from ganglion.runtime.session import load
 
 CPU_ONLY = ["CPUExecutionProvider"]
+STEPS = 300  # per thread in the shared-session test
 
 
 def test_providers_default_to_cpu_and_accept_aliases() -> None:
@@ -130,3 +131,43 @@ def test_run_command_takes_backend_flags(
     assert done.value.code == 0
     with load(folder) as reference:
         np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference.run(x), atol=1e-5)
+
+
+def test_threads_sharing_a_session_step_as_if_alone(program: Deployable, x: np.ndarray) -> None:
+    """Two threads stepping one session (each its own sequence) get what each would alone: a
+    call runs under the session's lock and each thread steps on buffer sets of its own."""
+    import sys
+    import threading
+
+    inputs = [x, x[::-1].copy() * 2]
+    with load(program, backend="onnxruntime") as session:
+        alone = []
+        for feed in inputs:
+            state, outs = session.init_state(3), []
+            for _ in range(STEPS):
+                out, state = session.step(feed, state)
+                outs.append(out.copy())
+            alone.append(outs)
+        shared: list[list[np.ndarray]] = [[], []]
+        start = threading.Barrier(2)
+
+        def steps(k: int) -> None:
+            state = session.init_state(3)
+            start.wait()
+            for _ in range(STEPS):
+                out, state = session.step(inputs[k], state)
+                shared[k].append(out.copy())
+
+        workers = [threading.Thread(target=steps, args=(k,)) for k in range(2)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # the threads take turns every few steps
+        try:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        finally:
+            sys.setswitchinterval(interval)
+    for k in range(2):
+        for got, want in zip(shared[k], alone[k], strict=True):
+            np.testing.assert_array_equal(got, want)

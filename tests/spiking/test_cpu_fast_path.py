@@ -160,6 +160,27 @@ def test_cpu_run_equals_the_torch_run(net, options, batch) -> None:
     assert all(count.sum() > 0 for count in program.module.activity.values())
 
 
+def test_cpu_run_follows_an_edited_or_replaced_initial_membrane() -> None:
+    """The initial membranes a run keeps per batch size are remade when ``v_init`` is edited
+    in place or replaced: each run equals the torch run of the network as it is then."""
+    program, shape = _converted("mlp", neuron="if")
+    fast = CpuRun.build(program.module)
+    neuron = next(iter(program.module.graph.neurons().values()))
+    x = _inputs(shape, 3)
+    outs = []
+    with torch.inference_mode():
+        for change in (None, "edit", "replace"):
+            if change == "edit":
+                neuron.v_init.mul_(0.0)
+            elif change == "replace":
+                neuron.v_init = neuron.threshold * 0.9
+            want = program.module.run(torch.from_numpy(x)).numpy()
+            out = fast(x, rows_per_chunk=1024)
+            assert out is not None and np.array_equal(out, want)
+            outs.append(out)
+    assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[1], outs[2])
+
+
 def test_cpu_run_equals_the_torch_run_on_every_node_type(handmade_network) -> None:
     fast = CpuRun.build(handmade_network)
     xs = (torch.rand(STEPS, 3, 2, 4, 4, generator=torch.Generator().manual_seed(5)) < 0.5).float()
