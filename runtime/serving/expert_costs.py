@@ -10,8 +10,10 @@ Latency, best first:
   plus the simulated link.
 Energy: the node's warm-up energy per inference where its telemetry reports one (measured or
 simulated, as the node's meter says), else the device profile; plus the simulated link.
-A reported figure that is NaN, negative or above ``MAX_REPORTED`` is ignored (the next source
-is used): a node's telemetry is checked, not trusted.
+A reported figure that is NaN, not positive, above ``MAX_REPORTED`` or below ``MIN_FRACTION`` of
+the device profile's (simulated) figure is ignored and the next source used: a node's telemetry
+is checked, not trusted. The roofline is the device's best case, so a real run 1,000 times
+cheaper than it is a broken meter or a false report, and a free expert would take every budget.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from ganglion.runtime.selection import Expert
 
 MAX_REPORTED = 1e6  # joules or seconds per inference a node may report; above: not believed
+MIN_FRACTION = 1e-3  # of the profile's figure: a report below it is not believed either
 
 MEASURED, SIMULATED = "measured", "simulated"
 
@@ -64,7 +67,7 @@ def replica_cost(
     energy, energy_kind = simulated.energy_j, SIMULATED
     measurement = telemetry.measurement if telemetry is not None else None
     if measurement is not None and measurement.runs > 0:
-        if _usable(measurement.energy_per_inference_j):  # a node's figure is checked
+        if _usable(measurement.energy_per_inference_j, simulated.energy_j):  # checked
             energy = measurement.energy_per_inference_j
             energy_kind = MEASURED if measurement.energy_kind == MEASURED else SIMULATED
     seconds = None
@@ -72,7 +75,7 @@ def replica_cost(
         seconds = telemetry.latency_p50_s if telemetry.inferences > 0 else measurement.latency_p50_s
     if observed_ms is not None:
         latency, tx_latency, kind, source = observed_ms, 0.0, MEASURED, "observed"
-    elif seconds is not None and _usable(seconds):
+    elif seconds is not None and _usable(seconds, simulated.latency_ms / 1e3):
         latency, tx_latency, kind, source = (
             seconds * 1e3,
             simulated.tx_latency_ms,
@@ -87,11 +90,14 @@ def replica_cost(
     )
 
 
-def _usable(figure: float) -> bool:
-    """Whether a node's reported cost can be used: finite, >= 0 and below ``MAX_REPORTED``
-    (NaN, negative or absurd telemetry falls back to the simulated figure, never into the
-    selection problem, which refuses it)."""
-    return math.isfinite(figure) and 0.0 <= figure <= MAX_REPORTED
+def _usable(figure: float, profile: float) -> bool:
+    """Whether a node's reported cost can be used beside the device profile's figure for the
+    same work: finite, positive, at least ``MIN_FRACTION`` of the profile's and at most
+    ``MAX_REPORTED`` (other telemetry falls back to the simulated figure, never into the
+    selection problem, which refuses what is not finite)."""
+    return (
+        math.isfinite(figure) and 0.0 < figure <= MAX_REPORTED and figure >= MIN_FRACTION * profile
+    )
 
 
 def figure_kind(parts: Iterable[tuple[float, str]]) -> str:

@@ -57,13 +57,24 @@ def test_a_sum_is_measured_only_when_every_nonzero_part_is() -> None:
     assert figure_kind([(1.0, "measured"), (2.0, "simulated")]) == "measured+simulated"
 
 
-@pytest.mark.parametrize("bad", [float("nan"), -5.0, float("inf"), 1e300])
+@pytest.mark.parametrize("bad", [float("nan"), -5.0, float("inf"), 1e300, 0.0, 1e-12])
 def test_a_nodes_absurd_telemetry_falls_back_to_the_profile(bad: float) -> None:
     """One node reporting NaN, negative or infinite costs used to fail every request of the
-    ensemble (the selection problem refuses them), even with an honest replica up."""
+    ensemble (the selection problem refuses them), even with an honest replica up; one
+    reporting nothing or next to nothing (below a thousandth of the device profile's best
+    case) would have made its expert free, so it took every budget."""
     telemetry = _telemetry(4, "measured")
     telemetry.latency_p50_s = bad
     telemetry.measurement.energy_per_inference_j = bad
     cost = replica_cost(PROFILE, telemetry, None)
     assert (cost.energy_j, cost.energy_kind) == (0.5, "simulated")
     assert (cost.latency_ms, cost.latency_source) == (20.0, "profile")
+
+
+def test_telemetry_far_below_the_profile_is_not_believed_but_near_it_is() -> None:
+    telemetry = _telemetry(4, "measured")
+    telemetry.latency_p50_s = 0.0004 * PROFILE.latency_ms / 1e3  # under a thousandth
+    telemetry.measurement.energy_per_inference_j = 0.002 * PROFILE.energy_j
+    cost = replica_cost(PROFILE, telemetry, None)
+    assert (cost.latency_source, cost.energy_kind) == ("profile", "measured")
+    assert cost.energy_j == pytest.approx(0.001)
