@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from ganglion.device.simulator import LayerOpCounts, OpCounts
-from ganglion.kernels.dispatch import reference_kernels
+from ganglion.kernels.switch import reference_kernels
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import ShapeError
 from ganglion.models.manifest import Manifest

@@ -5,27 +5,15 @@
 ``GANGLION_KERNELS=0`` turns both compiled paths off.
 """
 
-import functools
-import importlib.util
-
 import torch
 
-from ganglion.kernels.dispatch import kernels_enabled, use_triton
+from ganglion.kernels.dispatch import use_triton
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
+from ganglion.kernels.switch import cpu_scan_available
 
 __all__ = ["TILED_MEAN_MAX_ELEMENTS", "cpu_scan_available", "lif_fixed_scan", "lif_scan"]
 
 TILED_MEAN_MAX_ELEMENTS = 2**16  # ``cpu.tiled_mean`` beats the torch adds up to about this size
-
-
-@functools.cache
-def _numba_installed() -> bool:
-    return importlib.util.find_spec("numba") is not None
-
-
-def cpu_scan_available() -> bool:
-    """Whether the compiled CPU scans may be used: numba installed and kernels enabled."""
-    return _numba_installed() and kernels_enabled()
 
 
 def _use_cpu(use_kernel: bool | None, *tensors: torch.Tensor) -> bool:

@@ -1,11 +1,11 @@
-"""Compiled CPU LIF scans (numba): ``reference.py``'s arithmetic in one machine-code loop,
-plus the two other loops a spiking program's CPU ``run`` spends its calls on: the decode sum
-over time and average pooling of small inputs (``models/spiking/layers.py``).
+"""Compiled CPU LIF scans (numba) for torch tensors: ``reference.py``'s arithmetic in one
+machine-code loop, plus the two other loops a spiking program's CPU ``run`` spends its calls on:
+the decode sum over time and average pooling of small inputs (``models/spiking/layers.py``).
 
 The reference walks ``T`` in Python, a handful of tensor ops per step; here the whole scan is
-one call (``float_step``: one timestep, for a streaming ``step``). Every operation rounds
-exactly as the reference's does (fp32 multiply, then add, no FMA: numba contracts nothing
-without ``fastmath``), so spikes and final potentials are equal bit for bit; the fixed-point
+one call (``float_step``: one timestep, for a streaming ``step``). The float loops are torch-free
+(``kernels/scan_loops.py``: ONNX Runtime's layer-wise run calls them too) and round exactly as
+the reference does, so spikes and final potentials are equal bit for bit; the fixed-point
 scan is integer arithmetic and equal by construction. Tests compare them with
 ``reference.py`` and ``F.avg_pool2d`` (``tests/kernels/test_lif_cpu.py``).
 
@@ -28,55 +28,9 @@ from ganglion.kernels.lif.reference import (
     check_lif_fixed_args,
     effective_bias,
 )
+from ganglion.kernels.scan_loops import float_scan_loop, float_step_loop, time_sum_loop
 
 # ---- device loops --------------------------------------------------------------------------
-
-
-@numba.njit(cache=True, nogil=True)
-def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
-    """Step t reads current[t * t_step]; v0 [B, N] -> (spikes [steps, B, N], v [B, N]).
-    C-contiguous arrays, so the inner loop is unit-stride."""
-    batch, n = v0.shape
-    v = v0.copy()
-    spikes = np.empty((steps, batch, n), np.float32)
-    for t in range(steps):
-        c, s = current[t * t_step], spikes[t]
-        for b in range(batch):
-            cb, vb, sb = c[b], v[b], s[b]
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = x > threshold[k]
-                sb[k] = fired
-                if zero_reset:
-                    vb[k] = v_reset[k] if fired else x
-                else:
-                    vb[k] = x - np.float32(fired) * threshold[k]
-    return spikes, v
-
-
-@numba.njit(cache=True, nogil=True)
-def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
-    """One step of ``float_scan_loop``: C-contiguous current and v0 [B, *shape] holding N =
-    len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
-    n = gain.shape[0]
-    v, spikes = np.empty_like(v0), np.empty_like(v0)
-    c, v_in = current.reshape(-1, n), v0.reshape(-1, n)  # [B, N] views
-    v_out, s = v.reshape(-1, n), spikes.reshape(-1, n)
-    for b in range(v_in.shape[0]):  # a loop per reset, so LLVM vectorizes it
-        cb, vb, ob, sb = c[b], v_in[b], v_out[b], s[b]
-        if zero_reset:
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = x > threshold[k]
-                sb[k] = fired
-                ob[k] = v_reset[k] if fired else x
-        else:
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = np.float32(x > threshold[k])
-                sb[k] = fired
-                ob[k] = x - fired * threshold[k]
-    return spikes, v
 
 
 @numba.njit(cache=True, nogil=True)
@@ -108,17 +62,6 @@ def _fixed_loop(a_in, u0, v0, keep_u, keep_v, bias, vth_eff):  # noqa: ANN001, A
                 u[b, k] = uk
                 v[b, k] = 0 if fired else vk
     return spikes, u, v
-
-
-@numba.njit(cache=True, nogil=True)
-def time_sum_loop(values, t_step, steps, total):  # noqa: ANN001, ANN202
-    """values[t * t_step] for t < steps added into total [B, M] in time order."""
-    batch, m = total.shape
-    for t in range(steps):
-        row = values[t * t_step]
-        for b in range(batch):
-            for k in range(m):
-                total[b, k] += row[b, k]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -6,7 +6,7 @@ and checks per layer, tensor wrappers around the compiled loops) two to four tim
 ``CpuStep`` and ``CpuRun`` walk the same nodes on numpy arrays: each stateless node runs its own
 ``numpy_forward`` where it has one and takes the input (convolutions and pools: the same
 compiled loops ``forward`` calls), else ``forward`` on a zero-copy tensor view; each neuron the
-compiled loop the torch path calls (``kernels.lif.cpu``: the single-step update, the scan over
+compiled loop the torch path calls (``kernels.scan_loops``: the single-step update, the scan over
 time); the decoded output the same time-ordered sum and ``scale_decoded`` (numpy's float32
 division is torch's, bit for bit). The network's torch ``step`` and ``run`` stay the spec:
 equal bit for bit (``tests/spiking/test_cpu_fast_path.py``).
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ganglion.kernels.lif import cpu_scan_available
-from ganglion.kernels.lif.cpu import float_scan_loop, float_step_loop, time_sum_loop
+from ganglion.kernels.scan_loops import float_scan_loop, float_step_loop, time_sum_loop
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.graph_order import INPUT, OUTPUT
 from ganglion.models.spiking.layers import Affine, Delay

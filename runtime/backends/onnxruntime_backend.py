@@ -3,7 +3,10 @@
 Graphs (naming: ``runtime.onnx_export.naming``): ``model.onnx`` is the step graph (one timestep
 or token, state as ``state_in.<name>`` inputs and ``state_out.<name>`` outputs; for a program
 without steps, the whole program); ``model.sequence.onnx``, where the kind has one, runs the
-whole input at once (``run``), and when it also takes state it serves ``prefill``. Without a
+whole input at once (``run``), and when it also takes state it serves ``prefill``; a spiking
+chain (MLPs and CNNs as converted) runs it cut at its neurons instead (``onnx_layerwise``:
+its stateless segments on ONNX Runtime, the neurons through the compiled CPU scan, the same
+bits, several times faster). Without a
 sequence graph ``run`` is repeated ``step``. The kind prepares host-side feeds (e.g. a
 spiking program's rate encoding) and the fresh state comes from the bundle.
 
@@ -247,6 +250,11 @@ class OnnxRuntimeSession(Session):
             bundle_graph(program, "sequence", required=False) if precision == "fp32" else None
         )
         self._sequence = None if sequence is None else open_graph(sequence)
+        self._layerwise = None  # a spiking chain's run, layer by layer (``onnx_layerwise``)
+        if sequence is not None and self.kind.name == "spiking":
+            from ganglion.runtime.backends.onnx_layerwise import LayerwiseRun
+
+            self._layerwise = LayerwiseRun.build(program, options, providers, sequence)
         names = set() if self._sequence is None else {i.name for i in self._sequence.get_inputs()}
         self._sequence_takes_state = any(n.startswith(naming.STATE_IN_PREFIX) for n in names)
         self._bindable = all(_fixed(s) for s in (*self.manifest.outputs, *self.manifest.state))
@@ -256,6 +264,10 @@ class OnnxRuntimeSession(Session):
         self._state_names = [s.name for s in self.manifest.state]
 
     def _run(self, inputs: Arrays) -> Arrays:
+        if self._layerwise is not None:
+            outputs = self._graph_call(self._layerwise.run, inputs)
+            if outputs is not None:
+                return outputs
         if self._sequence is None:
             batch = next(iter(inputs.values())).shape[self.kind.batch_axis(self.manifest)]
             return self._prefill(inputs, self._fresh_state(self._checked_batch(batch)))[0]
@@ -325,7 +337,7 @@ class OnnxRuntimeSession(Session):
     def _release(self) -> None:
         """Drop the step buffers (every thread's) and the ONNX Runtime sessions."""
         self._per_thread = threading.local()
-        self._step_graph = self._sequence = None
+        self._step_graph = self._sequence = self._layerwise = None
 
 
 class OnnxRuntimeBackend(Backend):

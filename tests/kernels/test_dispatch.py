@@ -5,9 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ganglion.kernels.dispatch import kernels_enabled, use_triton
+from ganglion.kernels.dispatch import use_triton
 from ganglion.kernels.gla import gla_chunk
 from ganglion.kernels.lif import lif_scan
+from ganglion.kernels.switch import kernels_enabled
 from ganglion.kernels.wkv import wkv_scan
 
 CUDA = SimpleNamespace(is_cuda=True)
@@ -82,7 +83,7 @@ def test_disabled_kernels_fall_back_to_reference(monkeypatch):
 
 
 def test_reference_kernels_turns_compiled_paths_off_inside_only(monkeypatch):
-    from ganglion.kernels.dispatch import reference_kernels
+    from ganglion.kernels.switch import reference_kernels
 
     monkeypatch.delenv("GANGLION_KERNELS", raising=False)
     with reference_kernels():

@@ -1,0 +1,74 @@
+"""The compiled float LIF loops and the decode sum over time (numba), without torch.
+
+``kernels/lif/cpu.py`` wraps them for torch tensors (the torch backend's CPU paths, its
+reference: ``kernels/lif/reference.py``); ONNX Runtime's layer-wise run
+(``runtime/backends/onnx_layerwise.py``) calls them on numpy arrays, so a node without torch
+runs them too. Every operation rounds as the reference's does (fp32 multiply, then add, no FMA:
+numba contracts nothing without ``fastmath``), so spikes and final potentials are equal bit for
+bit (``tests/kernels/test_lif_cpu.py``). A current constant over time (an input expanded along
+T, stride 0) is read from its one row. numba compiles each loop on first use and caches the
+machine code beside this file (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+    """Step t reads current[t * t_step]; v0 [B, N] -> (spikes [steps, B, N], v [B, N]).
+    C-contiguous arrays, so the inner loop is unit-stride."""
+    batch, n = v0.shape
+    v = v0.copy()
+    spikes = np.empty((steps, batch, n), np.float32)
+    for t in range(steps):
+        c, s = current[t * t_step], spikes[t]
+        for b in range(batch):
+            cb, vb, sb = c[b], v[b], s[b]
+            for k in range(n):
+                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
+                fired = x > threshold[k]
+                sb[k] = fired
+                if zero_reset:
+                    vb[k] = v_reset[k] if fired else x
+                else:
+                    vb[k] = x - np.float32(fired) * threshold[k]
+    return spikes, v
+
+
+@numba.njit(cache=True, nogil=True)
+def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+    """One step of ``float_scan_loop``: C-contiguous current and v0 [B, *shape] holding N =
+    len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
+    n = gain.shape[0]
+    v, spikes = np.empty_like(v0), np.empty_like(v0)
+    c, v_in = current.reshape(-1, n), v0.reshape(-1, n)  # [B, N] views
+    v_out, s = v.reshape(-1, n), spikes.reshape(-1, n)
+    for b in range(v_in.shape[0]):  # a loop per reset, so LLVM vectorizes it
+        cb, vb, ob, sb = c[b], v_in[b], v_out[b], s[b]
+        if zero_reset:
+            for k in range(n):
+                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
+                fired = x > threshold[k]
+                sb[k] = fired
+                ob[k] = v_reset[k] if fired else x
+        else:
+            for k in range(n):
+                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
+                fired = np.float32(x > threshold[k])
+                sb[k] = fired
+                ob[k] = x - fired * threshold[k]
+    return spikes, v
+
+
+@numba.njit(cache=True, nogil=True)
+def time_sum_loop(values, t_step, steps, total):  # noqa: ANN001, ANN202
+    """values[t * t_step] for t < steps added into total [B, M] in time order."""
+    batch, m = total.shape
+    for t in range(steps):
+        row = values[t * t_step]
+        for b in range(batch):
+            for k in range(m):
+                total[b, k] += row[b, k]

@@ -1,0 +1,436 @@
+"""A spiking program's whole-sequence ``run`` on ONNX Runtime, layer by layer.
+
+The sequence graph (``model.sequence.onnx``) runs each neuron layer as an ONNX ``Scan``: a
+subgraph call per timestep, 0.3-0.8x torch's speed on the digits networks. Here that graph is
+cut at its neurons: each stateless segment between two neurons (Gemm, Conv, pooling,
+flattening: the bundle's own ops and initializers, cut with ``onnx.utils.Extractor``) becomes
+a small ONNX Runtime session that runs all of a chunk's timestep-sample rows in one call, and
+each neuron and the output decoding run through the compiled loops of the torch backend's CPU
+fast path (``kernels.scan_loops``: ``float_scan_loop``, ``time_sum_loop``; ``scale_decoded``).
+The bundle format does not change.
+
+It takes what ``models/spiking/cpu_fast_path.py`` takes, read from the sequence graph and
+``config.json``, a little stricter: a chain (input -> node -> ... -> output, each node read by
+the next one only, through a delay-0 edge: MLPs and CNNs as converted), every neuron plain (one
+spike on v > threshold, immediate subtract or zero reset, no synaptic current, no lower bound;
+its Scan body checked op by op), no rate encoding, no output delay, at least one neuron, and
+the CPU execution provider alone. ``LayerwiseRun.build`` gives None for anything else, and the
+caller keeps the sequence graph; ``run`` gives None while compiled kernels are turned off
+(``GANGLION_KERNELS=0``).
+
+Time goes in chunks (``CHUNK_BYTES``), membranes carried across; a direct input's first
+segment runs once on the batch and is read at every step, as the torch path does.
+
+Arithmetic: the neuron and decode loops are torch's, so spikes and sums match it wherever the
+segments do. The segments are ONNX Runtime's kernels (MLAS), as in the Scan graph: the outputs
+equal the sequence graph's bit for bit (tested), and torch's within float rounding (on the
+digits networks ONNX Runtime's Conv and hidden Gemm gave torch's bits, spikes were equal, and
+the read-out Gemm differed in the last bits: at most 6e-6 on the decoded output).
+
+Nothing here imports torch: the loops and the kernel switch are torch-free modules (numba, a
+dependency of Ganglion, compiles the loops).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ganglion.kernels.scan_loops import float_scan_loop, time_sum_loop
+from ganglion.kernels.switch import cpu_scan_available
+from ganglion.models.manifest import SpikingTime
+from ganglion.models.spiking.decoding import scale_decoded
+from ganglion.runtime.program import Program
+
+Arrays = dict[str, np.ndarray]
+
+# rows (timestep·sample) per segment call: as many as keep the widest layer's values of a chunk
+# within about 2 MiB (cache-sized; measured on the digits networks, 2026-12: the CNN's 4 KiB
+# rows run fastest at 512 rows a call, the MLP's 512 B rows at 4,096; 1,024, torch's chunk, was
+# 4-8 % slower on both at batch 256); a segment's rows do not depend on the chunk (MLAS
+# computes each row alone), so neither do the outputs
+CHUNK_BYTES = 2 << 20
+MIN_CHUNK_ROWS = 64
+# the ops a stateless segment of the sequence graph may hold (``onnx_export.spiking_ops``)
+SEGMENT_OPS = frozenset(
+    {"Gemm", "Conv", "AveragePool", "Mul", "Flatten", "Reshape", "Greater", "Cast"}
+)
+# a plain neuron's Scan body (``onnx_export.spiking_ops.neuron_step``), per reset
+PLAIN_BODIES = {
+    "subtract": ("Mul", "Mul", "Add", "Add", "Greater", "Cast", "Mul", "Sub", "Identity",
+                 "Identity"),
+    "zero": ("Mul", "Mul", "Add", "Add", "Greater", "Cast", "Greater", "Where", "Identity",
+             "Identity"),
+}  # fmt: skip
+NEURON_FIELDS = ("gain", "decay", "threshold", "bias", "v_reset")  # ``float_scan_loop``'s order
+_PARAM_NAME = re.compile(r"^(?P<node>.+)\.(?P<field>[a-z_]+)_[0-9]+$")  # ``Params``' names
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Stateless layers between two neurons: an ONNX Runtime session (None: no layers)."""
+
+    session: Any
+    input_name: str
+    output_name: str
+    out_shape: tuple[int, ...]  # per sample
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """[rows, *in_shape] -> [rows, *out_shape]."""
+        if self.session is None:
+            return rows
+        return self.session.run([self.output_name], {self.input_name: rows})[0]
+
+
+@dataclass(frozen=True)
+class _Neuron:
+    """A plain neuron: the compiled scan's parameters (flat fp32 [N]), v_init and its shape."""
+
+    name: str
+    params: tuple[np.ndarray, ...] = field(repr=False)  # gain, decay, threshold, bias, v_reset
+    v_init: np.ndarray = field(repr=False)  # [N]
+    shape: tuple[int, ...]
+    zero_reset: bool
+
+
+class LayerwiseRun:
+    """``run`` of a suitable spiking program (module docstring) on ONNX Runtime sessions of its
+    stateless segments and the compiled CPU loops. ``LayerwiseRun.build(...)`` makes one."""
+
+    def __init__(
+        self,
+        time: SpikingTime,
+        segments: list[_Segment],
+        neurons: list[_Neuron],
+        output_name: str = "output",
+    ) -> None:
+        self.time = time
+        self.segments = segments  # len(neurons) + 1: before each neuron, then to the output
+        self.neurons = neurons
+        self.output_name = output_name
+        sizes = [int(np.prod(s.out_shape)) for s in segments]
+        self._out_size = sizes[-1]  # values per sample of the output
+        widest = max([n.v_init.size for n in neurons] + sizes)
+        self.rows_per_chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * widest))
+        self._starts: tuple[int, list[np.ndarray]] | None = None  # (batch, each neuron's v0)
+
+    # ---- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        program: Program,
+        options: Any,
+        providers: list[str],
+        sequence_graph: bytes | None = None,
+    ) -> LayerwiseRun | None:
+        """The layer-wise run of ``program`` (a float spiking program), its segments opened with
+        ONNX Runtime ``options`` (an ``ort.SessionOptions``) on ``providers``; None where the
+        program does not suit (module docstring). ``sequence_graph``: the serialized sequence
+        graph where the caller has it already, else read (or exported) here."""
+        manifest = program.manifest
+        time = manifest.time
+        if (
+            manifest.kind != "spiking"
+            or manifest.architecture != "spiking_graph"
+            or not isinstance(time, SpikingTime)
+            or time.encoding == "rate"
+            or time.delay
+            or list(providers) != ["CPUExecutionProvider"]
+        ):
+            return None
+        if sequence_graph is None:
+            from ganglion.runtime.onnx_export.export import bundle_graph
+
+            sequence_graph = bundle_graph(program, "sequence", required=False)
+        if sequence_graph is None:
+            return None
+        chain = _chain(program.config())
+        if chain is None:
+            return None
+        import onnx
+
+        model = onnx.load_from_string(sequence_graph)
+        cut = _cut(model, chain)
+        if cut is None:
+            return None
+        bounds, neurons = cut
+        segments = _segments(model, bounds, options, providers)
+        if segments is None:
+            return None
+        return cls(time, segments, neurons, manifest.outputs[0].name)
+
+    # ---- running -------------------------------------------------------------------------------
+
+    def run(self, inputs: Arrays) -> Arrays | None:
+        """``inputs`` as the session's ``_run`` takes them (``input``: raw features [B, ...] for
+        a direct encoding, else time-major [T, B, ...]) -> ``{"output": ...}`` as the sequence
+        graph gives it; None while compiled kernels are off (``GANGLION_KERNELS=0``)."""
+        if not cpu_scan_available():
+            return None
+        ((_, x),) = inputs.items()
+        x = np.asarray(x, dtype=np.float32)
+        time_major = self.time.time_major
+        steps, batch = x.shape[:2] if time_major else (self.time.timesteps, x.shape[0])
+        chunk = max(1, self.rows_per_chunk // batch)
+        membranes = self._start(batch)  # read, never written, by the scans (they copy)
+        constant = None  # a direct input's first segment [1, B, ...], computed once
+        last = self.segments[-1]
+        decoding = self.time.decoding != "none"
+        total = np.zeros((batch, self._out_size), np.float32) if decoding else None
+        outs = []
+        for t in range(0, steps, chunk):
+            size = min(chunk, steps - t)
+            if time_major:
+                rows = x[t : t + size].reshape(size * batch, *x.shape[2:])
+                current, t_step = self.segments[0](np.ascontiguousarray(rows)), 1
+            else:
+                if constant is None:
+                    constant = self.segments[0](np.ascontiguousarray(x))
+                current, t_step = constant, 0
+            for k, neuron in enumerate(self.neurons):
+                spikes, membranes[k] = self._scan(
+                    neuron, current, t_step, size, batch, membranes[k]
+                )
+                current = self.segments[k + 1](spikes.reshape(size * batch, *neuron.shape))
+                t_step = 1
+            rows_out = np.ascontiguousarray(current).reshape(size, batch, -1)
+            if total is not None:
+                time_sum_loop(rows_out, 1, size, total)
+            else:
+                outs.append(rows_out.reshape(size, batch, *last.out_shape))
+        if total is not None:
+            out = scale_decoded(total.reshape(batch, *last.out_shape), self.time)
+        elif not outs:  # a time-major input of no timesteps
+            out = np.zeros((0, batch, *last.out_shape), np.float32)
+        else:
+            out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return {self.output_name: out}
+
+    def _start(self, batch: int) -> list[np.ndarray]:
+        """Each neuron's membrane at t = 0, [batch, N] (v_init), kept for the last batch size."""
+        if self._starts is None or self._starts[0] != batch:
+            starts = [np.repeat(n.v_init[None], batch, axis=0) for n in self.neurons]
+            self._starts = (batch, starts)
+        return list(self._starts[1])
+
+    def _scan(
+        self,
+        neuron: _Neuron,
+        current: np.ndarray,
+        t_step: int,
+        steps: int,
+        batch: int,
+        v0: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``steps`` timesteps of one neuron layer from membrane ``v0`` [B, N] (kept): current
+        [S·B or B, ...] (step t reads row block t·t_step) -> (spikes [steps, B, N], final
+        membrane [B, N])."""
+        gain, *rest = neuron.params
+        return float_scan_loop(
+            np.ascontiguousarray(current).reshape(-1, batch, neuron.v_init.size),
+            t_step,
+            steps,
+            gain,
+            v0,
+            *rest,
+            neuron.zero_reset,
+        )
+
+
+# ---- reading the program -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ChainNode:
+    name: str
+    type: str
+    spec: dict[str, Any]
+
+
+def _chain(config: dict[str, Any]) -> list[_ChainNode] | None:
+    """config.json's nodes in chain order (input → each node → output, one delay-0 edge into
+    each), or None for any other graph or a neuron config.json says is not plain (a synaptic
+    neuron's current is a tensor, not in its spec: ``_neuron``'s body check refuses it)."""
+    try:
+        nodes = {str(spec["name"]): spec for spec in config["nodes"]}
+        edges = [(str(e[0]), str(e[1]), int(e[2]) if len(e) > 2 else 0) for e in config["edges"]]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if any(d for *_, d in edges):
+        return None
+    successor: dict[str, str] = {}
+    incoming: dict[str, int] = {}
+    for a, b, _ in edges:
+        if a in successor:  # a node read by two nodes (or by a node and the output)
+            return None
+        successor[a] = b
+        incoming[b] = incoming.get(b, 0) + 1
+    order, node = [], "input"
+    while node != "output":
+        node = successor.get(node, "")
+        if node != "output":
+            if node not in nodes or node in order:
+                return None
+            order.append(node)
+    if len(order) != len(nodes) or any(incoming.get(n) != 1 for n in (*order, "output")):
+        return None
+    chain = []
+    for name in order:
+        spec = nodes[name]
+        kind = str(spec.get("type"))
+        if kind == "Delay":
+            return None
+        if kind == "Neuron" and not (
+            spec.get("fire", "gt") == "gt"
+            and spec.get("spikes", "one") == "one"
+            and int(spec.get("reset_delay", 0)) == 0
+            and spec.get("reset", "subtract") in PLAIN_BODIES
+            and spec.get("syn_decay") is None
+            and spec.get("syn_gain") is None
+            and spec.get("v_min") is None
+        ):
+            return None
+        chain.append(_ChainNode(name, kind, spec))
+    return chain
+
+
+def _cut(model: Any, chain: list[_ChainNode]) -> tuple[list[tuple[str, str]], list[_Neuron]] | None:
+    """The sequence graph's segment bounds (flat value in, flat value out; equal for an empty
+    segment) and its neurons, checked against ``chain``; None where the graph is not the one
+    the exporter writes for such a chain."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    scans = [n for n in graph.node if n.op_type == "Scan"]
+    neurons_wanted = [c for c in chain if c.type == "Neuron"]
+    decoding_scans = len(scans) - len(neurons_wanted)
+    if not neurons_wanted or decoding_scans not in (0, 1) or len(graph.input) != 1:
+        return None
+
+    def flat_after(value: str) -> str | None:
+        """The ``_flat`` Reshape of ``value`` (shape an initializer) -> its output."""
+        found = [
+            n for n in consumers.get(value, [])
+            if n.op_type == "Reshape" and n.input[0] == value and n.input[1] in inits
+        ]  # fmt: skip
+        return found[0].output[0] if len(found) == 1 else None
+
+    def timed_source(value: str) -> str | None:
+        """The flat value a ``_timed`` Reshape (shape [T, B, ...] made at run time) reads."""
+        node = producer.get(value)
+        if node is None or node.op_type != "Reshape" or node.input[1] in inits:
+            return None
+        return node.input[0]
+
+    start = flat_after(graph.input[0].name)
+    bounds: list[tuple[str, str]] = []
+    neurons: list[_Neuron] = []
+    for scan, wanted in zip(scans, neurons_wanted, strict=False):
+        if len(scan.input) != 2 or len(scan.output) != 2 or start is None:
+            return None
+        end = timed_source(scan.input[1])
+        neuron = _neuron(scan, wanted, inits, producer, numpy_helper)
+        if end is None or neuron is None:
+            return None
+        bounds.append((start, end))
+        neurons.append(neuron)
+        start = flat_after(scan.output[1])
+    # the output: Identity (<- Div) <- decode Scan <- _timed Reshape, or Identity <- _timed
+    node = producer.get(graph.output[0].name)
+    while node is not None and node.op_type in ("Identity", "Div"):
+        node = producer.get(node.input[0])
+    if decoding_scans:
+        if node is None or node is not scans[-1] or len(node.input) != 2:
+            return None
+        end = timed_source(node.input[1])
+    else:
+        end = None if node is None else timed_source(node.output[0])
+    if start is None or end is None:
+        return None
+    bounds.append((start, end))
+    return bounds, neurons
+
+
+def _neuron(
+    scan: Any,
+    wanted: _ChainNode,
+    inits: dict[str, Any],
+    producer: dict[str, Any],
+    numpy_helper: Any,
+) -> _Neuron | None:
+    """A plain neuron's parameters from its Scan (body checked op by op), or None."""
+    body = next((a.g for a in scan.attribute if a.name == "body"), None)
+    reset = str(wanted.spec.get("reset", "subtract"))
+    if body is None or tuple(n.op_type for n in body.node) != PLAIN_BODIES[reset]:
+        return None
+    fields: dict[str, np.ndarray] = {}
+    for node in body.node:
+        for name in node.input:
+            match = _PARAM_NAME.match(name) if name in inits else None
+            if match is not None:
+                if match["node"] != wanted.name:
+                    return None
+                fields[match["field"]] = numpy_helper.to_array(inits[name])
+    expand = producer.get(scan.input[0])  # the membrane's start: Expand(v_init, [B, *shape])
+    if expand is None or expand.op_type != "Expand" or expand.input[0] not in inits:
+        return None
+    match = _PARAM_NAME.match(expand.input[0])
+    if match is None or match["node"] != wanted.name or match["field"] != "v_init":
+        return None
+    v_init = numpy_helper.to_array(inits[expand.input[0]])
+    shape = tuple(int(d) for d in v_init.shape)
+    if reset == "subtract":
+        fields.setdefault("v_reset", np.zeros(shape, np.float32))  # unread by the loop
+    if set(fields) != set(NEURON_FIELDS):
+        return None
+    arrays = [fields[f] for f in NEURON_FIELDS] + [v_init]
+    if any(a.dtype != np.float32 or a.shape != shape for a in arrays):
+        return None
+    flat = [np.ascontiguousarray(a.reshape(-1)) for a in arrays]
+    return _Neuron(wanted.name, tuple(flat[:-1]), flat[-1], shape, reset == "zero")
+
+
+def _segments(
+    model: Any, bounds: list[tuple[str, str]], options: Any, providers: list[str]
+) -> list[_Segment] | None:
+    """An ONNX Runtime session per segment (cut with ``onnx.utils.Extractor``), or None where
+    a segment holds other ops than stateless layers."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.utils import Extractor
+
+    extractor = Extractor(onnx.shape_inference.infer_shapes(model))
+    shapes = {v.name: v for v in (*extractor.graph.value_info, *extractor.graph.output)}
+    segments = []
+    for start, end in bounds:
+        info = shapes.get(end)
+        if info is None:
+            return None
+        dims = info.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims[1:]):
+            return None
+        out_shape = tuple(int(d.dim_value) for d in dims[1:])
+        if start == end:
+            segments.append(_Segment(None, start, end, out_shape))
+            continue
+        cut = extractor.extract_model([start], [end])
+        if any(n.op_type not in SEGMENT_OPS for n in cut.graph.node):
+            return None
+        cut.doc_string = "Ganglion spiking sequence graph: one stateless segment"
+        try:
+            onnx.checker.check_model(cut)
+            session = ort.InferenceSession(cut.SerializeToString(), options, providers=providers)
+        except Exception:  # a segment that does not stand alone: keep the sequence graph
+            return None
+        segments.append(_Segment(session, start, end, out_shape))
+    return segments
