@@ -13,7 +13,8 @@ their "static" layer); Ganglion does the same by itself. With ``--compile-peers`
 default) each peer is also timed under ``torch.compile`` (static shapes, compiled in the row's
 first call, whose seconds the JSON line reports as ``<peer>+compile_first_call_s``): the
 fastest a user of either can make it on a CPU. Ganglion is timed through ``load(...).run`` on
-numpy input, session checks included; the peers on torch tensors.
+numpy input, session checks included, on the torch backend or (``--backend onnxruntime``, one
+intra-op thread per ``--threads``) on ONNX Runtime; the peers on torch tensors.
 
 Each (network, T, batch) row first compares the outputs (prediction agreement and the largest
 difference: SpikingJelly fires on v ≥ θ and ours on v > θ, snnTorch subtracts the threshold
@@ -30,7 +31,8 @@ beside the project (torch stays the CPU build) or in a folder given with ``--pee
     .venv/bin/pip install --no-deps spikingjelly==2.0.0 loguru
 
 Usage: ``python benchmarks/spiking_throughput.py [--timesteps 8,32,128] [--batches 1,16,256]
-[--networks mlp,cnn] [--threads 1] [--repeats 7] [--peer-path DIR] [--no-compile-peers]``
+[--networks mlp,cnn] [--threads 1] [--repeats 7] [--peer-path DIR] [--no-compile-peers]
+[--backend torch|onnxruntime]``
 """
 
 from __future__ import annotations
@@ -277,8 +279,11 @@ def main() -> None:
     parser.add_argument("--compile-peers", action=argparse.BooleanOptionalAction, default=True,
                         help="also time each peer under torch.compile (compiles per shape: "
                         "tens of seconds to minutes each, once)")  # fmt: skip
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="Ganglion's backend")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    options = {"threads": args.threads} if args.backend == "onnxruntime" else {}
     torch._dynamo.config.cache_size_limit = 64  # snnTorch compiles a graph per Leaky call site
     sj_missing = spikingjelly_missing(args.peer_path)
     if sj_missing:
@@ -291,7 +296,8 @@ def main() -> None:
     table = Table(
         "network", "T", "batch", "ganglion ms", *(f"vs {peer}" for peer in peers),
         "agree (all peers)",
-        title=f"CPU, {args.threads} torch thread(s), load average {load_avg[0]:.2f} at start; "
+        title=f"CPU, {args.threads} thread(s), Ganglion on {args.backend}, load average "
+        f"{load_avg[0]:.2f} at start; "
         "Ganglion's median time (min–max) and its speed-up over each peer (median of per-round "
         "ratios, min–max) over interleaved rounds",
     )  # fmt: skip
@@ -299,7 +305,7 @@ def main() -> None:
         model, data = train_network(name)
         for steps in (int(s) for s in args.timesteps.split(",")):
             program = convert_spiking(model, data.x_train, None, SpikingOptions(timesteps=steps))
-            session = load(program)
+            session = load(program, backend=args.backend, **options)
             twins: dict[str, type] = {"snntorch": SnnTorchTwin}
             if not sj_missing:
                 twins["spikingjelly"] = SpikingJellyTwin
@@ -312,6 +318,7 @@ def main() -> None:
                 x = np.ascontiguousarray(np.resize(data.x_test, (batch, *data.x_test.shape[1:])))
                 row = compare(name, steps, x.astype(np.float32), impls, args.repeats)
                 row["load_average"] = load_avg[0]
+                row["backend"] = args.backend
                 print(json.dumps(row), flush=True)
                 table.add_row(
                     name, str(steps), str(batch), _cell(row, "ganglion"),
