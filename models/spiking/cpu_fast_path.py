@@ -43,6 +43,7 @@ MEMBRANE_CACHE = 64  # initial membranes kept per run path ((neuron, batch size)
 @dataclass(frozen=True)
 class _Node:
     name: str
+    layer: object  # the graph's node object the chain was read from
     source: str  # the one node (or INPUT) it reads this step
     neuron: Neuron | None  # with its membrane ``state_key``; else a stateless ``forward``
     state_key: str
@@ -77,12 +78,12 @@ def _chain(network: torch.nn.Module) -> tuple[list[_Node], str] | None:
         if isinstance(layer, Delay) or (isinstance(layer, Neuron) and not layer.plain):
             return None
         if isinstance(layer, Neuron):
-            nodes.append(_Node(name, single[name], layer, keys[0], None, False))
+            nodes.append(_Node(name, layer, single[name], layer, keys[0], None, False))
         else:
             time_major = isinstance(layer, Affine)
             numpy_forward = getattr(layer, "numpy_forward", None)
             nodes.append(
-                _Node(name, single[name], None, "", layer.forward, time_major, numpy_forward)
+                _Node(name, layer, single[name], None, "", layer.forward, time_major, numpy_forward)
             )
     return nodes, single[OUTPUT]
 
@@ -107,8 +108,14 @@ class _ChainPath:
         self.output = output
 
     def _usable(self) -> bool:
-        """Compiled kernels on, and the network still holds the graph the chain was read from."""
-        return self.network.graph is self.graph and cpu_scan_available()
+        """Compiled kernels on, and the network still holds the graph the chain was read from,
+        with the same node objects (a node replaced in ``graph.nodes`` takes the torch path)."""
+        nodes = self.graph.nodes
+        return (
+            self.network.graph is self.graph
+            and all(nodes.get(n.name) is n.layer for n in self.nodes)
+            and cpu_scan_available()
+        )
 
     @classmethod
     def build(cls, network: torch.nn.Module) -> Self | None:
@@ -156,8 +163,8 @@ class CpuRun(_ChainPath):
 
     def __init__(self, network: torch.nn.Module, nodes: list[_Node], output: str) -> None:
         super().__init__(network, nodes, output)
-        # (node, batch) -> (v_init tensor, its version, v_init broadcast to [B, N])
-        self._membranes: dict[tuple[str, int], tuple[torch.Tensor, int | None, np.ndarray]] = {}
+        # (node, batch) -> (v_init's bytes, v_init broadcast to [B, N])
+        self._membranes: dict[tuple[str, int], tuple[bytes, np.ndarray]] = {}
 
     def __call__(self, x: np.ndarray, rows_per_chunk: int) -> np.ndarray | None:
         """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring).
@@ -234,19 +241,19 @@ class CpuRun(_ChainPath):
 
     def _initial_membrane(self, node: _Node, batch: int, shape: tuple[int, ...]) -> np.ndarray:
         """``node``'s ``v_init`` for ``batch`` samples, [B, N] contiguous, made once per batch
-        size and remade when ``v_init`` is replaced or edited in place (its tensor version; an
-        inference tensor has none and is broadcast every call). The scan only reads it (it
-        starts from a copy)."""
-        v_init = node.neuron.v_init
-        version = None if v_init.is_inference() else v_init._version
+        size and remade whenever ``v_init``'s bytes change, however they were changed (replaced,
+        edited in place, through ``.data`` or a numpy view): each call compares them, a copy of
+        a few KiB. The scan only reads the result (it starts from a copy)."""
+        v_init = node.neuron.v_init.numpy()
+        source = v_init.tobytes()
         key = (node.name, batch)
         made = self._membranes.get(key)
-        if made is None or made[0] is not v_init or version is None or made[1] != version:
-            v0 = np.broadcast_to(v_init.numpy(), (batch, *shape))
+        if made is None or made[0] != source:
+            v0 = np.broadcast_to(v_init, (batch, *shape))
             if len(self._membranes) >= MEMBRANE_CACHE:
                 self._membranes.clear()
-            made = self._membranes[key] = (v_init, version, v0.reshape(batch, -1).copy())
-        return made[2]
+            made = self._membranes[key] = (source, v0.reshape(batch, -1).copy())
+        return made[1]
 
     @staticmethod
     def _stateless(node: _Node, inp: np.ndarray, t_step: int) -> np.ndarray:

@@ -23,9 +23,12 @@ segment runs once on the batch and is read at every step, as the torch path does
 
 Arithmetic: the neuron and decode loops are torch's, so spikes and sums match it wherever the
 segments do. The segments are ONNX Runtime's kernels (MLAS), as in the Scan graph: the outputs
-equal the sequence graph's bit for bit (tested), and torch's within float rounding (on the
-digits networks ONNX Runtime's Conv and hidden Gemm gave torch's bits, spikes were equal, and
-the read-out Gemm differed in the last bits: at most 6e-6 on the decoded output).
+equal the sequence graph's bit for bit (tested; the session also checks it at load on a probe
+input, and keeps the sequence graph where they differ: a bundle whose config.json, manifest and
+graph disagree, or an ONNX Runtime that rounds a row differently with the rows per call), and
+torch's within float rounding (on the digits networks ONNX Runtime's Conv and hidden Gemm gave
+torch's bits, spikes were equal, and the read-out Gemm differed in the last bits: at most 6e-6
+on the decoded output).
 
 Nothing here imports torch: the loops and the kernel switch are torch-free modules (numba, a
 dependency of Ganglion, compiles the loops).
@@ -148,20 +151,13 @@ class LayerwiseRun:
             sequence_graph = bundle_graph(program, "sequence", required=False)
         if sequence_graph is None:
             return None
-        chain = _chain(program.config())
-        if chain is None:
+        try:
+            parts = _parts(program, sequence_graph, options, providers)
+        except Exception:  # noqa: BLE001 - config.json or a graph the cut does not understand
+            return None  # (a malformed field, an unexpected node): the sequence graph runs it
+        if parts is None:
             return None
-        import onnx
-
-        model = onnx.load_from_string(sequence_graph)
-        cut = _cut(model, chain)
-        if cut is None:
-            return None
-        bounds, neurons = cut
-        segments = _segments(model, bounds, options, providers)
-        if segments is None:
-            return None
-        return cls(time, segments, neurons, manifest.outputs[0].name)
+        return cls(time, *parts, manifest.outputs[0].name)
 
     # ---- running -------------------------------------------------------------------------------
 
@@ -242,6 +238,25 @@ class LayerwiseRun:
 
 
 # ---- reading the program -----------------------------------------------------------------------
+
+
+def _parts(
+    program: Program, sequence_graph: bytes, options: Any, providers: list[str]
+) -> tuple[list[_Segment], list[_Neuron]] | None:
+    """The segments and neurons of ``program``'s sequence graph, or None where they do not
+    make a plain chain (module docstring)."""
+    chain = _chain(program.config())
+    if chain is None:
+        return None
+    import onnx
+
+    model = onnx.load_from_string(sequence_graph)
+    cut = _cut(model, chain)
+    if cut is None:
+        return None
+    bounds, neurons = cut
+    segments = _segments(model, bounds, options, providers)
+    return None if segments is None else (segments, neurons)
 
 
 @dataclass(frozen=True)

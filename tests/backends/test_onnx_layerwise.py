@@ -8,6 +8,7 @@ read-out Gemm rounds differently in ONNX Runtime than in torch), with every pred
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -269,3 +270,43 @@ def test_a_node_without_torch_runs_it(program: Deployable, tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def _fire_below_threshold(folder: Path) -> None:
+    """The first neuron's Scan body fires on threshold > v instead of v > threshold."""
+    import onnx
+
+    model = onnx.load(folder / "model.sequence.onnx")
+    scan = next(n for n in model.graph.node if n.op_type == "Scan")
+    body = next(a.g for a in scan.attribute if a.name == "body")
+    greater = next(n for n in body.node if n.op_type == "Greater")
+    greater.input[:] = list(reversed(greater.input))
+    onnx.save(model, folder / "model.sequence.onnx")
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["decoding in the manifest", "the firing rule in the graph", "config.json malformed"],
+)
+def test_a_bundle_whose_parts_disagree_keeps_the_sequence_graph(
+    program: Deployable, x: np.ndarray, tmp_path: Path, tampered: Callable[..., Path], change: str
+) -> None:
+    """A checksum-valid bundle whose manifest, config.json and sequence graph disagree (what
+    a hostile user can hand over) opens, and ``run`` is the sequence graph's own answer: the
+    layer-wise run is checked against it on a probe input at load, and a config.json it
+    cannot read leaves it out."""
+    bundle = save_bundle(program, tmp_path / "b")
+    if change == "decoding in the manifest":
+        folder = tampered(bundle, tmp_path, manifest=lambda m: m["time"].update(decoding="count"))
+    elif change == "the firing rule in the graph":
+        folder = tampered(bundle, tmp_path, edit=_fire_below_threshold)
+    else:
+        nodes = json.loads((bundle / "config.json").read_text())["nodes"]
+        bad = [{**n, "reset_delay": "x"} if n.get("type") == "Neuron" else n for n in nodes]
+        folder = tampered(bundle, tmp_path, config={"nodes": bad})
+    with load(folder, "onnxruntime", threads=1) as session:
+        assert session._layerwise is None
+        got = session.run(x)
+    assert np.isfinite(got).all() and got.shape == (3, 4)
+    with load(bundle, "onnxruntime", threads=1) as session:  # the control: the untouched bundle
+        assert session._layerwise is not None

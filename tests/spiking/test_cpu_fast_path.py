@@ -161,24 +161,34 @@ def test_cpu_run_equals_the_torch_run(net, options, batch) -> None:
 
 
 def test_cpu_run_follows_an_edited_or_replaced_initial_membrane() -> None:
-    """The initial membranes a run keeps per batch size are remade when ``v_init`` is edited
-    in place or replaced: each run equals the torch run of the network as it is then."""
+    """The initial membranes a run keeps per batch size are remade whenever ``v_init`` changes,
+    also by edits its tensor's version does not count (``.data``, a numpy view): each run
+    equals the torch run of the network as it is then. A neuron replaced in the graph takes
+    the torch path."""
     program, shape = _converted("mlp", neuron="if")
     fast = CpuRun.build(program.module)
     neuron = next(iter(program.module.graph.neurons().values()))
     x = _inputs(shape, 3)
     outs = []
     with torch.inference_mode():
-        for change in (None, "edit", "replace"):
+        for change in (None, "edit", "data", "view", "replace"):
             if change == "edit":
                 neuron.v_init.mul_(0.0)
+            elif change == "data":
+                neuron.v_init.data.add_(0.3)
+            elif change == "view":
+                neuron.v_init.numpy()[::2] = 0.6
             elif change == "replace":
                 neuron.v_init = neuron.threshold * 0.9
             want = program.module.run(torch.from_numpy(x)).numpy()
             out = fast(x, rows_per_chunk=1024)
             assert out is not None and np.array_equal(out, want)
             outs.append(out)
-    assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[1], outs[2])
+    assert all(not np.array_equal(a, b) for a, b in zip(outs, outs[1:], strict=False))
+    graph = program.module.graph
+    name = next(k for k, v in graph.nodes.items() if v is neuron)
+    graph.nodes[name] = copy.deepcopy(neuron)
+    assert fast(x, rows_per_chunk=1024) is None  # the torch path: not the chain it was built on
 
 
 def test_cpu_run_equals_the_torch_run_on_every_node_type(handmade_network) -> None:
