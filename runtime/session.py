@@ -29,7 +29,7 @@ import numbers
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,23 +115,27 @@ class Session(ABC):
 
     def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """One timestep or token with explicit state -> (outputs, new state)."""
-        with self._lock:
-            self._check_open()
-            named, bare = self._named(inputs, self._step_shapes)
-            self._check_state(state, self._batch(named, self._step_shapes), self.allow_nonfinite)
-            self.kind.check_continuation(self.manifest, named, state)
-            outputs, new_state = self._step(named, declared_state(self.manifest.state, state))
-            self._check_state.issued(new_state)
-            return self._unnamed(_unshared(outputs, named), bare), new_state
+        return self._from_state(inputs, state, self._step_shapes, self._step)
 
     def prefill(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """``run``'s inputs continuing from ``state`` -> (``run``'s outputs, final state)."""
+        return self._from_state(inputs, state, self._run_shapes, self._prefill)
+
+    def _from_state(
+        self,
+        inputs: Inputs,
+        state: State,
+        shapes: dict[str, list[int]],
+        call: Callable[[dict[str, np.ndarray], State], tuple[dict[str, np.ndarray], State]],
+    ) -> tuple[Outputs, State]:
+        """``call`` (``_step`` or ``_prefill``) on checked inputs of ``shapes`` and a checked
+        state, under the session's lock; the new state is recorded as handed out."""
         with self._lock:
             self._check_open()
-            named, bare = self._named(inputs, self._run_shapes)
-            self._check_state(state, self._batch(named, self._run_shapes), self.allow_nonfinite)
+            named, bare = self._named(inputs, shapes)
+            self._check_state(state, self._batch(named, shapes), self.allow_nonfinite)
             self.kind.check_continuation(self.manifest, named, state)
-            outputs, new_state = self._prefill(named, declared_state(self.manifest.state, state))
+            outputs, new_state = call(named, declared_state(self.manifest.state, state))
             self._check_state.issued(new_state)
             return self._unnamed(_unshared(outputs, named), bare), new_state
 

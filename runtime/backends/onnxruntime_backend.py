@@ -5,10 +5,10 @@ or token, state as ``state_in.<name>`` inputs and ``state_out.<name>`` outputs; 
 without steps, the whole program); ``model.sequence.onnx``, where the kind has one, runs the
 whole input at once (``run``), and when it also takes state it serves ``prefill``; a spiking
 chain (MLPs and CNNs as converted) runs it cut at its neurons instead (``onnx_layerwise``:
-its stateless segments on ONNX Runtime, the neurons through the compiled CPU scan, the same
-bits, several times faster). Without a
-sequence graph ``run`` is repeated ``step``. The kind prepares host-side feeds (e.g. a
-spiking program's rate encoding) and the fresh state comes from the bundle.
+its stateless segments on ONNX Runtime, the neurons through the compiled CPU scan; the same
+bits, several times faster). Without a sequence graph ``run`` is repeated ``step``. The kind
+prepares host-side feeds (e.g. a spiking program's rate encoding) and the fresh state comes
+from the bundle.
 
 ``step`` runs through IO bindings onto buffers the session allocates once per batch size: three
 sets of outputs and state, a step reading its state from one and writing into another
