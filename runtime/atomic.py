@@ -70,12 +70,15 @@ def check_outside_bundles(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: Path, force: bool = False) -> Iterator[Path]:
-    """A temporary sibling path to write; renamed onto ``path`` when the block succeeds."""
+    """A temporary sibling path to write, ending in ``path``'s suffix (writers such as
+    ``torch.export.save`` warn about any other); renamed onto ``path`` when the block succeeds."""
     check_target(path, force)
     if path.is_dir():
         raise TargetExists(f"{path} is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
