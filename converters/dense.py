@@ -33,6 +33,7 @@ ARCHITECTURE_EXPORTED = "exported"  # a torch.export program (model.pt2 + model.
 ARCHITECTURE_ONNX = "onnx"  # an ONNX model only (no torch face)
 OPSET = 18
 BATCH_AXIS = "batch"  # the name of the dynamic batch axis, in the export and the ONNX graph
+DYNAMIC_BATCH_MAX = 1 << 20  # the bound of a batch axis ``dynamic_batch`` makes dynamic
 _FILE_OPS = ("from_file", "_load", "save")
 ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -105,7 +106,7 @@ def dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.Exporte
         )
         for v in values
     )
-    batch = torch.export.Dim(BATCH_AXIS, min=1, max=1 << 20)
+    batch = torch.export.Dim(BATCH_AXIS, min=1, max=DYNAMIC_BATCH_MAX)
     try:
         return torch.export.export(
             program.module(check_guards=False),
@@ -114,6 +115,24 @@ def dynamic_batch(program: torch.export.ExportedProgram) -> torch.export.Exporte
         )
     except Exception:  # noqa: BLE001 - a network that hard-codes its batch keeps it
         return program
+
+
+def batch_bound(program: torch.export.ExportedProgram) -> int | None:
+    """The largest batch ``program`` takes where its user exported it with a bounded batch axis
+    (``Dim("batch", max=64)``: torch's guards refuse more), else None (no bound, or the one
+    ``dynamic_batch`` sets, which is the session's own limit)."""
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    user = [n for n in placeholders if n.name in program.graph_signature.user_inputs]
+    bounds = set()
+    for node in user:
+        value = node.meta.get("val")
+        if not isinstance(value, torch.Tensor) or not value.ndim or isinstance(value.shape[0], int):
+            continue
+        limits = program.range_constraints.get(value.shape[0].node.expr)
+        upper = None if limits is None else limits.upper
+        if upper is not None and bool(upper < DYNAMIC_BATCH_MAX):  # int_oo: no bound
+            bounds.add(int(upper))
+    return min(bounds) if bounds else None
 
 
 Specs = tuple[DenseProgram, list[TensorSpec], list[TensorSpec]]
@@ -311,6 +330,7 @@ def convert_dense(
         inputs=inputs,
         outputs=outputs,
         report=report,
+        max_batch=batch_bound(module.exported) if exported else None,
         provenance={
             "converter": "ganglion.converters.dense",
             "source_onnx_sha256": digest,

@@ -305,6 +305,9 @@ class Manifest:
     members: list[MemberRef] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
     format_version: int = FORMAT_VERSION
+    # the largest batch the program takes, where its network was exported with a bounded batch
+    # axis (torch refuses more); None: no bound of its own. Every backend's session checks it.
+    max_batch: int | None = None
 
     def __post_init__(self) -> None:
         self.kind = _choice(self.kind, "manifest.kind", KINDS)
@@ -347,6 +350,8 @@ class Manifest:
             names = [s.name for s in specs]
             dupes = sorted({n for n in names if names.count(n) > 1})
             _require(not dupes, f"manifest.{group}", "uniquely named", dupes)
+        if self.max_batch is not None:
+            self.max_batch = _int(self.max_batch, "manifest.max_batch", 1, 2**31)
         members = [m.name for m in self.members]
         _require(len(set(members)) == len(members), "manifest.members", "uniquely named", members)
         _require(
@@ -363,6 +368,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the manifest (time semantics tagged with their kind)."""
         data = dataclasses.asdict(self)
+        if self.max_batch is None:
+            del data["max_batch"]  # the manifests of programs without a bound stay as they were
         if self.time is not None:
             tag = "spiking" if isinstance(self.time, SpikingTime) else "sequence"
             data["time"] = {"kind": tag, **dataclasses.asdict(self.time)}
@@ -399,6 +406,7 @@ class Manifest:
                 ],
                 artifacts=_artifacts(data.get("artifacts", {})),
                 format_version=FORMAT_VERSION,
+                max_batch=data.get("max_batch"),
             )
         except KeyError as exc:
             raise BundleError(f"manifest is malformed: no field {exc.args[0]!r}") from exc

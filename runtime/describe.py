@@ -48,6 +48,7 @@ def _summary(m: Manifest, info: dict[str, Any], members: dict[str, Any]) -> dict
         "shapes": kind_of(m).io_text(m),
         "time": None if m.time is None else dataclasses.asdict(m.time),
         "state": [vars(s) for s in m.state],
+        "max_batch": m.max_batch,
         "checksums": m.artifacts,
         "report": m.report,
         "provenance": m.provenance,

@@ -204,3 +204,48 @@ def test_operator_outside_aten_is_refused_by_name() -> None:
     program = torch.export.export(Custom(), (torch.zeros(2),))
     with pytest.raises(ConversionError, match="ganglion_test::twice .* not allowed"):
         check_graph_ops(program)
+
+
+def test_a_bounded_batch_axis_is_kept_and_every_backend_keeps_to_it(tmp_path: Path) -> None:
+    """A network exported with ``Dim("batch", max=8)`` takes at most 8 samples on torch (its
+    guards); the manifest records the bound, so ONNX Runtime refuses a ninth too, in the same
+    words, where it would have run it."""
+    from ganglion.converters.dense import convert_dense
+    from ganglion.models.errors import ShapeError
+    from ganglion.runtime.bundle import save_bundle
+    from ganglion.runtime.cli import invoke
+
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    batch = torch.export.Dim("batch", min=1, max=8)
+    bounded = torch.export.export(model, (torch.zeros(2, 4),), dynamic_shapes=({0: batch},))
+    free = torch.export.export(model, (torch.zeros(2, 4),))
+    bundle = save_bundle(convert_dense(bounded), tmp_path / "bounded")
+    unbounded = save_bundle(convert_dense(free), tmp_path / "free")
+    assert json.loads((bundle / "manifest.json").read_text())["max_batch"] == 8
+    assert "max_batch" not in json.loads((unbounded / "manifest.json").read_text())
+    code, out, _ = invoke("inspect", str(bundle))
+    assert code == 0 and "batch  at most 8 (as exported)" in out
+    x = np.ones((9, 4), np.float32)
+    for backend in ("torch", "onnxruntime"):
+        with load(bundle, backend=backend) as session:
+            assert session.run(x[:8]).shape == (8, 3)
+            with pytest.raises(ShapeError, match="a batch of 9 is more than this program takes"):
+                session.run(x)
+        with load(unbounded, backend=backend) as session:
+            assert session.run(x).shape == (9, 3)
+
+
+@pytest.mark.parametrize("bad", ["8", 0, -1, 2.5, True])
+def test_a_malformed_max_batch_is_named(bad: object) -> None:
+    from ganglion.models.errors import BundleError
+    from ganglion.models.manifest import Manifest
+
+    data = {
+        "kind": "dense",
+        "architecture": "exported_program",
+        "inputs": [{"name": "x", "shape": [-1, 4], "dtype": "float32"}],
+        "outputs": [{"name": "y", "shape": [-1, 3], "dtype": "float32"}],
+        "max_batch": bad,
+    }
+    with pytest.raises(BundleError, match="manifest.max_batch"):
+        Manifest.from_dict(data)
