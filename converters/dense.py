@@ -135,6 +135,31 @@ def batch_bound(program: torch.export.ExportedProgram) -> int | None:
     return min(bounds) if bounds else None
 
 
+def embedding_ranges(program: torch.export.ExportedProgram) -> dict[str, list[int]]:
+    """Integer inputs read only as an embedding's indices -> [0, rows - 1] (the smallest table
+    where several read one): torch refuses other indices, ONNX's Gather reads a negative one from
+    the table's end, so the manifest keeps the range and every session checks it."""
+    users: dict[str, list[Any]] = {}
+    for node in program.graph.nodes:
+        for arg in node.all_input_nodes:
+            users.setdefault(arg.name, []).append(node)
+    ranges = {}
+    for name in program.graph_signature.user_inputs:
+        readers = users.get(name, [])
+        tables = [
+            r.args[0].meta.get("val")
+            for r in readers
+            if r.target == torch.ops.aten.embedding.default and r.args[1].name == name
+        ]
+        if (
+            readers
+            and len(tables) == len(readers)
+            and all(isinstance(t, torch.Tensor) and isinstance(t.shape[0], int) for t in tables)
+        ):
+            ranges[name] = [0, min(int(t.shape[0]) for t in tables) - 1]
+    return ranges
+
+
 Specs = tuple[DenseProgram, list[TensorSpec], list[TensorSpec]]
 
 
@@ -331,6 +356,7 @@ def convert_dense(
         outputs=outputs,
         report=report,
         max_batch=batch_bound(module.exported) if exported else None,
+        value_ranges=embedding_ranges(module.exported) if exported else {},
         provenance={
             "converter": "ganglion.converters.dense",
             "source_onnx_sha256": digest,

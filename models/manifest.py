@@ -308,6 +308,10 @@ class Manifest:
     # the largest batch the program takes, where its network was exported with a bounded batch
     # axis (torch refuses more); None: no bound of its own. Every backend's session checks it.
     max_batch: int | None = None
+    # input name -> [low, high]: the integers an integer input may hold (an embedding's rows,
+    # for a dense program from .pt2: torch refuses others, ONNX's Gather reads a negative index
+    # from the table's end). Every backend's session checks them.
+    value_ranges: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.kind = _choice(self.kind, "manifest.kind", KINDS)
@@ -352,6 +356,7 @@ class Manifest:
             _require(not dupes, f"manifest.{group}", "uniquely named", dupes)
         if self.max_batch is not None:
             self.max_batch = _int(self.max_batch, "manifest.max_batch", 1, 2**31)
+        self.value_ranges = _value_ranges(self.value_ranges, self.inputs)
         members = [m.name for m in self.members]
         _require(len(set(members)) == len(members), "manifest.members", "uniquely named", members)
         _require(
@@ -368,8 +373,9 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the manifest (time semantics tagged with their kind)."""
         data = dataclasses.asdict(self)
-        if self.max_batch is None:
-            del data["max_batch"]  # the manifests of programs without a bound stay as they were
+        for name in ("max_batch", "value_ranges"):  # manifests without them stay as they were
+            if not data[name]:
+                del data[name]
         if self.time is not None:
             tag = "spiking" if isinstance(self.time, SpikingTime) else "sequence"
             data["time"] = {"kind": tag, **dataclasses.asdict(self.time)}
@@ -407,11 +413,28 @@ class Manifest:
                 artifacts=_artifacts(data.get("artifacts", {})),
                 format_version=FORMAT_VERSION,
                 max_batch=data.get("max_batch"),
+                value_ranges=_object(data.get("value_ranges", {}), "manifest.value_ranges"),
             )
         except KeyError as exc:
             raise BundleError(f"manifest is malformed: no field {exc.args[0]!r}") from exc
         except TypeError as exc:  # an unknown or missing field inside a nested object
             raise BundleError(f"manifest is malformed: {exc}") from exc
+
+
+def _value_ranges(value: object, inputs: list[TensorSpec]) -> dict[str, list[int]]:
+    """``value`` as checked ``value_ranges``: integer inputs' names to [low, high]."""
+    ranges = _object(value, "manifest.value_ranges")
+    integer = {s.name for s in inputs if s.dtype.startswith(("int", "uint"))}
+    out = {}
+    for name, bounds in ranges.items():
+        where = f"manifest.value_ranges {name!r}"
+        _require(name in integer, where, "an integer input of the program", name)
+        pair = _list(bounds, where)
+        _require(len(pair) == 2, where, "[low, high]", pair)
+        low, high = (_int(b, where, -(2**63), 2**63 - 1) for b in pair)
+        _require(low <= high, where, "[low, high] with low <= high", pair)
+        out[name] = [low, high]
+    return out
 
 
 def _list(value: object, where: str) -> list[Any]:

@@ -49,6 +49,7 @@ def _summary(m: Manifest, info: dict[str, Any], members: dict[str, Any]) -> dict
         "time": None if m.time is None else dataclasses.asdict(m.time),
         "state": [vars(s) for s in m.state],
         "max_batch": m.max_batch,
+        "value_ranges": m.value_ranges,
         "checksums": m.artifacts,
         "report": m.report,
         "provenance": m.provenance,

@@ -47,6 +47,7 @@ from ganglion.runtime.tensors import (
     StateCheck,
     batched_state,
     check_inputs,
+    check_range,
     declared_state,
     tensor_bytes,
 )
@@ -203,6 +204,8 @@ class Session(ABC):
             inputs = {specs[0].name: inputs}
         checked = check_inputs(specs, shapes, inputs, self.allow_nonfinite)  # type: ignore[arg-type]
         self._check_max_batch(self._batch(checked, shapes))
+        for name, (low, high) in self.manifest.value_ranges.items():
+            check_range(name, checked[name], low, high)
         self.kind.check_values(self.manifest, checked)
         return checked, bare
 

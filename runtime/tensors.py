@@ -134,6 +134,18 @@ def check_finite(name: str, array: np.ndarray, what: str = "input") -> None:
     )
 
 
+def check_range(name: str, array: np.ndarray, low: int, high: int) -> None:
+    """ShapeError naming the first value of integer input ``name`` outside [low, high] (the
+    manifest's ``value_ranges``: an embedding's rows)."""
+    if not array.size or (int(array.min()) >= low and int(array.max()) <= high):
+        return
+    index = np.unravel_index(int(np.argmax((array < low) | (array > high))), array.shape)
+    raise ShapeError(
+        f"input {name!r} holds {int(array[index])} at index {tuple(int(i) for i in index)}; "
+        f"it takes integers in [{low}, {high}] (the rows of the table it indexes)"
+    )
+
+
 def check_inputs(
     specs: list[TensorSpec],
     expected: dict[str, list[int]],

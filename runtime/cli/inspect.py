@@ -139,6 +139,8 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
         console.print(f"{indent}output {spec['name']} {spec['dtype']}: {text}", markup=False)
     if info.get("max_batch") is not None:
         console.print(f"{indent}batch  at most {info['max_batch']} (as exported)", markup=False)
+    for name, (low, high) in (info.get("value_ranges") or {}).items():
+        console.print(f"{indent}values {name} in [{low}, {high}] (table rows)", markup=False)
     for line in _time_lines(info["time"] or {}):
         console.print(f"{indent}{line}", markup=False)
     if info["state"]:

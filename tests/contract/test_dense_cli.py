@@ -4,6 +4,7 @@ ONNX, and a Transformer encoder with two named inputs, on torch and onnxruntime.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -249,3 +250,47 @@ def test_a_malformed_max_batch_is_named(bad: object) -> None:
     }
     with pytest.raises(BundleError, match="manifest.max_batch"):
         Manifest.from_dict(data)
+
+
+class _Bag(nn.Module):
+    """Token ids through an embedding, beside a float input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.table(ids).mean(1)) + x
+
+
+def test_embedding_indices_are_checked_alike_on_every_backend(tmp_path: Path) -> None:
+    """torch refuses an index outside the table and ONNX's Gather reads a negative one from
+    the table's end: the manifest keeps the table's rows and every session refuses the same
+    index in the same words, naming where it is."""
+    from ganglion.converters.dense import convert_dense
+    from ganglion.models.errors import ShapeError
+    from ganglion.runtime.bundle import save_bundle
+    from ganglion.runtime.cli import invoke
+
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch")
+    example = (torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 2))
+    program = torch.export.export(_Bag().eval(), example, dynamic_shapes=({0: batch}, {0: batch}))
+    bundle = save_bundle(convert_dense(program), tmp_path / "bag")
+    assert json.loads((bundle / "manifest.json").read_text())["value_ranges"] == {"ids": [0, 9]}
+    code, out, _ = invoke("inspect", str(bundle))
+    assert code == 0 and "values ids in [0, 9] (table rows)" in out
+    x = np.zeros((3, 2), np.float32)
+    ids = np.arange(15, dtype=np.int64).reshape(3, 5) % 10
+    answers = []
+    for backend in ("torch", "onnxruntime"):
+        with load(bundle, backend=backend) as session:
+            answers.append(next(iter(session.run({"ids": ids, "x": x}).values())))
+            for bad in (-1, 10):
+                wrong = ids.copy()
+                wrong[1, 2] = bad
+                words = f"'ids' holds {bad} at index (1, 2); it takes integers in [0, 9]"
+                with pytest.raises(ShapeError, match=re.escape(words)):
+                    session.run({"ids": wrong, "x": x})
+    np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)
