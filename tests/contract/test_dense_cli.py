@@ -294,3 +294,25 @@ def test_embedding_indices_are_checked_alike_on_every_backend(tmp_path: Path) ->
                 with pytest.raises(ShapeError, match=re.escape(words)):
                     session.run({"ids": wrong, "x": x})
     np.testing.assert_allclose(answers[0], answers[1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "ranges",
+    [{"x": [0, 5]}, {"ids": [0]}, {"ids": [5, 0]}, {"ids": ["0", 5]}, {"nope": [0, 1]}, [0, 1]],
+)
+def test_malformed_value_ranges_are_named(ranges: object) -> None:
+    from ganglion.models.errors import BundleError
+    from ganglion.models.manifest import Manifest
+
+    data = {
+        "kind": "dense",
+        "architecture": "exported_program",
+        "inputs": [
+            {"name": "x", "shape": [-1, 4], "dtype": "float32"},
+            {"name": "ids", "shape": [-1, 5], "dtype": "int64"},
+        ],
+        "outputs": [{"name": "y", "shape": [-1, 3], "dtype": "float32"}],
+        "value_ranges": ranges,
+    }
+    with pytest.raises(BundleError, match="manifest.value_ranges"):
+        Manifest.from_dict(data)
