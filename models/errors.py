@@ -28,6 +28,11 @@ class BackendUnavailable(GanglionError):
     """A backend cannot run here (missing package, no device, unsupported program)."""
 
 
+class OptionError(GanglionError, ValueError):
+    """An argument or backend option is unknown, of the wrong type or out of range: the
+    caller's to fix, not a sign the backend cannot run here (the command line exits 2)."""
+
+
 class BackendFailure(GanglionError):
     """A loaded program failed inside its backend's runtime on inputs that passed the checks."""
 

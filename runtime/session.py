@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable, BundleError, ShapeError
+from ganglion.models.errors import BackendUnavailable, BundleError, OptionError, ShapeError
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.kinds import BATCH, ProgramKind
 from ganglion.runtime.program import Program
@@ -258,7 +258,7 @@ class Backend(ABC):
 def get_backend(name: str) -> Backend:
     """Instantiate a backend by name (imports it lazily)."""
     if name not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
+        raise OptionError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
     module_name, cls_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), cls_name)()
 
@@ -267,13 +267,11 @@ def open_session(program: Program, backend: str, device: str, **options: Any) ->
     """A session for an opened program (a composite kind opens its members' sessions)."""
     allow_nonfinite = options.pop("allow_nonfinite", False)
     if type(allow_nonfinite) is not bool:
-        raise BackendUnavailable(f"allow_nonfinite must be True or False, got {allow_nonfinite!r}")
+        raise OptionError(f"allow_nonfinite must be True or False, got {allow_nonfinite!r}")
     if type(device).__module__ == "torch" and type(device).__name__ == "device":
         device = str(device)  # a torch.device names the same thing
     if not isinstance(device, str):
-        raise BackendUnavailable(
-            f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}"
-        )
+        raise OptionError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
     session = program.kind.open_session(program, backend, device, options)
     if session is None:
         session = get_backend(backend).load(program, device, **options)

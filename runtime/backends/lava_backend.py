@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganglion.models.errors import BackendUnavailable
+from ganglion.models.errors import BackendUnavailable, OptionError
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.fixed_point import FixedPointNetwork, encoded_sequence, quantize_input
 from ganglion.models.spiking.graph import OUTPUT
@@ -195,7 +195,7 @@ class LavaBackend(Backend):
         ``isolated``: run Lava in a worker process of its own (``lava_worker``), for a caller
         whose other threads must not see Lava fork (a server)."""
         if options:
-            raise BackendUnavailable(f"lava backend: unknown options {sorted(options)}")
+            raise OptionError(f"lava backend: unknown options {sorted(options)}")
         m = program.manifest
         if m.kind != "spiking":
             raise BackendUnavailable(f"lava backend runs spiking programs only, got {m.kind!r}")

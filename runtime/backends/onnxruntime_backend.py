@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from ganglion.converters.onnx_file import ort_message
-from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError, first_line
+from ganglion.models.errors import (
+    BackendFailure,
+    BackendUnavailable,
+    BundleError,
+    OptionError,
+    first_line,
+)
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.kinds import BATCH, TIME
 from ganglion.runtime.onnx_export import naming
@@ -65,7 +71,7 @@ def resolve_providers(
     elif isinstance(requested, list | tuple) and all(isinstance(n, str) for n in requested):
         names = list(requested)
     else:
-        raise BackendUnavailable(
+        raise OptionError(
             "onnxruntime backend: providers must be names (a list, or a comma-separated "
             f"string), got {requested!r}"
         )
@@ -386,25 +392,23 @@ class OnnxRuntimeBackend(Backend):
         threads = options.pop("threads", None)
         precision = str(options.pop("precision", "fp32"))
         if options:
-            raise BackendUnavailable(
+            raise OptionError(
                 f"onnxruntime backend: unknown options {sorted(options)} "
                 "(known: providers, threads, precision)"
             )
         if precision not in naming.PRECISIONS:
-            raise BackendUnavailable(
+            raise OptionError(
                 f"onnxruntime backend: precision must be one of {naming.PRECISIONS}, "
                 f"got {precision!r}"
             )
         whole = isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
         if threads is not None and not (whole and 1 <= threads <= MAX_THREADS):
-            raise BackendUnavailable(
+            raise OptionError(
                 f"onnxruntime backend: threads must be a whole number in [1, {MAX_THREADS}], "
                 f"got {threads!r}"
             )
         if not re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", device):
-            raise BackendUnavailable(
-                f"onnxruntime backend: unknown device {device!r} (use cpu or cuda)"
-            )
+            raise OptionError(f"onnxruntime backend: unknown device {device!r} (use cpu or cuda)")
         return OnnxRuntimeSession(
             program, device, providers, None if threads is None else int(threads), precision
         )

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ganglion.models.errors import BackendUnavailable, ShapeError
+from ganglion.models.errors import BackendUnavailable, OptionError, ShapeError
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.backends.cuda_buffers import (
     CudaGraph,
@@ -336,7 +336,7 @@ class TensorRTBackend(Backend):
         """Build or fetch the engine for this GPU and open a session (options: see module)."""
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
-            raise BackendUnavailable(
+            raise OptionError(
                 f"tensorrt backend: unknown options {unknown} (known: {', '.join(OPTIONS)})"
             )
         version = _require_tensorrt(device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ganglion.models.errors import BackendUnavailable
+from ganglion.models.errors import BackendUnavailable, OptionError
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.onnx_export import naming
 
@@ -40,7 +40,7 @@ def select_precision(
     DLA, which runs fp16 or int8 only).
     """
     if requested not in PRECISIONS:
-        raise BackendUnavailable(
+        raise OptionError(
             f"tensorrt backend: precision must be one of {PRECISIONS}, got {requested!r}"
         )
     if requested == "auto":
@@ -73,7 +73,7 @@ def batch_profile(max_batch: int, opt_batch: int | None = None) -> tuple[int, in
     """(min, opt, max) batch; opt defaults to 1, the streaming case."""
     opt = 1 if opt_batch is None else opt_batch
     if max_batch < 1 or not 1 <= opt <= max_batch:
-        raise BackendUnavailable(
+        raise OptionError(
             f"tensorrt backend: need 1 <= opt batch ({opt}) <= max batch ({max_batch})"
         )
     return (1, opt, max_batch)
@@ -102,9 +102,7 @@ def build_plan(
 ) -> BuildPlan:
     """A BuildPlan for an already selected ``precision``."""
     if workspace_mb < 1:
-        raise BackendUnavailable(
-            f"tensorrt backend: workspace must be >= 1 MiB, got {workspace_mb}"
-        )
+        raise OptionError(f"tensorrt backend: workspace must be >= 1 MiB, got {workspace_mb}")
     batches = batch_profile(max_batch, opt_batch)
     return BuildPlan(
         precision=precision,

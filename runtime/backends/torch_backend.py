@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganglion.models.errors import BackendFailure, BackendUnavailable, BundleError, first_line
+from ganglion.models.errors import (
+    BackendFailure,
+    BackendUnavailable,
+    BundleError,
+    OptionError,
+    first_line,
+)
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.program import Program
 from ganglion.runtime.session import Backend, Session, State
@@ -194,12 +200,10 @@ class TorchBackend(Backend):
     def load(self, program: Program, device: str, **options: Any) -> Session:
         """A TorchSession on ``device`` ("cpu" or "cuda[:N]")."""
         if options:
-            raise BackendUnavailable(f"torch backend takes no options, got {sorted(options)}")
+            raise OptionError(f"torch backend takes no options, got {sorted(options)}")
         kind, _, index = device.partition(":")
         if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
-            raise BackendUnavailable(
-                f"torch backend: unknown device {device!r} (use cpu, cuda or cuda:N)"
-            )
+            raise OptionError(f"torch backend: unknown device {device!r} (use cpu, cuda or cuda:N)")
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(
                 f"torch backend: device {device!r} asked for but no CUDA GPU is visible"

@@ -16,7 +16,7 @@ import typer.core
 import typer.exceptions
 from click import Context
 
-from ganglion.models.errors import first_line
+from ganglion.models.errors import OptionError, first_line
 
 _REGISTERED: list[str] = []  # command and group names in the order ``_register`` adds them
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = first_line(exc)
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, OptionError) else 1)
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) returns n here
 
 

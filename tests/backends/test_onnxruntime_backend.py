@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable, ShapeError
+from ganglion.models.errors import BackendUnavailable, OptionError, ShapeError
 from ganglion.runtime.backends.onnxruntime_backend import resolve_providers
 from ganglion.runtime.bundle import save_bundle
 from ganglion.runtime.cli import main
@@ -31,13 +31,13 @@ def test_missing_provider_is_named() -> None:
 
 
 def test_unknown_option_is_refused(program: Deployable) -> None:
-    with pytest.raises(BackendUnavailable, match="unknown options \\['fast'\\]"):
+    with pytest.raises(OptionError, match="unknown options \\['fast'\\]"):
         load(program, backend="onnxruntime", fast=True)
 
 
 @pytest.mark.parametrize("threads", [0, -2, 1_000_000])
 def test_threads_must_be_positive_and_bounded(program: Deployable, threads: int) -> None:
-    with pytest.raises(BackendUnavailable, match=r"threads must be a whole number in \[1, 256\]"):
+    with pytest.raises(OptionError, match=r"threads must be a whole number in \[1, 256\]"):
         load(program, backend="onnxruntime", threads=threads)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable
+from ganglion.models.errors import BackendUnavailable, OptionError
 from ganglion.runtime.backends.tensorrt_backend import unavailable_reason
 from ganglion.runtime.backends.tensorrt_cache import EngineCache, EngineKey
 from ganglion.runtime.backends.tensorrt_calibration import calibration_feeds
@@ -105,7 +105,7 @@ def test_profile_spans_the_batch_range_on_every_step_input(program: Deployable) 
 
 @pytest.mark.parametrize("max_batch,opt", [(0, None), (4, 5), (4, 0)])
 def test_bad_batch_profile_is_refused(max_batch: int, opt: int | None) -> None:
-    with pytest.raises(BackendUnavailable, match="opt batch"):
+    with pytest.raises(OptionError, match="opt batch"):
         batch_profile(max_batch, opt)
 
 
@@ -134,7 +134,6 @@ def test_precision_selection(
         ("int8", True, False, False, True, "no fast int8"),
         ("int8", True, True, False, False, "int8 needs calibration data"),
         ("fp32", True, True, True, False, "DLA core runs fp16 or int8"),
-        ("bf17", True, True, False, False, "precision must be one of"),
     ],
 )
 def test_impossible_precision_is_one_line(
@@ -142,6 +141,11 @@ def test_impossible_precision_is_one_line(
 ) -> None:
     with pytest.raises(BackendUnavailable, match=reason):
         select_precision(requested, fp16, int8, dla, calib)
+
+
+def test_unknown_precision_is_an_option_error() -> None:
+    with pytest.raises(OptionError, match="precision must be one of"):
+        select_precision("bf17", True, True, False, False)
 
 
 def test_builder_flags_follow_precision_and_dla() -> None:
@@ -200,7 +204,7 @@ def test_backend_refuses_cpu_device(program: Deployable) -> None:
 
 
 def test_backend_refuses_unknown_options(program: Deployable) -> None:
-    with pytest.raises(BackendUnavailable, match="unknown options \\['turbo'\\]"):
+    with pytest.raises(OptionError, match="unknown options \\['turbo'\\]"):
         load(program, backend="tensorrt", device="cuda", turbo=True)
 
 

@@ -209,7 +209,7 @@ def test_onnx_bundle_runs_where_torch_cannot_be_imported(
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_hostile_api_arguments_get_typed_one_line_errors(spiking: Path, backend: str) -> None:
     """What a Python user may pass by mistake: each refused with a Ganglion error."""
-    from ganglion.models.errors import BackendUnavailable, BundleError
+    from ganglion.models.errors import BackendUnavailable, BundleError, OptionError
 
     session = load(spiking, backend)
     x = np.random.default_rng(6).random((2, 6), dtype=np.float32)
@@ -221,9 +221,11 @@ def test_hostile_api_arguments_get_typed_one_line_errors(spiking: Path, backend:
         (lambda: session.step(x, {**state, "t": np.array([-2])}), ShapeError, "must be >= 0"),
         (lambda: session.init_state(True), ShapeError, "positive integer"),
         (lambda: session.init_state(10**12), ShapeError, "at most"),
-        (lambda: load(spiking, backend, allow_nonfinite="no"), BackendUnavailable, "True or"),
+        (lambda: load(spiking, backend, allow_nonfinite="no"), OptionError, "True or"),
         (lambda: load(None, backend), BundleError, "got NoneType"),
-        (lambda: load(spiking, backend, device=0), BackendUnavailable, "must be a string"),
+        (lambda: load(spiking, backend, device=0), OptionError, "must be a string"),
+        (lambda: load(spiking, backend, devic="cpu"), OptionError, "devic"),
+        (lambda: load(spiking, "onnx"), OptionError, "unknown backend 'onnx'"),
     ]
     for call, error, words in cases:
         with pytest.raises(error, match=words):
