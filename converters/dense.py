@@ -135,28 +135,50 @@ def batch_bound(program: torch.export.ExportedProgram) -> int | None:
     return min(bounds) if bounds else None
 
 
+# ops that hand an integer tensor's values on unchanged (argument 0), and the embeddings whose
+# indices (argument 1) index their table (argument 0)
+_SAME_VALUES = (
+    "aten.to.dtype", "aten._to_copy.default", "aten.reshape.default", "aten.view.default",
+    "aten.flatten.using_ints", "aten.unsqueeze.default", "aten.squeeze.dim", "aten.clone.default",
+    "aten.contiguous.default", "aten.permute.default", "aten.transpose.int", "aten.alias.default",
+)  # fmt: skip
+_EMBEDDINGS = (
+    "aten.embedding.default", "aten.embedding_bag.default", "aten.embedding_bag.padding_idx",
+    "aten._embedding_bag.default", "aten._embedding_bag_forward_only.default",
+)  # fmt: skip
+
+
 def embedding_ranges(program: torch.export.ExportedProgram) -> dict[str, list[int]]:
-    """Integer inputs read only as an embedding's indices -> [0, rows - 1] (the smallest table
-    where several read one): torch refuses other indices, ONNX's Gather reads a negative one from
-    the table's end, so the manifest keeps the range and every session checks it."""
-    users: dict[str, list[Any]] = {}
+    """Integer inputs whose values index an embedding's table (directly, or through casts to
+    another integer type and reshapes) -> [0, rows - 1] of the smallest such table: torch
+    refuses other indices, ONNX's Gather reads a negative one from the table's end, so the
+    manifest keeps the range and every session checks it."""
+    readers: dict[str, list[Any]] = {}
     for node in program.graph.nodes:
         for arg in node.all_input_nodes:
-            users.setdefault(arg.name, []).append(node)
+            readers.setdefault(arg.name, []).append(node)
+
+    def integer(node: Any) -> bool:
+        value = node.meta.get("val")
+        return isinstance(value, torch.Tensor) and not value.is_floating_point()
+
     ranges = {}
     for name in program.graph_signature.user_inputs:
-        readers = users.get(name, [])
-        tables = [
-            r.args[0].meta.get("val")
-            for r in readers
-            if r.target == torch.ops.aten.embedding.default and r.args[1].name == name
-        ]
-        if (
-            readers
-            and len(tables) == len(readers)
-            and all(isinstance(t, torch.Tensor) and isinstance(t.shape[0], int) for t in tables)
-        ):
-            ranges[name] = [0, min(int(t.shape[0]) for t in tables) - 1]
+        same, frontier, rows = {name}, [name], []
+        while frontier:
+            for node in readers.get(frontier.pop(), []):
+                target = str(node.target)
+                source = node.args[0] if node.args else None
+                if target in _SAME_VALUES and getattr(source, "name", None) in same:
+                    if integer(node) and node.name not in same:
+                        same.add(node.name)
+                        frontier.append(node.name)
+                elif target in _EMBEDDINGS and getattr(node.args[1], "name", None) in same:
+                    table = node.args[0].meta.get("val")
+                    if isinstance(table, torch.Tensor) and isinstance(table.shape[0], int):
+                        rows.append(int(table.shape[0]))
+        if rows:
+            ranges[name] = [0, min(rows) - 1]
     return ranges
 
 

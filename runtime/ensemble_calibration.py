@@ -12,15 +12,20 @@ from ganglion.runtime.session import load
 
 def expert_probabilities(member: Deployable, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Class probabilities [M, C] of one expert on inputs given by position (torch where the
-    expert has a torch form, else ONNX Runtime)."""
+    expert has a torch form, else ONNX Runtime), in batches of the member's ``max_batch``."""
     renamed = {s.name: v for s, v in zip(member.manifest.inputs, inputs.values(), strict=True)}
     try:
         session = load(member)
     except BackendUnavailable:
         session = load(member, backend="onnxruntime")
+    rows = len(next(iter(renamed.values())))
+    step = member.manifest.max_batch or rows  # a member exported with a bounded batch
     with session:
-        scores = session.run(renamed)
-    value = next(iter(scores.values()))
+        parts = [
+            next(iter(session.run({k: v[i : i + step] for k, v in renamed.items()}).values()))
+            for i in range(0, rows, step)
+        ]
+    value = np.concatenate(parts) if len(parts) > 1 else parts[0]
     return softmax(value.reshape(value.shape[0], -1))
 
 

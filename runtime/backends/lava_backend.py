@@ -202,18 +202,14 @@ class LavaBackend(Backend):
         fixed = m.numerics == "loihi2-fixed"
         precision = precision or ("fixed_pt" if fixed else "floating_pt")
         if precision not in PRECISIONS:
-            raise BackendUnavailable(
-                f"lava precision must be one of {PRECISIONS}, got {precision!r}"
-            )
+            raise OptionError(f"lava precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "fixed_pt" and not fixed:
             raise BackendUnavailable(
                 "lava fixed_pt runs loihi2-fixed bundles: quantize first "
                 "(ganglion quantize BUNDLE --target loihi2 -o QBUNDLE)"
             )
         if device not in DEVICES:
-            raise BackendUnavailable(
-                f"lava backend: device must be one of {DEVICES}, got {device!r}"
-            )
+            raise OptionError(f"lava backend: device must be one of {DEVICES}, got {device!r}")
         check_mappable(program.deployable().module.graph, fixed)
         import_lava()
         if device == "loihi2" and importlib.util.find_spec("lava.magma.core.model.nc") is None:

@@ -56,13 +56,17 @@ MAX_THREADS = 256  # intra-op threads; ORT starts them all at once (a million cr
 
 
 def resolve_providers(
-    requested: str | list[str] | None, device: str, available: list[str]
+    requested: str | list[str] | None,
+    device: str,
+    available: list[str],
+    known: list[str] | None = None,
 ) -> list[str]:
     """Execution providers in priority order for ``device``.
 
     requested: names or aliases (cpu, cuda, tensorrt), a list or a comma-separated string;
-    None picks CUDA then CPU for a cuda device, CPU otherwise. Raises BackendUnavailable
-    for a provider this onnxruntime build lacks.
+    None picks CUDA then CPU for a cuda device, CPU otherwise. Raises OptionError for no
+    names or a name no ONNX Runtime build has (``known``, where given), BackendUnavailable
+    for a provider this build lacks.
     """
     if requested is None:
         names = ["cuda", "cpu"] if device.startswith("cuda") else ["cpu"]
@@ -76,8 +80,14 @@ def resolve_providers(
             f"string), got {requested!r}"
         )
     providers = [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
+    unknown = [p for p in providers if known is not None and p not in known]
+    if unknown or not providers:
+        raise OptionError(
+            f"onnxruntime backend: unknown provider(s) {unknown or requested!r}; use names such "
+            f"as cpu, cuda, tensorrt or {', '.join(available)}"
+        )
     missing = [p for p in providers if p not in available]
-    if missing or not providers:
+    if missing:
         raise BackendUnavailable(
             f"onnxruntime backend: provider(s) {missing or names} not available; "
             f"this build has {', '.join(available)}"
@@ -387,7 +397,10 @@ class OnnxRuntimeBackend(Backend):
                 "installed (pip install onnxruntime)"
             ) from exc
         providers = resolve_providers(
-            options.pop("providers", None), device, ort.get_available_providers()
+            options.pop("providers", None),
+            device,
+            ort.get_available_providers(),
+            ort.get_all_providers(),
         )
         threads = options.pop("threads", None)
         precision = str(options.pop("precision", "fp32"))

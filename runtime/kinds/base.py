@@ -91,7 +91,8 @@ class ProgramKind(ABC):
         return outputs[-1]
 
     def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
-        """Random inputs shaped like ``run``'s (floats in [0, 1), integers in range)."""
+        """Random inputs shaped like ``run``'s (floats in [0, 1), integers 0 or 1, or the two
+        lowest of the manifest's ``value_ranges`` for the input)."""
         rng = np.random.default_rng(seed)
         out: Arrays = {}
         for spec in manifest.inputs:
@@ -99,7 +100,8 @@ class ProgramKind(ABC):
                 batch if d == BATCH else 1 if d in (TIME, -1) else d
                 for d in self.run_shape(manifest, spec)
             ]
-            out[spec.name] = _random(rng, shape, spec.dtype)
+            low, high = manifest.value_ranges.get(spec.name, (0, 1))
+            out[spec.name] = _random(rng, shape, spec.dtype, low, min(high, low + 1))
         return out
 
     def open_session(self, program: Any, backend: str, device: str, options: dict[str, Any]) -> Any:
@@ -229,9 +231,11 @@ class ProgramKind(ABC):
         return 1e-5
 
 
-def _random(rng: np.random.Generator, shape: list[int], dtype: str) -> np.ndarray:
+def _random(
+    rng: np.random.Generator, shape: list[int], dtype: str, low: int = 0, high: int = 1
+) -> np.ndarray:
     if dtype.startswith("float"):
         return rng.random(shape).astype(dtype)
     if dtype == "bool":
         return rng.random(shape) < 0.5
-    return rng.integers(0, 2, shape).astype(dtype)
+    return rng.integers(low, high + 1, shape).astype(dtype)

@@ -25,6 +25,14 @@ def test_providers_default_to_cpu_and_accept_aliases() -> None:
     assert resolve_providers("tensorrt,cuda,cpu", "cuda", available) == available
 
 
+@pytest.mark.parametrize("providers", ["banana", "", []])
+def test_an_unknown_provider_is_an_option_error(program: Deployable, providers: object) -> None:
+    """A name no ONNX Runtime build has, or none at all, is the caller's mistake; a real
+    provider this build lacks (below) means the backend cannot run here."""
+    with pytest.raises(OptionError, match="unknown provider"):
+        load(program, backend="onnxruntime", providers=providers)
+
+
 def test_missing_provider_is_named() -> None:
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider.*not available"):
         resolve_providers("cuda", "cpu", CPU_ONLY)
