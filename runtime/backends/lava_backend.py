@@ -209,7 +209,9 @@ class LavaBackend(Backend):
                 "(ganglion quantize BUNDLE --target loihi2 -o QBUNDLE)"
             )
         if device not in DEVICES:
-            raise OptionError(f"lava backend: device must be one of {DEVICES}, got {device!r}")
+            raise BackendUnavailable(  # a real device, not one Lava runs on
+                f"lava backend: device must be one of {DEVICES}, got {device!r}"
+            )
         check_mappable(program.deployable().module.graph, fixed)
         import_lava()
         if device == "loihi2" and importlib.util.find_spec("lava.magma.core.model.nc") is None:
