@@ -238,17 +238,26 @@ def test_a_bounded_batch_axis_is_kept_and_every_backend_keeps_to_it(tmp_path: Pa
 
 @pytest.mark.parametrize("bad", ["8", 0, -1, 2.5, True])
 def test_a_malformed_max_batch_is_named(bad: object) -> None:
+    _refused_manifest("max_batch", bad)
+
+
+def _refused_manifest(field: str, value: object) -> None:
+    """A dense manifest (a float input x, an int64 input ids) with ``field`` set to ``value``
+    is refused, naming the field."""
     from ganglion.models.errors import BundleError
     from ganglion.models.manifest import Manifest
 
     data = {
         "kind": "dense",
         "architecture": "exported_program",
-        "inputs": [{"name": "x", "shape": [-1, 4], "dtype": "float32"}],
+        "inputs": [
+            {"name": "x", "shape": [-1, 4], "dtype": "float32"},
+            {"name": "ids", "shape": [-1, 5], "dtype": "int64"},
+        ],
         "outputs": [{"name": "y", "shape": [-1, 3], "dtype": "float32"}],
-        "max_batch": bad,
+        field: value,
     }
-    with pytest.raises(BundleError, match="manifest.max_batch"):
+    with pytest.raises(BundleError, match=f"manifest.{field}"):
         Manifest.from_dict(data)
 
 
@@ -301,21 +310,7 @@ def test_embedding_indices_are_checked_alike_on_every_backend(tmp_path: Path) ->
     [{"x": [0, 5]}, {"ids": [0]}, {"ids": [5, 0]}, {"ids": ["0", 5]}, {"nope": [0, 1]}, [0, 1]],
 )
 def test_malformed_value_ranges_are_named(ranges: object) -> None:
-    from ganglion.models.errors import BundleError
-    from ganglion.models.manifest import Manifest
-
-    data = {
-        "kind": "dense",
-        "architecture": "exported_program",
-        "inputs": [
-            {"name": "x", "shape": [-1, 4], "dtype": "float32"},
-            {"name": "ids", "shape": [-1, 5], "dtype": "int64"},
-        ],
-        "outputs": [{"name": "y", "shape": [-1, 3], "dtype": "float32"}],
-        "value_ranges": ranges,
-    }
-    with pytest.raises(BundleError, match="manifest.value_ranges"):
-        Manifest.from_dict(data)
+    _refused_manifest("value_ranges", ranges)
 
 
 class _CastBag(nn.Module):
