@@ -25,7 +25,7 @@ def expert_probabilities(member: Deployable, inputs: dict[str, np.ndarray]) -> n
             next(iter(session.run({k: v[i : i + step] for k, v in renamed.items()}).values()))
             for i in range(0, rows, step)
         ]
-    value = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    value = np.concatenate(parts)
     return softmax(value.reshape(value.shape[0], -1))
 
 

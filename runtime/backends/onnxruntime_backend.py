@@ -39,7 +39,6 @@ from ganglion.models.errors import (
     first_line,
 )
 from ganglion.models.manifest import Manifest, TensorSpec
-from ganglion.runtime.kinds import BATCH, TIME
 from ganglion.runtime.onnx_export import naming
 from ganglion.runtime.onnx_export.export import bundle_graph, checked_graph_file
 from ganglion.runtime.program import Program
@@ -287,13 +286,7 @@ class OnnxRuntimeSession(Session):
         samples, the program's T): where a bundle's graph, config and manifest disagree, or this
         machine's ONNX Runtime rounds a row differently with the rows per call, the sequence
         graph keeps every call. Kernels off at load: not checked, so not used."""
-        rng = np.random.default_rng(0)
-        timesteps = self.manifest.time.timesteps
-        probe = {}
-        for spec in self.manifest.inputs:
-            shape = self.kind.run_shape(self.manifest, spec)
-            sizes = [2 if d == BATCH else timesteps if d == TIME else max(d, 1) for d in shape]
-            probe[spec.name] = rng.uniform(0.0, 1.5, sizes).astype(spec.dtype)
+        probe = self.kind.example_inputs(self.manifest, batch=2)
         try:
             got = self._layerwise.run(probe)
             want = self._sequence_run(probe)
