@@ -22,6 +22,7 @@ from ganglion.models.mixture import (
     softmax,
 )
 from ganglion.runtime.kinds.ensemble import (
+    check_member_bounds,
     expert_probs,
     is_sequence,
     member_inputs,
@@ -76,6 +77,8 @@ class EnsembleSession(Session):
     # ---- classifiers --------------------------------------------------------------------------
 
     def _classify(self, inputs: Arrays) -> Arrays:
+        for name in self.selected:  # refused before any member runs, naming the expert
+            check_member_bounds(self._config, name, self.members[name].manifest, inputs)
         gate = self._gate(flat_features(next(iter(inputs.values()))))
 
         def run(e: int) -> np.ndarray:

@@ -46,8 +46,9 @@ from ganglion.runtime.tensors import (
     State,
     StateCheck,
     batched_state,
+    check_batch_bound,
+    check_bounds,
     check_inputs,
-    check_range,
     declared_state,
     tensor_bytes,
 )
@@ -162,7 +163,7 @@ class Session(ABC):
                 f"a state for batch {batch} would take {size} bytes; at most {MAX_BATCH} "
                 f"samples and {MAX_STATE_BYTES} bytes"
             )
-        self._check_max_batch(batch)
+        check_batch_bound(batch, self.manifest.max_batch)
         return batch
 
     def _fresh_state(self, batch: int) -> State:
@@ -203,21 +204,10 @@ class Session(ABC):
                 raise ShapeError(f"this program takes several named inputs ({names}): pass a dict")
             inputs = {specs[0].name: inputs}
         checked = check_inputs(specs, shapes, inputs, self.allow_nonfinite)  # type: ignore[arg-type]
-        self._check_max_batch(self._batch(checked, shapes))
-        for name, (low, high) in self.manifest.value_ranges.items():
-            check_range(name, checked[name], low, high)
+        batch = self._batch(checked, shapes)
+        check_bounds(checked, batch, self.manifest.max_batch, self.manifest.value_ranges)
         self.kind.check_values(self.manifest, checked)
         return checked, bare
-
-    def _check_max_batch(self, batch: int | None) -> None:
-        """ShapeError when ``batch`` exceeds the manifest's ``max_batch`` (the bound the
-        program's network was exported with: torch would refuse it, so every backend does)."""
-        limit = self.manifest.max_batch
-        if batch is not None and limit is not None and batch > limit:
-            raise ShapeError(
-                f"a batch of {batch} is more than this program takes ({limit}: the bound its "
-                "network was exported with)"
-            )
 
     @staticmethod
     def _batch(inputs: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> int | None:

@@ -134,6 +134,16 @@ def check_finite(name: str, array: np.ndarray, what: str = "input") -> None:
     )
 
 
+def check_batch_bound(batch: int | None, limit: int | None) -> None:
+    """ShapeError when ``batch`` exceeds ``limit``, a manifest's ``max_batch`` (the bound the
+    program's network was exported with: torch would refuse it, so every backend does)."""
+    if batch is not None and limit is not None and batch > limit:
+        raise ShapeError(
+            f"a batch of {batch} is more than this program takes ({limit}: the bound its "
+            "network was exported with)"
+        )
+
+
 def check_range(name: str, array: np.ndarray, low: int, high: int) -> None:
     """ShapeError naming the first value of integer input ``name`` outside [low, high] (the
     manifest's ``value_ranges``: an embedding's rows)."""
@@ -144,6 +154,19 @@ def check_range(name: str, array: np.ndarray, low: int, high: int) -> None:
         f"input {name!r} holds {int(array[index])} at index {tuple(int(i) for i in index)}; "
         f"it takes integers in [{low}, {high}] (the rows of the table it indexes)"
     )
+
+
+def check_bounds(
+    inputs: Mapping[str, np.ndarray],
+    batch: int | None,
+    max_batch: int | None,
+    value_ranges: Mapping[str, Sequence[int]],
+) -> None:
+    """ShapeError where checked ``inputs`` (of ``batch`` samples) exceed a manifest's
+    ``max_batch`` or hold an integer outside its ``value_ranges``."""
+    check_batch_bound(batch, max_batch)
+    for name, (low, high) in value_ranges.items():
+        check_range(name, inputs[name], low, high)
 
 
 def check_inputs(

@@ -38,6 +38,7 @@ from ganglion.models.mixture import (
     softmax,
 )
 from ganglion.runtime.kinds.base import Arrays, ArtifactWriter, ProgramKind, Tensors
+from ganglion.runtime.tensors import check_bounds
 
 if TYPE_CHECKING:
     import onnx
@@ -216,6 +217,20 @@ def member_inputs(
     """The ensemble's inputs under member ``member``'s input names (matched by position)."""
     names = config.get("input_names", list(inputs))
     return {spec.name: inputs[names[i]] for i, spec in enumerate(manifest.inputs)}
+
+
+def check_member_bounds(
+    config: dict[str, Any], member: str, manifest: Manifest, inputs: Arrays
+) -> None:
+    """ShapeError naming expert ``member`` where the ensemble's checked ``inputs`` exceed what
+    it takes (its manifest's ``max_batch`` and ``value_ranges``, which its own session
+    refuses), so an ensemble refuses such a request before any member runs."""
+    named = member_inputs(config, member, manifest, inputs)
+    batch = int(next(iter(inputs.values())).shape[0]) if inputs else None
+    try:
+        check_bounds(named, batch, manifest.max_batch, manifest.value_ranges)
+    except ShapeError as exc:
+        raise ShapeError(f"expert {member!r}: {exc}") from None
 
 
 def expert_probs(scores: Arrays, member: str) -> np.ndarray:

@@ -28,7 +28,7 @@ from ganglion.models.mixture import flat_features
 from ganglion.runtime.bundle import open_bundle
 from ganglion.runtime.ensemble_session import _open_gate
 from ganglion.runtime.kinds import get_kind
-from ganglion.runtime.kinds.ensemble import expert_probs, member_inputs
+from ganglion.runtime.kinds.ensemble import check_member_bounds, expert_probs, member_inputs
 from ganglion.runtime.selection import Expert, SelectionProblem
 from ganglion.runtime.serving.client import infer_request
 from ganglion.runtime.serving.cluster_config import (
@@ -124,6 +124,13 @@ class CoordinatedEnsemble:
         checked = check_inputs(self.manifest.inputs, self._shapes, arrays)
         get_kind("ensemble").check_values(self.manifest, checked)
         return checked
+
+    def check_experts(self, experts: list[str], inputs: dict[str, np.ndarray]) -> None:
+        """ShapeError naming the first of ``experts`` that cannot take the checked ``inputs``
+        (its ``max_batch`` or ``value_ranges``): the request's fault, not a node's, so it is
+        refused before any node is called."""
+        for expert in experts:
+            check_member_bounds(self.bundle_config, expert, self.members[expert], inputs)
 
     def gate(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The gate's weights [B, experts] on the first input (as ``EnsembleSession``)."""

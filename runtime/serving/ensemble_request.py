@@ -1,6 +1,9 @@
 """One ensemble request through the cluster: the gate, the plan, the chosen experts' nodes
 called in parallel with deadlines, failover, the mixture, and the response parameters.
 
+Inputs an expert of the plan cannot take (its manifest's ``max_batch`` or ``value_ranges``)
+are the request's fault: INVALID_ARGUMENT, naming the expert, before any node is called.
+
 Failover: a call that fails (any status from the node, a reply over ``MAX_NODE_REPLY_BYTES``)
 or whose answer is not the member's declared output — its name, datatype, the batch asked for,
 the ensemble's classes, finite scores (``CoordinatedEnsemble.expert_probs``) — moves to the
@@ -192,6 +195,7 @@ class EnsembleRequest:
         attempts = self.attempts
         energy_left = energy
         while True:
+            self.ensemble.check_experts(list(plan.names), inputs)
             weights = renormalized(gate, list(plan.indices), self.ensemble.top_k)
             needed = [
                 name

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ganglion.models.errors import GanglionError, file_problem
+from ganglion.models.errors import GanglionError, OptionError, file_problem
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt", "lava")
@@ -18,7 +18,8 @@ MiB = 1 << 20
 
 
 class SettingsError(GanglionError):
-    """A node option out of range."""
+    """A node setting it cannot use: a missing bundle or file, a name, an address it cannot
+    listen on (an option out of range is an ``OptionError``: the command line exits 2)."""
 
 
 def check_model_name(name: str) -> str:
@@ -32,7 +33,8 @@ def check_model_name(name: str) -> str:
 
 @dataclass
 class NodeSettings:
-    """A node's configuration; ``check()`` raises SettingsError naming a bad option."""
+    """A node's configuration; ``check()`` raises OptionError naming an option out of range,
+    SettingsError naming a file it cannot use."""
 
     bundles: list[Path] = field(default_factory=list)  # loaded at start, named after the path
     host: str = "127.0.0.1"
@@ -58,9 +60,9 @@ class NodeSettings:
     def check(self) -> NodeSettings:
         """Validate every option; returns self."""
         if self.backend not in BACKEND_CHOICES:
-            raise SettingsError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}")
+            raise OptionError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}")
         if not 0 <= self.port <= 65535:
-            raise SettingsError(f"--port must be in [0, 65535], got {self.port}")
+            raise OptionError(f"--port must be in [0, 65535], got {self.port}")
         for option, value in (
             ("--max-concurrency", self.max_concurrency),
             ("--max-sequences", self.max_sequences),
@@ -70,15 +72,15 @@ class NodeSettings:
         ):
             if value < 1:
                 given = value // MiB if option.endswith("-mb") else value  # as the user wrote it
-                raise SettingsError(f"{option} must be at least 1, got {given}")
+                raise OptionError(f"{option} must be at least 1, got {given}")
         if self.max_message_bytes > (1 << 31) - 1:
-            raise SettingsError("--max-message-mb must be below 2048 (gRPC's int32 limit)")
+            raise OptionError("--max-message-mb must be below 2048 (gRPC's int32 limit)")
         if not self.sequence_idle_s > 0:
-            raise SettingsError(f"--sequence-idle-s must be positive, got {self.sequence_idle_s}")
+            raise OptionError(f"--sequence-idle-s must be positive, got {self.sequence_idle_s}")
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise SettingsError("--tls-cert and --tls-key go together")
+            raise OptionError("--tls-cert and --tls-key go together")
         if self.tls_ca is not None and self.tls_cert is None:
-            raise SettingsError("--tls-ca (client certificates) needs --tls-cert and --tls-key")
+            raise OptionError("--tls-ca (client certificates) needs --tls-cert and --tls-key")
         for option, path in (
             ("--tls-cert", self.tls_cert),
             ("--tls-key", self.tls_key),

@@ -136,6 +136,7 @@ def test_bad_requests_get_one_line_errors(cluster, ask_once) -> None:
         ({"sequence_id": 7}, _x(4), "takes no sequence_id"),
         ({}, np.zeros((2, 5), np.float32), "input 'input' must be"),
         ({}, np.zeros((0, 8), np.float32), "input 'input' of shape [0, 8] has an empty batch"),
+        ({}, _x(0, 4097), "a batch of 4097 is more than this program takes (4096"),  # members'
         *(
             ({}, _x(4).astype(dtype), f"data-type is '{name}', but model 'moe' expects 'FP32'")
             for dtype, name in (

@@ -13,7 +13,7 @@ import torch
 from ganglion.converters.dense import convert_dense
 from ganglion.converters.ensemble import convert_ensemble
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
-from ganglion.models.errors import BundleError, ConversionError
+from ganglion.models.errors import BundleError, ConversionError, ShapeError
 from ganglion.models.recipes.digits import DigitsData, digits_mlp, load_digits, train_classifier
 from ganglion.runtime import load
 from ganglion.runtime.bundle import load_bundle, save_bundle
@@ -353,3 +353,33 @@ def test_select_refuses_a_link_too_slow_to_time(ensemble: Path, capsys, mbps: st
     code, _, err = _select(args, capsys)
     assert code == 2 and f"--link-mbps must be at least 0.001 (1 kb/s), got {float(mbps)}" in err
     assert err.count("\n") == 1
+
+
+def test_a_batch_above_a_members_bound_is_refused_naming_it_before_any_member_runs(
+    monkeypatch,
+) -> None:
+    """An expert exported with ``Dim("batch", max=4)`` takes at most 4 samples: the ensemble
+    says so, naming it, and runs no member; the others' bound does not hold the choice back."""
+    members = {}
+    for seed, (name, bound) in enumerate((("wide", 64), ("narrow", 4))):
+        torch.manual_seed(seed)
+        mlp = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+        batch = torch.export.Dim("batch", min=1, max=bound)
+        members[name] = convert_dense(
+            torch.export.export(mlp, (torch.zeros(2, 8),), dynamic_shapes=({0: batch},))
+        )
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 4, 32)
+    probs = all_expert_probabilities(members, {"x": x})
+    with load(convert_ensemble(members, {"x": x}, labels, probs, epochs=2)) as session:
+        ran = []
+        for member in session.members.values():
+            real = member.run
+            monkeypatch.setattr(member, "run", lambda *a, real=real: ran.append(1) or real(*a))
+        assert session.run(x[:4])["probs"].shape == (4, 4) and ran
+        ran.clear()
+        with pytest.raises(ShapeError, match=r"^expert 'narrow': a batch of 5 is more than"):
+            session.run(x[:5])
+        assert not ran
+        session.select(["wide"])
+        assert session.run(x[:5])["probs"].shape == (5, 4)

@@ -33,3 +33,25 @@ def test_sizes_in_mb_are_refused_as_given(flag: str, given: str, one_line_error)
 
     code, _, err = invoke("serve", "--port", "0", flag, given)
     one_line_error(code, err, f"{flag} must be at least 1, got {given}")
+    assert code == 2  # an option out of range, as every command exits for one
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--backend", "nope"), ("--backend must be one of", "onnxruntime")),
+        (("--port", "70000"), ("--port must be in [0, 65535], got 70000",)),
+        (("--port", "0", "--tls-cert", "c.pem"), ("--tls-cert and --tls-key go together",)),
+    ],
+)
+def test_options_out_of_range_exit_2_and_missing_files_exit_1(
+    tmp_path, args: tuple[str, ...], words: tuple[str, ...], one_line_error
+) -> None:
+    from ganglion.runtime.cli import invoke
+
+    code, _, err = invoke("serve", *args)
+    one_line_error(code, err, *words)
+    assert code == 2
+    code, _, err = invoke("serve", "--port", "0", str(tmp_path / "absent"))
+    one_line_error(code, err, "absent: no such bundle")
+    assert code == 1
