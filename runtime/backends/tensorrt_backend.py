@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ganglion.models.errors import BackendUnavailable, OptionError, ShapeError
+from ganglion.models.errors import BackendUnavailable, ShapeError
 from ganglion.models.manifest import Manifest, TensorSpec
 from ganglion.runtime.backends.cuda_buffers import (
     CudaGraph,
@@ -44,9 +44,9 @@ from ganglion.runtime.backends.cuda_buffers import (
 )
 from ganglion.runtime.backends.tensorrt_cache import EngineCache, EngineKey, default_cache_dir
 from ganglion.runtime.backends.tensorrt_plan import (
-    DEFAULT_WORKSPACE_MB,
     BuildPlan,
     build_plan,
+    engine_options,
     select_precision,
 )
 from ganglion.runtime.onnx_export import naming
@@ -58,17 +58,6 @@ Arrays = dict[str, np.ndarray]
 
 if TYPE_CHECKING:
     import tensorrt as trt
-
-OPTIONS = (
-    "precision",
-    "workspace_mb",
-    "max_batch",
-    "opt_batch",
-    "dla_core",
-    "engine_cache",
-    "calibration",
-    "cuda_graphs",
-)
 
 
 def _shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
@@ -334,11 +323,7 @@ class TensorRTBackend(Backend):
 
     def load(self, program: Program, device: str, **options: Any) -> Session:
         """Build or fetch the engine for this GPU and open a session (options: see module)."""
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise OptionError(
-                f"tensorrt backend: unknown options {unknown} (known: {', '.join(OPTIONS)})"
-            )
+        opts = engine_options(options)
         version = _require_tensorrt(device)
         cuda, gpu_name = _require_gpu(device)
         from ganglion.runtime.backends import tensorrt_engine as engines
@@ -357,18 +342,17 @@ class TensorRTBackend(Backend):
             onnx_bytes = bundle_graph(program, "step")
         except BackendUnavailable as exc:
             raise BackendUnavailable(f"tensorrt backend: {exc}") from exc
-        cache = EngineCache(Path(options.get("engine_cache") or default_cache_dir()))
-        calibration = options.get("calibration")
-        dla_core = options.get("dla_core")
+        cache = EngineCache(Path(opts.engine_cache or default_cache_dir()))
+        calibration, dla_core = opts.calibration, opts.dla_core
         fast_fp16, fast_int8, dla_cores = engines.device_capabilities()
-        if dla_core is not None and not 0 <= int(dla_core) < dla_cores:
+        if dla_core is not None and dla_core >= dla_cores:
             raise BackendUnavailable(
                 f"tensorrt backend: DLA core {dla_core} asked for, this device has {dla_cores}"
             )
         onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
         calib_cache = cache.folder / f"{onnx_sha}.calib"
         precision = select_precision(
-            str(options.get("precision", "fp32")),
+            opts.precision,
             fast_fp16,
             fast_int8,
             dla_core is not None,
@@ -377,10 +361,10 @@ class TensorRTBackend(Backend):
         plan = build_plan(
             program.manifest,
             precision,
-            int(options.get("max_batch", 1)),
-            options.get("opt_batch"),
-            int(options.get("workspace_mb", DEFAULT_WORKSPACE_MB)),
-            None if dla_core is None else int(dla_core),
+            opts.max_batch,
+            opts.opt_batch,
+            opts.workspace_mb,
+            dla_core,
         )
         key = EngineKey(
             onnx_sha,
@@ -409,6 +393,4 @@ class TensorRTBackend(Backend):
                 batches.close()
 
         engine, _ = cache.get_or_build(key, build)
-        return TensorRTSession(
-            program, engine, plan, device, bool(options.get("cuda_graphs", True)), cuda
-        )
+        return TensorRTSession(program, engine, plan, device, opts.cuda_graphs, cuda)

@@ -6,7 +6,10 @@ everywhere; ``tensorrt_backend`` turns a ``BuildPlan`` into TensorRT API calls.
 
 from __future__ import annotations
 
+import numbers
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ganglion.models.errors import BackendUnavailable, OptionError
 from ganglion.models.manifest import Manifest
@@ -14,6 +17,18 @@ from ganglion.runtime.onnx_export import naming
 
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
 DEFAULT_WORKSPACE_MB = 1024
+MAX_WORKSPACE_MB = 1 << 20  # 1 TiB: more than any GPU's memory
+MAX_ENGINE_BATCH = 1 << 16  # the largest max_batch an engine's profile is built for
+OPTIONS = (
+    "precision",
+    "workspace_mb",
+    "max_batch",
+    "opt_batch",
+    "dla_core",
+    "engine_cache",
+    "calibration",
+    "cuda_graphs",
+)
 
 Shape = tuple[int, ...]
 
@@ -30,19 +45,73 @@ class BuildPlan:
     dla_core: int | None = None
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """The backend's options, checked (``engine_options``)."""
+
+    precision: str = "fp32"
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    max_batch: int = 1
+    opt_batch: int | None = None
+    dla_core: int | None = None
+    engine_cache: str | None = None  # a folder (None: ``default_cache_dir()``)
+    calibration: Any = None  # ``run``'s inputs by name, or one array (checked when read)
+    cuda_graphs: bool = True
+
+
+def engine_options(options: dict[str, Any]) -> EngineOptions:
+    """``options`` checked before anything else (the package, the GPU): OptionError naming an
+    unknown option or one of the wrong type or out of range, so a typo is the same error on
+    every machine."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise OptionError(
+            f"tensorrt backend: unknown options {unknown} (known: {', '.join(OPTIONS)})"
+        )
+    checked = {**options}
+
+    def whole(name: str, low: int, high: int, none_ok: bool = False) -> None:
+        value = checked.get(name)
+        if value is None and none_ok:
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise OptionError(f"tensorrt backend: {name} must be a whole number, got {value!r}")
+        if not low <= value <= high:
+            raise OptionError(f"tensorrt backend: {name} must be in [{low}, {high}], got {value}")
+        checked[name] = int(value)
+
+    precision = checked.get("precision", "fp32")
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise OptionError(
+            f"tensorrt backend: precision must be one of {PRECISIONS}, got {precision!r}"
+        )
+    checked.setdefault("workspace_mb", DEFAULT_WORKSPACE_MB)
+    whole("workspace_mb", 1, MAX_WORKSPACE_MB)
+    checked.setdefault("max_batch", 1)
+    whole("max_batch", 1, MAX_ENGINE_BATCH)
+    whole("opt_batch", 1, checked["max_batch"], none_ok=True)
+    whole("dla_core", 0, 63, none_ok=True)
+    cache = checked.get("engine_cache")
+    if cache is not None and not isinstance(cache, str | os.PathLike):
+        raise OptionError(f"tensorrt backend: engine_cache must be a folder, got {cache!r}")
+    checked["engine_cache"] = None if cache is None or str(cache) == "" else str(cache)
+    if not isinstance(checked.get("cuda_graphs", True), bool):
+        raise OptionError(
+            f"tensorrt backend: cuda_graphs must be True or False, got {checked['cuda_graphs']!r}"
+        )
+    return EngineOptions(**checked)
+
+
 def select_precision(
     requested: str, fast_fp16: bool, fast_int8: bool, dla: bool, can_calibrate: bool
 ) -> str:
-    """The engine precision for ``requested`` on this device, or BackendUnavailable.
+    """The engine precision for ``requested`` (one of PRECISIONS: ``engine_options`` checked
+    it) on this device, or BackendUnavailable.
 
     "auto" picks int8 when the device is fast at it and calibration data (or a calibration
     cache) is at hand, else fp16 when the device is fast at it, else fp32 (never fp32 on a
     DLA, which runs fp16 or int8 only).
     """
-    if requested not in PRECISIONS:
-        raise OptionError(
-            f"tensorrt backend: precision must be one of {PRECISIONS}, got {requested!r}"
-        )
     if requested == "auto":
         if fast_int8 and can_calibrate:
             return "int8"
@@ -70,13 +139,9 @@ def builder_flags(precision: str, dla: bool) -> tuple[str, ...]:
 
 
 def batch_profile(max_batch: int, opt_batch: int | None = None) -> tuple[int, int, int]:
-    """(min, opt, max) batch; opt defaults to 1, the streaming case."""
-    opt = 1 if opt_batch is None else opt_batch
-    if max_batch < 1 or not 1 <= opt <= max_batch:
-        raise OptionError(
-            f"tensorrt backend: need 1 <= opt batch ({opt}) <= max batch ({max_batch})"
-        )
-    return (1, opt, max_batch)
+    """(min, opt, max) batch of checked options (``engine_options``); opt defaults to 1, the
+    streaming case."""
+    return (1, 1 if opt_batch is None else opt_batch, max_batch)
 
 
 def profile_shapes(
@@ -101,8 +166,6 @@ def build_plan(
     dla_core: int | None,
 ) -> BuildPlan:
     """A BuildPlan for an already selected ``precision``."""
-    if workspace_mb < 1:
-        raise OptionError(f"tensorrt backend: workspace must be >= 1 MiB, got {workspace_mb}")
     batches = batch_profile(max_batch, opt_batch)
     return BuildPlan(
         precision=precision,

@@ -20,6 +20,7 @@ from ganglion.runtime.backends.tensorrt_plan import (
     batch_profile,
     build_plan,
     builder_flags,
+    engine_options,
     profile_shapes,
     select_precision,
 )
@@ -103,10 +104,41 @@ def test_profile_spans_the_batch_range_on_every_step_input(program: Deployable) 
     assert set(shapes) == {i.name for i in step.graph.input}
 
 
-@pytest.mark.parametrize("max_batch,opt", [(0, None), (4, 5), (4, 0)])
-def test_bad_batch_profile_is_refused(max_batch: int, opt: int | None) -> None:
-    with pytest.raises(OptionError, match="opt batch"):
-        batch_profile(max_batch, opt)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_batch": 0}, "max_batch must be in [1, 65536], got 0"),
+        ({"max_batch": 4, "opt_batch": 5}, "opt_batch must be in [1, 4], got 5"),
+        ({"max_batch": 4, "opt_batch": 0}, "opt_batch must be in [1, 4], got 0"),
+        ({"max_batch": "8"}, "max_batch must be a whole number, got '8'"),
+        ({"max_batch": True}, "max_batch must be a whole number, got True"),
+        ({"workspace_mb": 0}, "workspace_mb must be in [1, 1048576], got 0"),
+        ({"workspace_mb": 2.5}, "workspace_mb must be a whole number, got 2.5"),
+        ({"dla_core": -1}, "dla_core must be in [0, 63], got -1"),
+        ({"precision": "bf17"}, "precision must be one of"),
+        ({"precision": ["fp16"]}, "precision must be one of"),
+        ({"engine_cache": 3}, "engine_cache must be a folder, got 3"),
+        ({"cuda_graphs": "no"}, "cuda_graphs must be True or False, got 'no'"),
+        ({"turbo": True}, "unknown options ['turbo']"),
+    ],
+)
+def test_bad_options_are_refused_before_the_package_or_gpu_is_looked_for(
+    program: Deployable, options: dict, message: str
+) -> None:
+    """The same OptionError on every machine (here: no TensorRT, no GPU), naming the option."""
+    with pytest.raises(OptionError) as refused:
+        engine_options(options)
+    assert message in str(refused.value)
+    with pytest.raises(OptionError) as refused:
+        load(program, backend="tensorrt", device="cuda", **options)
+    assert message in str(refused.value)
+
+
+def test_checked_options_keep_their_values() -> None:
+    opts = engine_options({"max_batch": np.int64(8), "opt_batch": 2, "dla_core": 1})
+    assert (opts.max_batch, opts.opt_batch, opts.dla_core) == (8, 2, 1)
+    assert type(opts.max_batch) is int and opts.precision == "fp32" and opts.cuda_graphs
+    assert batch_profile(opts.max_batch, opts.opt_batch) == (1, 2, 8)
 
 
 @pytest.mark.parametrize(
@@ -141,11 +173,6 @@ def test_impossible_precision_is_one_line(
 ) -> None:
     with pytest.raises(BackendUnavailable, match=reason):
         select_precision(requested, fp16, int8, dla, calib)
-
-
-def test_unknown_precision_is_an_option_error() -> None:
-    with pytest.raises(OptionError, match="precision must be one of"):
-        select_precision("bf17", True, True, False, False)
 
 
 def test_builder_flags_follow_precision_and_dla() -> None:
@@ -201,11 +228,6 @@ def test_backend_refuses_in_one_line_without_tensorrt_or_gpu(program: Deployable
 def test_backend_refuses_cpu_device(program: Deployable) -> None:
     with pytest.raises(BackendUnavailable, match="tensorrt backend"):
         load(program, backend="tensorrt", device="cpu")
-
-
-def test_backend_refuses_unknown_options(program: Deployable) -> None:
-    with pytest.raises(OptionError, match="unknown options \\['turbo'\\]"):
-        load(program, backend="tensorrt", device="cuda", turbo=True)
 
 
 @pytest.mark.skipif(_tensorrt_runs_here(), reason="TensorRT and a GPU are present")
