@@ -6,16 +6,19 @@ and newer, updated every 20–100 ms) is used where the GPU has it; otherwise th
 thread. Both are ``measured``; ``source`` says which one was used. Every NVML error, and a
 counter that goes backwards (a driver reload), is a one-line `MeterError`.
 
-`nvml_gpu_for` maps torch's ``cuda:N`` to the NVML GPU behind it through
-``CUDA_VISIBLE_DEVICES`` (indices or ``GPU-`` UUIDs). CUDA numbers the visible GPUs fastest
-first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML by PCI bus: on a machine with GPUs of
-different models, set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so both agree.
+`nvml_gpu_for` maps torch's ``cuda:N`` to the NVML GPU behind it. Where this process's torch
+has CUDA running already, it asks torch for that GPU's UUID, which NVML knows it by whatever
+the numbering. Otherwise it goes through ``CUDA_VISIBLE_DEVICES`` (indices or ``GPU-``
+UUIDs) without starting CUDA: there CUDA numbers the visible GPUs fastest first unless
+``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML by PCI bus, so on a machine with GPUs of different
+models set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so both agree.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -88,6 +91,9 @@ def nvml_gpu_for(device: str, env: Mapping[str, str] = os.environ) -> int | str:
     if match is None:
         raise MeterError(f"backend device {device!r} is not a CUDA device (cuda or cuda:N)")
     n = int(match.group(1) or 0)
+    uuid = _torch_gpu_uuid(n)
+    if uuid is not None:
+        return uuid
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return n
@@ -101,6 +107,19 @@ def nvml_gpu_for(device: str, env: Mapping[str, str] = os.environ) -> int | str:
         f"{device}: CUDA_VISIBLE_DEVICES={visible[:100]!r} names no GPU index or GPU- UUID for it "
         "(MIG instances are not metered)"
     )
+
+
+def _torch_gpu_uuid(n: int) -> str | None:
+    """``GPU-<uuid>`` of torch's ``cuda:n`` where torch is imported and has started CUDA in
+    this process (nothing is imported or started here), else None."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_initialized() or n >= torch.cuda.device_count():
+            return None
+        uuid = str(torch.cuda.get_device_properties(n).uuid)
+    except Exception:  # noqa: BLE001 - a torch without CUDA or UUIDs: use the environment
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
 
 class _PowerPolling(PollingMeter):

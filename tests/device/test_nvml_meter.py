@@ -1,5 +1,6 @@
 """NVML meter: both paths through a stand-in module, and the real GPU where there is one."""
 
+import sys
 import threading
 import time
 import types
@@ -160,6 +161,25 @@ def test_an_unsupported_query_makes_that_figure_unknown_not_the_gpu(fail):
 def test_cuda_device_maps_to_the_nvml_gpu_behind_it(device, visible, gpu):
     env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     assert nvml_gpu_for(device, env) == gpu
+
+
+def test_a_gpu_torch_has_started_is_found_by_its_uuid_whatever_the_numbering(monkeypatch):
+    """CUDA numbers GPUs fastest first, NVML by PCI bus: where torch has CUDA running, its
+    UUID for ``cuda:N`` names the GPU exactly, and CUDA_VISIBLE_DEVICES is not needed."""
+    uuids = ["1a2b-0000", "3c4d-1111"]
+    started = [True]
+    cuda = types.SimpleNamespace(
+        is_initialized=lambda: started[0],
+        device_count=lambda: len(uuids),
+        get_device_properties=lambda n: types.SimpleNamespace(uuid=uuids[n]),
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    order = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert nvml_gpu_for("cuda:1", order) == "GPU-3c4d-1111"
+    assert nvml_gpu_for("cuda", order) == "GPU-1a2b-0000"
+    assert nvml_gpu_for("cuda:1", {"CUDA_VISIBLE_DEVICES": "1,0"}) == "GPU-3c4d-1111"
+    started[0] = False  # nothing is started to ask: the environment decides
+    assert nvml_gpu_for("cuda:1", {"CUDA_VISIBLE_DEVICES": "1,0"}) == 0
 
 
 @pytest.mark.parametrize(("device", "visible"), [("cuda:2", "0,1"), ("cuda", "MIG-x"), ("cpu", "")])
