@@ -1,9 +1,10 @@
 """Atomic writes: build in a temporary sibling, rename into place at the end.
 
 A failed write leaves nothing behind and never touches what was there; an existing target is
-refused unless ``force``, which replaces it as a whole (a folder is never merged into). Nothing
-is ever written inside a bundle folder (it would hold a file its manifest does not list), and
-the current folder or one above it is never replaced.
+refused unless ``force``, which replaces it as a whole (a folder is never merged into); a
+non-empty folder is replaced only when it is a bundle (an old output): ``-o ~ --force`` must not
+take a home folder with it. Nothing is ever written inside a bundle folder (it would hold a
+file its manifest does not list), and the current folder or one above it is never replaced.
 """
 
 from __future__ import annotations
@@ -37,11 +38,25 @@ def check_target(path: Path, force: bool, reads: Iterable[Path | str | None] = (
         here = Path.cwd().resolve()
         if path.resolve() == here or path.resolve() in here.parents:
             raise TargetExists(f"{path} holds the current folder; it cannot be replaced")
-    if force or not exists:
+    if not exists:
         return
-    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+    folder = path.is_dir() and not path.is_symlink()
+    if folder and not any(path.iterdir()):
         return
-    raise TargetExists(f"{path} already exists; choose a new path or pass --force to replace it")
+    if folder and force and not is_bundle_folder(path):
+        raise TargetExists(
+            f"{path} is a folder that is not a Ganglion bundle; --force replaces a file or an "
+            "old bundle, never other folders (remove it yourself, or choose a new path)"
+        )
+    if not force:
+        raise TargetExists(
+            f"{path} already exists; choose a new path or pass --force to replace it"
+        )
+
+
+def is_bundle_folder(path: Path) -> bool:
+    """Whether folder ``path`` is a bundle (it holds every one of ``BUNDLE_MARKERS``)."""
+    return all((path / name).is_file() for name in BUNDLE_MARKERS)
 
 
 def check_not_read(path: Path, reads: Iterable[Path | str | None]) -> None:
@@ -62,7 +77,7 @@ def check_outside_bundles(path: Path) -> None:
     """Refuse ``path`` when a folder above it is a bundle: a file written there would be one
     its manifest does not list, and the bundle would no longer load."""
     for folder in Path(path).resolve().parents:
-        if all((folder / name).is_file() for name in BUNDLE_MARKERS):
+        if is_bundle_folder(folder):
             raise TargetExists(
                 f"{path} is inside the bundle {folder}; write outputs outside any bundle"
             )

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# a .venv whose Python no longer runs (its interpreter moved or was removed) is made again
+.venv/bin/python -c "" 2>/dev/null || "$PY" -m venv --clear .venv
 VPIP=".venv/bin/python -m pip"
 $VPIP install -q --upgrade pip setuptools wheel
 $VPIP install -q -e ".[dev,lava,kernels,events]"

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 VENV=${INTEROP_VENV:-.venv-interop}
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -c "" 2>/dev/null || "$PY" -m venv --clear "$VENV"  # missing or broken
 VPIP="$VENV/bin/python -m pip"
 $VPIP install -q --upgrade pip
 $VPIP install -q "nvidia-pytriton==0.7.0" "kserve==0.21.0" "onnxruntime>=1.31" "numpy>=1.26,<2"

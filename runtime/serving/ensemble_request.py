@@ -208,6 +208,12 @@ class EnsembleRequest:
             await _together(self._call(name, inputs, allowances[name]) for name in needed)
             if not any(name in attempts.failed for name in needed):
                 continue
+            if time.monotonic() >= self.deadline:  # the client's own: not the cluster's fault
+                raise NodeError(
+                    Code.DEADLINE_EXCEEDED,
+                    f"{self.ensemble.name}: the request's deadline passed before expert "
+                    f"{', '.join(sorted(attempts.failed))} answered ({'; '.join(attempts.errors)})",
+                )
             attempts.replans += 1
             energy_left = energy - sum(a.cost.total_energy_j for a in attempts.answers.values())
             elapsed_ms = (time.monotonic() - self.started) * 1e3

@@ -115,11 +115,13 @@ def requested_outputs(request: Any) -> list[str]:
     """The output names a ``ModelInferRequest`` asks for (empty: all), options checked; an
     output asked for twice is refused, as Triton refuses it."""
     names: list[str] = []
+    seen: set[str] = set()
     for output in request.outputs:
         check_parameters(output, "output")
-        if output.name in names:
+        if output.name in seen:
             raise WireError(f"output '{output.name}' already exists in request")
         names.append(output.name)
+        seen.add(output.name)
     return names
 
 

@@ -21,6 +21,11 @@ from ganglion.runtime.serving.kserve_tensors import WireError
 from ganglion.runtime.serving.sequences import SequenceError, SequenceLimit
 
 
+# a status message travels percent-encoded in a header (up to 12 bytes a character) that clients
+# cap at 8 KiB by default
+MAX_STATUS_CHARS = 500
+
+
 class NodeError(GanglionError):
     """A request refused with a given status (unknown model, over capacity, not allowed...)."""
 
@@ -76,8 +81,10 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status and one-line message that answer ``exc``."""
-    text = first_line(exc)
+    """The status and one-line message that answer ``exc``, at most ``MAX_STATUS_CHARS``
+    characters: a message echoing a client's 10,000-character name would not fit gRPC's
+    header limits, and the client would get RESOURCE_EXHAUSTED instead."""
+    text = first_line(exc, MAX_STATUS_CHARS)
     if isinstance(exc, NodeError):
         return exc.code, text
     for cls, code in _CODES:

@@ -219,6 +219,34 @@ def test_a_hung_node_times_out_and_a_replica_answers(cluster, expected, ask_once
     _wait_health(cluster.coordinator, f"node/{hung}", "SERVING")
 
 
+def test_the_clients_own_deadline_passing_is_deadline_exceeded(cluster, ask_async) -> None:
+    """Every node hung and the client's deadline shorter than a node call's: the coordinator
+    answers DEADLINE_EXCEEDED in its own words (gRPC clients retry UNAVAILABLE), ejecting
+    nothing for a call the client's deadline cut short."""
+    pids = [cluster.pid(name) for name in HOSTS]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+    async def once() -> None:
+        async with NodeClient(cluster.coordinator, timeout_s=10.0) as client:
+            await ask_async(client, _x(6), None, 0.5 * CALL_TIMEOUT_MS / 1e3)
+
+    try:
+        with pytest.raises(NodeCallError) as refused:
+            asyncio.run(once())
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    said = str(refused.value)
+    if refused.value.code == grpc.StatusCode.UNAVAILABLE:  # probes took every node out first
+        assert "no node hosting one of its experts is admitted" in said
+    else:
+        assert refused.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "the request's deadline passed before expert" in said
+    for name in HOSTS:
+        _wait_health(cluster.coordinator, f"node/{name}", "SERVING")
+
+
 def test_killing_nodes_under_load_loses_no_request_and_restarted_nodes_return(
     cluster, expected, ask_async, ask_once
 ) -> None:

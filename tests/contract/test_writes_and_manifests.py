@@ -15,8 +15,9 @@ from torch import nn
 from ganglion.converters.spiking import SpikingOptions, convert_spiking
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BundleError, GanglionError
+from ganglion.runtime.atomic import TargetExists
 from ganglion.runtime.bundle import load_bundle, save_bundle
-from ganglion.runtime.cli import main
+from ganglion.runtime.cli import invoke, main
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +49,34 @@ def test_existing_folder_is_refused_and_untouched(program: Deployable, tmp_path:
     assert _snapshot(target) == {"notes.txt": b"precious"}
 
 
-def test_force_replaces_as_a_whole_and_never_merges(program: Deployable, tmp_path: Path) -> None:
-    target = tmp_path / "b"
-    target.mkdir()
+def test_force_replaces_an_old_bundle_as_a_whole_and_never_merges(
+    program: Deployable, tmp_path: Path
+) -> None:
+    target = save_bundle(program, tmp_path / "b")
     (target / "notes.txt").write_text("old")
     save_bundle(program, target, force=True)
     assert not (target / "notes.txt").exists()
     manifest = json.loads((target / "manifest.json").read_text())
     assert set(manifest["artifacts"]) == {p.name for p in target.iterdir()} - {"manifest.json"}
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_bundle(
+    program: Deployable, tmp_path: Path, one_line_error
+) -> None:
+    """``-o ~ --force`` replaced a whole home folder with a bundle: --force replaces files and
+    old bundles only, and a folder of the user's keeps everything in it."""
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".config" / "settings").write_text("mine")
+    (home / "manifest.json").write_text("{}")  # half a bundle is not one
+    with pytest.raises(TargetExists, match="is a folder that is not a Ganglion bundle"):
+        save_bundle(program, home, force=True)
+    assert (home / ".config" / "settings").read_text() == "mine"
+    assert sorted(p.name for p in home.iterdir()) == [".config", "manifest.json"]
+    bundle = save_bundle(program, tmp_path / "b")
+    code, _, err = invoke("quantize", str(bundle), "-o", str(home), "--force")
+    one_line_error(code, err, str(home), "not a Ganglion bundle")
+    assert (home / ".config" / "settings").read_text() == "mine"
 
 
 def test_failed_save_leaves_nothing_behind(
