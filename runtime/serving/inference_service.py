@@ -137,7 +137,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 arrays = request_arrays(request)
                 control = sequence_control(request.parameters)
                 wanted = requested_outputs(request)
-                await model.infer(arrays, control, wanted, response)
+                await model.infer(arrays, control, wanted, response, context.time_remaining())
         except Exception as exc:
             await context.abort(*status_of(exc))
         return response

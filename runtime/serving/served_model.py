@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -158,19 +158,22 @@ class ServedModel:
         control: SequenceControl,
         wanted: Sequence[str],
         response: Any,
+        remaining_s: float | None = None,
     ) -> None:
         """Run one request (see the module docstring for where) and fill ``response``'s
         outputs; raises ShapeError / WireError / SequenceError (bad request) or the
-        backend's error."""
+        backend's error. ``remaining_s``: the client's time left (None: no deadline); a
+        sequence step done after it, or after the client stopped waiting, keeps no state."""
         with self._stats_lock:
             self.queue_depth += 1
+        live = _Waiting(None if remaining_s is None else time.monotonic() + remaining_s)
         try:
             self.check(arrays, control, wanted, response.ByteSize())
             small = sum(a.nbytes for a in arrays.values()) <= INLINE_MAX_BYTES
             if self.inline and small and self._queued == 0:
-                self._execute(arrays, control, wanted, response)
+                self._execute(arrays, control, wanted, response, live)
                 return
-            await self._queue(arrays, control, wanted, response)
+            await self._queue(arrays, control, wanted, response, live)
         except BaseException:
             with self._stats_lock:
                 self.failures += 1
@@ -185,14 +188,19 @@ class ServedModel:
         control: SequenceControl,
         wanted: Sequence[str],
         response: Any,
+        live: _Waiting,
     ) -> None:
         """Run on the worker thread. ``_queued`` drops when the call has really finished
         (or was cancelled before it started), not when a cancelled request stops waiting."""
         loop = asyncio.get_running_loop()
         self._queued += 1
-        call = self._executor.submit(self._execute, arrays, control, wanted, response)
+        call = self._executor.submit(self._execute, arrays, control, wanted, response, live)
         call.add_done_callback(lambda _: _soon(loop, self._release))
-        await asyncio.wrap_future(call)
+        try:
+            await asyncio.wrap_future(call)
+        except asyncio.CancelledError:  # the client left or its deadline passed
+            live.gone.set()
+            raise
 
     def _release(self) -> None:
         self._queued -= 1
@@ -253,6 +261,7 @@ class ServedModel:
         control: SequenceControl,
         wanted: Sequence[str],
         response: Any,
+        live: _Waiting,
     ) -> None:
         t0 = time.perf_counter()
         if control.id is None:
@@ -270,6 +279,12 @@ class ServedModel:
         assert isinstance(outputs, dict)
         fill_tensors(response.outputs, response.raw_output_contents, outputs, wanted)
         if control.id is not None:
+            if not live.waiting():
+                raise NodeError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"sequence {control.id!r}: the step ended after the request's deadline or "
+                    "the client left; its state was not kept (send the step again)",
+                )
             self.sequences.commit(control, state, batch)  # only once the reply is built
         elapsed = time.perf_counter() - t0
         with self._stats_lock:
@@ -292,6 +307,20 @@ class ServedModel:
         self.sequences.clear()
         self._executor.submit(self.session.close)
         self._executor.shutdown(wait=False)
+
+
+@dataclass
+class _Waiting:
+    """Whether a request's client still waits for it: its deadline (monotonic; None: none)
+    has not passed and it has not gone (``gone``, set when the handler is cancelled)."""
+
+    deadline: float | None
+    gone: threading.Event = field(default_factory=threading.Event)
+
+    def waiting(self) -> bool:
+        """True while the reply can still reach the client."""
+        late = self.deadline is not None and time.monotonic() >= self.deadline
+        return not (late or self.gone.is_set())
 
 
 def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

@@ -20,7 +20,6 @@ from ganglion.runtime.atomic import TargetExists
 from ganglion.runtime.serving.kserve_tensors import WireError
 from ganglion.runtime.serving.sequences import SequenceError, SequenceLimit
 
-
 # a status message travels percent-encoded in a header (up to 12 bytes a character) that clients
 # cap at 8 KiB by default
 MAX_STATUS_CHARS = 500
