@@ -9,8 +9,8 @@ hold at most ``max_bytes`` together: a start beyond either, or a step whose stat
 ``context`` steps (a token model's context: one token a step; 0: no limit). A refused or
 failed step changes nothing: the stored state is replaced only by ``commit``, once the step's
 reply is built and only while its client still waits (``served_model``: a step that ends after
-the request's deadline, or after the client left, is not committed). Thread-safe: steps run on the model's worker thread while the event loop
-sweeps expired sequences.
+the request's deadline, or after the client left, is not committed). Thread-safe: steps run
+on the model's worker thread while the event loop sweeps expired sequences.
 """
 
 from __future__ import annotations
