@@ -24,6 +24,7 @@ from ganglion.models.mixture import (
 from ganglion.runtime.kinds.ensemble import (
     check_member_bounds,
     expert_probs,
+    finite_gate,
     is_sequence,
     member_inputs,
     mixture_outputs,
@@ -79,7 +80,7 @@ class EnsembleSession(Session):
     def _classify(self, inputs: Arrays) -> Arrays:
         for name in self.selected:  # refused before any member runs, naming the expert
             check_member_bounds(self._config, name, self.members[name].manifest, inputs)
-        gate = self._gate(flat_features(next(iter(inputs.values()))))
+        gate = finite_gate(self._gate(flat_features(next(iter(inputs.values())))))
 
         def run(e: int) -> np.ndarray:
             name = self.experts[e]

@@ -233,12 +233,31 @@ def check_member_bounds(
         raise ShapeError(f"expert {member!r}: {exc}") from None
 
 
+def finite_gate(weights: np.ndarray) -> np.ndarray:
+    """The gate's ``weights`` [B, N]; ShapeError naming the first sample whose weights are not
+    finite (an input beyond the range the gate works in, such as 3e38)."""
+    bad = ~np.isfinite(weights).all(axis=tuple(range(1, weights.ndim)))
+    if bad.any():
+        raise ShapeError(
+            f"the gate's weights for sample {int(np.argmax(bad))} are not finite: its input is "
+            "beyond the range the gate works in"
+        )
+    return weights
+
+
 def expert_probs(scores: Arrays, member: str) -> np.ndarray:
     """Class probabilities [B, C] of a member's single output."""
     if len(scores) != 1:
         raise ShapeError(f"expert {member!r} returned {len(scores)} outputs; experts return one")
     value = next(iter(scores.values()))
-    return softmax(value.reshape(value.shape[0], -1))
+    rows = value.reshape(value.shape[0], -1)
+    bad = ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        raise ShapeError(
+            f"expert {member!r} gives non-finite scores for sample {int(np.argmax(bad))}: its "
+            "input is beyond the range the expert works in"
+        )
+    return softmax(rows)
 
 
 def mixture_outputs(

@@ -28,7 +28,12 @@ from ganglion.models.mixture import flat_features
 from ganglion.runtime.bundle import open_bundle
 from ganglion.runtime.ensemble_session import _open_gate
 from ganglion.runtime.kinds import get_kind
-from ganglion.runtime.kinds.ensemble import check_member_bounds, expert_probs, member_inputs
+from ganglion.runtime.kinds.ensemble import (
+    check_member_bounds,
+    expert_probs,
+    finite_gate,
+    member_inputs,
+)
 from ganglion.runtime.selection import Expert, SelectionProblem
 from ganglion.runtime.serving.client import infer_request
 from ganglion.runtime.serving.cluster_config import (
@@ -44,6 +49,11 @@ from ganglion.runtime.serving.kserve_tensors import (
     response_arrays,
 )
 from ganglion.runtime.tensors import check_inputs
+
+
+class NonFiniteScores(WireError):
+    """A node's scores hold NaN or infinity: a lie, or an input the expert overflows on (the
+    request tells which: another replica's finite answer, or every replica's the same)."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +143,10 @@ class CoordinatedEnsemble:
             check_member_bounds(self.bundle_config, expert, self.members[expert], inputs)
 
     def gate(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """The gate's weights [B, experts] on the first input (as ``EnsembleSession``)."""
-        return self._gate(flat_features(next(iter(inputs.values()))))
+        """The gate's weights [B, experts] on the first input (as ``EnsembleSession``);
+        ShapeError where they are not finite (an input beyond the range the gate works in,
+        such as 3e38: no node is asked for what could not be mixed)."""
+        return finite_gate(self._gate(flat_features(next(iter(inputs.values())))))
 
     def member_request(self, expert: str, inputs: dict[str, np.ndarray]) -> Any:
         """The ``ModelInferRequest`` that asks expert ``expert``'s node for its scores."""
@@ -169,7 +181,7 @@ class CoordinatedEnsemble:
                 for t in response.outputs
             }
         if not all(np.isfinite(value).all() for value in scores.values()):
-            raise WireError("its scores hold NaN or infinity")
+            raise NonFiniteScores("its scores hold NaN or infinity")
         return expert_probs(scores, expert)
 
     def metadata(self) -> Any:

@@ -4,6 +4,10 @@ called in parallel with deadlines, failover, the mixture, and the response param
 Inputs an expert of the plan cannot take (its manifest's ``max_batch`` or ``value_ranges``)
 are the request's fault: INVALID_ARGUMENT, naming the expert, before any node is called.
 
+Scores that are not finite are judged by the replicas: where another replica's are finite, the
+node that gave them is ejected; where every replica asked gives them, the input is beyond the
+expert's range: INVALID_ARGUMENT, nobody ejected (the gate's own weights are checked first).
+
 Failover: a call that fails (any status from the node, a reply over ``MAX_NODE_REPLY_BYTES``)
 or whose answer is not the member's declared output — its name, datatype, the batch asked for,
 the ensemble's classes, finite scores (``CoordinatedEnsemble.expert_probs``) — moves to the
@@ -40,7 +44,7 @@ from ganglion.models.errors import first_line
 from ganglion.models.mixture import renormalized
 from ganglion.runtime.kinds.ensemble import mixture_outputs
 from ganglion.runtime.serving.client import NodeCallError
-from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble
+from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble, NonFiniteScores
 from ganglion.runtime.serving.expert_costs import MEASURED, ReplicaCost
 from ganglion.runtime.serving.expert_plan import Plan, Planner, figures, planning_views
 from ganglion.runtime.serving.kserve_tensors import (
@@ -240,9 +244,17 @@ class EnsembleRequest:
         request = self.ensemble.member_request(expert, inputs)
         batch = int(next(iter(inputs.values())).shape[0])  # the rows each answer must hold
         tried: set[str] = set()
+        overflowed: list[NodeState] = []  # nodes whose scores were not finite: judged below
         while True:
             replica = self.planner.route(expert, tried, max_energy_j)
             left = self.deadline - time.monotonic()
+            if replica is None and overflowed and len(overflowed) == len(tried):
+                raise NodeError(  # every replica asked agrees: the input, not the nodes
+                    Code.INVALID_ARGUMENT,
+                    f"expert {expert!r} gives non-finite scores for this input on "
+                    f"{', '.join(n.name for n in overflowed)}: the input is beyond the range "
+                    "the expert works in",
+                )
             if replica is None or left <= 0:
                 why = "no replica left within its energy allowance"
                 why = why if left > 0 else "the request's deadline passed"
@@ -274,12 +286,20 @@ class EnsembleRequest:
             pool.observe(node, expert, time.monotonic() - sent)
             try:
                 probs = self.ensemble.expert_probs(expert, response, batch)
+            except NonFiniteScores as exc:
+                attempts.errors.append(f"{expert}@{node.name}: {exc}")
+                attempts.retries += 1
+                overflowed.append(node)
+                continue
             except Exception as exc:  # noqa: BLE001 - a node's answer is checked, not trusted
                 why = _node_words(str(exc))
                 attempts.errors.append(f"{expert}@{node.name}: a bad answer ({why})")
                 attempts.retries += 1
                 pool.eject(node, f"a bad answer for {expert!r}: {why}")
                 continue
+            for liar in overflowed:  # another replica's scores were finite on this input
+                why = f"non-finite scores for {expert!r} where {node.name}'s were finite"
+                pool.eject(liar, why)
             attempts.answers[expert] = Answer(probs, node.name, cost)
             return
 

@@ -137,6 +137,7 @@ def test_bad_requests_get_one_line_errors(cluster, ask_once) -> None:
         ({}, np.zeros((2, 5), np.float32), "input 'input' must be"),
         ({}, np.zeros((0, 8), np.float32), "input 'input' of shape [0, 8] has an empty batch"),
         ({}, _x(0, 4097), "a batch of 4097 is more than this program takes (4096"),  # members'
+        ({}, np.full((2, 8), 3e38, np.float32), "the gate's weights for sample 0 are not finite"),
         *(
             ({}, _x(4).astype(dtype), f"data-type is '{name}', but model 'moe' expects 'FP32'")
             for dtype, name in (
@@ -152,6 +153,8 @@ def test_bad_requests_get_one_line_errors(cluster, ask_once) -> None:
             ask_once(cluster.coordinator, x, parameters)
         assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert message in str(refused.value) and "\n" not in str(refused.value)
+    for name in HOSTS:  # a bad request ejects no node
+        assert asyncio.run(_health(cluster.coordinator, f"node/{name}")) == "SERVING"
 
 
 def test_unimplemented_calls_and_options_are_refused_in_one_line(cluster) -> None:
