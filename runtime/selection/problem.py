@@ -17,8 +17,8 @@ a relative 1e-12 of its budget fits it, as qualities within ``TIE_TOLERANCE`` ti
 Each gate row is scaled by a power of two so that its largest weight lies in [0.5, 1)
 (``scaled_rows``): ``Q`` is a ratio per sample, so its bits do not change, and weights too small
 or too large for float64 sums (1e-300 or 1e308) are read as written. A zero weight reads as
-``ZERO_GATE_WEIGHT`` of its row's largest, or 2^-60 of its smallest positive weight where that
-is less (a zero never outweighs a real weight).
+``ZERO_GATE_WEIGHT`` of its row's largest, below every positive weight, which must be at least
+``MIN_GATE_RATIO`` of the row's largest (a zero never outweighs a real weight).
 The dataclasses hold no file I/O; reading, validating and writing the JSON form live in the
 functions below them (``read_problem``, ``problem_from_dict``, ``problem_to_dict``,
 ``write_problem``). The JSON form::
@@ -49,11 +49,16 @@ MAX_FILE_BYTES = 128 * 2**20  # a problem file larger than this is refused befor
 EXPERT_FIELDS = ("name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms")
 AGGREGATION_FIELDS = ("base_ms", "per_expert_ms")
 PROBLEM_FIELDS = ("experts", "aggregation", "gate", "p_true")
-# A zero gate weight in a problem file is read as this fraction of its row's largest weight (or
-# less: ``scaled_rows`` keeps it below the row's smallest positive weight), so a subset whose
+# A zero gate weight in a problem file is read as this fraction of its row's largest weight
+# (below its smallest positive weight: ``MIN_GATE_RATIO``), so a subset whose
 # weights on a sample are all zero scores that sample by its experts' mean p_true (the limit of
 # equal small weights), not 0/0.
 ZERO_GATE_WEIGHT = 1e-200
+# A positive gate weight below this fraction of its row's largest is refused (write 0 for a
+# weight that should not count): the solver's sums and bounds multiply weights by p_true and by
+# each other, and a weight near float64's smallest loses its digits there (a subnormal 1e-307
+# read as 5e-324 scored a sample 1.0 where it was 0.6, and cut the branch of the optimum).
+MIN_GATE_RATIO = 1e-150
 FIT_TOLERANCE = 1e-12  # relative: a cost this close above its budget fits (``budget_limit``)
 # Commas and brackets a problem file may hold before it is parsed: a problem at the limits has
 # about 2·MAX_SAMPLES·MAX_EXPERTS; names may hold a few thousand more. Bounds what ``json``
@@ -113,6 +118,10 @@ class SelectionProblem:
             raise ValueError("gate: expected finite entries >= 0")
         if not (self.gate.max(axis=1) > 0).all():
             raise ValueError("gate: expected a positive entry in every row")
+        if tiny_gate_weights(self.gate).any():
+            raise ValueError(
+                f"gate: expected each entry 0 or at least {MIN_GATE_RATIO:g} of its row's largest"
+            )
         object.__setattr__(self, "gate", scaled_rows(self.gate))
         self.gate.setflags(write=False)
         self.p_true.setflags(write=False)
@@ -181,19 +190,21 @@ def budget_limit(budget: float) -> float:
     return budget + FIT_TOLERANCE * max(1.0, budget)
 
 
+def tiny_gate_weights(gate: np.ndarray) -> np.ndarray:
+    """Where ``gate`` [M, N] holds a positive weight below ``MIN_GATE_RATIO`` of its row's
+    largest (refused: see ``MIN_GATE_RATIO``)."""
+    return (gate > 0) & (gate < gate.max(axis=1, keepdims=True) * MIN_GATE_RATIO)
+
+
 def scaled_rows(gate: np.ndarray) -> np.ndarray:
-    """``gate`` [M, N] (finite, >= 0, a positive entry per row) with each row multiplied by the
-    power of two that puts its largest entry in [0.5, 1): exact, so every ratio ``Q`` takes is
-    unchanged, and no row's sums overflow or lose tiny weights to underflow (a weight under
-    about 1e-308 of its row's largest becomes subnormal or zero). A zero reads below every
-    positive weight of its row: ``ZERO_GATE_WEIGHT``, or 2^-60 of the smallest if less."""
+    """``gate`` [M, N] (finite, >= 0, a positive entry per row, none tiny:
+    ``tiny_gate_weights``) with each row multiplied by the power of two that puts its largest
+    entry in [0.5, 1): exact, so every ratio ``Q`` takes is unchanged, and no row's sums
+    overflow or underflow. A zero reads as ``ZERO_GATE_WEIGHT``, below every positive weight
+    of its row (each at least ``MIN_GATE_RATIO`` / 2 after scaling)."""
     _, exponent = np.frexp(gate.max(axis=1, keepdims=True))
     scaled = np.ldexp(gate, -exponent)
-    # a zero reads below every real weight of its row: ZERO_GATE_WEIGHT, or 2^-60 of the
-    # row's smallest positive weight where that is smaller (the smallest subnormal at least)
-    smallest = np.where(scaled > 0, scaled, np.inf).min(axis=1, keepdims=True)
-    zero = np.maximum(np.minimum(ZERO_GATE_WEIGHT, smallest * 2.0**-60), np.nextafter(0.0, 1.0))
-    return np.where(scaled > 0, scaled, zero)
+    return np.where(scaled > 0, scaled, ZERO_GATE_WEIGHT)
 
 
 def name_problem(name: str) -> str | None:
@@ -298,6 +309,13 @@ def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
     r.entries(gate, "gate", "must be >= 0", gate >= 0)
     largest = gate.max(axis=1)
     r.rows(largest, "gate", "must hold a positive weight (all are 0)", largest > 0)
+    r.entries(
+        gate,
+        "gate",
+        f"must be 0 or at least {MIN_GATE_RATIO:g} of its row's largest weight (write 0 for a "
+        "weight that should not count)",
+        ~tiny_gate_weights(gate),
+    )
     r.entries(p_true, "p_true", "must be in [0, 1]", (p_true >= 0) & (p_true <= 1))
     return SelectionProblem(tuple(experts), base_ms, per_expert_ms, gate, p_true)
 

@@ -102,6 +102,8 @@ MALFORMED = {
                       "gate[3][1] must be >= 0, got -0.2"),
     "gate-zero-row": (mutate(lambda d: d["gate"].__setitem__(0, [0, 0, 0])),
                       "gate[0] must hold a positive weight (all are 0), got 0.0"),
+    "gate-too-small": (mutate(lambda d: d["gate"].__setitem__(2, [0.0, 1.0, 1e-307])),
+                       "gate[2][2] must be 0 or at least 1e-150 of its row's largest weight"),
     "gate-bool": (mutate(lambda d: d["gate"].__setitem__(1, [True, 0.5, 0.5])),
                   "gate[1][0] must be a number, got true"),
     "gate-huge-int": (mutate(lambda d: d["gate"].__setitem__(0, [10**400, 1, 1])),
@@ -203,7 +205,7 @@ def test_zero_gate_weights_are_allowed_and_a_sample_without_weight_scores_its_me
     ("gate", "p_true", "expected"),
     [
         ([[1e-300, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], (1.0 + 0.5) / 2),  # tiny vs zero
-        ([[5e-324, 5e-324]], [[0.3, 0.9]], 0.6),  # subnormal weights
+        ([[5e-324, 5e-324]], [[0.3, 0.9]], 0.6),  # subnormal weights, alike
         ([[1e308, 1e308]], [[0.3, 0.9]], 0.6),  # the row's sum overflows float64
     ],
 )

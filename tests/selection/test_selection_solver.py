@@ -166,3 +166,26 @@ def test_a_nan_or_negative_budget_is_refused_not_answered_infeasible(budget):
             search(problem, budget, 100.0)
     unbounded = solve(problem, math.inf, math.inf)  # infinity: no budget
     assert unbounded.experts == brute_force(problem, math.inf, math.inf).experts
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_gates_spanning_the_allowed_range_with_zeros_equal_brute_force(seed, monkeypatch):
+    """Weights from 1e-150 of their row's largest up to it, and zeros (read as 1e-200): every
+    sum and bound stays in normal floats. Subnormal weights once cut the optimum's branch."""
+    monkeypatch.setattr(solver, "LEAF_SIZE", 0)
+    monkeypatch.setattr(bounds, "COMBINED_MIN", 0)
+    rng = np.random.default_rng(100 + seed)
+    for problem, energy, latency in instances(seed, 120, 8, 6):
+        gate = 10.0 ** rng.uniform(-149.9, 0.0, problem.gate.shape)
+        gate[rng.random(gate.shape) < 0.4] = 0.0
+        gate[np.arange(len(gate)), rng.integers(0, gate.shape[1], len(gate))] = 1.0
+        extreme = SelectionProblem(
+            problem.experts, problem.base_ms, problem.per_expert_ms, gate, problem.p_true
+        )
+        assert_same(extreme, energy, latency)
+
+
+def test_a_weight_too_small_to_weigh_is_refused():
+    base = next(instances(0, 1, 3, 1, min_experts=3))[0]
+    with pytest.raises(ValueError, match="at least 1e-150 of its row's largest"):
+        SelectionProblem(base.experts, 0.0, 0.0, [[0.0, 1.0, 1e-307]], [[0.6, 0.9, 0.1]])
