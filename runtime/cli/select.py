@@ -7,8 +7,9 @@ Both print how far the gate departs from monotone quality on the calibration dat
 (``monotonicity``); a bundle's answer also names each expert's device and whether each figure
 is simulated or measured (``placement``).
 Exit codes: 0 a subset fits; 1 no non-empty subset fits (one-line reason on stderr; with
-``--json`` also ``{"feasible": false, ...}`` on stdout); 2 a malformed problem, budget or flag,
-or a ``--dump-problem`` target that may not be written (one line naming the file and the field).
+``--json`` also ``{"feasible": false, ...}`` on stdout); 2 anything else: a malformed problem,
+budget or flag, a missing bundle, a flag only a BUNDLE takes given with ``--problem``, or a
+``--dump-problem`` target that may not be written (one line naming the file and the field).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ganglion.models.errors import GanglionError, first_line
 from ganglion.models.monotonicity import monotonicity_line
-from ganglion.runtime.atomic import TargetExists, check_target
+from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.pairs import option_pairs
 from ganglion.runtime.cli.terminal import plain
 from ganglion.runtime.selection import (
@@ -42,6 +44,7 @@ from ganglion.runtime.selection import (
 
 PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
 MIN_LINK_MBPS = 0.001  # --link-mbps below this (1 kb/s) is refused: transfer times overflow
+LINK_DEFAULTS = (100.0, 2.0, 50.0)  # --link-mbps, --link-ms, --link-nj-per-bit
 MONOTONICITY_WORK = 4e6  # subsets x calibration rows the monotonicity check evaluates (<~1 s)
 
 
@@ -66,9 +69,15 @@ def select(
     requester: str = typer.Option(
         "auto", "--requester", help="Device the request arrives at and the gate runs on."
     ),
-    link_mbps: float = typer.Option(100.0, "--link-mbps", help="Simulated link bandwidth."),
-    link_ms: float = typer.Option(2.0, "--link-ms", help="Simulated link latency per request."),
-    link_nj_per_bit: float = typer.Option(50.0, "--link-nj-per-bit", help="Link energy per bit."),
+    link_mbps: float = typer.Option(
+        LINK_DEFAULTS[0], "--link-mbps", help="Simulated link bandwidth."
+    ),
+    link_ms: float = typer.Option(
+        LINK_DEFAULTS[1], "--link-ms", help="Simulated link latency per request."
+    ),
+    link_nj_per_bit: float = typer.Option(
+        LINK_DEFAULTS[2], "--link-nj-per-bit", help="Link energy per bit."
+    ),
     device_files: list[Path] = typer.Option([], "--devices", help="Extra device profile file."),
     dump_problem: Path | None = typer.Option(
         None, "--dump-problem", help="Also write the problem solved (JSON) here."
@@ -82,6 +91,10 @@ def select(
     """Choose the expert subset with the best predicted quality within both budgets."""
     sources = None
     try:
+        if problem is not None:
+            _refuse_bundle_flags(
+                placement, profiled, requester, device_files, (link_mbps, link_ms, link_nj_per_bit)
+            )
         if dump_problem is not None:
             profiles = (spec.partition("=")[2] for spec in profiled)
             check_target(dump_problem, force, reads=(bundle, problem, *device_files, *profiles))
@@ -117,14 +130,43 @@ def select(
                     ).items()
                 },
             )
-    except (SelectionProblemError, TargetExists) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if dump_problem is not None:
+            write_problem(loaded, dump_problem, force)
+    except (GanglionError, ValueError) as exc:  # exit 1 means only "no subset fits"
+        typer.echo(f"error: {first_line(exc)}", err=True)
         raise typer.Exit(2) from None
-    if dump_problem is not None:
-        write_problem(loaded, dump_problem, force)
+    except OSError as exc:
+        typer.echo(f"error: {dump_problem}: cannot be written ({exc.strerror})", err=True)
+        raise typer.Exit(2) from None
     if sources is not None and not as_json:
         _print_sources(sources)
     report(loaded, energy, latency, as_json, seed, sources)
+
+
+def _refuse_bundle_flags(
+    placement: list[str],
+    profiled: list[str],
+    requester: str,
+    device_files: list[Path],
+    link: tuple[float, float, float],
+) -> None:
+    """SelectionProblemError naming a flag that only a BUNDLE uses, given with --problem (a
+    problem file holds its costs already: the flag would be ignored)."""
+    given = [
+        flag
+        for flag, used in (
+            ("--placement", bool(placement)),
+            ("--profiled", bool(profiled)),
+            ("--requester", requester != "auto"),
+            ("--devices", bool(device_files)),
+            ("--link-mbps / --link-ms / --link-nj-per-bit", link != LINK_DEFAULTS),
+        )
+        if used
+    ]
+    if given:
+        raise SelectionProblemError(
+            f"{given[0]} applies to an ensemble BUNDLE; a --problem file holds its costs already"
+        )
 
 
 def _bundle_problem(

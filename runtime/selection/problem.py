@@ -133,6 +133,13 @@ class SelectionProblem:
             raise ValueError("costs: expected finite values >= 0")
         cost = np.array([x.energy_j + x.tx_energy_j for x in self.experts])
         delay = np.array([x.latency_ms + x.tx_latency_ms for x in self.experts])
+        if not math.isfinite(sum(float(c) for c in cost)):  # E of every subset is at most it
+            raise ValueError("costs: the experts' energy_j + tx_energy_j sum beyond float64")
+        if not math.isfinite((delay.max() + self.base_ms) + self.per_expert_ms * n):
+            raise ValueError(
+                "costs: the slowest expert's latency_ms + tx_latency_ms with the aggregation "
+                "is beyond float64"
+            )
         cost.setflags(write=False)
         delay.setflags(write=False)
         object.__setattr__(self, "cost_j", cost)
@@ -317,7 +324,10 @@ def problem_from_dict(data: Any, source: str = "problem") -> SelectionProblem:
         ~tiny_gate_weights(gate),
     )
     r.entries(p_true, "p_true", "must be in [0, 1]", (p_true >= 0) & (p_true <= 1))
-    return SelectionProblem(tuple(experts), base_ms, per_expert_ms, gate, p_true)
+    try:
+        return SelectionProblem(tuple(experts), base_ms, per_expert_ms, gate, p_true)
+    except ValueError as exc:  # what only the whole problem shows: sums beyond float64
+        raise SelectionProblemError(f"{source}: {exc}") from None
 
 
 def problem_to_dict(problem: SelectionProblem) -> dict[str, Any]:

@@ -180,3 +180,54 @@ def test_a_bad_flag_or_dump_target_exits_2_before_solving(problem_file, tmp_path
     assert code == 2 and out == "" and err.count("\n") == 1, (code, out, err)
     assert ("--seed" in err) if name == "--seed" else ("already exists" in err)
     assert existing.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (("--placement", "e0=rtx-4090"), "--placement applies to an ensemble BUNDLE"),
+        (("--requester", "bogus"), "--requester applies to an ensemble BUNDLE"),
+        (("--link-mbps", "0"), "--link-mbps / --link-ms / --link-nj-per-bit applies to"),
+        (("--dump-problem", "{P}/sub.json"), "sub.json: cannot be written"),
+    ],
+)
+def test_malformed_arguments_exit_2_never_1_which_means_no_subset_fits(
+    problem_file, extra, words, one_line_error
+) -> None:
+    extra = tuple(a.replace("{P}", str(problem_file)) for a in extra)
+    code, _, err = invoke(
+        "select", "--problem", str(problem_file), "--energy-budget", "9", "--latency-budget", "9",
+        *extra,
+    )  # fmt: skip
+    one_line_error(code, err, words)
+    assert code == 2
+    code, _, err = invoke(
+        "select", str(problem_file.parent / "absent"), "--energy-budget", "9",
+        "--latency-budget", "9",
+    )  # fmt: skip
+    one_line_error(code, err, "absent: no such bundle")
+    assert code == 2
+
+
+def test_costs_whose_sum_is_beyond_float64_are_refused_naming_the_file(tmp_path) -> None:
+    data = json.loads(
+        json.dumps(
+            {
+                "experts": [
+                    {"name": n, "energy_j": 1.7e308, "latency_ms": 1.0, "tx_energy_j": 0.0,
+                     "tx_latency_ms": 0.0}
+                    for n in "ab"
+                ],
+                "aggregation": {"base_ms": 0.0, "per_expert_ms": 0.0},
+                "gate": [[1.0, 1.0]],
+                "p_true": [[0.5, 0.5]],
+            }
+        )
+    )  # fmt: skip
+    path = tmp_path / "P.json"
+    path.write_text(json.dumps(data))
+    code, out, err = invoke(
+        "select", "--problem", str(path), "--energy-budget", "1e308", "--latency-budget", "9",
+        "--json",
+    )  # fmt: skip
+    assert code == 2 and out == "" and "P.json: costs: the experts' energy_j" in err
