@@ -194,6 +194,7 @@ def _gated(
 ) -> tuple[EnsembleProgram, Manifest]:
     """Train the gate on (features, p_true) and build the ensemble's module and manifest."""
     x = torch.from_numpy(features)
+    torch.manual_seed(seed)  # the gate's first weights too: one seed, one gate, in any process
     gate = Gate(GateConfig(experts, features.shape[1], kind, hidden))
     losses = train_gate(gate, x, torch.from_numpy(p_true).float(), epochs, seed)
     gate.eval()

@@ -242,8 +242,8 @@ def ensemble(
     placement: list[str] = typer.Option(
         [], "--placement", help="EXPERT=DEVICE: the device profile an expert is meant for."
     ),
-    epochs: int = typer.Option(300, "--epochs", help="Gate training epochs."),
-    seed: int = typer.Option(0, "--seed", help="Gate training seed."),
+    epochs: int = typer.Option(300, "--epochs", min=1, max=100_000, help="Gate training epochs."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Gate training seed."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Build an MoE² ensemble: frozen experts plus a gate trained post-hoc on calibration data."""
@@ -265,6 +265,11 @@ def ensemble(
     unknown = sorted(set(places) - set(experts))
     if unknown:
         raise ConversionError(f"--placement names {unknown[0]!r}: give {form}")
+    if places:
+        from ganglion.device.profiles.registry import get_profile
+
+        for device in places.values():
+            get_profile(device)  # an unknown device is refused now, not at select time
     if all(e.manifest.kind == "sequence" for e in experts.values()):
         program = _token_ensemble(experts, corpora, windows, top_k, places, epochs, seed)
         path = save_bundle(program, output, force)
@@ -282,8 +287,8 @@ def ensemble(
     labels = data.pop("y")
     first = next(iter(experts.values())).manifest.inputs
     names = [s.name for s in first]
-    inputs = {"x": data["x"]} if "x" in data and len(names) == 1 else data
-    ordered = {n: inputs.get(n, inputs.get("x")) for n in names}
+    alias = data.get("x") if len(names) == 1 else None  # 'x' stands for a lone input
+    ordered = {n: data[n] if n in data else alias for n in names}  # its own name first
     if any(v is None for v in ordered.values()):
         raise ConversionError(f"{calib}: needs inputs {names} (or 'x' for one input)")
     probs = all_expert_probabilities(experts, ordered)

@@ -321,6 +321,7 @@ def test_convert_ensemble_cli_builds_a_top_k_placed_ensemble(
         (["--placement", "nobody=loihi2"], "--placement names 'nobody': give EXPERT=DEVICE"),
         (["--placement", "high"], "--placement 'high': give EXPERT=DEVICE"),
         (["--top-k", 3], "--top-k must be in [1, 2], got 3"),
+        (["--placement", "high=nodevice"], "unknown device 'nodevice'; known:"),
     ],
 )
 def test_convert_ensemble_cli_bad_option_is_one_line(
@@ -390,3 +391,40 @@ def test_a_batch_above_a_members_bound_is_refused_naming_it_before_any_member_ru
             ShapeError, match=r"(gate's weights|'narrow' gives non-finite scores) for sample 1"
         ):
             session.run(np.stack([x[0], np.full(8, 3e38, np.float32)]))  # refused, not NaN out
+
+
+@pytest.mark.parametrize(
+    "extra", [["--epochs", "0"], ["--epochs", "-3"], ["--seed", "99999999999999999999999"]]
+)
+def test_convert_ensemble_cli_numbers_out_of_range_exit_2(
+    member_bundles: dict, calib_npz: Path, tmp_path: Path, extra, one_line_error
+) -> None:
+    members = [f"{name}={path}" for name, path in member_bundles.items()]
+    code, _, err = invoke(
+        "convert", "ensemble", *members, "--calib", str(calib_npz), "-o", str(tmp_path / "x"),
+        *extra,
+    )  # fmt: skip
+    one_line_error(code, err, extra[0])
+    assert code == 2 and not (tmp_path / "x").exists()
+
+
+def test_convert_ensemble_cli_prefers_the_inputs_own_name_to_x(
+    member_bundles: dict, digits: DigitsData, tmp_path: Path
+) -> None:
+    """A calibration file holding the members' input by its name and an unrelated 'x': the
+    named array is the input ('x' stands in only for a lone input with no array of its own).
+    The same seed gives the same gate however many were trained before in the process."""
+    name = load_bundle(member_bundles["low"]).manifest.inputs[0].name
+    x, y = digits.x_train[:300], digits.y_train[:300].astype(np.int64)
+    named, both = tmp_path / "named.npz", tmp_path / "both.npz"
+    np.savez(named, **{name: x}, y=y)
+    np.savez(both, **{name: x}, x=np.zeros_like(x), y=y)
+    members = [f"{n}={p}" for n, p in member_bundles.items()]
+    for calib, out in ((named, "a"), (named, "b"), (both, "c")):
+        code, _, err = invoke(
+            "convert", "ensemble", *members, "--calib", str(calib), "-o",
+            str(tmp_path / out), "--epochs", "20",
+        )  # fmt: skip
+        assert code == 0, err
+    reports = [load_bundle(tmp_path / s).manifest.report["quality"] for s in "abc"]
+    assert reports[0] == reports[1] == reports[2]  # one seed, one gate (it was not so)
