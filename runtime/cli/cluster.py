@@ -3,6 +3,7 @@ and ``ganglion cluster down`` (a local development cluster); see ``runtime/servi
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -52,6 +53,7 @@ def coordinate(
 
     from ganglion.runtime.serving.cluster_config import ClusterConfigError, read_cluster_config
     from ganglion.runtime.serving.coordinator import Coordinator, run_coordinator
+    from ganglion.runtime.serving.settings import is_loopback
 
     cluster = read_cluster_config(config)
     if port is not None and not 0 <= port <= 65535:
@@ -71,6 +73,14 @@ def coordinate(
             flush=True,
         )
 
+    if not is_loopback(cluster.coordinator.host):
+        print(
+            f"warning: the coordinator has no TLS: it serves in plaintext on "
+            f"{cluster.coordinator.host} (any token travels in the clear); keep it on loopback "
+            "or a private network",
+            file=sys.stderr,
+            flush=True,
+        )
     asyncio.run(run_coordinator(cluster, ready))
 
 

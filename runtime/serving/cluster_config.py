@@ -59,7 +59,7 @@ from typing import Any, NoReturn
 from ganglion.models.errors import GanglionError, file_problem
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.bundle import MANIFEST
-from ganglion.runtime.serving.settings import check_model_name
+from ganglion.runtime.serving.settings import check_model_name, grpc_address
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - the coordinator runs on Python 3.10 too
     import tomllib
@@ -68,11 +68,6 @@ else:
 
 STARTS = ("serve", "external")
 MAX_CONFIG_BYTES = 1 << 20
-
-
-def _address(host: str, port: int) -> str:
-    """HOST:PORT as gRPC takes it (an IPv6 host in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ClusterConfigError(GanglionError):
@@ -106,7 +101,7 @@ class CoordinatorConfig:
     @property
     def address(self) -> str:
         """HOST:PORT as gRPC takes it."""
-        return _address(self.host, self.port)
+        return grpc_address(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -138,7 +133,7 @@ class NodeConfig:
     @property
     def address(self) -> str:
         """HOST:PORT as gRPC takes it."""
-        return _address(self.host, self.port)
+        return grpc_address(self.host, self.port)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from ganglion.runtime.serving.inference_service import SERVICE, Admission, answe
 from ganglion.runtime.serving.lifecycle import serve_until_signal
 from ganglion.runtime.serving.node_pool import NodePool, NodeState
 from ganglion.runtime.serving.security import TokenInterceptor, read_token
+from ganglion.runtime.serving.settings import package_version
 from ganglion.runtime.serving.status import (
     check_version,
     is_served_version,
@@ -85,7 +86,7 @@ class CoordinatorService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Name; no protocol extension (of model_repository it answers RepositoryIndex only)."""
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=MODEL_VERSION, extensions=[])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=package_version(), extensions=[])
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """True while some admitted node hosts one of the ensemble's experts."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from importlib import metadata
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,7 +28,12 @@ from ganglion.runtime.serving.lifecycle import serve_until_signal
 from ganglion.runtime.serving.protos import SERVICE as CONTROL_SERVICE
 from ganglion.runtime.serving.repository import ModelRepository
 from ganglion.runtime.serving.security import TokenInterceptor, read_token, server_credentials
-from ganglion.runtime.serving.settings import NodeSettings, SettingsError
+from ganglion.runtime.serving.settings import (
+    NodeSettings,
+    SettingsError,
+    grpc_address,
+    package_version,
+)
 from ganglion.runtime.serving.telemetry import NodeTelemetry
 
 GRACE_S = 5.0
@@ -46,13 +50,6 @@ def server_options(settings: NodeSettings) -> list[tuple[str, int]]:
     ]
 
 
-def _version() -> str:
-    try:
-        return metadata.version("ganglion")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
 class Node:
     """A running node; ``start`` loads and binds, ``stop`` shuts down gracefully."""
 
@@ -63,7 +60,7 @@ class Node:
         )
         self.repository = ModelRepository(settings, self.telemetry.meter)
         self.admission = Admission(settings.max_concurrency)
-        self.inference = InferenceService(self.repository, self.admission, _version())
+        self.inference = InferenceService(self.repository, self.admission, package_version())
         self.control = ControlService(self.repository, self.telemetry, self.admission)
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -82,8 +79,7 @@ class Node:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (SERVICE, CONTROL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-        host = settings.host
-        address = f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+        address = grpc_address(settings.host, settings.port)
         try:
             if settings.tls:
                 assert settings.tls_cert is not None and settings.tls_key is not None

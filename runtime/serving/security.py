@@ -82,7 +82,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Answers UNAUTHENTICATED unless a call carries the node's bearer token."""
 
     def __init__(self, token: str) -> None:
-        self._expected = (BEARER + token).encode()
+        self._expected = token.encode()
 
     async def intercept_service(
         self,
@@ -93,13 +93,20 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         if details.method in OPEN_METHODS:
             return await continuation(details)
         given = [v for k, v in details.invocation_metadata or () if k == AUTHORIZATION]
-        if given and hmac.compare_digest(_as_bytes(given[0]), self._expected):
+        if given and hmac.compare_digest(_bearer_token(_as_bytes(given[0])), self._expected):
             return await continuation(details)
         handler = await continuation(details)
         if handler is None:
             return handler
         reason = "wrong bearer token" if given else "missing bearer token"
         return _refusing(handler, f"{reason}: send metadata 'authorization: Bearer <token>'")
+
+
+def _bearer_token(value: bytes) -> bytes:
+    """The token of an ``authorization`` value "Bearer <token>", the scheme in any case (RFC
+    6750, as HTTP's auth-scheme: case-insensitive); b"" for another scheme."""
+    scheme, _, token = value.partition(b" ")
+    return token if scheme.lower() == BEARER.strip().lower().encode() else b""
 
 
 def _as_bytes(value: str | bytes) -> bytes:

@@ -22,6 +22,35 @@ class SettingsError(GanglionError):
     listen on (an option out of range is an ``OptionError``: the command line exits 2)."""
 
 
+def grpc_address(host: str, port: int) -> str:
+    """HOST:PORT as gRPC takes it: an IPv6 host in brackets, written with or without them
+    (``--host ::1`` and ``--host [::1]`` both listen on [::1])."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is a loopback address (or localhost): a server there is reachable
+    from this machine only. 0.0.0.0 and :: are not (gRPC listens on every address, IPv4 and
+    IPv6, for either)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def package_version() -> str:
+    """Ganglion's installed version (what ServerMetadata reports), "0" when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ganglion")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
 def check_model_name(name: str) -> str:
     """``name`` if it is a valid model name, else GanglionError saying what is allowed."""
     if not MODEL_NAME.match(name):
@@ -101,12 +130,7 @@ class NodeSettings:
     @property
     def loopback(self) -> bool:
         """True when the node listens on a loopback address only."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
 
     @property
     def backends(self) -> tuple[str, ...]:

@@ -101,8 +101,13 @@ def test_tritonclient_infers_over_mutual_tls_with_the_token(
 
 @pytest.mark.parametrize(
     "headers, words",
-    [({}, "missing bearer token"), ({"authorization": "Bearer guess"}, "wrong bearer token")],
-    ids=["missing", "wrong"],
+    [
+        ({}, "missing bearer token"),
+        ({"authorization": "Bearer guess"}, "wrong bearer token"),
+        ({"authorization": f"Basic {TOKEN}"}, "wrong bearer token"),  # another scheme
+        ({"authorization": TOKEN}, "wrong bearer token"),
+    ],
+    ids=["missing", "wrong", "basic", "bare"],
 )
 def test_calls_without_the_token_are_unauthenticated(
     guarded: tuple[NodeProcess, Path], tls_files: dict[str, Path], headers: dict, words: str
@@ -113,6 +118,16 @@ def test_calls_without_the_token_are_unauthenticated(
     assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
     assert words in caught.value.message()
     _still_up(node, tls_files)
+
+
+def test_the_bearer_scheme_is_case_insensitive(
+    guarded: tuple[NodeProcess, Path], tls_files: dict[str, Path]
+) -> None:
+    """RFC 6750 (HTTP's auth-scheme): "bearer" and "BEARER" name the same scheme."""
+    node, _ = guarded
+    with _triton(node, tls_files) as client:
+        for scheme in ("bearer", "BEARER"):
+            assert client.is_model_ready("snn", headers={"authorization": f"{scheme} {TOKEN}"})
 
 
 def test_health_answers_without_the_token(

@@ -55,3 +55,14 @@ def test_options_out_of_range_exit_2_and_missing_files_exit_1(
     code, _, err = invoke("serve", "--port", "0", str(tmp_path / "absent"))
     one_line_error(code, err, "absent: no such bundle")
     assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [("::1", "[::1]:8001"), ("[::1]", "[::1]:8001"), ("127.0.0.1", "127.0.0.1:8001")],
+)
+def test_an_ipv6_host_is_bracketed_once_however_it_is_written(host: str, address: str) -> None:
+    from ganglion.runtime.serving.settings import grpc_address, is_loopback
+
+    assert grpc_address(host, 8001) == address
+    assert is_loopback(host) and not is_loopback("0.0.0.0") and not is_loopback("::")
