@@ -48,6 +48,7 @@ from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble, N
 from ganglion.runtime.serving.expert_costs import MEASURED, ReplicaCost
 from ganglion.runtime.serving.expert_plan import Plan, Planner, figures, planning_views
 from ganglion.runtime.serving.kserve_tensors import (
+    BUDGET_PARAMETERS,
     WireError,
     check_datatypes,
     fill_tensors,
@@ -61,7 +62,6 @@ from ganglion.runtime.serving.status import NodeError
 Code = grpc.StatusCode
 EJECT = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED})
 MAX_NODE_WORDS = 200  # characters of a node's message quoted in ours
-BUDGETS = ("energy_budget_j", "latency_budget_ms")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def request_budgets(
 ) -> tuple[float, float]:
     """(energy J, latency ms) from the request's parameters, else the ensemble's defaults."""
     values = {"energy_budget_j": energy_default, "latency_budget_ms": latency_default}
-    for key in BUDGETS:
+    for key in BUDGET_PARAMETERS:
         if key not in parameters:
             continue
         param = parameters[key]

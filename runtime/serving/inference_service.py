@@ -24,7 +24,12 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ganglion.runtime.serving.kserve_tensors import request_arrays, requested_outputs
+from ganglion.runtime.serving.kserve_tensors import (
+    BUDGET_PARAMETERS,
+    WireError,
+    request_arrays,
+    requested_outputs,
+)
 from ganglion.runtime.serving.repository import ModelRepository
 from ganglion.runtime.serving.sequences import sequence_control
 from ganglion.runtime.serving.status import NodeError, is_served_version, status_of
@@ -133,6 +138,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             with self.admission:
                 model = self.repository.get(request.model_name, request.model_version)
+                budgets = [key for key in BUDGET_PARAMETERS if key in request.parameters]
+                if budgets:  # silently ignored, they would read as kept
+                    raise WireError(
+                        f"parameter {budgets[0]!r} is read by a coordinator (ganglion cluster): "
+                        f"a node runs {request.model_name!r} whole, whatever the budget"
+                    )
                 model.check_datatypes(request.inputs)
                 arrays = request_arrays(request)
                 control = sequence_control(request.parameters)

@@ -51,6 +51,10 @@ CONTENTS_FIELD: dict[str, str] = {
 MAX_RANK = 8
 
 
+# request parameters a coordinator reads (a request's own budgets); a node refuses them
+BUDGET_PARAMETERS = ("energy_budget_j", "latency_budget_ms")
+
+
 class WireError(GanglionError):
     """A tensor on the wire that cannot be read (the node answers INVALID_ARGUMENT)."""
 

@@ -276,6 +276,17 @@ def test_a_request_naming_many_outputs_or_long_names_is_answered_at_once(
     assert client.is_server_live()
 
 
+def test_a_budget_parameter_is_refused_by_a_node(node: NodeProcess) -> None:
+    """Budgets are a coordinator's: a node that ignored them would seem to keep them."""
+    request = _raw_request()
+    request.parameters["energy_budget_j"].double_param = 1e-4
+    with grpc.insecure_channel(node.address) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'energy_budget_j' is read by a coordinator" in caught.value.details()
+
+
 def test_wrong_shape_is_invalid_argument(client: triton.InferenceServerClient) -> None:
     x = np.zeros((2, 7), np.float32)
     message = _refused(
