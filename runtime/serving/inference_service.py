@@ -32,13 +32,39 @@ from ganglion.runtime.serving.kserve_tensors import (
 )
 from ganglion.runtime.serving.repository import ModelRepository
 from ganglion.runtime.serving.sequences import sequence_control
+from ganglion.runtime.serving.served_model import ServedModel
 from ganglion.runtime.serving.status import NodeError, is_served_version, status_of
+from ganglion.runtime.tensors import MAX_BATCH
 
 SERVICE = "inference.GRPCInferenceService"
 SERVER_NAME = "ganglion"
 EXTENSIONS = ("sequence", "model_repository", "ganglion_control")
 MODEL_VERSION = "1"
 Servicer = TypeVar("Servicer", bound=type)
+
+
+def model_config(model: ServedModel) -> Any:
+    """``model``'s Triton ``ModelConfig``: where every tensor leads with the batch axis,
+    ``max_batch_size`` (the manifest's bound, else the node's ``MAX_BATCH``) and dims without
+    it, as Triton's batching clients (PyTriton's ``infer_batch``) expect; else
+    ``max_batch_size`` 0 and the whole shapes (a time-major input)."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    first = 1 if model.batch_first else 0
+    limit = model.session.manifest.max_batch or MAX_BATCH
+
+    def tensors(cls: Any, infos: Any) -> list[Any]:
+        kind = mc.DataType.Value
+        return [cls(name=t.name, data_type=kind(f"TYPE_{t.datatype}"), dims=t.shape[first:])
+                for t in infos]  # fmt: skip
+
+    return mc.ModelConfig(
+        name=model.name,
+        platform=f"ganglion_{model.backend}",
+        max_batch_size=limit if model.batch_first else 0,
+        input=tensors(mc.ModelInput, model.inputs),
+        output=tensors(mc.ModelOutput, model.outputs),
+    )
 
 
 def answer_unimplemented(server: str) -> Callable[[Servicer], Servicer]:
@@ -128,6 +154,41 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[
                 tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.outputs
             ],
+        )
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """The model's configuration as Triton's clients read it (PyTriton's ModelClient asks
+        for it first): ``model_config``."""
+        try:
+            model = self.repository.get(request.name, request.version)
+        except NodeError as exc:
+            await context.abort(*status_of(exc))
+        return pb.ModelConfigResponse(config=model_config(model))
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Inference counts per loaded model (``name`` empty: every one), as Triton answers
+        them; ganglion keeps no per-phase durations, so those stay 0."""
+        try:
+            if request.name:
+                models = [self.repository.get(request.name, request.version)]
+            else:
+                models = list(self.repository.models.values())
+        except NodeError as exc:
+            await context.abort(*status_of(exc))
+        return pb.ModelStatisticsResponse(
+            model_stats=[
+                pb.ModelStatistics(
+                    name=m.name,
+                    version=MODEL_VERSION,
+                    inference_count=m.inferences,
+                    execution_count=m.inferences,
+                    inference_stats=pb.InferStatistics(
+                        success=pb.StatisticDuration(count=m.inferences),
+                        fail=pb.StatisticDuration(count=m.failures),
+                    ),
+                )
+                for m in models
+            ]
         )
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -119,6 +119,7 @@ class ServedModel:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ganglion-{name}")
         self._queued = 0  # calls handed to the worker and not yet answered (event loop only)
         self.inline = False  # set by ``warm_up``
+        self.batch_first = False  # every input and output leads with the batch (``warm_up``)
 
     # ---- load time (called once, before the model takes requests) -----------------------------
 
@@ -127,6 +128,7 @@ class ServedModel:
         and energy per call with ``meter`` (already started); blocking."""
         session = self.session
         self.outputs = _output_info(session)
+        self.batch_first = _batch_first(session)
         example = session.kind.example_inputs(session.manifest, batch=1)
         for _ in range(WARMUP_UNTIMED):
             session.run(example)
@@ -369,6 +371,18 @@ def _output_info(session: Session) -> list[TensorInfo]:
         TensorInfo(name, DATATYPE_OF[a.dtype.name], _varying(a.shape, large[name].shape))
         for name, a in small.items()
     ]
+
+
+def _batch_first(session: Session) -> bool:
+    """Whether every input's first axis is the batch and every output's follows it (checked
+    on zeros of batch 1 and 2 at one step): Triton's ``max_batch_size`` > 0 form."""
+    manifest, kind = session.manifest, session.kind
+    if not all(kind.run_shape(manifest, s)[:1] == [BATCH] for s in manifest.inputs):
+        return False
+    one = session.run(_probe_inputs(session, 1, 1))
+    two = session.run(_probe_inputs(session, 2, 1))
+    assert isinstance(one, dict) and isinstance(two, dict)
+    return all(a.shape[:1] == (1,) and two[n].shape[:1] == (2,) for n, a in one.items())
 
 
 def _varying(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -168,3 +169,42 @@ def _wait_admitted(coordinator: str, node: str, timeout_s: float = 30.0) -> None
     while asyncio.run(status()) != "SERVING":
         assert time.monotonic() < deadline, f"the coordinator did not admit {node}"
         time.sleep(0.2)
+
+
+PYTRITON_CLIENT = """
+import json, sys
+import numpy as np
+from pytriton.client import ModelClient
+x = np.array(json.loads(sys.argv[3]), dtype=np.float32)
+with ModelClient("grpc://" + sys.argv[1], sys.argv[2], init_timeout_s=30) as client:
+    out = client.infer_batch(input=x)
+print(json.dumps({k: v.tolist() for k, v in out.items()}))
+"""
+
+
+def test_pytritons_model_client_batches_against_our_node(
+    interop_python, ensemble_bundle, tmp_path, cluster_file, start_cluster
+) -> None:
+    """NVIDIA's own client (PyTriton's ModelClient: ModelConfig first, then batched infer)
+    against ``ganglion serve``, its numbers those of the bundle run here."""
+    from ganglion.runtime import load
+    from ganglion.runtime.serving.cluster import read_state
+
+    nodes = {"ours": {"models": ["e1"], "device": "jetson-agx-orin-64gb"}}
+    cluster = start_cluster(cluster_file(tmp_path, ensemble_bundle, nodes))
+    address = next(r.address for r in read_state(cluster.state_dir) if r.name == "ours")
+    x = np.random.default_rng(8).normal(size=(5, 8)).astype(np.float32)
+    done = subprocess.run(
+        [interop_python, "-W", "ignore", "-c", PYTRITON_CLIENT, address, "e1", repr(x.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    cluster.down()
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = {k: np.array(v, np.float32) for k, v in json.loads(done.stdout).items()}
+    with load(ensemble_bundle / "members" / "e1", backend="onnxruntime") as session:
+        want = session.run({session.manifest.inputs[0].name: x})
+    assert set(got) == set(want)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-6)

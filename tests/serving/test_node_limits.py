@@ -185,8 +185,19 @@ def test_load_overrides_are_unimplemented(node: NodeProcess) -> None:
 def test_unimplemented_calls_and_step_mistakes_say_what_is_wrong(
     client: triton.InferenceServerClient,
 ) -> None:
-    message = _refused(lambda: client.get_model_config("dense"), "UNIMPLEMENTED")
-    assert message == "ModelConfig is not implemented by the ganglion node"
+    message = _refused(lambda: client.get_trace_settings(), "UNIMPLEMENTED")
+    assert message == "TraceSetting is not implemented by the ganglion node"
+    config = client.get_model_config("dense", as_json=True)["config"]  # as Triton's clients read it
+    assert config["max_batch_size"] == 64  # the bound it was exported with; dims without it
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [
+        ("input", "TYPE_FP32", ["8"])
+    ]
+    assert [(t["name"], t["data_type"]) for t in config["output"]] == [("output", "TYPE_FP32")]
+    stats = client.get_inference_statistics("dense", as_json=True)["model_stats"]
+    assert [s["name"] for s in stats] == ["dense"]
+    client.infer("dense", [_features()])
+    after = client.get_inference_statistics("dense", as_json=True)["model_stats"][0]
+    assert int(after.get("inference_count", 0)) == int(stats[0].get("inference_count", 0)) + 1
     two_d = lambda: client.infer("rwkv", [_ids(1, 3)], sequence_id=61, sequence_start=True)  # noqa: E731
     message = _refused(two_d, "INVALID_ARGUMENT")
     assert "a sequence step takes ids [batch] (one step per request), got ids [1, 3]" in message
