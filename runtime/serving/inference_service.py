@@ -17,6 +17,7 @@ installed by upload, ``ganglion deploy --replace``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -210,6 +211,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 control = sequence_control(request.parameters)
                 wanted = requested_outputs(request)
                 await model.infer(arrays, control, wanted, response, context.time_remaining())
+        except asyncio.CancelledError:  # the client left, or the node stops past its grace
+            await context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
         except Exception as exc:
             await context.abort(*status_of(exc))
         return response
