@@ -7,12 +7,16 @@ import numpy as np
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable
 from ganglion.models.mixture import softmax
+from ganglion.runtime.kinds.ensemble import expert_probs
 from ganglion.runtime.session import load
 
 
-def expert_probabilities(member: Deployable, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Class probabilities [M, C] of one expert on inputs given by position (torch where the
-    expert has a torch form, else ONNX Runtime), in batches of the member's ``max_batch``."""
+def expert_probabilities(
+    member: Deployable, inputs: dict[str, np.ndarray], name: str = "expert"
+) -> np.ndarray:
+    """Class probabilities [M, C] of one expert (``name``, for errors) on inputs given by
+    position (torch where the expert has a torch form, else ONNX Runtime), in batches of the
+    member's ``max_batch``; ShapeError naming the first sample whose scores are not finite."""
     renamed = {s.name: v for s, v in zip(member.manifest.inputs, inputs.values(), strict=True)}
     try:
         session = load(member)
@@ -25,15 +29,14 @@ def expert_probabilities(member: Deployable, inputs: dict[str, np.ndarray]) -> n
             next(iter(session.run({k: v[i : i + step] for k, v in renamed.items()}).values()))
             for i in range(0, rows, step)
         ]
-    value = np.concatenate(parts)
-    return softmax(value.reshape(value.shape[0], -1))
+    return expert_probs({"": np.concatenate(parts)}, name)
 
 
 def all_expert_probabilities(
     members: dict[str, Deployable], inputs: dict[str, np.ndarray]
 ) -> np.ndarray:
     """[M, experts, classes] for every member, in the order of ``members``."""
-    return np.stack([expert_probabilities(m, inputs) for m in members.values()], axis=1)
+    return np.stack([expert_probabilities(m, inputs, n) for n, m in members.items()], axis=1)
 
 
 def token_expert_probabilities(members: dict[str, Deployable], windows: np.ndarray) -> np.ndarray:
