@@ -129,3 +129,43 @@ def test_a_call_cut_short_raises_the_nodes_round_trip_to_at_least_its_wait() -> 
     assert node.observed_ms["e1"] == pytest.approx(4.0) and node.admitted
     pool.observe_at_least(node, "e1", 0.9)
     assert node.observed_ms["e1"] == pytest.approx(900.0) and node.admitted
+
+
+def test_non_finite_scores_from_every_replica_refuse_the_request_and_eject_nobody(
+    tmp_path_factory, hostile, ensemble_bundle, cluster_file, start_cluster, ask_once
+) -> None:
+    """The liar alone hosts every expert: its NaN scores have no replica to contradict them, so
+    they are taken for an input beyond the experts' range (INVALID_ARGUMENT), and the node,
+    which may be right, stays admitted. Beside an honest replica (above) it is ejected."""
+    import grpc
+
+    from ganglion.runtime.serving.client import NodeCallError
+
+    mode, _, port = hostile
+    node = {"device": "rtx-4090", "models": list(EXPERTS), "start": "external", "port": port}
+    alone = start_cluster(
+        cluster_file(
+            tmp_path_factory.mktemp("alone"),
+            ensemble_bundle,
+            {"liar": node},
+            health_interval_ms=200,
+            telemetry_interval_ms=60_000,
+        )
+    )
+    _admitted(alone.coordinator, "liar")
+    mode.write_text("nan")
+    try:
+        x = np.random.default_rng(12).normal(size=(3, 8)).astype(np.float32)
+        with pytest.raises(NodeCallError) as refused:
+            ask_once(alone.coordinator, x)
+    finally:
+        mode.write_text("honest")
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "gives non-finite scores for this input on liar" in str(refused.value)
+
+    async def health() -> str:
+        async with NodeClient(alone.coordinator, timeout_s=2.0) as client:
+            return await client.health("node/liar")
+
+    assert asyncio.run(health()) == "SERVING"
+    alone.down()
