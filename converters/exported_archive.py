@@ -16,7 +16,9 @@ file first, executing nothing:
   ``pickletools.genops``; only the globals torch's weights-only unpickler allows may appear,
   and only they may be called or built;
 - program JSON: symbolic expressions and guards fit a small arithmetic grammar, subgraph
-  names are identifiers, declared weight sizes fit the size limit.
+  names are identifiers, every name torch pastes into the code it generates (parameter,
+  buffer and constant names, node names and targets, module paths, payload-config keys) is a
+  dotted name, declared weight sizes fit the size limit.
 
 ``load_exported`` then calls ``torch.export.load`` with torch.load forced to weights-only, and
 refuses a program whose float weights or constants hold NaN.
@@ -491,9 +493,28 @@ def _read_json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ArchiveLimits
         raise _Refused(info.filename, f"not valid JSON ({type(exc).__name__})") from exc
 
 
+# program JSON keys whose string values torch pastes into the Python source it generates and
+# runs when it rebuilds the module (``getattr(r, "<name>")``): each must be a dotted name
+_CODE_NAME_KEYS = frozenset(
+    {"name", "parameter_name", "buffer_name", "tensor_constant_name", "custom_obj_name", "fqn",
+     "target"}
+)  # fmt: skip
+_DOTTED_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+
+
+def dotted_name(text: Any) -> bool:
+    """Whether ``text`` is a dotted name: parts that are identifiers or digits (``0.weight``,
+    ``blocks.1.attn``, ``torch.ops.aten.linear.default``), or empty (the root module)."""
+    return isinstance(text, str) and (
+        text == "" or all(_DOTTED_PART.fullmatch(part) for part in text.split("."))
+    )
+
+
 def _check_program(doc: Any, member: str) -> None:
     """Strings torch evaluates (sympy expressions, guards) and names it emits as code."""
     for key, value in _walk_json(doc):
+        if key in _CODE_NAME_KEYS and isinstance(value, str) and not dotted_name(value):
+            raise _Refused(member, f"{key} {_short(value)} is not a dotted name")
         if key == "expr_str":
             why = check_expression(value)
             if why:
@@ -539,6 +560,8 @@ def _payload_config(
         raise _Refused(info.filename, "payload config without a 'config' object")
     pickled, declared = set(), 0
     for fqn, entry in entries.items():
+        if not dotted_name(fqn):
+            raise _Refused(info.filename, f"entry {_short(fqn)} is not a dotted name")
         if not isinstance(entry, dict) or not isinstance(entry.get("path_name"), str):
             raise _Refused(info.filename, f"entry {fqn!r} has no path_name")
         path_name = entry["path_name"]

@@ -322,3 +322,36 @@ def test_payloads_reference_the_callables_they_claim(craft, tmp_path):
         "builtins.exec": ["__builtin__ exec"],
         "subprocess": ["commands check_call"],  # pickle writes py2 names below protocol 3
     }
+
+
+@pytest.mark.parametrize("where", ["program", "weights-config"])
+def test_a_parameter_name_torch_would_paste_into_code_is_refused(
+    craft, mlp_archive_bytes, tmp_path, where
+):
+    """torch rebuilds the module from generated Python (``getattr(r, "<name>")``): a name
+    closing that string ran code on load, with the model's outputs unchanged (found by a
+    review). Names in the program and payload-config keys must be dotted names."""
+    marker = tmp_path / "marker"
+    evil = f'0.__class__")if __import__("os").system("touch {marker}")else("'
+    records = {
+        "program": "models/model.json",
+        "weights-config": "data/weights/model_weights_config.json",
+    }  # noqa: E501
+
+    def rename(node: object) -> object:
+        if isinstance(node, dict):
+            return {(evil if k == "0.weight" else k): rename(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rename(v) for v in node]
+        return evil if node == "0.weight" else node
+
+    def edit(doc: dict) -> None:
+        renamed = rename(doc)
+        doc.clear()
+        doc.update(renamed)
+
+    path = tmp_path / "named.pt2"
+    path.write_bytes(craft.edit_json(mlp_archive_bytes, records[where], edit))
+    with pytest.raises(ConversionError, match=r"is not a dotted name"):
+        load_exported(path)
+    assert not marker.exists()
