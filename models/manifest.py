@@ -15,7 +15,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ganglion.models.errors import BundleError, GanglionError
 
@@ -28,6 +28,7 @@ NUMERICS = ("float32", "loihi2-fixed")
 MAX_RANK = 8
 MAX_DIM = 1 << 24  # a declared dimension above this is refused before anything is allocated
 MAX_TIMESTEPS = 1 << 20
+T = TypeVar("T")
 MAX_TENSORS = 4096
 DEFAULT_DT = 1e-4  # seconds per timestep: snnTorch's NIR export convention
 # Simulation conventions of an imported NIR graph (``SpikingTime.semantics``; meanings in
@@ -407,7 +408,7 @@ class Manifest:
                 provenance=_object(data.get("provenance", {}), "manifest.provenance"),
                 report=_object(data.get("report", {}), "manifest.report"),
                 members=[
-                    MemberRef(**_object(m, "manifest.members[]"))
+                    _built(MemberRef, m, "manifest.members[]")
                     for m in _list(data.get("members", []), "manifest.members")
                 ],
                 artifacts=_artifacts(data.get("artifacts", {})),
@@ -447,10 +448,31 @@ def _object(value: object, where: str) -> dict[str, Any]:
     return dict(value)  # type: ignore[call-overload]
 
 
+def _built(cls: type[T], value: object, where: str) -> T:
+    """``cls`` (a dataclass) from the JSON object ``value``; BundleError naming ``where`` and
+    a field it does not have (shown with repr: a key may hold a newline) or one it lacks."""
+    fields = _object(value, where)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise BundleError(f"manifest is malformed: {where} has no field {unknown[0]!r}")
+    missing = [
+        name
+        for name, f in known.items()
+        if name not in fields
+        and f.init
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise BundleError(f"manifest is malformed: {where} lacks field {missing[0]!r}")
+    return cls(**fields)
+
+
 def _specs(value: object, where: str) -> list[TensorSpec]:
     items = _list(value, where)
     _require(len(items) <= MAX_TENSORS, where, f"at most {MAX_TENSORS} tensors", len(items))
-    return [TensorSpec(**_object(item, f"{where}[{i}]")) for i, item in enumerate(items)]
+    return [_built(TensorSpec, item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 
 def _time(kind: object, value: object) -> Time:
@@ -462,7 +484,7 @@ def _time(kind: object, value: object) -> Time:
     fields = _object(value if value is not None else {}, "manifest.time")
     tagged = fields.pop("kind", kind)
     _require(tagged == kind, "manifest.time.kind", f"{kind!r} like manifest.kind", tagged)
-    return time_type(**fields)
+    return _built(time_type, fields, "manifest.time")
 
 
 def _artifacts(value: object) -> dict[str, str]:

@@ -517,3 +517,25 @@ def test_every_bundle_file_has_the_same_mode_and_a_linked_manifest_is_refused(
     (linked / "manifest.json").symlink_to(bundle / "manifest.json")
     with pytest.raises(BundleError, match="manifest.json: not a regular file"):
         load_bundle(linked)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda m: m["inputs"][0].__setitem__("\n", 1), "manifest.inputs[0] has no field '\\n'"),
+        (lambda m: m["outputs"][0].pop("shape"), "manifest.outputs[0] lacks field 'shape'"),
+        (lambda m: m["time"].__setitem__("extra", 1), "manifest.time has no field 'extra'"),
+    ],
+    ids=["newline-key", "missing", "time"],
+)
+def test_a_nested_field_a_manifest_should_not_have_is_named_in_one_line(
+    program: Deployable, tmp_path: Path, edit, words
+) -> None:
+    bundle = save_bundle(program, tmp_path / "b")
+    data = json.loads((bundle / "manifest.json").read_text())
+    edit(data)
+    from ganglion.models.manifest import Manifest
+
+    with pytest.raises(BundleError) as refused:
+        Manifest.from_dict(data)
+    assert words in str(refused.value) and "\n" not in str(refused.value)
