@@ -2,9 +2,11 @@
 
 A failed write leaves nothing behind and never touches what was there; an existing target is
 refused unless ``force``, which replaces it as a whole (a folder is never merged into); a
-non-empty folder is replaced only when it is a bundle (an old output): ``-o ~ --force`` must not
-take a home folder with it. Nothing is ever written inside a bundle folder (it would hold a
-file its manifest does not list), and the current folder or one above it is never replaced.
+non-empty folder is replaced only when it is an intact bundle (an old output, every file as the
+manifest lists it): ``-o ~ --force`` must not take a home folder with it, nor a folder that
+merely holds files named like a bundle's. Nothing is ever written inside a bundle folder (it
+would hold a file its manifest does not list), and the current folder or one above it is never
+replaced.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, first_line
 
 BUNDLE_MARKERS = ("manifest.json", "config.json")  # every bundle folder holds both
 
@@ -43,15 +45,31 @@ def check_target(path: Path, force: bool, reads: Iterable[Path | str | None] = (
     folder = path.is_dir() and not path.is_symlink()
     if folder and not any(path.iterdir()):
         return
-    if folder and force and not is_bundle_folder(path):
+    if folder and force and (why := _not_an_intact_bundle(path)) is not None:
         raise TargetExists(
-            f"{path} is a folder that is not a Ganglion bundle; --force replaces a file or an "
-            "old bundle, never other folders (remove it yourself, or choose a new path)"
+            f"{path} is a folder that is not a Ganglion bundle as written ({why}); --force "
+            "replaces a file or an old bundle, never other folders (remove it yourself, or "
+            "choose a new path)"
         )
     if not force:
         raise TargetExists(
             f"{path} already exists; choose a new path or pass --force to replace it"
         )
+
+
+def _not_an_intact_bundle(path: Path) -> str | None:
+    """Why folder ``path`` is not a bundle exactly as Ganglion wrote it (its manifest valid,
+    every listed file matching its SHA-256, no other file, members likewise), or None: only
+    such a folder is an old output that ``--force`` may replace. Two files named like a
+    bundle's (a web app's manifest.json and config.json) or a user's notes added to a bundle
+    are not."""
+    from ganglion.runtime.bundle import open_bundle  # bundle imports this module
+
+    try:
+        with open_bundle(path):
+            return None
+    except (GanglionError, OSError) as exc:
+        return first_line(exc, 200)
 
 
 def is_bundle_folder(path: Path) -> bool:

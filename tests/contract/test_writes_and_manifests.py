@@ -53,11 +53,33 @@ def test_force_replaces_an_old_bundle_as_a_whole_and_never_merges(
     program: Deployable, tmp_path: Path
 ) -> None:
     target = save_bundle(program, tmp_path / "b")
-    (target / "notes.txt").write_text("old")
+    old = {p.name: p.stat().st_ino for p in target.iterdir()}
     save_bundle(program, target, force=True)
-    assert not (target / "notes.txt").exists()
     manifest = json.loads((target / "manifest.json").read_text())
     assert set(manifest["artifacts"]) == {p.name for p in target.iterdir()} - {"manifest.json"}
+    assert all(old[p.name] != p.stat().st_ino for p in target.iterdir())  # new files, not merged
+
+
+@pytest.mark.parametrize("change", ["notes", "lookalike"])
+def test_force_never_replaces_a_bundle_holding_more_than_its_files_or_a_lookalike(
+    program: Deployable, tmp_path: Path, change: str
+) -> None:
+    """A bundle the user added notes to, or a web app's folder with its own manifest.json
+    and config.json, is not an old output: --force refuses it and it keeps every file."""
+    target = save_bundle(program, tmp_path / "b")
+    if change == "notes":
+        (target / "NOTES.txt").write_text("mine")
+    else:
+        for f in list(target.iterdir()):
+            f.unlink()
+        (target / "manifest.json").write_text('{"name": "my-pwa"}')
+        (target / "config.json").write_text("{}")
+        (target / "NOTES.txt").write_text("mine")
+    before = sorted(p.name for p in target.iterdir())
+    with pytest.raises(TargetExists, match="is a folder that is not a Ganglion bundle as written"):
+        save_bundle(program, target, force=True)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert (target / "NOTES.txt").read_text() == "mine"
 
 
 def test_force_never_replaces_a_folder_that_is_not_a_bundle(
