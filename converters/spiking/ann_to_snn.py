@@ -207,6 +207,13 @@ def calibrate_thresholds(
     activations = {name: values[name] for name, op in ann.ops.items() if op.kind == "relu"}
     if opts.decoding == "count":
         activations["spike_out"] = torch.relu(out)
+    for name, a in activations.items():  # a NaN compares false: it read as a silent layer
+        if not torch.isfinite(a).all():
+            sample = int((~torch.isfinite(a)).reshape(len(a), -1).any(1).nonzero()[0, 0])
+            raise ConversionError(
+                f"layer {name!r} is not finite on calibration sample {sample} (NaN or "
+                "infinity: a weight or an input beyond float32's range); no threshold fits it"
+            )
     return {
         name: _threshold(a, opts, opts.per_channel and name != "spike_out")
         for name, a in activations.items()

@@ -150,3 +150,15 @@ def test_unknown_method_is_one_line_and_writes_nothing(archive: Path) -> None:
 def test_unknown_method_is_refused_in_python() -> None:
     with pytest.raises(ConversionError, match="method"):
         SpikingOptions(method="signed")
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse"])
+def test_calibration_data_that_overflows_a_layer_is_refused_naming_it(method) -> None:
+    """A NaN compared false with zero, so an overflowing layer read as a silent one and got
+    threshold 1.0: the bundle converted, then failed to load."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    torch.nn.init.ones_(mlp[0].weight)  # 8 x 3e38 is beyond float32
+    calib = np.full((4, 8), 3e38, np.float32)
+    with pytest.raises(ConversionError, match=r"layer '\w+' is not finite on calibration sample 0"):
+        convert_spiking(mlp.eval(), calib, None, SpikingOptions(timesteps=4, method=method))
