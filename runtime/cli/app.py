@@ -17,6 +17,7 @@ import typer.exceptions
 from click import Context
 
 from ganglion.models.errors import OptionError, first_line
+from ganglion.runtime.cli.terminal import printable
 
 _REGISTERED: list[str] = []  # command and group names in the order ``_register`` adds them
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # every error becomes one line unless --debug
         if debug:
             raise
-        message = first_line(exc)
+        message = printable(first_line(exc))  # a file's name may hold escape sequences
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(exc, OptionError) else 1)
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) returns n here

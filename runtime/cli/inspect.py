@@ -13,12 +13,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ganglion.models.manifest import SpikingTime
 from ganglion.runtime.bundle import load_bundle, open_bundle
 from ganglion.runtime.cli.chip_fit import show_chip_fit
+from ganglion.runtime.cli.terminal import PlainConsole, plain, plain_row
 from ganglion.runtime.describe import describe, describe_program
 from ganglion.runtime.onnx_export import naming
 
@@ -60,7 +60,7 @@ def inspect(
     if as_json:
         typer.echo(json.dumps(info, indent=1, allow_nan=False))
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = PlainConsole(highlight=False, soft_wrap=True)
         _show(console, str(bundle), info, indent="")
         console.print(_signature_line(info["signature"]), markup=False)
     if trusted_keys is not None and "verified_by" not in info["signature"]:
@@ -80,7 +80,7 @@ def _show_ops(deployable: Any, text: str, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report, indent=1, allow_nan=False))
         return
-    console = Console(highlight=False)
+    console = PlainConsole(highlight=False)
     console.print(
         f"per generated token ({deployable.manifest.architecture}, counted on "
         f"{report['tokens_counted']} tokens):"
@@ -92,7 +92,8 @@ def _show_ops(deployable: Any, text: str, as_json: bool) -> None:
     if report["layers"]:
         table = Table("spiking layer", "firing rate", "spikes / token", "drives")
         for name, layer in report["layers"].items():
-            table.add_row(
+            plain_row(
+                table,
                 name,
                 f"{layer['firing_rate']:.3f}",
                 f"{layer['spikes_per_token']:.1f}",
@@ -127,10 +128,16 @@ def _signature_line(signature: dict[str, Any]) -> str:
 def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> None:
     split = info.get("parameter_split")
     detail = "" if not split else " (" + ", ".join(f"{v:,} {k}" for k, v in split.items()) + ")"
-    console.print(
-        f"{indent}[bold]{title}[/]: {info['kind']} program ({info['architecture']}, "
-        f"{info['numerics']}), {info['parameters']:,} parameters{detail}"
+    line, name = plain(indent), plain(title)
+    name.stylize("bold")
+    line.append_text(name)
+    line.append_text(
+        plain(
+            f": {info['kind']} program ({info['architecture']}, {info['numerics']}), "
+            f"{info['parameters']:,} parameters{detail}"
+        )
     )
+    console.print(line)
     for spec in info["inputs"]:
         text = info["shapes"].get(spec["name"], "")
         console.print(f"{indent}input  {spec['name']} {spec['dtype']}: {text}", markup=False)
@@ -152,7 +159,8 @@ def _show(console: Console, title: str, info: dict[str, Any], indent: str) -> No
     if info["layers"]:
         table = Table("layer", "type", "shape", "parameters", "inputs")
         for layer in info["layers"]:
-            table.add_row(
+            plain_row(
+                table,
                 layer["name"],
                 layer["type"],
                 str(layer["shape"]),
@@ -235,8 +243,9 @@ def _conversion_table(console: Console, report: dict[str, Any], indent: str) -> 
     table = Table("layer", "neurons", "threshold", "firing rate", title="conversion report")
     for name, row in layers.items():
         if isinstance(row, dict) and "firing_rate" in row:
-            table.add_row(
-                escape(str(name)),
+            plain_row(
+                table,
+                name,
                 f"{row.get('neurons', 0):,}",
                 f"{row['threshold_min']:.4g}..{row['threshold_max']:.4g}",
                 f"{row['firing_rate']:.3f}",

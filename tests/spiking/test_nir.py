@@ -114,3 +114,27 @@ def test_imported_graph_runs_time_major(handmade_graph, tmp_path: Path) -> None:
     net = SpikingNetwork(read_nir(tmp_path / "h.nir"), SpikingTime())
     out = net.run(torch.rand(5, 2, 2, 4, 4))
     assert out.shape == (5, 2, 5)
+
+
+def test_node_names_from_a_file_reach_the_terminal_as_plain_text(tmp_path: Path) -> None:
+    """A NIR node named with an escape sequence or rich markup: ``inspect`` shows it, but as
+    text (control characters replaced), never restyling or retitling the terminal."""
+    from ganglion.runtime.cli import invoke
+
+    evil = "a\x1b[7m\x07[b]"  # reverse video, a bell, rich markup
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([3])}),
+            evil: nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)),
+            "if": nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+            "out": nir.Output(output_type={"output": np.array([2])}),
+        },
+        edges=[("in", evil), (evil, "if"), ("if", "out")],
+    )
+    nir.write(tmp_path / "named.nir", graph)
+    code, _, err = invoke("import-nir", str(tmp_path / "named.nir"), "-o", str(tmp_path / "b"))
+    assert code == 0, err
+    code, out, err = invoke("inspect", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "a\ufffd[7m\ufffd[b]" in out  # shown, not obeyed
