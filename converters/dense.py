@@ -279,6 +279,27 @@ def _ort_outputs(
         raise ConversionError(f"ONNX Runtime cannot run the graph: {ort_message(exc)}") from exc
 
 
+def _labels(labels: Any, count: int, outputs: list[TensorSpec]) -> np.ndarray | None:
+    """The calibration labels ``y`` (None: none), checked: ``count`` integers, each a class
+    of the first output where its last axis is fixed (ConversionError otherwise: a label out of
+    range scored accuracy 0, a NaN one dropped the check without a word)."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    classes = outputs[0].shape[-1] if outputs and outputs[0].shape else -1
+    top = f"[0, {classes})" if classes > 0 else "[0, ...)"
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise ConversionError(
+            f"the calibration labels 'y' must be {count} integers in {top} (one per sample), "
+            f"got {labels.dtype} {list(labels.shape)}"
+        )
+    if labels.size and (labels.min() < 0 or (classes > 0 and labels.max() >= classes)):
+        raise ConversionError(
+            f"the calibration labels 'y' must be in {top}, got {labels.min()}..{labels.max()}"
+        )
+    return labels
+
+
 def _compare(
     reference: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: np.ndarray | None
 ) -> dict[str, Any]:
@@ -290,7 +311,7 @@ def _compare(
     ref, out = reference[first], got[first]
     if ref.ndim == 2 and ref.shape[1] > 1:
         check["argmax_agreement"] = float((ref.argmax(-1) == out.argmax(-1)).mean())
-        if labels is not None and labels.shape == (ref.shape[0],) and labels.dtype.kind in "iu":
+        if labels is not None:  # checked (``_labels``)
             check["source_accuracy"] = float((ref.argmax(-1) == labels).mean())
             check["accuracy"] = float((out.argmax(-1) == labels).mean())
     return check
@@ -355,8 +376,8 @@ def convert_dense(
     module, inputs, outputs = dense_from_exported(source) if exported else dense_from_onnx(source)
     report: dict[str, Any] = {}
     if calib is not None:
-        labels = calib.get("y")
         x = _calibration_inputs(calib, module.input_names, inputs)
+        labels = _labels(calib.get("y"), len(next(iter(x.values()))), outputs)
         fp32 = _ort_outputs(module.onnx_models["fp32"], x, module.output_names)
         if exported:
             with torch.no_grad():

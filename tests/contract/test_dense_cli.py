@@ -367,3 +367,28 @@ def test_a_member_with_a_bounded_batch_is_calibrated_in_pieces(tmp_path: Path) -
     got = expert_probabilities(bounded, {"x": x})
     np.testing.assert_allclose(got, expert_probabilities(free, {"x": x}), atol=1e-6)
     assert got.shape == (20, 3)
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [
+        (np.full(6, -1), "must be in [0, 3), got -1..-1"),
+        (np.full(6, 2**62), "must be in [0, 3), got 4611686018427387904"),
+        (np.full(6, np.nan), "must be 6 integers in [0, 3) (one per sample), got float64 [6]"),
+        (np.zeros(2, np.int64), "must be 6 integers in [0, 3) (one per sample), got int64 [2]"),
+    ],
+    ids=["negative", "huge", "nan", "short"],
+)
+def test_calibration_labels_are_checked_before_they_score(labels, words) -> None:
+    """A label out of range scored accuracy 0 and a NaN or short one dropped the check, all
+    with exit 0."""
+    from ganglion.converters.dense import convert_dense
+    from ganglion.models.errors import ConversionError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    program = torch.export.export(model, (torch.zeros(2, 4),))
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    with pytest.raises(ConversionError, match=re.escape(words)):
+        convert_dense(program, {"x": x, "y": labels})
+    report = convert_dense(program, {"x": x, "y": np.array([0, 1, 2, 0, 1, 2])}).manifest.report
+    assert set(report["accuracy_check"]["onnx_vs_torch"]) >= {"accuracy", "source_accuracy"}
