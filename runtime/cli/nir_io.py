@@ -90,6 +90,8 @@ def export(
     """Export a bundle's program to an interchange format (NIR, ONNX)."""
     if nir is None and onnx is None:
         raise BundleError("nothing to export: give --nir OUT.nir and/or --onnx OUT.onnx")
+    if nir is not None and onnx is not None and nir.resolve() == onnx.resolve():
+        raise BundleError(f"--nir and --onnx both name {nir}; give each its own file")
     for path in (nir, onnx):
         if path is not None:
             check_target(path, force, reads=(bundle,))

@@ -132,6 +132,10 @@ def test_cli_records_the_conventions_and_export_keeps_them(tmp_path: Path, capsy
     assert "like=snntorch" in shown and "reset_delay=1" in shown and "fire=ge" in shown
     assert "timesteps=" not in shown and "T=the input's first axis" in shown  # time-major
     assert "{" not in shown and "None" not in shown  # no raw dicts, no absent fields
+    same = str(tmp_path / "both.out")
+    assert _cli(["export", str(bundle), "--nir", same, "--onnx", same, "--force"]) != 0
+    assert "--nir and --onnx both name" in capsys.readouterr().err
+    assert not (tmp_path / "both.out").exists()  # refused before anything was written
     assert _cli(["export", str(bundle), "--nir", str(tmp_path / "out.nir")]) == 0
     assert _cli(["import-nir", str(tmp_path / "out.nir"), "-o", str(again)]) == 0  # plain rules
     x = torch.from_numpy(_fixture(name)[0])
