@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from ganglion.models.errors import ShapeError, inflation_problem
+from ganglion.models.errors import ShapeError, first_line, inflation_problem
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,14 @@ def npz_members(
     return members
 
 
+def unreadable(where: str, what: str, exc: BaseException) -> ShapeError:
+    """The one-line error for a file numpy or zipfile could not read: the file, what it should
+    have been, and the reader's own first words (a header's bad length, a truncated member)."""
+    return ShapeError(
+        f"{where}: not a readable {what} ({type(exc).__name__}: {first_line(exc, 120)})"
+    )
+
+
 def read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran order, dtype) from a .npy header, reading nothing past it; ShapeError
     naming ``where`` if unreadable."""
@@ -82,7 +90,7 @@ def read_npy_header(fh: IO[bytes], where: str) -> tuple[tuple[int, ...], bool, n
         if version == (2, 0):
             return np.lib.format.read_array_header_2_0(fh)
     except Exception as exc:
-        raise ShapeError(f"{where}: not a readable .npy array ({type(exc).__name__})") from exc
+        raise unreadable(where, ".npy array", exc) from exc
     raise ShapeError(f"{where}: .npy format {version} is not read (1.0 and 2.0 are)")
 
 
@@ -105,4 +113,4 @@ def read_npz_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str)
         try:
             return np.lib.format.read_array(fh, allow_pickle=False)
         except Exception as exc:
-            raise ShapeError(f"{where}: not a readable .npy array ({type(exc).__name__})") from exc
+            raise unreadable(where, ".npy array", exc) from exc

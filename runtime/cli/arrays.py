@@ -8,6 +8,7 @@ output, ``--output OUT.npz`` any number of outputs by name.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from collections.abc import Iterable
@@ -16,7 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ganglion.models.errors import ShapeError, file_problem
-from ganglion.models.npz_archive import npz_members, read_npz_member
+from ganglion.models.npz_archive import (
+    npz_members,
+    read_npy_header,
+    read_npz_member,
+    unreadable,
+)
 from ganglion.runtime.atomic import atomic_file, check_target
 from ganglion.runtime.cli.pairs import option_pairs
 
@@ -42,13 +48,34 @@ def _usable(array: np.ndarray, where: str) -> np.ndarray:
     return array
 
 
+def _check_declared_size(path: Path) -> None:
+    """ShapeError naming the shape when a .npy header declares more data than the file holds
+    (numpy would try to allocate it: a 2**40-element header failed as a bare MemoryError)."""
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            return  # not a .npy (an .npz, or nothing numpy reads): np.load says which
+        fh.seek(0)
+        try:
+            shape, _, dtype = read_npy_header(fh, str(path))
+        except ShapeError:
+            return  # a version this reader does not know: np.load reads or refuses it
+        declared = math.prod(shape) * dtype.itemsize
+        held = path.stat().st_size - fh.tell()
+        if declared > held:
+            raise ShapeError(
+                f"{path}: its header declares {list(shape)} {dtype} ({declared} bytes), the "
+                f"file holds {held} bytes of data"
+            )
+
+
 def read_npy(path: Path) -> np.ndarray:
     """One array from a .npy file (never unpickled); one-line ShapeError otherwise."""
     _check_file(path)
+    _check_declared_size(path)
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise ShapeError(f"{path}: not a readable .npy array ({type(exc).__name__})") from exc
+        raise unreadable(str(path), ".npy array", exc) from exc
     if not isinstance(data, np.ndarray):
         data.close()
         raise ShapeError(f"{path}: an .npz archive; give one array saved with np.save (.npy)")
@@ -69,7 +96,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except ShapeError:
         raise
     except Exception as exc:
-        raise ShapeError(f"{path}: not a readable .npz archive ({type(exc).__name__})") from exc
+        raise unreadable(str(path), ".npz archive", exc) from exc
     return arrays
 
 

@@ -697,3 +697,26 @@ def test_a_batch_outside_the_exported_range_names_the_file_and_the_limit(
     args = ["convert", "dense", tmp_path / "small.pt2", "--calib", tmp_path / "calib.npz"]
     code, _, err = invoke(*map(str, [*args, "-o", tmp_path / "b"]))
     one_line_error(code, err, "small.pt2: inputs input [16, 64]", "<= 8")
+
+
+def test_an_npy_header_declaring_more_than_the_file_holds_is_named(
+    tmp_path: Path, one_line_error
+) -> None:
+    """A 16-byte file whose header declares 2**40 float32s: refused from the header, naming
+    the shape (it failed as a bare 'MemoryError' before), and a header that cannot be read
+    says what numpy found."""
+    from ganglion.runtime.cli import invoke
+
+    huge, cut = tmp_path / "huge.npy", tmp_path / "cut.npy"
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (2**20, 2**20)}
+        )
+        f.write(bytes(16))
+    cut.write_bytes(b"\x93NUMPY\x02\x00\x00\x00\x00\x80{")
+    for path, words in (
+        (huge, ("[1048576, 1048576] float32 (4398046511104 bytes)", "holds 16 bytes")),
+        (cut, ("not a readable .npy array (ValueError: ",)),
+    ):
+        code, _, err = invoke("run", str(tmp_path), "--input", str(path), "--output", "o.npy")
+        one_line_error(code, err, str(path), *words)
