@@ -127,6 +127,13 @@ def _neuron_problem(
             f"reset delay {neuron.reset_delay}) has no Loihi 2 LIF form here: Lava's LIF "
             f"fires one spike on v > vth and resets at once"
         )
+    if neuron.spiking and not bool((neuron.threshold > 0).all()):
+        index = tuple(int(i) for i in (neuron.threshold <= 0).nonzero()[0])
+        return (
+            f"neuron node {name!r} has threshold {float(neuron.threshold[index]):g} at index "
+            f"{index}: Loihi 2 folds each threshold into the neuron's weights, so every one "
+            "must be positive"
+        )
     for what in ("decay", "syn_decay"):
         value = getattr(neuron, what)
         if value is not None and value.unique().numel() > 1:

@@ -154,6 +154,22 @@ def test_non_spiking_neuron_feeding_a_dense_layer_is_refused_naming_it():
         load(program, backend="lava")
 
 
+def test_a_threshold_that_is_not_positive_is_refused_naming_the_neuron():
+    """Loihi folds each threshold into the neuron's weights: a 0 (which NIR allows) divided
+    by it and failed deep in quantize as 'cannot convert float NaN to integer'."""
+    lif = _lif((3,))
+    lif.threshold = torch.tensor([1.0, 0.0, 1.0])
+    nodes = {"fc": Affine(torch.ones(3, 2), torch.zeros(3)), "lif": lif}
+    program = _program(SpikingGraph(nodes, [(INPUT, "fc"), ("fc", "lif"), ("lif", OUTPUT)], (2,)))
+    reason = r"neuron node 'lif' has threshold 0 at index \(1,\): Loihi 2 folds each threshold"
+    report = chip_fit(program.module.graph)
+    assert not report["mappable"] and re.search(reason, report["unsupported"])
+    with pytest.raises(ConversionError, match=reason):
+        quantize_loihi2(program)
+    with pytest.raises(BackendUnavailable, match=reason):
+        load(program, backend="lava")
+
+
 def test_chip_fit_takes_its_limits_from_the_loihi2_device_profile(monkeypatch):
     """The report's limits are the profile's figures, and a changed profile changes the fit: a
     layer of 4 neurons fed by 4·3000 synapses needs ceil(12000 / 5000) = 3 cores of 5000."""
