@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ganglion.models.errors import BundleError
+from ganglion.models.errors import BundleError, NIRError, first_line
 from ganglion.runtime.atomic import atomic_file, check_target
 from ganglion.runtime.onnx_export.naming import DEFAULT_OPSET
 
@@ -64,7 +64,13 @@ def import_nir(
     deployable = import_nir_program(
         graph, dt=dt, semantics=semantics, type_check=not no_type_check, force=force_dt
     )
-    warning = silence_warning(deployable)
+    try:
+        warning = silence_warning(deployable)  # runs the program once on a probe
+    except RuntimeError as exc:  # torch's shape errors: layers that do not fit together
+        raise NIRError(
+            f"{graph}: the graph does not run ({first_line(exc, 160)}); its layers' shapes "
+            "disagree (import without --no-type-check to have them checked)"
+        ) from exc
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"bundle written to {save_bundle(deployable, output, force)}")

@@ -151,3 +151,28 @@ def test_failed_import_leaves_no_bundle(tmp_path: Path, capsys) -> None:
     assert _cli(["import-nir", str(tmp_path / "fast.nir"), "-o", str(tmp_path / "b"),
                  "--like", "bogus"]) != 0  # fmt: skip
     assert not (tmp_path / "b").exists()
+
+
+def test_a_graph_whose_shapes_disagree_imported_unchecked_is_named(
+    tmp_path: Path, one_line_error
+) -> None:
+    """With --no-type-check a weight of the wrong width reached torch's matmul, whose message
+    named neither the file nor the cause."""
+    from ganglion.runtime.cli import invoke
+
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([4])}),
+            "fc": nir.Affine(weight=np.ones((3, 5)), bias=np.zeros(3)),
+            "if": nir.IF(r=np.ones(3), v_threshold=np.ones(3)),
+            "out": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("in", "fc"), ("fc", "if"), ("if", "out")],
+        type_check=False,
+    )
+    nir.write(tmp_path / "wide.nir", graph)
+    code, _, err = invoke(
+        "import-nir", "--no-type-check", str(tmp_path / "wide.nir"), "-o", str(tmp_path / "b")
+    )
+    one_line_error(code, err, "wide.nir: the graph does not run", "shapes disagree")
+    assert not (tmp_path / "b").exists()
