@@ -218,8 +218,8 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name an expert (a lone surrogate, a control character), or None."""
     if not is_text(name):
         return "is not Unicode text (a lone surrogate)"
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        return "holds a control character"
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return "holds a control character or a line break"
     return None
 
 
@@ -227,7 +227,7 @@ def check_budget(value: Any, label: str) -> float:
     """A budget as float; ``SelectionProblemError`` unless a finite number >= 0."""
     if type(value) not in (int, float):
         raise SelectionProblemError(f"{label} must be a number, got {_shown(value)}")
-    number = float(value)
+    number = float(value) + 0.0  # -0.0 is 0 (and prints so)
     if not math.isfinite(number) or number < 0:
         raise SelectionProblemError(f"{label} must be a finite number >= 0, got {_shown(value)}")
     return number
