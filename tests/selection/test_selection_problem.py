@@ -238,7 +238,9 @@ def test_rescaled_rows_keep_every_quality_bit_for_bit():
         assert scaled.quality(subset) == problem.quality(subset)
 
 
-@pytest.mark.parametrize("name", ["a\nb", "x\x1b[31m", "tab\there", "line\u2028sep", "para\u2029sep"])
+@pytest.mark.parametrize(
+    "name", ["a\nb", "x\x1b[31m", "tab\there", "line\u2028sep", "para\u2029sep"]
+)
 def test_an_expert_name_with_a_control_character_is_refused(tmp_path, name):
     data = small_problem()
     data["experts"][1]["name"] = name
