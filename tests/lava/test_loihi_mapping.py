@@ -135,6 +135,16 @@ def test_chip_fit_counts_the_digits_cnn_as_mapped_with_pooling_folded(digits_cnn
     assert report["neurons"] == 16 * 8 * 8 + 32 * 4 * 4 + 10
 
 
+def _refused_everywhere(program: Deployable, reason: str) -> None:
+    """One verdict, matching ``reason``, from chip fit, quantize and the Lava backend."""
+    report = chip_fit(program.module.graph)
+    assert not report["mappable"] and re.search(reason, report["unsupported"])
+    with pytest.raises(ConversionError, match=reason):
+        quantize_loihi2(program)
+    with pytest.raises(BackendUnavailable, match=reason):
+        load(program, backend="lava")
+
+
 def test_non_spiking_neuron_feeding_a_dense_layer_is_refused_naming_it():
     """Lava's LIF sends spikes only, so an LI's membrane can be read as the program's output but
     cannot feed another layer: one verdict from chip fit, quantize and the Lava backend."""
@@ -146,12 +156,7 @@ def test_non_spiking_neuron_feeding_a_dense_layer_is_refused_naming_it():
     edges = [(INPUT, "fc"), ("fc", "hidden"), ("hidden", "fc2"), ("fc2", "lif"), ("lif", OUTPUT)]
     program = _program(SpikingGraph(nodes, edges, (2,)))
     reason = "neuron node 'hidden' .li. is non-spiking"
-    report = chip_fit(program.module.graph)
-    assert not report["mappable"] and re.search(reason, report["unsupported"])
-    with pytest.raises(ConversionError, match=reason):
-        quantize_loihi2(program)
-    with pytest.raises(BackendUnavailable, match=reason):
-        load(program, backend="lava")
+    _refused_everywhere(program, reason)
 
 
 def test_a_threshold_that_is_not_positive_is_refused_naming_the_neuron():
@@ -162,12 +167,7 @@ def test_a_threshold_that_is_not_positive_is_refused_naming_the_neuron():
     nodes = {"fc": Affine(torch.ones(3, 2), torch.zeros(3)), "lif": lif}
     program = _program(SpikingGraph(nodes, [(INPUT, "fc"), ("fc", "lif"), ("lif", OUTPUT)], (2,)))
     reason = r"neuron node 'lif' has threshold 0 at index \(1,\): Loihi 2 folds each threshold"
-    report = chip_fit(program.module.graph)
-    assert not report["mappable"] and re.search(reason, report["unsupported"])
-    with pytest.raises(ConversionError, match=reason):
-        quantize_loihi2(program)
-    with pytest.raises(BackendUnavailable, match=reason):
-        load(program, backend="lava")
+    _refused_everywhere(program, reason)
 
 
 def test_chip_fit_takes_its_limits_from_the_loihi2_device_profile(monkeypatch):

@@ -210,24 +210,15 @@ def test_malformed_arguments_exit_2_never_1_which_means_no_subset_fits(
 
 
 def test_costs_whose_sum_is_beyond_float64_are_refused_naming_the_file(tmp_path) -> None:
-    data = json.loads(
-        json.dumps(
-            {
-                "experts": [
-                    {"name": n, "energy_j": 1.7e308, "latency_ms": 1.0, "tx_energy_j": 0.0,
-                     "tx_latency_ms": 0.0}
-                    for n in "ab"
-                ],
-                "aggregation": {"base_ms": 0.0, "per_expert_ms": 0.0},
-                "gate": [[1.0, 1.0]],
-                "p_true": [[0.5, 0.5]],
-            }
-        )
-    )  # fmt: skip
+    costs = {"energy_j": 1.7e308, "latency_ms": 1.0, "tx_energy_j": 0.0, "tx_latency_ms": 0.0}
+    data = {
+        "experts": [{"name": n, **costs} for n in "ab"],
+        "aggregation": {"base_ms": 0.0, "per_expert_ms": 0.0},
+        "gate": [[1.0, 1.0]],
+        "p_true": [[0.5, 0.5]],
+    }
     path = tmp_path / "P.json"
     path.write_text(json.dumps(data))
-    code, out, err = invoke(
-        "select", "--problem", str(path), "--energy-budget", "1e308", "--latency-budget", "9",
-        "--json",
-    )  # fmt: skip
+    args = ("--problem", str(path), "--energy-budget", "1e308", "--latency-budget", "9")
+    code, out, err = invoke("select", *args, "--json")
     assert code == 2 and out == "" and "P.json: costs: the experts' energy_j" in err
