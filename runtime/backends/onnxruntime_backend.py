@@ -107,11 +107,14 @@ ONNX_DTYPES = {  # ONNX Runtime's type names -> the manifest's
 
 
 def graph_problem(graph: Any, manifest: Manifest) -> str | None:
-    """Why a whole-program graph cannot serve ``manifest`` (a tensor missing, another dtype or
-    rank, a size fixed where the manifest lets it vary or fixed to another value), or None."""
+    """Why a whole-program or step graph cannot serve ``manifest`` (a tensor missing, another
+    dtype or rank, a size fixed where the manifest lets it vary or fixed to another value; a
+    step graph's state as ``state_in.<name>`` and ``state_out.<name>``), or None."""
+    state_in = [TensorSpec(naming.state_input(s.name), s.shape, s.dtype) for s in manifest.state]
+    state_out = [TensorSpec(naming.state_output(s.name), s.shape, s.dtype) for s in manifest.state]
     for role, specs, args in (
-        ("input", manifest.inputs, graph.get_inputs()),
-        ("output", manifest.outputs, graph.get_outputs()),
+        ("input", [*manifest.inputs, *state_in], graph.get_inputs()),
+        ("output", [*manifest.outputs, *state_out], graph.get_outputs()),
     ):
         found = {arg.name: arg for arg in args}
         for spec in specs:
@@ -129,7 +132,7 @@ def graph_problem(graph: Any, manifest: Manifest) -> str | None:
                     f"{role} {spec.name!r} is {shape} {dtype} in the graph, {declared} "
                     f"{spec.dtype} in the manifest"
                 )
-    declared_inputs = {s.name for s in manifest.inputs}
+    declared_inputs = {s.name for s in (*manifest.inputs, *state_in)}
     extra = [arg.name for arg in graph.get_inputs() if arg.name not in declared_inputs]
     if extra:
         return f"the graph takes input {extra[0]!r}, which the manifest does not declare"
@@ -258,10 +261,9 @@ class OnnxRuntimeSession(Session):
                     "convert with --precision int8 --calib CALIB.npz"
                 )
             self._step_graph = open_graph(checked_graph_file(program, variant))
-        if not self.kind.has_steps:  # the graph is the whole program, named as the manifest
-            problem = graph_problem(self._step_graph, self.manifest)
-            if problem is not None:
-                raise BundleError(f"{program.name}/{variant}: {problem}")
+        problem = graph_problem(self._step_graph, self.manifest)  # a manifest edited apart
+        if problem is not None:
+            raise BundleError(f"{program.name}/{variant}: {problem}")
         sequence = (
             bundle_graph(program, "sequence", required=False) if precision == "fp32" else None
         )

@@ -179,3 +179,25 @@ def test_threads_sharing_a_session_step_as_if_alone(program: Deployable, x: np.n
     for k in range(2):
         for got, want in zip(shared[k], alone[k], strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda m: m["outputs"][0].__setitem__("shape", [-1, 11]), "output 'output' is"),
+        (lambda m: m["outputs"][0].__setitem__("dtype", "int64"), "int64 in the manifest"),
+        (lambda m: m.__setitem__("state", []), "takes input 'state_in."),
+    ],
+    ids=["shape", "dtype", "no-state"],
+)
+def test_a_manifest_edited_apart_from_its_step_graph_is_refused_at_load(
+    program: Deployable, tmp_path: Path, tampered, edit, words
+) -> None:
+    """Checksums redone, the manifest declaring what the graph does not give: refused in one
+    line naming the tensor (ONNX Runtime failed at ``step`` with its own message before)."""
+    from ganglion.models.errors import BundleError
+
+    bundle = tampered(save_bundle(program, tmp_path / "b"), tmp_path, manifest=edit)
+    with pytest.raises(BundleError, match=words) as refused:
+        load(bundle, backend="onnxruntime")
+    assert "\n" not in str(refused.value)
