@@ -16,7 +16,7 @@ import typer.core
 import typer.exceptions
 from click import Context
 
-from ganglion.models.errors import OptionError, first_line
+from ganglion.models.errors import GanglionError, OptionError, first_line
 from ganglion.runtime.cli.terminal import printable
 
 _REGISTERED: list[str] = []  # command and group names in the order ``_register`` adds them
@@ -167,7 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # every error becomes one line unless --debug
         if debug:
             raise
-        message = printable(first_line(exc))  # a file's name may hold escape sequences
+        # our messages are one line but for the names they quote (a file's may hold a newline
+        # or an escape sequence): shown whole, those replaced; another library's: its first line
+        text = str(exc).strip() if isinstance(exc, GanglionError) and str(exc).strip() else None
+        message = printable(text if text is not None else first_line(exc))
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2 if isinstance(exc, OptionError) else 1)
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) returns n here

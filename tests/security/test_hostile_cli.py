@@ -720,3 +720,16 @@ def test_an_npy_header_declaring_more_than_the_file_holds_is_named(
     ):
         code, _, err = invoke("run", str(tmp_path), "--input", str(path), "--output", "o.npy")
         one_line_error(code, err, str(path), *words)
+
+
+def test_a_file_name_holding_a_newline_or_an_escape_stays_one_whole_line(
+    tmp_path: Path, one_line_error
+) -> None:
+    """The error quoted the name raw: a newline cut it to 'error: ...a', an escape sequence
+    reached the terminal."""
+    from ganglion.runtime.cli import invoke
+
+    folder = tmp_path / "a\nb\x1b[31m"
+    folder.mkdir()
+    code, _, err = invoke("inspect", str(folder))
+    one_line_error(code, err, "a\ufffdb\ufffd[31m: not a bundle")
