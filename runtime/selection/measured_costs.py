@@ -70,6 +70,11 @@ def read_measured_cost(path: str | Path, device: str, manifest_sha256: str) -> M
         )
         held = f"it measured {', '.join(here)}" if here else "it measured no device"
         raise SelectionProblemError(f"{source}: no measured result for device {device!r} ({held})")
+    if len(measured) > 1:  # which one is meant cannot be told: none is guessed
+        rows = ", ".join(f"results[{i}]" for i, _ in measured)
+        raise SelectionProblemError(
+            f"{source}: {rows} all measure device {device!r}; keep one (profile once per device)"
+        )
     i, result = measured[0]
     where = f"results[{i}]"
     batch = result.get("batch")

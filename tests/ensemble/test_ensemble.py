@@ -283,6 +283,11 @@ def test_select_refuses_a_hostile_profile_naming_the_field(
     bad.write_text(low_profile.read_text().replace('"p50": ', '"p50": NaN, "x": ', 1))
     code, _, err = _select([*args, "--profiled", f"low={bad}"], capsys)
     assert code == 2 and str(bad) in err and err.count("\n") == 1
+    data = json.loads(low_profile.read_text())
+    data["results"].append(dict(data["results"][0]))  # two results for one device: which?
+    bad.write_text(json.dumps(data))
+    code, _, err = _select([*args, "--profiled", f"low={bad}"], capsys)
+    assert code == 2 and "results[0], results[1] all measure device" in err
 
 
 @pytest.fixture
