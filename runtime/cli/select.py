@@ -300,13 +300,25 @@ def _cheapest(problem: SelectionProblem) -> dict[str, Any]:
     return {"least_energy": _single(problem, frugal), "least_latency": _single(problem, fastest)}
 
 
+def _apart(cost: float, budget: float) -> tuple[str, str]:
+    """``cost`` and ``budget`` printed with 6 significant digits, or as many more as it takes
+    to tell them apart (a cost just over its budget read "needs 0.3 J (budget 0.3 J)")."""
+    for digits in (6, 9, 12, 17):
+        shown = f"{cost:.{digits}g}", f"{budget:.{digits}g}"
+        if shown[0] != shown[1] or cost == budget:
+            return shown
+    return shown
+
+
 def _infeasible_reason(problem: SelectionProblem, energy_budget: float, latency_budget: float):
     cheap = _cheapest(problem)
     frugal, fastest = cheap["least_energy"], cheap["least_latency"]
-    need_e = f"the least-energy expert {frugal['experts'][0]} needs {frugal['energy_j']:.6g} J"
-    need_l = f"the fastest expert {fastest['experts'][0]} needs {fastest['latency_ms']:.6g} ms"
-    have_e = f"budget {energy_budget:.6g} J"
-    have_l = f"budget {latency_budget:.6g} ms"
+    cost_e, budget_e = _apart(frugal["energy_j"], energy_budget)
+    cost_l, budget_l = _apart(fastest["latency_ms"], latency_budget)
+    need_e = f"the least-energy expert {frugal['experts'][0]} needs {cost_e} J"
+    need_l = f"the fastest expert {fastest['experts'][0]} needs {cost_l} ms"
+    have_e = f"budget {budget_e} J"
+    have_l = f"budget {budget_l} ms"
     over_e = frugal["energy_j"] > budget_limit(energy_budget)
     over_l = fastest["latency_ms"] > budget_limit(latency_budget)
     if over_e and over_l:

@@ -222,3 +222,19 @@ def test_costs_whose_sum_is_beyond_float64_are_refused_naming_the_file(tmp_path)
     args = ("--problem", str(path), "--energy-budget", "1e308", "--latency-budget", "9")
     code, out, err = invoke("select", *args, "--json")
     assert code == 2 and out == "" and "P.json: costs: the experts' energy_j" in err
+
+
+def test_an_infeasible_cost_just_over_its_budget_is_printed_apart_from_it(tmp_path) -> None:
+    """6 significant digits read 'needs 0.3 J (budget 0.3 J)' for a cost just over."""
+    costs = {"energy_j": 0.3000001, "latency_ms": 1.0, "tx_energy_j": 0.0, "tx_latency_ms": 0.0}
+    data = {
+        "experts": [{"name": "a", **costs}],
+        "aggregation": {"base_ms": 0.0, "per_expert_ms": 0.0},
+        "gate": [[1.0]],
+        "p_true": [[0.5]],
+    }
+    path = tmp_path / "P.json"
+    path.write_text(json.dumps(data))
+    args = ("--problem", str(path), "--energy-budget", "0.3", "--latency-budget", "9")
+    code, _, err = invoke("select", *args)
+    assert code == 1 and "needs 0.3000001 J (budget 0.3 J)" in err
