@@ -425,7 +425,10 @@ def linear(
     from ganglion.models.sequence.program import sequence_deployable
 
     if bundle is None:
-        source = gpt_from_exported(load_exported(model))
+        try:
+            source = gpt_from_exported(load_exported(model))
+        except (GanglionError, ValueError) as exc:  # a network convert linear does not read
+            raise _naming(model, exc) from exc
         provenance: dict[str, Any] = {"source_file": model.name}
         source_tokens = None
     else:

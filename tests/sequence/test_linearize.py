@@ -379,6 +379,14 @@ def test_other_structures_are_refused_naming_what_was_found(model, named):
         gpt_from_exported(_export(model()))
 
 
+def test_cli_names_the_pt2_it_cannot_read(tmp_path, capsys):
+    torch.export.save(_export(ConvLM()), str(tmp_path / "conv.pt2"))
+    args = ["convert", "linear", tmp_path / "conv.pt2", "--to", "gla", "-o", tmp_path / "b"]
+    code, _, err = _cli(args, capsys)
+    assert code == 1 and f"error: {tmp_path / 'conv.pt2'}: expected" in err
+    assert err.count("\n") == 1 and not (tmp_path / "b").exists()
+
+
 def test_attention_biases_are_refused_by_name():
     model = EncoderLM()
     for layer in model.encoder.layers:
