@@ -38,7 +38,7 @@ import numpy as np
 from ganglion.models.deployable import Deployable
 from ganglion.models.errors import BackendUnavailable, BundleError, OptionError, ShapeError
 from ganglion.models.manifest import Manifest
-from ganglion.runtime.kinds import BATCH, ProgramKind
+from ganglion.runtime.kinds import BATCH, TIME, ProgramKind
 from ganglion.runtime.program import Program
 from ganglion.runtime.tensors import (
     MAX_BATCH,
@@ -53,6 +53,7 @@ from ganglion.runtime.tensors import (
     tensor_bytes,
 )
 
+MAX_CHECKED_SHAPES = 256  # input shapes a session remembers having checked the outputs of
 Inputs = Mapping[str, np.ndarray] | np.ndarray
 Outputs = dict[str, np.ndarray] | np.ndarray
 
@@ -82,6 +83,7 @@ class Session(ABC):
         self._check_state = StateCheck(program.manifest.state)
         manifest, kind = self.manifest, self.kind
         self._run_shapes = {s.name: kind.run_shape(manifest, s) for s in manifest.inputs}
+        self._outputs_checked: set[tuple[Any, ...]] = set()  # input shapes whose outputs fit
         self._step_shapes = {s.name: kind.step_shape(manifest, s) for s in manifest.inputs}
 
     # ---- what backends implement ---------------------------------------------------------------
@@ -113,7 +115,9 @@ class Session(ABC):
         with self._lock:
             self._check_open()
             named, bare = self._named(inputs, self._run_shapes)
-            return self._unnamed(_unshared(self._run(named), named), bare)
+            outputs = self._run(named)
+            self._check_outputs_once(named, outputs, stepping=False)
+            return self._unnamed(_unshared(outputs, named), bare)
 
     def step(self, inputs: Inputs, state: State) -> tuple[Outputs, State]:
         """One timestep or token with explicit state -> (outputs, new state)."""
@@ -138,8 +142,22 @@ class Session(ABC):
             self._check_state(state, self._batch(named, shapes), self.allow_nonfinite)
             self.kind.check_continuation(self.manifest, named, state)
             outputs, new_state = call(named, declared_state(self.manifest.state, state))
+            self._check_outputs_once(named, outputs, stepping=call == self._step)
             self._check_state.issued(new_state)
             return self._unnamed(_unshared(outputs, named), bare), new_state
+
+    def _check_outputs_once(
+        self, named: dict[str, np.ndarray], outputs: dict[str, np.ndarray], stepping: bool
+    ) -> None:
+        """``check_outputs`` once per call form and input shapes (a program's outputs follow
+        its inputs' shapes), so a call pays a set lookup, not the check."""
+        key = (stepping, tuple((k, v.shape) for k, v in named.items()))
+        if key in self._outputs_checked:
+            return
+        check_outputs(self, named, outputs, stepping)
+        if len(self._outputs_checked) >= MAX_CHECKED_SHAPES:
+            self._outputs_checked.clear()
+        self._outputs_checked.add(key)
 
     def init_state(self, batch: int) -> State:
         """Fresh state for ``batch`` samples."""
@@ -292,3 +310,55 @@ def load(
         return open_session(Program.in_memory(bundle), backend, device, **options)
     with open_bundle(bundle) as program:
         return open_session(program, backend, device, **options)
+
+
+def output_shapes(
+    session: Session, arrays: dict[str, np.ndarray], stepping: bool
+) -> dict[str, list[int]] | None:
+    """The shape of every output of ``run`` (or of ``step``) on ``arrays``, from their batch
+    and time axes (-1: not known before the call); None when the inputs do not have the ranks
+    the manifest declares (the Session's check then names what is wrong). Serving sizes its
+    replies with it; ``check_outputs`` holds a program's outputs to it."""
+    manifest, kind = session.manifest, session.kind
+    batch = steps = None
+    for spec in manifest.inputs:
+        want = (kind.step_shape if stepping else kind.run_shape)(manifest, spec)
+        array = arrays.get(spec.name)
+        if array is None or array.ndim != len(want):
+            return None
+        if BATCH in want:
+            batch = int(array.shape[want.index(BATCH)])
+        if TIME in want:
+            steps = int(array.shape[want.index(TIME)])
+    if batch is None:
+        return None
+    if stepping:
+        return {s.name: kind.step_output_shape(manifest, s, batch) for s in manifest.outputs}
+    return {s.name: kind.run_output_shape(manifest, s, batch, steps) for s in manifest.outputs}
+
+
+def check_outputs(
+    session: Session, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray], stepping: bool
+) -> None:
+    """BundleError when a program's ``outputs`` on ``arrays`` are not what its manifest
+    declares (a name, a dtype, a size it fixes): a manifest edited apart from its program
+    would otherwise describe, and serve, tensors the program does not give."""
+    manifest = session.manifest
+    shapes = output_shapes(session, arrays, stepping) or {}
+    for spec in manifest.outputs:
+        value = outputs.get(spec.name)
+        if value is None:
+            raise BundleError(
+                f"{session._name}: the program gives no output {spec.name!r} (it gives "
+                f"{', '.join(outputs)}), which its manifest declares"
+            )
+        want = shapes.get(spec.name)
+        fits = want is None or (
+            len(want) == value.ndim
+            and all(w in (-1, g) for w, g in zip(want, value.shape, strict=True))
+        )
+        if value.dtype != np.dtype(spec.dtype) or not fits:
+            raise BundleError(
+                f"{session._name}: output {spec.name!r} is {list(value.shape)} {value.dtype}, "
+                f"where its manifest declares {want} {spec.dtype}"
+            )

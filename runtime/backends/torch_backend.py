@@ -30,11 +30,9 @@ import torch
 from ganglion.models.errors import (
     BackendFailure,
     BackendUnavailable,
-    BundleError,
     OptionError,
     first_line,
 )
-from ganglion.models.manifest import Manifest
 from ganglion.runtime.program import Program
 from ganglion.runtime.session import Backend, Session, State
 
@@ -56,25 +54,6 @@ def keep_freed_memory() -> bool:
     )
 
 
-def output_problem(manifest: Manifest, outputs: Arrays) -> str | None:
-    """Why a whole-program call's ``outputs`` are not what ``manifest`` declares (a name, a
-    dtype, a rank or a fixed size), or None; -1 in a declared shape takes any size."""
-    for spec in manifest.outputs:
-        array = outputs.get(spec.name)
-        if array is None:
-            return f"the program gives no output {spec.name!r} (it gives {', '.join(outputs)})"
-        fits = array.ndim == len(spec.shape) and all(
-            d in (-1, n) for d, n in zip(spec.shape, array.shape, strict=False)
-        )
-        if str(array.dtype) != spec.dtype or not fits:
-            declared = ["batch" if d == -1 and i == 0 else d for i, d in enumerate(spec.shape)]
-            return (
-                f"output {spec.name!r} came out {list(array.shape)} {array.dtype}, the manifest "
-                f"declares {declared} {spec.dtype}"
-            )
-    return None
-
-
 class TorchSession(Session):
     """Session over a program's torch module; numpy in, numpy out."""
 
@@ -83,7 +62,6 @@ class TorchSession(Session):
     def __init__(self, program: Program, device: str) -> None:
         super().__init__(program, device)
         self.deployable = program.deployable()
-        self._outputs_checked = False  # the manifest's outputs, checked on the first call
         # A session on another device works on its own copy: the Deployable (which other
         # sessions may share) stays where it is.
         module = self.deployable.module
@@ -135,18 +113,7 @@ class TorchSession(Session):
                 first = first_line(exc)
                 message = f"{self._name}: torch failed on these inputs: {first}"
                 raise BackendFailure(message) from exc
-        return self._declared(self._arrays(out))
-
-    def _declared(self, outputs: Arrays) -> Arrays:
-        """``outputs`` of a program without steps, checked against its manifest on the first
-        call (a bundle whose manifest and config disagree is refused there); later calls and
-        other kinds' outputs pass as they are."""
-        if not self.kind.has_steps and not self._outputs_checked:
-            problem = output_problem(self.manifest, outputs)
-            if problem is not None:
-                raise BundleError(f"{self._name}: {problem}")
-            self._outputs_checked = True
-        return outputs
+        return self._arrays(out)
 
     def _step(self, inputs: Arrays, state: State) -> tuple[Arrays, State]:
         with torch.inference_mode():
@@ -161,7 +128,7 @@ class TorchSession(Session):
         arrays = self._arrays(new)
         self._state_arrays, self._state_tensors = arrays, new
         # the caller gets a dict of its own: an entry it replaces is not replaced in ours too
-        return self._declared(self._arrays(out)), dict(arrays)
+        return self._arrays(out), dict(arrays)
 
     def _state_in(self, state: State) -> dict[str, torch.Tensor]:
         """The module's tensors for ``state``: those of the last step when ``state`` holds the

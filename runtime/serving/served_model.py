@@ -49,7 +49,7 @@ from ganglion.runtime.serving.sequences import (
 )
 from ganglion.runtime.serving.settings import NodeSettings
 from ganglion.runtime.serving.status import NodeError
-from ganglion.runtime.session import Session
+from ganglion.runtime.session import Session, output_shapes
 from ganglion.runtime.tensors import shape_text, tensor_bytes
 
 LATENCY_WINDOW = 1024  # recent requests the percentiles cover
@@ -229,7 +229,7 @@ class ServedModel:
                 f"unknown output {unknown[0]!r}; model {self.name!r} has outputs "
                 f"{', '.join(map(repr, names))}"
             )
-        shapes = _output_shapes(self.session, arrays, stepping=control.id is not None)
+        shapes = output_shapes(self.session, arrays, stepping=control.id is not None)
         if shapes is not None:
             self._check_reply(shapes, wanted, header_bytes)
 
@@ -390,30 +390,6 @@ def _varying(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:
     if len(small) != len(large):
         return [-1] * len(small)
     return [a if a == b else -1 for a, b in zip(small, large, strict=True)]
-
-
-def _output_shapes(
-    session: Session, arrays: dict[str, np.ndarray], stepping: bool
-) -> dict[str, list[int]] | None:
-    """The shape of every output of ``run`` (or of ``step``) on ``arrays``, from their batch
-    and time axes (-1: not known before the call); None when the inputs do not have the ranks
-    the manifest declares (the Session's check then names what is wrong)."""
-    manifest, kind = session.manifest, session.kind
-    batch = steps = None
-    for spec in manifest.inputs:
-        want = (kind.step_shape if stepping else kind.run_shape)(manifest, spec)
-        array = arrays.get(spec.name)
-        if array is None or array.ndim != len(want):
-            return None
-        if BATCH in want:
-            batch = int(array.shape[want.index(BATCH)])
-        if TIME in want:
-            steps = int(array.shape[want.index(TIME)])
-    if batch is None:
-        return None
-    if stepping:
-        return {s.name: kind.step_output_shape(manifest, s, batch) for s in manifest.outputs}
-    return {s.name: kind.run_output_shape(manifest, s, batch, steps) for s in manifest.outputs}
 
 
 def _batch_size(session: Session, arrays: dict[str, np.ndarray]) -> int:

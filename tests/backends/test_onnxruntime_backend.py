@@ -201,3 +201,26 @@ def test_a_manifest_edited_apart_from_its_step_graph_is_refused_at_load(
     with pytest.raises(BundleError, match=words) as refused:
         load(bundle, backend="onnxruntime")
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda m: m["outputs"][0].__setitem__("shape", [-1, 11]), "declares [3, 11] float32"),
+        (lambda m: m["outputs"][0].__setitem__("dtype", "int64"), "declares [3, 4] int64"),
+    ],
+    ids=["shape", "dtype"],
+)
+def test_a_manifest_edited_apart_from_its_program_fails_the_first_run_on_torch(
+    program: Deployable, x: np.ndarray, tmp_path: Path, tampered, edit, words
+) -> None:
+    """torch builds the program from config.json and weights, not from the manifest's
+    outputs: the first run's outputs are held to them, so nobody is served a tensor the
+    manifest misdescribes."""
+    from ganglion.models.errors import BundleError
+
+    bundle = tampered(save_bundle(program, tmp_path / "b"), tmp_path, manifest=edit)
+    with load(bundle, backend="torch") as session, pytest.raises(BundleError) as refused:
+        session.run(x)
+    assert "output 'output' is [3, 4] float32" in str(refused.value)
+    assert words in str(refused.value)
