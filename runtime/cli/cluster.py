@@ -88,7 +88,9 @@ def coordinate(
 def up(
     config: Path = typer.Option(..., "--config", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
-    timeout_s: float = typer.Option(180.0, "--timeout", help="Seconds to wait for SERVING."),
+    timeout_s: float = typer.Option(
+        180.0, "--timeout", min=0.1, max=86_400.0, help="Seconds to wait for SERVING."
+    ),
 ) -> None:
     """Start the file's serve nodes and its coordinator (what is not running yet)."""
     from ganglion.runtime.serving.cluster import cluster_up, default_state_dir
@@ -108,7 +110,9 @@ def up(
 def down(
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     state_dir: Path | None = typer.Option(None, "--state-dir", help=STATE_HELP),
-    grace_s: float = typer.Option(10.0, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+    grace_s: float = typer.Option(
+        10.0, "--grace", min=0.0, max=3_600.0, help="Seconds between SIGTERM and SIGKILL."
+    ),
 ) -> None:
     """Stop the processes ``cluster up`` started (nothing else)."""
     from ganglion.runtime.serving.cluster import ClusterError, cluster_down, default_state_dir

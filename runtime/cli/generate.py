@@ -64,8 +64,15 @@ def generate_command(
         seconds = time.perf_counter() - start
     sys.stdout.write(decoder.decode(b"", final=True).translate(VISIBLE_CONTROLS) + "\n")
     rate = len(tokens) / seconds if seconds > 0 else float("inf")
+    context = getattr(session.manifest.time, "context", 0)
+    stopped = (
+        f"; stopped at the model's context of {context} tokens"
+        if len(tokens) < max_tokens and context and len(ids) + len(tokens) >= context
+        else ""
+    )
     typer.echo(
-        f"[{len(tokens)} tokens in {seconds:.2f} s: {rate:.1f} tokens/s, {backend}]", err=True
+        f"[{len(tokens)} tokens in {seconds:.2f} s: {rate:.1f} tokens/s, {backend}{stopped}]",
+        err=True,
     )
 
 

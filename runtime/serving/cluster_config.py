@@ -59,7 +59,7 @@ from typing import Any, NoReturn
 from ganglion.models.errors import GanglionError, file_problem
 from ganglion.models.manifest import Manifest
 from ganglion.runtime.bundle import MANIFEST
-from ganglion.runtime.serving.settings import check_model_name, grpc_address
+from ganglion.runtime.serving.settings import check_model_name, grpc_address, is_loopback
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - the coordinator runs on Python 3.10 too
     import tomllib
@@ -331,20 +331,29 @@ def parse_cluster_config(text: str, path: Path) -> ClusterConfig:
     nodes = [_node(top, i, n) for i, n in enumerate(top.tables("node"))]
     _unique(source, "[[ensemble]]", [e.name for e in ensembles])
     _unique(source, "[[node]]", [n.name for n in nodes])
-    addresses: dict[str, str] = {}
+    addresses: dict[tuple[str, int], str] = {}
     for node in nodes:
-        other = addresses.setdefault(node.address, node.name)
+        other = addresses.setdefault(_listening(node.host, node.port), node.name)
         if other != node.name:
             raise ClusterConfigError(
                 f"{source}: nodes {other!r} and {node.name!r} share the address {node.address}"
             )
     coordinator = _coordinator(top)
-    own = coordinator.address
+    own = _listening(coordinator.host, coordinator.port)
     if own in addresses:
         raise ClusterConfigError(
-            f"{source}: the coordinator and node {addresses[own]!r} share the address {own}"
+            f"{source}: the coordinator and node {addresses[own]!r} share the address "
+            f"{coordinator.address}"
         )
     return ClusterConfig(path, coordinator, tuple(ensembles), tuple(nodes))
+
+
+def _listening(host: str, port: int) -> tuple[str, int]:
+    """Where a server on ``host:port`` listens, as a key two servers must not share: loopback
+    names (localhost, 127.0.0.1, ::1) and the wildcards (0.0.0.0, ::) are all this machine."""
+    bare = host.strip("[]").lower()
+    here = is_loopback(bare) or bare in ("0.0.0.0", "::", "")
+    return ("this machine" if here else bare, port)
 
 
 def read_cluster_config(path: str | Path) -> ClusterConfig:

@@ -78,3 +78,22 @@ def test_down_needs_a_cluster_file_or_a_state_folder(ganglion_cli) -> None:
     done = ganglion_cli("cluster", "down")
     assert done.returncode == 1
     assert done.stderr.strip() == "error: give --config CLUSTER.toml or --state-dir DIR"
+
+
+def test_up_and_down_refuse_a_wait_out_of_range_before_starting_anything(
+    tmp_path: Path, ensemble_bundle: Path, cluster_file
+) -> None:
+    """``--timeout nan`` waited for ever (``now > nan`` is never true), ``-5`` started every
+    process and then killed it."""
+    from ganglion.runtime.cli import invoke
+
+    config = cluster_file(tmp_path, ensemble_bundle, {"n": {"models": ["e1"]}})
+    state = tmp_path / "state"
+    for value in ("nan", "-5", "inf"):
+        code, _, err = invoke(
+            "cluster", "up", "--config", str(config), "--state-dir", str(state), "--timeout", value
+        )
+        assert code == 2 and "--timeout" in err and err.count("\n") == 1
+    code, _, err = invoke("cluster", "down", "--state-dir", str(state), "--grace", "-1")
+    assert code == 2 and "--grace" in err
+    assert read_state(state) == []  # nothing was started

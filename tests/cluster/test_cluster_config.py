@@ -103,6 +103,11 @@ NODE_B = 'name = "b"\nmodels = ["e1"]\n'
         ("[[ensemble]]\nname = 'y'\nbundle = 'b'\nenergy_budget_j = inf\n", "leave it out"),
         ("[[ensemble]]\nname = 'y'\nbundle = 'b'\nlatency_budget_ms = nan\n", "got nan"),
         ("[coordinator]\nport = 9001\n", "the coordinator and node 'a' share the address"),
+        (  # one loopback: localhost and 127.0.0.1 on one port collide
+            "[coordinator]\nport = 9001\nhost = 'localhost'\n",
+            "the coordinator and node 'a' share the address",
+        ),
+        ("[[node]]\nport = 9001\nhost = '::1'\n" + NODE_B, "nodes 'b' and 'a' share"),
     ],
 )
 def test_a_mistake_is_one_line_naming_the_file_and_the_key(

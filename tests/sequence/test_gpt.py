@@ -133,3 +133,20 @@ def test_every_backend_refuses_tokens_past_the_context_alike(backend, perturb):
         session.step(np.ones(2, np.int64), state)
     with pytest.raises(ShapeError, match=r"must be \[2, 2, any, 16\], got \[3, 2, 0, 16\]"):
         session.prefill(ids, session.init_state(3))
+
+
+def test_generate_says_when_it_stops_at_the_models_context(tmp_path) -> None:
+    """Asked for more tokens than the context holds, generation stopped early and said only
+    how many tokens it made."""
+    from ganglion.models.sequence.program import sequence_deployable
+    from ganglion.runtime.bundle import save_bundle
+    from ganglion.runtime.cli import invoke
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, d_model=16, n_layers=1, n_heads=2, context=24))
+    bundle = save_bundle(sequence_deployable(model.eval()), tmp_path / "gpt")
+    code, _, err = invoke("generate", str(bundle), "--prompt", "hi", "--max-tokens", "100")
+    assert code == 0, err
+    assert "[22 tokens in" in err and "stopped at the model's context of 24 tokens" in err
+    code, _, err = invoke("generate", str(bundle), "--prompt", "hi", "--max-tokens", "5")
+    assert code == 0 and "[5 tokens in" in err and "stopped" not in err
