@@ -16,13 +16,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, OptionError
 from ganglion.models.manifest import SequenceTime
 from ganglion.runtime.session import Session
 
 
 class GenerationError(GanglionError):
     """A program or request that generation cannot serve."""
+
+
+class SamplingError(GenerationError, OptionError):
+    """A sampling option out of range (the command line exits 2, as for any such flag)."""
 
 
 MAX_NEW_TOKENS = 1 << 20  # tokens one generation makes at most
@@ -41,17 +45,17 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
-            raise GenerationError(
+            raise SamplingError(
                 f"max_tokens must be in [1, {MAX_NEW_TOKENS}], got {self.max_tokens}"
             )
         if not (np.isfinite(self.temperature) and self.temperature >= 0):
-            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
+            raise SamplingError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
-            raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
+            raise SamplingError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise SamplingError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.seed < 1 << 63:
-            raise GenerationError(f"seed must be in [0, 2**63), got {self.seed}")
+            raise SamplingError(f"seed must be in [0, 2**63), got {self.seed}")
 
 
 def next_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:

@@ -126,6 +126,16 @@ def test_bad_requests_are_one_line(bundles) -> None:
         Sampling(3, 1.0, top_p=1.5)
 
 
+@pytest.mark.parametrize(
+    "flags", [["--temperature", "-1"], ["--temperature", "nan"], ["--top-p", "1.5"]]
+)
+def test_sampling_flags_out_of_range_exit_2_like_every_flag(bundles, flags) -> None:
+    from ganglion.runtime.cli import invoke
+
+    code, _, err = invoke("generate", str(bundles["rwkv"]), "--prompt", "hi", *flags)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * 4096
