@@ -94,9 +94,15 @@ def up(
 ) -> None:
     """Start the file's serve nodes and its coordinator (what is not running yet)."""
     from ganglion.runtime.serving.cluster import cluster_up, default_state_dir
-    from ganglion.runtime.serving.cluster_config import read_cluster_config
+    from ganglion.runtime.serving.cluster_config import read_cluster_config, unhosted_experts
 
     cluster = read_cluster_config(config)
+    for name, experts in unhosted_experts(cluster).items():
+        typer.echo(
+            f"warning: {config}: ensemble {name!r}: no node hosts expert "
+            f"{', '.join(map(repr, experts))}; the coordinator answers without it",
+            err=True,
+        )
     folder = state_dir if state_dir is not None else default_state_dir(config)
     for record in cluster_up(cluster, folder, timeout_s):
         typer.echo(

@@ -377,6 +377,25 @@ def read_cluster_config(path: str | Path) -> ClusterConfig:
     return config
 
 
+def unhosted_experts(config: ClusterConfig) -> dict[str, list[str]]:
+    """Per ensemble, the experts of its bundle that no node hosts (the coordinator answers
+    without them: a cluster up should say so). An unreadable bundle is left to the
+    coordinator, which names it when it starts."""
+    from ganglion.runtime.bundle import open_bundle
+
+    missing: dict[str, list[str]] = {}
+    for ensemble in config.ensembles:
+        try:
+            with open_bundle(ensemble.bundle) as program:
+                experts = list(program.config().get("gate", {}).get("experts", []))
+        except GanglionError:
+            continue
+        lacking = [str(e) for e in experts if not config.hosts_of(str(e))]
+        if lacking:
+            missing[ensemble.name] = lacking
+    return missing
+
+
 def coordinator_problem(bundle: Path, manifest: Manifest) -> str | None:
     """Why the coordinator cannot serve the program at ``bundle``, or None: it serves
     classifier ensembles (token experts keep per-sequence state on one node)."""

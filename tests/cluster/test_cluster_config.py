@@ -137,3 +137,18 @@ def test_a_file_that_is_not_toml_or_not_there_is_named(tmp_path: Path) -> None:
         read_cluster_config(broken)
     with pytest.raises(ClusterConfigError, match=r"missing.toml: no such file"):
         read_cluster_config(tmp_path / "missing.toml")
+
+
+def test_experts_no_node_hosts_are_found_for_the_warning(
+    tmp_path: Path, ensemble_bundle: Path, cluster_file
+) -> None:
+    """A cluster whose nodes host e1 only came up without a word, and answered every request
+    with e1 alone; ``cluster up`` now warns, naming the others."""
+    from ganglion.runtime.serving.cluster_config import unhosted_experts
+
+    config = read_cluster_config(cluster_file(tmp_path, ensemble_bundle, {"n": {"models": ["e1"]}}))
+    assert unhosted_experts(config) == {"moe": ["e2", "e3"]}
+    every = {"n": {"models": ["e1", "e2"]}, "m": {"models": ["e3"]}}
+    assert (
+        unhosted_experts(read_cluster_config(cluster_file(tmp_path, ensemble_bundle, every))) == {}
+    )
