@@ -97,12 +97,6 @@ def up(
     from ganglion.runtime.serving.cluster_config import read_cluster_config, unhosted_experts
 
     cluster = read_cluster_config(config)
-    for name, experts in unhosted_experts(cluster).items():
-        typer.echo(
-            f"warning: {config}: ensemble {name!r}: no node hosts expert "
-            f"{', '.join(map(repr, experts))}; the coordinator answers without it",
-            err=True,
-        )
     folder = state_dir if state_dir is not None else default_state_dir(config)
     for record in cluster_up(cluster, folder, timeout_s):
         typer.echo(
@@ -110,6 +104,12 @@ def up(
             f"log {record.log}"
         )
     typer.echo(f"state: {folder}")
+    for name, experts in unhosted_experts(cluster).items():  # once it runs: not a failure
+        typer.echo(
+            f"warning: {config}: ensemble {name!r}: no node hosts expert "
+            f"{', '.join(map(repr, experts))}; the coordinator answers without it",
+            err=True,
+        )
 
 
 @cluster_app.command("down")
