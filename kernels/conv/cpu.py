@@ -17,22 +17,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-
-@intrinsic
-def _fma32(typingctx, a, b, c):  # noqa: ANN001, ANN202, ARG001
-    """``a * b + c`` rounded once (LLVM's ``llvm.fma`` on fp32): the instruction oneDNN uses."""
-    signature = types.float32(types.float32, types.float32, types.float32)
-
-    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202, ARG001
-        f32 = ir.FloatType()
-        fma = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32] * 3))
-        return builder.call(fma, args)
-
-    return signature, codegen
+from ganglion.kernels.fma import fma32
 
 
 def flip_weight(weight: np.ndarray) -> np.ndarray:
@@ -75,7 +61,7 @@ def conv2d_loop(x, flipped, bias, pad_h, pad_w, out, acc):  # noqa: ANN001, ANN2
                         a = acc[start : start + length]
                         taps = flipped[ky, c, j0 : j0 + length]
                         for j in range(length):
-                            a[j] = _fma32(v, taps[j], a[j])
+                            a[j] = fma32(v, taps[j], a[j])
         image = out[n]
         for o in range(o_count):
             b = bias[o]

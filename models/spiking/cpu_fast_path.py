@@ -106,14 +106,15 @@ class _ChainPath:
         self.time = network.time
         self.nodes = nodes
         self.output = output
+        self._names = [n.name for n in nodes]
+        self._layers = [n.layer for n in nodes]  # compared by identity (no node defines __eq__)
 
     def _usable(self) -> bool:
         """Compiled kernels on, and the network still holds the graph the chain was read from,
         with the same node objects (a node replaced in ``graph.nodes`` takes the torch path)."""
-        nodes = self.graph.nodes
         return (
             self.network.graph is self.graph
-            and all(nodes.get(n.name) is n.layer for n in self.nodes)
+            and list(map(self.graph.nodes.get, self._names)) == self._layers
             and cpu_scan_available()
         )
 
