@@ -33,6 +33,7 @@ def check_target(path: Path, force: bool, reads: Iterable[Path | str | None] = (
     file or folder the command reads, or a folder holding one, even with ``force``."""
     check_outside_bundles(path)
     check_not_read(path, reads)
+    _check_parent_folders(path)
     exists = path.exists() or path.is_symlink()
     if exists and not (path.is_file() or path.is_dir() or path.is_symlink()):
         raise TargetExists(f"{path} is a device, pipe or socket; write to a file instead")
@@ -55,6 +56,16 @@ def check_target(path: Path, force: bool, reads: Iterable[Path | str | None] = (
         raise TargetExists(
             f"{path} already exists; choose a new path or pass --force to replace it"
         )
+
+
+def _check_parent_folders(path: Path) -> None:
+    """Refuse a path below a file (``-o notes.txt/out``): its nearest existing parent must be
+    a folder (the folders missing above ``path`` are created when it is written)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TargetExists(f"{path}: {parent} is a file, not a folder; choose another path")
+            return
 
 
 def _not_an_intact_bundle(path: Path) -> str | None:

@@ -63,7 +63,7 @@ def load_profile_file(path: str | os.PathLike[str]) -> list[DeviceProfile]:
     except OSError as e:
         raise ProfileError(f"cannot read device file {p}: {problem(e)}") from e
     try:
-        text = raw_bytes.decode("utf-8")
+        text = raw_bytes.decode("utf-8-sig")  # a byte-order mark, as some editors write, dropped
     except UnicodeDecodeError as e:
         raise ProfileError(
             f"device file {p} is not UTF-8 text ({e.reason} at byte {e.start})"

@@ -321,6 +321,7 @@ def parse_cluster_config(text: str, path: Path) -> ClusterConfig:
     """The cluster described by TOML ``text`` (read from ``path``: relative paths and
     messages refer to it)."""
     source = str(path)
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write UTF-8
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

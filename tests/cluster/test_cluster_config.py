@@ -66,6 +66,8 @@ def test_the_example_in_the_cli_help_reads(tmp_path: Path) -> None:
         ("triton", "external"),
     ]
     assert config.ensembles[0].energy_budget_j == 0.01
+    with_bom = parse_cluster_config("\ufeff" + block, tmp_path / "c.toml")  # as Notepad saves
+    assert with_bom == config
 
 
 def test_omitted_keys_take_their_defaults(tmp_path: Path) -> None:

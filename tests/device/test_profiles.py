@@ -115,6 +115,12 @@ def test_user_toml_adds_a_device(tmp_path):
     assert profile.ops_per_s("int8") == 8e12 and profile.ops_per_s("fp16") == 1e12
     assert profile.mode().watts == 10 and profile.is_assumed("power_modes.5W")
     assert profile.is_assumed("idle_w")  # left out, so marked assumed
+    for suffix, text in ((".toml", USER_TOML), (".json", json.dumps(profile.to_dict()))):
+        bom = tmp_path / f"bom{suffix}"  # a byte-order mark, as some editors save UTF-8
+        bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        (same,) = load_profile_file(bom)
+        assert same.origin == str(bom)
+        assert {**same.to_dict(), "origin": ""} == {**profile.to_dict(), "origin": ""}
 
 
 def test_user_json_from_env_var_overrides_a_builtin(tmp_path, monkeypatch):

@@ -125,6 +125,23 @@ def test_force_never_replaces_the_current_folder(
     assert (work / "thesis.tex").read_text() == "mine"
 
 
+def test_an_output_below_a_file_is_refused_naming_that_file(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "notes.txt"
+    mine.write_text("precious")
+    np.save(tmp_path / "x.npy", np.zeros((2, 2, 3, 3), np.float32))
+    attempts = [
+        ["run", bundle, "--input", tmp_path / "x.npy", "--output", mine / "y.npy"],
+        ["export", bundle, "--onnx", mine / "deep" / "m.onnx"],
+        ["train", "lm", "--arch", "gla", "--steps", "1", "-o", mine / "lm"],
+    ]
+    for args in attempts:
+        code, err = _cli(args, capsys)
+        _one_line(code, err, f"{mine} is a file, not a folder")
+    assert mine.read_text() == "precious"
+
+
 def test_select_dump_problem_keeps_an_existing_file_without_force(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
