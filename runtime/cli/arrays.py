@@ -107,10 +107,15 @@ def load_calibration(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if "x" not in data:
         raise ShapeError(f"{path}: needs an array named 'x' (has {sorted(data)})")
     x = data["x"]
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        index = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
-        raise ShapeError(f"{path}: array 'x' holds {x[index]} at index {index}")
+    check_finite_array(path, "x", x)
     return x, data.get("y")
+
+
+def check_finite_array(path: Path, name: str, array: np.ndarray) -> None:
+    """ShapeError naming ``path``, the array and the first NaN or infinity in it."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ShapeError(f"{path}: array {name!r} holds {array[index]} at index {index}")
 
 
 def read_inputs(specs: list[str]) -> np.ndarray | dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from ganglion.models.errors import ConversionError, GanglionError, first_line
 from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
-from ganglion.runtime.cli.arrays import load_calibration, read_npz
+from ganglion.runtime.cli.arrays import check_finite_array, load_calibration, read_npz
 from ganglion.runtime.cli.pairs import option_pairs
 from ganglion.runtime.cli.train import (
     MAX_BATCH,
@@ -291,6 +291,8 @@ def ensemble(
     ordered = {n: data[n] if n in data else alias for n in names}  # its own name first
     if any(v is None for v in ordered.values()):
         raise ConversionError(f"{calib}: needs inputs {names} (or 'x' for one input)")
+    for name, array in ordered.items():
+        check_finite_array(calib, name if name in data else "x", array)
     probs = all_expert_probabilities(experts, ordered)
     program = convert_ensemble(experts, ordered, labels, probs, top_k, places, epochs, seed=seed)
     path = save_bundle(program, output, force)

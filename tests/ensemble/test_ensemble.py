@@ -433,3 +433,17 @@ def test_convert_ensemble_cli_prefers_the_inputs_own_name_to_x(
         assert code == 0, err
     reports = [load_bundle(tmp_path / s).manifest.report["quality"] for s in "abc"]
     assert reports[0] == reports[1] == reports[2]  # one seed, one gate (it was not so)
+
+
+def test_convert_ensemble_cli_names_a_nan_in_the_calibration_inputs(
+    member_bundles: dict, digits: DigitsData, tmp_path: Path, one_line_error
+) -> None:
+    x, y = digits.x_train[:50].copy(), digits.y_train[:50].astype(np.int64)
+    x[3, 7] = np.nan
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=x, y=y)
+    members = [f"{n}={p}" for n, p in member_bundles.items()]
+    code, _, err = invoke("convert", "ensemble", *members, "--calib", str(calib), "-o",
+                          str(tmp_path / "x"))  # fmt: skip
+    one_line_error(code, err, f"{calib}: array 'x' holds nan at index (3, 7)")
+    assert "allow" not in err and not (tmp_path / "x").exists()
