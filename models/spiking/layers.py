@@ -104,7 +104,7 @@ def stable_rows(in_features: int, out_features: int) -> int:
     no call of up to ``STABLE_PROBE_ROWS`` rows differs, or none reaches it, or the layer is too
     large to probe. Some BLAS kernels sum a row's products in another order below a few rows
     (measured: MKL 2024.2 on AVX-512, with 64 inputs below 3 rows, 128 below 6, 512 below 16);
-    AVX2 machines gave the same bits at every row count."""
+    the development machine before it gave the same bits at every row count."""
     if in_features * out_features > STABLE_PROBE_MAX_WEIGHTS:
         return 1
     gen = torch.Generator().manual_seed(0)
