@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganglion.kernels.prepared import negative_zero, versions
+
 __all__ = ["CPU_CONV_MAX_MACS", "CpuConv2d", "Layout"]
 
 CPU_CONV_MAX_MACS = 2_000_000  # measured crossover with oneDNN here: about 32 rows of 16x4x4
@@ -38,7 +40,7 @@ class CpuConv2d:
 
         self._loop = cpu.conv2d_loop
         self.weight, self.bias, self.layout = weight, bias, layout
-        self.versions = (weight._version, bias._version)
+        self.versions = versions(weight, bias)
         stride, self.padding, dilation, groups = layout
         self.kernel = (int(weight.shape[2]), int(weight.shape[3]))
         self.flipped = cpu.flip_weight(weight.detach().numpy())
@@ -46,7 +48,9 @@ class CpuConv2d:
         self.usable = (
             (stride, dilation, groups) == ((1, 1), (1, 1), 1)
             and weight.dtype == bias.dtype == torch.float32
+            and self.versions is not None
             and bool(np.isfinite(self.flipped).all() and np.isfinite(self.bias_array).all())
+            and not negative_zero(self.bias_array)
         )
         self.shapes: dict[tuple[int, ...], int] = {}  # input shape -> MACs per row, 0: not exact
 
@@ -55,7 +59,7 @@ class CpuConv2d:
         return (
             weight is self.weight
             and bias is self.bias
-            and (weight._version, bias._version) == self.versions
+            and versions(weight, bias) == self.versions
             and layout == self.layout
         )
 

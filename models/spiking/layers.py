@@ -40,24 +40,27 @@ class Affine:
         return (self.weight.shape[0],)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, in] (or [S, B, in], taken as [S·B, in]) -> [..., out]: ``F.linear``, so that
-        every row is rounded as in a large call whatever the rows that come with it (``run``
-        takes all timesteps' rows at once, ``step`` one timestep's): a small CPU call runs the
+        """x [N, in] (or [S, B, in], taken as [S·B, in]) -> [..., out]: ``F.linear``, with each
+        row rounded on a CPU as in a large call whatever the rows that come with it (``run``
+        takes all timesteps' rows at once, ``step`` one timestep's): a small call runs the
         compiled loop of ``kernels.linear`` where it equals large calls bit for bit, else is
-        padded with zero rows up to ``stable_rows``."""
+        padded with zero rows up to ``stable_rows`` (layers of over ``STABLE_PROBE_MAX_WEIGHTS``
+        weights are not probed, and keep ``F.linear``'s rounding of small calls)."""
         in_features = self.weight.shape[1]
-        rows = x.numel() // max(1, in_features)
+        rows = x.numel() // in_features if in_features else 0
+        if x.dim() == 0 or x.shape[-1] != in_features or rows == 0:
+            return F.linear(x, self.weight, self.bias)  # refuses a wrong width, as torch does
+        fewest = self._fewest_rows()
         if (
-            rows * self.weight.numel() <= CPU_LINEAR_MAX_MACS
+            (rows < fewest or rows * self.weight.numel() <= CPU_LINEAR_MAX_MACS)
             and cpu_scan_available()
             and CpuLinear.takes(x, self.weight, self.bias)
         ):
             flat = x.detach().reshape(rows, in_features).contiguous().numpy()
-            out = self.cpu_loop().numpy(flat)
+            out = self.cpu_loop().numpy(flat, any_size=rows < fewest)
             if out is not None:
                 return torch.from_numpy(out).reshape(*x.shape[:-1], -1)
-        fewest = self._fewest_rows()
-        if not 0 < rows < fewest or x.dtype != torch.float32 or x.device.type != "cpu":
+        if rows >= fewest or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, in_features)
         padded = torch.cat([flat, flat.new_zeros(fewest - rows, in_features)])
@@ -67,7 +70,7 @@ class Affine:
         """``forward`` on a C-contiguous fp32 numpy batch [N, in] where the compiled loop takes
         it, else None (call ``forward``): for the CPU fast paths, under
         ``torch.inference_mode``."""
-        return self.cpu_loop().numpy(x)
+        return self.cpu_loop().numpy(x, any_size=x.shape[0] < self._fewest_rows())
 
     def __getstate__(self) -> dict[str, object]:
         """Copies and pickles leave the compiled loop's prepared weights behind."""
@@ -81,16 +84,17 @@ class Affine:
         return loop
 
     def _fewest_rows(self) -> int:
-        """``stable_rows`` of this layer's weight (1 off the CPU or not fp32), kept per weight
-        tensor (``to`` replaces it)."""
+        """``stable_rows`` of this layer's weight at the current thread count (1 off the CPU
+        or not fp32), kept per weight tensor (``to`` replaces it) and thread count."""
+        threads = torch.get_num_threads()
         cached = self.__dict__.get("_fewest")
-        if cached is None or cached[0] is not self.weight:
+        if cached is None or cached[0] is not self.weight or cached[1] != threads:
             weight = self.weight
             out_features, in_features = weight.shape
             usable = weight.device.type == "cpu" and weight.dtype == torch.float32
-            fewest = stable_rows(in_features, out_features) if usable and in_features else 1
-            cached = self.__dict__["_fewest"] = (weight, fewest)
-        return cached[1]
+            fewest = stable_rows(in_features, out_features, threads) if usable else 1
+            cached = self.__dict__["_fewest"] = (weight, threads, fewest)
+        return cached[2]
 
 
 STABLE_PROBE_ROWS = 64  # row counts probed for a change of kernel
@@ -98,13 +102,14 @@ STABLE_PROBE_MAX_WEIGHTS = 1 << 20  # larger layers are not probed (nor padded)
 
 
 @functools.cache
-def stable_rows(in_features: int, out_features: int) -> int:
-    """The fewest rows from which this machine's CPU ``F.linear`` (float32, the current thread
-    count) rounds every row of an ``[out, in]`` layer as it does in a call of 256 rows; 1 where
-    no call of up to ``STABLE_PROBE_ROWS`` rows differs, or none reaches it, or the layer is too
-    large to probe. Some BLAS kernels sum a row's products in another order below a few rows
-    (measured: MKL 2024.2 on AVX-512, with 64 inputs below 3 rows, 128 below 6, 512 below 16);
-    the development machine before it gave the same bits at every row count."""
+def stable_rows(in_features: int, out_features: int, threads: int) -> int:
+    """The fewest rows from which this machine's CPU ``F.linear`` (float32, at ``threads`` torch
+    threads, the current count) rounds every row of an ``[out, in]`` layer as it does in a call
+    of 256 rows; 1 where no call of up to ``STABLE_PROBE_ROWS`` rows differs, or none reaches
+    it, or the layer is too large to probe. Some BLAS kernels sum a row's products in another
+    order below a few rows (measured: MKL 2024.2 on AVX-512, with 64 inputs below 3 rows, 128
+    below 6, 512 below 16); the development machine before it gave the same bits at every row
+    count."""
     if in_features * out_features > STABLE_PROBE_MAX_WEIGHTS:
         return 1
     gen = torch.Generator().manual_seed(0)

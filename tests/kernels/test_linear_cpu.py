@@ -33,11 +33,12 @@ def test_loop_equals_large_calls_where_it_runs_and_is_close_everywhere(shape):
     layer = _layer(out, inp)
     x = _spikes(300, inp)
     loop = layer.cpu_loop()
-    got = loop.run(x.numpy())
     want = F.linear(x, layer.weight, layer.bias)
-    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
-    if loop._matches_torch():
-        assert np.array_equal(got, want.numpy())
+    for blocks in loop.candidates:
+        np.testing.assert_allclose(loop.run(x.numpy(), blocks), want.numpy(), rtol=1e-5, atol=1e-5)
+    blocks = loop._matching_blocks()
+    if blocks is not None:
+        assert np.array_equal(loop.run(x.numpy(), blocks), want.numpy())
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
@@ -62,7 +63,7 @@ def test_linear_runs_where_the_loop_must_not():
     layer = _layer(64, 128)
     loop = layer.cpu_loop()
     x = _spikes(2, 128)
-    assert loop.numpy(x.numpy()) is not None or not loop.exact
+    assert loop.numpy(x.numpy()) is not None or loop.blocks[torch.get_num_threads()] is None
     big = _spikes(CPU_LINEAR_MAX_MACS // layer.weight.numel() + 1, 128)
     assert loop.numpy(big.numpy()) is None  # above the size where MKL wins
     assert loop.numpy(x.double().numpy()) is None
@@ -99,3 +100,47 @@ def test_changed_weights_are_prepared_again():
     )
     layer.weight = torch.zeros_like(layer.weight)  # a new tensor
     assert torch.equal(layer.forward(x), layer.bias.expand(3, -1))
+
+
+@pytest.mark.parametrize("shape", [(16, 385), (16, 512), (16, 784), (512, 1024), (16, 2048)])
+def test_wide_layers_take_the_blocked_loop_at_one_thread(shape):
+    """Above 384 inputs MKL sums blocks of them (``cpu.mkl_blocks``): single-threaded, the loop
+    does the same, so a wide layer's one row is not padded (16 rows cost 5x one)."""
+    layer = _layer(*shape)
+    x = _spikes(300, shape[1])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert layer.cpu_loop()._matching_blocks() is not None
+        with torch.inference_mode():
+            whole = F.linear(x, layer.weight, layer.bias)
+            assert np.array_equal(layer.numpy_forward(x[:1].numpy()), whole[:1].numpy())
+            assert torch.equal(layer.forward(x[:3]), whole[:3])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_what_torch_refuses_or_allows_stays_so():
+    layer = _layer(8, 8)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        layer.forward(torch.randn(4, 6))  # a wrong width is not reshaped into rows
+    assert layer.forward(torch.zeros(0, 8)).shape == (0, 8)
+    assert layer.forward(torch.randn(8)).shape == (8,)
+    with torch.inference_mode():  # inference tensors keep no version counter: torch runs them
+        frozen = _layer(8, 8)
+    assert not frozen.cpu_loop().usable
+    x = _spikes(3, 8)
+    torch.testing.assert_close(frozen.forward(x), F.linear(x, frozen.weight, frozen.bias))
+
+
+def test_a_negative_zero_bias_is_left_to_torch():
+    """The loop skips zero inputs, whose multiply-adds can only flip a zero sum's sign; a bias
+    of -0 would show that sign, so such a layer takes F.linear (padded)."""
+    weight = torch.randn(4, 64)
+    weight[:, 0], weight[:, 1] = -1e-30, 1.0
+    layer = Affine(weight, torch.full((4,), -0.0))
+    assert not layer.cpu_loop().usable
+    x = torch.zeros(300, 64)
+    x[:, 0] = 1e-30  # the product underflows to -0
+    whole = F.linear(x, layer.weight, layer.bias)
+    assert torch.equal(torch.signbit(layer.forward(x[:1])), torch.signbit(whole[:1]))
