@@ -55,13 +55,12 @@ class CpuConv2d:
         self.shapes: dict[tuple[int, ...], int] = {}  # input shape -> MACs per row, 0: not exact
 
     def holds(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> bool:
-        """Whether this was prepared from these very tensors, unchanged since, and layout."""
-        return (
-            weight is self.weight
-            and bias is self.bias
-            and versions(weight, bias) == self.versions
-            and layout == self.layout
-        )
+        """Whether this was prepared from these very tensors, unchanged since, and layout
+        (inference tensors keep no version: for them this is never usable, so identity will
+        do)."""
+        if weight is not self.weight or bias is not self.bias or layout != self.layout:
+            return False
+        return self.versions is None or (weight._version, bias._version) == self.versions
 
     @staticmethod
     def takes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:

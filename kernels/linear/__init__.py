@@ -66,10 +66,11 @@ class CpuLinear:
         self.blocks: dict[int, np.ndarray | None] = {}
 
     def holds(self, weight: torch.Tensor, bias: torch.Tensor) -> bool:
-        """Whether this was prepared from these very tensors, unchanged since."""
-        return (
-            weight is self.weight and bias is self.bias and versions(weight, bias) == self.versions
-        )
+        """Whether this was prepared from these very tensors, unchanged since (inference
+        tensors keep no version: for them this is never usable, so identity will do)."""
+        if weight is not self.weight or bias is not self.bias:
+            return False
+        return self.versions is None or (weight._version, bias._version) == self.versions
 
     @staticmethod
     def takes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:

@@ -70,7 +70,8 @@ class Affine:
         """``forward`` on a C-contiguous fp32 numpy batch [N, in] where the compiled loop takes
         it, else None (call ``forward``): for the CPU fast paths, under
         ``torch.inference_mode``."""
-        return self.cpu_loop().numpy(x, any_size=x.shape[0] < self._fewest_rows())
+        large = x.size * self.weight.shape[0] > CPU_LINEAR_MAX_MACS
+        return self.cpu_loop().numpy(x, any_size=large and x.shape[0] < self._fewest_rows())
 
     def __getstate__(self) -> dict[str, object]:
         """Copies and pickles leave the compiled loop's prepared weights behind."""
