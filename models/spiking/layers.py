@@ -56,10 +56,13 @@ class Affine:
             and cpu_scan_available()
             and CpuLinear.takes(x, self.weight, self.bias)
         ):
-            flat = x.detach().reshape(rows, in_features).contiguous().numpy()
-            out = self.cpu_loop().numpy(flat, any_size=rows < fewest)
+            flat = x.detach()
+            if flat.dim() != 2 or not flat.is_contiguous():
+                flat = flat.reshape(rows, in_features).contiguous()
+            out = self.cpu_loop().numpy(flat.numpy(), any_size=rows < fewest)
             if out is not None:
-                return torch.from_numpy(out).reshape(*x.shape[:-1], -1)
+                out = torch.from_numpy(out)
+                return out if x.dim() == 2 else out.reshape(*x.shape[:-1], -1)
         if rows >= fewest or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, in_features)
