@@ -1,6 +1,6 @@
 """What the compiled loops that reproduce a library's bits (``kernels.conv``, ``kernels.linear``)
-check of a layer before they take it: whether their copy of its weights is still current, and
-whether a bias of -0 would show the zero inputs they skip."""
+check of a layer before they take it: whether autograd records the call, whether their copy of
+its weights is still current, and whether a bias of -0 would show the zero inputs they skip."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ def versions(*tensors: torch.Tensor) -> tuple[int, ...] | None:
     if any(t.is_inference() for t in tensors):
         return None
     return tuple(t._version for t in tensors)
+
+
+def records_autograd(*tensors: torch.Tensor) -> bool:
+    """Whether a call on ``tensors`` is one autograd records (one of them requires grad and
+    grad mode is on): the library's op must run, since the loops record nothing."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def negative_zero(bias: np.ndarray) -> bool:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from ganglion.models.errors import BundleError, GanglionError
 
+T = TypeVar("T")  # ``_built``'s dataclass
+
 FORMAT_VERSION = 2
 KINDS = ("spiking", "sequence", "dense", "ensemble")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
@@ -28,7 +30,6 @@ NUMERICS = ("float32", "loihi2-fixed")
 MAX_RANK = 8
 MAX_DIM = 1 << 24  # a declared dimension above this is refused before anything is allocated
 MAX_TIMESTEPS = 1 << 20
-T = TypeVar("T")
 MAX_TENSORS = 4096
 DEFAULT_DT = 1e-4  # seconds per timestep: snnTorch's NIR export convention
 # Simulation conventions of an imported NIR graph (``SpikingTime.semantics``; meanings in

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganglion.kernels.prepared import negative_zero, versions
+from ganglion.kernels.prepared import negative_zero, records_autograd, versions
 
 __all__ = ["CPU_CONV_MAX_MACS", "CpuConv2d", "Layout"]
 
@@ -69,8 +69,7 @@ class CpuConv2d:
         changing every step) never prepares one."""
         if x.dtype != torch.float32 or x.dim() != 4:
             return False
-        grad = x.requires_grad or weight.requires_grad or bias.requires_grad
-        return not (grad and torch.is_grad_enabled())  # autograd records F.conv2d
+        return not records_autograd(x, weight, bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
         """``F.conv2d(x, weight, bias, 1, padding)`` from the compiled loop, or None where the

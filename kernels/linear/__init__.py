@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganglion.kernels.prepared import negative_zero, versions
+from ganglion.kernels.prepared import negative_zero, records_autograd, versions
 
 __all__ = ["CPU_LINEAR_MAX_MACS", "CpuLinear"]
 
@@ -78,8 +78,7 @@ class CpuLinear:
         to record (training never prepares a loop)."""
         if x.dtype != torch.float32 or x.device.type != "cpu":
             return False
-        grad = x.requires_grad or weight.requires_grad or bias.requires_grad
-        return not (grad and torch.is_grad_enabled())
+        return not records_autograd(x, weight, bias)
 
     def numpy(self, x: np.ndarray, any_size: bool = False) -> np.ndarray | None:
         """``F.linear`` of a C-contiguous fp32 [M, K] array from the loop, or None where the

@@ -16,7 +16,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def plain(value: object) -> Text:
     """``value`` as plain text for the terminal (a table cell, a title, a line): markup is not
     parsed, control characters are replaced (text from a file cannot restyle or move it)."""
-    return Text(_CONTROL.sub("\ufffd", str(value)))
+    return Text(printable(str(value)))
 
 
 def printable(text: str) -> str:
