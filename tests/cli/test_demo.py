@@ -17,6 +17,9 @@ def test_demo_tour_agrees_across_backends(digits_mlp, tmp_path: Path) -> None:
     reference = rows["torch (CPU)"]
     assert reference.accuracy > 0.9
     assert rows["onnxruntime (CPU)"].agreement == "1.000 of predictions"
+    streaming = rows["torch (CPU), streaming step"]
+    assert streaming.agreement == f"bit-identical to run on {len(data.y_test)} samples"
+    assert streaming.accuracy == reference.accuracy and streaming.latency_ms > 0
     assert abs(rows["loihi2 fixed point, torch predictor"].accuracy - reference.accuracy) < 0.03
     assert rows[LAVA_TARGET].agreement == "identical outputs on 2 samples"
     for device in SIMULATED_DEVICES:
