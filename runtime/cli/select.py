@@ -6,7 +6,10 @@ and the device profiles; ``--dump-problem`` writes it).
 Both print how far the gate departs from monotone quality on the calibration data
 (``monotonicity``); a bundle's answer also names each expert's device and whether each figure
 is simulated or measured (``placement``).
-Exit codes: 0 a subset fits; 1 no non-empty subset fits (one-line reason on stderr; with
+``--time-limit`` bounds the search: at the limit the answer is the best subset found, marked not
+exact, with a bound on how much better the optimum can be (``optimality_gap``).
+Exit codes: 0 a subset fits (the optimum, or at the time limit the best found); 1 no non-empty
+subset fits (one-line reason on stderr; with
 ``--json`` also ``{"feasible": false, ...}`` on stdout); 2 anything else: a malformed problem,
 budget or flag, a missing bundle, a flag only a BUNDLE takes given with ``--problem``, or a
 ``--dump-problem`` target that may not be written (one line naming the file and the field).
@@ -46,6 +49,7 @@ PIPE_WIDTH = 120  # rich's width when stdout is not a terminal
 MIN_LINK_MBPS = 0.001  # --link-mbps below this (1 kb/s) is refused: transfer times overflow
 LINK_DEFAULTS = (100.0, 2.0, 50.0)  # --link-mbps, --link-ms, --link-nj-per-bit
 MONOTONICITY_WORK = 4e6  # subsets x calibration rows the monotonicity check evaluates (<~1 s)
+TIME_LIMIT_S = 300.0  # --time-limit's default: the search's wall-clock bound
 
 
 def select(
@@ -87,6 +91,12 @@ def select(
         0, "--seed", min=0, max=2**63 - 1, help="Seed of the random-subset baseline."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing --dump-problem file."),
+    time_limit: float = typer.Option(
+        TIME_LIMIT_S,
+        "--time-limit",
+        help="Seconds the search may take; at the limit it answers the best subset found, "
+        "marked not exact, with a bound on how much better the optimum can be.",
+    ),
 ) -> None:
     """Choose the expert subset with the best predicted quality within both budgets."""
     sources = None
@@ -102,6 +112,8 @@ def select(
             raise SelectionProblemError("give an ensemble BUNDLE or --problem P.json (one of them)")
         energy = check_budget(energy_budget, "--energy-budget")
         latency = check_budget(latency_budget, "--latency-budget")
+        if not check_budget(time_limit, "--time-limit") > 0:
+            raise SelectionProblemError(f"--time-limit must be > 0 seconds, got {time_limit}")
         if problem is not None:
             loaded = read_problem(problem)
         else:
@@ -140,7 +152,7 @@ def select(
         raise typer.Exit(2) from None
     if sources is not None and not as_json:
         _print_sources(sources)
-    report(loaded, energy, latency, as_json, seed, sources)
+    report(loaded, energy, latency, as_json, seed, sources, time_limit)
 
 
 def _refuse_bundle_flags(
@@ -229,16 +241,22 @@ def report(
     as_json: bool,
     seed: int,
     sources: dict[str, Any] | None = None,
+    time_limit_s: float = TIME_LIMIT_S,
 ) -> None:
-    """Solve, print the answer, the baselines and the gate's monotonicity (table or JSON; with
-    ``sources``, a bundle's placement too); exit 1 when nothing fits."""
+    """Solve within ``time_limit_s``, print the answer, the baselines and the gate's
+    monotonicity (table or JSON; with ``sources``, a bundle's placement too); exit 1 when
+    nothing fits."""
     from ganglion.runtime.selection.bounds import warm_up
 
     warm_up()  # load the compiled loops first: solve_ms measures the search alone
     start = time.perf_counter()
-    chosen = solve(problem, energy_budget, latency_budget)
+    chosen = solve(problem, energy_budget, latency_budget, time_limit_s)
     solve_ms = (time.perf_counter() - start) * 1e3
-    budgets = {"energy_budget_j": energy_budget, "latency_budget_ms": latency_budget}
+    budgets = {
+        "energy_budget_j": energy_budget,
+        "latency_budget_ms": latency_budget,
+        "time_limit_s": time_limit_s,
+    }
     context = {"monotonicity": _monotonicity(problem)}
     if sources is not None:
         context["placement"] = sources
@@ -254,6 +272,7 @@ def report(
     baselines = run_baselines(problem, energy_budget, latency_budget, seed)
     if as_json:
         out = {"feasible": True, **_describe(problem, chosen), "solve_ms": solve_ms}
+        out.update(exact=chosen.exact, optimality_gap=chosen.gap)
         out.update(budgets)
         out["expert_indices"] = list(chosen.experts)
         out["subsets_evaluated"] = chosen.evaluated
@@ -343,7 +362,7 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
     )
     columns = ("subset", "experts", "quality", "vs optimum", "energy J", "latency ms")
     table = Table(*columns, title=title)
-    rows = [("exact optimum", chosen)] + list(baselines.items())
+    rows = [("exact optimum" if chosen.exact else "best found", chosen)] + list(baselines.items())
     for name, sel in rows:
         if sel is None:
             table.add_row(name, "(does not fit)", "-", "-", "-", "-")
@@ -359,11 +378,17 @@ def _print_tables(problem, chosen, baselines, budgets, solve_ms) -> None:
             f"{sel.latency_ms:.4g}",
         )
     console.print(table)
+    how = (
+        f"solved exactly in {solve_ms:.1f} ms"
+        if chosen.exact
+        else f"NOT exact: the search stopped at its {budgets['time_limit_s']:.6g} s time limit "
+        f"after {solve_ms:.1f} ms; the optimum's quality is at most "
+        f"{chosen.quality + chosen.gap:.4f} (gap {chosen.gap:.4f})"
+    )
     console.print(
         plain(
             f"chosen: {', '.join(problem.names[e] for e in chosen.experts)}; predicted "
-            f"quality {chosen.quality:.4f}; solved exactly in {solve_ms:.1f} ms "
-            f"({chosen.evaluated} subsets evaluated)"
+            f"quality {chosen.quality:.4f}; {how} ({chosen.evaluated} subsets evaluated)"
         )
     )
 

@@ -76,9 +76,10 @@ the energy slack used to drop experts from ``A`` only loosens bounds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from dataclasses import dataclass
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,18 +93,34 @@ if TYPE_CHECKING:
 ROUNDING = 1e-12  # margin for float rounding in bounds and search-order quality sums
 BRUTE_FORCE_MAX_EXPERTS = 20  # 2^20 subsets
 LEAF_SIZE = 6  # a surviving node with this few joinable experts enumerates its subsets
+GRACE = 0.1  # share of a time limit spent past it bounding the subsets left unvisited
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Selection:
     """A chosen subset: sorted expert indices, its Q, E, L, and how many subsets the search
-    evaluated (``2^N - 1`` for brute force)."""
+    evaluated (``2^N - 1`` for brute force). ``exact`` is False only when a search stopped at
+    its time limit with subsets left that might beat or tie this one; the best of them has a
+    quality of at most ``quality + gap`` (``gap`` 0.0 when exact)."""
 
     experts: tuple[int, ...]
     quality: float
     energy_j: float
     latency_ms: float
     evaluated: int  # subsets whose quality the search computed
+    exact: bool = True
+    gap: float = 0.0
+
+
+class _OutOfTime(Exception):
+    """The search passed its deadline. Unwinding, each frame adds an upper bound on the
+    quality of the subsets it had still to visit (``bound``); ``covered`` tells whether a
+    frame has bounded the node being entered when time ran out."""
+
+    def __init__(self) -> None:
+        super().__init__("time limit")
+        self.bound = -math.inf
+        self.covered = False
 
 
 def tie_key(problem: SelectionProblem, subset: tuple[int, ...]) -> tuple:
@@ -123,7 +140,14 @@ class _Search:
     """The branch and bound over one problem and one pair of budgets (their limits: a cost
     fits when it is at most these)."""
 
-    def __init__(self, problem: SelectionProblem, energy_budget: float, latency_budget: float):
+    def __init__(
+        self,
+        problem: SelectionProblem,
+        energy_budget: float,
+        latency_budget: float,
+        deadline: float = math.inf,
+        grace: float = 0.0,
+    ):
         from ganglion.runtime.selection import bounds  # numba: loaded when a search runs
 
         self.problem = problem
@@ -139,6 +163,9 @@ class _Search:
         self.kept: dict[tuple[int, ...], float] = {}
         self.evaluated = 0
         self.nodes = 0
+        self.deadline = deadline  # time.monotonic() past which the search stops
+        self.pending = -math.inf  # bound on the subsets left unvisited at the deadline
+        self.grace = grace  # seconds past the deadline spent bounding what is left
 
     def energy(self, members: list[int]) -> float:
         """E(S) for a sorted member list: the exact index-order float64 sum."""
@@ -221,8 +248,34 @@ class _Search:
         for t in roots[:3]:
             self.greedy(t)
         for j, t in enumerate(roots):
-            later = np.array(roots[j + 1 :], dtype=np.intp)
-            self.expand([t], self.ws.gp[t].copy(), self.ws.g[t].copy(), later)
+            try:
+                self.expand([t], self.ws.gp[t].copy(), self.ws.g[t].copy(), self._later(roots, j))
+            except _OutOfTime as stop:
+                self.pending = max(stop.bound, self._roots_bound(roots, j + stop.covered))
+                return
+
+    @staticmethod
+    def _later(roots: list[int], j: int) -> np.ndarray:
+        """The experts root ``j``'s subsets may add: the roots ranked after it."""
+        return np.array(roots[j + 1 :], dtype=np.intp)
+
+    def _roots_bound(self, roots: list[int], start: int) -> float:
+        """An upper bound on ``Q`` over the subsets of roots ``start`` onwards other than the
+        roots alone (recorded already), for the roots left at the deadline: each root's node
+        bounds (up to the first that cuts) while the grace lasts, then, for all the rest at
+        once, the mean over samples of the best ``p_true`` among their experts."""
+        stop, floor = time.monotonic() + self.grace, self.threshold()
+        bound = -math.inf
+        for j in range(start, len(roots)):
+            if time.monotonic() > stop:
+                best_p = self.problem.p_true[:, roots[j:]].max(axis=1)
+                return max(bound, float(best_p.mean()) + ROUNDING)
+            t = roots[j]
+            avail, k, room = self.joinable([t], self._later(roots, j))
+            if avail.size:
+                node = self.ws.evaluate(self.ws.gp[t], self.ws.g[t], avail, room, k, floor)
+                bound = max(bound, node.bound)
+        return bound
 
     def expand(
         self,
@@ -236,6 +289,8 @@ class _Search:
         expert of ``avail``, with the experts after it (in bound order) still available.
         ``inherited``: the parent's gate sums, tried first (cheaper, looser); a node they do not
         cut is bounded again with its own."""
+        if time.monotonic() > self.deadline:
+            raise _OutOfTime
         avail, k, room = self.joinable(members, avail)
         if avail.size == 0:
             return
@@ -274,7 +329,13 @@ class _Search:
             self.record(tuple(joined), float(node.child_q[order[j]]))
             if k > 1 and j + 1 < order.size:
                 later = avail[order[j + 1 :]]
-                self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], later, node.sums)
+                try:
+                    self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], later, node.sums)
+                except _OutOfTime as stop:  # child j's subtree and the later children are left
+                    left = np.minimum(quick[j:count], node.q + subtree[j:count])
+                    stop.bound = max(stop.bound, float(left.max()))
+                    stop.covered = True
+                    raise
 
     def enumerate(
         self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray, k: int
@@ -299,14 +360,19 @@ class _Search:
             self.record(tuple(int(e) for e in cols[membership[fits[j]]]), float(quality[j]))
 
     def result(self) -> Selection | None:
-        """The tie-broken best among kept subsets, with canonical (index-order) Q."""
+        """The tie-broken best among kept subsets, with canonical (index-order) Q; not exact
+        when subsets left at the deadline may tie or beat it."""
         if not self.kept:
             return None
         exact = {s: self.problem.quality(s) for s in self.kept}
         best = max(exact.values())
         tied = [s for s, v in exact.items() if v >= best - TIE_TOLERANCE]
         chosen = min(tied, key=lambda s: tie_key(self.problem, s))
-        return _selection(self.problem, chosen, exact[chosen], self.evaluated)
+        found = _selection(self.problem, chosen, exact[chosen], self.evaluated)
+        if self.pending < self.threshold():
+            return found  # nothing left could tie it: exact
+        gap = max(0.0, self.pending - found.quality)
+        return dataclasses.replace(found, exact=False, gap=gap)
 
 
 @functools.cache
@@ -324,11 +390,26 @@ def _selection(problem: SelectionProblem, subset: tuple[int, ...], q: float, n: 
 
 
 def solve(
-    problem: SelectionProblem, energy_budget: float, latency_budget: float
+    problem: SelectionProblem,
+    energy_budget: float,
+    latency_budget: float,
+    time_limit_s: float | None = None,
 ) -> Selection | None:
     """The exact best subset under both budgets (tie-broken; a cost fits within
-    ``budget_limit``), or None when none fits."""
-    search = _Search(problem, budget_limit(energy_budget), budget_limit(latency_budget))
+    ``budget_limit``), or None when none fits.
+
+    ``time_limit_s`` bounds the search (None: none). A search that reaches it returns the best
+    subset found so far (always feasible: every fitting single expert is recorded first),
+    marked ``exact=False`` with ``gap`` bounding how much better the optimum can be, unless
+    the subsets it had left could not tie it anyway."""
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise ValueError(f"time_limit_s: expected > 0 seconds, got {time_limit_s}")
+    deadline, grace = math.inf, 0.0
+    if time_limit_s is not None:
+        deadline, grace = time.monotonic() + time_limit_s, GRACE * time_limit_s
+    search = _Search(
+        problem, budget_limit(energy_budget), budget_limit(latency_budget), deadline, grace
+    )
     search.run()
     return search.result()
 

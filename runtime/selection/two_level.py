@@ -52,13 +52,17 @@ class SubsetCache:
     ``select`` solves on a miss or when ``telemetry_version`` differs from the one the cached
     answer was solved under (then every entry of that category is dropped); at most
     ``max_entries`` answers are kept, least recently used first out. ``None`` (nothing fits) is
-    cached like any answer.
+    cached like any answer. ``time_limit_s`` bounds each solve (``solve``'s: at the limit the
+    best subset found, marked not exact, is the answer, cached like the others).
     """
 
-    def __init__(self, max_entries: int = 128) -> None:
+    def __init__(self, max_entries: int = 128, time_limit_s: float | None = None) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries: expected >= 1, got {max_entries}")
+        if time_limit_s is not None and not time_limit_s > 0:
+            raise ValueError(f"time_limit_s: expected > 0 seconds, got {time_limit_s}")
         self.max_entries = max_entries
+        self.time_limit_s = time_limit_s
         self.hits = 0
         self.solves = 0
         self._entries: OrderedDict[tuple, Selection | None] = OrderedDict()
@@ -87,7 +91,7 @@ class SubsetCache:
             self._entries.move_to_end(key)
             return self._entries[key]
         self.solves += 1
-        answer = solve(problem, energy_budget, latency_budget)
+        answer = solve(problem, energy_budget, latency_budget, self.time_limit_s)
         self._entries[key] = answer
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

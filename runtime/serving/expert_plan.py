@@ -19,7 +19,9 @@ waiting on each node are counted (``route``).
 The solved subsets are cached (``SubsetCache``) per view, set of available experts and
 budgets, under a telemetry version that changes only when an expert's cost moves by more than
 ``COST_TOLERANCE`` or an expert comes or goes, so a steady cluster solves once per budget; a
-cached subset that no longer fits the budgets at the current costs is solved afresh.
+cached subset that no longer fits the budgets at the current costs is solved afresh. A solve
+takes at most ``PLAN_TIME_LIMIT_S`` (then the best subset found, which fits: a few ms for up to
+16 experts, so only a large, hard ensemble reaches it).
 
 Re-planning after a failure: the experts that already answered cost nothing more (their
 energy is spent, their answer is at hand), the failed ones are left out, and the budgets are
@@ -47,6 +49,7 @@ from ganglion.runtime.serving.expert_costs import (
 from ganglion.runtime.serving.node_pool import NodePool, NodeState
 
 COST_TOLERANCE = 0.25  # relative change of an expert's cost that makes a new telemetry version
+PLAN_TIME_LIMIT_S = 1.0  # a solve on a request's path answers the best found by then
 FREE = ReplicaCost(0.0, 0.0, 0.0, 0.0, "measured", "measured", "answered")
 LATENCY, ENERGY = "latency", "energy"  # the replica an expert is planned at: fastest, cheapest
 VIEWS = (LATENCY, ENERGY)
@@ -114,7 +117,7 @@ class Planner:
     def __init__(self, ensemble: CoordinatedEnsemble, pool: NodePool) -> None:
         self.ensemble = ensemble
         self.pool = pool
-        self.cache = SubsetCache()
+        self.cache = SubsetCache(time_limit_s=PLAN_TIME_LIMIT_S)
         self.version = 0
         # view -> available expert -> the cost it is planned at (as of the last refresh)
         self.costs: dict[str, dict[str, ReplicaCost]] = {view: {} for view in VIEWS}
@@ -247,7 +250,7 @@ class Planner:
     def _solve(
         self, names: tuple[str, ...], costs: dict[str, ReplicaCost], energy: float, latency: float
     ) -> Plan | None:
-        chosen = solve(self._problem(names, costs), energy, latency)
+        chosen = solve(self._problem(names, costs), energy, latency, PLAN_TIME_LIMIT_S)
         return None if chosen is None else self.predicted([names[i] for i in chosen.experts], costs)
 
     def _problem(self, names: tuple[str, ...], costs: dict[str, ReplicaCost]) -> SelectionProblem:

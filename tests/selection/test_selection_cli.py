@@ -238,3 +238,38 @@ def test_an_infeasible_cost_just_over_its_budget_is_printed_apart_from_it(tmp_pa
     args = ("--problem", str(path), "--energy-budget", "0.3", "--latency-budget", "9")
     code, _, err = invoke("select", *args)
     assert code == 1 and "needs 0.3000001 J (budget 0.3 J)" in err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "nan", "inf"])
+def test_a_time_limit_that_is_not_a_positive_number_exits_2(problem_file, limit, one_line_error):
+    code, out, err = invoke("select", "--problem", str(problem_file), "--energy-budget", "9",
+                            "--latency-budget", "90", "--time-limit", limit)  # fmt: skip
+    one_line_error(code, err, "--time-limit")
+    assert code == 2 and out == ""
+
+
+def test_a_search_stopped_at_its_time_limit_says_so(tmp_path):
+    rng = np.random.default_rng(64)
+    problem = synthetic_problem(rng, 64, 256, "random")
+    path = write_problem(problem, tmp_path / "P64.json")
+    energy, latency = float(problem.cost_j.sum() * 0.1), float(problem.delay_ms.max() + 20.0)
+    args = ["--problem", str(path), "--energy-budget", repr(energy), "--latency-budget",
+            repr(latency), "--time-limit", "1e-9"]  # fmt: skip
+    done = ganglion_select(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    answer = strict_json(done.stdout)
+    assert answer["feasible"] is True and answer["exact"] is False
+    assert answer["optimality_gap"] > 0 and answer["time_limit_s"] == 1e-9
+    assert problem.fits(tuple(answer["expert_indices"]), energy, latency)
+    table = ganglion_select(*args)
+    assert table.returncode == 0, table.stderr
+    assert "best found" in table.stdout and "NOT exact" in table.stdout
+    assert "exact optimum" not in table.stdout
+
+
+def test_an_answer_within_the_time_limit_is_marked_exact(problem_file):
+    code, out, _ = invoke("select", "--problem", str(problem_file), "--energy-budget", "9",
+                          "--latency-budget", "90", "--json")  # fmt: skip
+    answer = strict_json(out)
+    assert code == 0 and answer["exact"] is True and answer["optimality_gap"] == 0.0
+    assert answer["time_limit_s"] == 300.0

@@ -1,0 +1,93 @@
+"""A search stopped at its time limit: a feasible best-found subset and a valid optimality gap."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from ganglion.runtime.selection import SubsetCache, brute_force, solve, solver
+from ganglion.runtime.selection.synthetic import GATES, binding_budgets, synthetic_problem
+
+
+class TickClock:
+    """A stand-in for the solver's ``time`` module: every reading is one second later, so a
+    limit of ``n`` seconds stops the search at its ``n``-th check, the same way on every run."""
+
+    def __init__(self) -> None:
+        self.ticks = itertools.count()
+
+    def monotonic(self) -> float:
+        return float(next(self.ticks))
+
+
+@pytest.mark.parametrize("grace", [solver.GRACE, 1e9])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_search_stopped_anywhere_answers_a_feasible_subset_within_its_gap(
+    seed, grace, monkeypatch
+):
+    # grace 1e9: every root left is bounded by its own node, so the gap rests on what each
+    # stopped frame reports of its children left, not on the loose bound over all the rest
+    monkeypatch.setattr(solver, "GRACE", grace)
+    rng = np.random.default_rng(900 + seed)
+    stopped = 0
+    for i in range(16):
+        problem = synthetic_problem(rng, int(rng.integers(8, 15)), 16, GATES[i % 3])
+        energy, latency = binding_budgets(problem, rng)
+        best = brute_force(problem, energy, latency)
+        for limit in (1, 2, 3, 5, 8, 13, 40):
+            monkeypatch.setattr(solver, "time", TickClock())
+            found = solve(problem, energy, latency, time_limit_s=limit)
+            assert (found is None) == (best is None)
+            if best is None:
+                continue
+            assert problem.fits(found.experts, energy, latency)
+            assert found.quality <= best.quality + 1e-12
+            assert found.gap >= 0.0
+            # the optimum is at most quality + gap (rounding margins aside)
+            assert best.quality <= found.quality + found.gap + 1e-9
+            if found.exact:  # nothing left could tie: the complete search's answer
+                assert found.experts == best.experts
+                assert found.gap == 0.0
+            else:
+                stopped += 1
+    assert stopped > 0  # the limits did stop searches before they were done
+
+
+def test_a_hard_instance_stopped_at_once_still_answers_and_is_marked():
+    rng = np.random.default_rng(64)
+    problem = synthetic_problem(rng, 64, 256, "random")
+    energy, latency = binding_budgets(problem, rng)
+    found = solve(problem, energy, latency, time_limit_s=1e-9)
+    assert found is not None and not found.exact
+    assert problem.fits(found.experts, energy, latency)
+    assert 0.0 < found.gap <= 1.0
+    assert found.quality + found.gap >= max(
+        problem.quality((e,)) for e in range(64) if problem.fits((e,), energy, latency)
+    )
+
+
+def test_an_ample_limit_changes_nothing():
+    rng = np.random.default_rng(5)
+    problem = synthetic_problem(rng, 12, 16, "adversarial")
+    energy, latency = binding_budgets(problem, rng)
+    assert solve(problem, energy, latency, time_limit_s=600.0) == solve(problem, energy, latency)
+
+
+@pytest.mark.parametrize("limit", [0.0, -1.0, float("nan")])
+def test_a_limit_that_is_not_positive_is_refused(limit):
+    rng = np.random.default_rng(1)
+    problem = synthetic_problem(rng, 4, 8)
+    with pytest.raises(ValueError, match="time_limit_s"):
+        solve(problem, 10.0, 100.0, time_limit_s=limit)
+    with pytest.raises(ValueError, match="time_limit_s"):
+        SubsetCache(time_limit_s=limit)
+
+
+def test_the_subset_cache_bounds_its_solves():
+    rng = np.random.default_rng(64)
+    problem = synthetic_problem(rng, 64, 256, "random")
+    energy, latency = binding_budgets(problem, rng)
+    answer = SubsetCache(time_limit_s=1e-9).select("all", problem, energy, latency, 0)
+    assert answer is not None and not answer.exact
