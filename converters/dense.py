@@ -209,12 +209,17 @@ def dense_from_exported(program: torch.export.ExportedProgram) -> Specs:
 # ---- ONNX sources -------------------------------------------------------------------------
 
 
-def _onnx_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+def _onnx_spec(value: onnx.ValueInfoProto, needs_shape: bool = False) -> TensorSpec:
     tensor = value.type.tensor_type
     dtype = ONNX_DTYPES.get(tensor.elem_type)
     if dtype is None:
         raise ConversionError(
             f"ONNX tensor {value.name!r}: element type {tensor.elem_type} is not supported"
+        )
+    if needs_shape and not tensor.HasField("shape"):
+        raise ConversionError(
+            f"ONNX tensor {value.name!r} has no shape (not even its rank): export the model "
+            "with one (a name such as 'batch' for an axis of any size)"
         )
     shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
     return TensorSpec(value.name, shape, dtype)
@@ -225,7 +230,7 @@ def dense_from_onnx(model: onnx.ModelProto) -> Specs:
     with its input and output specs."""
     check_self_contained(model, "the ONNX model")
     initializers = {t.name for t in model.graph.initializer}
-    inputs = [_onnx_spec(v) for v in model.graph.input if v.name not in initializers]
+    inputs = [_onnx_spec(v, True) for v in model.graph.input if v.name not in initializers]
     outputs = [_onnx_spec(v) for v in model.graph.output]
     names = ([s.name for s in inputs], [s.name for s in outputs])
     module = DenseProgram(

@@ -239,12 +239,26 @@ def from_nir(
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
     outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
+        # nir.read puts an Input "input_X" before a node X no edge enters, an Output
+        # "output_X" after one no edge leaves: name such nodes, not the nodes it made up
+        loose = [
+            n
+            for n, node in graph.nodes.items()
+            if not isinstance(node, nir.Input | nir.Output)
+            and (f"input_{n}" in inputs or f"output_{n}" in outputs)
+        ]
+        if loose:
+            raise NIRError(
+                f"node {loose[0]!r} has no edge into it or none out of it; the graph needs "
+                "one Input and one Output node, every other node between them"
+            )
         raise NIRError(f"the graph needs one Input and one Output node, has {inputs} and {outputs}")
     flat, edges = _inline(graph)
     edges = _drop_placeholders(flat, edges, keep={inputs[0], outputs[0]})
     rename = {inputs[0]: INPUT, outputs[0]: OUTPUT}
     edges = [(rename.get(a, a), rename.get(b, b)) for a, b in edges]
-    input_shape = _input_shape(graph.nodes[inputs[0]], [flat[b] for a, b in edges if a == INPUT])
+    consumers = [flat[b] for a, b in edges if a == INPUT and b != OUTPUT]  # skip: Input->Output
+    input_shape = _input_shape(graph.nodes[inputs[0]], consumers)
     hidden = {n: v for n, v in flat.items() if n not in rename}
     nodes = _build_nodes(hidden, edges, input_shape, sem)
     for name, layer in nodes.items():
@@ -256,11 +270,58 @@ def from_nir(
     return SpikingGraph(nodes, edges, input_shape, delays=_delays(graph, nodes, edges, sem))
 
 
+MAX_GRAPH_DEPTH = 16  # nested graphs walked when naming a node type nir does not know
+
+
+def _unknown_node_type(path: Path) -> tuple[str, str] | None:
+    """The first node (its path in the graph) whose ``type`` this nir does not define, and
+    that type; None when every node's type is known or the file is not laid out as NIR. Run
+    only after ``check_hdf5`` has bounded the file."""
+    import h5py
+
+    known = {
+        name
+        for name in nir.ir.__all__
+        if isinstance(getattr(nir.ir, name), type)
+        and issubclass(getattr(nir.ir, name), nir.NIRNode)
+    }
+
+    def walk(group: Any, prefix: str, depth: int) -> tuple[str, str] | None:
+        nodes = group.get("nodes")
+        if depth > MAX_GRAPH_DEPTH or not isinstance(nodes, h5py.Group):
+            return None
+        for name, node in nodes.items():
+            kind = node.get("type") if isinstance(node, h5py.Group) else None
+            if not isinstance(kind, h5py.Dataset) or kind.shape != ():
+                continue
+            value = kind[()]
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            if value not in known:
+                return f"{prefix}{name}", value
+            if value == "NIRGraph" and (found := walk(node, f"{prefix}{name}.", depth + 1)):
+                return found
+        return None
+
+    try:
+        with h5py.File(path, "r") as file:
+            root = file.get("node")
+            return walk(root, "", 0) if isinstance(root, h5py.Group) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def _read_checked(path: Path, type_check: bool) -> nir.NIRGraph:
-    """``nir.read``; a file that reads only without nir's type check says so."""
+    """``nir.read``; a file that reads only without nir's type check says so, and one with a
+    node type this nir does not define names the node and the type."""
     try:
         return nir.read(str(path), type_check=type_check)
     except Exception as exc:  # h5py and nir raise OSError, KeyError, ValueError, ...
+        unknown = _unknown_node_type(path)
+        if unknown is not None:
+            raise NIRError(
+                f"{path}: node {unknown[0]!r} has type {unknown[1]!r}, which NIR "
+                f"{nir.__version__} (the reader here) does not define"
+            ) from exc
         detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
         if type_check:
             try:

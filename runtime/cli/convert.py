@@ -24,6 +24,13 @@ from ganglion.runtime.cli.train import (
 MAX_CALIB_WINDOWS = 1024  # spikegpt calibration windows of 256 tokens: about 1.2 GB at 1024
 
 
+def onnx_check_errors() -> tuple[type[Exception], ...]:
+    """What ``onnx.checker.check_model(full_check=True)`` raises on a graph it refuses."""
+    import onnx
+
+    return onnx.checker.ValidationError, onnx.shape_inference.InferenceError
+
+
 def _naming(source: Path, error: Exception) -> ConversionError:
     """``error`` as one line that names the model file it came from."""
     text = first_line(error)
@@ -136,6 +143,7 @@ def dense(
     from ganglion.converters.exported_archive import load_exported
     from ganglion.converters.onnx_file import load_onnx
     from ganglion.runtime.bundle import save_bundle
+    from ganglion.runtime.tensors import shape_text
 
     check_target(output, force, reads=(model, calib))
     source = load_onnx(model) if model.suffix == ".onnx" else load_exported(model)
@@ -145,13 +153,17 @@ def dense(
     except (GanglionError, ValueError, RuntimeError, TypeError) as exc:
         raise _naming(model, exc) from exc
     deployable.manifest.provenance["source_file"] = model.name
-    path = save_bundle(deployable, output, force)
+    try:
+        path = save_bundle(deployable, output, force)
+    except onnx_check_errors() as exc:  # the graph the bundle would hold fails ONNX's checker
+        raise _naming(model, exc) from exc
     console = Console(highlight=False, soft_wrap=True)
     m = deployable.manifest
     for kind, specs in (("input", m.inputs), ("output", m.outputs)):
         for spec in specs:
-            shape = ["batch" if d == -1 else d for d in spec.shape]
-            console.print(f"{kind} {spec.name}: {spec.dtype} {shape}", markup=False)
+            console.print(
+                f"{kind} {spec.name}: {spec.dtype} {shape_text(spec.shape)}", markup=False
+            )
     for check, figures in m.report.get("accuracy_check", {}).items():
         text = ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
         console.print(f"{check.replace('_', ' ')}: {text}", markup=False)

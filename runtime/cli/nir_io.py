@@ -105,7 +105,7 @@ def export(
                 raise BundleError(f"{path} is inside the bundle; write exports elsewhere")
     from ganglion.converters.nir_graph import write_nir
     from ganglion.runtime.bundle import load_bundle
-    from ganglion.runtime.kinds.spiking import nir_time
+    from ganglion.runtime.kinds.spiking import SpikingKind, nir_time
 
     deployable = load_bundle(bundle)
     if nir is not None and deployable.manifest.kind == "sequence":
@@ -115,6 +115,7 @@ def export(
             raise BundleError(
                 f"--nir needs a spiking program, this bundle is {deployable.manifest.kind!r}"
             )
+        SpikingKind.check_nir_export(deployable)
         time = deployable.manifest.time
         with atomic_file(nir, force) as tmp:
             write_nir(

@@ -90,6 +90,8 @@ def run(
             y = session.run(x)
         except ShapeError as exc:  # a shape, dtype or non-finite value: name the input file
             raise ShapeError(f"{', '.join(inputs)}: {exc}") from None
+    if not isinstance(y, dict):  # one unnamed input gives one array: name it as the program does
+        y = {session.manifest.outputs[0].name: y}
     write_outputs(y, output, force)
     typer.echo(f"{describe_outputs(y)} written to {output}")
 

@@ -14,6 +14,7 @@ onnxruntime backend runs with ``precision="int8"``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,18 @@ class DenseOnnx:
     def sequence_graph(self, opset: int) -> None:
         """Dense programs have no sequence form."""
         return None
+
+
+def onnx_parameters(model: onnx.ModelProto) -> int:
+    """Parameters of an ONNX graph: the elements of its floating-point initializers (integer
+    ones are shapes and indices)."""
+    import onnx
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+              onnx.TensorProto.DOUBLE}  # fmt: skip
+    return sum(
+        math.prod(tensor.dims) for tensor in model.graph.initializer if tensor.data_type in floats
+    )
 
 
 def _export_module(deployable: Deployable, opset: int) -> onnx.ModelProto:
@@ -151,7 +164,12 @@ class DenseKind(ProgramKind):
     def describe(self, deployable: Deployable) -> dict[str, Any]:
         """Parameters, and for exported programs the operators the graph calls."""
         module = deployable.module
-        params = sum(int(p.numel()) for p in module.parameters())
+        if deployable.manifest.architecture == ONNX_ONLY:
+            import onnx
+
+            params = onnx_parameters(onnx.load_from_string(module.onnx_models["fp32"]))
+        else:
+            params = sum(int(p.numel()) for p in module.parameters())
         info: dict[str, Any] = {"layers": [], "parameters": params}
         if module.exported is not None:
             ops: dict[str, int] = {}
@@ -166,11 +184,15 @@ class DenseKind(ProgramKind):
         """Parameters from the files: an exported program's from model.pt2's program JSON,
         ours from weights.safetensors (an ONNX-only program has none). The operators of an
         exported graph are left out: listing them needs torch (``describe`` has them)."""
+        assert program.folder is not None
+        if program.manifest.architecture == ONNX_ONLY:
+            from ganglion.converters.onnx_file import load_onnx
+
+            return {"layers": [], "parameters": onnx_parameters(load_onnx(program.folder / ONNX))}
         if program.manifest.architecture != EXPORTED:
             return super().describe_files(program)
         from ganglion.runtime.artifact_shapes import element_count, exported_parameter_shapes
 
-        assert program.folder is not None
         shapes = exported_parameter_shapes(program.folder / PT2)
         if shapes is None:
             return None

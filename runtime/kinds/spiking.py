@@ -7,8 +7,9 @@ one, ``run`` takes time-major [T, batch, ...]. With an output decoding, outputs 
 ``run`` is T + delay steps (``SpikingTime``).
 
 Architectures: ``spiking_graph`` (float) and ``loihi2_fixed_graph`` (Lava's integer
-arithmetic). Artifacts: ``graph.nir`` (the graph in NIR) and, for float programs, the ONNX step
-graph ``model.onnx`` and sequence graph ``model.sequence.onnx``.
+arithmetic). Artifacts, for float programs: ``graph.nir`` (the graph in NIR), the ONNX step graph
+``model.onnx`` and sequence graph ``model.sequence.onnx``; fixed-point programs have none (NIR
+and ONNX hold no fixed-point arithmetic: ``export`` refuses them).
 """
 
 from __future__ import annotations
@@ -188,10 +189,13 @@ class SpikingKind(ProgramKind):
     # ---- bundle, ONNX, describe, operation counts, parity --------------------------------------
 
     def artifact_writers(self, deployable: Deployable) -> dict[str, ArtifactWriter]:
-        """``graph.nir`` always; the ONNX graphs for float programs."""
+        """For float programs, ``graph.nir`` and the ONNX graphs; none for fixed-point ones
+        (``nir_face``: NIR holds no fixed-point arithmetic)."""
         from ganglion.converters.nir_graph import write_nir
         from ganglion.runtime.onnx_export import onnx_artifact_writers
 
+        if deployable.manifest.numerics != "float32":
+            return {}
         writers: dict[str, ArtifactWriter] = {
             GRAPH_NIR: lambda d, p: write_nir(
                 d.module.graph,
@@ -201,9 +205,21 @@ class SpikingKind(ProgramKind):
                 nir_time(d.manifest),
             )
         }
-        if deployable.manifest.numerics == "float32":
-            writers.update(onnx_artifact_writers())
+        writers.update(onnx_artifact_writers())
         return writers
+
+    @staticmethod
+    def check_nir_export(deployable: Deployable) -> None:
+        """``BundleError`` unless the program is float: a fixed-point program's integer weights
+        and thresholds written as NIR would read back as another network (NIR's neurons are
+        real-valued; Loihi's current and voltage decays, rounding and delays have no place in
+        it). Export the float program it was quantized from instead."""
+        numerics = deployable.manifest.numerics
+        if numerics != "float32":
+            raise BundleError(
+                f"no NIR export for {numerics!r} numerics (float32 programs only: NIR has no "
+                "fixed-point arithmetic; export the float program it was quantized from)"
+            )
 
     def onnx_face(self, deployable: Deployable) -> Any:
         """The step and sequence graphs of a float spiking program."""

@@ -103,6 +103,23 @@ def test_onnx_graphs_run_in_plain_onnxruntime_as_inspect_says(workspace: Path) -
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def test_a_fixed_point_program_is_not_exported_as_nir(workspace: Path, one_line_error) -> None:
+    """Loihi 2 integer weights and thresholds written as NIR read back as another network: the
+    quantized bundle holds no graph.nir and ``export --nir`` refuses it, writing nothing."""
+    convert_mlp(workspace, "float")
+    quantized, out = workspace / "fixed", workspace / "fixed.nir"
+    code, _, err = ganglion("quantize", str(workspace / "float"), "-o", str(quantized),
+                            "--calib", str(workspace / "calib.npz"))  # fmt: skip
+    assert code == 0, err
+    assert not (quantized / "graph.nir").exists()
+    code, _, err = ganglion("export", str(quantized), "--nir", str(out))
+    one_line_error(code, err, "no NIR export for 'loihi2-fixed' numerics")
+    assert not out.exists()
+    code, _, err = ganglion("run", str(quantized), "--input", str(workspace / "x.npy"),
+                            "--output", str(workspace / "fixed-out.npy"))  # fmt: skip
+    assert code == 0, err
+
+
 def test_export_then_import_nir_runs_as_the_original(workspace: Path) -> None:
     convert_mlp(workspace, "c")
     assert ganglion("export", str(workspace / "c"), "--nir", str(workspace / "c.nir"))[0] == 0

@@ -119,6 +119,16 @@ def test_digits_cnn_from_onnx_runs_on_onnxruntime_only(cnn_files, capsys) -> Non
         ["run", bundle, "--input", folder / "x.npy", "--output", folder / "y.npy"], capsys
     )
     assert code == 1 and "has no torch form; run it with --backend onnxruntime" in err
+    # its parameters are the ONNX graph's weights (floating-point initializers), not 0
+    weights = onnx.load(str(folder / "cnn.onnx")).graph.initializer
+    expected = sum(
+        onnx.numpy_helper.to_array(t).size
+        for t in weights
+        if onnx.numpy_helper.to_array(t).dtype.kind == "f"
+    )
+    assert expected > 0
+    code, out, _ = _cli(["inspect", bundle, "--json"], capsys)
+    assert code == 0 and json.loads(out)["parameters"] == expected
 
 
 class Encoder(nn.Module):
@@ -392,3 +402,38 @@ def test_calibration_labels_are_checked_before_they_score(labels, words) -> None
         convert_dense(program, {"x": x, "y": labels})
     report = convert_dense(program, {"x": x, "y": np.array([0, 1, 2, 0, 1, 2])}).manifest.report
     assert set(report["accuracy_check"]["onnx_vs_torch"]) >= {"accuracy", "source_accuracy"}
+
+
+def test_an_onnx_tensor_without_a_shape_is_named_and_outputs_keep_their_names(
+    tmp_path: Path, capsys, one_line_error
+) -> None:
+    from onnx import TensorProto, helper
+
+    def model(shape: list | None) -> onnx.ModelProto:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    onnx.save(model(None), tmp_path / "noshape.onnx")
+    code, _, err = _cli(["convert", "dense", tmp_path / "noshape.onnx", "-o", tmp_path / "b"],
+                        capsys)  # fmt: skip
+    one_line_error(code, err, "noshape.onnx", "'x' has no shape")
+    assert not (tmp_path / "b").exists()
+    onnx.save(model(["batch", 3]), tmp_path / "shaped.onnx")  # the same graph, shaped: fine
+    code, _, err = _cli(["convert", "dense", tmp_path / "shaped.onnx", "-o", tmp_path / "b"],
+                        capsys)  # fmt: skip
+    assert code == 0, err
+    # one bare .npy input, outputs by name: the program's output name, as from an .npz input
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    for given in ("x.npy", "x.npz"):
+        out = tmp_path / f"out-{given}.npz"
+        code, _, err = _cli(["run", tmp_path / "b", "--input", tmp_path / given, "--output", out,
+                             "--backend", "onnxruntime"],
+                            capsys)  # fmt: skip
+        assert code == 0, err
+        with np.load(out) as saved:
+            assert list(saved) == ["y"]
+            np.testing.assert_array_equal(saved["y"], np.maximum(x, 0))

@@ -138,3 +138,63 @@ def test_node_names_from_a_file_reach_the_terminal_as_plain_text(tmp_path: Path)
     assert code == 0, err
     assert "\x1b" not in out and "\x07" not in out
     assert "a\ufffd[7m\ufffd[b]" in out  # shown, not obeyed
+
+
+def _chain_nodes(out_name: str = "out") -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "in": nir.Input(input_type={"input": np.array([3])}),
+        "fc": nir.Affine(
+            weight=rng.standard_normal((3, 3)).astype(np.float32), bias=np.zeros(3, np.float32)
+        ),  # fmt: skip
+        "if": nir.IF(
+            r=np.full(3, 1e4, np.float32),
+            v_threshold=np.ones(3, np.float32),
+            v_reset=np.zeros(3, np.float32),
+        ),  # fmt: skip
+        out_name: nir.Output(output_type={"output": np.array([3])}),
+    }
+
+
+@pytest.mark.parametrize("out_name", ["output", "out"])
+def test_a_skip_edge_from_input_to_output_imports_whatever_the_output_is_called(
+    tmp_path: Path, out_name: str
+) -> None:
+    edges = [("in", "fc"), ("fc", "if"), ("if", out_name), ("in", out_name)]
+    nir.write(tmp_path / "skip.nir", nir.NIRGraph(nodes=_chain_nodes(out_name), edges=edges))
+    graph = read_nir(tmp_path / "skip.nir", dt=1e-4)
+    net = SpikingNetwork(graph, SpikingTime(timesteps=4))
+    x = torch.rand(4, 2, 3, generator=torch.Generator().manual_seed(1))
+    alone = SpikingNetwork(
+        read_nir(_write_chain(tmp_path / "chain.nir"), dt=1e-4), SpikingTime(timesteps=4)
+    )
+    with torch.no_grad():  # the output sums the spikes and the input itself
+        torch.testing.assert_close(net.run(x), alone.run(x) + x, rtol=0, atol=0)
+
+
+def _write_chain(path: Path) -> Path:
+    edges = [("in", "fc"), ("fc", "if"), ("if", "out")]
+    nir.write(path, nir.NIRGraph(nodes=_chain_nodes(), edges=edges))
+    return path
+
+
+def test_a_node_type_nir_does_not_define_is_named(tmp_path: Path) -> None:
+    import h5py
+
+    path = _write_chain(tmp_path / "newer.nir")
+    with h5py.File(path, "r+") as file:  # as a newer NIR writer might label a node
+        del file["node/nodes/fc/type"]
+        file["node/nodes/fc/type"] = "MaxPool2d"
+    for type_check in (True, False):
+        with pytest.raises(NIRError, match=r"newer\.nir: node 'fc' has type 'MaxPool2d'"):
+            read_nir(path, type_check=type_check)
+
+
+def test_an_unconnected_node_is_named_not_the_nodes_nir_adds_around_it(tmp_path: Path) -> None:
+    nodes = {**_chain_nodes(), "spare": nir.Affine(weight=np.eye(2), bias=np.zeros(2))}
+    graph = nir.NIRGraph(
+        nodes=nodes, edges=[("in", "fc"), ("fc", "if"), ("if", "out")], type_check=False
+    )
+    nir.write(tmp_path / "spare.nir", graph)
+    with pytest.raises(NIRError, match="node 'spare' has no edge into it or none out of it"):
+        read_nir(tmp_path / "spare.nir")
