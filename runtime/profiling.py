@@ -28,6 +28,7 @@ from ganglion.device import (
     EnergyMeter,
     OpCounts,
     Prediction,
+    ProfileError,
     choose_meter,
     detect,
     get_profile,
@@ -281,8 +282,14 @@ def profile_bundle(
     host = found.profile_name
     device = request.backend_device or ("cuda" if request.backend == "tensorrt" else "cpu")
     with open_bundle(bundle) as program:
-        deployable = program.deployable()
         manifest = program.manifest
+        for name in request.devices:  # before anything runs
+            profile = get_profile(
+                host if name == "auto" else name, request.device_files, request.root
+            )
+            if (why := profile.refuses(manifest.kind)) is not None:
+                raise ProfileError(f"--device {profile.name}: {why}")
+        deployable = program.deployable()
         manifest_sha256 = None if program.folder is None else sha256_file(program.folder / MANIFEST)
         counts = count_ops(deployable, example_inputs(manifest, batch=1))
         x = example_inputs(manifest, batch=request.batch)

@@ -182,6 +182,17 @@ class DeviceProfile:
         """Whether the figure ``key`` is our estimate rather than a published number."""
         return key in self.assumed
 
+    def refuses(self, program_kind: str) -> str | None:
+        """Why a program of ``program_kind`` (a manifest's kind) cannot run on this device, or
+        None. A neuromorphic chip runs spiking programs only: a dense network, a language model
+        or an ensemble's gate has no mapping onto its neurons (quantize refuses them too)."""
+        if self.kind == "neuromorphic" and program_kind != "spiking":
+            return (
+                f"{self.name} is a neuromorphic chip and runs spiking programs only, "
+                f"not a {program_kind!r} program"
+            )
+        return None
+
     def mode(self, name: str | None = None) -> PowerMode:
         """Return the power mode ``name`` (the default mode when ``None``)."""
         wanted = name or self.default_mode

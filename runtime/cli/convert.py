@@ -280,8 +280,10 @@ def ensemble(
     if places:
         from ganglion.device.profiles.registry import get_profile
 
-        for device in places.values():
-            get_profile(device)  # an unknown device is refused now, not at select time
+        for expert, device in places.items():  # refused now, not at select time
+            why = get_profile(device).refuses(experts[expert].manifest.kind)
+            if why is not None:
+                raise ConversionError(f"--placement {expert}={device}: {why}")
     if all(e.manifest.kind == "sequence" for e in experts.values()):
         program = _token_ensemble(experts, corpora, windows, top_k, places, epochs, seed)
         path = save_bundle(program, output, force)

@@ -54,6 +54,14 @@ def _bytes_per_sample(specs: list[Any]) -> int:
     return total
 
 
+def _check_runs(device: str, kind: str, what: str, device_files: list[Any]) -> None:
+    """SelectionProblemError when ``device`` cannot run a ``kind`` program (a neuromorphic
+    chip runs spiking programs only): its costs there would describe no real placement."""
+    why = get_profile(device, device_files).refuses(kind)
+    if why is not None:
+        raise SelectionProblemError(f"{what} placed on {device}: {why}")
+
+
 def _predicted(
     deployable: Deployable, device: str, device_files: list[Any], gate_only: bool = False
 ) -> tuple[float, float]:
@@ -103,6 +111,7 @@ def problem_from_ensemble(
     for name in module.experts:
         member = ensemble.members[name]
         device = placement.get(name) or module.placement.get(name) or requester
+        _check_runs(device, member.manifest.kind, f"expert {name!r}", files)
         compute = "simulated (roofline)"
         if name in profiles:
             if name not in member_sha256:
@@ -121,6 +130,7 @@ def problem_from_ensemble(
             "transmission": f"simulated link ({link.mbps} Mb/s)" if remote else "none (local)",
             "kind": kind_of(member.manifest).name,
         }
+    _check_runs(requester, "dense", "the gate (on the requester)", files)
     _, gate_ms = _predicted(ensemble, requester, files, gate_only=True)
     gate = np.maximum(calibration["gate"].double().numpy(), GATE_FLOOR)
     gate = gate / gate.sum(axis=1, keepdims=True)

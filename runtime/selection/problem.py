@@ -47,6 +47,7 @@ MAX_EXPERTS = 64  # the exact solver's limit; a larger problem is refused with a
 MAX_SAMPLES = 20_000  # calibration rows (the solver keeps ~15 float64 arrays [N, M])
 MAX_FILE_BYTES = 128 * 2**20  # a problem file larger than this is refused before parsing
 EXPERT_FIELDS = ("name", "energy_j", "latency_ms", "tx_energy_j", "tx_latency_ms")
+MAX_NAME_CHARS = 256  # an expert's name (tables wrap names; a megabyte-long one took minutes)
 AGGREGATION_FIELDS = ("base_ms", "per_expert_ms")
 PROBLEM_FIELDS = ("experts", "aggregation", "gate", "p_true")
 # A zero gate weight in a problem file is read as this fraction of its row's largest weight
@@ -106,7 +107,7 @@ class SelectionProblem:
             raise ValueError(f"expert names: expected distinct non-empty strings, got {names}")
         for name in names:
             if (problem := name_problem(name)) is not None:
-                raise ValueError(f"expert name {name!r}: {problem}")
+                raise ValueError(f"expert name {_shown(name)}: {problem}")
         for label in ("gate", "p_true"):
             a = np.array(getattr(self, label), dtype=np.float64)
             if a.ndim != 2 or a.shape[1] != n or a.shape[0] < 1:
@@ -215,7 +216,10 @@ def scaled_rows(gate: np.ndarray) -> np.ndarray:
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name an expert (a lone surrogate, a control character), or None."""
+    """Why ``name`` cannot name an expert (over ``MAX_NAME_CHARS`` characters, a lone
+    surrogate, a control character), or None."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"is {len(name)} characters long (at most {MAX_NAME_CHARS})"
     if not is_text(name):
         return "is not Unicode text (a lone surrogate)"
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):

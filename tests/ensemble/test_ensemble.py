@@ -447,3 +447,30 @@ def test_convert_ensemble_cli_names_a_nan_in_the_calibration_inputs(
                           str(tmp_path / "x"))  # fmt: skip
     one_line_error(code, err, f"{calib}: array 'x' holds nan at index (3, 7)")
     assert "allow" not in err and not (tmp_path / "x").exists()
+
+
+def test_a_dense_program_is_never_placed_on_a_neuromorphic_chip(
+    ensemble: Path, member_bundles: dict, calib_npz: Path, tmp_path: Path, capsys, one_line_error
+) -> None:
+    """Loihi 2 runs spiking programs only: costs for a dense expert or the gate there would
+    describe no real placement, so select, convert ensemble and profile refuse it by name."""
+    words = "loihi2 is a neuromorphic chip and runs spiking programs only, not a 'dense' program"
+    budgets = ["--energy-budget", 10, "--latency-budget", 1000]
+    code, _, err = _select([ensemble, *budgets, "--placement", "low=loihi2"], capsys)
+    one_line_error(code, err, "expert 'low' placed on loihi2", words)
+    assert code == 2
+    placed = ["--requester", "loihi2", "--placement", "low=cpu"]  # the experts placed well
+    code, _, err = _select([ensemble, *budgets, *placed], capsys)
+    one_line_error(code, err, "the gate (on the requester) placed on loihi2", words)
+    members = [f"{name}={path}" for name, path in member_bundles.items()]
+    code, _, err = _ganglion(
+        ["convert", "ensemble", *members, "--calib", calib_npz, "-o", tmp_path / "m"]
+        + ["--placement", "low=loihi2"],
+        capsys,
+    )
+    one_line_error(code, err, "--placement low=loihi2", words)
+    assert not (tmp_path / "m").exists()
+    code, _, err = _ganglion(["profile", member_bundles["low"], "--device", "loihi2"], capsys)
+    one_line_error(code, err, "--device loihi2", words)
+    code, out, err = _ganglion(["profile", member_bundles["high"], "--device", "loihi2"], capsys)
+    assert code == 0 and "loihi2" in out, err  # the spiking expert is placed there

@@ -278,3 +278,22 @@ def test_a_cost_equal_to_its_budget_up_to_rounding_fits(tmp_path):
         "100",
     )  # fmt: skip
     assert code == 1 and "needs 0.3 J" in err
+
+
+def test_a_name_longer_than_the_limit_is_refused_quickly_in_a_short_message(tmp_path):
+    import time
+
+    data = small_problem()
+    data["experts"][0]["name"] = "e" * 10_000_000  # a 10 MB name, within the file size limit
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(data))
+    start = time.perf_counter()
+    with pytest.raises(problem_module.SelectionProblemError) as refused:
+        read_problem(path)
+    assert time.perf_counter() - start < 10  # a table wrapping such a name took minutes
+    message = str(refused.value)
+    assert "experts[0].name is 10000000 characters long (at most 256)" in message
+    assert len(message) < 300
+    data["experts"][0]["name"] = "e" * problem_module.MAX_NAME_CHARS  # at the limit: fine
+    path.write_text(json.dumps(data))
+    assert read_problem(path).names[0] == data["experts"][0]["name"]
