@@ -35,7 +35,8 @@ def read_event_input(specs: list[str]) -> np.ndarray | None:
 
 def program_frames(manifest: Manifest, events: np.ndarray) -> dict[str, np.ndarray]:
     """{input name: frames [T, 1, channels, height, width]} of one event stream, binned as the
-    program declares; a ShapeError if the program does not take events or no frame results."""
+    program declares; a ShapeError if the program does not take events, the stream holds none or
+    no frame results."""
     time = manifest.time
     encoding = time.encoding if isinstance(time, SpikingTime) else None
     if not isinstance(time, SpikingTime) or time.events is None:
@@ -43,6 +44,8 @@ def program_frames(manifest: Manifest, events: np.ndarray) -> dict[str, np.ndarr
             f"an event stream was given, but this {manifest.kind} program's input encoding is "
             f"{encoding!r}, not 'events': give it arrays shaped as `ganglion inspect` states"
         )
+    if len(events) == 0:  # n_time_bins slicing would give T empty frames, and an answer
+        raise ShapeError("the event stream holds no events")
     frames = bin_events(events, **time.events)
     if frames.shape[0] == 0:
         raise ShapeError("the event stream is empty: it bins into no frame")

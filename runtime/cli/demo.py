@@ -53,7 +53,9 @@ def demo(
         False, "--force", help="Write into a folder holding other files (same names replaced)."
     ),
     quick: bool = typer.Option(False, "--quick", help="The short tour (under a minute)."),
-    bundle_timesteps: int = typer.Option(32, "--bundle-timesteps", help="T of the saved bundles."),
+    bundle_timesteps: int = typer.Option(
+        32, "--bundle-timesteps", min=1, max=1024, help="T of the saved bundles."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Also print one JSON line per row."),
     threads: int = typer.Option(
         1,

@@ -88,7 +88,10 @@ def train_lm_command(
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialization and the sampler."),
     eval_chars: int | None = typer.Option(
-        None, "--eval-chars", help="Held-out characters scored (default: the whole split)."
+        None,
+        "--eval-chars",
+        help="Held-out characters scored (default: the whole split; 0: none, so the manifest "
+        "records no bits per character).",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:

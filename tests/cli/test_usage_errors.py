@@ -24,6 +24,15 @@ def test_a_usage_error_is_one_line_with_status_2(args, words, one_line_error) ->
     one_line_error(code, err, *words)
 
 
+def test_demo_refuses_a_bad_bundle_timesteps_before_writing_anything(
+    tmp_path, one_line_error
+) -> None:
+    out = tmp_path / "demo"
+    code, _, err = invoke("demo", "--quick", "--bundle-timesteps", "0", "--out", str(out))
+    one_line_error(code, err, "'--bundle-timesteps'", "ganglion demo --help")
+    assert code == 2 and not out.exists()
+
+
 def test_help_and_a_bare_command_still_print_the_help() -> None:
     code, out, _ = invoke("--help")
     assert code == 0 and out.startswith("Usage: ganglion")

@@ -116,8 +116,22 @@ def test_a_time_window_program_takes_as_many_frames_as_the_stream_spans(converte
     events = make_events(x=[1, 2, 3], y=[4, 5, 6], t=[1_000, 60_000, 151_000], p=[1, 0, 1])
     frames = program_frames(manifest, events)["input"]
     assert frames.shape == (4, 1, 2, 18, 18) and frames.sum() == 3  # 150 ms / 50 ms + 1
-    with pytest.raises(ShapeError, match="bins into no frame"):
+    with pytest.raises(ShapeError, match="holds no events"):
         program_frames(manifest, events[:0])
+
+
+def test_ganglion_run_refuses_a_stream_without_events_naming_the_file(
+    event_digits,  # noqa: ANN001
+    bundle: Path,
+    tmp_path: Path,
+    one_line_error,  # noqa: ANN001
+) -> None:
+    """Binned into T bins, an empty stream made T empty frames, and the program answered."""
+    np.save(tmp_path / "none.npy", event_digits.test[0][:0])
+    code, out = ganglion("run", str(bundle), "--input", str(tmp_path / "none.npy"),
+                         "--output", str(tmp_path / "y.npy"))  # fmt: skip
+    one_line_error(code, out, "none.npy", "the event stream holds no events")
+    assert not (tmp_path / "y.npy").exists()
 
 
 def test_ganglion_run_refuses_events_for_a_program_without_events_encoding(
