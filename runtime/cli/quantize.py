@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ganglion.models.errors import ConversionError
+from ganglion.models.errors import ConversionError, ShapeError
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import load_calibration
 
@@ -40,7 +40,11 @@ def quantize(
 
     check_target(output, force, reads=(bundle, calib))
     x, y = load_calibration(calib) if calib is not None else (None, None)
-    quantized = quantize_loihi2(load_bundle(bundle), x, y)
+    program = load_bundle(bundle)
+    try:
+        quantized = quantize_loihi2(program, x, y)
+    except ShapeError as exc:  # the calibration inputs do not fit the program: name the file
+        raise ShapeError(f"{calib}: {exc}" if calib is not None else str(exc)) from None
     path = save_bundle(quantized, output, force)
     report = quantized.manifest.report["loihi2"]
     console = Console(highlight=False)

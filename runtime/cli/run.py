@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ganglion.models.errors import ShapeError
+from ganglion.models.errors import OptionError, ShapeError
 from ganglion.models.events.program_input import program_frames, read_event_input
 from ganglion.runtime.cli.arrays import (
     check_output_path,
@@ -75,6 +75,8 @@ def run(
     if calib is not None:
         options["calibration"] = load_calibration(calib)[0]
     if lava_precision is not None:
+        if backend != "lava":
+            raise OptionError(f"--lava-precision applies to --backend lava, not {backend}")
         options["precision"] = lava_precision
     check_output_path(output, force, reads=(bundle, calib, *input_paths(inputs)))
     session = load(
@@ -86,6 +88,12 @@ def run(
                 x = program_frames(session.manifest, events)
             except ShapeError as exc:
                 raise ShapeError(f"{inputs[0]}: {exc}") from None
+        names = [spec.name for spec in session.manifest.inputs]
+        if not isinstance(x, dict) and len(names) > 1:
+            raise ShapeError(
+                f"{inputs[0]}: this program takes several inputs ({', '.join(names)}): give "
+                "each as --input NAME=IN.npy, or all in one IN.npz"
+            )
         try:
             y = session.run(x)
         except ShapeError as exc:  # a shape, dtype or non-finite value: name the input file

@@ -120,6 +120,17 @@ def test_a_fixed_point_program_is_not_exported_as_nir(workspace: Path, one_line_
     assert code == 0, err
 
 
+def test_quantize_names_calibration_data_of_the_wrong_shape(workspace: Path, one_line_error):
+    convert_mlp(workspace, "to-quantize")
+    np.savez(workspace / "narrow.npz", x=np.zeros((8, 5), np.float32))
+    target, narrow = str(workspace / "q-narrow"), str(workspace / "narrow.npz")
+    code, _, err = ganglion(
+        "quantize", str(workspace / "to-quantize"), "-o", target, "--calib", narrow
+    )
+    one_line_error(code, err, "narrow.npz: ")
+    assert not (workspace / "q-narrow").exists()
+
+
 def test_export_then_import_nir_runs_as_the_original(workspace: Path) -> None:
     convert_mlp(workspace, "c")
     assert ganglion("export", str(workspace / "c"), "--nir", str(workspace / "c.nir"))[0] == 0

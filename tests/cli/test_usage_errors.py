@@ -82,3 +82,14 @@ def test_a_torch_device_is_read_exactly(device, words, tmp_path, one_line_error)
     code, _, err = invoke(*args, "--device", device)
     one_line_error(code, err, "torch backend", words)
     assert code == (2 if device == "cudax" else 1)  # a malformed name; no GPU here
+
+
+def test_a_flag_for_another_backend_or_a_missing_bundle_is_named(tmp_path, one_line_error) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+    given = ["--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")]
+    code, _, err = invoke("run", str(tmp_path / "absent"), *given, "--lava-precision", "fixed_pt")
+    one_line_error(code, err, "--lava-precision applies to --backend lava, not torch")
+    code, _, err = invoke("deploy", str(tmp_path / "absent"), "--to", "127.0.0.1:9")
+    one_line_error(code, err, "absent: no such bundle")

@@ -193,6 +193,11 @@ def test_transformer_encoder_with_two_inputs(tmp_path: Path, capsys) -> None:
     assert code != 0 and err.count("\n") == 1  # refused before any backend: the table's rows
     assert "input 'ids' holds 99 at index (0, 0); it takes integers in [0, 19]" in err
     assert not (tmp_path / "far.npz").exists()
+    # one bare array for a program of two inputs: how to give them, from the command line
+    code, _, err = _cli(["run", tmp_path / "b", "--input", tmp_path / "ids.npy", "--output",
+                         tmp_path / "one.npz"], capsys)  # fmt: skip
+    assert code != 0 and err.count("\n") == 1
+    assert "ids.npy: this program takes several inputs (ids, mask): give each as --input " in err
 
 
 def test_operator_outside_aten_is_refused_by_name() -> None:
