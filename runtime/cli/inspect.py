@@ -62,6 +62,12 @@ def inspect(
     else:
         console = PlainConsole(highlight=False, soft_wrap=True)
         _show(console, str(bundle), info, indent="")
+        if operators and "operators" not in info:
+            console.print(
+                f"operators: none listed (--operators lists the graph of a dense program "
+                f"exported from torch; this is a {info['kind']} program)",
+                markup=False,
+            )
         console.print(_signature_line(info["signature"]), markup=False)
     if trusted_keys is not None and "verified_by" not in info["signature"]:
         why = info["signature"].get("error") or "the bundle has no signature"

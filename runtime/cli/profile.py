@@ -21,15 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from ganglion.models.errors import GanglionError
-from ganglion.runtime.atomic import atomic_file, check_target
+from ganglion.runtime.cli.plots import check_plot_target, save_figure
 from ganglion.runtime.cli.terminal import plain
 
 if TYPE_CHECKING:
     from ganglion.runtime.profiling import ProfileResult
 
 PROGRESS_FROM_RUNS = 20
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def profile(
@@ -61,9 +59,7 @@ def profile(
     from ganglion.runtime.profiling import ProfileRequest, profile_bundle
 
     if plot is not None:
-        if plot.suffix.lower() not in PLOT_SUFFIXES:
-            raise GanglionError(f"--plot {plot}: must end in {', '.join(PLOT_SUFFIXES)}")
-        check_target(plot, force, reads=(bundle, *device_files))
+        check_plot_target(plot, force, reads=(bundle, *device_files))
 
     request = ProfileRequest(
         devices, backend, backend_device, runs, warmup, batch, simulate, str(root), device_files
@@ -228,8 +224,7 @@ def _plot(results: list[ProfileResult], out: Path, force: bool) -> None:
     ax.set_ylabel("energy per inference (mJ)")
     ax.set_title(f"latency vs energy per inference, batch {results[0].batch}")
     fig.tight_layout()
-    with atomic_file(out, force) as tmp:
-        fig.savefig(tmp, dpi=120, format=out.suffix[1:].lower())
+    save_figure(fig, out, force)
     plt.close(fig)
 
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from ganglion.models.errors import ShapeError
-from ganglion.runtime.atomic import atomic_file, check_target
+from ganglion.runtime.cli.plots import check_plot_target, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -51,7 +51,7 @@ def sweep(
     ),
     warmup: int = typer.Option(3, "--warmup", min=0, max=10**4, help="Untimed calls first."),
     plot: Path | None = typer.Option(
-        None, "--plot", help="PNG: accuracy vs latency and vs energy per device."
+        None, "--plot", help="PNG, SVG or PDF: accuracy vs latency and vs energy per device."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --plot file."),
@@ -69,7 +69,7 @@ def sweep(
     grid = parse_timesteps(timesteps)
     SpikingOptions(method=method)  # a bad --method is refused before any work
     if plot is not None:
-        check_target(plot, force, reads=(model, calib, data, *device_files))
+        check_plot_target(plot, force, reads=(model, calib, data, *device_files))
     test = read_npz(data)
     if "x" not in test or "y" not in test:
         raise ShapeError(
@@ -198,8 +198,7 @@ def _plot(result: SweepResult, model: str, out: Path, force: bool) -> None:
         f"(ANN {100 * result.ann_accuracy:.2f}% dotted); o measured, x simulated"
     )
     fig.tight_layout()
-    with atomic_file(out, force) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_figure(fig, out, force)
     plt.close(fig)
 
 

@@ -131,6 +131,13 @@ def test_quantize_names_calibration_data_of_the_wrong_shape(workspace: Path, one
     assert not (workspace / "q-narrow").exists()
 
 
+def test_operators_of_a_spiking_program_say_why_none_are_listed(workspace: Path) -> None:
+    convert_mlp(workspace, "ops")
+    code, out, err = ganglion("inspect", str(workspace / "ops"), "--operators")
+    assert code == 0, err
+    assert "operators: none listed" in out and "this is a spiking program" in out
+
+
 def test_export_then_import_nir_runs_as_the_original(workspace: Path) -> None:
     convert_mlp(workspace, "c")
     assert ganglion("export", str(workspace / "c"), "--nir", str(workspace / "c.nir"))[0] == 0

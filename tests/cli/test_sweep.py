@@ -110,6 +110,12 @@ def test_existing_plot_is_refused_without_force(swept: dict, files: Path) -> Non
     assert (files / "sweep.png").read_bytes() == before
 
 
+def test_a_plot_whose_suffix_is_no_image_format_is_refused(files: Path) -> None:
+    code, _, err = _sweep(files, "--timesteps", "4", "--plot", str(files / "sweep.txt"))
+    assert code != 0 and err.count("\n") == 1 and "must end in .png, .svg, .pdf" in err
+    assert not (files / "sweep.txt").exists()
+
+
 @pytest.mark.parametrize("grid", ["0", "a", "4,x", "100000", "", "4,-8"])
 def test_bad_timesteps_are_refused_in_one_line(files: Path, grid: str) -> None:
     code, out, err = _sweep(files, "--timesteps", grid)
