@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import BackendUnavailable
+from ganglion.models.errors import BackendUnavailable, ShapeError
 from ganglion.models.mixture import softmax
 from ganglion.runtime.kinds.ensemble import expert_probs
 from ganglion.runtime.session import load
@@ -25,10 +25,13 @@ def expert_probabilities(
     rows = len(next(iter(renamed.values())))
     step = member.manifest.max_batch or rows  # a member exported with a bounded batch
     with session:
-        parts = [
-            next(iter(session.run({k: v[i : i + step] for k, v in renamed.items()}).values()))
-            for i in range(0, rows, step)
-        ]
+        try:
+            parts = [
+                next(iter(session.run({k: v[i : i + step] for k, v in renamed.items()}).values()))
+                for i in range(0, rows, step)
+            ]
+        except ShapeError as exc:  # the calibration inputs do not fit this expert
+            raise ShapeError(f"expert {name!r}: {exc}") from None
     return expert_probs({"": np.concatenate(parts)}, name)
 
 

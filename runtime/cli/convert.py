@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from ganglion.models.errors import ConversionError, GanglionError, first_line
+from ganglion.models.errors import ConversionError, GanglionError, ShapeError, first_line
 from ganglion.models.manifest import NAME
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.arrays import check_finite_array, load_calibration, read_npz
@@ -284,7 +284,14 @@ def ensemble(
             why = get_profile(device).refuses(experts[expert].manifest.kind)
             if why is not None:
                 raise ConversionError(f"--placement {expert}={device}: {why}")
-    if all(e.manifest.kind == "sequence" for e in experts.values()):
+    token = {n for n, e in experts.items() if e.manifest.kind == "sequence"}
+    if token and len(token) < len(experts):
+        lm, other = sorted(token)[0], sorted(set(experts) - token)[0]
+        raise ConversionError(
+            f"an ensemble is of language models or of classifiers, not both: {lm!r} is a "
+            f"language model, {other!r} a {experts[other].manifest.kind} program"
+        )
+    if token:
         program = _token_ensemble(experts, corpora, windows, top_k, places, epochs, seed)
         path = save_bundle(program, output, force)
         quality = program.manifest.report["quality"]
@@ -307,7 +314,10 @@ def ensemble(
         raise ConversionError(f"{calib}: needs inputs {names} (or 'x' for one input)")
     for name, array in ordered.items():
         check_finite_array(calib, name if name in data else "x", array)
-    probs = all_expert_probabilities(experts, ordered)
+    try:
+        probs = all_expert_probabilities(experts, ordered)
+    except ShapeError as exc:  # an expert does not take these inputs: name the file too
+        raise ShapeError(f"{calib}: {exc}") from None
     program = convert_ensemble(experts, ordered, labels, probs, top_k, places, epochs, seed=seed)
     path = save_bundle(program, output, force)
     console = Console(highlight=False)

@@ -96,7 +96,11 @@ def request_budgets(
         param = parameters[key]
         which = param.WhichOneof("parameter_choice")
         if which not in ("double_param", "int64_param", "uint64_param"):
-            raise WireError(f"parameter {key} must be a number, got {which or 'nothing'}")
+            given = "nothing" if which is None else f"{which.removesuffix('_param')} "
+            if which is not None:
+                shown = repr(getattr(param, which))
+                given += shown if len(shown) <= 40 else shown[:37] + "..."
+            raise WireError(f"parameter {key} must be a number, got {given}")
         value = float(getattr(param, which))
         if math.isnan(value) or value < 0:
             raise WireError(f"parameter {key} must be a number >= 0, got {value}")

@@ -474,3 +474,32 @@ def test_a_dense_program_is_never_placed_on_a_neuromorphic_chip(
     one_line_error(code, err, "--device loihi2", words)
     code, out, err = _ganglion(["profile", member_bundles["high"], "--device", "loihi2"], capsys)
     assert code == 0 and "loihi2" in out, err  # the spiking expert is placed there
+
+
+def test_calibration_inputs_an_expert_does_not_take_name_the_file_and_the_expert(
+    member_bundles: dict, tmp_path: Path, capsys, one_line_error
+) -> None:
+    np.savez(tmp_path / "narrow.npz", x=np.zeros((8, 32), np.float32), y=np.zeros(8, np.int64))
+    members = [f"{name}={path}" for name, path in member_bundles.items()]
+    code, _, err = _ganglion(
+        ["convert", "ensemble", *members, "--calib", tmp_path / "narrow.npz", "-o", tmp_path / "m"],
+        capsys,
+    )
+    one_line_error(code, err, "narrow.npz: expert 'low': input ")
+    assert not (tmp_path / "m").exists()
+
+
+def test_language_models_and_classifiers_do_not_mix(
+    member_bundles: dict, tmp_path: Path, capsys, one_line_error
+) -> None:
+    flags = ["--arch", "gla", "--steps", "1", "--d-model", "16", "--layers", "1"]
+    flags += ["--batch", "2", "--length", "16", "--eval-chars", "0"]
+    code, _, err = _ganglion(["train", "lm", *flags, "-o", tmp_path / "lm"], capsys)
+    assert code == 0, err
+    code, _, err = _ganglion(
+        ["convert", "ensemble", f"prose={tmp_path / 'lm'}", f"low={member_bundles['low']}"]
+        + ["-o", tmp_path / "m"],
+        capsys,
+    )
+    one_line_error(code, err, "'prose' is a language model, 'low' a dense program")
+    assert not (tmp_path / "m").exists()
