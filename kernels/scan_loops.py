@@ -39,6 +39,49 @@ def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_
 
 
 @numba.njit(cache=True, nogil=True)
+def float_scan_pool_loop(
+    current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset, image
+):  # noqa: ANN001, ANN202, E501
+    """``float_scan_loop`` and then 2x2 average pooling of its spikes (``mean_2x2``), in one
+    pass: each sample's spikes of a step, N = C·H·W neurons (``image`` = (C, H, W)), are pooled
+    while still in cache and never stored -> (pooled [steps, B, C, H // 2, W // 2], v [B, N]).
+    Every value is computed as the two loops compute it, so the result is theirs bit for bit."""
+    batch, n = v0.shape
+    channels, height, width = image
+    v = v0.copy()
+    row = np.empty(n, np.float32)  # one sample's spikes of one step
+    pooled = np.empty((steps, batch, channels, height // 2, width // 2), np.float32)
+    for t in range(steps):
+        c = current[t * t_step]
+        for b in range(batch):
+            cb, vb = c[b], v[b]
+            for k in range(n):
+                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
+                fired = x > threshold[k]
+                row[k] = fired
+                if zero_reset:
+                    vb[k] = v_reset[k] if fired else x
+                else:
+                    vb[k] = x - np.float32(fired) * threshold[k]
+            mean_2x2(row.reshape(channels, height, width), pooled[t, b])
+    return pooled, v
+
+
+@numba.njit(cache=True, nogil=True)
+def mean_2x2(x, out):  # noqa: ANN001, ANN202
+    """x [M, H, W] -> out [M, H // 2, W // 2]: each 2x2 window as (((a + b) + c) + d) / 4,
+    ``F.avg_pool2d``'s rounding for stride 2 (the window fixed at compile time)."""
+    m_count, oh, ow = out.shape
+    area = np.float32(4)
+    for m in range(m_count):
+        for oy in range(oh):
+            top, bottom, line = x[m, 2 * oy], x[m, 2 * oy + 1], out[m, oy]
+            for ox in range(ow):
+                left = 2 * ox
+                line[ox] = (((top[left] + top[left + 1]) + bottom[left]) + bottom[left + 1]) / area
+
+
+@numba.njit(cache=True, nogil=True)
 def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """One step of ``float_scan_loop``: C-contiguous current and v0 [B, *shape] holding N =
     len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""

@@ -28,7 +28,7 @@ from ganglion.kernels.lif.reference import (
     check_lif_fixed_args,
     effective_bias,
 )
-from ganglion.kernels.scan_loops import float_scan_loop, float_step_loop, time_sum_loop
+from ganglion.kernels.scan_loops import float_scan_loop, float_step_loop, mean_2x2, time_sum_loop
 
 # ---- device loops --------------------------------------------------------------------------
 
@@ -80,20 +80,6 @@ def _tiled_mean_loop(x, kh, kw, out):  # noqa: ANN001, ANN202
                         if i or j:
                             total += x[m, y + i, x0 + j]
                 out[m, oy, ox] = total / area
-
-
-@numba.njit(cache=True, nogil=True)
-def _mean_2x2_loop(x, out):  # noqa: ANN001, ANN202
-    """``_tiled_mean_loop`` for 2x2 windows, the same arithmetic (((a + b) + c) + d) / 4 with
-    the window fixed at compile time: several times faster on every size."""
-    m_count, oh, ow = out.shape
-    area = np.float32(4)
-    for m in range(m_count):
-        for oy in range(oh):
-            top, bottom, row = x[m, 2 * oy], x[m, 2 * oy + 1], out[m, oy]
-            for ox in range(ow):
-                left = 2 * ox
-                row[ox] = (((top[left] + top[left + 1]) + bottom[left]) + bottom[left + 1]) / area
 
 
 # ---- launchers (unchecked: the caller checked shapes, dtypes and devices) -------------------
@@ -193,7 +179,7 @@ def tiled_mean_numpy(x: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
     out = np.empty((n * c, h // kh, w // kw), np.float32)
     rows = x.reshape(n * c, h, w)
     if (kh, kw) == (2, 2):
-        _mean_2x2_loop(rows, out)
+        mean_2x2(rows, out)
     else:
         _tiled_mean_loop(rows, kh, kw, out)
     return out.reshape(n, c, h // kh, w // kw)

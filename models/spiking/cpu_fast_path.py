@@ -22,6 +22,7 @@ replaced by ones the loops cannot take, or (``step``) a state of lists or other 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
@@ -30,10 +31,15 @@ import numpy as np
 import torch
 
 from ganglion.kernels.lif import cpu_scan_available
-from ganglion.kernels.scan_loops import float_scan_loop, float_step_loop, time_sum_loop
+from ganglion.kernels.scan_loops import (
+    float_scan_loop,
+    float_scan_pool_loop,
+    float_step_loop,
+    time_sum_loop,
+)
 from ganglion.models.spiking.decoding import scale_decoded
 from ganglion.models.spiking.graph_order import INPUT, OUTPUT
-from ganglion.models.spiking.layers import Affine, Delay
+from ganglion.models.spiking.layers import Affine, AvgPool2d, Delay
 from ganglion.models.spiking.neuron import Neuron
 
 Arrays = dict[str, np.ndarray]
@@ -166,6 +172,13 @@ class CpuRun(_ChainPath):
         super().__init__(network, nodes, output)
         # (node, batch) -> (v_init's bytes, v_init broadcast to [B, N])
         self._membranes: dict[tuple[str, int], tuple[bytes, np.ndarray]] = {}
+        # neuron -> the node after it when that node is its only reader (a pool it may fuse)
+        readers = [n.source for n in nodes] + [output]
+        self._only_reader = {
+            a.name: b
+            for a, b in itertools.pairwise(nodes)
+            if readers.count(a.name) == 1 and b.source == a.name
+        }
 
     def __call__(self, x: np.ndarray, rows_per_chunk: int) -> np.ndarray | None:
         """``SpikingNetwork.run(x)`` without ``record``; None when it cannot (module docstring).
@@ -213,7 +226,10 @@ class CpuRun(_ChainPath):
         # constant over time (a direct input and the stateless nodes that read only it), kept
         # as its one row
         values = {INPUT: (x, 1) if time_major else (x[None], 0)}
+        fused = None  # a pool computed with the neuron before it
         for node in self.nodes:
+            if node.name == fused:
+                continue
             inp, t_step = values[node.source]
             if node.neuron is None:
                 if t_step == 0 and node.name not in constants:
@@ -228,6 +244,20 @@ class CpuRun(_ChainPath):
             v0 = membranes.get(node.name)
             if v0 is None:
                 v0 = self._initial_membrane(node, batch, shape)
+            pool = self._pool_after(node, shape)
+            if pool is not None:  # its spikes pooled as they are made, never stored
+                pooled, membranes[node.name] = float_scan_pool_loop(
+                    np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
+                    t_step,
+                    steps,
+                    params[0],
+                    v0,
+                    *params[1:],
+                    node.neuron.reset == "zero",
+                    shape,
+                )
+                values[pool.name], fused = (pooled, 1), pool.name
+                continue
             spikes, membranes[node.name] = float_scan_loop(
                 np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
                 t_step,
@@ -239,6 +269,17 @@ class CpuRun(_ChainPath):
             )
             values[node.name] = spikes.reshape(steps, batch, *shape), 1
         return values[self.output]
+
+    def _pool_after(self, node: _Node, shape: tuple[int, ...]) -> _Node | None:
+        """The node after neuron ``node`` when it alone reads the neuron and is a 2x2 average
+        pool of stride 2 without padding over its [C, H, W] spikes (``float_scan_pool_loop``
+        computes both as the two loops do); None otherwise."""
+        pool = self._only_reader.get(node.name)
+        if pool is None or type(pool.layer) is not AvgPool2d or len(shape) != 3:  # (SumPool2d)
+            return None
+        layer = pool.layer
+        square = layer.kernel_size == layer.stride == (2, 2) and layer.padding == (0, 0)
+        return pool if square and pool.numpy_forward is not None else None
 
     def _initial_membrane(self, node: _Node, batch: int, shape: tuple[int, ...]) -> np.ndarray:
         """``node``'s ``v_init`` for ``batch`` samples, [B, N] contiguous, made once per batch

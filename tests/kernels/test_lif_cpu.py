@@ -1,6 +1,9 @@
 """The compiled CPU loops (``kernels/lif/cpu.py``, numba) against their PyTorch references:
 bit-exact spikes and final states, the time-ordered decode sum, and average pooling."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,3 +106,26 @@ def test_tiled_mean_equals_avg_pool2d_bit_for_bit(shape, kernel):
     want = F.avg_pool2d(x, kernel, kernel)
     assert torch.equal(cpu.tiled_mean(x, kernel), want)
     assert torch.equal(tiled_mean(x, kernel), want)
+
+
+@pytest.mark.parametrize("image", [(4, 8, 8), (3, 7, 5), (1, 2, 2)], ids=["even", "odd", "one"])
+@pytest.mark.parametrize("t_step", [0, 1], ids=["constant", "per-step"])
+@pytest.mark.parametrize("zero_reset", [False, True], ids=["subtract", "zero"])
+def test_scan_then_pool_in_one_pass_equals_the_two_loops(image, t_step, zero_reset):
+    """The fused loop's pooled spikes and final potentials are the scan's, then the pool's."""
+    from ganglion.kernels.scan_loops import float_scan_loop, float_scan_pool_loop
+
+    steps, batch, n = 6, 3, math.prod(image)
+    g = torch.Generator().manual_seed(3)
+    current = (torch.rand(steps if t_step else 1, batch, n, generator=g) * 2).numpy()
+    v0 = (torch.rand(batch, n, generator=g) * 0.5).numpy()
+    gain, decay, bias, v_reset = (torch.rand(n, generator=g).numpy() for _ in range(4))
+    threshold = (torch.rand(n, generator=g) + 0.5).numpy()
+    args = (current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset)
+    spikes, v = float_scan_loop(*args)
+    pooled, v_fused = float_scan_pool_loop(*args, image)
+    c, h, w = image
+    want = F.avg_pool2d(torch.from_numpy(spikes).reshape(steps * batch, c, h, w), 2, 2)
+    assert 0 < spikes.sum() < spikes.size  # some neurons fire, not all
+    assert np.array_equal(pooled, want.numpy().reshape(steps, batch, c, h // 2, w // 2))
+    assert np.array_equal(v_fused, v) and not np.shares_memory(v_fused, v0)
