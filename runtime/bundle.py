@@ -9,7 +9,9 @@ every member file in turn.
 Writes are atomic (``runtime.atomic``): a failed write leaves nothing behind and never touches
 what was there; an existing non-empty target is refused unless ``force``, which replaces it
 as a whole.
-Reads verify every checksum and refuse files the manifest does not list.
+Reads verify every checksum and refuse links anywhere in a bundle and files the manifest does
+not list; an ensemble holds at most ``MAX_MEMBERS`` members, each in a folder of its own under
+``members/``, nested at most ``MAX_MEMBER_DEPTH`` levels, all checked before any member is read.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ MANIFEST = "manifest.json"
 MEMBERS = "members"
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_MEMBER_DEPTH = 2
+MAX_MEMBERS = 64  # members of one ensemble: as many experts as the exact selection solver takes
 
 
 def sha256_file(path: Path) -> str:
@@ -66,9 +69,20 @@ def save_bundle(deployable: Deployable, path: str | Path, force: bool = False) -
     return path
 
 
+def _members_problem(count: int, depth: int) -> str | None:
+    """Why a program with ``count`` members, itself a member ``depth`` levels down, cannot be a
+    bundle (too many members, or nested too deep); None when it can."""
+    if count > MAX_MEMBERS:
+        return f"{count} members; an ensemble holds at most {MAX_MEMBERS}"
+    if count and depth >= MAX_MEMBER_DEPTH:
+        return f"members nest deeper than {MAX_MEMBER_DEPTH} levels"
+    return None
+
+
 def _write_folder(deployable: Deployable, folder: Path, depth: int) -> None:
-    if depth > MAX_MEMBER_DEPTH:
-        raise BundleError(f"members nest deeper than {MAX_MEMBER_DEPTH} levels")
+    problem = _members_problem(len(deployable.members), depth)
+    if problem is not None:
+        raise BundleError(problem)
     folder.mkdir(parents=True)
     manifest = deployable.manifest
     kind = kind_of(manifest)
@@ -128,9 +142,12 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def verify_bundle(folder: Path) -> Manifest:
-    """Check every listed file against its SHA-256 and refuse unlisted files; the manifest."""
+def verify_bundle(folder: Path, depth: int = 0) -> Manifest:
+    """Check every listed file against its SHA-256 and refuse links and unlisted files, here and
+    under ``members/`` (each member's own files are its own verification's); the manifest.
+    ``depth``: how many levels down the folder is a member (0: the bundle opened)."""
     manifest = read_manifest(folder)
+    member_folders = _member_folders(folder, manifest, depth)
     for required in kind_of(manifest).required_artifacts(manifest):
         if required not in manifest.artifacts:
             raise BundleError(f"{folder}: the manifest lists no {required}")
@@ -146,22 +163,80 @@ def verify_bundle(folder: Path) -> Manifest:
     extra = sorted(p.name for p in folder.iterdir() if p.name not in allowed)
     if extra:
         raise BundleError(f"{folder}: files the manifest does not list: {', '.join(extra[:5])}")
+    _check_members_tree(folder, member_folders)
     return manifest
 
 
+def _member_folder_name(folder: Path, ref: MemberRef) -> str:
+    """The name of member ``ref``'s folder in ``members/`` of bundle ``folder``: the member's
+    name, or its ``path`` when that is ``members/<one folder>`` (anything else is refused)."""
+    if not ref.path:
+        return ref.name
+    head, _, name = ref.path.partition("/")
+    if head != MEMBERS or name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise BundleError(
+            f"{folder}: member {ref.name!r} is not in a folder of its own in {MEMBERS}/ "
+            f"(path {ref.path[:100]!r})"
+        )
+    return name
+
+
+def _member_folders(folder: Path, manifest: Manifest, depth: int) -> dict[str, str]:
+    """Folder in ``members/`` -> member name, refusing before any member is read: too many
+    members, members nested too deep, a member outside a folder of its own in ``members/`` and
+    two members in one folder (so every member folder is verified once)."""
+    problem = _members_problem(len(manifest.members), depth)
+    if problem is not None:
+        raise BundleError(f"{folder}: {problem}")
+    folders: dict[str, str] = {}
+    for ref in manifest.members:
+        name = _member_folder_name(folder, ref)
+        if name in folders:
+            raise BundleError(
+                f"{folder}: members {folders[name]!r} and {ref.name!r} share {MEMBERS}/{name}"
+            )
+        folders[name] = ref.name
+    return folders
+
+
+def _check_members_tree(folder: Path, folders: dict[str, str]) -> None:
+    """Refuse a linked ``members/``, a member folder missing or linked, and files or folders in
+    ``members/`` that no member lists (reading at most one entry more than it should hold)."""
+    if not folders:
+        return
+    _check_plain_folder(folder, MEMBERS)
+    entries = itertools.islice((folder / MEMBERS).iterdir(), len(folders) + 1)
+    found = {entry.name for entry in entries}
+    stray = sorted(found - folders.keys())
+    if stray:
+        listed = ", ".join(f"{MEMBERS}/{name}" for name in stray[:5])
+        raise BundleError(f"{folder}: files no member lists: {listed}")
+    missing = sorted(folders.keys() - found)
+    if missing:
+        name = missing[0]
+        raise BundleError(f"{folder}: member {folders[name]!r} is missing ({MEMBERS}/{name})")
+    for name in folders:
+        _check_plain_folder(folder, f"{MEMBERS}/{name}")
+
+
+def _check_plain_folder(folder: Path, path: str) -> None:
+    """Refuse ``path`` in bundle ``folder`` unless it is a folder, not a link to one."""
+    if (folder / path).is_symlink() or not (folder / path).is_dir():
+        raise BundleError(f"{folder}: {path} is a link or not a folder")
+
+
 def _open_folder(folder: Path, depth: int) -> Program:
-    manifest = verify_bundle(folder)
+    manifest = verify_bundle(folder, depth)
     members = {}
     for ref in manifest.members:
-        member_folder = folder / MEMBERS / ref.name if not ref.path else folder / ref.path
-        if not (member_folder / MANIFEST).is_file():
-            raise BundleError(f"{folder}: member {ref.name!r} is missing ({member_folder})")
-        if sha256_file(member_folder / MANIFEST) != ref.sha256:
+        member_folder = folder / MEMBERS / _member_folder_name(folder, ref)
+        pinned = member_folder / MANIFEST
+        if pinned.is_symlink() or not pinned.is_file():
+            raise BundleError(f"{folder}: member {ref.name!r} has no {MANIFEST} (or a link)")
+        if sha256_file(pinned) != ref.sha256:
             raise BundleError(
                 f"{folder}: member {ref.name!r} does not match its SHA-256 (corrupt or tampered)"
             )
-        if depth >= MAX_MEMBER_DEPTH:
-            raise BundleError(f"{folder}: members nest deeper than {MAX_MEMBER_DEPTH} levels")
         members[ref.name] = _open_folder(member_folder, depth + 1)
     return Program(manifest, folder, members)
 
