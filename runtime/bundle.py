@@ -167,6 +167,12 @@ def verify_bundle(folder: Path, depth: int = 0) -> Manifest:
     return manifest
 
 
+def member_folder(folder: Path, ref: MemberRef) -> Path:
+    """Member ``ref``'s folder in bundle ``folder``: ``members/<its one folder>``; a
+    ``BundleError`` for a manifest that puts it anywhere else."""
+    return folder / MEMBERS / _member_folder_name(folder, ref)
+
+
 def _member_folder_name(folder: Path, ref: MemberRef) -> str:
     """The name of member ``ref``'s folder in ``members/`` of bundle ``folder``: the member's
     name, or its ``path`` when that is ``members/<one folder>`` (anything else is refused)."""
@@ -229,15 +235,15 @@ def _open_folder(folder: Path, depth: int) -> Program:
     manifest = verify_bundle(folder, depth)
     members = {}
     for ref in manifest.members:
-        member_folder = folder / MEMBERS / _member_folder_name(folder, ref)
-        pinned = member_folder / MANIFEST
+        inside = member_folder(folder, ref)
+        pinned = inside / MANIFEST
         if pinned.is_symlink() or not pinned.is_file():
             raise BundleError(f"{folder}: member {ref.name!r} has no {MANIFEST} (or a link)")
         if sha256_file(pinned) != ref.sha256:
             raise BundleError(
                 f"{folder}: member {ref.name!r} does not match its SHA-256 (corrupt or tampered)"
             )
-        members[ref.name] = _open_folder(member_folder, depth + 1)
+        members[ref.name] = _open_folder(inside, depth + 1)
     return Program(manifest, folder, members)
 
 

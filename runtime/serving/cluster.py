@@ -26,8 +26,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ganglion.models.errors import GanglionError
-from ganglion.runtime.bundle import MANIFEST, read_manifest
+from ganglion.models.errors import BundleError, GanglionError
+from ganglion.runtime.bundle import MANIFEST, member_folder, read_manifest
 from ganglion.runtime.serving.cluster_config import ClusterConfig, NodeConfig, coordinator_problem
 
 STATE_FILE = "cluster.json"
@@ -111,7 +111,10 @@ def member_bundles(config: ClusterConfig) -> dict[str, Path]:
         if problem is not None:  # refused before any process starts
             raise ClusterError(problem)
         for ref in manifest.members:
-            folder = ensemble.bundle / (ref.path or f"members/{ref.name}")
+            try:
+                folder = member_folder(ensemble.bundle, ref)
+            except BundleError as exc:  # a member outside members/: refused before any start
+                raise ClusterError(str(exc)) from None
             known = found.setdefault(ref.name, (folder, ref.sha256))
             if known[1] != ref.sha256:
                 raise ClusterError(

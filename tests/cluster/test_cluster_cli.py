@@ -97,3 +97,22 @@ def test_up_and_down_refuse_a_wait_out_of_range_before_starting_anything(
     code, _, err = invoke("cluster", "down", "--state-dir", str(state), "--grace", "-1")
     assert code == 2 and "--grace" in err
     assert read_state(state) == []  # nothing was started
+
+
+def test_up_refuses_a_member_outside_the_ensembles_members_folder(
+    tmp_path: Path, ensemble_bundle: Path, cluster_file, ganglion_cli
+) -> None:
+    """A manifest may not point a node at a folder outside ``members/`` (the manifest reader
+    already refuses one outside the bundle)."""
+    import shutil
+
+    copy = tmp_path / "ensemble"
+    shutil.copytree(ensemble_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["members"][0]["path"] = "elsewhere/e1"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    config = cluster_file(tmp_path, copy, {"n": {"models": [manifest["members"][0]["name"]]}})
+    done = ganglion_cli("cluster", "up", "--config", str(config), "--state-dir", str(tmp_path))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "is not in a folder of its own in members/" in done.stderr
+    assert read_state(tmp_path) == []
