@@ -6,7 +6,10 @@ cut at its neurons: each stateless segment between two neurons (Gemm, Conv, pool
 flattening: the bundle's own ops and initializers, cut with ``onnx.utils.Extractor``) becomes
 a small ONNX Runtime session that runs all of a chunk's timestep-sample rows in one call, and
 each neuron and the output decoding run through the compiled loops of the torch backend's CPU
-fast path (``kernels.scan_loops``: ``float_scan_loop``, ``time_sum_loop``; ``scale_decoded``).
+fast path (``kernels.scan_loops``: ``float_scan_loop``, ``time_sum_loop``; ``scale_decoded``). A
+neuron whose spikes only a 2x2 average pool of stride 2 reads pools them in its scan
+(``float_scan_pool_loop``), and the next segment starts after the pool: the means of 0/1 spikes
+are exact in any order, so they are the graph's bits, and the spikes are never stored.
 The bundle format does not change.
 
 It takes what ``models/spiking/cpu_fast_path.py`` takes, read from the sequence graph and
@@ -36,13 +39,14 @@ dependency of Ganglion, compiles the loops).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ganglion.kernels.scan_loops import float_scan_loop, time_sum_loop
+from ganglion.kernels.scan_loops import float_scan_loop, float_scan_pool_loop, time_sum_loop
 from ganglion.kernels.switch import cpu_scan_available
 from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking.decoding import scale_decoded
@@ -97,6 +101,15 @@ class _Neuron:
     v_init: np.ndarray = field(repr=False)  # [N]
     shape: tuple[int, ...]
     zero_reset: bool
+    pool: bool = False  # its spikes [C, H, W] 2x2-average-pooled in the scan (the next op's)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """What the scan gives per sample: the spikes, or their 2x2 means."""
+        if not self.pool:
+            return self.shape
+        channels, height, width = self.shape
+        return channels, height // 2, width // 2
 
 
 class LayerwiseRun:
@@ -191,7 +204,7 @@ class LayerwiseRun:
                 spikes, membranes[k] = self._scan(
                     neuron, current, t_step, size, batch, membranes[k]
                 )
-                current = self.segments[k + 1](spikes.reshape(size * batch, *neuron.shape))
+                current = self.segments[k + 1](spikes.reshape(size * batch, *neuron.out_shape))
                 t_step = 1
             rows_out = np.ascontiguousarray(current).reshape(size, batch, -1)
             if total is not None:
@@ -224,9 +237,9 @@ class LayerwiseRun:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``steps`` timesteps of one neuron layer from membrane ``v0`` [B, N] (kept): current
         [S·B or B, ...] (step t reads row block t·t_step) -> (spikes [steps, B, N], final
-        membrane [B, N])."""
+        membrane [B, N]); a pooling neuron's spikes come 2x2-averaged (``out_shape``)."""
         gain, *rest = neuron.params
-        return float_scan_loop(
+        args = (
             np.ascontiguousarray(current).reshape(-1, batch, neuron.v_init.size),
             t_step,
             steps,
@@ -235,6 +248,9 @@ class LayerwiseRun:
             *rest,
             neuron.zero_reset,
         )
+        if neuron.pool:
+            return float_scan_pool_loop(*args, neuron.shape)
+        return float_scan_loop(*args)
 
 
 # ---- reading the program -----------------------------------------------------------------------
@@ -317,6 +333,7 @@ def _cut(model: Any, chain: list[_ChainNode]) -> tuple[list[tuple[str, str]], li
     """The sequence graph's segment bounds (flat value in, flat value out; equal for an empty
     segment) and its neurons, checked against ``chain``; None where the graph is not the one
     the exporter writes for such a chain."""
+    import onnx
     from onnx import numpy_helper
 
     graph = model.graph
@@ -347,6 +364,23 @@ def _cut(model: Any, chain: list[_ChainNode]) -> tuple[list[tuple[str, str]], li
             return None
         return node.input[0]
 
+    def pool_after(value: str) -> str | None:
+        """The output of a 2x2 AveragePool of stride 2, no padding, that alone reads ``value``
+        (spikes, whose means are exact in any order: ``float_scan_pool_loop`` gives its bits)."""
+        readers = consumers.get(value, [])
+        if len(readers) != 1 or readers[0].op_type != "AveragePool":
+            return None
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in readers[0].attribute}
+        square = {"kernel_shape": [2, 2], "strides": [2, 2]}
+        plain = {"pads": [0, 0, 0, 0], "ceil_mode": 0, "dilations": [1, 1], "auto_pad": b"NOTSET"}
+        if any(list(attributes.get(k, [])) != v for k, v in square.items()):
+            return None
+        if any(k not in square and k not in plain and k != "count_include_pad" for k in attributes):
+            return None
+        if any(attributes.get(k, v) != v for k, v in plain.items()):
+            return None
+        return readers[0].output[0]
+
     start = flat_after(graph.input[0].name)
     bounds: list[tuple[str, str]] = []
     neurons: list[_Neuron] = []
@@ -358,8 +392,11 @@ def _cut(model: Any, chain: list[_ChainNode]) -> tuple[list[tuple[str, str]], li
         if end is None or neuron is None:
             return None
         bounds.append((start, end))
-        neurons.append(neuron)
         start = flat_after(scan.output[1])
+        pooled = None if start is None or len(neuron.shape) != 3 else pool_after(start)
+        if pooled is not None:  # the scan pools its spikes; the next segment starts after
+            start, neuron = pooled, dataclasses.replace(neuron, pool=True)
+        neurons.append(neuron)
     # the output: Identity (<- Div) <- decode Scan <- _timed Reshape, or Identity <- _timed
     node = producer.get(graph.output[0].name)
     while node is not None and node.op_type in ("Identity", "Div"):

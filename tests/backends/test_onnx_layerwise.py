@@ -102,6 +102,18 @@ def test_digits_networks_match_sequence_graph_and_torch(
     _compare(program, tmp_path / net, _batches(data, (1, 16, 600)))
 
 
+def test_the_digits_cnns_neurons_pool_their_own_spikes(
+    digits_cnn: tuple[torch.nn.Module, DigitsData], tmp_path: Path
+) -> None:
+    """Both of the CNN's neurons feed a 2x2 average pool alone: each scan pools, and the next
+    segment starts after the pool (its bits: the comparisons with the sequence graph above)."""
+    model, data = digits_cnn
+    program = convert_spiking(model, data.x_train, None, SpikingOptions(timesteps=8))
+    fast = _layerwise(save_bundle(program, tmp_path / "cnn"))
+    assert fast is not None and [n.pool for n in fast.neurons] == [True, True]
+    assert [n.out_shape for n in fast.neurons] == [(16, 4, 4), (32, 2, 2)]
+
+
 def test_digits_cnn_at_more_timesteps(
     digits_cnn: tuple[torch.nn.Module, DigitsData], tmp_path: Path
 ) -> None:
