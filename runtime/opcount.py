@@ -31,14 +31,12 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from ganglion.device.simulator import LayerOpCounts, OpCounts
 from ganglion.kernels.switch import reference_kernels
 from ganglion.models.deployable import Deployable
-from ganglion.models.errors import ShapeError
 from ganglion.models.manifest import Manifest
 from ganglion.models.spiking.graph import INPUT, SpikingGraph
 from ganglion.models.spiking.layers import Affine, Conv2d, Neuron
 from ganglion.runtime.kinds import ProgramKind, kind_of
 
 BYTES_PER_VALUE = 4
-MAX_EXAMPLE_BYTES = 1 << 30  # example inputs (``profile --batch``) larger than this are refused
 _ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
 _VIEWS = {"_unsafe_view", "detach", "lift_fresh", "alias"}
 
@@ -78,19 +76,14 @@ def _is_view(func: Any) -> bool:
     )
 
 
-def example_inputs(manifest: Manifest, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs shaped like ``run``'s, as the program's kind makes them. ShapeError, before
-    anything of that size is allocated, where ``batch`` samples would take more than
-    ``MAX_EXAMPLE_BYTES`` (counted at 8 bytes a value: they are drawn in float64)."""
-    kind = kind_of(manifest)
-    one = kind.example_inputs(manifest, 1, seed)
-    need = batch * sum(8 * a.size for a in one.values())
-    if need > MAX_EXAMPLE_BYTES:
-        raise ShapeError(
-            f"batch {batch}: its inputs would take {need / 2**30:.1f} GiB "
-            f"(at most {MAX_EXAMPLE_BYTES / 2**30:g} GiB)"
-        )
-    return one if batch == 1 else kind.example_inputs(manifest, batch, seed)
+def example_inputs(
+    manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+) -> dict[str, np.ndarray]:
+    """Random inputs shaped like ``run``'s, as the program's kind makes them. ShapeError in one
+    line naming ``bundle`` (the bundle's path, where there is one) and the largest input, from
+    the manifest's shapes before anything is drawn, where ``batch`` samples would take more
+    than ``MAX_EXAMPLE_BYTES`` (``runtime.kinds.base.check_example_bytes``)."""
+    return kind_of(manifest).example_inputs(manifest, batch, seed, bundle)
 
 
 def count_ops(deployable: Deployable, inputs: dict[str, np.ndarray]) -> OpCounts:

@@ -291,8 +291,8 @@ def profile_bundle(
                 raise ProfileError(f"--device {profile.name}: {why}")
         deployable = program.deployable()
         manifest_sha256 = None if program.folder is None else sha256_file(program.folder / MANIFEST)
-        counts = count_ops(deployable, example_inputs(manifest, batch=1))
-        x = example_inputs(manifest, batch=request.batch)
+        counts = count_ops(deployable, example_inputs(manifest, batch=1, bundle=str(bundle)))
+        x = example_inputs(manifest, batch=request.batch, bundle=str(bundle))
         session = None
         if any(name in ("auto", host) for name in request.devices):
             session = open_session(program, request.backend, device)

@@ -14,13 +14,13 @@ parity suite, ``inspect`` and ``profile`` never probe a module for what it is:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ganglion.models.errors import BackendUnavailable
+from ganglion.models.errors import BackendUnavailable, ShapeError
 from ganglion.models.manifest import Manifest, TensorSpec
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ CpuStepFn = Callable[[Arrays, Arrays], "tuple[Arrays, Arrays] | None"]
 CpuRunFn = Callable[[Arrays], "Arrays | None"]  # inputs -> outputs, or None: the torch path
 ArtifactWriter = Callable[["Deployable", Path], None]
 BATCH, TIME = -1, -2  # markers in an expected shape: the batch axis, a time axis of any length
+MAX_EXAMPLE_BYTES = 1 << 30  # larger example inputs (serve's warm-up, profile) are refused
+EXAMPLE_DTYPE = "float64"  # examples count 8 bytes a value: drawn in float64 or int64, then cast
 
 
 class ProgramKind(ABC):
@@ -90,18 +92,30 @@ class ProgramKind(ABC):
         """``run``'s outputs from the outputs of successive ``step`` calls."""
         return outputs[-1]
 
-    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
-        """Random inputs shaped like ``run``'s (floats in [0, 1), integers 0 or 1, or the two
-        lowest of the manifest's ``value_ranges`` for the input)."""
-        rng = np.random.default_rng(seed)
-        out: Arrays = {}
-        for spec in manifest.inputs:
-            shape = [
+    def example_shapes(self, manifest: Manifest, batch: int) -> dict[str, list[int]]:
+        """The shape of each array ``example_inputs`` draws for ``batch`` samples (computed
+        from the manifest: nothing is allocated): ``run``'s, one step on a time axis."""
+        return {
+            spec.name: [
                 batch if d == BATCH else 1 if d in (TIME, -1) else d
                 for d in self.run_shape(manifest, spec)
             ]
+            for spec in manifest.inputs
+        }
+
+    def example_inputs(
+        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    ) -> Arrays:
+        """Random inputs shaped like ``run``'s (floats in [0, 1), integers 0 or 1, or the two
+        lowest of the manifest's ``value_ranges`` for the input); ``check_example_bytes``'s
+        ShapeError, naming ``bundle`` (its path, where there is one), before any is drawn."""
+        shapes = self.example_shapes(manifest, batch)
+        check_example_bytes(shapes, batch, bundle)
+        rng = np.random.default_rng(seed)
+        out: Arrays = {}
+        for spec in manifest.inputs:
             low, high = manifest.value_ranges.get(spec.name, (0, 1))
-            out[spec.name] = _random(rng, shape, spec.dtype, low, min(high, low + 1))
+            out[spec.name] = _random(rng, shapes[spec.name], spec.dtype, low, min(high, low + 1))
         return out
 
     def open_session(self, program: Any, backend: str, device: str, options: dict[str, Any]) -> Any:
@@ -229,6 +243,25 @@ class ProgramKind(ABC):
     def parity_atol(self, manifest: Manifest, output: str) -> float | None:
         """Absolute tolerance between backends for ``output`` (None: must be equal)."""
         return 1e-5
+
+
+def check_example_bytes(shapes: Mapping[str, Sequence[int]], batch: int, bundle: str = "") -> None:
+    """ShapeError, in one line naming ``bundle`` (where given) and the largest input, when
+    example arrays of ``shapes`` (``batch`` samples) would take more than ``MAX_EXAMPLE_BYTES``
+    at 8 bytes a value; reckoned from the shapes alone, before anything is allocated."""
+    from ganglion.runtime.tensors import tensor_bytes
+
+    sizes = {name: tensor_bytes(shape, EXAMPLE_DTYPE) for name, shape in shapes.items()}
+    total = sum(sizes.values())
+    if total <= MAX_EXAMPLE_BYTES:
+        return
+    name = max(sizes, key=sizes.__getitem__)
+    where = f"{bundle}: " if bundle else ""
+    raise ShapeError(
+        f"{where}example inputs of batch {batch} would take {total / 2**30:.1f} GiB (input "
+        f"{name!r} {list(shapes[name])} the largest), more than the "
+        f"{MAX_EXAMPLE_BYTES / 2**30:g} GiB allowed"
+    )
 
 
 def _random(

@@ -98,11 +98,19 @@ class EnsembleKind(ProgramKind):
         if is_sequence(manifest):
             self._tokens().check_values(manifest, inputs)
 
-    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
+    def example_shapes(self, manifest: Manifest, batch: int) -> dict[str, list[int]]:
         """As the members' kind."""
         if is_sequence(manifest):
-            return self._tokens().example_inputs(manifest, batch, seed)
-        return super().example_inputs(manifest, batch, seed)
+            return self._tokens().example_shapes(manifest, batch)
+        return super().example_shapes(manifest, batch)
+
+    def example_inputs(
+        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    ) -> Arrays:
+        """As the members' kind."""
+        if is_sequence(manifest):
+            return self._tokens().example_inputs(manifest, batch, seed, bundle)
+        return super().example_inputs(manifest, batch, seed, bundle)
 
     def open_session(
         self, program: Program, backend: str, device: str, options: dict[str, Any]

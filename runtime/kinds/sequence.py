@@ -21,7 +21,15 @@ import numpy as np
 from ganglion.kernels.empty_states import EMPTY_WKV_P
 from ganglion.models.errors import BundleError, ShapeError
 from ganglion.models.manifest import Manifest, SequenceTime, TensorSpec
-from ganglion.runtime.kinds.base import BATCH, TIME, Arrays, ArtifactWriter, ProgramKind, Tensors
+from ganglion.runtime.kinds.base import (
+    BATCH,
+    TIME,
+    Arrays,
+    ArtifactWriter,
+    ProgramKind,
+    Tensors,
+    check_example_bytes,
+)
 from ganglion.runtime.tensors import STEP_COUNTER
 
 if TYPE_CHECKING:
@@ -122,12 +130,22 @@ class SequenceKind(ProgramKind):
         """Step outputs stacked on the token axis: [batch, T, ...]."""
         return {name: np.stack([o[name] for o in outputs], axis=1) for name in outputs[0]}
 
-    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
-        """Random token ids [batch, 16] within the vocabulary (fewer for a shorter context)."""
-        vocab, context = _time(manifest).vocab_size, _time(manifest).context
+    def example_shapes(self, manifest: Manifest, batch: int) -> dict[str, list[int]]:
+        """[batch, 16] token ids (fewer for a shorter context)."""
+        context = _time(manifest).context
         tokens = min(EXAMPLE_TOKENS, context or EXAMPLE_TOKENS)
+        return {s.name: [batch, tokens] for s in manifest.inputs}
+
+    def example_inputs(
+        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    ) -> Arrays:
+        """Random token ids within the vocabulary shaped as ``example_shapes`` says, bounded
+        as the base's."""
+        shapes = self.example_shapes(manifest, batch)
+        check_example_bytes(shapes, batch, bundle)
         rng = np.random.default_rng(seed)
-        return {s.name: rng.integers(0, vocab, (batch, tokens)) for s in manifest.inputs}
+        vocab = _time(manifest).vocab_size
+        return {name: rng.integers(0, vocab, shape) for name, shape in shapes.items()}
 
     # ---- torch face ----------------------------------------------------------------------------
 

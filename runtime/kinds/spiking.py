@@ -29,6 +29,7 @@ from ganglion.runtime.kinds.base import (
     CpuStepFn,
     ProgramKind,
     Tensors,
+    check_example_bytes,
 )
 
 if TYPE_CHECKING:
@@ -89,12 +90,20 @@ class SpikingKind(ProgramKind):
         kept = outputs[time.delay :]
         return {name: np.stack([o[name] for o in kept]) for name in kept[0]}
 
-    def example_inputs(self, manifest: Manifest, batch: int = 1, seed: int = 0) -> Arrays:
-        """Features in [0, 1): [batch, ...], or time-major [T, batch, ...] with T = timesteps."""
+    def example_shapes(self, manifest: Manifest, batch: int) -> dict[str, list[int]]:
+        """[batch, ...], or time-major [T, batch, ...] with T = timesteps."""
         time, spec = _time(manifest), manifest.inputs[0]
         shape = [batch, *spec.shape[1:]]
-        shape = [time.timesteps, *shape] if time.time_major else shape
-        return {spec.name: np.random.default_rng(seed).random(shape, dtype=np.float32)}
+        return {spec.name: [time.timesteps, *shape] if time.time_major else shape}
+
+    def example_inputs(
+        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    ) -> Arrays:
+        """Features in [0, 1) shaped as ``example_shapes`` says, bounded as the base's."""
+        shapes = self.example_shapes(manifest, batch)
+        check_example_bytes(shapes, batch, bundle)
+        ((name, shape),) = shapes.items()
+        return {name: np.random.default_rng(seed).random(shape, dtype=np.float32)}
 
     def onnx_feeds(self, manifest: Manifest, inputs: Arrays, state: Arrays | None) -> Arrays:
         """The graphs take the encoded input: the step graph this step's input, the sequence

@@ -27,13 +27,16 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from ganglion.models.errors import GanglionError
 from ganglion.runtime.bundle_archive import write_bundle_tar
 from ganglion.runtime.serving.control_service import control_stub
-from ganglion.runtime.serving.kserve_tensors import fill_tensors, response_arrays
+from ganglion.runtime.serving.kserve_tensors import (
+    MAX_MESSAGE_BYTES,
+    fill_tensors,
+    response_arrays,
+)
 from ganglion.runtime.serving.protos import control_pb2
 from ganglion.runtime.serving.security import bearer_metadata, channel_credentials
 from ganglion.runtime.serving.signing import signature_path
 
 CHUNK_BYTES = 256 << 10  # archive bytes per upload message (well under any node's limit)
-MAX_MESSAGE_BYTES = (1 << 31) - 1  # as tritonclient: the node's own limit decides
 RETRIED = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata")
 ParameterValue = bool | int | float | str
 
@@ -117,7 +120,7 @@ class NodeClient:
         max_reply_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),  # the node's limit decides
             ("grpc.max_receive_message_length", max_reply_bytes),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _service_config()),

@@ -6,9 +6,11 @@ bytes without padding, one entry per tensor in order (BOOL one byte per element)
 ``contents`` fields (``fp32_contents``, ``int64_contents``, ...) are accepted too; FP16 only
 travels raw, as the protocol says. BYTES (strings) and the datatypes no program declares are
 refused with a message naming what is supported. Every size is checked before anything is
-allocated: a tensor's byte count must equal its shape times its element size. Triton's
-per-tensor options this server does not implement (shared memory, ``classification``) are
-refused, never ignored.
+allocated: a shape has at most ``MAX_RANK`` axes, each in [0, ``MAX_DIM``] (the bounds of a
+manifest's shapes), its nonempty axes within ``MAX_MESSAGE_BYTES`` (an empty axis makes a
+tensor hold nothing, but numpy still sizes the others), and a tensor's byte count must equal
+its shape times its element size. Triton's per-tensor options this server does not implement
+(shared memory, ``classification``) are refused, never ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ganglion.models.errors import GanglionError
-from ganglion.models.manifest import TensorSpec
+from ganglion.models.manifest import MAX_DIM, MAX_RANK, TensorSpec
 from ganglion.runtime.tensors import tensor_bytes
 
 # KServe v2 datatype <-> numpy dtype name, for every dtype a manifest may declare.
@@ -48,7 +50,7 @@ CONTENTS_FIELD: dict[str, str] = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-MAX_RANK = 8
+MAX_MESSAGE_BYTES = (1 << 31) - 1  # gRPC's int32 limit on one message: no tensor travels larger
 
 
 # request parameters a coordinator reads (a request's own budgets); a node refuses them
@@ -129,13 +131,24 @@ def requested_outputs(request: Any) -> list[str]:
     return names
 
 
-def element_count(name: str, shape: Sequence[int], role: str = "input") -> int:
-    """Elements of ``shape`` (WireError for a negative dimension or too many axes)."""
-    if len(shape) > MAX_RANK:
+def element_count(
+    name: str, shape: Sequence[int], dtype: np.dtype | str, role: str = "input"
+) -> int:
+    """Elements of ``shape`` of ``dtype`` values, checked before any array of it exists (the
+    module docstring's bounds); WireError naming the tensor otherwise."""
+    dims = [int(d) for d in shape[: MAX_RANK + 1]]
+    if len(dims) > MAX_RANK:
         raise WireError(f"{role} {name!r}: {len(shape)} dimensions (at most {MAX_RANK})")
-    if any(d < 0 for d in shape):
-        raise WireError(f"{role} {name!r}: shape {list(shape)} has a negative dimension")
-    return math.prod(int(d) for d in shape)
+    if any(d < 0 for d in dims):
+        raise WireError(f"{role} {name!r}: shape {dims} has a negative dimension")
+    if any(d > MAX_DIM for d in dims):
+        raise WireError(f"{role} {name!r}: shape {dims} has a dimension above {MAX_DIM}")
+    if tensor_bytes([d for d in dims if d], dtype) > MAX_MESSAGE_BYTES:
+        raise WireError(
+            f"{role} {name!r}: shape {dims} {np.dtype(dtype).name} describes more than the "
+            f"{MAX_MESSAGE_BYTES} bytes one message can hold, even with an empty axis"
+        )
+    return math.prod(dims)
 
 
 def array_from_raw(
@@ -143,8 +156,7 @@ def array_from_raw(
 ) -> np.ndarray:
     """``raw`` as a writable array of ``shape`` and ``datatype`` (checked byte count)."""
     dtype = np.dtype(check_datatype(name, datatype, role)).newbyteorder("<")
-    element_count(name, shape, role)  # rank and signs
-    expected = tensor_bytes(shape, dtype)
+    expected = element_count(name, shape, dtype, role) * dtype.itemsize
     if len(raw) != expected:
         raise WireError(
             f"{role} {name!r}: {len(raw)} bytes for shape {list(shape)} {datatype} "
@@ -160,7 +172,7 @@ def array_from_contents(
 ) -> np.ndarray:
     """An array from the typed ``InferTensorContents`` fields (count and range checked)."""
     dtype = check_datatype(name, datatype)
-    count = element_count(name, shape)
+    count = element_count(name, shape, dtype)
     field = CONTENTS_FIELD.get(datatype)
     if field is None:
         raise WireError(f"input {name!r}: {datatype} travels only in raw_input_contents")

@@ -50,7 +50,7 @@ def open_model(path: Path, name: str, settings: NodeSettings, meter: EnergyMeter
             continue
         model = ServedModel(name, session, backend, settings)
         try:
-            model.warm_up(meter)
+            model.warm_up(meter, path)
         except BaseException:
             model.close()
             raise

@@ -9,10 +9,11 @@ when nothing of that model is queued on its worker, so no two calls ever overlap
 one sequence still apply in the order their requests arrived. Outputs become response bytes
 right after the call, before the next call may reuse a backend's buffers.
 
-Limits checked before a call runs: the reply's size, from the inputs' shapes and the manifest
-(RESOURCE_EXHAUSTED when it would exceed the node's largest message, ``--max-message-mb``),
-and for sequences the count, state bytes and context of ``SequenceStore``. A sequence's new
-state is kept only once its step's reply is built.
+Limits checked before a call runs: the inputs' names, dtypes and shapes (INVALID_ARGUMENT
+for an empty or oversized batch, whatever the reply would be), then the reply's size, from
+the inputs' shapes and the manifest (RESOURCE_EXHAUSTED when it would exceed the node's
+largest message, ``--max-message-mb``), and for sequences the count, state bytes and context
+of ``SequenceStore``. A sequence's new state is kept only once its step's reply is built.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,6 +37,7 @@ from ganglion.device import EnergyMeter
 from ganglion.models.errors import ShapeError
 from ganglion.models.manifest import SequenceTime
 from ganglion.runtime.kinds import BATCH, TIME
+from ganglion.runtime.kinds.base import check_example_bytes
 from ganglion.runtime.serving.kserve_tensors import (
     DATATYPE_OF,
     WireError,
@@ -50,7 +53,7 @@ from ganglion.runtime.serving.sequences import (
 from ganglion.runtime.serving.settings import NodeSettings
 from ganglion.runtime.serving.status import NodeError
 from ganglion.runtime.session import Session, output_shapes
-from ganglion.runtime.tensors import shape_text, tensor_bytes
+from ganglion.runtime.tensors import check_batch_bound, check_inputs, shape_text, tensor_bytes
 
 LATENCY_WINDOW = 1024  # recent requests the percentiles cover
 INLINE_BELOW_S = 0.5e-3  # warm-up p99 under which small requests run on the event loop
@@ -58,6 +61,7 @@ INLINE_MAX_BYTES = 64 << 10  # input bytes of a request small enough for that
 WARMUP_UNTIMED = 2
 WARMUP_MIN_RUNS, WARMUP_MAX_RUNS, WARMUP_BUDGET_S = 5, 50, 0.5
 TENSOR_HEADER_BYTES = 256  # an output's name, datatype, shape and framing in the reply, at most
+LARGEST_PROBE = (2, 3)  # batch and steps of the largest zeros warm-up runs (``_output_info``)
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,18 @@ class ServedModel:
 
     # ---- load time (called once, before the model takes requests) -----------------------------
 
-    def warm_up(self, meter: EnergyMeter) -> Measurement:
+    def warm_up(self, meter: EnergyMeter, bundle: Path) -> Measurement:
         """Learn the outputs' shapes, then run example inputs (batch 1) and measure latency
-        and energy per call with ``meter`` (already started); blocking."""
+        and energy per call with ``meter`` (already started); blocking.
+
+        A model whose example inputs, or the zeros its outputs are probed with, would take
+        more than ``MAX_EXAMPLE_BYTES`` is refused before any of them is allocated
+        (``_check_warm_up_bytes``): a one-line ShapeError naming ``bundle`` and the input.
+        It is not served unmeasured instead: the probes are what give its outputs' metadata,
+        and a request of one sample would take as much memory. So ``ganglion serve`` stops
+        at start; a repository bundle is left unloaded, the reason in RepositoryIndex."""
         session = self.session
+        _check_warm_up_bytes(session, str(bundle))
         self.outputs = _output_info(session)
         self.batch_first = _batch_first(session)
         example = session.kind.example_inputs(session.manifest, batch=1)
@@ -218,9 +230,12 @@ class ServedModel:
         wanted: Sequence[str],
         header_bytes: int = 0,
     ) -> None:
-        """What can be refused before queueing: sequence use, output names, and a reply
-        (``header_bytes`` of it besides the outputs) larger than the node may send."""
-        if control.id is not None and not self.stateful:
+        """What can be refused before queueing: sequence use, output names, inputs the
+        session refuses by their shapes (``_check_input_shapes``: before the reply is sized,
+        so an empty or oversized batch is INVALID_ARGUMENT whatever its reply would be), and
+        a reply (``header_bytes`` of it besides the outputs) larger than the node may send."""
+        stepping = control.id is not None
+        if stepping and not self.stateful:
             raise SequenceError(f"model {self.name!r} is stateless; it takes no sequence_id")
         names = [t.name for t in self.outputs]
         unknown = [n for n in wanted if n not in names]
@@ -229,7 +244,8 @@ class ServedModel:
                 f"unknown output {unknown[0]!r}; model {self.name!r} has outputs "
                 f"{', '.join(map(repr, names))}"
             )
-        shapes = output_shapes(self.session, arrays, stepping=control.id is not None)
+        _check_input_shapes(self.session, arrays, stepping)
+        shapes = output_shapes(self.session, arrays, stepping=stepping)
         if shapes is not None:
             self._check_reply(shapes, wanted, header_bytes)
 
@@ -343,29 +359,57 @@ def _input_info(session: Session) -> list[TensorInfo]:
     ]
 
 
-def _probe_inputs(session: Session, batch: int, steps: int) -> dict[str, np.ndarray]:
-    """Zeros shaped like ``run``'s inputs (zeros are valid for every kind: token id 0)."""
+def _check_input_shapes(session: Session, arrays: dict[str, np.ndarray], stepping: bool) -> None:
+    """ShapeError for inputs the session would refuse by their names, dtypes and shapes
+    (``check_inputs``: an empty batch or time axis, more than ``MAX_BATCH`` samples) or
+    batch (the manifest's ``max_batch``), a step's inputs of another rank in a step's words
+    (``_batch_size``); their values are left to the call's own check."""
+    if stepping:
+        _batch_size(session, arrays)
+    manifest, kind = session.manifest, session.kind
+    shape_of = kind.step_shape if stepping else kind.run_shape
+    expected = {s.name: shape_of(manifest, s) for s in manifest.inputs}
+    checked = check_inputs(manifest.inputs, expected, arrays, allow_nonfinite=True)
+    batched = [checked[n].shape[w.index(BATCH)] for n, w in expected.items() if BATCH in w]
+    check_batch_bound(int(batched[0]) if batched else None, manifest.max_batch)
+
+
+def _check_warm_up_bytes(session: Session, bundle: str) -> None:
+    """``check_example_bytes`` (naming ``bundle``) on what ``warm_up`` allocates, before any
+    of it: the example inputs of batch 1, then the largest zeros it probes the outputs with."""
+    check_example_bytes(session.kind.example_shapes(session.manifest, 1), 1, bundle)
+    check_example_bytes(_probe_shapes(session, *LARGEST_PROBE), LARGEST_PROBE[0], bundle)
+
+
+def _probe_shapes(session: Session, batch: int, steps: int) -> dict[str, list[int]]:
+    """The shapes of ``run``'s inputs for ``batch`` samples, ``steps`` on every other
+    variable axis (computed: nothing is allocated)."""
     manifest, kind = session.manifest, session.kind
     out = {}
     for spec in manifest.inputs:
-        shape = kind.run_shape(manifest, spec)
         seen_batch = False
         dims = []
-        for d in shape:
+        for d in kind.run_shape(manifest, spec):
             if d == BATCH and not seen_batch:
                 dims.append(batch)
                 seen_batch = True
             else:
                 dims.append(steps if d in (TIME, BATCH) else d)
-        out[spec.name] = np.zeros(dims, dtype=spec.dtype)
+        out[spec.name] = dims
     return out
+
+
+def _probe_inputs(session: Session, batch: int, steps: int) -> dict[str, np.ndarray]:
+    """Zeros shaped as ``_probe_shapes`` says (zeros are valid for every kind: token id 0)."""
+    shapes = _probe_shapes(session, batch, steps)
+    return {s.name: np.zeros(shapes[s.name], dtype=s.dtype) for s in session.manifest.inputs}
 
 
 def _output_info(session: Session) -> list[TensorInfo]:
     """Outputs as ``run`` returns them: two calls on zeros of different batch and length
     show which axes vary (-1) and which are fixed."""
     small = session.run(_probe_inputs(session, 1, 1))
-    large = session.run(_probe_inputs(session, 2, 3))
+    large = session.run(_probe_inputs(session, *LARGEST_PROBE))
     assert isinstance(small, dict) and isinstance(large, dict)
     return [
         TensorInfo(name, DATATYPE_OF[a.dtype.name], _varying(a.shape, large[name].shape))

@@ -163,13 +163,13 @@ def test_unknown_device_is_one_line_error(tmp_path, bundle):
 def test_a_batch_too_large_for_memory_is_refused_before_it_is_drawn(
     tmp_path, bundle, one_line_error, monkeypatch
 ):
-    from ganglion.runtime import opcount
     from ganglion.runtime.cli import invoke
+    from ganglion.runtime.kinds import base
 
     write_host_cpu(tmp_path)
-    monkeypatch.setattr(opcount, "MAX_EXAMPLE_BYTES", 1 << 18)  # 2048 samples of 16 values
+    monkeypatch.setattr(base, "MAX_EXAMPLE_BYTES", 1 << 18)  # 2048 samples of 16 values
     code, _, err = invoke("profile", str(bundle), "--batch", "2049", "--root", str(tmp_path))
-    one_line_error(code, err, "batch 2049", "GiB")
+    one_line_error(code, err, str(bundle), "batch 2049", "GiB")
     code, out, _ = invoke("profile", str(bundle), "--batch", "2048", "--root", str(tmp_path),
                           "--runs", "2", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["results"][0]["batch"] == 2048
