@@ -91,3 +91,32 @@ def test_the_subset_cache_bounds_its_solves():
     energy, latency = binding_budgets(problem, rng)
     answer = SubsetCache(time_limit_s=1e-9).select("all", problem, energy, latency, 0)
     assert answer is not None and not answer.exact
+
+
+def test_the_clock_starts_after_the_compiled_loops_are_loaded(monkeypatch):
+    """Loading numba's loops into an empty cache takes seconds: a 1 s limit must not be spent
+    on it (the coordinator's first plan came back inexact, and stayed cached)."""
+    from ganglion.runtime.selection import bounds
+
+    class Clock:
+        now = 0.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock, loads = Clock(), []
+
+    def slow_load() -> float:
+        loads.append(clock.now)
+        clock.now += 100.0  # a cold numba cache
+        return 100.0
+
+    monkeypatch.setattr(solver, "time", clock)
+    monkeypatch.setattr(bounds, "loaded", slow_load)
+    rng = np.random.default_rng(11)
+    problem = synthetic_problem(rng, 12, 16, "trained")
+    energy, latency = binding_budgets(problem, rng)
+    found = solve(problem, energy, latency, time_limit_s=1.0)
+    assert loads == [0.0]  # loaded, once, before the search's clock started
+    assert found is not None and found.exact
+    assert found.experts == brute_force(problem, energy, latency).experts
