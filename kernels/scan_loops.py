@@ -26,16 +26,21 @@ def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_
     for t in range(steps):
         c, s = current[t * t_step], spikes[t]
         for b in range(batch):
-            cb, vb, sb = c[b], v[b], s[b]
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = x > threshold[k]
-                sb[k] = fired
-                if zero_reset:
-                    vb[k] = v_reset[k] if fired else x
-                else:
-                    vb[k] = x - np.float32(fired) * threshold[k]
+            _neurons_step(c[b], v[b], s[b], gain, decay, threshold, bias, v_reset, zero_reset)
     return spikes, v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _neurons_step(current, v, spikes, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+    """One sample's N neurons, one step: ``v`` [N] updated in place, ``spikes`` [N] written."""
+    for k in range(v.shape[0]):
+        x = v[k] * decay[k] + bias[k] + current[k] * gain[k]
+        fired = x > threshold[k]
+        spikes[k] = fired
+        if zero_reset:
+            v[k] = v_reset[k] if fired else x
+        else:
+            v[k] = x - np.float32(fired) * threshold[k]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -54,15 +59,7 @@ def float_scan_pool_loop(
     for t in range(steps):
         c = current[t * t_step]
         for b in range(batch):
-            cb, vb = c[b], v[b]
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = x > threshold[k]
-                row[k] = fired
-                if zero_reset:
-                    vb[k] = v_reset[k] if fired else x
-                else:
-                    vb[k] = x - np.float32(fired) * threshold[k]
+            _neurons_step(c[b], v[b], row, gain, decay, threshold, bias, v_reset, zero_reset)
             mean_2x2(row.reshape(channels, height, width), pooled[t, b])
     return pooled, v
 

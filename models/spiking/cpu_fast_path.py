@@ -244,29 +244,14 @@ class CpuRun(_ChainPath):
             v0 = membranes.get(node.name)
             if v0 is None:
                 v0 = self._initial_membrane(node, batch, shape)
+            current = np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1)
+            args = (current, t_step, steps, params[0], v0, *params[1:], node.neuron.reset == "zero")
             pool = self._pool_after(node, shape)
             if pool is not None:  # its spikes pooled as they are made, never stored
-                pooled, membranes[node.name] = float_scan_pool_loop(
-                    np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
-                    t_step,
-                    steps,
-                    params[0],
-                    v0,
-                    *params[1:],
-                    node.neuron.reset == "zero",
-                    shape,
-                )
+                pooled, membranes[node.name] = float_scan_pool_loop(*args, shape)
                 values[pool.name], fused = (pooled, 1), pool.name
                 continue
-            spikes, membranes[node.name] = float_scan_loop(
-                np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1),
-                t_step,
-                steps,
-                params[0],
-                v0,
-                *params[1:],
-                node.neuron.reset == "zero",
-            )
+            spikes, membranes[node.name] = float_scan_loop(*args)
             values[node.name] = spikes.reshape(steps, batch, *shape), 1
         return values[self.output]
 
