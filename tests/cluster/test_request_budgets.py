@@ -5,22 +5,16 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import service_pb2
 
+from ganglion.runtime.serving.client import _parameter as set_parameter
 from ganglion.runtime.serving.ensemble_request import request_budgets
 from ganglion.runtime.serving.kserve_tensors import WireError
 
 
 def _parameters(**values: object) -> dict:
+    """The request's parameters as our client sets them (each by its Python type)."""
     request = service_pb2.ModelInferRequest()
     for key, value in values.items():
-        param = request.parameters[key]
-        if isinstance(value, str):
-            param.string_param = value
-        elif isinstance(value, bool):
-            param.bool_param = value
-        elif isinstance(value, int):
-            param.int64_param = value
-        else:
-            param.double_param = value
+        set_parameter(request.parameters[key], value)
     return request.parameters
 
 
