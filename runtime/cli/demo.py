@@ -83,7 +83,7 @@ def demo(
         write_demo_bundle,
     )
     from ganglion.runtime.demo_cluster import cluster_tour
-    from ganglion.runtime.demo_ensembles import dense_tour, ensemble_tour
+    from ganglion.runtime.demo_ensembles import dense_tour, ensemble_tour, selection_at_scale
     from ganglion.runtime.demo_events import event_tour
     from ganglion.runtime.demo_language import language_tour
     from ganglion.runtime.demo_tour import deployment_tour
@@ -167,6 +167,20 @@ def demo(
     console.print(kinds)
     for note in notes:
         console.print(f"  exact expert selection: {note}")
+    with console.status("the exact selection at scale: 16 and 64 synthetic experts"):
+        scale = selection_at_scale(limit_s=1.0)
+    for row in scale:
+        how = (
+            f"exact in {row['solve_ms']:.1f} ms"
+            if row["exact"]
+            else f"best found in {row['solve_ms']:.0f} ms under --time-limit "
+            f"{row['time_limit_s']:g} s; the optimum is at most {row['quality'] + row['gap']:.4f}"
+        )
+        console.print(
+            f"  at scale, {row['experts']} synthetic experts (gate unrelated to correctness): "
+            f"{row['chosen']}, quality {row['quality']:.4f}, {how} (measured)"
+        )
+        emit("selection", row)
     with console.status("training byte-level LMs on prose and on code, then their ensemble"):
         lm_rows = language_tour(out, plan["lm_steps"], plan["lm_width"], plan["tokens"])
     lm = Table(

@@ -29,7 +29,14 @@ def test_quick_demo_runs_every_section_and_leaves_the_bundles_it_names(tmp_path:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     sections = {row["section"] for row in rows}
-    assert sections == {"spiking", "tour", "kinds", "language", "events", "methods", "cluster"}
+    assert sections == {
+        "spiking", "tour", "kinds", "selection", "language", "events", "methods", "cluster"
+    }  # fmt: skip
+    small, large = (r for r in rows if r["section"] == "selection")
+    assert (small["experts"], large["experts"]) == (16, 64) and small["exact"]
+    assert small["gap"] == 0.0 and small["time_limit_s"] is None
+    assert large["time_limit_s"] == 1.0 and large["gap"] >= 0.0 and 0.0 < large["quality"] < 1.0
+    assert large["exact"] or large["solve_ms"] > 900.0  # stopped only at its limit
     methods = {r["method"]: r for r in rows if r["section"] == "methods"}
     assert set(methods) == {"percentile", "mse", "calibrated", "burst"}
     assert all(r["timesteps"] == 4 and 0.8 < r["snn_accuracy"] <= 1.0 for r in methods.values())
