@@ -22,6 +22,7 @@ import onnx
 import torch
 from torch.utils._pytree import tree_flatten
 
+from ganglion.converters.exported_archive import check_graph_ops
 from ganglion.converters.onnx_file import check_self_contained, ort_message
 from ganglion.converters.torch_onnx import name_first_axis, quietly, torch_to_onnx
 from ganglion.models.dense import DenseProgram
@@ -34,7 +35,6 @@ ARCHITECTURE_ONNX = "onnx"  # an ONNX model only (no torch face)
 OPSET = 18
 BATCH_AXIS = "batch"  # the name of the dynamic batch axis, in the export and the ONNX graph
 DYNAMIC_BATCH_MAX = 1 << 20  # the bound of a batch axis ``dynamic_batch`` makes dynamic
-_FILE_OPS = ("from_file", "_load", "save")
 ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
@@ -48,29 +48,6 @@ ONNX_DTYPES = {
 
 
 # ---- torch.export sources -----------------------------------------------------------------
-
-
-def check_graph_ops(program: torch.export.ExportedProgram) -> None:
-    """ConversionError naming the first operator that is not ATen, or that touches files."""
-    for node in program.graph.nodes:
-        if node.op != "call_function":
-            continue
-        target = node.target
-        if isinstance(target, torch._ops.OpOverload):
-            name = target.name()
-            if target.namespace in ("aten", "prims") and not any(f in name for f in _FILE_OPS):
-                continue
-        else:  # getitem and the arithmetic of symbolic sizes (operator.mul, torch.sym_max)
-            name = str(target)
-            module = getattr(target, "__module__", None) or ""
-            if module in ("_operator", "math") or getattr(target, "__name__", "").startswith(
-                "sym_"
-            ):
-                continue
-        raise ConversionError(
-            f"operator {name} (node {node.name}) is not allowed in a dense program: only ATen "
-            "operators that touch no files"
-        )
 
 
 def _tensor_spec(name: str, value: Any, where: str) -> TensorSpec:

@@ -21,7 +21,9 @@ file first, executing nothing:
   dotted name, declared weight sizes fit the size limit.
 
 ``load_exported`` then calls ``torch.export.load`` with torch.load forced to weights-only, and
-refuses a program whose float weights or constants hold NaN.
+refuses a program whose tensors would take more than the size limit once read (a pickled view
+may expand a few bytes of storage), whose graph calls an operator that is not ATen or touches
+files (``aten.from_file``), or whose float weights or constants hold NaN.
 """
 
 from __future__ import annotations
@@ -686,8 +688,61 @@ def load_exported(
         ) from exc
     finally:
         export_log.setLevel(level)
+    check_tensor_sizes(program, str(path), limits.max_total_bytes)
+    try:
+        check_graph_ops(program)
+    except ConversionError as exc:
+        raise ConversionError(f"{path}: {exc}") from None
     check_no_nan(program, str(path))
     return program
+
+
+FILE_OPS = ("from_file", "_load", "save")  # ATen operators that read or write files
+
+
+def check_graph_ops(program: torch.export.ExportedProgram) -> None:
+    """ConversionError naming the first operator that is not ATen, or that touches files
+    (``aten.from_file`` maps any file the user can write: a graph could read it, or add to it
+    in place). ``load_exported`` checks every archive it opens; a program made in this process
+    is checked where it is converted."""
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload):
+            name = target.name()
+            if target.namespace in ("aten", "prims") and not any(f in name for f in FILE_OPS):
+                continue
+        else:  # getitem and the arithmetic of symbolic sizes (operator.mul, torch.sym_max)
+            name = str(target)
+            module = getattr(target, "__module__", None) or ""
+            if module in ("_operator", "math") or getattr(target, "__name__", "").startswith(
+                "sym_"
+            ):
+                continue
+        raise ConversionError(
+            f"operator {name} (node {node.name}) is not allowed in a dense program: only ATen "
+            "operators that touch no files"
+        )
+
+
+def check_tensor_sizes(
+    program: torch.export.ExportedProgram, label: str, limit: int
+) -> None:
+    """ConversionError when the weights, buffers and constants, as tensors, would take more
+    than ``limit`` bytes: a pickled tensor may be a view of far more elements than its storage
+    holds (a stride-0 expansion of 4 bytes to 2^32 values), which anything that reads it whole
+    (the NaN check, a conversion) materializes."""
+    tensors = {**program.state_dict, **program.constants}
+    total = 0
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+            if total > limit:
+                raise ConversionError(
+                    f"{label}: tensor {name!r} {list(value.shape)} brings its tensors to more "
+                    f"than {limit} bytes"
+                )
 
 
 def check_no_nan(program: torch.export.ExportedProgram, label: str) -> None:

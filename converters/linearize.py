@@ -710,7 +710,7 @@ def gpt_from_exported(program: torch.export.ExportedProgram) -> GPT:
     no place for, or the logit difference when the structure reads but computes otherwise
     (a missing causal mask, post-norm wiring, ...).
     """
-    from ganglion.converters.dense import check_graph_ops
+    from ganglion.converters.exported_archive import check_graph_ops
 
     if len(program.graph_signature.user_inputs) != 1:
         raise ConversionError(

@@ -53,7 +53,7 @@ def parse_timesteps(text: str) -> list[int]:
     values = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or not 1 <= int(item) <= MAX_TIMESTEPS:
+        if not (item.isascii() and item.isdigit()) or not 1 <= int(item) <= MAX_TIMESTEPS:
             raise ConversionError(
                 f"--timesteps takes integers in 1..{MAX_TIMESTEPS} separated by commas, "
                 f"got {item!r} in {text!r}"

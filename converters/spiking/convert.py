@@ -159,6 +159,8 @@ def _labels(labels: np.ndarray | torch.Tensor, count: int) -> torch.Tensor:
 
 
 def _as_float_tensor(a: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    if not isinstance(a, torch.Tensor) and np.asarray(a).dtype.kind not in "biuf":
+        raise ConversionError(f"{what} must be numeric, got {np.asarray(a).dtype}")
     t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
     if not (torch.is_floating_point(t) or t.dtype in (torch.uint8, torch.int32, torch.int64)):
         raise ConversionError(f"{what} must be numeric, got {t.dtype}")

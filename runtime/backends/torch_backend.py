@@ -169,7 +169,8 @@ class TorchBackend(Backend):
         if options:
             raise OptionError(f"torch backend takes no options, got {sorted(options)}")
         kind, _, index = device.partition(":")
-        if device != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
+        digits = index.isascii() and index.isdigit()  # "²" is a digit int() cannot read
+        if device != "cpu" and not (kind == "cuda" and (not index or digits)):
             raise OptionError(f"torch backend: unknown device {device!r} (use cpu, cuda or cuda:N)")
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(

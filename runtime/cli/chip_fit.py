@@ -14,15 +14,19 @@ from ganglion.models.errors import BackendUnavailable
 TARGETS = ("loihi2",)
 
 
-def show_chip_fit(deployable: Deployable, target: str, chips: int, as_json: bool) -> None:
-    """Print neurons, synapses, memory and neurocores per layer; LoihiFitError if too large."""
+def show_chip_fit(
+    deployable: Deployable, target: str, chips: int, as_json: bool, bundle: str = ""
+) -> None:
+    """Print neurons, synapses, memory and neurocores per layer; LoihiFitError if too large.
+    ``bundle``: its path, named when the program is not one a chip takes."""
     if target not in TARGETS:
         raise BackendUnavailable(f"--target must be one of {TARGETS}, got {target!r}")
     if chips < 1:
         raise BackendUnavailable(f"--chips must be at least 1, got {chips}")
     if deployable.manifest.kind != "spiking":
+        where = f"{bundle}: " if bundle else ""
         raise BackendUnavailable(
-            f"a chip-fit report needs a spiking program, got {deployable.manifest.kind!r}"
+            f"{where}a chip-fit report needs a spiking program, got {deployable.manifest.kind!r}"
         )
     from ganglion.runtime.loihi_fit import chip_fit, require_fit
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import GanglionError, ShapeError
 from ganglion.runtime.generation import MAX_NEW_TOKENS, GenerationError, Sampling, generate
 from ganglion.runtime.session import load
 
@@ -61,6 +61,8 @@ def generate_command(
                 sys.stdout.flush()
         except GenerationError as exc:
             raise GenerationError(f"{bundle}: {exc}") from None
+        except ShapeError as exc:  # the prompt does not fit the model (its length, its ids)
+            raise ShapeError(f"--prompt ({len(ids)} bytes) for {bundle}: {exc}") from None
         seconds = time.perf_counter() - start
     sys.stdout.write(decoder.decode(b"", final=True).translate(VISIBLE_CONTROLS) + "\n")
     rate = len(tokens) / seconds if seconds > 0 else float("inf")

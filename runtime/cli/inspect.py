@@ -18,7 +18,7 @@ from rich.table import Table
 from ganglion.models.manifest import SpikingTime
 from ganglion.runtime.bundle import load_bundle, open_bundle
 from ganglion.runtime.cli.chip_fit import show_chip_fit
-from ganglion.runtime.cli.terminal import PlainConsole, plain, plain_row
+from ganglion.runtime.cli.terminal import PlainConsole, plain, plain_row, printable
 from ganglion.runtime.describe import describe, describe_program
 from ganglion.runtime.onnx_export import naming
 
@@ -47,7 +47,7 @@ def inspect(
 ) -> None:
     """Show kind, named inputs/outputs (and their shape convention), time, layers, members."""
     if target is not None:
-        show_chip_fit(load_bundle(bundle), target, chips, as_json)
+        show_chip_fit(load_bundle(bundle), target, chips, as_json, str(bundle))
         return
     if ops:
         _show_ops(load_bundle(bundle), text, as_json)
@@ -71,7 +71,8 @@ def inspect(
         console.print(_signature_line(info["signature"]), markup=False)
     if trusted_keys is not None and "verified_by" not in info["signature"]:
         why = info["signature"].get("error") or "the bundle has no signature"
-        typer.echo(f"error: {bundle}: does not verify with --trusted-keys: {why}", err=True)
+        line = f"error: {bundle}: does not verify with --trusted-keys: {why}"
+        typer.echo(printable(line), err=True)  # the signature's key hint is the file's text
         raise typer.Exit(1)  # asked to verify, and it does not: a script must see that
 
 

@@ -31,7 +31,7 @@ from ganglion.models.errors import GanglionError, first_line
 from ganglion.models.monotonicity import monotonicity_line
 from ganglion.runtime.atomic import check_target
 from ganglion.runtime.cli.pairs import option_pairs
-from ganglion.runtime.cli.terminal import plain
+from ganglion.runtime.cli.terminal import plain, printable
 from ganglion.runtime.selection import (
     Selection,
     SelectionProblem,
@@ -145,10 +145,11 @@ def select(
         if dump_problem is not None:
             write_problem(loaded, dump_problem, force)
     except (GanglionError, ValueError) as exc:  # exit 1 means only "no subset fits"
-        typer.echo(f"error: {first_line(exc)}", err=True)
+        typer.echo(printable(f"error: {first_line(exc)}"), err=True)
         raise typer.Exit(2) from None
     except OSError as exc:
-        typer.echo(f"error: {dump_problem}: cannot be written ({exc.strerror})", err=True)
+        line = f"error: {dump_problem}: cannot be written ({exc.strerror})"
+        typer.echo(printable(line), err=True)
         raise typer.Exit(2) from None
     if sources is not None and not as_json:
         _print_sources(sources)
@@ -267,7 +268,7 @@ def report(
             out.update(_cheapest(problem))
             out.update(context)
             typer.echo(json.dumps(out, allow_nan=False))
-        typer.echo(f"error: {reason}", err=True)
+        typer.echo(printable(f"error: {reason}"), err=True)
         raise typer.Exit(1)
     baselines = run_baselines(problem, energy_budget, latency_budget, seed)
     if as_json:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from ganglion.models.errors import ShapeError
+from ganglion.models.errors import ConversionError, ShapeError
 from ganglion.runtime.cli.plots import check_plot_target, save_figure
 
 if TYPE_CHECKING:
@@ -98,7 +98,10 @@ def sweep(
                 progress.update(task, description=f"T={steps}: {stage}")
 
         calibration, labelled = load_calibration(calib), (test["x"], test["y"])
-        result = run_sweep(ann, calibration, labelled, request, on_stage, targets)
+        try:
+            result = run_sweep(ann, calibration, labelled, request, on_stage, targets)
+        except (ConversionError, ShapeError) as exc:  # name the file the data came from
+            raise type(exc)(_naming_data(str(exc), calib, data)) from None
     if plot is not None:
         _plot(result, model.name, plot, force)
     if as_json:
@@ -214,3 +217,12 @@ def _frontier(ax: Axes, points: list[SweepPoint], cost: str) -> None:
 def register(app: typer.Typer) -> None:
     """Add ``sweep`` to the CLI."""
     app.command("sweep")(sweep)
+
+
+def _naming_data(message: str, calib: Path, data: Path) -> str:
+    """``message`` prefixed with the file its data came from: the calibration file for the
+    converter's "calibration ..." errors, the test file for the sweep's "test data ..." ones."""
+    for prefix, path in (("calibration", calib), ("test data", data)):
+        if message.startswith(prefix):
+            return f"{path}: {message}"
+    return message

@@ -132,7 +132,10 @@ def train_lm_command(
     data = load_corpus(corpus)
     torch.manual_seed(seed)
     cls = sequence_model_class(arch)
-    model = cls.from_config({**cls().to_config(), "d_model": d_model, "n_layers": layers})
+    try:
+        model = cls.from_config({**cls().to_config(), "d_model": d_model, "n_layers": layers})
+    except ValueError as exc:  # a width the architecture's heads do not divide
+        raise GanglionError(f"--d-model {d_model} for --arch {arch}: {exc}") from None
     if model.context is not None and length > model.context:
         raise GanglionError(f"--length {length} exceeds {arch}'s context of {model.context}")
     with step_progress(steps, f"train {arch} on {corpus}") as progress:

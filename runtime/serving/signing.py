@@ -141,7 +141,7 @@ def read_signature(path: str | Path) -> SignatureInfo:
         statement = json.loads(payload)
         resources = statement["predicate"]["resources"]
         files = {str(r["name"]): str(r["digest"]) for r in resources}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise SignatureError(f"{path}: not a model-signing signature ({_line(exc)})") from exc
     return SignatureInfo(path, str(hint), files)
 

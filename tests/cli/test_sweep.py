@@ -116,7 +116,7 @@ def test_a_plot_whose_suffix_is_no_image_format_is_refused(files: Path) -> None:
     assert not (files / "sweep.txt").exists()
 
 
-@pytest.mark.parametrize("grid", ["0", "a", "4,x", "100000", "", "4,-8"])
+@pytest.mark.parametrize("grid", ["0", "a", "4,x", "100000", "", "4,-8", "²", "4,٣"])
 def test_bad_timesteps_are_refused_in_one_line(files: Path, grid: str) -> None:
     code, out, err = _sweep(files, "--timesteps", grid)
     assert code != 0 and out == ""
@@ -131,3 +131,27 @@ def test_bad_method_is_refused_in_one_line(files: Path) -> None:
 def test_unknown_device_is_refused_in_one_line(files: Path) -> None:
     code, _, err = _sweep(files, "--timesteps", "4", "--device", "abacus")
     assert code != 0 and err.count("\n") == 1 and "unknown device 'abacus'" in err
+
+
+@pytest.mark.parametrize(
+    ("calib", "test", "named", "words"),
+    [
+        ({"x": np.zeros((8, 5), np.float32)}, None, "calib", "calibration x has features (5,)"),
+        ({"x": np.array([["a"] * 12] * 8)}, None, "calib", "calibration x must be numeric"),
+        (None, {"x": np.zeros((4, 12), np.float32), "y": np.full(4, 99)}, "test", "labels"),
+    ],
+    ids=["features", "strings", "labels"],
+)
+def test_data_the_model_cannot_take_names_its_file(
+    files: Path, tmp_path: Path, calib, test, named, words, one_line_error
+) -> None:
+    paths = {"calib": files / "calib.npz", "test": files / "test.npz"}
+    for key, arrays in (("calib", calib), ("test", test)):
+        if arrays is not None:
+            paths[key] = tmp_path / f"bad-{key}.npz"
+            np.savez(paths[key], **arrays)
+    code, _, err = ganglion(
+        "sweep", str(files / "m.pt2"), "--calib", str(paths["calib"]), "--data",
+        str(paths["test"]), "--timesteps", "4", "--runs", "1", "--warmup", "0",
+    )  # fmt: skip
+    one_line_error(code, err, f"{paths[named]}: ", words)

@@ -57,7 +57,11 @@ def test_convert_flags_are_bounded_before_any_work(flag, one_line_error) -> None
 
 @pytest.mark.parametrize(
     ("device", "words"),
-    [("cudax", "unknown device 'cudax' (use cpu, cuda or cuda:N)"), ("cuda:99", "'cuda:99'")],
+    [
+        ("cudax", "unknown device 'cudax' (use cpu, cuda or cuda:N)"),
+        ("cuda:99", "'cuda:99'"),
+        ("cuda:²", "unknown device 'cuda:²'"),
+    ],
 )
 def test_a_torch_device_is_read_exactly(device, words, tmp_path, one_line_error) -> None:
     """'cuda:99' was reported as 'cuda', and anything starting with 'cuda' passed the check."""
@@ -81,7 +85,7 @@ def test_a_torch_device_is_read_exactly(device, words, tmp_path, one_line_error)
     ]
     code, _, err = invoke(*args, "--device", device)
     one_line_error(code, err, "torch backend", words)
-    assert code == (2 if device == "cudax" else 1)  # a malformed name; no GPU here
+    assert code == (1 if device == "cuda:99" else 2)  # a malformed name; no GPU here
 
 
 def test_a_flag_for_another_backend_or_a_missing_bundle_is_named(tmp_path, one_line_error) -> None:

@@ -202,7 +202,7 @@ def test_transformer_encoder_with_two_inputs(tmp_path: Path, capsys) -> None:
 
 def test_operator_outside_aten_is_refused_by_name() -> None:
     """A custom operator (any code at all) never runs from a dense bundle."""
-    from ganglion.converters.dense import check_graph_ops
+    from ganglion.converters.exported_archive import check_graph_ops
     from ganglion.models.errors import ConversionError
 
     @torch.library.custom_op("ganglion_test::twice", mutates_args=())

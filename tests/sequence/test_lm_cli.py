@@ -134,3 +134,24 @@ def test_inspect_ops_prints_macs_and_spikes_per_token(converted):
     assert "ids int64: [batch, T]" in out and "logits float32: [batch, T, " in out  # as run
     stages = re.search(r"conversion: bits per character rwkv ([\d.]+), uncalibrated ([\d.]+)", out)
     assert stages is not None, out
+
+
+def test_a_prompt_too_long_or_a_chip_fit_of_a_language_model_names_what_was_given(
+    trained, one_line_error
+):
+    from ganglion.runtime.cli import invoke
+
+    bundle, _ = trained
+    code, _, err = invoke("generate", str(bundle), "--prompt", "a" * 70_000)
+    one_line_error(code, err, f"--prompt (70000 bytes) for {bundle}: ", "70000 tokens")
+    code, _, err = invoke("inspect", str(bundle), "--target", "loihi2")
+    one_line_error(code, err, f"{bundle}: a chip-fit report needs a spiking program")
+
+
+def test_a_width_the_heads_do_not_divide_names_the_flag(tmp_path, one_line_error):
+    from ganglion.runtime.cli import invoke
+
+    sizes = ["--steps", "1", "--d-model", "15", "--layers", "1", "--batch", "2", "--length", "16"]
+    code, _, err = invoke("train", "lm", "--arch", "gla", *sizes, "-o", str(tmp_path / "m"))
+    one_line_error(code, err, "--d-model 15 for --arch gla: ")
+    assert not (tmp_path / "m").exists()

@@ -89,3 +89,27 @@ def test_sign_replaces_an_existing_file_only_with_force(
     code, _, err = invoke("sign", str(bundle), "--key", key, "--signature", str(mine), "--force")
     assert code == 0, err
     assert mine.read_bytes() != b"a user's data"
+
+
+def test_a_hostile_signature_file_neither_reaches_the_terminal_nor_crashes(
+    bundles: dict[str, Path], signing_keys: dict[str, Path], tmp_path: Path, one_line_error
+) -> None:
+    """The key hint is the file's own text: its escape sequences are shown, not obeyed; a
+    signature nested 100,000 deep is refused as one, naming the file."""
+    import json
+
+    from ganglion.runtime.serving.signing import signature_path
+
+    bundle = Path(shutil.copytree(bundles["dense"], tmp_path / "b"))
+    assert invoke("sign", str(bundle), "--key", str(signing_keys["stranger"]))[0] == 0
+    sig = signature_path(bundle)
+    signed = json.loads(sig.read_text())
+    signed["verificationMaterial"]["publicKey"]["hint"] = "\x1b]0;pwned\x07\x1b[2J"
+    sig.write_text(json.dumps(signed))
+    trusted = str(signing_keys["trusted_dir"])
+    code, _, err = invoke("inspect", str(bundle), "--trusted-keys", trusted)
+    one_line_error(code, err, "does not verify with --trusted-keys")
+    assert "\x1b" not in err and "\x07" not in err
+    sig.write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = invoke("inspect", str(bundle), "--trusted-keys", trusted)
+    one_line_error(code, err, f"{sig}: not a model-signing signature")
