@@ -418,19 +418,21 @@ _EXPR_ATTRIBUTES = frozenset({"size", "stride", "storage_offset", "dim", "isnan"
 _SYMBOL = re.compile(r"[a-z]+[0-9]+")
 _MAX_EXPR_CHARS = 10_000
 _MAX_EXPR_INT = 1 << 63
+_MAX_EXPR_POWER = 8  # the largest exponent of a symbolic size's power
 
 
 def check_expression(text: str) -> str | None:
     """Why ``text`` is not plain shape arithmetic (what torch passes to sympify or exec), or
     None if it is: no attribute beyond size/stride, no call beyond shape functions, no
-    power, no name beyond symbols (s0, u1, ...) and those functions."""
+    power but to a small whole exponent, no name beyond symbols (s0, u1, ...) and those
+    functions."""
     if not isinstance(text, str) or len(text) > _MAX_EXPR_CHARS:
         return "not a string of at most 10000 characters"
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return "not an expression"
-    names = _name_strings(tree)
+    names, powers = _name_strings(tree), _small_powers(tree)
     for node in ast.walk(tree):
         if not isinstance(node, _EXPR_NODES):
             return f"uses {type(node).__name__}"
@@ -438,7 +440,7 @@ def check_expression(text: str) -> str | None:
             if id(node) not in names:
                 return f"uses the string {_short(node.value)} (only a name may be one)"
         if isinstance(node, ast.Name) and not (
-            node.id in _EXPR_NAMES or _SYMBOL.fullmatch(node.id)
+            node.id in _EXPR_NAMES or _SYMBOL.fullmatch(node.id) or id(node) in powers
         ):
             return f"uses the name {node.id!r}"
         if isinstance(node, ast.Attribute) and node.attr not in _EXPR_ATTRIBUTES:
@@ -447,6 +449,26 @@ def check_expression(text: str) -> str | None:
             if abs(node.value) > _MAX_EXPR_INT:
                 return "uses an integer beyond 2**63"
     return None
+
+
+def _small_powers(tree: ast.AST) -> set[int]:
+    """The ``Pow`` names of ``tree`` that raise to a small whole exponent, ``Pow(x,
+    Integer(2))`` (an L x L causal mask's size): sympy evaluates a power at once, so a large
+    exponent would take unbounded time and memory; at most ``_MAX_EXPR_POWER``."""
+    found = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id != "Pow" or len(node.args) != 2 or node.keywords:
+            continue
+        exponent = node.args[1]
+        if isinstance(exponent, ast.Call) and isinstance(exponent.func, ast.Name):
+            if exponent.func.id == "Integer" and len(exponent.args) == 1:
+                exponent = exponent.args[0]
+        if isinstance(exponent, ast.Constant) and type(exponent.value) is int:
+            if 0 <= exponent.value <= _MAX_EXPR_POWER:
+                found.add(id(node.func))
+    return found
 
 
 def _name_strings(tree: ast.AST) -> set[int]:
@@ -726,9 +748,7 @@ def check_graph_ops(program: torch.export.ExportedProgram) -> None:
         )
 
 
-def check_tensor_sizes(
-    program: torch.export.ExportedProgram, label: str, limit: int
-) -> None:
+def check_tensor_sizes(program: torch.export.ExportedProgram, label: str, limit: int) -> None:
     """ConversionError when the weights, buffers and constants, as tensors, would take more
     than ``limit`` bytes: a pickled tensor may be a view of far more elements than its storage
     holds (a stride-0 expansion of 4 bytes to 2^32 values), which anything that reads it whole

@@ -355,3 +355,23 @@ def test_a_parameter_name_torch_would_paste_into_code_is_refused(
     with pytest.raises(ConversionError, match=r"is not a dotted name"):
         load_exported(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("expression", "allowed"),
+    [
+        ("Pow(Symbol('s27', integer=True, positive=True), Integer(2))", True),  # L x L mask
+        ("Mul(Integer(4), Pow(Symbol('s0', integer=True), Integer(8)))", True),
+        ("Pow(Symbol('s0', integer=True), Integer(9))", False),
+        ("Pow(Integer(10), Integer(1000000000000))", False),  # sympy would evaluate it
+        ("Pow(Symbol('s0'), Symbol('s1'))", False),
+        ("Pow(Symbol('s0'), Integer(-1))", False),
+        ("Pow", False),
+    ],
+)
+def test_a_power_of_a_size_is_read_only_to_a_small_whole_exponent(expression, allowed):
+    """A causal mask over a dynamic length L exports its size as L**2 (a legitimate GPT .pt2
+    was refused); a large or symbolic exponent stays refused."""
+    from ganglion.converters.exported_archive import check_expression
+
+    assert (check_expression(expression) is None) == allowed, check_expression(expression)
