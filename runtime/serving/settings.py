@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ganglion.models.errors import GanglionError, OptionError, file_problem
+from ganglion.runtime.serving.kserve_tensors import MAX_MESSAGE_BYTES
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 BACKEND_CHOICES = ("auto", "onnxruntime", "torch", "tensorrt", "lava")
@@ -102,7 +103,7 @@ class NodeSettings:
             if value < 1:
                 given = value // MiB if option.endswith("-mb") else value  # as the user wrote it
                 raise OptionError(f"{option} must be at least 1, got {given}")
-        if self.max_message_bytes > (1 << 31) - 1:
+        if self.max_message_bytes > MAX_MESSAGE_BYTES:
             raise OptionError("--max-message-mb must be below 2048 (gRPC's int32 limit)")
         if not self.sequence_idle_s > 0:
             raise OptionError(f"--sequence-idle-s must be positive, got {self.sequence_idle_s}")

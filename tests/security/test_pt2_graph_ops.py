@@ -121,6 +121,7 @@ def _expanded_weight_archive(path: Path, elements: int) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:No complete tensor found")  # torch, on a pickled view
 def test_a_weight_viewing_more_than_its_storage_is_refused_before_it_is_read(
     tmp_path: Path,
 ) -> None:
