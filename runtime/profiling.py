@@ -289,10 +289,11 @@ def profile_bundle(
             )
             if (why := profile.refuses(manifest.kind)) is not None:
                 raise ProfileError(f"--device {profile.name}: {why}")
-        deployable = program.deployable()
-        manifest_sha256 = None if program.folder is None else sha256_file(program.folder / MANIFEST)
-        counts = count_ops(deployable, example_inputs(manifest, batch=1, bundle=str(bundle)))
+        one = example_inputs(manifest, batch=1, bundle=str(bundle))  # bounded, from the manifest
         x = example_inputs(manifest, batch=request.batch, bundle=str(bundle))
+        deployable = program.deployable()  # only then the program is built
+        manifest_sha256 = None if program.folder is None else sha256_file(program.folder / MANIFEST)
+        counts = count_ops(deployable, one)
         session = None
         if any(name in ("auto", host) for name in request.devices):
             session = open_session(program, request.backend, device)
