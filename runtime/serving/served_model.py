@@ -9,11 +9,11 @@ when nothing of that model is queued on its worker, so no two calls ever overlap
 one sequence still apply in the order their requests arrived. Outputs become response bytes
 right after the call, before the next call may reuse a backend's buffers.
 
-Limits checked before a call runs: the inputs' names, dtypes and shapes (INVALID_ARGUMENT
-for an empty or oversized batch, whatever the reply would be), then the reply's size, from
-the inputs' shapes and the manifest (RESOURCE_EXHAUSTED when it would exceed the node's
-largest message, ``--max-message-mb``), and for sequences the count, state bytes and context
-of ``SequenceStore``. A sequence's new state is kept only once its step's reply is built.
+Limits checked before a call runs: the reply's size, from the inputs' shapes and the manifest
+(RESOURCE_EXHAUSTED when it would exceed the node's largest message, ``--max-message-mb``,
+unless the inputs are malformed: an empty or oversized batch is INVALID_ARGUMENT, whatever
+the reply would be), and for sequences the count, state bytes and context of
+``SequenceStore``. A sequence's new state is kept only once its step's reply is built.
 """
 
 from __future__ import annotations
@@ -230,10 +230,11 @@ class ServedModel:
         wanted: Sequence[str],
         header_bytes: int = 0,
     ) -> None:
-        """What can be refused before queueing: sequence use, output names, inputs the
-        session refuses by their shapes (``_check_input_shapes``: before the reply is sized,
-        so an empty or oversized batch is INVALID_ARGUMENT whatever its reply would be), and
-        a reply (``header_bytes`` of it besides the outputs) larger than the node may send."""
+        """What can be refused before queueing: sequence use, output names, and a reply
+        (``header_bytes`` of it besides the outputs) larger than the node may send, unless the
+        session would refuse the inputs by their shapes anyway (``_check_input_shapes``: an
+        empty or oversized batch is INVALID_ARGUMENT, whatever its reply would be; checked
+        only then, as the call checks every request's inputs itself)."""
         stepping = control.id is not None
         if stepping and not self.stateful:
             raise SequenceError(f"model {self.name!r} is stateless; it takes no sequence_id")
@@ -244,10 +245,13 @@ class ServedModel:
                 f"unknown output {unknown[0]!r}; model {self.name!r} has outputs "
                 f"{', '.join(map(repr, names))}"
             )
-        _check_input_shapes(self.session, arrays, stepping)
         shapes = output_shapes(self.session, arrays, stepping=stepping)
         if shapes is not None:
-            self._check_reply(shapes, wanted, header_bytes)
+            try:
+                self._check_reply(shapes, wanted, header_bytes)
+            except NodeError:
+                _check_input_shapes(self.session, arrays, stepping)
+                raise
 
     def _check_reply(
         self, shapes: dict[str, list[int]], wanted: Sequence[str], header_bytes: int
