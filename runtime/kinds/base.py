@@ -106,12 +106,18 @@ class ProgramKind(ABC):
     def example_inputs(
         self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
     ) -> Arrays:
-        """Random inputs shaped like ``run``'s (floats in [0, 1), integers 0 or 1, or the two
-        lowest of the manifest's ``value_ranges`` for the input); ``check_example_bytes``'s
-        ShapeError, naming ``bundle`` (its path, where there is one), before any is drawn."""
+        """Random inputs of ``example_shapes``, drawn by ``draw_examples``; the ShapeError of
+        ``check_example_bytes``, naming ``bundle`` (its path, where there is one), before any
+        is drawn."""
         shapes = self.example_shapes(manifest, batch)
         check_example_bytes(shapes, batch, bundle)
-        rng = np.random.default_rng(seed)
+        return self.draw_examples(manifest, shapes, np.random.default_rng(seed))
+
+    def draw_examples(
+        self, manifest: Manifest, shapes: dict[str, list[int]], rng: np.random.Generator
+    ) -> Arrays:
+        """Arrays of ``shapes`` (floats in [0, 1), integers 0 or 1, or the two lowest of the
+        manifest's ``value_ranges`` for the input)."""
         out: Arrays = {}
         for spec in manifest.inputs:
             low, high = manifest.value_ranges.get(spec.name, (0, 1))

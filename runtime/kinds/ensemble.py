@@ -104,13 +104,13 @@ class EnsembleKind(ProgramKind):
             return self._tokens().example_shapes(manifest, batch)
         return super().example_shapes(manifest, batch)
 
-    def example_inputs(
-        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    def draw_examples(
+        self, manifest: Manifest, shapes: dict[str, list[int]], rng: np.random.Generator
     ) -> Arrays:
         """As the members' kind."""
         if is_sequence(manifest):
-            return self._tokens().example_inputs(manifest, batch, seed, bundle)
-        return super().example_inputs(manifest, batch, seed, bundle)
+            return self._tokens().draw_examples(manifest, shapes, rng)
+        return super().draw_examples(manifest, shapes, rng)
 
     def open_session(
         self, program: Program, backend: str, device: str, options: dict[str, Any]

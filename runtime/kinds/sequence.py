@@ -21,15 +21,7 @@ import numpy as np
 from ganglion.kernels.empty_states import EMPTY_WKV_P
 from ganglion.models.errors import BundleError, ShapeError
 from ganglion.models.manifest import Manifest, SequenceTime, TensorSpec
-from ganglion.runtime.kinds.base import (
-    BATCH,
-    TIME,
-    Arrays,
-    ArtifactWriter,
-    ProgramKind,
-    Tensors,
-    check_example_bytes,
-)
+from ganglion.runtime.kinds.base import BATCH, TIME, Arrays, ArtifactWriter, ProgramKind, Tensors
 from ganglion.runtime.tensors import STEP_COUNTER
 
 if TYPE_CHECKING:
@@ -136,14 +128,10 @@ class SequenceKind(ProgramKind):
         tokens = min(EXAMPLE_TOKENS, context or EXAMPLE_TOKENS)
         return {s.name: [batch, tokens] for s in manifest.inputs}
 
-    def example_inputs(
-        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    def draw_examples(
+        self, manifest: Manifest, shapes: dict[str, list[int]], rng: np.random.Generator
     ) -> Arrays:
-        """Random token ids within the vocabulary shaped as ``example_shapes`` says, bounded
-        as the base's."""
-        shapes = self.example_shapes(manifest, batch)
-        check_example_bytes(shapes, batch, bundle)
-        rng = np.random.default_rng(seed)
+        """Random token ids within the vocabulary."""
         vocab = _time(manifest).vocab_size
         return {name: rng.integers(0, vocab, shape) for name, shape in shapes.items()}
 

@@ -29,7 +29,6 @@ from ganglion.runtime.kinds.base import (
     CpuStepFn,
     ProgramKind,
     Tensors,
-    check_example_bytes,
 )
 
 if TYPE_CHECKING:
@@ -96,14 +95,12 @@ class SpikingKind(ProgramKind):
         shape = [batch, *spec.shape[1:]]
         return {spec.name: [time.timesteps, *shape] if time.time_major else shape}
 
-    def example_inputs(
-        self, manifest: Manifest, batch: int = 1, seed: int = 0, bundle: str = ""
+    def draw_examples(
+        self, manifest: Manifest, shapes: dict[str, list[int]], rng: np.random.Generator
     ) -> Arrays:
-        """Features in [0, 1) shaped as ``example_shapes`` says, bounded as the base's."""
-        shapes = self.example_shapes(manifest, batch)
-        check_example_bytes(shapes, batch, bundle)
+        """Features in [0, 1)."""
         ((name, shape),) = shapes.items()
-        return {name: np.random.default_rng(seed).random(shape, dtype=np.float32)}
+        return {name: rng.random(shape, dtype=np.float32)}
 
     def onnx_feeds(self, manifest: Manifest, inputs: Arrays, state: Arrays | None) -> Arrays:
         """The graphs take the encoded input: the step graph this step's input, the sequence
