@@ -25,7 +25,7 @@ from ganglion.runtime.atomic import atomic_file
 from ganglion.runtime.bundle import load_bundle, save_bundle
 from ganglion.runtime.ensemble_calibration import all_expert_probabilities
 from ganglion.runtime.selection import solve
-from ganglion.runtime.selection.bounds import loaded
+from ganglion.runtime.selection.bounds import warm_up
 from ganglion.runtime.selection.from_ensemble import problem_from_ensemble
 from ganglion.runtime.selection.synthetic import binding_budgets, synthetic_problem
 from ganglion.runtime.session import load
@@ -168,7 +168,7 @@ def selection_at_scale(limit_s: float) -> list[dict[str, object]]:
     rows, budgets that bind): 16 experts without a limit, 64 under ``limit_s``; per problem
     the experts, quality, whether it is proven optimal, the proven gap and the solve time
     (measured here)."""
-    loaded()  # numba's loops first: the times are the search's
+    warm_up()  # numba's loops first: the times are the search's
     rows = []
     for experts, limit in ((16, None), (64, limit_s)):
         rng = np.random.default_rng(SCALE_SEED)

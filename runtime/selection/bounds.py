@@ -283,10 +283,12 @@ def _size_ranges(k: int) -> list[tuple[int, int]]:
     return [(lo, min(hi, k)) for lo, hi in SIZE_RANGES if lo <= k]
 
 
+@functools.cache
 def warm_up() -> float:
     """Load every compiled loop above (compiling it into numba's cache when that is empty) by
-    bounding one small node; returns the seconds it took. A process that must not pay this in
-    its first ``solve`` (a server's first request, a timed command) calls it at start-up."""
+    bounding one small node, once per process; returns the seconds that took. A process that
+    must not pay this in its first ``solve`` (a server's first request, a timed command) calls
+    it at start-up; a time-limited ``solve`` calls it before its clock starts."""
     from ganglion.runtime.selection.synthetic import synthetic_problem
 
     start = time.perf_counter()
@@ -298,13 +300,6 @@ def warm_up() -> float:
     order = np.argsort(-node.child_q)
     child_bounds(node.families, order, ws.cost[avail], room, avail.size)
     return time.perf_counter() - start
-
-
-@functools.cache
-def loaded() -> float:
-    """``warm_up`` once per process (the seconds it took then): a time-limited search calls
-    it before its clock starts, so the limit bounds the search, not numba's loading."""
-    return warm_up()
 
 
 def superset_bounds(

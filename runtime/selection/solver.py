@@ -389,6 +389,12 @@ def _selection(problem: SelectionProblem, subset: tuple[int, ...], q: float, n: 
     return Selection(members, q, problem.energy(members), problem.latency(members), n)
 
 
+def check_time_limit(time_limit_s: float | None) -> None:
+    """ValueError unless ``time_limit_s`` is None (no limit) or a number of seconds > 0."""
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise ValueError(f"time_limit_s: expected > 0 seconds, got {time_limit_s}")
+
+
 def solve(
     problem: SelectionProblem,
     energy_budget: float,
@@ -399,17 +405,16 @@ def solve(
     ``budget_limit``), or None when none fits.
 
     ``time_limit_s`` bounds the search (None: none; the compiled bound loops are loaded before
-    its clock starts, ``bounds.loaded``). A search that reaches it returns the best
+    its clock starts, ``bounds.warm_up``). A search that reaches it returns the best
     subset found so far (always feasible: every fitting single expert is recorded first),
     marked ``exact=False`` with ``gap`` bounding how much better the optimum can be, unless
     the subsets it had left could not tie it anyway."""
-    if time_limit_s is not None and not time_limit_s > 0:
-        raise ValueError(f"time_limit_s: expected > 0 seconds, got {time_limit_s}")
+    check_time_limit(time_limit_s)
     deadline, grace = math.inf, 0.0
     if time_limit_s is not None:
-        from ganglion.runtime.selection.bounds import loaded
+        from ganglion.runtime.selection.bounds import warm_up
 
-        loaded()  # the compiled loops first (seconds into an empty cache): the clock is the search
+        warm_up()  # the compiled loops first (seconds into an empty cache): the clock is the search
         deadline, grace = time.monotonic() + time_limit_s, GRACE * time_limit_s
     search = _Search(
         problem, budget_limit(energy_budget), budget_limit(latency_budget), deadline, grace

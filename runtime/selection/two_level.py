@@ -18,7 +18,7 @@ import numpy as np
 
 from ganglion.models.mixture import renormalized
 from ganglion.runtime.selection.problem import SelectionProblem
-from ganglion.runtime.selection.solver import Selection, solve
+from ganglion.runtime.selection.solver import Selection, check_time_limit, solve
 
 
 def gate_within(
@@ -59,8 +59,7 @@ class SubsetCache:
     def __init__(self, max_entries: int = 128, time_limit_s: float | None = None) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries: expected >= 1, got {max_entries}")
-        if time_limit_s is not None and not time_limit_s > 0:
-            raise ValueError(f"time_limit_s: expected > 0 seconds, got {time_limit_s}")
+        check_time_limit(time_limit_s)
         self.max_entries = max_entries
         self.time_limit_s = time_limit_s
         self.hits = 0

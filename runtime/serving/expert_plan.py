@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganglion.runtime.selection import Expert, SelectionProblem, SubsetCache, solve
-from ganglion.runtime.selection.bounds import loaded
 from ganglion.runtime.serving.coordinated_ensemble import CoordinatedEnsemble
 from ganglion.runtime.serving.expert_costs import (
     ReplicaCost,
@@ -119,7 +118,6 @@ class Planner:
         self.ensemble = ensemble
         self.pool = pool
         self.cache = SubsetCache(time_limit_s=PLAN_TIME_LIMIT_S)
-        loaded()  # the solver's compiled loops now, not in a request's first plan
         self.version = 0
         # view -> available expert -> the cost it is planned at (as of the last refresh)
         self.costs: dict[str, dict[str, ReplicaCost]] = {view: {} for view in VIEWS}

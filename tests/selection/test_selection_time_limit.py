@@ -112,7 +112,7 @@ def test_the_clock_starts_after_the_compiled_loops_are_loaded(monkeypatch):
         return 100.0
 
     monkeypatch.setattr(solver, "time", clock)
-    monkeypatch.setattr(bounds, "loaded", slow_load)
+    monkeypatch.setattr(bounds, "warm_up", slow_load)
     rng = np.random.default_rng(11)
     problem = synthetic_problem(rng, 12, 16, "trained")
     energy, latency = binding_budgets(problem, rng)
