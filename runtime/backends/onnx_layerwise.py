@@ -72,6 +72,10 @@ PLAIN_BODIES = {
     "zero": ("Mul", "Mul", "Add", "Add", "Greater", "Cast", "Greater", "Where", "Identity",
              "Identity"),
 }  # fmt: skip
+# the AveragePool a neuron's scan takes over (2x2, stride 2, no padding), and ONNX's defaults
+POOL_DEFAULTS = {"strides": [1, 1], "pads": [0, 0, 0, 0], "ceil_mode": 0, "dilations": [1, 1],
+                 "auto_pad": b"NOTSET"}  # fmt: skip
+SQUARE_POOL = {**POOL_DEFAULTS, "kernel_shape": [2, 2], "strides": [2, 2]}
 NEURON_FIELDS = ("gain", "decay", "threshold", "bias", "v_reset")  # ``float_scan_loop``'s order
 _PARAM_NAME = re.compile(r"^(?P<node>.+)\.(?P<field>[a-z_]+)_[0-9]+$")  # ``Params``' names
 
@@ -371,13 +375,8 @@ def _cut(model: Any, chain: list[_ChainNode]) -> tuple[list[tuple[str, str]], li
         if len(readers) != 1 or readers[0].op_type != "AveragePool":
             return None
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in readers[0].attribute}
-        square = {"kernel_shape": [2, 2], "strides": [2, 2]}
-        plain = {"pads": [0, 0, 0, 0], "ceil_mode": 0, "dilations": [1, 1], "auto_pad": b"NOTSET"}
-        if any(list(attributes.get(k, [])) != v for k, v in square.items()):
-            return None
-        if any(k not in square and k not in plain and k != "count_include_pad" for k in attributes):
-            return None
-        if any(attributes.get(k, v) != v for k, v in plain.items()):
+        attributes.pop("count_include_pad", None)  # without padding it counts nothing
+        if {**POOL_DEFAULTS, **attributes} != SQUARE_POOL:
             return None
         return readers[0].output[0]
 
