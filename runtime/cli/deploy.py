@@ -53,10 +53,6 @@ def deploy(
     from ganglion.runtime.serving.repository import model_name_of
 
     model, path = model_name_of(f"{name}={bundle}" if name else str(bundle))
-    if not Path(path).exists():
-        from ganglion.models.errors import BundleError
-
-        raise BundleError(f"{path}: no such bundle")
 
     async def upload() -> Any:
         async with _client(to, token_file, tls_ca, tls_cert, tls_key, timeout_s) as client:

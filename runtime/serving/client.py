@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from ganglion.models.errors import GanglionError
+from ganglion.models.errors import BundleError, GanglionError
 from ganglion.runtime.bundle_archive import write_bundle_tar
 from ganglion.runtime.serving.control_service import control_stub
 from ganglion.runtime.serving.kserve_tensors import (
@@ -236,6 +236,8 @@ class NodeClient:
         """Upload a bundle folder or archive under ``name``; the signature beside it
         (``NAME.sig``) travels along when present. Returns the node's ``UploadReply``."""
         bundle = Path(bundle)
+        if not bundle.exists():
+            raise BundleError(f"{bundle}: no such bundle")
         sig = signature if signature is not None else signature_path(bundle)
         signed = sig.read_bytes() if sig.is_file() else b""
         with tempfile.TemporaryDirectory(prefix="ganglion-deploy-") as tmp:
