@@ -24,13 +24,6 @@ from ganglion.runtime.cli.train import (
 MAX_CALIB_WINDOWS = 1024  # spikegpt calibration windows of 256 tokens: about 1.2 GB at 1024
 
 
-def onnx_check_errors() -> tuple[type[Exception], ...]:
-    """What ``onnx.checker.check_model(full_check=True)`` raises on a graph it refuses."""
-    import onnx
-
-    return onnx.checker.ValidationError, onnx.shape_inference.InferenceError
-
-
 def _naming(source: Path, error: Exception) -> ConversionError:
     """``error`` as one line that names the model file it came from."""
     text = first_line(error)
@@ -139,6 +132,8 @@ def dense(
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at -o."),
 ) -> None:
     """Deploy any trained network as it is (a dense program: named inputs and outputs)."""
+    import onnx  # the converter's own dependency, loaded with it
+
     from ganglion.converters.dense import convert_dense
     from ganglion.converters.exported_archive import load_exported
     from ganglion.converters.onnx_file import load_onnx
@@ -155,7 +150,8 @@ def dense(
     deployable.manifest.provenance["source_file"] = model.name
     try:
         path = save_bundle(deployable, output, force)
-    except onnx_check_errors() as exc:  # the graph the bundle would hold fails ONNX's checker
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        # the graph the bundle would hold fails ONNX's checker: name the user's file
         raise _naming(model, exc) from exc
     console = Console(highlight=False, soft_wrap=True)
     m = deployable.manifest
