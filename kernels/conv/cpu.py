@@ -7,9 +7,13 @@ does the same, so where the machine's oneDNN does (``CpuConv2d`` checks it per l
 shape) the two are equal bit for bit. A zero input is skipped: ``fma(0, w, acc) == acc`` for a
 finite ``w`` (the spike inputs of a spiking program are mostly zeros).
 
-The loop walks the inputs, not the outputs: for each input position and channel it adds the
-value times a contiguous run of the weights to a contiguous run of accumulators, one per
-(output column, output channel). The weights are laid out for that once per layer
+The loop walks the inputs, not the outputs: for each input position it first lists the channels
+whose value is not zero (without a branch per channel), then, for each kernel row, adds each
+listed value times a contiguous run of the weights to a contiguous run of accumulators, one per
+(output column, output channel). The run is taken ``BLOCK`` (4·``LANES``) accumulators at a
+time, held in registers (``kernels.simd``) while every listed channel adds into them, then
+``LANES`` at a time, then one by one: each accumulator still takes its taps in (ky, kx, c)
+order, each with one rounding. The weights are laid out for that once per layer
 (``flip_weight``). numba compiles it on first use and caches the machine code beside this file.
 """
 
@@ -19,6 +23,9 @@ import numba
 import numpy as np
 
 from ganglion.kernels.fma import fma32
+from ganglion.kernels.simd import LANES, vfma, vload, vstore
+
+BLOCK = 4 * LANES  # accumulators the loop holds in registers at once
 
 
 def flip_weight(weight: np.ndarray) -> np.ndarray:
@@ -35,10 +42,13 @@ def conv2d_loop(x, flipped, bias, pad_h, pad_w, out, acc):  # noqa: ANN001, ANN2
     ``flip_weight``; ``acc`` [OH·OW·O] scratch. Inputs are visited in (iy, ix, c) order, so
     each output takes its taps in (ky, kx, c) order."""
     n_count, c_count, h, w = x.shape
-    kh = flipped.shape[0]
+    kh, row_length = flipped.shape[0], flipped.shape[2]
     o_count = bias.shape[0]
-    kw = flipped.shape[2] // o_count
+    kw = row_length // o_count
     oh, ow = out.shape[2], out.shape[3]
+    taps = flipped.reshape(-1)
+    listed = np.empty(c_count, np.int64)  # channels whose input is not zero, in order
+    values = np.empty(c_count, np.float32)
     for n in range(n_count):
         acc[:] = 0
         for iy in range(h):
@@ -49,19 +59,51 @@ def conv2d_loop(x, flipped, bias, pad_h, pad_w, out, acc):  # noqa: ANN001, ANN2
                 kx_hi = min(kw, ix + pad_w + 1)
                 if kx_hi <= kx_lo:
                     continue
+                count = 0
+                for c in range(c_count):
+                    v = x[n, c, iy, ix]
+                    listed[count], values[count] = c, v
+                    count += v != 0
+                if count == 0:
+                    continue
                 first_column = ix + pad_w - (kx_hi - 1)
                 j0 = (kw - kx_hi) * o_count
                 length = (kx_hi - kx_lo) * o_count
-                for c in range(c_count):
-                    v = x[n, c, iy, ix]
-                    if v == 0:
-                        continue
-                    for ky in range(ky_lo, ky_hi):
-                        start = ((iy + pad_h - ky) * ow + first_column) * o_count
-                        a = acc[start : start + length]
-                        taps = flipped[ky, c, j0 : j0 + length]
-                        for j in range(length):
-                            a[j] = fma32(v, taps[j], a[j])
+                blocks_end = length - length % BLOCK
+                vectors_end = length - length % LANES
+                for ky in range(ky_lo, ky_hi):
+                    start = ((iy + pad_h - ky) * ow + first_column) * o_count
+                    tap_row = ky * c_count * row_length + j0  # + c * row_length: channel c
+                    for j in range(0, blocks_end, BLOCK):
+                        a0, a1 = vload(acc, start + j), vload(acc, start + j + LANES)
+                        a2, a3 = (
+                            vload(acc, start + j + 2 * LANES),
+                            vload(acc, start + j + 3 * LANES),
+                        )
+                        for q in range(count):
+                            v, t = values[q], tap_row + listed[q] * row_length + j
+                            a0 = vfma(v, vload(taps, t), a0)
+                            a1 = vfma(v, vload(taps, t + LANES), a1)
+                            a2 = vfma(v, vload(taps, t + 2 * LANES), a2)
+                            a3 = vfma(v, vload(taps, t + 3 * LANES), a3)
+                        vstore(acc, start + j, a0)
+                        vstore(acc, start + j + LANES, a1)
+                        vstore(acc, start + j + 2 * LANES, a2)
+                        vstore(acc, start + j + 3 * LANES, a3)
+                    for j in range(blocks_end, vectors_end, LANES):
+                        a0 = vload(acc, start + j)
+                        for q in range(count):
+                            a0 = vfma(
+                                values[q], vload(taps, tap_row + listed[q] * row_length + j), a0
+                            )
+                        vstore(acc, start + j, a0)
+                    for j in range(vectors_end, length):
+                        total = acc[start + j]
+                        for q in range(count):
+                            total = fma32(
+                                values[q], taps[tap_row + listed[q] * row_length + j], total
+                            )
+                        acc[start + j] = total
         image = out[n]
         for o in range(o_count):
             b = bias[o]

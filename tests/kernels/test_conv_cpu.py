@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganglion.kernels.conv import CPU_CONV_MAX_MACS
 from ganglion.kernels.lif import cpu_scan_available
 from ganglion.models.spiking.layers import Conv2d
 
@@ -20,6 +19,7 @@ SHAPES = [
     (8, 3, 3, (0, 1), 9, 7),
     (6, 4, 5, (2, 2), 6, 6),
     (5, 2, 2, (0, 0), 5, 3),
+    (40, 9, 3, (1, 1), 5, 5),  # runs of 40, 80, 120: register blocks, then single vectors
 ]
 
 
@@ -67,7 +67,7 @@ def test_conv2d_runs_where_the_loop_must_not():
     loop = layer.cpu_loop()
     x = _spikes(2, 16, 4, 4)
     assert loop(x) is not None or not loop.shapes[(16, 4, 4)]
-    big = _spikes(CPU_CONV_MAX_MACS // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
+    big = _spikes(loop.max_macs // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
     assert loop(big) is None  # above the size where oneDNN wins
     assert loop(x.double()) is None
     grad = x.clone().requires_grad_(True)
@@ -86,6 +86,14 @@ def test_conv2d_runs_where_the_loop_must_not():
     want = F.conv2d(x, bad.weight, bad.bias, 1, (1, 1))
     assert want.isnan().any()
     torch.testing.assert_close(bad.forward(x), want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_only_layers_filling_the_register_blocks_keep_the_loop_on_large_calls():
+    from ganglion.kernels.conv import BLOCKED_CONV_MAX_MACS, CPU_CONV_MAX_MACS
+
+    assert _layer(32, 16, 3, (1, 1)).cpu_loop().max_macs == BLOCKED_CONV_MAX_MACS
+    assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs == CPU_CONV_MAX_MACS  # 16 % 32
+    assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs == CPU_CONV_MAX_MACS  # 4 channels
 
 
 def test_kernels_switch_turns_the_loop_off(monkeypatch):

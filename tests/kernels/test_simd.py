@@ -1,0 +1,33 @@
+"""``kernels.simd``: a vector fused multiply-add rounds each lane as the scalar ``fma32`` does."""
+
+import numba
+import numpy as np
+
+from ganglion.kernels.fma import fma32
+from ganglion.kernels.simd import LANES, vfma, vload, vstore
+
+
+@numba.njit
+def _vector_fma(scale, x, acc):  # noqa: ANN001, ANN202
+    out = np.empty_like(acc)
+    for j in range(0, acc.size, LANES):
+        vstore(out, j, vfma(scale, vload(x, j), vload(acc, j)))
+    return out
+
+
+@numba.njit
+def _scalar_fma(scale, x, acc):  # noqa: ANN001, ANN202
+    out = np.empty_like(acc)
+    for j in range(acc.size):
+        out[j] = fma32(scale, x[j], acc[j])
+    return out
+
+
+def test_vector_fma_rounds_once_per_lane_like_the_scalar_one():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(64 * LANES).astype(np.float32)
+    acc = rng.standard_normal(64 * LANES).astype(np.float32)
+    scale = np.float32(1.0 / 3.0)
+    got = _vector_fma(scale, x, acc)
+    assert np.array_equal(got, _scalar_fma(scale, x, acc))
+    assert not np.array_equal(got, scale * x + acc)  # two roundings differ somewhere
