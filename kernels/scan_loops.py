@@ -15,6 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ganglion.kernels.simd import LANES, vadd, vload, vpair_sums, vscale, vstore
+
 
 @numba.njit(cache=True, nogil=True)
 def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
@@ -47,21 +49,51 @@ def _neurons_step(current, v, spikes, gain, decay, threshold, bias, v_reset, zer
 def float_scan_pool_loop(
     current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset, image
 ):  # noqa: ANN001, ANN202, E501
-    """``float_scan_loop`` and then 2x2 average pooling of its spikes (``mean_2x2``), in one
-    pass: each sample's spikes of a step, N = C·H·W neurons (``image`` = (C, H, W)), are pooled
-    while still in cache and never stored -> (pooled [steps, B, C, H // 2, W // 2], v [B, N]).
-    Every value is computed as the two loops compute it, so the result is theirs bit for bit."""
+    """``float_scan_loop`` and then 2x2 average pooling of its spikes, in one pass: each
+    sample's spikes of a step, N = C·H·W neurons (``image`` = (C, H, W)), are pooled while
+    still in cache and never stored -> (pooled [steps, B, C, H // 2, W // 2], v [B, N]).
+    The pooled values are those of ``mean_2x2``, bit for bit: a window of 0/1 spikes sums to a
+    small whole number in any order, and a quarter of it is exact (``spike_mean_2x2`` where H
+    and W are even, ``mean_2x2`` itself where not)."""
     batch, n = v0.shape
     channels, height, width = image
+    even = height % 2 == 0 and width % 2 == 0
     v = v0.copy()
     row = np.empty(n, np.float32)  # one sample's spikes of one step
+    pairs = np.empty(n // 2, np.float32)  # scratch of spike_mean_2x2
     pooled = np.empty((steps, batch, channels, height // 2, width // 2), np.float32)
     for t in range(steps):
         c = current[t * t_step]
         for b in range(batch):
             _neurons_step(c[b], v[b], row, gain, decay, threshold, bias, v_reset, zero_reset)
-            mean_2x2(row.reshape(channels, height, width), pooled[t, b])
+            if even:
+                spike_mean_2x2(row, width, pairs, pooled[t, b].reshape(-1))
+            else:
+                mean_2x2(row.reshape(channels, height, width), pooled[t, b])
     return pooled, v
+
+
+@numba.njit(cache=True, nogil=True)
+def spike_mean_2x2(row, width, pairs, out):  # noqa: ANN001, ANN202
+    """``row`` [C·H·W] of 0/1 spikes, H and W even -> ``out`` [C·H/2·W/2] 2x2 window means,
+    equal to ``mean_2x2``'s (module docstring); ``pairs`` [C·H·W/2] scratch. Adjacent columns
+    are added first along the whole row (``LANES`` pairs per vector), then pairs of lines."""
+    half_n = row.shape[0] // 2
+    quarter = np.float32(0.25)
+    for k in range(0, half_n - half_n % LANES, LANES):
+        vstore(pairs, k, vpair_sums(row, 2 * k))
+    for k in range(half_n - half_n % LANES, half_n):
+        pairs[k] = row[2 * k] + row[2 * k + 1]
+    half = width // 2  # a line of pairs, and of outputs
+    for line in range(half_n // width):
+        top, o = 2 * line * half, line * half
+        if half % LANES == 0:
+            for x in range(0, half, LANES):
+                both = vadd(vload(pairs, top + x), vload(pairs, top + half + x))
+                vstore(out, o + x, vscale(both, quarter))
+        else:
+            for x in range(half):
+                out[o + x] = (pairs[top + x] + pairs[top + half + x]) * quarter
 
 
 @numba.njit(cache=True, nogil=True)

@@ -5,7 +5,9 @@ LLVM's auto-vectorizer keeps an accumulator in memory when a loop adds several r
 registers across the rows. ``vload``/``vstore`` move ``LANES`` consecutive floats of a
 C-contiguous fp32 array from/to a flat element index (unchecked: the caller keeps the index in
 bounds), ``vfma`` is LLVM's ``llvm.fma`` on every lane (one rounding, as ``kernels.fma.fma32``
-per float), so a loop written with them computes each float exactly as the scalar loop does.
+per float), ``vadd``/``vscale`` add two vectors and multiply one by a float lane by lane, and
+``vpair_sums`` adds adjacent pairs of ``2·LANES`` floats: every lane rounds as the scalar
+operation does, so a loop written with them computes each float exactly as the scalar loop does.
 LLVM lowers the vectors to whatever the machine has (AVX-512/AVX2 registers, or NEON pairs on
 an ARM board).
 """
@@ -47,6 +49,17 @@ def _float32_c_array(array) -> bool:  # noqa: ANN001
     return isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"
 
 
+def _splat(builder, scalar):  # noqa: ANN001, ANN202
+    """A vector holding ``scalar`` in every lane."""
+    undefined = ir.Constant(_VECTOR, ir.Undefined)
+    one = builder.insert_element(undefined, scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, undefined, _lanes([0] * LANES))
+
+
+def _lanes(indices: list[int]) -> ir.Constant:
+    return ir.Constant(ir.VectorType(ir.IntType(32), LANES), indices)
+
+
 @intrinsic
 def vload(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
     """``array.flat[index : index + LANES]`` as one vector (C-contiguous fp32 ``array``)."""
@@ -78,12 +91,47 @@ def vfma(typingctx, scalar, vector, acc):  # noqa: ANN001, ANN201, ARG001
     """``scalar * vector + acc`` on every lane, rounded once (``llvm.fma``)."""
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        undefined = ir.Constant(_VECTOR, ir.Undefined)
-        one = builder.insert_element(undefined, args[0], ir.Constant(ir.IntType(32), 0))
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-        splat = builder.shuffle_vector(one, undefined, lanes)
         fnty = ir.FunctionType(_VECTOR, [_VECTOR] * 3)
         fma = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{LANES}f32")
-        return builder.call(fma, [splat, args[1], args[2]])
+        return builder.call(fma, [_splat(builder, args[0]), args[1], args[2]])
 
     return float32_vector(types.float32, float32_vector, float32_vector), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
+    """``a + b`` lane by lane."""
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.fadd(args[0], args[1])
+
+    return float32_vector(float32_vector, float32_vector), codegen
+
+
+@intrinsic
+def vscale(typingctx, vector, scalar):  # noqa: ANN001, ANN201, ARG001
+    """``vector * scalar`` lane by lane."""
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.fmul(args[0], _splat(builder, args[1]))
+
+    return float32_vector(float32_vector, types.float32), codegen
+
+
+@intrinsic
+def vpair_sums(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
+    """``flat[index + 2l] + flat[index + 2l + 1]`` for each lane ``l``: the sums of the adjacent
+    pairs of ``2·LANES`` floats of a C-contiguous fp32 ``array`` from flat ``index``."""
+    if not (_float32_c_array(array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        array_type, (array, index) = sig.args[0], args
+        first = builder.load(_vector_pointer(context, builder, array_type, array, index), align=4)
+        after = builder.add(index, ir.Constant(index.type, LANES))
+        second = builder.load(_vector_pointer(context, builder, array_type, array, after), align=4)
+        even = builder.shuffle_vector(first, second, _lanes(list(range(0, 2 * LANES, 2))))
+        odd = builder.shuffle_vector(first, second, _lanes(list(range(1, 2 * LANES, 2))))
+        return builder.fadd(even, odd)
+
+    return float32_vector(array, index), codegen

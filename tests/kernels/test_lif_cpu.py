@@ -108,7 +108,11 @@ def test_tiled_mean_equals_avg_pool2d_bit_for_bit(shape, kernel):
     assert torch.equal(tiled_mean(x, kernel), want)
 
 
-@pytest.mark.parametrize("image", [(4, 8, 8), (3, 7, 5), (1, 2, 2)], ids=["even", "odd", "one"])
+@pytest.mark.parametrize(
+    "image",
+    [(4, 8, 8), (3, 7, 5), (1, 2, 2), (2, 4, 32), (5, 6, 10)],
+    ids=["even", "odd", "one", "wide", "tail"],  # wide: lines of vectors; tail: N/2 % LANES
+)
 @pytest.mark.parametrize("t_step", [0, 1], ids=["constant", "per-step"])
 @pytest.mark.parametrize("zero_reset", [False, True], ids=["subtract", "zero"])
 def test_scan_then_pool_in_one_pass_equals_the_two_loops(image, t_step, zero_reset):
