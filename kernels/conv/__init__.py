@@ -95,13 +95,48 @@ class CpuConv2d:
         fast paths of spiking programs call it under ``torch.inference_mode``)."""
         if not self.usable or x.dtype != np.float32 or x.ndim != 4:
             return None
-        shape = x.shape[1:]
-        macs = self.shapes.get(shape)
-        if macs is None:
-            macs = self.shapes[shape] = self._macs(shape) if self._matches_torch(shape) else 0
+        macs = self._exact_macs(x.shape[1:])
         if not 0 < x.shape[0] * macs <= self.max_macs:
             return None
         return self.run(x)
+
+    def _exact_macs(self, shape: tuple[int, ...]) -> int:
+        """Multiply-adds of one row of input ``shape`` (C, H, W) where the loop equals
+        ``F.conv2d`` on it (checked once per shape), else 0."""
+        macs = self.shapes.get(shape)
+        if macs is None:
+            macs = self.shapes[shape] = self._macs(shape) if self._matches_torch(shape) else 0
+        return macs
+
+    def scan_pool(
+        self, x: np.ndarray, params: tuple[np.ndarray, ...], v0: np.ndarray, zero_reset: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``x`` [S, B, C, H, W] (C-contiguous fp32) through this convolution, then plain
+        neurons (``params`` = (gain, decay, threshold, bias, v_reset), each [N] in [O, OH, OW]
+        order; potentials ``v0`` [B, N], kept) over the S steps, then 2x2 average pooling of
+        their spikes, in one pass (``scan_pool.conv_scan_pool_loop``) -> (pooled [S, B, O,
+        OH/2, OW/2], v [B, N]), the bits of the three loops run apart; None where ``numpy``
+        would not take the convolution (its size cap aside: the pass never stores it) or the
+        pass does not suit (output channels not a multiple of ``LANES``, an odd output side)."""
+        from ganglion.kernels.conv import scan_pool
+        from ganglion.kernels.simd import LANES
+
+        if not self.usable or x.dtype != np.float32 or x.ndim != 5 or not x.flags.c_contiguous:
+            return None
+        shape = x.shape[2:]
+        if self._exact_macs(shape) == 0:
+            return None
+        oh, ow = self._out_hw(shape)
+        n = self.bias_array.size * oh * ow
+        if self.bias_array.size % LANES or oh % 2 or ow % 2:
+            return None
+        if any(p.shape != (n,) for p in params) or v0.shape != (x.shape[1], n):
+            return None
+        pooled, v = scan_pool.conv_scan_pool_loop(
+            x, self.flipped, self.bias_array, self.padding[0], self.padding[1], (oh, ow),
+            params[0], np.ascontiguousarray(v0), *params[1:], zero_reset,
+        )  # fmt: skip
+        return pooled, v
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The loop on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""

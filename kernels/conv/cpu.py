@@ -41,72 +41,73 @@ def conv2d_loop(x, flipped, bias, pad_h, pad_w, out, acc):  # noqa: ANN001, ANN2
     """x [N, C, H, W] -> out [N, O, OH, OW] (stride 1, dilation 1, one group); ``flipped`` from
     ``flip_weight``; ``acc`` [OH·OW·O] scratch. Inputs are visited in (iy, ix, c) order, so
     each output takes its taps in (ky, kx, c) order."""
-    n_count, c_count, h, w = x.shape
-    kh, row_length = flipped.shape[0], flipped.shape[2]
-    o_count = bias.shape[0]
-    kw = row_length // o_count
+    o_count, c_count = bias.shape[0], x.shape[1]
     oh, ow = out.shape[2], out.shape[3]
-    taps = flipped.reshape(-1)
     listed = np.empty(c_count, np.int64)  # channels whose input is not zero, in order
     values = np.empty(c_count, np.float32)
-    for n in range(n_count):
-        acc[:] = 0
-        for iy in range(h):
-            ky_lo = max(0, iy + pad_h - oh + 1)
-            ky_hi = min(kh, iy + pad_h + 1)
-            for ix in range(w):
-                kx_lo = max(0, ix + pad_w - ow + 1)
-                kx_hi = min(kw, ix + pad_w + 1)
-                if kx_hi <= kx_lo:
-                    continue
-                count = 0
-                for c in range(c_count):
-                    v = x[n, c, iy, ix]
-                    listed[count], values[count] = c, v
-                    count += v != 0
-                if count == 0:
-                    continue
-                first_column = ix + pad_w - (kx_hi - 1)
-                j0 = (kw - kx_hi) * o_count
-                length = (kx_hi - kx_lo) * o_count
-                blocks_end = length - length % BLOCK
-                vectors_end = length - length % LANES
-                for ky in range(ky_lo, ky_hi):
-                    start = ((iy + pad_h - ky) * ow + first_column) * o_count
-                    tap_row = ky * c_count * row_length + j0  # + c * row_length: channel c
-                    for j in range(0, blocks_end, BLOCK):
-                        a0, a1 = vload(acc, start + j), vload(acc, start + j + LANES)
-                        a2, a3 = (
-                            vload(acc, start + j + 2 * LANES),
-                            vload(acc, start + j + 3 * LANES),
-                        )
-                        for q in range(count):
-                            v, t = values[q], tap_row + listed[q] * row_length + j
-                            a0 = vfma(v, vload(taps, t), a0)
-                            a1 = vfma(v, vload(taps, t + LANES), a1)
-                            a2 = vfma(v, vload(taps, t + 2 * LANES), a2)
-                            a3 = vfma(v, vload(taps, t + 3 * LANES), a3)
-                        vstore(acc, start + j, a0)
-                        vstore(acc, start + j + LANES, a1)
-                        vstore(acc, start + j + 2 * LANES, a2)
-                        vstore(acc, start + j + 3 * LANES, a3)
-                    for j in range(blocks_end, vectors_end, LANES):
-                        a0 = vload(acc, start + j)
-                        for q in range(count):
-                            a0 = vfma(
-                                values[q], vload(taps, tap_row + listed[q] * row_length + j), a0
-                            )
-                        vstore(acc, start + j, a0)
-                    for j in range(vectors_end, length):
-                        total = acc[start + j]
-                        for q in range(count):
-                            total = fma32(
-                                values[q], taps[tap_row + listed[q] * row_length + j], total
-                            )
-                        acc[start + j] = total
+    for n in range(x.shape[0]):
+        accumulate_image(x[n], flipped, o_count, oh, ow, pad_h, pad_w, listed, values, acc)
         image = out[n]
         for o in range(o_count):
             b = bias[o]
             for y in range(oh):
                 for col in range(ow):
                     image[o, y, col] = acc[(y * ow + col) * o_count + o] + b
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def accumulate_image(image, flipped, o_count, oh, ow, pad_h, pad_w, listed, values, acc):  # noqa: ANN001, ANN202, E501
+    """One image [C, H, W]: ``acc`` [OH·OW·O] (channels last: ``acc[(y·OW + x)·O + o]``) set to
+    the convolution's sums before the bias, each output's taps in (ky, kx, c) order;
+    ``listed`` and ``values`` [C] scratch."""
+    c_count, h, w = image.shape
+    kh, row_length = flipped.shape[0], flipped.shape[2]
+    kw = row_length // o_count
+    taps = flipped.reshape(-1)
+    acc[:] = 0
+    for iy in range(h):
+        ky_lo = max(0, iy + pad_h - oh + 1)
+        ky_hi = min(kh, iy + pad_h + 1)
+        for ix in range(w):
+            kx_lo = max(0, ix + pad_w - ow + 1)
+            kx_hi = min(kw, ix + pad_w + 1)
+            if kx_hi <= kx_lo:
+                continue
+            count = 0
+            for c in range(c_count):
+                v = image[c, iy, ix]
+                listed[count], values[count] = c, v
+                count += v != 0
+            if count == 0:
+                continue
+            first_column = ix + pad_w - (kx_hi - 1)
+            j0 = (kw - kx_hi) * o_count
+            length = (kx_hi - kx_lo) * o_count
+            blocks_end = length - length % BLOCK
+            vectors_end = length - length % LANES
+            for ky in range(ky_lo, ky_hi):
+                start = ((iy + pad_h - ky) * ow + first_column) * o_count
+                tap_row = ky * c_count * row_length + j0  # + c * row_length: channel c
+                for j in range(0, blocks_end, BLOCK):
+                    a0, a1 = vload(acc, start + j), vload(acc, start + j + LANES)
+                    a2, a3 = vload(acc, start + j + 2 * LANES), vload(acc, start + j + 3 * LANES)
+                    for q in range(count):
+                        v, t = values[q], tap_row + listed[q] * row_length + j
+                        a0 = vfma(v, vload(taps, t), a0)
+                        a1 = vfma(v, vload(taps, t + LANES), a1)
+                        a2 = vfma(v, vload(taps, t + 2 * LANES), a2)
+                        a3 = vfma(v, vload(taps, t + 3 * LANES), a3)
+                    vstore(acc, start + j, a0)
+                    vstore(acc, start + j + LANES, a1)
+                    vstore(acc, start + j + 2 * LANES, a2)
+                    vstore(acc, start + j + 3 * LANES, a3)
+                for j in range(blocks_end, vectors_end, LANES):
+                    a0 = vload(acc, start + j)
+                    for q in range(count):
+                        a0 = vfma(values[q], vload(taps, tap_row + listed[q] * row_length + j), a0)
+                    vstore(acc, start + j, a0)
+                for j in range(vectors_end, length):
+                    total = acc[start + j]
+                    for q in range(count):
+                        total = fma32(values[q], taps[tap_row + listed[q] * row_length + j], total)
+                    acc[start + j] = total

@@ -96,6 +96,50 @@ def test_only_layers_filling_the_register_blocks_keep_the_loop_on_large_calls():
     assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs == CPU_CONV_MAX_MACS  # 4 channels
 
 
+@pytest.mark.parametrize(
+    "shape", [(16, 5, 3, (1, 1), 4, 4), (8, 3, 3, (0, 0), 6, 10)], ids=["digits", "no-padding"]
+)
+@pytest.mark.parametrize("zero_reset", [False, True], ids=["subtract", "zero"])
+def test_scan_pool_equals_the_convolution_then_the_scan_then_the_pool(shape, zero_reset):
+    from ganglion.kernels.scan_loops import float_scan_loop
+
+    out, inp, k, padding, h, w = shape
+    layer = _layer(out, inp, k, padding)
+    steps, batch = 7, 3
+    x = _spikes(steps * batch, inp, h, w).abs().numpy()
+    conv = F.conv2d(torch.from_numpy(x), layer.weight, layer.bias, 1, padding).numpy()
+    oh, ow = conv.shape[2:]
+    n = out * oh * ow
+    g = torch.Generator().manual_seed(2)
+    params = tuple(torch.rand(n, generator=g).numpy() for _ in range(5))  # gain ... v_reset
+    v0 = torch.rand(batch, n, generator=g).numpy()
+    current = conv.reshape(steps, batch, n)
+    spikes, v = float_scan_loop(current, 1, steps, params[0], v0, *params[1:], zero_reset)
+    want = F.avg_pool2d(torch.from_numpy(spikes).reshape(-1, out, oh, ow), 2, 2)
+    loop = layer.cpu_loop()
+    done = loop.scan_pool(x.reshape(steps, batch, inp, h, w), params, v0, zero_reset)
+    assert loop._matches_torch((inp, h, w)) and done is not None
+    assert 0 < spikes.sum() < spikes.size
+    assert np.array_equal(done[0], want.numpy().reshape(steps, batch, out, oh // 2, ow // 2))
+    assert np.array_equal(done[1], v) and not np.shares_memory(done[1], v0)
+
+
+def test_scan_pool_declines_what_it_does_not_suit():
+    steps, batch = 2, 2
+    for out, h, w in [(12, 4, 4), (16, 5, 4)]:  # channels not a multiple of 8; an odd side
+        layer = _layer(out, 3, 3, (1, 1))
+        x = _spikes(steps * batch, 3, h, w).numpy().reshape(steps, batch, 3, h, w)
+        n = out * h * w
+        params = tuple(np.ones(n, np.float32) for _ in range(5))
+        assert (
+            layer.cpu_loop().scan_pool(x, params, np.zeros((batch, n), np.float32), False) is None
+        )
+    layer = _layer(16, 3, 3, (1, 1))
+    x = _spikes(steps * batch, 3, 4, 4).numpy().reshape(steps, batch, 3, 4, 4)
+    short = tuple(np.ones(8, np.float32) for _ in range(5))  # not one per neuron
+    assert layer.cpu_loop().scan_pool(x, short, np.zeros((batch, 256), np.float32), False) is None
+
+
 def test_kernels_switch_turns_the_loop_off(monkeypatch):
     layer = _layer(16, 1, 3, (1, 1))
     x = _spikes(1, 1, 8, 8)

@@ -31,6 +31,18 @@ def _converted(net: str, **options) -> tuple[Deployable, tuple[int, ...]]:
     torch.manual_seed(0)
     if net == "mlp":
         model, shape = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 5)), (12,)
+    elif net == "cnn2":  # a second convolution over spikes, its neuron and pool in one pass
+        model = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(4, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64, 5),
+        )
+        shape = (1, 8, 8)
     else:
         model = nn.Sequential(
             nn.Conv2d(1, 4, 3, padding=1),
@@ -226,6 +238,41 @@ def test_cpu_run_in_several_chunks_on_every_node_type(handmade_network, monkeypa
         out = fast(xs.numpy(), rows_per_chunk=12)
     assert out.shape == (STEPS, 3, 5) and np.array_equal(out, want.numpy())
     assert out.flags.writeable and out.flags.c_contiguous
+
+
+@pytest.mark.parametrize(
+    "options", [{"neuron": "if"}, {"neuron": "lif", "reset": "zero", "decoding": "count"}]
+)
+def test_cpu_run_fuses_a_convolution_its_neuron_and_pool(options, monkeypatch) -> None:
+    """A convolution over spikes, the neuron only it feeds and the pool only that neuron feeds
+    go through ``CpuConv2d.scan_pool`` in one pass (at ``FUSED_CONV_MIN_ROWS`` rows or more),
+    equal to the torch run bit for bit, in one chunk and in several."""
+    from ganglion.kernels.conv import CpuConv2d
+    from ganglion.models.spiking import cpu_fast_path
+
+    program, shape = _converted("cnn2", **options)
+    fast = CpuRun.build(program.module)
+    calls = []
+    scan_pool = CpuConv2d.scan_pool
+
+    def spy(self, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append(result := scan_pool(self, *args))
+        return result
+
+    monkeypatch.setattr(CpuConv2d, "scan_pool", spy)
+    x = _inputs(shape, 4)
+    with torch.inference_mode():
+        want = program.module.run(torch.from_numpy(x), record=True)
+        out = fast(x, rows_per_chunk=1024)  # 40 rows
+        assert calls and all(c is not None for c in calls)
+        assert all(count.sum() > 0 for count in program.module.activity.values())
+        monkeypatch.setattr(network_module, "CHUNK_ROWS", 12)
+        monkeypatch.setattr(cpu_fast_path, "FUSED_CONV_MIN_ROWS", 1)
+        chunked_want = program.module.run(torch.from_numpy(x))
+        chunked = fast(x, rows_per_chunk=12)  # 3 steps of 4 samples, the last one shorter
+    assert out is not None and np.array_equal(out, want.numpy())
+    assert chunked is not None and np.array_equal(chunked, chunked_want.numpy())
+    assert len(calls) == 1 + 4  # one call per chunk
 
 
 def test_session_run_takes_the_cpu_run_and_equals_the_reference(monkeypatch) -> None:

@@ -1,0 +1,98 @@
+"""A convolution, the plain neurons only it feeds and the 2x2 average pool only they feed, in
+one compiled pass per image (numba).
+
+In a converted spiking CNN each convolution after the first feeds a neuron layer whose spikes
+only a 2x2 average pool reads. Run apart, the convolution writes its output in [O, OH, OW]
+order (a transpose of its channels-last accumulators), the neuron scan reads it back and the
+pool walks the spikes two columns at a time. Here each image's accumulators
+(``cpu.accumulate_image``, channels last) get the bias and go through the neuron update in
+that order, with the neurons' parameters and potentials permuted to it once per call, and the
+spikes are pooled a vector of channels at a time. Each value is computed as the three loops
+compute it: the convolution's ``acc + bias``, the neuron update of ``scan_loops._neurons_step``
+(the same arithmetic per neuron, only the order of the neurons differs), and window means of 0/1
+spikes, whole numbers over four in any order. So the pooled spikes and final potentials equal
+``conv2d_loop``, then ``float_scan_loop``, then ``mean_2x2`` bit for bit
+(``tests/kernels/test_conv_cpu.py``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ganglion.kernels.conv.cpu import accumulate_image
+from ganglion.kernels.scan_loops import _neurons_step
+from ganglion.kernels.simd import LANES, vadd, vload, vscale, vstore
+
+
+@numba.njit(cache=True, nogil=True)
+def conv_scan_pool_loop(
+    x,
+    flipped,
+    conv_bias,
+    pad_h,
+    pad_w,
+    out_hw,
+    gain,
+    v0,
+    decay,
+    threshold,
+    bias,
+    v_reset,
+    zero_reset,
+):  # noqa: ANN001, ANN202, E501
+    """x [S, B, C, H, W] -> (pooled [S, B, O, OH/2, OW/2], v [B, N]): the convolution
+    (``flipped`` from ``cpu.flip_weight``, ``conv_bias`` [O], stride 1, output sides ``out_hw``
+    = (OH, OW), both even; O a multiple of ``LANES``), then the neurons (N = O·OH·OW,
+    parameters [N] and potentials ``v0`` [B, N] in [O, OH, OW] order, kept) stepping through
+    S steps, then 2x2 pooling of their spikes."""
+    steps, batch, c_count = x.shape[0], x.shape[1], x.shape[2]
+    o_count = conv_bias.shape[0]
+    oh, ow = out_hw
+    positions = oh * ow
+    n = o_count * positions
+    # channels-last copies of everything indexed by neuron: [(y·OW + x)·O + o]
+    order = np.empty(n, np.int64)  # order[k]: the neuron's index in [O, OH, OW] order
+    for p in range(positions):
+        for o in range(o_count):
+            order[p * o_count + o] = o * positions + p
+    params = np.empty((6, n), np.float32)
+    for k in range(n):
+        i = order[k]
+        params[0, k], params[1, k], params[2, k] = gain[i], decay[i], threshold[i]
+        params[3, k], params[4, k] = bias[i], v_reset[i]
+        params[5, k] = conv_bias[i // positions]
+    v = np.empty((batch, n), np.float32)
+    for b in range(batch):
+        for k in range(n):
+            v[b, k] = v0[b, order[k]]
+    listed, values = np.empty(c_count, np.int64), np.empty(c_count, np.float32)
+    acc, spikes = np.empty(n, np.float32), np.empty(n, np.float32)
+    window = np.empty(o_count, np.float32)  # one window's means, channels in order
+    pooled = np.empty((steps, batch, o_count, oh // 2, ow // 2), np.float32)
+    quarter, line = np.float32(0.25), ow * o_count
+    for t in range(steps):
+        for b in range(batch):
+            accumulate_image(x[t, b], flipped, o_count, oh, ow, pad_h, pad_w, listed, values, acc)
+            for k in range(n):
+                acc[k] = acc[k] + params[5, k]  # the convolution's output: acc + bias
+            _neurons_step(
+                acc, v[b], spikes, params[0], params[1], params[2], params[3], params[4],
+                zero_reset,
+            )  # fmt: skip
+            image = pooled[t, b]
+            for py in range(oh // 2):
+                for px in range(ow // 2):
+                    top = 2 * py * line + 2 * px * o_count
+                    for o in range(0, o_count, LANES):
+                        upper = vadd(vload(spikes, top + o), vload(spikes, top + o_count + o))
+                        lower = vload(spikes, top + line + o)
+                        lower = vadd(lower, vload(spikes, top + line + o_count + o))
+                        vstore(window, o, vscale(vadd(upper, lower), quarter))
+                    for o in range(o_count):
+                        image[o, py, px] = window[o]
+    v_out = np.empty_like(v0)
+    for b in range(batch):
+        for k in range(n):
+            v_out[b, order[k]] = v[b, k]
+    return pooled, v_out
