@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganglion.kernels.conv import CpuConv2d
+from ganglion.kernels.conv.layer import CpuConv2d
 from ganglion.kernels.lif import TILED_MEAN_MAX_ELEMENTS, cpu_scan_available
 from ganglion.kernels.linear import CPU_LINEAR_MAX_MACS, CpuLinear
 from ganglion.models.errors import ShapeError

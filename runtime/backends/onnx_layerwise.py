@@ -9,8 +9,11 @@ each neuron and the output decoding run through the compiled loops of the torch 
 fast path (``kernels.scan_loops``: ``float_scan_loop``, ``time_sum_loop``; ``scale_decoded``). A
 neuron whose spikes only a 2x2 average pool of stride 2 reads pools them in its scan
 (``float_scan_pool_loop``), and the next segment starts after the pool: the means of 0/1 spikes
-are exact in any order, so they are the graph's bits, and the spikes are never stored.
-The bundle format does not change.
+are exact in any order, so they are the graph's bits, and the spikes are never stored. A
+segment that is one 2-D convolution over such pooled spikes, feeding a pooling neuron, runs in
+that neuron's pass (``kernels.conv.scan_pool.conv_scan_pool_loop``) where the compiled loop
+gives the segment's bits (checked at build on probe rows, ``_lone_conv``): its output is never
+stored either. The bundle format does not change.
 
 It takes what ``models/spiking/cpu_fast_path.py`` takes, read from the sequence graph and
 ``config.json``, a little stricter: a chain (input -> node -> ... -> output, each node read by
@@ -46,7 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from ganglion.kernels.conv.scan_pool import conv_scan_pool_loop
 from ganglion.kernels.scan_loops import float_scan_loop, float_scan_pool_loop, time_sum_loop
+from ganglion.kernels.simd import LANES
 from ganglion.kernels.switch import cpu_scan_available
 from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking.decoding import scale_decoded
@@ -55,12 +60,15 @@ from ganglion.runtime.program import Program
 Arrays = dict[str, np.ndarray]
 
 # rows (timestep·sample) per segment call: as many as keep the widest layer's values of a chunk
-# within about 2 MiB (cache-sized; measured on the digits networks, 2026-12: the CNN's 4 KiB
-# rows run fastest at 512 rows a call, the MLP's 512 B rows at 4,096; 1,024, torch's chunk, was
-# 4-8 % slower on both at batch 256); a segment's rows do not depend on the chunk (MLAS
-# computes each row alone), so neither do the outputs
-CHUNK_BYTES = 2 << 20
+# within about 8 MiB (a pooling neuron's spikes and a fused convolution's output are never
+# stored, so what a chunk holds is a few times less). Measured on the digits networks
+# (2026-12-05, one thread, median of 15 calls) at 2 / 4 / 8 MiB: CNN T=32 batch 256 18.2 /
+# 16.3 / 16.4 ms, T=128 batch 16 3.7 / 3.8-4.0 / 3.6-3.7 ms; MLP T=32 batch 256 2.10 / 2.00 /
+# 1.93 ms. A segment's rows do not depend on the chunk (MLAS computes each row alone), so
+# neither do the outputs
+CHUNK_BYTES = 8 << 20
 MIN_CHUNK_ROWS = 64
+CONV_PROBE_ROWS = (2, 67)  # rows a convolution segment and the compiled loop are compared at
 # the ops a stateless segment of the sequence graph may hold (``onnx_export.spiking_ops``)
 SEGMENT_OPS = frozenset(
     {"Gemm", "Conv", "AveragePool", "Mul", "Flatten", "Reshape", "Greater", "Cast"}
@@ -81,6 +89,18 @@ _PARAM_NAME = re.compile(r"^(?P<node>.+)\.(?P<field>[a-z_]+)_[0-9]+$")  # ``Para
 
 
 @dataclass(frozen=True)
+class _Conv:
+    """A segment that is one 2-D convolution the compiled loop computes with ONNX Runtime's
+    bits (checked at build, ``_lone_conv``): its weights laid out for the loop."""
+
+    flipped: np.ndarray = field(repr=False)  # ``kernels.conv.cpu.flip_weight``
+    bias: np.ndarray = field(repr=False)  # [O]
+    pads: tuple[int, int]
+    in_shape: tuple[int, int, int]  # (C, H, W)
+    out_hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class _Segment:
     """Stateless layers between two neurons: an ONNX Runtime session (None: no layers)."""
 
@@ -88,6 +108,7 @@ class _Segment:
     input_name: str
     output_name: str
     out_shape: tuple[int, ...]  # per sample
+    conv: _Conv | None = None  # where the segment is one convolution the loop may compute
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """[rows, *in_shape] -> [rows, *out_shape]."""
@@ -136,6 +157,18 @@ class LayerwiseRun:
         widest = max([n.v_init.size for n in neurons] + sizes)
         self.rows_per_chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * widest))
         self._starts: tuple[int, list[np.ndarray]] | None = None  # (batch, each neuron's v0)
+        # per neuron, the convolution before it computed in its own pass (``conv_scan_pool_loop``):
+        # one over the pooled spikes of the neuron before, whose output only this neuron reads
+        # and whose spikes only its 2x2 pool reads, in a shape the one pass takes
+        self._fused = [
+            segment.conv
+            if k > 0
+            and neuron.pool
+            and segment.conv is not None
+            and _fits_scan_pool(segment.conv, neuron)
+            else None
+            for k, (segment, neuron) in enumerate(zip(segments, neurons, strict=False))
+        ]
 
     # ---- building ------------------------------------------------------------------------------
 
@@ -205,11 +238,20 @@ class LayerwiseRun:
                     constant = self.segments[0](np.ascontiguousarray(x))
                 current, t_step = constant, 0
             for k, neuron in enumerate(self.neurons):
-                spikes, membranes[k] = self._scan(
-                    neuron, current, t_step, size, batch, membranes[k]
-                )
-                current = self.segments[k + 1](spikes.reshape(size * batch, *neuron.out_shape))
-                t_step = 1
+                conv = self._fused[k]
+                if conv is not None:  # ``current``: the spikes before its convolution
+                    spikes, membranes[k] = conv_scan_pool_loop(
+                        current.reshape(size, batch, *conv.in_shape), conv.flipped, conv.bias,
+                        *conv.pads, conv.out_hw, neuron.params[0], membranes[k],
+                        *neuron.params[1:], neuron.zero_reset,
+                    )  # fmt: skip
+                else:
+                    spikes, membranes[k] = self._scan(
+                        neuron, current, t_step, size, batch, membranes[k]
+                    )
+                current, t_step = spikes.reshape(size * batch, *neuron.out_shape), 1
+                if k + 1 == len(self.neurons) or self._fused[k + 1] is None:
+                    current = self.segments[k + 1](current)
             rows_out = np.ascontiguousarray(current).reshape(size, batch, -1)
             if total is not None:
                 time_sum_loop(rows_out, 1, size, total)
@@ -483,5 +525,71 @@ def _segments(
             session = ort.InferenceSession(cut.SerializeToString(), options, providers=providers)
         except Exception:  # a segment that does not stand alone: keep the sequence graph
             return None
-        segments.append(_Segment(session, start, end, out_shape))
+        conv = _lone_conv(cut.graph, session, out_shape)
+        segments.append(_Segment(session, start, end, out_shape, conv))
     return segments
+
+
+def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | None:
+    """The segment ``graph`` (run by ``session``) as a ``_Conv`` where it is one 2-D
+    convolution (weights and bias initializers; stride 1, dilation 1, one group, symmetric
+    padding) whose output the compiled loop gives bit for bit, checked on ``CONV_PROBE_ROWS``
+    rows of inputs half zeros (as spikes are), the rest normal; else None."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ganglion.kernels.conv.cpu import conv2d_loop, flip_weight
+
+    if len(graph.node) != 1 or graph.node[0].op_type != "Conv" or len(graph.node[0].input) != 3:
+        return None
+    node, inits = graph.node[0], {t.name: t for t in graph.initializer}
+    if node.input[1] not in inits or node.input[2] not in inits:
+        return None
+    weight = numpy_helper.to_array(inits[node.input[1]])
+    bias = numpy_helper.to_array(inits[node.input[2]])
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    pads = list(attributes.get("pads", [0, 0, 0, 0]))
+    if (
+        weight.dtype != np.float32
+        or weight.ndim != 4
+        or bias.shape != (weight.shape[0],)
+        or list(attributes.get("strides", [1, 1])) != [1, 1]
+        or list(attributes.get("dilations", [1, 1])) != [1, 1]
+        or attributes.get("group", 1) != 1
+        or attributes.get("auto_pad", b"NOTSET") != b"NOTSET"
+        or len(pads) != 4
+        or pads[:2] != pads[2:]
+        or not (np.isfinite(weight).all() and np.isfinite(bias).all())
+    ):
+        return None
+    dims = session.get_inputs()[0].shape[1:]
+    if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    in_shape = (int(dims[0]), int(dims[1]), int(dims[2]))
+    conv = _Conv(flip_weight(weight), bias.astype(np.float32), (pads[0], pads[1]), in_shape,
+                 tuple(out_shape[1:]))  # fmt: skip
+    if in_shape[0] != weight.shape[1] or out_shape != (weight.shape[0], *conv.out_hw):
+        return None
+    rng = np.random.default_rng(0)
+    for rows in CONV_PROBE_ROWS:
+        x = rng.standard_normal((rows, *in_shape)).astype(np.float32)
+        x *= rng.random(x.shape) < 0.5
+        want = session.run(None, {session.get_inputs()[0].name: x})[0]
+        got = np.empty((rows, *out_shape), np.float32)
+        scratch = np.empty(int(np.prod(out_shape)), np.float32)
+        conv2d_loop(x, conv.flipped, conv.bias, *conv.pads, got, scratch)
+        if not np.array_equal(got, want):
+            return None
+    return conv
+
+
+def _fits_scan_pool(conv: _Conv, neuron: _Neuron) -> bool:
+    """Whether ``conv_scan_pool_loop`` takes ``conv`` feeding ``neuron`` (a pooling one): the
+    neuron's shape is the convolution's output, of whole vectors of channels, even sides."""
+    channels = conv.bias.size
+    return (
+        neuron.shape == (channels, *conv.out_hw)
+        and channels % LANES == 0
+        and conv.out_hw[0] % 2 == 0
+        and conv.out_hw[1] % 2 == 0
+    )

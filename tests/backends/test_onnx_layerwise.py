@@ -106,12 +106,55 @@ def test_the_digits_cnns_neurons_pool_their_own_spikes(
     digits_cnn: tuple[torch.nn.Module, DigitsData], tmp_path: Path
 ) -> None:
     """Both of the CNN's neurons feed a 2x2 average pool alone: each scan pools, and the next
-    segment starts after the pool (its bits: the comparisons with the sequence graph above)."""
+    segment starts after the pool; the second convolution, over the first pool's spikes, runs
+    in the second neuron's pass (its bits: the comparisons with the sequence graph above)."""
     model, data = digits_cnn
     program = convert_spiking(model, data.x_train, None, SpikingOptions(timesteps=8))
     fast = _layerwise(save_bundle(program, tmp_path / "cnn"))
     assert fast is not None and [n.pool for n in fast.neurons] == [True, True]
     assert [n.out_shape for n in fast.neurons] == [(16, 4, 4), (32, 2, 2)]
+    assert [c is not None for c in fast._fused] == [False, True]
+    assert fast._fused[1].in_shape == (16, 4, 4) and fast._fused[1].out_hw == (4, 4)
+
+
+def _conv_segment(
+    weight: np.ndarray, bias: np.ndarray, out_hw: tuple[int, int], **attributes: object
+):  # noqa: ANN202
+    """A one-Conv graph on [N, C, 4, 4] (output sides ``out_hw``) and an ONNX Runtime session
+    of it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    channels = weight.shape[1]
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attributes)
+    given = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, 4, 4])
+    graph = helper.make_graph(
+        [node], "conv", [given],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weight.shape[0], *out_hw])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return graph, ort.InferenceSession(model.SerializeToString(), _options(), providers=CPU_ONLY)
+
+
+def test_a_convolution_segment_runs_in_the_loop_only_where_it_gives_its_bits() -> None:
+    from ganglion.runtime.backends.onnx_layerwise import _lone_conv
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    graph, session = _conv_segment(weight, bias, (4, 4), pads=[1, 1, 1, 1])
+    conv = _lone_conv(graph, session, (16, 4, 4))
+    assert conv is not None and conv.pads == (1, 1) and conv.in_shape == (16, 4, 4)
+    narrow, session = _conv_segment(weight[:, :8].copy(), bias, (4, 4), pads=[1, 1, 1, 1])
+    assert _lone_conv(narrow, session, (16, 4, 4)) is None  # MLAS rounds otherwise here
+    _, other = _conv_segment(weight * np.float32(1.0001), bias, (4, 4), pads=[1, 1, 1, 1])
+    assert _lone_conv(graph, other, (16, 4, 4)) is None  # a session whose bits differ
+    strided, session = _conv_segment(weight, bias, (2, 2), pads=[1, 1, 1, 1], strides=[2, 2])
+    assert _lone_conv(strided, session, (16, 2, 2)) is None
+    lopsided, session = _conv_segment(weight, bias, (3, 3), pads=[1, 1, 0, 0])
+    assert _lone_conv(lopsided, session, (16, 3, 3)) is None
 
 
 def test_digits_cnn_at_more_timesteps(

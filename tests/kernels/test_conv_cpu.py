@@ -89,7 +89,7 @@ def test_conv2d_runs_where_the_loop_must_not():
 
 
 def test_only_layers_filling_the_register_blocks_keep_the_loop_on_large_calls():
-    from ganglion.kernels.conv import BLOCKED_CONV_MAX_MACS, CPU_CONV_MAX_MACS
+    from ganglion.kernels.conv.layer import BLOCKED_CONV_MAX_MACS, CPU_CONV_MAX_MACS
 
     assert _layer(32, 16, 3, (1, 1)).cpu_loop().max_macs == BLOCKED_CONV_MAX_MACS
     assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs == CPU_CONV_MAX_MACS  # 16 % 32

@@ -247,7 +247,7 @@ def test_cpu_run_fuses_a_convolution_its_neuron_and_pool(options, monkeypatch) -
     """A convolution over spikes, the neuron only it feeds and the pool only that neuron feeds
     go through ``CpuConv2d.scan_pool`` in one pass (at ``FUSED_CONV_MIN_ROWS`` rows or more),
     equal to the torch run bit for bit, in one chunk and in several."""
-    from ganglion.kernels.conv import CpuConv2d
+    from ganglion.kernels.conv.layer import CpuConv2d
     from ganglion.models.spiking import cpu_fast_path
 
     program, shape = _converted("cnn2", **options)

@@ -1,0 +1,172 @@
+"""2-D convolution of small CPU batches, bit for bit ``F.conv2d``, without its per-call cost.
+
+At a few rows ``F.conv2d`` spends most of its time around oneDNN's kernel, not in it: 11 µs at
+one row and 60 µs at eight for the digits CNN's second convolution, where the arithmetic takes
+a few. ``CpuConv2d`` runs the compiled loop of ``cpu.py`` instead, in oneDNN's own arithmetic,
+and only where it has checked, once per layer and input shape, that the loop's output equals
+``F.conv2d``'s bit for bit at two batch sizes on this machine (oneDNN's order can differ with
+the instruction set or the channel count; where it does, ``F.conv2d`` keeps every call). So a
+program gives the same bits whichever path a call takes, and at one row the loop also agrees
+with the larger batches, where ``F.conv2d`` switches to another kernel at one row.
+
+The loop is used for fp32 CPU inputs without autograd, stride 1, dilation 1, one group, finite
+weights, numba installed and kernels on (``GANGLION_KERNELS``), and at most
+``CPU_CONV_MAX_MACS`` multiply-adds per call: above that oneDNN's vector kernel wins. A layer
+whose output channels fill the loop's register blocks (a multiple of ``cpu.BLOCK``) from at least
+``BLOCKED_MIN_CHANNELS`` input channels keeps the loop up to ``BLOCKED_CONV_MAX_MACS``: its
+accumulators then stay in registers while every channel adds into them. The spec is
+``F.conv2d`` (``tests/kernels/test_conv_cpu.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganglion.kernels.prepared import negative_zero, records_autograd, versions
+
+__all__ = ["BLOCKED_CONV_MAX_MACS", "CPU_CONV_MAX_MACS", "CpuConv2d", "Layout"]
+
+CPU_CONV_MAX_MACS = 2_000_000  # crossover with oneDNN measured here before the register blocks
+# (about 32 rows of 16x4x4); layers whose runs do not fill a block keep it
+# measured here inside a spiking CNN's run (32 <- 16 channels, 4x4): the loop 0.75 ms against
+# oneDNN's 0.91 at 256 rows (18.9 M multiply-adds), even at 512 rows (37.7 M)
+BLOCKED_CONV_MAX_MACS = 20_000_000
+BLOCKED_MIN_CHANNELS = 8
+_CHECK_BATCHES = (2, 67)  # batch sizes the loop is compared with F.conv2d at
+Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding,
+# dilation, groups
+
+
+class CpuConv2d:
+    """One convolution's weights laid out for the compiled loop, and, per input shape, whether
+    the loop equals ``F.conv2d`` here. ``__call__`` gives None where ``F.conv2d`` must run."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> None:
+        from ganglion.kernels.conv import cpu  # numba: imported when a convolution runs
+
+        self._loop = cpu.conv2d_loop
+        self.weight, self.bias, self.layout = weight, bias, layout
+        self.versions = versions(weight, bias)
+        stride, self.padding, dilation, groups = layout
+        self.kernel = (int(weight.shape[2]), int(weight.shape[3]))
+        self.flipped = cpu.flip_weight(weight.detach().numpy())
+        self.bias_array = bias.detach().numpy().astype(np.float32, copy=True)
+        self.usable = (
+            (stride, dilation, groups) == ((1, 1), (1, 1), 1)
+            and weight.dtype == bias.dtype == torch.float32
+            and self.versions is not None
+            and bool(np.isfinite(self.flipped).all() and np.isfinite(self.bias_array).all())
+            and not negative_zero(self.bias_array)
+        )
+        self.shapes: dict[tuple[int, ...], int] = {}  # input shape -> MACs per row, 0: not exact
+        out_channels, in_channels = int(weight.shape[0]), int(weight.shape[1])
+        blocked = out_channels % cpu.BLOCK == 0 and in_channels >= BLOCKED_MIN_CHANNELS
+        self.max_macs = BLOCKED_CONV_MAX_MACS if blocked else CPU_CONV_MAX_MACS
+
+    def holds(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> bool:
+        """Whether this was prepared from these very tensors, unchanged since, and layout
+        (inference tensors keep no version: for them this is never usable, so identity will
+        do)."""
+        if weight is not self.weight or bias is not self.bias or layout != self.layout:
+            return False
+        return self.versions is None or (weight._version, bias._version) == self.versions
+
+    @staticmethod
+    def takes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+        """Whether a call on ``x`` may go to the loop at all: an fp32 [N, C, H, W] input and no
+        autograd to record. Checked before a layer prepares its loop, so training (weights
+        changing every step) never prepares one."""
+        if x.dtype != torch.float32 or x.dim() != 4:
+            return False
+        return not records_autograd(x, weight, bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``F.conv2d(x, weight, bias, 1, padding)`` from the compiled loop, or None where the
+        loop must not take it (module docstring)."""
+        if not self.takes(x, self.weight, self.bias):
+            return None
+        out = self.numpy(x.detach().contiguous().numpy())
+        return None if out is None else torch.from_numpy(out)
+
+    def numpy(self, x: np.ndarray) -> np.ndarray | None:
+        """``__call__`` on a C-contiguous fp32 [N, C, H, W] array, autograd aside (the CPU
+        fast paths of spiking programs call it under ``torch.inference_mode``)."""
+        if not self.usable or x.dtype != np.float32 or x.ndim != 4:
+            return None
+        macs = self._exact_macs(x.shape[1:])
+        if not 0 < x.shape[0] * macs <= self.max_macs:
+            return None
+        return self.run(x)
+
+    def _exact_macs(self, shape: tuple[int, ...]) -> int:
+        """Multiply-adds of one row of input ``shape`` (C, H, W) where the loop equals
+        ``F.conv2d`` on it (checked once per shape), else 0."""
+        macs = self.shapes.get(shape)
+        if macs is None:
+            macs = self.shapes[shape] = self._macs(shape) if self._matches_torch(shape) else 0
+        return macs
+
+    def scan_pool(
+        self, x: np.ndarray, params: tuple[np.ndarray, ...], v0: np.ndarray, zero_reset: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``x`` [S, B, C, H, W] (C-contiguous fp32) through this convolution, then plain
+        neurons (``params`` = (gain, decay, threshold, bias, v_reset), each [N] in [O, OH, OW]
+        order; potentials ``v0`` [B, N], kept) over the S steps, then 2x2 average pooling of
+        their spikes, in one pass (``scan_pool.conv_scan_pool_loop``) -> (pooled [S, B, O,
+        OH/2, OW/2], v [B, N]), the bits of the three loops run apart; None where ``numpy``
+        would not take the convolution (its size cap aside: the pass never stores it) or the
+        pass does not suit (output channels not a multiple of ``LANES``, an odd output side)."""
+        from ganglion.kernels.conv import scan_pool
+        from ganglion.kernels.simd import LANES
+
+        if not self.usable or x.dtype != np.float32 or x.ndim != 5 or not x.flags.c_contiguous:
+            return None
+        shape = x.shape[2:]
+        if self._exact_macs(shape) == 0:
+            return None
+        oh, ow = self._out_hw(shape)
+        n = self.bias_array.size * oh * ow
+        if self.bias_array.size % LANES or oh % 2 or ow % 2:
+            return None
+        if any(p.shape != (n,) for p in params) or v0.shape != (x.shape[1], n):
+            return None
+        pooled, v = scan_pool.conv_scan_pool_loop(
+            x, self.flipped, self.bias_array, self.padding[0], self.padding[1], (oh, ow),
+            params[0], np.ascontiguousarray(v0), *params[1:], zero_reset,
+        )  # fmt: skip
+        return pooled, v
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The loop on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""
+        oh, ow = self._out_hw(x.shape[1:])
+        out = np.empty((x.shape[0], self.bias_array.size, oh, ow), np.float32)
+        scratch = np.empty(oh * ow * self.bias_array.size, np.float32)
+        self._loop(x, self.flipped, self.bias_array, self.padding[0], self.padding[1], out, scratch)
+        return out
+
+    def _macs(self, shape: tuple[int, ...]) -> int:
+        """Multiply-adds of one row of input ``shape`` (C, H, W), counted dense."""
+        oh, ow = self._out_hw(shape)
+        return int(self.flipped.size) * oh * ow
+
+    def _out_hw(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        kh, kw = self.kernel
+        return shape[1] + 2 * self.padding[0] - kh + 1, shape[2] + 2 * self.padding[1] - kw + 1
+
+    def _matches_torch(self, shape: tuple[int, ...]) -> bool:
+        """Whether the loop equals ``F.conv2d`` bit for bit on inputs of ``shape`` (half zeros,
+        as spikes are, the rest normal) at each of ``_CHECK_BATCHES``."""
+        oh, ow = self._out_hw(shape)
+        if oh < 1 or ow < 1 or shape[0] != self.weight.shape[1]:
+            return False
+        generator = torch.Generator().manual_seed(0)
+        for batch in _CHECK_BATCHES:
+            x = torch.randn(batch, *shape, generator=generator)
+            x *= torch.rand(batch, *shape, generator=generator) < 0.5
+            with torch.inference_mode():
+                expected = F.conv2d(x, self.weight, self.bias, 1, self.padding)
+            if not np.array_equal(self.run(x.numpy()), expected.numpy()):
+                return False
+        return True
