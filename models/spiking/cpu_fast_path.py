@@ -8,7 +8,10 @@ and checks per layer, tensor wrappers around the compiled loops) two to four tim
 compiled loops ``forward`` calls), else ``forward`` on a zero-copy tensor view; each neuron the
 compiled loop the torch path calls (``kernels.scan_loops``: the single-step update, the scan over
 time); the decoded output the same time-ordered sum and ``scale_decoded`` (numpy's float32
-division is torch's, bit for bit). The network's torch ``step`` and ``run`` stay the spec:
+division is torch's, bit for bit). In ``run`` a neuron whose spikes only a 2x2 average pool
+reads pools them in its scan, and a convolution over time-varying input that only such a
+neuron reads runs in the same pass (``CpuConv2d.scan_pool``): the same values, never stored.
+The network's torch ``step`` and ``run`` stay the spec:
 equal bit for bit (``tests/spiking/test_cpu_fast_path.py``).
 
 They take float32 CPU graphs where every node and the output read one node through a delay-0
