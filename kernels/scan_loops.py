@@ -15,6 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
 from ganglion.kernels.simd import LANES, vadd, vload, vpair_sums, vscale, vstore
 
 
@@ -22,18 +23,41 @@ from ganglion.kernels.simd import LANES, vadd, vload, vpair_sums, vscale, vstore
 def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """Step t reads current[t * t_step]; v0 [B, N] -> (spikes [steps, B, N], v [B, N]).
     C-contiguous arrays, so the inner loop is unit-stride."""
+    check_neurons(current, t_step, steps, v0, gain, decay, threshold, bias, v_reset)
     batch, n = v0.shape
     v = v0.copy()
     spikes = np.empty((steps, batch, n), np.float32)
     for t in range(steps):
         c, s = current[t * t_step], spikes[t]
         for b in range(batch):
-            _neurons_step(c[b], v[b], s[b], gain, decay, threshold, bias, v_reset, zero_reset)
+            neurons_step(c[b], v[b], s[b], gain, decay, threshold, bias, v_reset, zero_reset)
     return spikes, v
 
 
+@numba.njit(cache=True, nogil=True)
+def check_neurons(current, t_step, steps, v0, gain, decay, threshold, bias, v_reset):  # noqa: ANN001, ANN202, E501
+    """ValueError unless ``current`` [S', B, N] holds a row block ``t·t_step`` for every step
+    ``t < steps``, ``v0`` is [B, N] and each parameter [N]: what the loops' unchecked indexing
+    assumes."""
+    batch, n = v0.shape
+    if current.shape[1] != batch or current.shape[2] != n or t_step < 0 or steps < 0:
+        raise ValueError("neuron scan: the current does not fit the potentials")
+    if steps > 0 and (steps - 1) * t_step >= current.shape[0]:
+        raise ValueError("neuron scan: the current has fewer steps than asked for")
+    check_parameters(n, gain, decay, threshold, bias, v_reset)
+
+
+@numba.njit(cache=True, nogil=True)
+def check_parameters(n, gain, decay, threshold, bias, v_reset):  # noqa: ANN001, ANN202
+    """ValueError unless each of the neurons' parameters holds ``n`` values."""
+    shapes = (gain.shape[0], decay.shape[0], threshold.shape[0], bias.shape[0], v_reset.shape[0])
+    for size in shapes:
+        if size != n:
+            raise ValueError("neurons: a parameter is not one value per neuron")
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _neurons_step(current, v, spikes, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+def neurons_step(current, v, spikes, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """One sample's N neurons, one step: ``v`` [N] updated in place, ``spikes`` [N] written."""
     for k in range(v.shape[0]):
         x = v[k] * decay[k] + bias[k] + current[k] * gain[k]
@@ -55,8 +79,11 @@ def float_scan_pool_loop(
     The pooled values are those of ``mean_2x2``, bit for bit: a window of 0/1 spikes sums to a
     small whole number in any order, and a quarter of it is exact (``spike_mean_2x2`` where H
     and W are even, ``mean_2x2`` itself where not)."""
+    check_neurons(current, t_step, steps, v0, gain, decay, threshold, bias, v_reset)
     batch, n = v0.shape
     channels, height, width = image
+    if channels * height * width != n:
+        raise ValueError("float_scan_pool_loop: image (C, H, W) does not hold the N neurons")
     even = height % 2 == 0 and width % 2 == 0
     v = v0.copy()
     row = np.empty(n, np.float32)  # one sample's spikes of one step
@@ -65,7 +92,7 @@ def float_scan_pool_loop(
     for t in range(steps):
         c = current[t * t_step]
         for b in range(batch):
-            _neurons_step(c[b], v[b], row, gain, decay, threshold, bias, v_reset, zero_reset)
+            neurons_step(c[b], v[b], row, gain, decay, threshold, bias, v_reset, zero_reset)
             if even:
                 spike_mean_2x2(row, width, pairs, pooled[t, b].reshape(-1))
             else:
@@ -115,6 +142,7 @@ def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_res
     """One step of ``float_scan_loop``: C-contiguous current and v0 [B, *shape] holding N =
     len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
     n = gain.shape[0]
+    check_parameters(n, gain, decay, threshold, bias, v_reset)
     v, spikes = np.empty_like(v0), np.empty_like(v0)
     c, v_in = current.reshape(-1, n), v0.reshape(-1, n)  # [B, N] views
     v_out, s = v.reshape(-1, n), spikes.reshape(-1, n)

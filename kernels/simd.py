@@ -45,8 +45,13 @@ def _vector_pointer(context, builder, array_type, array, index):  # noqa: ANN001
     return builder.bitcast(builder.gep(data, [index]), _VECTOR.as_pointer())
 
 
-def _float32_c_array(array) -> bool:  # noqa: ANN001
-    return isinstance(array, types.Array) and array.dtype == types.float32 and array.layout == "C"
+def _float32_c_array(array, writable: bool = False) -> bool:  # noqa: ANN001
+    return (
+        isinstance(array, types.Array)
+        and array.dtype == types.float32
+        and array.layout == "C"
+        and (array.mutable or not writable)
+    )
 
 
 def _splat(builder, scalar):  # noqa: ANN001, ANN202
@@ -74,8 +79,10 @@ def vload(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
 
 @intrinsic
 def vstore(typingctx, array, index, vector):  # noqa: ANN001, ANN201, ARG001
-    """``array.flat[index : index + LANES] = vector`` (C-contiguous fp32 ``array``)."""
-    if not (_float32_c_array(array) and isinstance(index, types.Integer)):
+    """``array.flat[index : index + LANES] = vector`` (C-contiguous, writable fp32 ``array``)."""
+    if not (_float32_c_array(array, writable=True) and isinstance(index, types.Integer)):
+        return None
+    if vector != float32_vector:
         return None
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
@@ -88,7 +95,10 @@ def vstore(typingctx, array, index, vector):  # noqa: ANN001, ANN201, ARG001
 
 @intrinsic
 def vfma(typingctx, scalar, vector, acc):  # noqa: ANN001, ANN201, ARG001
-    """``scalar * vector + acc`` on every lane, rounded once (``llvm.fma``)."""
+    """``scalar * vector + acc`` on every lane, rounded once (``llvm.fma``); ``scalar`` a
+    float32 (another type is refused, not rounded)."""
+    if scalar != types.float32 or vector != float32_vector or acc != float32_vector:
+        return None
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
         fnty = ir.FunctionType(_VECTOR, [_VECTOR] * 3)
@@ -101,6 +111,8 @@ def vfma(typingctx, scalar, vector, acc):  # noqa: ANN001, ANN201, ARG001
 @intrinsic
 def vadd(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
     """``a + b`` lane by lane."""
+    if a != float32_vector or b != float32_vector:
+        return None
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
         return builder.fadd(args[0], args[1])
@@ -110,7 +122,9 @@ def vadd(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
 
 @intrinsic
 def vscale(typingctx, vector, scalar):  # noqa: ANN001, ANN201, ARG001
-    """``vector * scalar`` lane by lane."""
+    """``vector * scalar`` lane by lane (``scalar`` a float32)."""
+    if vector != float32_vector or scalar != types.float32:
+        return None
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
         return builder.fmul(args[0], _splat(builder, args[1]))

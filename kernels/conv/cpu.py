@@ -22,10 +22,26 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
 from ganglion.kernels.fma import fma32
 from ganglion.kernels.simd import LANES, vfma, vload, vstore
 
 BLOCK = 4 * LANES  # accumulators the loop holds in registers at once
+
+
+PROBE_ROWS = (2, 67)  # rows of the inputs a library's convolution is compared with the loop at
+
+
+def probe_inputs(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Inputs [rows, *shape] for each of ``PROBE_ROWS``, half zeros (as spikes are), the rest
+    normal, the same every call: where the loop gives a library's bits on all of them, it is
+    taken to give them on that layer (``layer.CpuConv2d``, ONNX Runtime's layer-wise run)."""
+    rng = np.random.default_rng(0)
+    inputs = []
+    for rows in PROBE_ROWS:
+        x = rng.standard_normal((rows, *shape)).astype(np.float32)
+        inputs.append(x * (rng.random(x.shape) < 0.5))
+    return inputs
 
 
 def flip_weight(weight: np.ndarray) -> np.ndarray:
@@ -43,6 +59,9 @@ def conv2d_loop(x, flipped, bias, pad_h, pad_w, out, acc):  # noqa: ANN001, ANN2
     each output takes its taps in (ky, kx, c) order."""
     o_count, c_count = bias.shape[0], x.shape[1]
     oh, ow = out.shape[2], out.shape[3]
+    check_layout(x.shape[1:], flipped, o_count, pad_h, pad_w, oh, ow)
+    if out.shape[0] != x.shape[0] or out.shape[1] != o_count or acc.shape[0] < oh * ow * o_count:
+        raise ValueError("conv2d_loop: out or acc does not fit the convolution")
     listed = np.empty(c_count, np.int64)  # channels whose input is not zero, in order
     values = np.empty(c_count, np.float32)
     for n in range(x.shape[0]):
@@ -55,11 +74,26 @@ def conv2d_loop(x, flipped, bias, pad_h, pad_w, out, acc):  # noqa: ANN001, ANN2
                     image[o, y, col] = acc[(y * ow + col) * o_count + o] + b
 
 
+@numba.njit(cache=True, nogil=True)
+def check_layout(image_shape, flipped, o_count, pad_h, pad_w, oh, ow):  # noqa: ANN001, ANN202
+    """ValueError unless ``flipped`` [KH, C, KW·O] takes images of ``image_shape`` (C, H, W)
+    to [O, OH, OW] with paddings ``pad_h``, ``pad_w`` >= 0: what ``accumulate_image``'s
+    unchecked indexing assumes."""
+    c_count, h, w = image_shape
+    kh, row_length = flipped.shape[0], flipped.shape[2]
+    if flipped.shape[1] != c_count or o_count < 1 or row_length % o_count or pad_h < 0 or pad_w < 0:
+        raise ValueError("convolution: the weights do not fit the input or the output channels")
+    if oh != h + 2 * pad_h - kh + 1 or ow != w + 2 * pad_w - row_length // o_count + 1:
+        raise ValueError("convolution: the output sides do not follow from the input's")
+    if oh < 1 or ow < 1:
+        raise ValueError("convolution: an empty output")
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def accumulate_image(image, flipped, o_count, oh, ow, pad_h, pad_w, listed, values, acc):  # noqa: ANN001, ANN202, E501
     """One image [C, H, W]: ``acc`` [OH·OW·O] (channels last: ``acc[(y·OW + x)·O + o]``) set to
     the convolution's sums before the bias, each output's taps in (ky, kx, c) order;
-    ``listed`` and ``values`` [C] scratch."""
+    ``listed`` and ``values`` [C] scratch. Unchecked: callers check ``check_layout`` first."""
     c_count, h, w = image.shape
     kh, row_length = flipped.shape[0], flipped.shape[2]
     kw = row_length // o_count

@@ -10,7 +10,7 @@ program gives the same bits whichever path a call takes, and at one row the loop
 with the larger batches, where ``F.conv2d`` switches to another kernel at one row.
 
 The loop is used for fp32 CPU inputs without autograd, stride 1, dilation 1, one group, finite
-weights, numba installed and kernels on (``GANGLION_KERNELS``), and at most
+weights, no bias of -0, numba installed and kernels on (``GANGLION_KERNELS``), and at most
 ``CPU_CONV_MAX_MACS`` multiply-adds per call: above that oneDNN's vector kernel wins. A layer
 whose output channels fill the loop's register blocks (a multiple of ``cpu.BLOCK``) from at least
 ``BLOCKED_MIN_CHANNELS`` input channels keeps the loop up to ``BLOCKED_CONV_MAX_MACS``: its
@@ -34,7 +34,6 @@ CPU_CONV_MAX_MACS = 2_000_000  # crossover with oneDNN measured here before the 
 # oneDNN's 0.91 at 256 rows (18.9 M multiply-adds), even at 512 rows (37.7 M)
 BLOCKED_CONV_MAX_MACS = 20_000_000
 BLOCKED_MIN_CHANNELS = 8
-_CHECK_BATCHES = (2, 67)  # batch sizes the loop is compared with F.conv2d at
 Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding,
 # dilation, groups
 
@@ -119,7 +118,6 @@ class CpuConv2d:
         would not take the convolution (its size cap aside: the pass never stores it) or the
         pass does not suit (output channels not a multiple of ``LANES``, an odd output side)."""
         from ganglion.kernels.conv import scan_pool
-        from ganglion.kernels.simd import LANES
 
         if not self.usable or x.dtype != np.float32 or x.ndim != 5 or not x.flags.c_contiguous:
             return None
@@ -128,9 +126,9 @@ class CpuConv2d:
             return None
         oh, ow = self._out_hw(shape)
         n = self.bias_array.size * oh * ow
-        if self.bias_array.size % LANES or oh % 2 or ow % 2:
+        if not scan_pool.fits(self.bias_array.size, oh, ow) or v0.shape != (x.shape[1], n):
             return None
-        if any(p.shape != (n,) for p in params) or v0.shape != (x.shape[1], n):
+        if any(p.shape != (n,) for p in params):
             return None
         pooled, v = scan_pool.conv_scan_pool_loop(
             x, self.flipped, self.bias_array, self.padding[0], self.padding[1], (oh, ow),
@@ -156,17 +154,16 @@ class CpuConv2d:
         return shape[1] + 2 * self.padding[0] - kh + 1, shape[2] + 2 * self.padding[1] - kw + 1
 
     def _matches_torch(self, shape: tuple[int, ...]) -> bool:
-        """Whether the loop equals ``F.conv2d`` bit for bit on inputs of ``shape`` (half zeros,
-        as spikes are, the rest normal) at each of ``_CHECK_BATCHES``."""
+        """Whether the loop equals ``F.conv2d`` bit for bit on inputs of ``shape``
+        (``cpu.probe_inputs``)."""
         oh, ow = self._out_hw(shape)
         if oh < 1 or ow < 1 or shape[0] != self.weight.shape[1]:
             return False
-        generator = torch.Generator().manual_seed(0)
-        for batch in _CHECK_BATCHES:
-            x = torch.randn(batch, *shape, generator=generator)
-            x *= torch.rand(batch, *shape, generator=generator) < 0.5
+        from ganglion.kernels.conv import cpu
+
+        for x in cpu.probe_inputs(shape):
             with torch.inference_mode():
-                expected = F.conv2d(x, self.weight, self.bias, 1, self.padding)
-            if not np.array_equal(self.run(x.numpy()), expected.numpy()):
+                expected = F.conv2d(torch.from_numpy(x), self.weight, self.bias, 1, self.padding)
+            if not np.array_equal(self.run(x), expected.numpy()):
                 return False
         return True

@@ -8,7 +8,7 @@ pool walks the spikes two columns at a time. Here each image's accumulators
 (``cpu.accumulate_image``, channels last) get the bias and go through the neuron update in
 that order, with the neurons' parameters and potentials permuted to it once per call, and the
 spikes are pooled a vector of channels at a time. Each value is computed as the three loops
-compute it: the convolution's ``acc + bias``, the neuron update of ``scan_loops._neurons_step``
+compute it: the convolution's ``acc + bias``, the neuron update of ``scan_loops.neurons_step``
 (the same arithmetic per neuron, only the order of the neurons differs), and window means of 0/1
 spikes, whole numbers over four in any order. So the pooled spikes and final potentials equal
 ``conv2d_loop``, then ``float_scan_loop``, then ``mean_2x2`` bit for bit
@@ -20,9 +20,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ganglion.kernels.conv.cpu import accumulate_image
-from ganglion.kernels.scan_loops import _neurons_step
+from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
+from ganglion.kernels.conv.cpu import accumulate_image, check_layout
+from ganglion.kernels.scan_loops import check_parameters, neurons_step
 from ganglion.kernels.simd import LANES, vadd, vload, vscale, vstore
+
+
+@numba.njit(cache=True, nogil=True)
+def fits(o_count, oh, ow):  # noqa: ANN001, ANN201
+    """Whether the one pass takes a convolution of ``o_count`` output channels and output
+    sides ``oh``, ``ow``: whole vectors of channels, even sides."""
+    return o_count % LANES == 0 and oh % 2 == 0 and ow % 2 == 0 and oh > 0 and ow > 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -45,12 +53,17 @@ def conv_scan_pool_loop(
     (``flipped`` from ``cpu.flip_weight``, ``conv_bias`` [O], stride 1, output sides ``out_hw``
     = (OH, OW), both even; O a multiple of ``LANES``), then the neurons (N = O·OH·OW,
     parameters [N] and potentials ``v0`` [B, N] in [O, OH, OW] order, kept) stepping through
-    S steps, then 2x2 pooling of their spikes."""
+    S steps, then 2x2 pooling of their spikes. ValueError where the arrays do not fit together
+    (``check_layout``, ``fits``, one parameter per neuron)."""
     steps, batch, c_count = x.shape[0], x.shape[1], x.shape[2]
     o_count = conv_bias.shape[0]
     oh, ow = out_hw
+    check_layout(x.shape[2:], flipped, o_count, pad_h, pad_w, oh, ow)
     positions = oh * ow
     n = o_count * positions
+    if not fits(o_count, oh, ow) or v0.shape[0] != batch or v0.shape[1] != n:
+        raise ValueError("conv_scan_pool_loop: channels, sides or potentials do not fit")
+    check_parameters(n, gain, decay, threshold, bias, v_reset)
     # channels-last copies of everything indexed by neuron: [(y·OW + x)·O + o]
     order = np.empty(n, np.int64)  # order[k]: the neuron's index in [O, OH, OW] order
     for p in range(positions):
@@ -76,7 +89,7 @@ def conv_scan_pool_loop(
             accumulate_image(x[t, b], flipped, o_count, oh, ow, pad_h, pad_w, listed, values, acc)
             for k in range(n):
                 acc[k] = acc[k] + params[5, k]  # the convolution's output: acc + bias
-            _neurons_step(
+            neurons_step(
                 acc, v[b], spikes, params[0], params[1], params[2], params[3], params[4],
                 zero_reset,
             )  # fmt: skip

@@ -21,6 +21,7 @@ import numba
 import numpy as np
 import torch
 
+from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
 from ganglion.kernels.lif.reference import (
     DECAY_UNITY,
     UV_LIMIT,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
 from ganglion.kernels.fma import fma32
 
 BLOCK = 384  # MKL's longest block of inputs summed into one accumulator (measured)

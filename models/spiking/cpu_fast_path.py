@@ -48,9 +48,9 @@ from ganglion.models.spiking.neuron import Neuron
 Arrays = dict[str, np.ndarray]
 MEMBRANE_CACHE = 64  # initial membranes kept per run path ((neuron, batch size) pairs)
 # a convolution, neuron and pool go through ``CpuConv2d.scan_pool`` at this many (step, sample)
-# rows per call or more: measured on the digits CNN, the three apart 87 µs and the one pass
-# (which permutes the neurons' parameters per call) 92 at 8 rows (T=8, batch 1), 108 against 103
-# at 16; at 32 rows 153 against 143, at 128 (T=8, batch 16) 389 against 330
+# rows per call or more (it permutes the neurons' parameters per call). Measured on the digits
+# CNN, the three apart / the one pass: 87 / 92 µs at 8 rows (T=8, batch 1), 103 / 108 at 16,
+# 153 / 143 at 32, 389 / 330 at 128 (T=8, batch 16)
 FUSED_CONV_MIN_ROWS = 32
 
 

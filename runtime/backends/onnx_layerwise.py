@@ -10,10 +10,10 @@ fast path (``kernels.scan_loops``: ``float_scan_loop``, ``time_sum_loop``; ``sca
 neuron whose spikes only a 2x2 average pool of stride 2 reads pools them in its scan
 (``float_scan_pool_loop``), and the next segment starts after the pool: the means of 0/1 spikes
 are exact in any order, so they are the graph's bits, and the spikes are never stored. A
-segment that is one 2-D convolution over such pooled spikes, feeding a pooling neuron, runs in
-that neuron's pass (``kernels.conv.scan_pool.conv_scan_pool_loop``) where the compiled loop
-gives the segment's bits (checked at build on probe rows, ``_lone_conv``): its output is never
-stored either. The bundle format does not change.
+segment that is one 2-D convolution over the spikes of the neuron before it, feeding a pooling
+neuron, runs in that neuron's pass (``kernels.conv.scan_pool.conv_scan_pool_loop``) where the
+compiled loop gives the segment's bits (checked at build on probe rows, ``_lone_conv``): its
+output is never stored either. The bundle format does not change.
 
 It takes what ``models/spiking/cpu_fast_path.py`` takes, read from the sequence graph and
 ``config.json``, a little stricter: a chain (input -> node -> ... -> output, each node read by
@@ -49,9 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from ganglion.kernels.conv.scan_pool import conv_scan_pool_loop
+from ganglion.kernels.conv.scan_pool import conv_scan_pool_loop, fits
 from ganglion.kernels.scan_loops import float_scan_loop, float_scan_pool_loop, time_sum_loop
-from ganglion.kernels.simd import LANES
 from ganglion.kernels.switch import cpu_scan_available
 from ganglion.models.manifest import SpikingTime
 from ganglion.models.spiking.decoding import scale_decoded
@@ -68,7 +67,6 @@ Arrays = dict[str, np.ndarray]
 # neither do the outputs
 CHUNK_BYTES = 8 << 20
 MIN_CHUNK_ROWS = 64
-CONV_PROBE_ROWS = (2, 67)  # rows a convolution segment and the compiled loop are compared at
 # the ops a stateless segment of the sequence graph may hold (``onnx_export.spiking_ops``)
 SEGMENT_OPS = frozenset(
     {"Gemm", "Conv", "AveragePool", "Mul", "Flatten", "Reshape", "Greater", "Cast"}
@@ -158,8 +156,8 @@ class LayerwiseRun:
         self.rows_per_chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * widest))
         self._starts: tuple[int, list[np.ndarray]] | None = None  # (batch, each neuron's v0)
         # per neuron, the convolution before it computed in its own pass (``conv_scan_pool_loop``):
-        # one over the pooled spikes of the neuron before, whose output only this neuron reads
-        # and whose spikes only its 2x2 pool reads, in a shape the one pass takes
+        # a segment that is one convolution over the spikes of the neuron before, feeding this
+        # neuron, whose spikes only its 2x2 pool reads, in a shape the one pass takes
         self._fused = [
             segment.conv
             if k > 0
@@ -533,12 +531,12 @@ def _segments(
 def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | None:
     """The segment ``graph`` (run by ``session``) as a ``_Conv`` where it is one 2-D
     convolution (weights and bias initializers; stride 1, dilation 1, one group, symmetric
-    padding) whose output the compiled loop gives bit for bit, checked on ``CONV_PROBE_ROWS``
-    rows of inputs half zeros (as spikes are), the rest normal; else None."""
+    padding) whose output the compiled loop gives bit for bit on ``probe_inputs``; else
+    None."""
     import onnx
     from onnx import numpy_helper
 
-    from ganglion.kernels.conv.cpu import conv2d_loop, flip_weight
+    from ganglion.kernels.conv.cpu import conv2d_loop, flip_weight, probe_inputs
 
     if len(graph.node) != 1 or graph.node[0].op_type != "Conv" or len(graph.node[0].input) != 3:
         return None
@@ -570,12 +568,11 @@ def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | 
                  tuple(out_shape[1:]))  # fmt: skip
     if in_shape[0] != weight.shape[1] or out_shape != (weight.shape[0], *conv.out_hw):
         return None
-    rng = np.random.default_rng(0)
-    for rows in CONV_PROBE_ROWS:
-        x = rng.standard_normal((rows, *in_shape)).astype(np.float32)
-        x *= rng.random(x.shape) < 0.5
+    if not fits(weight.shape[0], *conv.out_hw):  # the one pass could not take it: no probe
+        return None
+    for x in probe_inputs(in_shape):
         want = session.run(None, {session.get_inputs()[0].name: x})[0]
-        got = np.empty((rows, *out_shape), np.float32)
+        got = np.empty((x.shape[0], *out_shape), np.float32)
         scratch = np.empty(int(np.prod(out_shape)), np.float32)
         conv2d_loop(x, conv.flipped, conv.bias, *conv.pads, got, scratch)
         if not np.array_equal(got, want):
@@ -585,11 +582,6 @@ def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | 
 
 def _fits_scan_pool(conv: _Conv, neuron: _Neuron) -> bool:
     """Whether ``conv_scan_pool_loop`` takes ``conv`` feeding ``neuron`` (a pooling one): the
-    neuron's shape is the convolution's output, of whole vectors of channels, even sides."""
+    neuron's shape is the convolution's output, in a shape the pass takes (``fits``)."""
     channels = conv.bias.size
-    return (
-        neuron.shape == (channels, *conv.out_hw)
-        and channels % LANES == 0
-        and conv.out_hw[0] % 2 == 0
-        and conv.out_hw[1] % 2 == 0
-    )
+    return neuron.shape == (channels, *conv.out_hw) and fits(channels, *conv.out_hw)

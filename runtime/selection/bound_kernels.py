@@ -7,6 +7,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
+
 # compile-time constants of the loops below (numba freezes globals when it compiles)
 FW_STEPS = 6  # Frank-Wolfe steps for the combined bound (each step's bound is valid)
 _GAMMAS = np.array([0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0])  # its line-search grid

@@ -140,6 +140,46 @@ def test_scan_pool_declines_what_it_does_not_suit():
     assert layer.cpu_loop().scan_pool(x, short, np.zeros((batch, 256), np.float32), False) is None
 
 
+def test_the_compiled_loops_refuse_arrays_that_do_not_fit_together():
+    """They index without bounds checks: they check their arrays first."""
+    from ganglion.kernels.conv.cpu import conv2d_loop, flip_weight
+    from ganglion.kernels.conv.scan_pool import conv_scan_pool_loop
+
+    weight = np.ones((8, 3, 3, 3), np.float32)
+    flipped, bias = flip_weight(weight), np.zeros(8, np.float32)
+    x = np.ones((2, 3, 4, 4), np.float32)
+    conv2d_loop(
+        x, flipped, bias, 1, 1, np.empty((2, 8, 4, 4), np.float32), np.empty(128, np.float32)
+    )
+    with pytest.raises(ValueError, match="output sides"):
+        conv2d_loop(x, flipped, bias, 1, 1, np.empty((2, 8, 5, 5), np.float32),
+                    np.empty(200, np.float32))  # fmt: skip
+    with pytest.raises(ValueError, match="weights"):
+        conv2d_loop(np.ones((2, 5, 4, 4), np.float32), flipped, bias, 1, 1,
+                    np.empty((2, 8, 4, 4), np.float32), np.empty(128, np.float32))  # fmt: skip
+    with pytest.raises(ValueError, match="acc"):
+        conv2d_loop(x, flipped, bias, 1, 1, np.empty((2, 8, 4, 4), np.float32),
+                    np.empty(64, np.float32))  # fmt: skip
+    n = 8 * 4 * 4
+    params = [np.ones(n, np.float32) for _ in range(5)]
+    steps = x.reshape(1, 2, 3, 4, 4)
+    v0 = np.zeros((2, n), np.float32)
+    conv_scan_pool_loop(steps, flipped, bias, 1, 1, (4, 4), params[0], v0, *params[1:], False)
+    with pytest.raises(ValueError, match="parameter"):
+        conv_scan_pool_loop(steps, flipped, bias, 1, 1, (4, 4), params[0][:8], v0, *params[1:],
+                            False)  # fmt: skip
+    with pytest.raises(ValueError, match="potentials"):
+        conv_scan_pool_loop(steps, flipped, bias, 1, 1, (4, 4), params[0], v0[:1], *params[1:],
+                            False)  # fmt: skip
+    with pytest.raises(ValueError, match="output sides"):
+        conv_scan_pool_loop(steps, flipped, bias, 0, 0, (4, 4), params[0], v0, *params[1:], False)
+    odd = flip_weight(np.ones((12, 3, 3, 3), np.float32))  # 12 channels: not whole vectors
+    with pytest.raises(ValueError, match="channels"):
+        conv_scan_pool_loop(steps, odd, np.zeros(12, np.float32), 1, 1, (4, 4),
+                            *[np.ones(12 * 16, np.float32)] * 1, np.zeros((2, 192), np.float32),
+                            *[np.ones(192, np.float32)] * 4, False)  # fmt: skip
+
+
 def test_kernels_switch_turns_the_loop_off(monkeypatch):
     layer = _layer(16, 1, 3, (1, 1))
     x = _spikes(1, 1, 8, 8)

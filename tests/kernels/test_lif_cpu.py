@@ -133,3 +133,25 @@ def test_scan_then_pool_in_one_pass_equals_the_two_loops(image, t_step, zero_res
     assert 0 < spikes.sum() < spikes.size  # some neurons fire, not all
     assert np.array_equal(pooled, want.numpy().reshape(steps, batch, c, h // 2, w // 2))
     assert np.array_equal(v_fused, v) and not np.shares_memory(v_fused, v0)
+
+
+def test_scan_loops_refuse_arrays_that_do_not_fit_together():
+    """The compiled loops index without bounds checks: they check their arrays first."""
+    from ganglion.kernels.scan_loops import float_scan_loop, float_scan_pool_loop, float_step_loop
+
+    n, batch = 16, 2
+    params = [np.ones(n, np.float32) for _ in range(5)]
+    current, v0 = np.ones((3, batch, n), np.float32), np.zeros((batch, n), np.float32)
+    args = (current, 1, 3, params[0], v0, *params[1:], False)
+    float_scan_loop(*args)
+    with pytest.raises(ValueError, match="image"):
+        float_scan_pool_loop(*args, (4, 4, 4))  # 64 neurons in the image, 16 in v0
+    with pytest.raises(ValueError, match="fewer steps"):
+        float_scan_loop(current, 1, 4, params[0], v0, *params[1:], False)
+    with pytest.raises(ValueError, match="parameter"):
+        float_scan_loop(current, 1, 3, params[0][:8], v0, *params[1:], False)
+    with pytest.raises(ValueError, match="current"):
+        float_scan_loop(current, 1, 3, params[0], np.zeros((batch + 1, n), np.float32),
+                        *params[1:], False)  # fmt: skip
+    with pytest.raises(ValueError, match="parameter"):
+        float_step_loop(current[0], v0, params[0], params[1][:8], *params[2:], False)
