@@ -77,8 +77,9 @@ def conv_scan_pool_loop(
         params[5, k] = conv_bias[i // positions]
     v = np.empty((batch, n), np.float32)
     for b in range(batch):
-        for k in range(n):
-            v[b, k] = v0[b, order[k]]
+        for o in range(o_count):  # read in order, written a channel apart
+            for p in range(positions):
+                v[b, p * o_count + o] = v0[b, o * positions + p]
     listed, values = np.empty(c_count, np.int64), np.empty(c_count, np.float32)
     acc, spikes = np.empty(n, np.float32), np.empty(n, np.float32)
     window = np.empty(o_count, np.float32)  # one window's means, channels in order
@@ -106,6 +107,7 @@ def conv_scan_pool_loop(
                         image[o, py, px] = window[o]
     v_out = np.empty_like(v0)
     for b in range(batch):
-        for k in range(n):
-            v_out[b, order[k]] = v[b, k]
+        for o in range(o_count):  # written in order
+            for p in range(positions):
+                v_out[b, o * positions + p] = v[b, p * o_count + o]
     return pooled, v_out
