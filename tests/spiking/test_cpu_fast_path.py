@@ -286,3 +286,62 @@ def test_session_run_takes_the_cpu_run_and_equals_the_reference(monkeypatch) -> 
     monkeypatch.setenv("GANGLION_KERNELS", "0")
     np.testing.assert_array_equal(lean, recorded)
     np.testing.assert_array_equal(lean, session.run(x))
+
+
+def test_cpu_run_fuses_a_first_convolution_over_time_major_input(monkeypatch) -> None:
+    """Time-major input straight into a convolution, leaky neurons (decay, gain, bias, zero
+    reset) and an average pool: the one pass takes them at 48 rows, equal to the torch run."""
+    from ganglion.kernels.conv.layer import CpuConv2d
+    from ganglion.models.manifest import SpikingTime
+    from ganglion.models.spiking import Affine as AffineLayer
+    from ganglion.models.spiking import (
+        AvgPool2d,
+        Conv2d,
+        Flatten,
+        Neuron,
+        SpikingGraph,
+        SpikingNetwork,
+    )
+
+    g = torch.Generator().manual_seed(11)
+    shape = (8, 4, 4)
+    neuron = Neuron(
+        decay=torch.full(shape, 0.9),
+        gain=torch.full(shape, 1.5),
+        bias=torch.full(shape, 0.02),
+        threshold=torch.rand(shape, generator=g) + 0.5,
+        v_reset=torch.zeros(shape),
+        v_init=torch.rand(shape, generator=g) * 0.3,
+        reset="zero",
+        model="lif",
+    )
+    nodes = {
+        "conv": Conv2d(
+            torch.randn(8, 2, 3, 3, generator=g), torch.randn(8, generator=g) * 0.1, padding=(1, 1)
+        ),  # fmt: skip
+        "lif": neuron,
+        "pool": AvgPool2d((2, 2), (2, 2)),
+        "flat": Flatten(),
+        "fc": AffineLayer(torch.randn(5, 32, generator=g), torch.zeros(5)),
+    }
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"),
+             ("flat", "fc"), ("fc", "output")]  # fmt: skip
+    network = SpikingNetwork(SpikingGraph(nodes, edges, input_shape=(2, 4, 4)),
+                             SpikingTime(timesteps=12))  # fmt: skip
+    fast = CpuRun.build(network)
+    calls = []
+    scan_pool = CpuConv2d.scan_pool
+
+    def spy(self, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append(result := scan_pool(self, *args))
+        return result
+
+    monkeypatch.setattr(CpuConv2d, "scan_pool", spy)
+    xs = (torch.rand(12, 4, 2, 4, 4, generator=g) < 0.4).float()
+    with torch.inference_mode():
+        want = network.run(xs, record=True)
+        fired = int(network.activity["lif"].sum())
+        out = fast(xs.numpy(), rows_per_chunk=1024)
+    assert calls and all(c is not None for c in calls)
+    assert 0 < fired < 12 * 4 * 128  # some neurons fire, not every one at every step
+    assert out is not None and np.array_equal(out, want.numpy())
