@@ -31,27 +31,11 @@ def _converted(net: str, **options) -> tuple[Deployable, tuple[int, ...]]:
     torch.manual_seed(0)
     if net == "mlp":
         model, shape = nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 5)), (12,)
-    elif net == "cnn2":  # a second convolution over spikes, its neuron and pool in one pass
-        model = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Conv2d(4, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64, 5),
-        )
-        shape = (1, 8, 8)
-    else:
-        model = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1),
-            nn.ReLU(),
-            nn.AvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(64, 5),
-        )
-        shape = (1, 8, 8)
+    else:  # cnn2: a second convolution over spikes, its neuron and pool in one pass
+        blocks = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)]
+        if net == "cnn2":
+            blocks += [nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)]
+        model, shape = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(64, 5)), (1, 8, 8)
     calibration = np.random.default_rng(0).uniform(0, 1, (64, *shape)).astype(np.float32)
     program = convert_spiking(model.eval(), calibration, None, SpikingOptions(STEPS, **options))
     return program, shape
@@ -240,18 +224,11 @@ def test_cpu_run_in_several_chunks_on_every_node_type(handmade_network, monkeypa
     assert out.flags.writeable and out.flags.c_contiguous
 
 
-@pytest.mark.parametrize(
-    "options", [{"neuron": "if"}, {"neuron": "lif", "reset": "zero", "decoding": "count"}]
-)
-def test_cpu_run_fuses_a_convolution_its_neuron_and_pool(options, monkeypatch) -> None:
-    """A convolution over spikes, the neuron only it feeds and the pool only that neuron feeds
-    go through ``CpuConv2d.scan_pool`` in one pass (at ``FUSED_CONV_MIN_ROWS`` rows or more),
-    equal to the torch run bit for bit, in one chunk and in several."""
+@pytest.fixture
+def scan_pool_calls(monkeypatch) -> list:
+    """What each ``CpuConv2d.scan_pool`` call returns, in order (the call itself unchanged)."""
     from ganglion.kernels.conv.layer import CpuConv2d
-    from ganglion.models.spiking import cpu_fast_path
 
-    program, shape = _converted("cnn2", **options)
-    fast = CpuRun.build(program.module)
     calls = []
     scan_pool = CpuConv2d.scan_pool
 
@@ -260,11 +237,27 @@ def test_cpu_run_fuses_a_convolution_its_neuron_and_pool(options, monkeypatch) -
         return result
 
     monkeypatch.setattr(CpuConv2d, "scan_pool", spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "options", [{"neuron": "if"}, {"neuron": "lif", "reset": "zero", "decoding": "count"}]
+)
+def test_cpu_run_fuses_a_convolution_its_neuron_and_pool(
+    options, monkeypatch, scan_pool_calls
+) -> None:
+    """A convolution over spikes, the neuron only it feeds and the pool only that neuron feeds
+    go through ``CpuConv2d.scan_pool`` in one pass (at ``FUSED_CONV_MIN_ROWS`` rows or more),
+    equal to the torch run bit for bit, in one chunk and in several."""
+    from ganglion.models.spiking import cpu_fast_path
+
+    program, shape = _converted("cnn2", **options)
+    fast = CpuRun.build(program.module)
     x = _inputs(shape, 4)
     with torch.inference_mode():
         want = program.module.run(torch.from_numpy(x), record=True)
         out = fast(x, rows_per_chunk=1024)  # 40 rows
-        assert calls and all(c is not None for c in calls)
+        assert scan_pool_calls and all(c is not None for c in scan_pool_calls)
         assert all(count.sum() > 0 for count in program.module.activity.values())
         monkeypatch.setattr(network_module, "CHUNK_ROWS", 12)
         monkeypatch.setattr(cpu_fast_path, "FUSED_CONV_MIN_ROWS", 1)
@@ -272,7 +265,7 @@ def test_cpu_run_fuses_a_convolution_its_neuron_and_pool(options, monkeypatch) -
         chunked = fast(x, rows_per_chunk=12)  # 3 steps of 4 samples, the last one shorter
     assert out is not None and np.array_equal(out, want.numpy())
     assert chunked is not None and np.array_equal(chunked, chunked_want.numpy())
-    assert len(calls) == 1 + 4  # one call per chunk
+    assert len(scan_pool_calls) == 1 + 4  # one call per chunk
 
 
 def test_session_run_takes_the_cpu_run_and_equals_the_reference(monkeypatch) -> None:
@@ -288,10 +281,9 @@ def test_session_run_takes_the_cpu_run_and_equals_the_reference(monkeypatch) -> 
     np.testing.assert_array_equal(lean, session.run(x))
 
 
-def test_cpu_run_fuses_a_first_convolution_over_time_major_input(monkeypatch) -> None:
+def test_cpu_run_fuses_a_first_convolution_over_time_major_input(scan_pool_calls) -> None:
     """Time-major input straight into a convolution, leaky neurons (decay, gain, bias, zero
     reset) and an average pool: the one pass takes them at 48 rows, equal to the torch run."""
-    from ganglion.kernels.conv.layer import CpuConv2d
     from ganglion.models.manifest import SpikingTime
     from ganglion.models.spiking import Affine as AffineLayer
     from ganglion.models.spiking import (
@@ -329,19 +321,11 @@ def test_cpu_run_fuses_a_first_convolution_over_time_major_input(monkeypatch) ->
     network = SpikingNetwork(SpikingGraph(nodes, edges, input_shape=(2, 4, 4)),
                              SpikingTime(timesteps=12))  # fmt: skip
     fast = CpuRun.build(network)
-    calls = []
-    scan_pool = CpuConv2d.scan_pool
-
-    def spy(self, *args):  # noqa: ANN001, ANN002, ANN202
-        calls.append(result := scan_pool(self, *args))
-        return result
-
-    monkeypatch.setattr(CpuConv2d, "scan_pool", spy)
     xs = (torch.rand(12, 4, 2, 4, 4, generator=g) < 0.4).float()
     with torch.inference_mode():
         want = network.run(xs, record=True)
         fired = int(network.activity["lif"].sum())
         out = fast(xs.numpy(), rows_per_chunk=1024)
-    assert calls and all(c is not None for c in calls)
+    assert scan_pool_calls and all(c is not None for c in scan_pool_calls)
     assert 0 < fired < 12 * 4 * 128  # some neurons fire, not every one at every step
     assert out is not None and np.array_equal(out, want.numpy())
