@@ -30,12 +30,22 @@ BLOCK = 4 * LANES  # accumulators the loop holds in registers at once
 
 
 PROBE_ROWS = (2, 67)  # rows of the inputs a library's convolution is compared with the loop at
+PROBE_MAX_VALUES = 1 << 23  # floats a probe may hold, inputs and outputs (32 MiB)
+
+
+def probe_fits(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """Whether probing a convolution from ``in_shape`` to ``out_shape`` (per row) stays within
+    ``PROBE_MAX_VALUES``: a layer whose probe would be larger keeps the library's kernel (the
+    shapes may come from a file)."""
+    per_row = int(np.prod(in_shape, dtype=np.int64)) + int(np.prod(out_shape, dtype=np.int64))
+    return max(PROBE_ROWS) * per_row <= PROBE_MAX_VALUES
 
 
 def probe_inputs(shape: tuple[int, ...]) -> list[np.ndarray]:
     """Inputs [rows, *shape] for each of ``PROBE_ROWS``, half zeros (as spikes are), the rest
     normal, the same every call: where the loop gives a library's bits on all of them, it is
-    taken to give them on that layer (``layer.CpuConv2d``, ONNX Runtime's layer-wise run)."""
+    taken to give them on that layer (``layer.CpuConv2d``, ONNX Runtime's layer-wise run).
+    Callers check ``probe_fits`` first."""
     rng = np.random.default_rng(0)
     inputs = []
     for rows in PROBE_ROWS:

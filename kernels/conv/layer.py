@@ -155,11 +155,14 @@ class CpuConv2d:
 
     def _matches_torch(self, shape: tuple[int, ...]) -> bool:
         """Whether the loop equals ``F.conv2d`` bit for bit on inputs of ``shape``
-        (``cpu.probe_inputs``)."""
+        (``cpu.probe_inputs``); False where that probe would be too large (``probe_fits``)."""
+        from ganglion.kernels.conv import cpu
+
         oh, ow = self._out_hw(shape)
         if oh < 1 or ow < 1 or shape[0] != self.weight.shape[1]:
             return False
-        from ganglion.kernels.conv import cpu
+        if not cpu.probe_fits(shape, (self.bias_array.size, oh, ow)):
+            return False
 
         for x in cpu.probe_inputs(shape):
             with torch.inference_mode():

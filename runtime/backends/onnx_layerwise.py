@@ -536,7 +536,7 @@ def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | 
     import onnx
     from onnx import numpy_helper
 
-    from ganglion.kernels.conv.cpu import conv2d_loop, flip_weight, probe_inputs
+    from ganglion.kernels.conv.cpu import conv2d_loop, flip_weight, probe_fits, probe_inputs
 
     if len(graph.node) != 1 or graph.node[0].op_type != "Conv" or len(graph.node[0].input) != 3:
         return None
@@ -569,6 +569,8 @@ def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | 
     if in_shape[0] != weight.shape[1] or out_shape != (weight.shape[0], *conv.out_hw):
         return None
     if not fits(weight.shape[0], *conv.out_hw):  # the one pass could not take it: no probe
+        return None
+    if not probe_fits(in_shape, out_shape):  # shapes from the file: no probe beyond the bound
         return None
     for x in probe_inputs(in_shape):
         want = session.run(None, {session.get_inputs()[0].name: x})[0]

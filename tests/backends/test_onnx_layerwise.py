@@ -157,6 +157,19 @@ def test_a_convolution_segment_runs_in_the_loop_only_where_it_gives_its_bits() -
     assert _lone_conv(lopsided, session, (16, 3, 3)) is None
 
 
+def test_a_convolution_segment_too_large_to_probe_keeps_onnx_runtime(monkeypatch) -> None:
+    """The shapes come from the file: a probe past ``PROBE_MAX_VALUES`` is not allocated."""
+    from ganglion.kernels.conv import cpu
+    from ganglion.runtime.backends.onnx_layerwise import _lone_conv
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    graph, session = _conv_segment(weight, np.zeros(16, np.float32), (4, 4), pads=[1, 1, 1, 1])
+    assert _lone_conv(graph, session, (16, 4, 4)) is not None
+    monkeypatch.setattr(cpu, "PROBE_MAX_VALUES", 67 * 2 * 256 - 1)  # one value short
+    assert _lone_conv(graph, session, (16, 4, 4)) is None
+
+
 def test_digits_cnn_at_more_timesteps(
     digits_cnn: tuple[torch.nn.Module, DigitsData], tmp_path: Path
 ) -> None:

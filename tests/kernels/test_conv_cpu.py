@@ -180,6 +180,16 @@ def test_the_compiled_loops_refuse_arrays_that_do_not_fit_together():
                             *[np.ones(192, np.float32)] * 4, False)  # fmt: skip
 
 
+def test_a_layer_too_large_to_probe_keeps_conv2d(monkeypatch):
+    from ganglion.kernels.conv import cpu
+
+    monkeypatch.setattr(cpu, "PROBE_MAX_VALUES", 67 * (16 * 16 + 32 * 16) - 1)  # one short
+    layer = _layer(32, 16, 3, (1, 1))
+    x = _spikes(3, 16, 4, 4)
+    assert layer.cpu_loop()(x) is None  # F.conv2d's call
+    assert torch.equal(layer.forward(x), F.conv2d(x, layer.weight, layer.bias, 1, (1, 1)))
+
+
 def test_kernels_switch_turns_the_loop_off(monkeypatch):
     layer = _layer(16, 1, 3, (1, 1))
     x = _spikes(1, 1, 8, 8)
