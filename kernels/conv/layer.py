@@ -30,8 +30,9 @@ __all__ = ["BLOCKED_CONV_MAX_MACS", "CPU_CONV_MAX_MACS", "CpuConv2d", "Layout"]
 
 CPU_CONV_MAX_MACS = 2_000_000  # crossover with oneDNN measured here before the register blocks
 # (about 32 rows of 16x4x4); layers whose runs do not fill a block keep it
-# measured here inside a spiking CNN's run (32 <- 16 channels, 4x4): the loop 0.75 ms against
-# oneDNN's 0.91 at 256 rows (18.9 M multiply-adds), even at 512 rows (37.7 M)
+# measured here on the digits CNN's whole run (its second convolution 32 <- 16 channels, 4x4):
+# 0.75 ms with the loop against 0.91 with oneDNN at 256 rows a call (18.9 M multiply-adds;
+# T=8, batch 32), even at 512 rows (37.7 M)
 BLOCKED_CONV_MAX_MACS = 20_000_000
 BLOCKED_MIN_CHANNELS = 8
 Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding,
