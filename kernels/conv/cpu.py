@@ -27,8 +27,6 @@ from ganglion.kernels.fma import fma32
 from ganglion.kernels.simd import LANES, vfma, vload, vstore
 
 BLOCK = 4 * LANES  # accumulators the loop holds in registers at once
-
-
 PROBE_ROWS = (2, 67)  # rows of the inputs a library's convolution is compared with the loop at
 PROBE_MAX_VALUES = 1 << 23  # floats a probe may hold, inputs and outputs (32 MiB)
 

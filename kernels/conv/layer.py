@@ -164,7 +164,6 @@ class CpuConv2d:
             return False
         if not cpu.probe_fits(shape, (self.bias_array.size, oh, ow)):
             return False
-
         for x in cpu.probe_inputs(shape):
             with torch.inference_mode():
                 expected = F.conv2d(torch.from_numpy(x), self.weight, self.bias, 1, self.padding)

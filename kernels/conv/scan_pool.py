@@ -64,20 +64,17 @@ def conv_scan_pool_loop(
     if not fits(o_count, oh, ow) or v0.shape[0] != batch or v0.shape[1] != n:
         raise ValueError("conv_scan_pool_loop: channels, sides or potentials do not fit")
     check_parameters(n, gain, decay, threshold, bias, v_reset)
-    # channels-last copies of everything indexed by neuron: [(y·OW + x)·O + o]
-    order = np.empty(n, np.int64)  # order[k]: the neuron's index in [O, OH, OW] order
-    for p in range(positions):
-        for o in range(o_count):
-            order[p * o_count + o] = o * positions + p
+    # channels-last copies of everything indexed by neuron: neuron o·P + p of [O, OH, OW]
+    # order (P = OH·OW positions) goes to p·O + o, read in order, written a channel apart
     params = np.empty((6, n), np.float32)
-    for k in range(n):
-        i = order[k]
-        params[0, k], params[1, k], params[2, k] = gain[i], decay[i], threshold[i]
-        params[3, k], params[4, k] = bias[i], v_reset[i]
-        params[5, k] = conv_bias[i // positions]
+    for o in range(o_count):
+        for p in range(positions):
+            k, i = p * o_count + o, o * positions + p
+            params[0, k], params[1, k], params[2, k] = gain[i], decay[i], threshold[i]
+            params[3, k], params[4, k], params[5, k] = bias[i], v_reset[i], conv_bias[o]
     v = np.empty((batch, n), np.float32)
     for b in range(batch):
-        for o in range(o_count):  # read in order, written a channel apart
+        for o in range(o_count):
             for p in range(positions):
                 v[b, p * o_count + o] = v0[b, o * positions + p]
     listed, values = np.empty(c_count, np.int64), np.empty(c_count, np.float32)

@@ -251,13 +251,11 @@ class CpuRun(_ChainPath):
                 out = constants[node.name] if t_step == 0 else self._stateless(node, inp, 1)
                 values[node.name] = out, t_step
                 continue
-            params = node.neuron.cpu_scan_params()
-            if params is None or node.neuron.v_init.dtype != torch.float32:
-                return None
             shape = inp.shape[2:]
-            v0 = membranes.get(node.name)
-            if v0 is None:
-                v0 = self._initial_membrane(node, batch, shape)
+            start = self._neuron_start(node, batch, membranes)
+            if start is None:
+                return None
+            params, v0 = start
             current = np.ascontiguousarray(inp).reshape(inp.shape[0], batch, -1)
             args = (current, t_step, steps, params[0], v0, *params[1:], node.neuron.reset == "zero")
             pool = self._pool_after(node, shape)
@@ -288,22 +286,31 @@ class CpuRun(_ChainPath):
         it (``CpuConv2d.scan_pool``, a neuron whose parameters the loops cannot take, fewer
         than ``FUSED_CONV_MIN_ROWS`` rows)."""
         conv, neuron_node, _ = chain
-        neuron = neuron_node.neuron
         if inp.shape[0] * inp.shape[1] < FUSED_CONV_MIN_ROWS:
             return None
-        params = neuron.cpu_scan_params()
-        if params is None or neuron.v_init.dtype != torch.float32:
+        start = self._neuron_start(neuron_node, inp.shape[1], membranes)
+        if start is None:
             return None
-        batch = inp.shape[1]
-        v0 = membranes.get(neuron_node.name)
-        if v0 is None:
-            v0 = self._initial_membrane(neuron_node, batch, neuron.shape)
-        loop = conv.layer.cpu_loop()
-        done = loop.scan_pool(np.ascontiguousarray(inp), params, v0, neuron.reset == "zero")
+        zero_reset = neuron_node.neuron.reset == "zero"
+        done = conv.layer.cpu_loop().scan_pool(np.ascontiguousarray(inp), *start, zero_reset)
         if done is None:
             return None
         pooled, membranes[neuron_node.name] = done
         return pooled
+
+    def _neuron_start(
+        self, node: _Node, batch: int, membranes: Arrays
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray] | None:
+        """Neuron ``node``'s scan parameters and its potentials [B, N] at the chunk's start
+        (carried in ``membranes``, else ``v_init``); None where the loops cannot take them."""
+        neuron = node.neuron
+        params = neuron.cpu_scan_params()
+        if params is None or neuron.v_init.dtype != torch.float32:
+            return None
+        v0 = membranes.get(node.name)
+        if v0 is None:
+            v0 = self._initial_membrane(node, batch, neuron.shape)
+        return params, v0
 
     def _pool_after(self, node: _Node, shape: tuple[int, ...]) -> _Node | None:
         """The node after neuron ``node`` when it alone reads the neuron and is a 2x2 average

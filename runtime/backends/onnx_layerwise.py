@@ -156,14 +156,15 @@ class LayerwiseRun:
         self.rows_per_chunk = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * widest))
         self._starts: tuple[int, list[np.ndarray]] | None = None  # (batch, each neuron's v0)
         # per neuron, the convolution before it computed in its own pass (``conv_scan_pool_loop``):
-        # a segment that is one convolution over the spikes of the neuron before, feeding this
-        # neuron, whose spikes only its 2x2 pool reads, in a shape the one pass takes
+        # a segment that is one convolution (``_lone_conv``: in a shape the pass takes) over the
+        # spikes of the neuron before, whose output is this neuron, whose spikes only its 2x2
+        # pool reads
         self._fused = [
             segment.conv
             if k > 0
             and neuron.pool
             and segment.conv is not None
-            and _fits_scan_pool(segment.conv, neuron)
+            and neuron.shape == (segment.conv.bias.size, *segment.conv.out_hw)
             else None
             for k, (segment, neuron) in enumerate(zip(segments, neurons, strict=False))
         ]
@@ -564,14 +565,15 @@ def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | 
     if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
         return None
     in_shape = (int(dims[0]), int(dims[1]), int(dims[2]))
-    conv = _Conv(flip_weight(weight), bias.astype(np.float32), (pads[0], pads[1]), in_shape,
-                 tuple(out_shape[1:]))  # fmt: skip
-    if in_shape[0] != weight.shape[1] or out_shape != (weight.shape[0], *conv.out_hw):
+    out_hw = (in_shape[1] + 2 * pads[0] - weight.shape[2] + 1,
+              in_shape[2] + 2 * pads[1] - weight.shape[3] + 1)  # fmt: skip
+    if in_shape[0] != weight.shape[1] or out_shape != (weight.shape[0], *out_hw):
         return None
-    if not fits(weight.shape[0], *conv.out_hw):  # the one pass could not take it: no probe
+    if not fits(weight.shape[0], *out_hw):  # the one pass could not take it: no probe
         return None
     if not probe_fits(in_shape, out_shape):  # shapes from the file: no probe beyond the bound
         return None
+    conv = _Conv(flip_weight(weight), bias.astype(np.float32), (pads[0], pads[1]), in_shape, out_hw)
     for x in probe_inputs(in_shape):
         want = session.run(None, {session.get_inputs()[0].name: x})[0]
         got = np.empty((x.shape[0], *out_shape), np.float32)
@@ -580,10 +582,3 @@ def _lone_conv(graph: Any, session: Any, out_shape: tuple[int, ...]) -> _Conv | 
         if not np.array_equal(got, want):
             return None
     return conv
-
-
-def _fits_scan_pool(conv: _Conv, neuron: _Neuron) -> bool:
-    """Whether ``conv_scan_pool_loop`` takes ``conv`` feeding ``neuron`` (a pooling one): the
-    neuron's shape is the convolution's output, in a shape the pass takes (``fits``)."""
-    channels = conv.bias.size
-    return neuron.shape == (channels, *conv.out_hw) and fits(channels, *conv.out_hw)
