@@ -6,8 +6,10 @@ reference: ``kernels/lif/reference.py``); ONNX Runtime's layer-wise run
 runs them too. Every operation rounds as the reference's does (fp32 multiply, then add, no FMA:
 numba contracts nothing without ``fastmath``), so spikes and final potentials are equal bit for
 bit (``tests/kernels/test_lif_cpu.py``). A current constant over time (an input expanded along
-T, stride 0) is read from its one row. numba compiles each loop on first use and caches the
-machine code beside this file (``cache=True``).
+T, stride 0) is read from its one row. The scans take each sample's neurons through all steps
+at once, a group of them held in registers with their parameters (``scan_sample``): per step
+and neuron one current is read and one spike written. numba compiles each loop on first use and
+caches the machine code beside this file (``cache=True``).
 """
 
 from __future__ import annotations
@@ -16,21 +18,37 @@ import numba
 import numpy as np
 
 from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
-from ganglion.kernels.simd import LANES, vadd, vload, vpair_sums, vscale, vstore
+from ganglion.kernels.simd import (
+    LANES,
+    vadd,
+    vgreater,
+    vload,
+    vmul,
+    vpair_sums,
+    vscale,
+    vstore,
+    vsub,
+    vwhere,
+)
+
+GROUP = 4 * LANES  # neurons ``scan_sample`` holds in registers through all steps
 
 
 @numba.njit(cache=True, nogil=True)
 def float_scan_loop(current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """Step t reads current[t * t_step]; v0 [B, N] -> (spikes [steps, B, N], v [B, N]).
-    C-contiguous arrays, so the inner loop is unit-stride."""
+    C-contiguous arrays; each sample's neurons go through all steps at once
+    (``scan_sample``)."""
     check_neurons(current, t_step, steps, v0, gain, decay, threshold, bias, v_reset)
     batch, n = v0.shape
     v = v0.copy()
     spikes = np.empty((steps, batch, n), np.float32)
-    for t in range(steps):
-        c, s = current[t * t_step], spikes[t]
-        for b in range(batch):
-            neurons_step(c[b], v[b], s[b], gain, decay, threshold, bias, v_reset, zero_reset)
+    flat_current, flat_spikes, flat_v = current.reshape(-1), spikes.reshape(-1), v.reshape(-1)
+    for b in range(batch):
+        scan_sample(
+            flat_current, b * n, t_step * batch * n, flat_spikes, b * n, batch * n, flat_v,
+            b * n, steps, gain, decay, threshold, bias, v_reset, zero_reset,
+        )  # fmt: skip
     return spikes, v
 
 
@@ -60,13 +78,78 @@ def check_parameters(n, gain, decay, threshold, bias, v_reset):  # noqa: ANN001,
 def neurons_step(current, v, spikes, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """One sample's N neurons, one step: ``v`` [N] updated in place, ``spikes`` [N] written."""
     for k in range(v.shape[0]):
-        x = v[k] * decay[k] + bias[k] + current[k] * gain[k]
-        fired = x > threshold[k]
-        spikes[k] = fired
-        if zero_reset:
-            v[k] = v_reset[k] if fired else x
-        else:
-            v[k] = x - np.float32(fired) * threshold[k]
+        spikes[k], v[k] = _neuron(
+            current[k], v[k], gain[k], decay[k], threshold[k], bias[k], v_reset[k], zero_reset
+        )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _neuron(current, v, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+    """One neuron, one step -> (its spike, 1.0 or 0.0, and its new potential)."""
+    x = v * decay + bias + current * gain
+    fired = np.float32(x > threshold)
+    if zero_reset:
+        return fired, v_reset if fired else x
+    return fired, x - fired * threshold
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _neuron_vector(current, v, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
+    """``_neuron`` on ``LANES`` neurons (vectors), each lane rounded as the scalar one."""
+    x = vadd(vadd(vmul(v, decay), bias), vmul(current, gain))
+    fired = vgreater(x, threshold)
+    if zero_reset:
+        return fired, vwhere(fired, v_reset, x)
+    return fired, vsub(x, vmul(fired, threshold))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def scan_sample(
+    current, c_at, c_step, spikes, s_at, s_step, v, v_at, steps,
+    gain, decay, threshold, bias, v_reset, zero_reset,
+):  # noqa: ANN001, ANN202, E501  # fmt: skip
+    """One sample's N neurons through ``steps`` steps, time innermost: step t reads the
+    currents at ``current[c_at + t·c_step :]`` and writes the spikes at ``spikes[s_at +
+    t·s_step :]``; the potentials at ``v[v_at :]`` are updated in place (flat C-contiguous
+    arrays, unchecked). ``GROUP`` neurons at a time stay in registers through all steps with
+    their parameters, so a step loads one current and stores one spike per neuron; each neuron
+    computes ``neurons_step``'s arithmetic."""
+    n = gain.shape[0]
+    for k in range(0, n - n % GROUP, GROUP):
+        k1, k2, k3 = k + LANES, k + 2 * LANES, k + 3 * LANES
+        g0, g1, g2, g3 = vload(gain, k), vload(gain, k1), vload(gain, k2), vload(gain, k3)
+        d0, d1, d2, d3 = vload(decay, k), vload(decay, k1), vload(decay, k2), vload(decay, k3)
+        h0, h1 = vload(threshold, k), vload(threshold, k1)
+        h2, h3 = vload(threshold, k2), vload(threshold, k3)
+        b0, b1, b2, b3 = vload(bias, k), vload(bias, k1), vload(bias, k2), vload(bias, k3)
+        r0, r1 = vload(v_reset, k), vload(v_reset, k1)
+        r2, r3 = vload(v_reset, k2), vload(v_reset, k3)
+        at = v_at + k
+        v0, v1 = vload(v, at), vload(v, at + LANES)
+        v2, v3 = vload(v, at + 2 * LANES), vload(v, at + 3 * LANES)
+        for t in range(steps):
+            c, o = c_at + t * c_step + k, s_at + t * s_step + k
+            f, v0 = _neuron_vector(vload(current, c), v0, g0, d0, h0, b0, r0, zero_reset)
+            vstore(spikes, o, f)
+            f, v1 = _neuron_vector(vload(current, c + LANES), v1, g1, d1, h1, b1, r1, zero_reset)
+            vstore(spikes, o + LANES, f)
+            c, o = c + 2 * LANES, o + 2 * LANES
+            f, v2 = _neuron_vector(vload(current, c), v2, g2, d2, h2, b2, r2, zero_reset)
+            vstore(spikes, o, f)
+            f, v3 = _neuron_vector(vload(current, c + LANES), v3, g3, d3, h3, b3, r3, zero_reset)
+            vstore(spikes, o + LANES, f)
+        vstore(v, at, v0)
+        vstore(v, at + LANES, v1)
+        vstore(v, at + 2 * LANES, v2)
+        vstore(v, at + 3 * LANES, v3)
+    for k in range(n - n % GROUP, n):
+        vk = v[v_at + k]
+        for t in range(steps):
+            spikes[s_at + t * s_step + k], vk = _neuron(
+                current[c_at + t * c_step + k], vk, gain[k], decay[k], threshold[k], bias[k],
+                v_reset[k], zero_reset,
+            )  # fmt: skip
+        v[v_at + k] = vk
 
 
 @numba.njit(cache=True, nogil=True)
@@ -74,8 +157,8 @@ def float_scan_pool_loop(
     current, t_step, steps, gain, v0, decay, threshold, bias, v_reset, zero_reset, image
 ):  # noqa: ANN001, ANN202, E501
     """``float_scan_loop`` and then 2x2 average pooling of its spikes, in one pass: each
-    sample's spikes of a step, N = C·H·W neurons (``image`` = (C, H, W)), are pooled while
-    still in cache and never stored -> (pooled [steps, B, C, H // 2, W // 2], v [B, N]).
+    sample's spikes, N = C·H·W neurons (``image`` = (C, H, W)), are pooled while still in
+    cache and never stored -> (pooled [steps, B, C, H // 2, W // 2], v [B, N]).
     The pooled values are those of ``mean_2x2``, bit for bit: a window of 0/1 spikes sums to a
     small whole number in any order, and a quarter of it is exact (``spike_mean_2x2`` where H
     and W are even, ``mean_2x2`` itself where not)."""
@@ -86,41 +169,44 @@ def float_scan_pool_loop(
         raise ValueError("float_scan_pool_loop: image (C, H, W) does not hold the N neurons")
     even = height % 2 == 0 and width % 2 == 0
     v = v0.copy()
-    row = np.empty(n, np.float32)  # one sample's spikes of one step
+    rows = np.empty((steps, n), np.float32)  # one sample's spikes of every step
     pairs = np.empty(n // 2, np.float32)  # scratch of spike_mean_2x2
     pooled = np.empty((steps, batch, channels, height // 2, width // 2), np.float32)
-    for t in range(steps):
-        c = current[t * t_step]
-        for b in range(batch):
-            neurons_step(c[b], v[b], row, gain, decay, threshold, bias, v_reset, zero_reset)
+    flat_current, flat_rows, flat_v = current.reshape(-1), rows.reshape(-1), v.reshape(-1)
+    for b in range(batch):
+        scan_sample(
+            flat_current, b * n, t_step * batch * n, flat_rows, 0, n, flat_v, b * n, steps,
+            gain, decay, threshold, bias, v_reset, zero_reset,
+        )  # fmt: skip
+        for t in range(steps):
             if even:
-                spike_mean_2x2(row, width, pairs, pooled[t, b].reshape(-1))
+                spike_mean_2x2(rows[t], width, pairs, pooled[t, b].reshape(-1))
             else:
-                mean_2x2(row.reshape(channels, height, width), pooled[t, b])
+                mean_2x2(rows[t].reshape(channels, height, width), pooled[t, b])
     return pooled, v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def spike_mean_2x2(row, width, pairs, out):  # noqa: ANN001, ANN202
     """``row`` [C·H·W] of 0/1 spikes, H and W even -> ``out`` [C·H/2·W/2] 2x2 window means,
-    equal to ``mean_2x2``'s (module docstring); ``pairs`` [C·H·W/2] scratch. Adjacent columns
-    are added first along the whole row (``LANES`` pairs per vector), then pairs of lines."""
-    half_n = row.shape[0] // 2
-    quarter = np.float32(0.25)
-    for k in range(0, half_n - half_n % LANES, LANES):
-        vstore(pairs, k, vpair_sums(row, 2 * k))
-    for k in range(half_n - half_n % LANES, half_n):
-        pairs[k] = row[2 * k] + row[2 * k + 1]
-    half = width // 2  # a line of pairs, and of outputs
-    for line in range(half_n // width):
-        top, o = 2 * line * half, line * half
-        if half % LANES == 0:
-            for x in range(0, half, LANES):
-                both = vadd(vload(pairs, top + x), vload(pairs, top + half + x))
-                vstore(out, o + x, vscale(both, quarter))
-        else:
-            for x in range(half):
-                out[o + x] = (pairs[top + x] + pairs[top + half + x]) * quarter
+    equal to ``mean_2x2``'s (module docstring); ``pairs`` [C·H·W/2] scratch. Each pair of lines
+    is added first, then adjacent columns of those sums: where W is a multiple of ``LANES``,
+    ``LANES`` windows per step in registers, else through ``pairs`` one by one."""
+    quarter_n, quarter = row.shape[0] // 4, np.float32(0.25)
+    top = column = 0  # where the next line sums start: the first line of a pair, a column
+    if width % LANES == 0:  # a vector of line sums never straddles two lines
+        for k in range(0, quarter_n, LANES):
+            first = vadd(vload(row, top + column), vload(row, top + width + column))
+            top, column = (top, column + LANES) if column + LANES < width else (top + 2 * width, 0)
+            second = vadd(vload(row, top + column), vload(row, top + width + column))
+            top, column = (top, column + LANES) if column + LANES < width else (top + 2 * width, 0)
+            vstore(out, k, vscale(vpair_sums(first, second), quarter))
+        return
+    for j in range(2 * quarter_n):
+        pairs[j] = row[top + column] + row[top + width + column]
+        top, column = (top, column + 1) if column + 1 < width else (top + 2 * width, 0)
+    for k in range(quarter_n):
+        out[k] = (pairs[2 * k] + pairs[2 * k + 1]) * quarter
 
 
 @numba.njit(cache=True, nogil=True)

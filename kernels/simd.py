@@ -3,11 +3,13 @@
 LLVM's auto-vectorizer keeps an accumulator in memory when a loop adds several rows into it
 (each row's pass loads and stores it again); with a vector value the accumulator stays in
 registers across the rows. ``vload``/``vstore`` move ``LANES`` consecutive floats of a
-C-contiguous fp32 array from/to a flat element index (unchecked: the caller keeps the index in
-bounds), ``vfma`` is LLVM's ``llvm.fma`` on every lane (one rounding, as ``kernels.fma.fma32``
-per float), ``vadd``/``vscale`` add two vectors and multiply one by a float lane by lane, and
-``vpair_sums`` adds adjacent pairs of ``2·LANES`` floats: every lane rounds as the scalar
-operation does, so a loop written with them computes each float exactly as the scalar loop does.
+C-contiguous fp32 array from/to a flat element index and ``sload`` reads one float (unchecked:
+the caller keeps the index in bounds; numba's own indexing tests every index for a negative
+one), ``vfma`` is LLVM's ``llvm.fma`` on every lane (one rounding, as ``kernels.fma.fma32``
+per float), ``vadd``/``vscale`` add two vectors and multiply one by a float lane by lane,
+``vsplat`` holds one float in every lane, and ``vpair_sums`` adds adjacent pairs of the
+``2·LANES`` floats of two vectors: every lane rounds as the scalar operation does, so a loop
+written with them computes each float exactly as the scalar loop does.
 LLVM lowers the vectors to whatever the machine has (AVX-512/AVX2 registers, or NEON pairs on
 an ARM board).
 """
@@ -78,6 +80,19 @@ def vload(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
 
 
 @intrinsic
+def sload(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
+    """``array.flat[index]`` (C-contiguous fp32 ``array``), unchecked as ``vload``."""
+    if not (_float32_c_array(array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        return builder.load(builder.gep(data, [args[1]]), align=4)
+
+    return types.float32(array, index), codegen
+
+
+@intrinsic
 def vstore(typingctx, array, index, vector):  # noqa: ANN001, ANN201, ARG001
     """``array.flat[index : index + LANES] = vector`` (C-contiguous, writable fp32 ``array``)."""
     if not (_float32_c_array(array, writable=True) and isinstance(index, types.Integer)):
@@ -109,6 +124,18 @@ def vfma(typingctx, scalar, vector, acc):  # noqa: ANN001, ANN201, ARG001
 
 
 @intrinsic
+def vsplat(typingctx, scalar):  # noqa: ANN001, ANN201, ARG001
+    """A vector holding ``scalar`` (a float32) in every lane."""
+    if scalar != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return _splat(builder, args[0])
+
+    return float32_vector(types.float32), codegen
+
+
+@intrinsic
 def vadd(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
     """``a + b`` lane by lane."""
     if a != float32_vector or b != float32_vector:
@@ -118,6 +145,52 @@ def vadd(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
         return builder.fadd(args[0], args[1])
 
     return float32_vector(float32_vector, float32_vector), codegen
+
+
+def _lane_wise(name: str, operation: str, doc: str):  # noqa: ANN202
+    """The intrinsic ``name``: ``builder.<operation>`` on two vectors, lane by lane."""
+
+    def typer(typingctx, a, b):  # noqa: ANN001, ANN202, ARG001
+        if a != float32_vector or b != float32_vector:
+            return None
+
+        def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+            return getattr(builder, operation)(args[0], args[1])
+
+        return float32_vector(float32_vector, float32_vector), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+vsub = _lane_wise("vsub", "fsub", "``a - b`` lane by lane.")
+vmul = _lane_wise("vmul", "fmul", "``a * b`` lane by lane.")
+
+
+@intrinsic
+def vgreater(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
+    """1.0 in the lanes where ``a > b`` (ordered: never for a NaN), 0.0 in the others."""
+    if a != float32_vector or b != float32_vector:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.uitofp(builder.fcmp_ordered(">", args[0], args[1]), _VECTOR)
+
+    return float32_vector(float32_vector, float32_vector), codegen
+
+
+@intrinsic
+def vwhere(typingctx, flags, a, b):  # noqa: ANN001, ANN201, ARG001
+    """``a`` in the lanes where ``flags`` is not zero, ``b`` in the others."""
+    if flags != float32_vector or a != float32_vector or b != float32_vector:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        zero = ir.Constant(_VECTOR, [0.0] * LANES)
+        return builder.select(builder.fcmp_unordered("!=", args[0], zero), args[1], args[2])
+
+    return float32_vector(float32_vector, float32_vector, float32_vector), codegen
 
 
 @intrinsic
@@ -133,19 +206,15 @@ def vscale(typingctx, vector, scalar):  # noqa: ANN001, ANN201, ARG001
 
 
 @intrinsic
-def vpair_sums(typingctx, array, index):  # noqa: ANN001, ANN201, ARG001
-    """``flat[index + 2l] + flat[index + 2l + 1]`` for each lane ``l``: the sums of the adjacent
-    pairs of ``2·LANES`` floats of a C-contiguous fp32 ``array`` from flat ``index``."""
-    if not (_float32_c_array(array) and isinstance(index, types.Integer)):
+def vpair_sums(typingctx, first, second):  # noqa: ANN001, ANN201, ARG001
+    """The sums of the adjacent pairs of the ``2·LANES`` lanes of ``first`` then ``second``:
+    lane ``l`` holds lanes ``2l`` and ``2l + 1`` of the two, one after the other, added."""
+    if first != float32_vector or second != float32_vector:
         return None
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        array_type, (array, index) = sig.args[0], args
-        first = builder.load(_vector_pointer(context, builder, array_type, array, index), align=4)
-        after = builder.add(index, ir.Constant(index.type, LANES))
-        second = builder.load(_vector_pointer(context, builder, array_type, array, after), align=4)
-        even = builder.shuffle_vector(first, second, _lanes(list(range(0, 2 * LANES, 2))))
-        odd = builder.shuffle_vector(first, second, _lanes(list(range(1, 2 * LANES, 2))))
+        even = builder.shuffle_vector(args[0], args[1], _lanes(list(range(0, 2 * LANES, 2))))
+        odd = builder.shuffle_vector(args[0], args[1], _lanes(list(range(1, 2 * LANES, 2))))
         return builder.fadd(even, odd)
 
-    return float32_vector(array, index), codegen
+    return float32_vector(float32_vector, float32_vector), codegen

@@ -9,12 +9,19 @@ the instruction set or the channel count; where it does, ``F.conv2d`` keeps ever
 program gives the same bits whichever path a call takes, and at one row the loop also agrees
 with the larger batches, where ``F.conv2d`` switches to another kernel at one row.
 
-The loop is used for fp32 CPU inputs without autograd, stride 1, dilation 1, one group, finite
-weights, no bias of -0, numba installed and kernels on (``GANGLION_KERNELS``), and at most
-``CPU_CONV_MAX_MACS`` multiply-adds per call: above that oneDNN's vector kernel wins. A layer
-whose output channels fill the loop's register blocks (a multiple of ``cpu.BLOCK``) from at least
-``BLOCKED_MIN_CHANNELS`` input channels keeps the loop up to ``BLOCKED_CONV_MAX_MACS``: its
-accumulators then stay in registers while every channel adds into them. The spec is
+Of fewer than ``BLOCKED_MIN_CHANNELS`` input channels (a CNN's first convolution, on the
+image itself) to at least ``O_BLOCK`` output channels of at least ``LANES`` columns, a call runs
+``columns.py``'s loop, which
+walks the outputs; else ``cpu.py``'s, which walks the inputs and skips their zeros (spikes). The
+two add every output's taps in the same order, to the same bits.
+
+The loops are used for fp32 CPU inputs without autograd, stride 1, dilation 1, one group,
+finite weights, no bias of -0, numba installed and kernels on (``GANGLION_KERNELS``), and at
+most ``CPU_CONV_MAX_MACS`` multiply-adds per call: above that oneDNN's vector kernel wins. A
+layer whose output channels fill ``cpu.py``'s register blocks (a multiple of ``cpu.BLOCK``) from
+at least ``BLOCKED_MIN_CHANNELS`` input channels keeps it up to ``BLOCKED_CONV_MAX_MACS``: its
+accumulators then stay in registers while every channel adds into them; one input channel
+keeps the columns loop up to ``ONE_CHANNEL_MAX_MACS`` (oneDNN is slow there). The spec is
 ``F.conv2d`` (``tests/kernels/test_conv_cpu.py``).
 """
 
@@ -26,7 +33,13 @@ import torch.nn.functional as F
 
 from ganglion.kernels.prepared import negative_zero, records_autograd, versions
 
-__all__ = ["BLOCKED_CONV_MAX_MACS", "CPU_CONV_MAX_MACS", "CpuConv2d", "Layout"]
+__all__ = [
+    "BLOCKED_CONV_MAX_MACS",
+    "CPU_CONV_MAX_MACS",
+    "ONE_CHANNEL_MAX_MACS",
+    "CpuConv2d",
+    "Layout",
+]
 
 CPU_CONV_MAX_MACS = 2_000_000  # crossover with oneDNN measured here before the register blocks
 # (about 32 rows of 16x4x4); layers whose runs do not fill a block keep it
@@ -35,18 +48,25 @@ CPU_CONV_MAX_MACS = 2_000_000  # crossover with oneDNN measured here before the 
 # T=8, batch 32), even at 512 rows (37.7 M)
 BLOCKED_CONV_MAX_MACS = 20_000_000
 BLOCKED_MIN_CHANNELS = 8
+# measured here, 16 output channels 3x3 over 8x8 images: of one input channel, 0.11 ms with the
+# columns loop against 0.66 with oneDNN at 256 rows (2.4 M multiply-adds), 0.99 against 4.9 at
+# 2,048 (18.9 M); over 28x28 images 0.107 against 0.100 at 24 rows (2.7 M), and 1.8 against 5.8
+# ms for 32 channels 5x5 at 100 rows (63 M); of three input channels oneDNN wins from a few
+# million (0.22 against 0.12 ms at 7.1 M)
+ONE_CHANNEL_MAX_MACS = BLOCKED_CONV_MAX_MACS
 Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding,
 # dilation, groups
 
 
 class CpuConv2d:
-    """One convolution's weights laid out for the compiled loop, and, per input shape, whether
-    the loop equals ``F.conv2d`` here. ``__call__`` gives None where ``F.conv2d`` must run."""
+    """One convolution's weights laid out for the compiled loops, and, per input shape, whether
+    the loops equal ``F.conv2d`` here. ``__call__`` gives None where ``F.conv2d`` must run."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> None:
-        from ganglion.kernels.conv import cpu  # numba: imported when a convolution runs
+        from ganglion.kernels.conv import columns, cpu  # numba: imported when a convolution runs
 
-        self._loop = cpu.conv2d_loop
+        self._loop, self._columns_loop = cpu.conv2d_loop, columns.conv2d_columns_loop
+        self._lanes, self._o_block = columns.LANES, columns.O_BLOCK
         self.weight, self.bias, self.layout = weight, bias, layout
         self.versions = versions(weight, bias)
         stride, self.padding, dilation, groups = layout
@@ -63,7 +83,7 @@ class CpuConv2d:
         self.shapes: dict[tuple[int, ...], int] = {}  # input shape -> MACs per row, 0: not exact
         out_channels, in_channels = int(weight.shape[0]), int(weight.shape[1])
         blocked = out_channels % cpu.BLOCK == 0 and in_channels >= BLOCKED_MIN_CHANNELS
-        self.max_macs = BLOCKED_CONV_MAX_MACS if blocked else CPU_CONV_MAX_MACS
+        self._blocked_max_macs = BLOCKED_CONV_MAX_MACS if blocked else CPU_CONV_MAX_MACS
 
     def holds(self, weight: torch.Tensor, bias: torch.Tensor, layout: Layout) -> bool:
         """Whether this was prepared from these very tensors, unchanged since, and layout
@@ -96,13 +116,27 @@ class CpuConv2d:
         if not self.usable or x.dtype != np.float32 or x.ndim != 4:
             return None
         macs = self._exact_macs(x.shape[1:])
-        if not 0 < x.shape[0] * macs <= self.max_macs:
+        if not 0 < x.shape[0] * macs <= self.max_macs(x.shape[1:]):
             return None
         return self.run(x)
 
+    def max_macs(self, shape: tuple[int, ...]) -> int:
+        """The most multiply-adds of a call on inputs of ``shape`` (C, H, W) that runs a loop
+        (module docstring)."""
+        if self._by_columns(shape):
+            return ONE_CHANNEL_MAX_MACS if shape[0] == 1 else CPU_CONV_MAX_MACS
+        return self._blocked_max_macs
+
+    def _by_columns(self, shape: tuple[int, ...]) -> bool:
+        """Whether inputs of ``shape`` (C, H, W) go through the columns loop (module
+        docstring)."""
+        wide = self.bias_array.size >= self._o_block and self._out_hw(shape)[1] >= self._lanes
+        return shape[0] < BLOCKED_MIN_CHANNELS and wide
+
     def _exact_macs(self, shape: tuple[int, ...]) -> int:
-        """Multiply-adds of one row of input ``shape`` (C, H, W) where the loop equals
-        ``F.conv2d`` on it (checked once per shape), else 0."""
+        """Multiply-adds of one row of input ``shape`` (C, H, W) where the loops equal
+        ``F.conv2d`` on it (checked once per shape, on the loop its calls run: the two give the
+        same bits, so ``scan_pool``'s pass may rely on it too), else 0."""
         macs = self.shapes.get(shape)
         if macs is None:
             macs = self.shapes[shape] = self._macs(shape) if self._matches_torch(shape) else 0
@@ -138,11 +172,16 @@ class CpuConv2d:
         return pooled, v
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """The loop on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""
+        """The loop for its shape on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""
+        (pad_h, pad_w), (c, h, w) = self.padding, x.shape[1:]
         oh, ow = self._out_hw(x.shape[1:])
         out = np.empty((x.shape[0], self.bias_array.size, oh, ow), np.float32)
-        scratch = np.empty(oh * ow * self.bias_array.size, np.float32)
-        self._loop(x, self.flipped, self.bias_array, self.padding[0], self.padding[1], out, scratch)
+        if self._by_columns(x.shape[1:]):
+            padded = np.empty((c, h + 2 * pad_h, w + 2 * pad_w), np.float32)
+            self._columns_loop(x, self.flipped, self.bias_array, pad_h, pad_w, out, padded)
+        else:
+            scratch = np.empty(oh * ow * self.bias_array.size, np.float32)
+            self._loop(x, self.flipped, self.bias_array, pad_h, pad_w, out, scratch)
         return out
 
     def _macs(self, shape: tuple[int, ...]) -> int:

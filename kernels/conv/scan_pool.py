@@ -5,12 +5,13 @@ In a converted spiking CNN each convolution after the first feeds a neuron layer
 only a 2x2 average pool reads. Run apart, the convolution writes its output in [O, OH, OW]
 order (a transpose of its channels-last accumulators), the neuron scan reads it back and the
 pool walks the spikes two columns at a time. Here each image's accumulators
-(``cpu.accumulate_image``, channels last) get the bias and go through the neuron update in
-that order, with the neurons' parameters and potentials permuted to it once per call, and the
-spikes are pooled a vector of channels at a time. Each value is computed as the three loops
-compute it: the convolution's ``acc + bias``, the neuron update of ``scan_loops.neurons_step``
-(the same arithmetic per neuron, only the order of the neurons differs), and window means of 0/1
-spikes, whole numbers over four in any order. So the pooled spikes and final potentials equal
+(``cpu.accumulate_image``, channels last) get the bias; a sample's outputs of every step then
+go through the neuron scan in that order (``scan_loops.scan_sample``, time innermost), with the
+neurons' parameters and potentials permuted to it once per call, and the spikes are pooled a
+vector of channels at a time. Each value is computed as the three loops compute it: the
+convolution's ``acc + bias``, the neuron update of ``scan_loops.neurons_step`` (the same
+arithmetic per neuron, only the order of the neurons and steps differs), and window means of
+0/1 spikes, whole numbers over four in any order. So the pooled spikes and final potentials equal
 ``conv2d_loop``, then ``float_scan_loop``, then ``mean_2x2`` bit for bit
 (``tests/kernels/test_conv_cpu.py``).
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
 from ganglion.kernels.conv.cpu import accumulate_image, check_layout
-from ganglion.kernels.scan_loops import check_parameters, neurons_step
+from ganglion.kernels.scan_loops import check_parameters, scan_sample
 from ganglion.kernels.simd import LANES, vadd, vload, vscale, vstore
 
 
@@ -78,20 +79,24 @@ def conv_scan_pool_loop(
             for p in range(positions):
                 v[b, p * o_count + o] = v0[b, o * positions + p]
     listed, values = np.empty(c_count, np.int64), np.empty(c_count, np.float32)
-    acc, spikes = np.empty(n, np.float32), np.empty(n, np.float32)
+    # one sample's convolution outputs of every step, then (written over them) its spikes
+    rows = np.empty((steps, n), np.float32)
+    flat_rows, flat_v = rows.reshape(-1), v.reshape(-1)
     window = np.empty(o_count, np.float32)  # one window's means, channels in order
     pooled = np.empty((steps, batch, o_count, oh // 2, ow // 2), np.float32)
     quarter, line = np.float32(0.25), ow * o_count
-    for t in range(steps):
-        for b in range(batch):
+    for b in range(batch):
+        for t in range(steps):
+            acc = rows[t]
             accumulate_image(x[t, b], flipped, o_count, oh, ow, pad_h, pad_w, listed, values, acc)
             for k in range(n):
                 acc[k] = acc[k] + params[5, k]  # the convolution's output: acc + bias
-            neurons_step(
-                acc, v[b], spikes, params[0], params[1], params[2], params[3], params[4],
-                zero_reset,
-            )  # fmt: skip
-            image = pooled[t, b]
+        scan_sample(
+            flat_rows, 0, n, flat_rows, 0, n, flat_v, b * n, steps,
+            params[0], params[1], params[2], params[3], params[4], zero_reset,
+        )  # fmt: skip
+        for t in range(steps):
+            spikes, image = rows[t], pooled[t, b]
             for py in range(oh // 2):
                 for px in range(ow // 2):
                     top = 2 * py * line + 2 * px * o_count

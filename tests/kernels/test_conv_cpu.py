@@ -67,7 +67,7 @@ def test_conv2d_runs_where_the_loop_must_not():
     loop = layer.cpu_loop()
     x = _spikes(2, 16, 4, 4)
     assert loop(x) is not None or not loop.shapes[(16, 4, 4)]
-    big = _spikes(loop.max_macs // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
+    big = _spikes(loop.max_macs((16, 4, 4)) // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
     assert loop(big) is None  # above the size where oneDNN wins
     assert loop(x.double()) is None
     grad = x.clone().requires_grad_(True)
@@ -88,12 +88,87 @@ def test_conv2d_runs_where_the_loop_must_not():
     torch.testing.assert_close(bad.forward(x), want, rtol=0, atol=0, equal_nan=True)
 
 
-def test_only_layers_filling_the_register_blocks_keep_the_loop_on_large_calls():
-    from ganglion.kernels.conv.layer import BLOCKED_CONV_MAX_MACS, CPU_CONV_MAX_MACS
+def test_only_register_blocks_and_one_channel_keep_a_loop_on_large_calls():
+    from ganglion.kernels.conv.layer import (
+        BLOCKED_CONV_MAX_MACS,
+        CPU_CONV_MAX_MACS,
+        ONE_CHANNEL_MAX_MACS,
+    )
 
-    assert _layer(32, 16, 3, (1, 1)).cpu_loop().max_macs == BLOCKED_CONV_MAX_MACS
-    assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs == CPU_CONV_MAX_MACS  # 16 % 32
-    assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs == CPU_CONV_MAX_MACS  # 4 channels
+    assert _layer(32, 16, 3, (1, 1)).cpu_loop().max_macs((16, 4, 4)) == BLOCKED_CONV_MAX_MACS
+    assert _layer(16, 9, 3, (1, 1)).cpu_loop().max_macs((9, 4, 4)) == CPU_CONV_MAX_MACS  # 16 % 32
+    assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs((4, 4, 4)) == CPU_CONV_MAX_MACS  # 4 in
+    assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs((4, 8, 8)) == CPU_CONV_MAX_MACS
+    assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs((1, 8, 8)) == ONE_CHANNEL_MAX_MACS
+    assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs((1, 4, 4)) == CPU_CONV_MAX_MACS  # 4 < 8
+    assert _layer(4, 1, 3, (1, 1)).cpu_loop().max_macs((1, 8, 8)) == CPU_CONV_MAX_MACS  # 4 out
+
+
+# (out, in, kernel, padding, H, W) of the columns loop: whole vectors of columns, an overlapping
+# last vector, channels in blocks of 8 and one by one, wide kernels
+COLUMN_SHAPES = [
+    (16, 1, 3, (1, 1), 8, 8),
+    (12, 2, 3, (1, 1), 6, 11),  # 12 channels, 11 columns: a last block and vector overlap
+    (8, 3, 5, (2, 2), 7, 13),
+    (21, 4, 2, (0, 1), 5, 17),
+    (8, 1, 1, (0, 0), 3, 8),
+]
+
+
+@pytest.mark.parametrize("shape", COLUMN_SHAPES, ids=[str(s[:4]) for s in COLUMN_SHAPES])
+@pytest.mark.parametrize("density", [1.0, 0.3])
+def test_the_columns_loop_gives_the_bits_of_the_input_loop(shape, density):
+    """Both loops add every output's taps in (ky, kx, c) order: the same bits on dense images
+    (with zeros of both signs) and on spikes, and ``F.conv2d``'s where the layer checked it."""
+    from ganglion.kernels.conv.columns import conv2d_columns_loop
+    from ganglion.kernels.conv.cpu import conv2d_loop
+
+    out, inp, k, (ph, pw), h, w = shape
+    layer = _layer(out, inp, k, (ph, pw))
+    loop = layer.cpu_loop()
+    assert loop._by_columns((inp, h, w))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, inp, h, w, generator=g) * (torch.rand(5, inp, h, w, generator=g) < density)
+    x = x.numpy()
+    x[0, 0, 0, :2] = [0.0, -0.0]
+    oh, ow = h + 2 * ph - k + 1, w + 2 * pw - k + 1
+    by_inputs = np.empty((5, out, oh, ow), np.float32)
+    conv2d_loop(
+        x, loop.flipped, loop.bias_array, ph, pw, by_inputs, np.empty(oh * ow * out, np.float32)
+    )
+    by_columns = np.full_like(by_inputs, np.nan)
+    padded = np.empty((inp, h + 2 * ph, w + 2 * pw), np.float32)
+    conv2d_columns_loop(x, loop.flipped, loop.bias_array, ph, pw, by_columns, padded)
+    assert np.array_equal(by_columns, by_inputs)
+    assert np.array_equal(loop.run(x), by_inputs)
+    want = F.conv2d(torch.from_numpy(x), layer.weight, layer.bias, 1, (ph, pw)).numpy()
+    np.testing.assert_allclose(by_columns, want, rtol=1e-5, atol=1e-5)
+    if loop._matches_torch((inp, h, w)):
+        assert np.array_equal(by_columns, want)
+
+
+def test_the_columns_loop_refuses_what_does_not_fit():
+    from ganglion.kernels.conv.columns import conv2d_columns_loop
+    from ganglion.kernels.conv.cpu import flip_weight
+
+    weight, bias = np.ones((8, 2, 3, 3), np.float32), np.zeros(8, np.float32)
+    x = np.ones((2, 2, 6, 9), np.float32)
+    flipped = flip_weight(weight)
+    out, padded = np.empty((2, 8, 6, 9), np.float32), np.empty((2, 8, 11), np.float32)
+    conv2d_columns_loop(x, flipped, bias, 1, 1, out, padded)
+    assert np.array_equal(out[0, 0, 1, 1:8], np.full(7, 18, np.float32))  # 3x3 taps of 2 ones
+    with pytest.raises(ValueError, match="padded"):
+        conv2d_columns_loop(x, flipped, bias, 1, 1, out, np.empty((2, 8, 10), np.float32))
+    narrow = np.ones((2, 2, 6, 7), np.float32)  # 7 output columns: less than a vector
+    with pytest.raises(ValueError, match="padded"):
+        conv2d_columns_loop(
+            narrow, flipped, bias, 1, 1, out[..., :7].copy(), padded[..., :9].copy()
+        )
+    few = flip_weight(np.ones((7, 2, 3, 3), np.float32))  # 7 output channels: less than a block
+    with pytest.raises(ValueError, match="padded"):
+        conv2d_columns_loop(x, few, bias[:7], 1, 1, out[:, :7].copy(), padded)
+    with pytest.raises(ValueError, match="output sides"):
+        conv2d_columns_loop(x, flipped, bias, 0, 1, out, padded)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from ganglion.kernels.lif import cpu, lif_fixed_scan, lif_scan
 from ganglion.kernels.lif.reference import lif_fixed_scan_reference, lif_scan_reference
 from ganglion.models.spiking.layers import tiled_mean
 
-SHAPES = [(1, 1, 1), (6, 1, 37), (5, 3, 50), (19, 2, 45)]
+SHAPES = [(1, 1, 1), (6, 1, 37), (5, 3, 50), (19, 2, 45), (7, 4, 100)]  # 100: groups of 32, a tail
 
 
 def _float_args(t: int, b: int, n: int) -> tuple[torch.Tensor, ...]:

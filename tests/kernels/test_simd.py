@@ -5,7 +5,19 @@ import numpy as np
 import pytest
 
 from ganglion.kernels.fma import fma32
-from ganglion.kernels.simd import LANES, vfma, vload, vstore
+from ganglion.kernels.simd import (
+    LANES,
+    sload,
+    vfma,
+    vgreater,
+    vload,
+    vmul,
+    vpair_sums,
+    vsplat,
+    vstore,
+    vsub,
+    vwhere,
+)
 
 
 @numba.njit
@@ -59,3 +71,35 @@ def test_a_read_only_array_is_not_written():
     target.flags.writeable = False
     with pytest.raises(numba.core.errors.TypingError):
         copy_into(target, x)
+
+
+@numba.njit
+def _lane_ops(a, b, flags):  # noqa: ANN001, ANN202
+    out = np.empty((7, a.size), np.float32)
+    for j in range(0, a.size, LANES):
+        x, y = vload(a, j), vload(b, j)
+        vstore(out[0], j, vsub(x, y))
+        vstore(out[1], j, vmul(x, y))
+        vstore(out[2], j, vgreater(x, y))
+        vstore(out[3], j, vwhere(vload(flags, j), x, y))
+        vstore(out[4], j, vsplat(sload(a, j + 1)))
+    for j in range(0, a.size, 2 * LANES):
+        vstore(out[5], j // 2, vpair_sums(vload(a, j), vload(a, j + LANES)))
+    return out
+
+
+def test_lane_operations_equal_numpys_lane_by_lane():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(4 * LANES).astype(np.float32)
+    b = rng.standard_normal(4 * LANES).astype(np.float32)
+    a[:3], b[:3] = [np.nan, 1.0, -0.0], [1.0, np.nan, 0.0]  # NaN either side; zeros of two signs
+    flags = (rng.random(4 * LANES) < 0.5).astype(np.float32)
+    flags[0] = np.nan  # not zero: takes the first
+    out = _lane_ops(a, b, flags)
+    np.testing.assert_array_equal(out[0], a - b)
+    np.testing.assert_array_equal(out[1], a * b)
+    assert np.array_equal(out[2], (a > b).astype(np.float32))  # NaN compares false
+    np.testing.assert_array_equal(out[3], np.where(flags != 0, a, b))
+    np.testing.assert_array_equal(out[4], np.repeat(a[1::LANES], LANES))
+    np.testing.assert_array_equal(out[5][: 2 * LANES], a[0::2] + a[1::2])
+    assert np.signbit(out[0][2]) == np.signbit(a[2] - b[2])
