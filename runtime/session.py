@@ -48,12 +48,13 @@ from ganglion.runtime.tensors import (
     batched_state,
     check_batch_bound,
     check_bounds,
+    check_finite,
     check_inputs,
     declared_state,
     tensor_bytes,
 )
 
-MAX_CHECKED_SHAPES = 256  # input shapes a session remembers having checked the outputs of
+MAX_CHECKED_SHAPES = 256  # input shapes a session remembers having checked (inputs, outputs)
 Inputs = Mapping[str, np.ndarray] | np.ndarray
 Outputs = dict[str, np.ndarray] | np.ndarray
 
@@ -85,6 +86,9 @@ class Session(ABC):
         self._run_shapes = {s.name: kind.run_shape(manifest, s) for s in manifest.inputs}
         self._outputs_checked: set[tuple[Any, ...]] = set()  # input shapes whose outputs fit
         self._step_shapes = {s.name: kind.step_shape(manifest, s) for s in manifest.inputs}
+        # (run or step, shape, dtype) of bare C-contiguous arrays ``check_inputs`` accepted as
+        # they are: the same again needs only its values checked (``_named``)
+        self._accepted: set[tuple[bool, tuple[int, ...], np.dtype]] = set()
 
     # ---- what backends implement ---------------------------------------------------------------
 
@@ -216,12 +220,23 @@ class Session(ABC):
     ) -> tuple[dict[str, np.ndarray], bool]:
         specs = self.manifest.inputs
         bare = not isinstance(inputs, Mapping)
-        if bare:
-            if len(specs) != 1:
-                names = ", ".join(s.name for s in specs)
-                raise ShapeError(f"this program takes several named inputs ({names}): pass a dict")
-            inputs = {specs[0].name: inputs}
-        checked = check_inputs(specs, shapes, inputs, self.allow_nonfinite)  # type: ignore[arg-type]
+        if bare and len(specs) != 1:
+            names = ", ".join(s.name for s in specs)
+            raise ShapeError(f"this program takes several named inputs ({names}): pass a dict")
+        key = None
+        if bare and type(inputs) is np.ndarray and inputs.flags.c_contiguous:
+            key = (shapes is self._run_shapes, inputs.shape, inputs.dtype)
+        if key is not None and key in self._accepted:  # its shape and dtype passed before
+            if not self.allow_nonfinite:
+                check_finite(specs[0].name, inputs)
+            checked = {specs[0].name: inputs}
+        else:
+            named = {specs[0].name: inputs} if bare else inputs
+            checked = check_inputs(specs, shapes, named, self.allow_nonfinite)  # type: ignore[arg-type]
+            if key is not None and checked[specs[0].name] is inputs:
+                if len(self._accepted) >= MAX_CHECKED_SHAPES:
+                    self._accepted.clear()
+                self._accepted.add(key)
         batch = self._batch(checked, shapes)
         check_bounds(checked, batch, self.manifest.max_batch, self.manifest.value_ranges)
         self.kind.check_values(self.manifest, checked)
