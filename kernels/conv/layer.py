@@ -27,6 +27,8 @@ keeps the columns loop up to ``ONE_CHANNEL_MAX_MACS`` (oneDNN is slow there). Th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,18 @@ Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride
 # dilation, groups
 
 
+@dataclass(frozen=True)
+class _Sizes:
+    """What a layer's calls on one input shape (C, H, W) need, worked out once."""
+
+    out_hw: tuple[int, int]
+    by_columns: bool  # the columns loop (module docstring), else ``cpu.py``'s
+    padded: tuple[int, int, int]  # the columns loop's scratch: the image zero-padded
+    max_macs: int  # the most multiply-adds of a call that runs a loop
+    neurons: int  # outputs per row, O·OH·OW
+    pass_fits: bool  # ``scan_pool``'s one pass takes the output (``scan_pool.fits``)
+
+
 class CpuConv2d:
     """One convolution's weights laid out for the compiled loops, and, per input shape, whether
     the loops equal ``F.conv2d`` here. ``__call__`` gives None where ``F.conv2d`` must run."""
@@ -67,6 +81,7 @@ class CpuConv2d:
 
         self._loop, self._columns_loop = cpu.conv2d_loop, columns.conv2d_columns_loop
         self._lanes, self._o_block = columns.LANES, columns.O_BLOCK
+        self._sizes: dict[tuple[int, ...], _Sizes] = {}  # per input shape (C, H, W)
         self.weight, self.bias, self.layout = weight, bias, layout
         self.versions = versions(weight, bias)
         stride, self.padding, dilation, groups = layout
@@ -115,23 +130,31 @@ class CpuConv2d:
         fast paths of spiking programs call it under ``torch.inference_mode``)."""
         if not self.usable or x.dtype != np.float32 or x.ndim != 4:
             return None
-        macs = self._exact_macs(x.shape[1:])
-        if not 0 < x.shape[0] * macs <= self.max_macs(x.shape[1:]):
+        sizes = self.sizes(x.shape[1:])
+        if not 0 < x.shape[0] * self._exact_macs(x.shape[1:]) <= sizes.max_macs:
             return None
-        return self.run(x)
+        return self._run(x, sizes)
 
-    def max_macs(self, shape: tuple[int, ...]) -> int:
-        """The most multiply-adds of a call on inputs of ``shape`` (C, H, W) that runs a loop
-        (module docstring)."""
-        if self._by_columns(shape):
-            return ONE_CHANNEL_MAX_MACS if shape[0] == 1 else CPU_CONV_MAX_MACS
-        return self._blocked_max_macs
+    def sizes(self, shape: tuple[int, ...]) -> _Sizes:
+        """What calls on inputs of ``shape`` (C, H, W) need, worked out once per shape: the
+        output's sides, the loop they run and the most multiply-adds a call runs it for
+        (module docstring), whether ``scan_pool``'s pass takes them."""
+        sizes = self._sizes.get(shape)
+        if sizes is None:
+            from ganglion.kernels.conv import scan_pool
 
-    def _by_columns(self, shape: tuple[int, ...]) -> bool:
-        """Whether inputs of ``shape`` (C, H, W) go through the columns loop (module
-        docstring)."""
-        wide = self.bias_array.size >= self._o_block and self._out_hw(shape)[1] >= self._lanes
-        return shape[0] < BLOCKED_MIN_CHANNELS and wide
+            (c, h, w), (pad_h, pad_w), o_count = shape, self.padding, self.bias_array.size
+            oh, ow = self._out_hw(shape)
+            by_columns = c < BLOCKED_MIN_CHANNELS and o_count >= self._o_block and ow >= self._lanes
+            if by_columns:
+                max_macs = ONE_CHANNEL_MAX_MACS if c == 1 else CPU_CONV_MAX_MACS
+            else:
+                max_macs = self._blocked_max_macs
+            sizes = self._sizes[shape] = _Sizes(
+                (oh, ow), by_columns, (c, h + 2 * pad_h, w + 2 * pad_w), max_macs,
+                o_count * oh * ow, oh > 0 and ow > 0 and bool(scan_pool.fits(o_count, oh, ow)),
+            )  # fmt: skip
+        return sizes
 
     def _exact_macs(self, shape: tuple[int, ...]) -> int:
         """Multiply-adds of one row of input ``shape`` (C, H, W) where the loops equal
@@ -159,25 +182,28 @@ class CpuConv2d:
         shape = x.shape[2:]
         if self._exact_macs(shape) == 0:
             return None
-        oh, ow = self._out_hw(shape)
-        n = self.bias_array.size * oh * ow
-        if not scan_pool.fits(self.bias_array.size, oh, ow) or v0.shape != (x.shape[1], n):
+        sizes = self.sizes(shape)
+        want = (sizes.neurons,)
+        if not sizes.pass_fits or v0.shape != (x.shape[1], sizes.neurons):
             return None
-        if any(p.shape != (n,) for p in params):
+        gain, decay, threshold, bias, v_reset = params
+        if not gain.shape == decay.shape == threshold.shape == bias.shape == v_reset.shape == want:
             return None
         pooled, v = scan_pool.conv_scan_pool_loop(
-            x, self.flipped, self.bias_array, self.padding[0], self.padding[1], (oh, ow),
-            params[0], np.ascontiguousarray(v0), *params[1:], zero_reset,
+            x, self.flipped, self.bias_array, self.padding[0], self.padding[1], sizes.out_hw,
+            gain, np.ascontiguousarray(v0), decay, threshold, bias, v_reset, zero_reset,
         )  # fmt: skip
         return pooled, v
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The loop for its shape on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""
-        (pad_h, pad_w), (c, h, w) = self.padding, x.shape[1:]
-        oh, ow = self._out_hw(x.shape[1:])
+        return self._run(x, self.sizes(x.shape[1:]))
+
+    def _run(self, x: np.ndarray, sizes: _Sizes) -> np.ndarray:
+        (pad_h, pad_w), (oh, ow) = self.padding, sizes.out_hw
         out = np.empty((x.shape[0], self.bias_array.size, oh, ow), np.float32)
-        if self._by_columns(x.shape[1:]):
-            padded = np.empty((c, h + 2 * pad_h, w + 2 * pad_w), np.float32)
+        if sizes.by_columns:
+            padded = np.empty(sizes.padded, np.float32)
             self._columns_loop(x, self.flipped, self.bias_array, pad_h, pad_w, out, padded)
         else:
             scratch = np.empty(oh * ow * self.bias_array.size, np.float32)

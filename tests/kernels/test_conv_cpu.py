@@ -67,7 +67,7 @@ def test_conv2d_runs_where_the_loop_must_not():
     loop = layer.cpu_loop()
     x = _spikes(2, 16, 4, 4)
     assert loop(x) is not None or not loop.shapes[(16, 4, 4)]
-    big = _spikes(loop.max_macs((16, 4, 4)) // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
+    big = _spikes(loop.sizes((16, 4, 4)).max_macs // loop._macs((16, 4, 4)) + 1, 16, 4, 4)
     assert loop(big) is None  # above the size where oneDNN wins
     assert loop(x.double()) is None
     grad = x.clone().requires_grad_(True)
@@ -95,13 +95,21 @@ def test_only_register_blocks_and_one_channel_keep_a_loop_on_large_calls():
         ONE_CHANNEL_MAX_MACS,
     )
 
-    assert _layer(32, 16, 3, (1, 1)).cpu_loop().max_macs((16, 4, 4)) == BLOCKED_CONV_MAX_MACS
-    assert _layer(16, 9, 3, (1, 1)).cpu_loop().max_macs((9, 4, 4)) == CPU_CONV_MAX_MACS  # 16 % 32
-    assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs((4, 4, 4)) == CPU_CONV_MAX_MACS  # 4 in
-    assert _layer(32, 4, 3, (1, 1)).cpu_loop().max_macs((4, 8, 8)) == CPU_CONV_MAX_MACS
-    assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs((1, 8, 8)) == ONE_CHANNEL_MAX_MACS
-    assert _layer(16, 1, 3, (1, 1)).cpu_loop().max_macs((1, 4, 4)) == CPU_CONV_MAX_MACS  # 4 < 8
-    assert _layer(4, 1, 3, (1, 1)).cpu_loop().max_macs((1, 8, 8)) == CPU_CONV_MAX_MACS  # 4 out
+    assert _layer(32, 16, 3, (1, 1)).cpu_loop().sizes((16, 4, 4)).max_macs == BLOCKED_CONV_MAX_MACS
+    assert (
+        _layer(16, 9, 3, (1, 1)).cpu_loop().sizes((9, 4, 4)).max_macs == CPU_CONV_MAX_MACS
+    )  # 16 % 32
+    assert (
+        _layer(32, 4, 3, (1, 1)).cpu_loop().sizes((4, 4, 4)).max_macs == CPU_CONV_MAX_MACS
+    )  # 4 in
+    assert _layer(32, 4, 3, (1, 1)).cpu_loop().sizes((4, 8, 8)).max_macs == CPU_CONV_MAX_MACS
+    assert _layer(16, 1, 3, (1, 1)).cpu_loop().sizes((1, 8, 8)).max_macs == ONE_CHANNEL_MAX_MACS
+    assert (
+        _layer(16, 1, 3, (1, 1)).cpu_loop().sizes((1, 4, 4)).max_macs == CPU_CONV_MAX_MACS
+    )  # 4 < 8
+    assert (
+        _layer(4, 1, 3, (1, 1)).cpu_loop().sizes((1, 8, 8)).max_macs == CPU_CONV_MAX_MACS
+    )  # 4 out
 
 
 # (out, in, kernel, padding, H, W) of the columns loop: whole vectors of columns, an overlapping
@@ -126,7 +134,7 @@ def test_the_columns_loop_gives_the_bits_of_the_input_loop(shape, density):
     out, inp, k, (ph, pw), h, w = shape
     layer = _layer(out, inp, k, (ph, pw))
     loop = layer.cpu_loop()
-    assert loop._by_columns((inp, h, w))
+    assert loop.sizes((inp, h, w)).by_columns
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, inp, h, w, generator=g) * (torch.rand(5, inp, h, w, generator=g) < density)
     x = x.numpy()
