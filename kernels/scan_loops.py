@@ -106,14 +106,17 @@ def _neuron_vector(current, v, gain, decay, threshold, bias, v_reset, zero_reset
 @numba.njit(cache=True, nogil=True, inline="always")
 def scan_sample(
     current, c_at, c_step, spikes, s_at, s_step, v, v_at, steps,
-    gain, decay, threshold, bias, v_reset, zero_reset,
+    gain, decay, threshold, bias, v_reset, zero_reset, pooled_lines=False,
 ):  # noqa: ANN001, ANN202, E501  # fmt: skip
     """One sample's N neurons through ``steps`` steps, time innermost: step t reads the
     currents at ``current[c_at + t·c_step :]`` and writes the spikes at ``spikes[s_at +
     t·s_step :]``; the potentials at ``v[v_at :]`` are updated in place (flat C-contiguous
     arrays, unchecked). ``GROUP`` neurons at a time stay in registers through all steps with
     their parameters, so a step loads one current and stores one spike per neuron; each neuron
-    computes ``neurons_step``'s arithmetic."""
+    computes ``neurons_step``'s arithmetic. ``pooled_lines``: the neurons are images [C, H,
+    ``LANES``] with H even and N a multiple of ``GROUP`` (the caller checks), and each step
+    writes the 2x2 means of its spikes (N/4 of them, as ``spike_mean_2x2``) in their place: a
+    group is two pairs of lines, pooled in registers."""
     n = gain.shape[0]
     for k in range(0, n - n % GROUP, GROUP):
         k1, k2, k3 = k + LANES, k + 2 * LANES, k + 3 * LANES
@@ -128,16 +131,21 @@ def scan_sample(
         v0, v1 = vload(v, at), vload(v, at + LANES)
         v2, v3 = vload(v, at + 2 * LANES), vload(v, at + 3 * LANES)
         for t in range(steps):
-            c, o = c_at + t * c_step + k, s_at + t * s_step + k
-            f, v0 = _neuron_vector(vload(current, c), v0, g0, d0, h0, b0, r0, zero_reset)
-            vstore(spikes, o, f)
-            f, v1 = _neuron_vector(vload(current, c + LANES), v1, g1, d1, h1, b1, r1, zero_reset)
-            vstore(spikes, o + LANES, f)
-            c, o = c + 2 * LANES, o + 2 * LANES
-            f, v2 = _neuron_vector(vload(current, c), v2, g2, d2, h2, b2, r2, zero_reset)
-            vstore(spikes, o, f)
-            f, v3 = _neuron_vector(vload(current, c + LANES), v3, g3, d3, h3, b3, r3, zero_reset)
-            vstore(spikes, o + LANES, f)
+            c = c_at + t * c_step + k
+            f0, v0 = _neuron_vector(vload(current, c), v0, g0, d0, h0, b0, r0, zero_reset)
+            f1, v1 = _neuron_vector(vload(current, c + LANES), v1, g1, d1, h1, b1, r1, zero_reset)
+            c += 2 * LANES
+            f2, v2 = _neuron_vector(vload(current, c), v2, g2, d2, h2, b2, r2, zero_reset)
+            f3, v3 = _neuron_vector(vload(current, c + LANES), v3, g3, d3, h3, b3, r3, zero_reset)
+            if pooled_lines:  # lines f0, f1 then f2, f3 added, then adjacent columns
+                means = vscale(vpair_sums(vadd(f0, f1), vadd(f2, f3)), np.float32(0.25))
+                vstore(spikes, s_at + t * s_step + k // 4, means)
+                continue
+            o = s_at + t * s_step + k
+            vstore(spikes, o, f0)
+            vstore(spikes, o + LANES, f1)
+            vstore(spikes, o + 2 * LANES, f2)
+            vstore(spikes, o + 3 * LANES, f3)
         vstore(v, at, v0)
         vstore(v, at + LANES, v1)
         vstore(v, at + 2 * LANES, v2)
@@ -160,8 +168,9 @@ def float_scan_pool_loop(
     sample's spikes, N = C·H·W neurons (``image`` = (C, H, W)), are pooled while still in
     cache and never stored -> (pooled [steps, B, C, H // 2, W // 2], v [B, N]).
     The pooled values are those of ``mean_2x2``, bit for bit: a window of 0/1 spikes sums to a
-    small whole number in any order, and a quarter of it is exact (``spike_mean_2x2`` where H
-    and W are even, ``mean_2x2`` itself where not)."""
+    small whole number in any order, and a quarter of it is exact (in ``scan_sample``'s
+    registers for images ``LANES`` wide, ``spike_mean_2x2`` where H and W are even,
+    ``mean_2x2`` itself where not)."""
     check_neurons(current, t_step, steps, v0, gain, decay, threshold, bias, v_reset)
     batch, n = v0.shape
     channels, height, width = image
@@ -169,10 +178,20 @@ def float_scan_pool_loop(
         raise ValueError("float_scan_pool_loop: image (C, H, W) does not hold the N neurons")
     even = height % 2 == 0 and width % 2 == 0
     v = v0.copy()
+    pooled = np.empty((steps, batch, channels, height // 2, width // 2), np.float32)
+    flat_current, flat_v = current.reshape(-1), v.reshape(-1)
+    if width == LANES and even and n % GROUP == 0:  # pooled in registers (``scan_sample``)
+        quarter_n = n // 4
+        for b in range(batch):
+            scan_sample(
+                flat_current, b * n, t_step * batch * n, pooled.reshape(-1), b * quarter_n,
+                batch * quarter_n, flat_v, b * n, steps, gain, decay, threshold, bias, v_reset,
+                zero_reset, True,
+            )  # fmt: skip
+        return pooled, v
     rows = np.empty((steps, n), np.float32)  # one sample's spikes of every step
     pairs = np.empty(n // 2, np.float32)  # scratch of spike_mean_2x2
-    pooled = np.empty((steps, batch, channels, height // 2, width // 2), np.float32)
-    flat_current, flat_rows, flat_v = current.reshape(-1), rows.reshape(-1), v.reshape(-1)
+    flat_rows = rows.reshape(-1)
     for b in range(batch):
         scan_sample(
             flat_current, b * n, t_step * batch * n, flat_rows, 0, n, flat_v, b * n, steps,
