@@ -7,8 +7,9 @@ C-contiguous fp32 array from/to a flat element index and ``sload`` reads one flo
 the caller keeps the index in bounds; numba's own indexing tests every index for a negative
 one), ``vfma`` is LLVM's ``llvm.fma`` on every lane (one rounding, as ``kernels.fma.fma32``
 per float), ``vadd``/``vscale`` add two vectors and multiply one by a float lane by lane,
-``vsplat`` holds one float in every lane, and ``vpair_sums`` adds adjacent pairs of the
-``2·LANES`` floats of two vectors: every lane rounds as the scalar operation does, so a loop
+``vsplat`` holds one float in every lane, ``vzip_*`` interleave two vectors' lanes (a
+transpose's steps), and ``vpair_sums`` adds adjacent pairs of the ``2·LANES`` floats of two
+vectors: every lane rounds as the scalar operation does, so a loop
 written with them computes each float exactly as the scalar loop does.
 LLVM lowers the vectors to whatever the machine has (AVX-512/AVX2 registers, or NEON pairs on
 an ARM board).
@@ -166,6 +167,46 @@ def _lane_wise(name: str, operation: str, doc: str):  # noqa: ANN202
 
 vsub = _lane_wise("vsub", "fsub", "``a - b`` lane by lane.")
 vmul = _lane_wise("vmul", "fmul", "``a * b`` lane by lane.")
+
+
+def _shuffle(name: str, lanes: list[int], doc: str):  # noqa: ANN202
+    """The intrinsic ``name``: lanes ``lanes`` of ``a`` then ``b`` (indices 0..2·LANES-1)."""
+
+    def typer(typingctx, a, b):  # noqa: ANN001, ANN202, ARG001
+        if a != float32_vector or b != float32_vector:
+            return None
+
+        def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+            return builder.shuffle_vector(args[0], args[1], _lanes(lanes))
+
+        return float32_vector(float32_vector, float32_vector), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+_HALF = LANES // 2
+vzip_low = _shuffle(
+    "vzip_low",
+    [i // 2 + (i % 2) * LANES for i in range(LANES)],
+    "The first halves of ``a`` and ``b`` interleaved lane by lane: a0 b0 a1 b1 ...",
+)
+vzip_high = _shuffle(
+    "vzip_high",
+    [_HALF + i // 2 + (i % 2) * LANES for i in range(LANES)],
+    "The second halves of ``a`` and ``b`` interleaved lane by lane.",
+)
+vzip_pairs_low = _shuffle(
+    "vzip_pairs_low",
+    [(i // 4) * 2 + i % 2 + (i // 2) % 2 * LANES for i in range(LANES)],
+    "The first halves of ``a`` and ``b`` interleaved two lanes at a time: a0 a1 b0 b1 a2 ...",
+)
+vzip_pairs_high = _shuffle(
+    "vzip_pairs_high",
+    [_HALF + (i // 4) * 2 + i % 2 + (i // 2) % 2 * LANES for i in range(LANES)],
+    "The second halves of ``a`` and ``b`` interleaved two lanes at a time.",
+)
 
 
 @intrinsic

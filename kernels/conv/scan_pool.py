@@ -24,7 +24,17 @@ import numpy as np
 from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=True
 from ganglion.kernels.conv.cpu import accumulate_image, check_layout
 from ganglion.kernels.scan_loops import check_parameters, scan_sample
-from ganglion.kernels.simd import LANES, vadd, vload, vscale, vstore
+from ganglion.kernels.simd import (
+    LANES,
+    vadd,
+    vload,
+    vscale,
+    vstore,
+    vzip_high,
+    vzip_low,
+    vzip_pairs_high,
+    vzip_pairs_low,
+)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -97,14 +107,20 @@ def conv_scan_pool_loop(
         )  # fmt: skip
         for t in range(steps):
             spikes, image = rows[t], pooled[t, b]
+            if oh == ow == 4:  # four windows: a vector of channels each, stored transposed
+                flat = image.reshape(-1)
+                for o in range(0, o_count, LANES):
+                    w0 = _window(spikes, o, o_count, line, quarter)
+                    w1 = _window(spikes, 2 * o_count + o, o_count, line, quarter)
+                    w2 = _window(spikes, 2 * line + o, o_count, line, quarter)
+                    w3 = _window(spikes, 2 * line + 2 * o_count + o, o_count, line, quarter)
+                    _store_transposed(w0, w1, w2, w3, flat, 4 * o)
+                continue
             for py in range(oh // 2):
                 for px in range(ow // 2):
                     top = 2 * py * line + 2 * px * o_count
                     for o in range(0, o_count, LANES):
-                        upper = vadd(vload(spikes, top + o), vload(spikes, top + o_count + o))
-                        lower = vload(spikes, top + line + o)
-                        lower = vadd(lower, vload(spikes, top + line + o_count + o))
-                        vstore(window, o, vscale(vadd(upper, lower), quarter))
+                        vstore(window, o, _window(spikes, top + o, o_count, line, quarter))
                     for o in range(o_count):
                         image[o, py, px] = window[o]
     v_out = np.empty_like(v0)
@@ -113,3 +129,24 @@ def conv_scan_pool_loop(
             for p in range(positions):
                 v_out[b, o * positions + p] = v[b, p * o_count + o]
     return pooled, v_out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window(spikes, top, o_count, line, quarter):  # noqa: ANN001, ANN202
+    """The 2x2 means of ``LANES`` channels of channels-last ``spikes`` from flat ``top`` (the
+    window's first position; ``o_count`` apart along a line, ``line`` apart down)."""
+    upper = vadd(vload(spikes, top), vload(spikes, top + o_count))
+    lower = vadd(vload(spikes, top + line), vload(spikes, top + line + o_count))
+    return vscale(vadd(upper, lower), quarter)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _store_transposed(w0, w1, w2, w3, out, at):  # noqa: ANN001, ANN202
+    """Four vectors of ``LANES`` channels (one per position) stored channel by channel from
+    flat ``at``: each channel's four positions in order, ``4·LANES`` floats."""
+    t0, t1 = vzip_low(w0, w1), vzip_high(w0, w1)  # c0p0 c0p1 c1p0 c1p1 ...
+    t2, t3 = vzip_low(w2, w3), vzip_high(w2, w3)  # c0p2 c0p3 c1p2 c1p3 ...
+    vstore(out, at, vzip_pairs_low(t0, t2))  # c0p0 c0p1 c0p2 c0p3 c1p0 ...
+    vstore(out, at + LANES, vzip_pairs_high(t0, t2))
+    vstore(out, at + 2 * LANES, vzip_pairs_low(t1, t3))
+    vstore(out, at + 3 * LANES, vzip_pairs_high(t1, t3))

@@ -17,6 +17,10 @@ from ganglion.kernels.simd import (
     vstore,
     vsub,
     vwhere,
+    vzip_high,
+    vzip_low,
+    vzip_pairs_high,
+    vzip_pairs_low,
 )
 
 
@@ -85,6 +89,11 @@ def _lane_ops(a, b, flags):  # noqa: ANN001, ANN202
         vstore(out[4], j, vsplat(sload(a, j + 1)))
     for j in range(0, a.size, 2 * LANES):
         vstore(out[5], j // 2, vpair_sums(vload(a, j), vload(a, j + LANES)))
+    x, y = vload(a, 0), vload(b, 0)
+    vstore(out[6], 0, vzip_low(x, y))
+    vstore(out[6], LANES, vzip_high(x, y))
+    vstore(out[6], 2 * LANES, vzip_pairs_low(x, y))
+    vstore(out[6], 3 * LANES, vzip_pairs_high(x, y))
     return out
 
 
@@ -103,3 +112,9 @@ def test_lane_operations_equal_numpys_lane_by_lane():
     np.testing.assert_array_equal(out[4], np.repeat(a[1::LANES], LANES))
     np.testing.assert_array_equal(out[5][: 2 * LANES], a[0::2] + a[1::2])
     assert np.signbit(out[0][2]) == np.signbit(a[2] - b[2])
+    x, y = a[:LANES], b[:LANES]
+    zipped = np.stack([x, y], axis=1).reshape(-1)  # x0 y0 x1 y1 ...
+    pairs = np.stack([x.reshape(-1, 2), y.reshape(-1, 2)], axis=1).reshape(-1)  # x0 x1 y0 y1 ..
+    np.testing.assert_array_equal(out[6][: 2 * LANES], zipped)
+    np.testing.assert_array_equal(out[6][2 * LANES : 3 * LANES], pairs[:LANES])
+    np.testing.assert_array_equal(out[6][3 * LANES :], pairs[LANES:])
