@@ -17,7 +17,8 @@ Inputs, outputs and state are named numpy arrays whose names, dtypes and shapes 
 declares; the base class checks inputs and state (``runtime.tensors``) before a backend sees
 them (a state with the names and shapes of the last one it accepted, such as the state the last
 step returned, without walking it again; values are checked finite except the arrays the
-session handed out itself: ``StateCheck``). A program with one input also takes
+session handed out itself: ``StateCheck``; a bare array of a shape and dtype accepted before
+has only its values checked). A program with one input also takes
 a bare array, and then returns a bare array when it has one output. A session may be shared by
 threads: its calls take a lock and run one at a time (backends keep buffers between calls).
 """

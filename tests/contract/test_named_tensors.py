@@ -117,6 +117,27 @@ def test_bare_array_needs_a_single_input(dense: Path, spiking: Path) -> None:
     np.testing.assert_array_equal(bare, named["output"])
 
 
+def test_a_bare_array_of_a_shape_seen_before_still_has_its_values_checked(spiking: Path) -> None:
+    """A session remembers the shapes and dtypes of bare arrays it accepted (they then skip the
+    shape checks): the values of each call are still checked, and another shape, dtype or
+    layout goes through every check again."""
+    session = load(spiking)
+    x = np.random.default_rng(3).random((2, 6), dtype=np.float32)
+    first = session.run(x)
+    bad = x.copy()
+    bad[1, 4] = np.inf
+    with pytest.raises(ShapeError, match=r"'input' holds inf at index \(1, 4\)"):
+        session.run(bad)
+    np.testing.assert_array_equal(session.run(x.astype(np.float64)), first)  # cast as before
+    with pytest.raises(ShapeError, match=r"must be \[batch, 6\], got \[2, 5\]"):
+        session.run(x[:, :5].copy())
+    wide = np.zeros((2, 12), np.float32)
+    wide[:, ::2] = x
+    np.testing.assert_array_equal(session.run(wide[:, ::2]), first)  # not contiguous: copied
+    with pytest.raises(ShapeError, match="several named inputs|must be"):
+        session.run(x[:, :, None])
+
+
 def test_state_with_the_wrong_batch_is_refused(spiking: Path) -> None:
     session = load(spiking)
     state = session.init_state(2)
