@@ -5,7 +5,8 @@ reference: ``kernels/lif/reference.py``); ONNX Runtime's layer-wise run
 (``runtime/backends/onnx_layerwise.py``) calls them on numpy arrays, so a node without torch
 runs them too. Every operation rounds as the reference's does (fp32 multiply, then add, no FMA:
 numba contracts nothing without ``fastmath``), so spikes and final potentials are equal bit for
-bit (``tests/kernels/test_lif_cpu.py``). A current constant over time (an input expanded along
+bit (``tests/kernels/test_lif_cpu.py``; where two NaNs meet, which one's payload comes out is
+LLVM's choice, as it is torch's). A current constant over time (an input expanded along
 T, stride 0) is read from its one row. The scans take each sample's neurons through all steps
 at once, a group of them held in registers with their parameters (``scan_sample``): per step
 and neuron one current is read and one spike written. numba compiles each loop on first use and
@@ -75,17 +76,10 @@ def check_parameters(n, gain, decay, threshold, bias, v_reset):  # noqa: ANN001,
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def neurons_step(current, v, spikes, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
-    """One sample's N neurons, one step: ``v`` [N] updated in place, ``spikes`` [N] written."""
-    for k in range(v.shape[0]):
-        spikes[k], v[k] = _neuron(
-            current[k], v[k], gain[k], decay[k], threshold[k], bias[k], v_reset[k], zero_reset
-        )
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _neuron(current, v, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
-    """One neuron, one step -> (its spike, 1.0 or 0.0, and its new potential)."""
+    """One neuron, one step -> (its spike, 1.0 or 0.0, and its new potential): the reference's
+    update, ``x = v·decay + bias + current·gain``, a spike where ``x > threshold``, then the
+    reset."""
     x = v * decay + bias + current * gain
     fired = np.float32(x > threshold)
     if zero_reset:
@@ -113,7 +107,7 @@ def scan_sample(
     t·s_step :]``; the potentials at ``v[v_at :]`` are updated in place (flat C-contiguous
     arrays, unchecked). ``GROUP`` neurons at a time stay in registers through all steps with
     their parameters, so a step loads one current and stores one spike per neuron; each neuron
-    computes ``neurons_step``'s arithmetic. ``pooled_lines``: the neurons are images [C, H,
+    computes ``_neuron``'s arithmetic. ``pooled_lines``: the neurons are images [C, H,
     ``LANES``] with H even and N a multiple of ``GROUP`` (the caller checks), and each step
     writes the 2x2 means of its spikes (N/4 of them, as ``spike_mean_2x2``) in their place: a
     group is two pairs of lines, pooled in registers."""
@@ -209,11 +203,12 @@ def float_scan_pool_loop(
 def spike_mean_2x2(row, width, pairs, out):  # noqa: ANN001, ANN202
     """``row`` [C·H·W] of 0/1 spikes, H and W even -> ``out`` [C·H/2·W/2] 2x2 window means,
     equal to ``mean_2x2``'s (module docstring); ``pairs`` [C·H·W/2] scratch. Each pair of lines
-    is added first, then adjacent columns of those sums: where W is a multiple of ``LANES``,
-    ``LANES`` windows per step in registers, else through ``pairs`` one by one."""
+    is added first, then adjacent columns of those sums: where W and the number of windows are
+    multiples of ``LANES``, ``LANES`` windows per step in registers, else through ``pairs`` one
+    by one."""
     quarter_n, quarter = row.shape[0] // 4, np.float32(0.25)
     top = column = 0  # where the next line sums start: the first line of a pair, a column
-    if width % LANES == 0:  # a vector of line sums never straddles two lines
+    if width % LANES == 0 and quarter_n % LANES == 0:  # a vector of sums stays in one line
         for k in range(0, quarter_n, LANES):
             first = vadd(vload(row, top + column), vload(row, top + width + column))
             top, column = (top, column + LANES) if column + LANES < width else (top + 2 * width, 0)

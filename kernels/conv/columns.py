@@ -6,10 +6,12 @@ input adds into a few dozen accumulators kept in memory, and its channels-last r
 transposed. This loop walks the outputs instead: for each output row it holds ``LANES``
 consecutive columns of ``O_BLOCK`` output channels in registers, adds every tap in (ky, kx, c)
 order (one fused multiply-add each, ``kernels.simd``), adds the bias and stores the vectors
-where ``F.conv2d``'s [O, OH, OW] layout wants them. It reads a zero-padded copy of each image,
-so a tap in the padding adds ``fma(w, 0, acc) == acc`` (``acc`` is never -0: it starts at +0
-and a sum that cancels rounds to +0) and every output gets the arithmetic of ``conv2d_loop``,
-bit for bit (``tests/kernels/test_conv_cpu.py``). It takes outputs of at least ``O_BLOCK``
+where ``F.conv2d``'s [O, OH, OW] layout wants them. It reads a zero-padded copy of each image
+and adds every tap, where ``conv2d_loop`` skips the padding and the zero inputs: ``fma(w, 0,
+acc)`` is ``acc``, except that it can turn an ``acc`` of -0 (a product too small for fp32 gives
+one) into +0, which the bias added last maps to the same output unless the bias is -0
+(``layer.CpuConv2d`` refuses such layers). So every output gets ``conv2d_loop``'s bits
+(``tests/kernels/test_conv_cpu.py``). It takes outputs of at least ``O_BLOCK``
 channels and ``LANES`` columns; where a count is not a multiple, the last block of channels or
 vector of columns ends at the last one, overlapping the one before it (those outputs are
 computed twice, to the same bits).

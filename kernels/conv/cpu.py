@@ -5,7 +5,8 @@ direct kernel, which computes each output as ``acc = 0``, then one fused multipl
 ``acc = fma(x, w, acc)`` per valid tap in ``(ky, kx, c)`` order, then ``acc + bias``. This loop
 does the same, so where the machine's oneDNN does (``CpuConv2d`` checks it per layer and input
 shape) the two are equal bit for bit. A zero input is skipped: ``fma(0, w, acc) == acc`` for a
-finite ``w`` (the spike inputs of a spiking program are mostly zeros).
+finite ``w`` but for the sign of a zero ``acc``, which the bias added last erases unless it is
+-0 (``CpuConv2d`` refuses that); the spike inputs of a spiking program are mostly zeros.
 
 The loop walks the inputs, not the outputs: for each input position it first lists the channels
 whose value is not zero (without a branch per channel), then, for each kernel row, adds each

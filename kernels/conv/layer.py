@@ -40,6 +40,7 @@ __all__ = [
     "CPU_CONV_MAX_MACS",
     "ONE_CHANNEL_MAX_MACS",
     "CpuConv2d",
+    "ShapeSizes",
     "Layout",
 ]
 
@@ -50,6 +51,7 @@ CPU_CONV_MAX_MACS = 2_000_000  # crossover with oneDNN measured here before the 
 # T=8, batch 32), even at 512 rows (37.7 M)
 BLOCKED_CONV_MAX_MACS = 20_000_000
 BLOCKED_MIN_CHANNELS = 8
+MAX_SHAPES = 64  # input shapes a layer remembers (its probes, its sizes); then it starts over
 # measured here, 16 output channels 3x3 over 8x8 images: of one input channel, 0.11 ms with the
 # columns loop against 0.66 with oneDNN at 256 rows (2.4 M multiply-adds), 0.99 against 4.9 at
 # 2,048 (18.9 M); over 28x28 images 0.107 against 0.100 at 24 rows (2.7 M), and 1.8 against 5.8
@@ -61,7 +63,7 @@ Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride
 
 
 @dataclass(frozen=True)
-class _Sizes:
+class ShapeSizes:
     """What a layer's calls on one input shape (C, H, W) need, worked out once."""
 
     out_hw: tuple[int, int]
@@ -81,7 +83,7 @@ class CpuConv2d:
 
         self._loop, self._columns_loop = cpu.conv2d_loop, columns.conv2d_columns_loop
         self._lanes, self._o_block = columns.LANES, columns.O_BLOCK
-        self._sizes: dict[tuple[int, ...], _Sizes] = {}  # per input shape (C, H, W)
+        self._sizes: dict[tuple[int, ...], ShapeSizes] = {}  # per input shape (C, H, W)
         self.weight, self.bias, self.layout = weight, bias, layout
         self.versions = versions(weight, bias)
         stride, self.padding, dilation, groups = layout
@@ -135,7 +137,7 @@ class CpuConv2d:
             return None
         return self._run(x, sizes)
 
-    def sizes(self, shape: tuple[int, ...]) -> _Sizes:
+    def sizes(self, shape: tuple[int, ...]) -> ShapeSizes:
         """What calls on inputs of ``shape`` (C, H, W) need, worked out once per shape: the
         output's sides, the loop they run and the most multiply-adds a call runs it for
         (module docstring), whether ``scan_pool``'s pass takes them."""
@@ -145,12 +147,14 @@ class CpuConv2d:
 
             (c, h, w), (pad_h, pad_w), o_count = shape, self.padding, self.bias_array.size
             oh, ow = self._out_hw(shape)
+            if len(self._sizes) >= MAX_SHAPES:
+                self._sizes.clear()
             by_columns = c < BLOCKED_MIN_CHANNELS and o_count >= self._o_block and ow >= self._lanes
             if by_columns:
                 max_macs = ONE_CHANNEL_MAX_MACS if c == 1 else CPU_CONV_MAX_MACS
             else:
                 max_macs = self._blocked_max_macs
-            sizes = self._sizes[shape] = _Sizes(
+            sizes = self._sizes[shape] = ShapeSizes(
                 (oh, ow), by_columns, (c, h + 2 * pad_h, w + 2 * pad_w), max_macs,
                 o_count * oh * ow, oh > 0 and ow > 0 and bool(scan_pool.fits(o_count, oh, ow)),
             )  # fmt: skip
@@ -162,6 +166,8 @@ class CpuConv2d:
         same bits, so ``scan_pool``'s pass may rely on it too), else 0."""
         macs = self.shapes.get(shape)
         if macs is None:
+            if len(self.shapes) >= MAX_SHAPES:
+                self.shapes.clear()
             macs = self.shapes[shape] = self._macs(shape) if self._matches_torch(shape) else 0
         return macs
 
@@ -199,7 +205,7 @@ class CpuConv2d:
         """The loop for its shape on ``x`` [N, C, H, W] fp32, C-contiguous (unchecked)."""
         return self._run(x, self.sizes(x.shape[1:]))
 
-    def _run(self, x: np.ndarray, sizes: _Sizes) -> np.ndarray:
+    def _run(self, x: np.ndarray, sizes: ShapeSizes) -> np.ndarray:
         (pad_h, pad_w), (oh, ow) = self.padding, sizes.out_hw
         out = np.empty((x.shape[0], self.bias_array.size, oh, ow), np.float32)
         if sizes.by_columns:

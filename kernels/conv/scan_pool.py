@@ -9,7 +9,7 @@ pool walks the spikes two columns at a time. Here each image's accumulators
 go through the neuron scan in that order (``scan_loops.scan_sample``, time innermost), with the
 neurons' parameters and potentials permuted to it once per call, and the spikes are pooled a
 vector of channels at a time. Each value is computed as the three loops compute it: the
-convolution's ``acc + bias``, the neuron update of ``scan_loops.neurons_step`` (the same
+convolution's ``acc + bias``, the neuron update of ``scan_loops._neuron`` (the same
 arithmetic per neuron, only the order of the neurons and steps differs), and window means of
 0/1 spikes, whole numbers over four in any order. So the pooled spikes and final potentials equal
 ``conv2d_loop``, then ``float_scan_loop``, then ``mean_2x2`` bit for bit

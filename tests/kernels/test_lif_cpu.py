@@ -110,10 +110,11 @@ def test_tiled_mean_equals_avg_pool2d_bit_for_bit(shape, kernel):
 
 @pytest.mark.parametrize(
     "image",
-    [(4, 8, 8), (3, 7, 5), (1, 2, 2), (2, 4, 32), (5, 6, 10), (4, 6, 8)],
+    [(4, 8, 8), (3, 7, 5), (1, 2, 2), (2, 4, 32), (5, 6, 10), (4, 6, 8), (3, 6, 8), (1, 2, 24)],
     # even, lanes: lines a vector wide, pooled in registers (lanes: groups across channels);
-    # wide: lines of vectors; tail: N/2 % LANES
-    ids=["even", "odd", "one", "wide", "tail", "lanes"],
+    # wide: lines of vectors; tail: N/2 % LANES; half: a vector wide, but an odd number of
+    # line pairs (N/4 windows not a multiple of LANES)
+    ids=["even", "odd", "one", "wide", "tail", "lanes", "half-8", "half-24"],
 )
 @pytest.mark.parametrize("t_step", [0, 1], ids=["constant", "per-step"])
 @pytest.mark.parametrize("zero_reset", [False, True], ids=["subtract", "zero"])
