@@ -240,26 +240,18 @@ def mean_2x2(x, out):  # noqa: ANN001, ANN202
 @numba.njit(cache=True, nogil=True)
 def float_step_loop(current, v0, gain, decay, threshold, bias, v_reset, zero_reset):  # noqa: ANN001, ANN202
     """One step of ``float_scan_loop``: C-contiguous current and v0 [B, *shape] holding N =
-    len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic, in order."""
+    len(gain) neurons per sample -> (spikes, v) like v0 (kept); the same arithmetic."""
     n = gain.shape[0]
     check_parameters(n, gain, decay, threshold, bias, v_reset)
-    v, spikes = np.empty_like(v0), np.empty_like(v0)
-    c, v_in = current.reshape(-1, n), v0.reshape(-1, n)  # [B, N] views
-    v_out, s = v.reshape(-1, n), spikes.reshape(-1, n)
-    for b in range(v_in.shape[0]):  # a loop per reset, so LLVM vectorizes it
-        cb, vb, ob, sb = c[b], v_in[b], v_out[b], s[b]
-        if zero_reset:
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = x > threshold[k]
-                sb[k] = fired
-                ob[k] = v_reset[k] if fired else x
-        else:
-            for k in range(n):
-                x = vb[k] * decay[k] + bias[k] + cb[k] * gain[k]
-                fired = np.float32(x > threshold[k])
-                sb[k] = fired
-                ob[k] = x - fired * threshold[k]
+    if n == 0 or current.size != v0.size or v0.size % n:
+        raise ValueError("neuron step: the current does not fit the potentials")
+    v, spikes = v0.copy(), np.empty_like(v0)
+    flat_current, flat_spikes, flat_v = current.reshape(-1), spikes.reshape(-1), v.reshape(-1)
+    for b in range(v0.size // n):
+        scan_sample(
+            flat_current, b * n, 0, flat_spikes, b * n, 0, flat_v, b * n, 1,
+            gain, decay, threshold, bias, v_reset, zero_reset,
+        )  # fmt: skip
     return spikes, v
 
 

@@ -17,6 +17,8 @@ an ARM board).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -136,55 +138,49 @@ def vsplat(typingctx, scalar):  # noqa: ANN001, ANN201, ARG001
     return float32_vector(types.float32), codegen
 
 
-@intrinsic
-def vadd(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
-    """``a + b`` lane by lane."""
-    if a != float32_vector or b != float32_vector:
-        return None
-
-    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        return builder.fadd(args[0], args[1])
-
-    return float32_vector(float32_vector, float32_vector), codegen
-
-
-def _lane_wise(name: str, operation: str, doc: str):  # noqa: ANN202
-    """The intrinsic ``name``: ``builder.<operation>`` on two vectors, lane by lane."""
+def _binary(name: str, build: Callable[..., ir.Value], doc: str):  # noqa: ANN202
+    """The intrinsic ``name`` of two vectors -> a vector: ``build(builder, a, b)``'s IR."""
 
     def typer(typingctx, a, b):  # noqa: ANN001, ANN202, ARG001
         if a != float32_vector or b != float32_vector:
             return None
 
         def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-            return getattr(builder, operation)(args[0], args[1])
+            return build(builder, *args)
 
         return float32_vector(float32_vector, float32_vector), codegen
 
     typer.__name__ = typer.__qualname__ = name
     typer.__doc__ = doc
     return intrinsic(typer)
-
-
-vsub = _lane_wise("vsub", "fsub", "``a - b`` lane by lane.")
-vmul = _lane_wise("vmul", "fmul", "``a * b`` lane by lane.")
 
 
 def _shuffle(name: str, lanes: list[int], doc: str):  # noqa: ANN202
     """The intrinsic ``name``: lanes ``lanes`` of ``a`` then ``b`` (indices 0..2·LANES-1)."""
+    return _binary(name, lambda builder, a, b: builder.shuffle_vector(a, b, _lanes(lanes)), doc)
 
-    def typer(typingctx, a, b):  # noqa: ANN001, ANN202, ARG001
-        if a != float32_vector or b != float32_vector:
-            return None
 
-        def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-            return builder.shuffle_vector(args[0], args[1], _lanes(lanes))
+def _pair_sums(builder, a, b):  # noqa: ANN001, ANN202
+    """IR of ``vpair_sums``: the even lanes of ``a`` then ``b`` plus their odd lanes."""
+    even = builder.shuffle_vector(a, b, _lanes(list(range(0, 2 * LANES, 2))))
+    odd = builder.shuffle_vector(a, b, _lanes(list(range(1, 2 * LANES, 2))))
+    return builder.fadd(even, odd)
 
-        return float32_vector(float32_vector, float32_vector), codegen
 
-    typer.__name__ = typer.__qualname__ = name
-    typer.__doc__ = doc
-    return intrinsic(typer)
-
+vadd = _binary("vadd", lambda builder, a, b: builder.fadd(a, b), "``a + b`` lane by lane.")
+vsub = _binary("vsub", lambda builder, a, b: builder.fsub(a, b), "``a - b`` lane by lane.")
+vmul = _binary("vmul", lambda builder, a, b: builder.fmul(a, b), "``a * b`` lane by lane.")
+vgreater = _binary(
+    "vgreater",
+    lambda builder, a, b: builder.uitofp(builder.fcmp_ordered(">", a, b), _VECTOR),
+    "1.0 in the lanes where ``a > b`` (ordered: never for a NaN), 0.0 in the others.",
+)
+vpair_sums = _binary(
+    "vpair_sums",
+    _pair_sums,
+    "The sums of the adjacent pairs of the ``2·LANES`` lanes of ``a`` then ``b``: lane ``l``"
+    " holds lanes ``2l`` and ``2l + 1`` of the two, one after the other, added.",
+)
 
 _HALF = LANES // 2
 vzip_low = _shuffle(
@@ -210,18 +206,6 @@ vzip_pairs_high = _shuffle(
 
 
 @intrinsic
-def vgreater(typingctx, a, b):  # noqa: ANN001, ANN201, ARG001
-    """1.0 in the lanes where ``a > b`` (ordered: never for a NaN), 0.0 in the others."""
-    if a != float32_vector or b != float32_vector:
-        return None
-
-    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        return builder.uitofp(builder.fcmp_ordered(">", args[0], args[1]), _VECTOR)
-
-    return float32_vector(float32_vector, float32_vector), codegen
-
-
-@intrinsic
 def vwhere(typingctx, flags, a, b):  # noqa: ANN001, ANN201, ARG001
     """``a`` in the lanes where ``flags`` is not zero, ``b`` in the others."""
     if flags != float32_vector or a != float32_vector or b != float32_vector:
@@ -244,18 +228,3 @@ def vscale(typingctx, vector, scalar):  # noqa: ANN001, ANN201, ARG001
         return builder.fmul(args[0], _splat(builder, args[1]))
 
     return float32_vector(float32_vector, types.float32), codegen
-
-
-@intrinsic
-def vpair_sums(typingctx, first, second):  # noqa: ANN001, ANN201, ARG001
-    """The sums of the adjacent pairs of the ``2·LANES`` lanes of ``first`` then ``second``:
-    lane ``l`` holds lanes ``2l`` and ``2l + 1`` of the two, one after the other, added."""
-    if first != float32_vector or second != float32_vector:
-        return None
-
-    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
-        even = builder.shuffle_vector(args[0], args[1], _lanes(list(range(0, 2 * LANES, 2))))
-        odd = builder.shuffle_vector(args[0], args[1], _lanes(list(range(1, 2 * LANES, 2))))
-        return builder.fadd(even, odd)
-
-    return float32_vector(float32_vector, float32_vector), codegen

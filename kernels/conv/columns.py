@@ -44,11 +44,7 @@ def conv2d_columns_loop(x, flipped, bias, pad_h, pad_w, out, padded):  # noqa: A
     padded[:] = 0
     source = padded.reshape(-1)
     for n in range(x.shape[0]):
-        for c in range(c_count):
-            for iy in range(h):
-                start = (c * ph + iy + pad_h) * pw + pad_w
-                for ix in range(w):
-                    source[start + ix] = x[n, c, iy, ix]
+        padded[:, pad_h : pad_h + h, pad_w : pad_w + w] = x[n]
         image = out[n].reshape(-1)
         for i in range(-(-o_count // O_BLOCK)):
             o = min(i * O_BLOCK, o_count - O_BLOCK)  # the last block ends at the last channel

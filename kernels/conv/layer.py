@@ -11,9 +11,9 @@ with the larger batches, where ``F.conv2d`` switches to another kernel at one ro
 
 Of fewer than ``BLOCKED_MIN_CHANNELS`` input channels (a CNN's first convolution, on the
 image itself) to at least ``O_BLOCK`` output channels of at least ``LANES`` columns, a call runs
-``columns.py``'s loop, which
-walks the outputs; else ``cpu.py``'s, which walks the inputs and skips their zeros (spikes). The
-two add every output's taps in the same order, to the same bits.
+``columns.py``'s loop, which walks the outputs; else ``cpu.py``'s, which walks the inputs and
+skips their zeros (spikes). The two add every output's taps in the same order, to the same
+bits.
 
 The loops are used for fp32 CPU inputs without autograd, stride 1, dilation 1, one group,
 finite weights, no bias of -0, numba installed and kernels on (``GANGLION_KERNELS``), and at
@@ -156,7 +156,7 @@ class CpuConv2d:
                 max_macs = self._blocked_max_macs
             sizes = self._sizes[shape] = ShapeSizes(
                 (oh, ow), by_columns, (c, h + 2 * pad_h, w + 2 * pad_w), max_macs,
-                o_count * oh * ow, oh > 0 and ow > 0 and bool(scan_pool.fits(o_count, oh, ow)),
+                o_count * oh * ow, bool(scan_pool.fits(o_count, oh, ow)),
             )  # fmt: skip
         return sizes
 
