@@ -13,6 +13,7 @@ from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=
 FW_STEPS = 6  # Frank-Wolfe steps for the combined bound (each step's bound is valid)
 _GAMMAS = np.array([0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0])  # its line-search grid
 _BLOCK = 256  # samples per partial sum
+_RANGES = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 64))  # |B| bounded separately first
 _SUMS = {"reassoc", "nsz"}  # fastmath flags: reorder sums (vectorized), nothing else
 # error_model="numpy": no ZeroDivisionError checks (they stop vectorization); every
 # denominator here is a positive gate sum, and zero costs are tested before dividing
@@ -47,12 +48,19 @@ def fractional_knapsack(v, c, room):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, error_model="numpy")
-def knapsack(values, costs, room, k):  # noqa: ANN001, ANN202
+def knapsack(values, costs, room, lo, hi):  # noqa: ANN001, ANN202
     """``knapsack_bound``'s arithmetic (see there)."""
+    if hi < lo or values.size < lo:
+        return -np.inf  # no subset has an allowed size
     n = 0
     for e in range(values.size):
         n += values[e] > 0
-    if n == 0 or k <= 0:
+    if n < lo:  # fewer gains than members required: the lo-th largest value prices a member
+        rank = np.argsort(values)
+        mu = values[rank[values.size - lo]]  # the lo-th largest (<= 0)
+        top = rank[values.size - lo + 1 :]
+        return mu * lo + fractional_knapsack(values[top] - mu, costs[top], room)
+    if n == 0 or hi <= 0:
         return 0.0
     v, c = np.empty(n), np.empty(n)
     j, spent = 0, 0.0
@@ -61,32 +69,40 @@ def knapsack(values, costs, room, k):  # noqa: ANN001, ANN202
             v[j], c[j] = values[e], costs[e]
             spent += costs[e]
             j += 1
-    if k >= n and spent <= room:
+    if hi >= n and spent <= room:
         return v.sum()  # everything positive fits: that is the maximum itself
     best = fractional_knapsack(v, c, room)
-    if k < n:
+    if hi < n:
         rank = np.argsort(v)
-        mu = v[rank[n - k - 1]]  # the (k+1)-th largest
-        head = rank[n - k :]
-        best = min(best, mu * k + fractional_knapsack(v[head] - mu, c[head], room))
+        mu = v[rank[n - hi - 1]]  # the (hi+1)-th largest
+        head = rank[n - hi :]
+        best = min(best, mu * hi + fractional_knapsack(v[head] - mu, c[head], room))
     return best
 
 
 @numba.njit(cache=True, error_model="numpy")
-def fractional_point(values, costs, room, k):  # noqa: ANN001, ANN202
-    """A good point of ``{x ∈ [0,1]^n : c·x <= room, Σx <= k}`` for ``values`` (greedy)."""
+def fractional_point(values, costs, room, lo, hi):  # noqa: ANN001, ANN202
+    """A good point of ``{x ∈ [0,1]^n : c·x <= room, lo <= Σx <= hi}`` for ``values``
+    (greedy by value per joule, then filled up to ``lo`` by value)."""
     x = np.zeros(values.size)
     ratio = np.empty(values.size)
     for e in range(values.size):
         ratio[e] = values[e] / costs[e] if costs[e] > 0 else np.inf
     left, count = room, 0.0
     for e in np.argsort(-ratio):
-        if values[e] <= 0 or count >= k or left <= 0:
+        if values[e] <= 0 or count >= hi or left <= 0:
             break
-        share = min(1.0, k - count, left / costs[e] if costs[e] > 0 else 1.0)
+        share = min(1.0, hi - count, left / costs[e] if costs[e] > 0 else 1.0)
         x[e] = share
         left -= share * costs[e]
         count += share
+    if count < lo:
+        for e in np.argsort(-values):
+            share = min(1.0 - x[e], lo - count)
+            x[e] += share
+            count += share
+            if count >= lo:
+                break
     return x
 
 
@@ -100,6 +116,19 @@ def mean_ratio(num, den):  # noqa: ANN001, ANN202
         for t in range(block_size(b, blocks, m)):
             i = base + t
             part += num[i] / den[i]
+        total += part
+    return total / m
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
+def mean_ratio_of(values):  # noqa: ANN001, ANN202
+    """``mean_i values_i`` in blocks (as ``mean_ratio``)."""
+    m, total = values.size, 0.0
+    blocks = (m + _BLOCK - 1) // _BLOCK
+    for b in range(blocks):
+        base, part = b * _BLOCK, 0.0
+        for t in range(block_size(b, blocks, m)):
+            part += values[base + t]
         total += part
     return total / m
 
@@ -198,7 +227,7 @@ def best_ratio(g_sorted, p_sorted, order, member, num, den, out):  # noqa: ANN00
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
-def two_piece_lp(c1, a1, a2, costs, room, k, stop, nu_out):  # noqa: ANN001, ANN202
+def two_piece_lp(c1, a1, a2, costs, room, lo, k, stop, nu_out):  # noqa: ANN001, ANN202
     """Bound on ``max_B mean_i min(c1_i + Σ_B a1_ie, Σ_B a2_ie)`` over the node's ``B``.
 
     LP dual: for any ``λ ∈ [0,1]^M``, ``mean_i (1-λ_i) c1_i + Σ_B mean_i ((1-λ_i) a1_ie +
@@ -228,14 +257,14 @@ def two_piece_lp(c1, a1, a2, costs, room, k, stop, nu_out):  # noqa: ANN001, ANN
                     part += row1[i] + lam[i] * (row2[i] - row1[i])  # a blend: vectorizes
                 total += part
             nu[e] = total / m
-        value = const + knapsack(nu, costs, room, k)
+        value = const + knapsack(nu, costs, room, lo, k)
         if value < best:
             best, best_const = value, const
             nu_out[:] = nu
         if best < stop or (step >= 2 and best - stop > (FW_STEPS - step) * (previous - best)):
             break  # pruned, or too slow to get there
         previous = best
-        dx = fractional_point(nu, costs, room, k) - x
+        dx = fractional_point(nu, costs, room, lo, k) - x
         d1[:] = 0.0
         d2[:] = 0.0
         for e in range(n):
@@ -258,54 +287,136 @@ def two_piece_lp(c1, a1, a2, costs, room, k, stop, nu_out):  # noqa: ANN001, ANN
     return best, best_const
 
 
+@numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
+def signed_terms(g, gp, avail, den, r, low, high1, high2, terms, gain):  # noqa: ANN001, ANN202
+    """The knapsack-form terms of one size range, per expert and sample (``terms[j, i]`` =
+    ``w⁺/(den + g + low) + w⁻/(den + min(g + high1, high2))``, ``w = g (p - r)``), and their
+    means over samples in ``gain[j]`` (what ``signed_gains`` gives)."""
+    m = den.size
+    blocks = (m + _BLOCK - 1) // _BLOCK
+    for j in range(avail.size):
+        ge, gpe, row = g[avail[j]], gp[avail[j]], terms[j]
+        total = 0.0
+        for b in range(blocks):
+            base, part = b * _BLOCK, 0.0
+            for t in range(block_size(b, blocks, m)):
+                i = base + t
+                w = gpe[i] - ge[i] * r[i]
+                lo_d, hi_d = den[i] + ge[i] + low[i], den[i] + ge[i] + high1[i]
+                row[i] = signed_term(w, lo_d, hi_d, den[i] + high2[i])
+                part += row[i]
+            total += part
+        gain[j] = total / m
+
+
 @numba.njit(cache=True, error_model="numpy")
-def combined_range(
-    g,
-    gp,
-    p,
-    avail,
-    num,
-    den,
-    r,
-    u,
-    low,
-    high1,
-    high2,
-    costs,
-    room,
-    hi,
-    stop,
-    terms,
-    beta,
-    offset,
-    coef,
-):  # noqa: ANN001, ANN202
-    """One size range ``[lo, hi]`` of the combined bound: the knapsack-form ``terms`` (the
-    per-sample terms ``signed_gains`` averages, ``low``/``high1``/``high2`` the range's gate
-    sums), the anchored piece
-    ``offset_i + Σ_B beta_ie`` with ``D_i^hi = den_i + high2_i`` (``u_i - r_i + (num_i - u_i
-    den_i)/D_i^hi`` and ``g_ie (p_ie - u_i)/D_i^hi``), then ``two_piece_lp`` on them. Returns
-    its (bound, const) and leaves the coefficients in ``coef``."""
+def anchored_piece(g, p, avail, num, den, r, u, high2, beta, offset):  # noqa: ANN001, ANN202
+    """The anchored piece of a size range: ``offset_i + Σ_B beta_ie`` with ``D_i^hi = den_i +
+    high2_i``: ``u_i - r_i + (num_i - u_i den_i)/D_i^hi`` and ``g_ie (p_ie - u_i)/D_i^hi``."""
     m = den.size
     inv = np.empty(m)  # 1 / D_i^hi
     for i in range(m):
         inv[i] = 1.0 / (den[i] + high2[i])
         offset[i] = (u[i] - r[i]) + (num[i] - u[i] * den[i]) * inv[i]
     for j in range(avail.size):
-        ge, gpe, pe, row, anchored = g[avail[j]], gp[avail[j]], p[avail[j]], terms[j], beta[j]
+        ge, pe, row = g[avail[j]], p[avail[j]], beta[j]
         for i in range(m):
-            w = gpe[i] - ge[i] * r[i]
-            lo_d, hi_d = den[i] + ge[i] + low[i], den[i] + ge[i] + high1[i]
-            row[i] = signed_term(w, lo_d, hi_d, den[i] + high2[i])
-            anchored[i] = (pe[i] - u[i]) * ge[i] * inv[i]
-    return two_piece_lp(offset, beta, terms, costs, room, hi, stop, coef)
+            row[i] = (pe[i] - u[i]) * ge[i] * inv[i]
 
 
 @numba.njit(cache=True, error_model="numpy")
-def forced_bounds(consts, coefs, his, order, costs, room, count, out):  # noqa: ANN001, ANN202
+def size_pieces(
+    g,
+    gp,
+    p,
+    ratio_args,
+    avail,
+    num,
+    den,
+    r,
+    u,
+    small,
+    large,
+    costs,
+    room,
+    k,
+    lp_min,
+    q,
+    stop,
+    first_pass,
+    terms,
+    beta,
+    offset,
+    out_lo,
+    out_hi,
+    out_const,
+    out_coef,
+    out_value,
+):  # noqa: ANN001, ANN202
+    """Modular bounds (pieces) on the gain over ``Q(S)`` for every ``|B|`` in ``[2, k]``.
+
+    The ranges ``_RANGES`` first, largest sizes first. A range gets the sized bound (the
+    knapsack bound of its ``signed_terms``' means with ``lo <= |B| <= hi``); if that does not
+    get below ``stop``, the ratio bound (``u``, each sample's best alone, computed once: ``u[0]``
+    NaN until then; status 2, stopping, when its mean less ``q`` is below ``stop``) and, with
+    ``lp_min`` joinable experts or more, the combined LP over the same terms and the anchored
+    piece (the smaller of the two bounds is the range's piece). A range still at or above
+    ``stop`` is split in two halves (each bounds its sizes more tightly: more gate sums are
+    forced in, ``lo`` more members' terms count), down to single sizes; once a single size
+    fails, the node survives: ``first_pass`` stops there (status 1), otherwise the ranges left
+    keep their pieces unsplit (they serve the children's pre-checks). Pieces are written to
+    ``out_*`` (at most ``k - 1``: they partition ``[2, k]``). Returns (pieces, status)."""
+    n = avail.size
+    g_by_p, p_sorted, p_order, member = ratio_args
+    stack_lo, stack_hi = np.empty(2 * k + 8, np.intp), np.empty(2 * k + 8, np.intp)
+    top = 0
+    for lo0, hi0 in _RANGES:
+        if 2 <= lo0 <= k:
+            stack_lo[top], stack_hi[top] = lo0, min(hi0, k)
+            top += 1
+    gain, coef = np.empty(n), np.empty(n)
+    pieces = 0
+    failed = False
+    while top > 0:
+        top -= 1
+        lo, hi = stack_lo[top], stack_hi[top]
+        signed_terms(g, gp, avail, den, r, small[lo - 1], large[hi - 1], large[hi], terms, gain)
+        value, const = knapsack(gain, costs, room, lo, hi), 0.0
+        coef[:] = gain
+        if value >= stop and np.isnan(u[0]):
+            best_ratio(g_by_p, p_sorted, p_order, member, num, den, u)
+            if mean_ratio_of(u) - q < stop:
+                return pieces, 2
+        if value >= stop and n >= lp_min:
+            anchored_piece(g, p, avail, num, den, r, u, large[hi], beta, offset)
+            lp, lp_const = two_piece_lp(
+                offset, beta[:n], terms[:n], costs, room, lo, hi, stop, out_coef[pieces]
+            )
+            if lp < value:
+                value, const = lp, lp_const
+                coef[:] = out_coef[pieces]
+        if value >= stop and lo < hi and not failed:  # split: each half bounds more tightly
+            mid = (lo + hi) // 2
+            stack_lo[top], stack_hi[top] = lo, mid
+            stack_lo[top + 1], stack_hi[top + 1] = mid + 1, hi  # popped first
+            top += 2
+            continue
+        out_lo[pieces], out_hi[pieces], out_const[pieces] = lo, hi, const
+        out_coef[pieces] = coef
+        out_value[pieces] = value
+        pieces += 1
+        if value >= stop:
+            if first_pass:
+                return pieces, 1
+            failed = True  # the node survives: its other sizes keep their coarser pieces
+    return pieces, 0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def forced_bounds(consts, coefs, los, his, order, costs, room, count, out):  # noqa: ANN001, ANN202
     """For ``j < count``: ``out[j]`` = the largest over pieces ``p`` of ``consts[p] +
     coefs[p, order[j]] +`` the knapsack bound of ``coefs[p]`` over ``order[j+1:]`` within
-    ``room - costs[order[j]]`` and ``his[p] - 1`` experts."""
+    ``room - costs[order[j]]`` and ``los[p] - 1`` to ``his[p] - 1`` experts."""
     n = order.size
     for j in range(count):
         pos, rest = order[j], n - j - 1
@@ -317,7 +428,8 @@ def forced_bounds(consts, coefs, his, order, costs, room, count, out):  # noqa: 
             for t in range(rest):
                 v[t] = coefs[piece, order[j + 1 + t]]
             left = room - costs[pos]
-            value = consts[piece] + coefs[piece, pos] + knapsack(v, c, left, his[piece] - 1)
+            rest_bound = knapsack(v, c, left, los[piece] - 1, his[piece] - 1)
+            value = consts[piece] + coefs[piece, pos] + rest_bound
             best = max(best, value)
         out[j] = best
 

@@ -23,31 +23,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ganglion.runtime.selection.bound_kernels import (
-    best_ratio,
     child_quality,
-    combined_range,
     forced_bounds,
     knapsack,
     mean_ratio,
+    mean_ratio_of,
     ranked_sums,
     signed_gains,
+    size_pieces,
 )
 from ganglion.runtime.selection.problem import SelectionProblem
 
 COMBINED_MIN = 10  # below this many joinable experts the LP costs more than the nodes it saves
-SIZE_RANGES = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 64))  # |B| bounded separately
 
 
-def knapsack_bound(values: np.ndarray, costs: np.ndarray, room: float, k: int) -> float:
-    """Upper bound on ``max Σ_B values`` subject to ``Σ_B costs <= room`` and ``|B| <= k``.
+def knapsack_bound(
+    values: np.ndarray, costs: np.ndarray, room: float, k: int, lo: int = 0
+) -> float:
+    """Upper bound on ``max Σ_B values`` subject to ``Σ_B costs <= room`` and ``lo <= |B| <=
+    k`` (``-inf`` when no ``B`` has an allowed size).
 
-    Points of the LP relaxation's dual ``min_{μ >= 0} μ·k + FK((values - μ)^+)`` (``FK``: the
-    greedy fractional knapsack on energy alone): ``μ = 0`` gives ``FK(values^+)``; ``μ`` = the
-    (k+1)-th largest value gives at most the sum of the k largest. Any ``μ`` is a bound.
+    Points of the LP relaxation's dual ``μ·s + FK((values - μ)^+)`` (``FK``: the greedy
+    fractional knapsack on energy alone; ``s = k`` for ``μ >= 0``, ``s = lo`` for ``μ <= 0``):
+    ``μ = 0`` gives ``FK(values^+)``; ``μ`` = the (k+1)-th largest value gives at most the sum of
+    the k largest; with fewer than ``lo`` positive values, ``μ`` = the ``lo``-th largest gives at
+    most the sum of the ``lo`` largest. Any ``μ`` is a bound.
     """
     values = np.ascontiguousarray(values, dtype=np.float64)
     costs = np.ascontiguousarray(costs, dtype=np.float64)
-    return float(knapsack(values, costs, float(room), int(k)))
+    return float(knapsack(values, costs, float(room), int(lo), int(k)))
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class Linear:
     def forced(self, j: int, later: np.ndarray, costs: np.ndarray, room: float) -> float:
         """Bound over the node's subsets ``B`` that contain position ``j``, the rest from
         positions ``later``."""
-        rest = knapsack_bound(self.coef[later], costs[later], room - costs[j], self.hi - 1)
+        left = room - costs[j]
+        rest = knapsack_bound(self.coef[later], costs[later], left, self.hi - 1, self.lo - 1)
         return self.const + float(self.coef[j]) + rest
 
 
@@ -87,8 +92,9 @@ def child_bounds(
     for pieces in families:
         consts = np.array([piece.const for piece in pieces])
         coefs = np.stack([piece.coef for piece in pieces])
+        los = np.array([piece.lo for piece in pieces], dtype=np.intp)
         his = np.array([piece.hi for piece in pieces], dtype=np.intp)
-        forced_bounds(consts, coefs, his, order, costs, room, count, out)
+        forced_bounds(consts, coefs, los, his, order, costs, room, count, out)
         np.minimum(bound, out, out=bound)
     return bound
 
@@ -96,12 +102,12 @@ def child_bounds(
 @dataclass(frozen=True)
 class GateSums:
     """Per sample, sums of a node's largest and smallest gates: ``large[c]`` ``[M]`` the ``c``
-    largest of its ``A`` for every ``c <= k``, ``small[c]`` the ``c`` smallest for each range's
-    ``lo - 1``. They stay valid at any node below (``A`` a subset): there the ``c`` largest sum
+    largest of its ``A`` for every ``c <= k``, ``small[c]`` the ``c`` smallest for every
+    ``c < k``. They stay valid at any node below (``A`` a subset): there the ``c`` largest sum
     to at most these and the ``c`` smallest to at least these, which only loosens a bound."""
 
     large: np.ndarray  # [k + 1, M]
-    small: dict[int, np.ndarray]
+    small: np.ndarray  # [k, M]
 
 
 @dataclass
@@ -180,10 +186,8 @@ class Workspace:
         child_quality(self.g, self.gp, avail, num, den, child_q)
         node = NodeEval(float(mean_ratio(num, den)), min(k, _fits(costs, room)), child_q)
         q, k = node.q, node.k
-        ranges = _size_ranges(k)
         if inherited is None:
-            large = self._ranked(True, range(k + 1), m)  # sums of the largest gates of A
-            node.sums = GateSums(large, {})
+            large = self._ranked(True, k + 1, m)  # sums of the largest gates of A
         else:
             large, node.exact = inherited.large, False
         # knapsack: a_ie = w⁺/(den + g_ie) + w⁻/(den + g_ie + the k-1 largest other gates)
@@ -192,95 +196,70 @@ class Workspace:
             self.g, self.gp, avail, den, r, np.zeros(m), large[max(k - 1, 0)], large[k], alpha
         )
         node.families.append([Linear(0.0, alpha, 1, k)])
-        node.bounds["knapsack"] = q + float(knapsack(alpha, costs, room, k))
+        node.bounds["knapsack"] = q + float(knapsack(alpha, costs, room, 0, k))
         if k <= 0 or node.bound < threshold:
             return node
         if inherited is None:
-            small = self._ranked(False, {lo - 1 for lo, _ in ranges}, m)  # the smallest
-            node.sums.small.update(small)
+            small = self._ranked(False, k, m)  # sums of the smallest gates of A
+            node.sums = GateSums(large, small)
         else:
             small = inherited.small
-        sums = [(small[lo - 1], large[hi - 1], large[hi]) for lo, hi in ranges]
-        sized, pruned = -math.inf, {}  # pruned: ranges whose sized bound cuts, with its gains
-        for b, ((_, hi), (low, high1, high2)) in enumerate(zip(ranges, sums, strict=True)):
-            gain = np.empty(n)  # |B| in [lo, hi]
-            signed_gains(self.g, self.gp, avail, den, r, low, high1, high2, gain)
-            value = q + float(knapsack(gain, costs, room, hi))
-            sized = max(sized, value)
-            if value < threshold:
-                pruned[b] = (value, gain)
-            if sized >= threshold > -math.inf:
-                break  # cannot prune; skip the other ranges
-        else:
-            node.bounds["sized"] = sized
-            if node.bound < threshold:
-                return node
-        u = np.empty(m)  # each sample's best on its own
-        best_ratio(self.g_by_p, self.p_sorted, self.p_order, self._member, num, den, u)
-        node.bounds["ratio"] = float(u.mean())
-        if node.bound < threshold or (n < COMBINED_MIN and threshold > -math.inf):
-            return node
         pieces = [Linear(0.0, child_q - q, 1, 1)]  # exact for |B| = 1
         combined = max(q, float(child_q.max()))  # B = ∅ or one expert
-        terms, beta, offset = self._terms[:n], self._beta[:n], np.empty(m)
-        for b in range(len(ranges) - 1, 0, -1):  # largest sizes first: usually the binding
-            lo, hi = ranges[b]
-            if b in pruned:  # the sized bound already cuts this range: its piece will do
-                pieces.append(Linear(0.0, pruned[b][1], lo, hi))
-                combined = max(combined, pruned[b][0])
-                continue
-            # the knapsack-form terms, and anchored: Q(T) - Q(S) <= mean_i (u_i - r_i) +
-            # K_i(T)/D_i^hi with K_i(T) = N_i(T) - u_i D_i(T) <= 0 and D_i^hi = den_i + the hi
-            # largest gates of A >= D_i(T) for |B| <= hi; then the LP over both pieces
-            coef = np.empty(n)
-            value, const = combined_range(
-                self.g,
-                self.gp,
-                self.p,
-                avail,
-                num,
-                den,
-                r,
-                u,
-                *sums[b],
-                costs,
-                room,
-                hi,
-                threshold - q,
-                terms,
-                beta,
-                offset,
-                coef,
-            )
-            pieces.append(Linear(float(const), coef, lo, hi))
-            combined = max(combined, q + float(value))
-            if inherited is not None and combined >= threshold > -math.inf:
-                return node  # a first pass that cannot prune: the second bounds every range
-        # a node's own pass bounds every range even if it cannot prune: its children's
-        # pre-checks use every piece
+        u = np.full(m, np.nan)  # each sample's best on its own, computed when first needed
+        out_coef, out_value = np.empty((k, n)), np.empty(k)
+        out_lo, out_hi, out_const = np.empty(k, np.intp), np.empty(k, np.intp), np.empty(k)
+        count, status = size_pieces(
+            self.g,
+            self.gp,
+            self.p,
+            (self.g_by_p, self.p_sorted, self.p_order, self._member),
+            avail,
+            num,
+            den,
+            r,
+            u,
+            small,
+            large,
+            costs,
+            room,
+            k,
+            COMBINED_MIN,
+            q,
+            threshold - q,
+            inherited is not None and threshold > -math.inf,
+            self._terms,
+            self._beta,
+            np.empty(m),
+            out_lo,
+            out_hi,
+            out_const,
+            out_coef,
+            out_value,
+        )
+        if not np.isnan(u[0]):
+            node.bounds["ratio"] = float(mean_ratio_of(u))
+        if status:  # the ratio bound cuts, or a first pass cannot: no pieces needed
+            return node
+        for j in range(count):
+            pieces.append(Linear(float(out_const[j]), out_coef[j], int(out_lo[j]), int(out_hi[j])))
+            combined = max(combined, q + float(out_value[j]))
         node.bounds["combined"] = combined
         node.families.append(pieces)
         return node
 
-    def _ranked(self, largest: bool, counts, m: int):  # noqa: ANN001, ANN202
-        """Per sample, the sums of the ``count`` largest (or smallest) gates of the node's
-        experts: ``[len, M]`` indexed by count for ``range(k + 1)``, else ``{count: [M]}``."""
-        wanted = np.array(sorted(counts), dtype=np.intp)
-        out = np.empty((wanted.size, m))
+    def _ranked(self, largest: bool, counts: int, m: int) -> np.ndarray:
+        """``[counts, M]``: per sample, the sums of the ``c`` largest (or smallest) gates of the
+        node's experts for every ``c < counts``."""
+        wanted = np.arange(counts, dtype=np.intp)
+        out = np.empty((counts, m))
         ranked_sums(self.gate_sorted, self.gate_order, self._member, wanted, largest, out)
-        if isinstance(counts, range):
-            return out
-        return {int(c): out[j] for j, c in enumerate(wanted)}
+        return out
 
 
 def _fits(costs: np.ndarray, room: float) -> int:
     """How many of the cheapest experts fit in ``room`` together (a cap on ``|B|``)."""
     return int(np.searchsorted(np.cumsum(np.sort(costs)), room, side="right"))
-
-
-def _size_ranges(k: int) -> list[tuple[int, int]]:
-    """The ranges of ``|B|`` bounded separately (``SIZE_RANGES`` clipped to ``k``)."""
-    return [(lo, min(hi, k)) for lo, hi in SIZE_RANGES if lo <= k]
 
 
 @functools.cache

@@ -39,23 +39,32 @@ g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
   ``A``, and at most ``den_i`` plus the ``k`` largest (exact per-sample sums of sorted gates). So
   ``Q(T) <= Q(S) + Σ_{e∈B} α_e``: modular, hence bounded by a knapsack over energy and size,
   itself bounded by points of its LP dual.
-- sized. The same with ``|B|`` split into ``SIZE_RANGES`` [1, 1], [2, 3], [4, 7], [8, 15],
-  [16, 31], [32, k]: in a range the other joiners' gates sum to at least the ``lo-1`` smallest
-  and at most the ``hi-1`` largest gates of ``A`` (per sample), which tightens both signs; the
-  bound is the largest over ranges.
+- sized. The same with ``|B|`` in a range ``[lo, hi]``: the other joiners' gates sum to at
+  least the ``lo-1`` smallest and at most the ``hi-1`` largest gates of ``A`` (per sample),
+  which tightens both signs, and the knapsack takes at least ``lo`` experts: with fewer
+  positive coefficients than that, the ``lo``-th largest (negative) prices a member
+  (``μ·lo + FK((α - μ)^+)``, a point of the LP dual of ``lo <= Σx``). Ranges start at
+  [2, 3], [4, 7], [8, 15], [16, 31], [32, k] (``|B| = 1`` is exact: the children's
+  qualities); a range whose bound (this or the combined one) does not cut is split in
+  halves, down to single sizes, so a node pays for the sizes that need it. The node bound
+  is the largest over the ranges.
 - ratio. ``Q(T) <= mean_i u_i``, ``u_i = max_{B⊆A} (num_i + Σ_B g p)/(den_i + Σ_B g)``: each
   sample alone can do no better. The best ``B`` is every expert whose ``p`` beats ``u_i``
   (Dinkelbach), a prefix of ``A`` by ``p`` descending: adding experts in that order while ``p``
   beats the running ratio reaches ``u_i`` exactly. It implies ``mean_i max_{e∈S∪A} p_ie`` (a
-  renormalized convex combination never exceeds the max).
+  renormalized convex combination never exceeds the max). Computed when a first range's
+  sized bound does not cut.
 - combined. Per sample, the gain is at most the knapsack terms and also at most the anchored
   form ``(u_i - r_i) + K_i(T)/D_i^hi`` where ``K_i(T) = N_i(T) - u_i D_i(T) <= 0`` and
   ``D_i^hi >= D_i(T)`` (``den_i`` plus the ``hi`` largest gates of ``A``). ``min`` of the two
   pieces is at most any convex combination ``λ_i``; for fixed ``λ`` the result is modular in
-  ``B`` again, so a knapsack bounds it; ``λ`` comes from a few Frank-Wolfe steps on the LP
-  ``max_x mean_i min(piece_1, piece_2)``. One LP per size range of ``sized``; skipped below
-  ``COMBINED_MIN`` joinable experts, where it costs more than it saves. A range the sized
-  bound already cuts keeps the sized piece instead of an LP (modular over the same sizes).
+  ``B`` again, so a knapsack (with the range's ``lo``) bounds it; ``λ`` comes from a few
+  Frank-Wolfe steps on the LP ``max_x mean_i min(piece_1, piece_2)`` over ``lo <= Σx <= hi``.
+  One LP per range whose sized bound does not cut, skipped below ``COMBINED_MIN`` joinable
+  experts; the range keeps the smaller of the two as its piece (modular over its sizes).
+  Once a single size cannot be cut the node survives: a child's first pass stops there, a
+  node's own pass keeps the ranges it has not split yet as they are (their pieces pre-check
+  the children).
 - inherited sums. A node's ``c`` largest gates of ``A`` (per sample) sum to at least those of
   any subset of ``A``, its ``c`` smallest to at most; the bounds put the largest sums only
   under non-positive numerators and the smallest only under non-negative ones, so a node below
