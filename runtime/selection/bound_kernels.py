@@ -48,6 +48,19 @@ def fractional_knapsack(v, c, room):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, error_model="numpy")
+def cheapest_fit(costs, room):  # noqa: ANN001, ANN202
+    """How many of the cheapest experts fit in ``room`` together (their costs summed from the
+    cheapest up, in that order): a cap on ``|B|``."""
+    total, count = 0.0, 0
+    for c in np.sort(costs):
+        total += c
+        if total > room:
+            break
+        count += 1
+    return count
+
+
+@numba.njit(cache=True, error_model="numpy")
 def knapsack(values, costs, room, lo, hi):  # noqa: ANN001, ANN202
     """``knapsack_bound``'s arithmetic (see there)."""
     if hi < lo or values.size < lo:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ganglion.runtime.selection.bound_kernels import (
+    cheapest_fit,
     child_quality,
     forced_bounds,
     knapsack,
@@ -184,7 +185,7 @@ class Workspace:
         r = num / den
         child_q = np.empty(n)
         child_quality(self.g, self.gp, avail, num, den, child_q)
-        node = NodeEval(float(mean_ratio(num, den)), min(k, _fits(costs, room)), child_q)
+        node = NodeEval(float(mean_ratio(num, den)), min(k, cheapest_fit(costs, room)), child_q)
         q, k = node.q, node.k
         if inherited is None:
             large = self._ranked(True, k + 1, m)  # sums of the largest gates of A
@@ -255,11 +256,6 @@ class Workspace:
         out = np.empty((counts, m))
         ranked_sums(self.gate_sorted, self.gate_order, self._member, wanted, largest, out)
         return out
-
-
-def _fits(costs: np.ndarray, room: float) -> int:
-    """How many of the cheapest experts fit in ``room`` together (a cap on ``|B|``)."""
-    return int(np.searchsorted(np.cumsum(np.sort(costs)), room, side="right"))
 
 
 @functools.cache

@@ -282,7 +282,8 @@ class _Search:
             t = roots[j]
             avail, k, room = self.joinable([t], self._later(roots, j))
             if avail.size:
-                node = self.ws.evaluate(self.ws.gp[t], self.ws.g[t], avail, room, k, floor)
+                num, den = self.ws.gp[t].copy(), self.ws.g[t].copy()  # writable: the loaded loops
+                node = self.ws.evaluate(num, den, avail, room, k, floor)
                 bound = max(bound, node.bound)
         return bound
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -120,3 +122,33 @@ def test_the_clock_starts_after_the_compiled_loops_are_loaded(monkeypatch):
     assert loads == [0.0]  # loaded, once, before the search's clock started
     assert found is not None and found.exact
     assert found.experts == brute_force(problem, energy, latency).experts
+
+
+WARM_CHECK = """
+import numba, numpy as np
+from ganglion.runtime.selection import bound_kernels, bounds, solve, solver
+from ganglion.runtime.selection.synthetic import binding_budgets, synthetic_problem
+dispatcher = numba.core.registry.CPUDispatcher
+loops = [f for f in vars(bound_kernels).values() if isinstance(f, dispatcher)]
+bounds.warm_up()
+before = {f: set(f.signatures) for f in loops}
+rng = np.random.default_rng(64)
+problem = synthetic_problem(rng, 40, 24, "random")
+energy, latency = binding_budgets(problem, rng)
+solve(problem, energy, latency)
+solver.GRACE = 1e9  # every root left at the deadline is bounded at its own node
+solve(problem, energy, latency, time_limit_s=1e-9)
+print(sorted(f.__name__ for f in loops if set(f.signatures) - before[f]))
+"""
+
+
+def test_a_search_after_warm_up_loads_no_other_compiled_loop():
+    """Each loop signature a search meets must be one ``warm_up`` loaded: another one is loaded,
+    or compiled into an empty cache (seconds), inside the search's clock. Bounding the roots
+    left at a deadline once passed read-only views (another signature) and overran a 0.05 s
+    limit by seconds on a fresh cache. A fresh interpreter, so no other test loaded them."""
+    out = subprocess.run(
+        [sys.executable, "-c", WARM_CHECK], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
