@@ -23,8 +23,10 @@ coefficient ``α`` below, best first), so each subset is visited once; a node th
 bounds with at most ``LEAF_SIZE`` joinable experts evaluates all its subsets at once instead.
 A node (or child) is cut when an upper bound on ``Q`` over all its supersets is below
 ``Q_max - TIE_TOLERANCE`` (less a 1e-12 margin for rounding; ``Q_max`` the best seen) —
-nothing in it can tie the optimum — or is at most ``Q(S)`` plus that margin (no superset
-beats ``S``, and every superset has a larger key).
+nothing in it can tie the optimum — or is at most ``Q(S)`` less that margin (no superset
+reaches ``S``: none can be the optimum, and where one ties, ``S`` ties too with a smaller key).
+Not "at most ``Q(S)`` plus the margin": a superset beating ``S`` by less than 1e-12 can be the
+optimum, and hiding it lowers the tie window below the one brute force applies.
 The incumbent is seeded by three greedy ascents. A child is first bounded with its parent's
 per-sample gate sums (``bounds.GateSums``, valid at every node below, looser), which spares
 its own per-sample sort; a child that pass does not cut is bounded again with its own sums
@@ -307,11 +309,11 @@ class _Search:
         self.nodes += 1
         threshold = self.threshold()
         node = self.ws.evaluate(num, den, avail, room, k, threshold, inherited)
-        if node.bound < threshold or node.bound <= node.q + ROUNDING:
+        if node.bound < threshold or node.bound <= node.q - ROUNDING:
             return
         if not node.exact and avail.size > LEAF_SIZE:  # a leaf enumerates either way
             node = self.ws.evaluate(num, den, avail, room, k, threshold)
-            if node.bound < threshold or node.bound <= node.q + ROUNDING:
+            if node.bound < threshold or node.bound <= node.q - ROUNDING:
                 return
         if avail.size <= LEAF_SIZE:
             self.enumerate(members, num, den, avail, node.k)

@@ -189,3 +189,19 @@ def test_a_weight_too_small_to_weigh_is_refused():
     base = next(instances(0, 1, 3, 1, min_experts=3))[0]
     with pytest.raises(ValueError, match="at least 1e-150 of its row's largest"):
         SelectionProblem(base.experts, 0.0, 0.0, [[0.0, 1.0, 1e-307]], [[0.6, 0.9, 0.1]])
+
+
+def test_a_superset_beating_its_node_by_less_than_the_tie_margin_is_not_hidden():
+    # {3, 4} beats {3} and {4} by 7.5e-13 and is the optimum; cutting {3}'s subtree because
+    # its bound was "at most Q({3}) + 1e-12" hid it, lowered the tie window to 0.5 - 1e-12 and
+    # let the cheaper {5} (0.5 - 5e-13) win, which brute force's window excludes
+    eps, pu = 1.5e-12, 0.5 - 0.5e-12
+    x = 0.5 + eps
+    gate = np.array([[1.0, 1.0, 1.0, 3.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 3.0, 1.0]])
+    p_true = np.array([[0.5, 0.5, 0.5, x, 1 - x, pu], [0.5, 0.5, 0.5, 1 - x, x, pu]])
+    costs = (10.0, 10.0, 10.0, 1.0, 1.0, 0.5)
+    experts = tuple(Expert(f"e{j}", c, 1.0, 0.0, 0.0) for j, c in enumerate(costs))
+    problem = SelectionProblem(experts, 0.0, 0.0, gate, p_true)
+    assert problem.quality((3, 4)) > problem.quality((3,)) > problem.quality((5,))
+    chosen, truth = solve(problem, 10.0, 100.0), brute_force(problem, 10.0, 100.0)
+    assert chosen.experts == truth.experts == (3,)
