@@ -201,26 +201,6 @@ def signed_term(w, low, high1, high2):  # noqa: ANN001, ANN202
     return w / (low if w >= 0.0 else (high1 if high1 < high2 else high2))
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
-def signed_gains(g, gp, avail, den, r, small, big1, big, out):  # noqa: ANN001, ANN202
-    """``out[j] = mean_i w⁺/(den + g + small) + w⁻/(den + min(g + big1, big))`` for each
-    ``a_j`` of A, with ``w = g (p - r)``: ``signed_terms`` averaged over samples."""
-    m = den.size
-    blocks = (m + _BLOCK - 1) // _BLOCK
-    for j in range(avail.size):
-        ge, gpe = g[avail[j]], gp[avail[j]]
-        total = 0.0
-        for b in range(blocks):
-            base, part = b * _BLOCK, 0.0
-            for t in range(block_size(b, blocks, m)):
-                i = base + t
-                w = gpe[i] - ge[i] * r[i]
-                low, high = den[i] + ge[i] + small[i], den[i] + ge[i] + big1[i]
-                part += signed_term(w, low, high, den[i] + big[i])
-            total += part
-        out[j] = total / m
-
-
 @numba.njit(cache=True, error_model="numpy")
 def best_ratio(g_sorted, p_sorted, order, member, num, den, out):  # noqa: ANN001, ANN202
     """``out[i] = max_{B⊆A} (num_i + Σ_B g p)/(den_i + Σ_B g)``: walk A by ``p`` descending
@@ -304,7 +284,7 @@ def two_piece_lp(c1, a1, a2, costs, room, lo, k, stop, nu_out):  # noqa: ANN001,
 def signed_terms(g, gp, avail, den, r, low, high1, high2, terms, gain):  # noqa: ANN001, ANN202
     """The knapsack-form terms of one size range, per expert and sample (``terms[j, i]`` =
     ``w⁺/(den + g + low) + w⁻/(den + min(g + high1, high2))``, ``w = g (p - r)``), and their
-    means over samples in ``gain[j]`` (what ``signed_gains`` gives)."""
+    means over samples in ``gain[j]`` (each expert's knapsack coefficient)."""
     m = den.size
     blocks = (m + _BLOCK - 1) // _BLOCK
     for j in range(avail.size):
@@ -338,34 +318,7 @@ def anchored_piece(g, p, avail, num, den, r, u, high2, beta, offset):  # noqa: A
 
 
 @numba.njit(cache=True, error_model="numpy")
-def size_pieces(
-    g,
-    gp,
-    p,
-    ratio_args,
-    avail,
-    num,
-    den,
-    r,
-    u,
-    small,
-    large,
-    costs,
-    room,
-    k,
-    lp_min,
-    q,
-    stop,
-    first_pass,
-    terms,
-    beta,
-    offset,
-    out_lo,
-    out_hi,
-    out_const,
-    out_coef,
-    out_value,
-):  # noqa: ANN001, ANN202
+def size_pieces(arrays, node, sums, costs, room, k, lp_min, q, stop, first_pass, scratch, out):  # noqa: ANN001, ANN202
     """Modular bounds (pieces) on the gain over ``Q(S)`` for every ``|B|`` in ``[2, k]``.
 
     The ranges ``_RANGES`` first, largest sizes first. A range gets the sized bound (the
@@ -378,9 +331,17 @@ def size_pieces(
     forced in, ``lo`` more members' terms count), down to single sizes; once a single size
     fails, the node survives: ``first_pass`` stops there (status 1), otherwise the ranges left
     keep their pieces unsplit (they serve the children's pre-checks). Pieces are written to
-    ``out_*`` (at most ``k - 1``: they partition ``[2, k]``). Returns (pieces, status)."""
+    ``out`` (at most ``k - 1``: they partition ``[2, k]``). Returns (pieces, status).
+
+    ``arrays``: the workspace's ``(g, gp, p)`` and, for the ratio bound, ``(g_by_p, p_sorted,
+    p_order, member)``; ``node``: ``(avail, num, den, r, u)``; ``sums``: ``(small, large)``;
+    ``scratch``: ``(terms, beta, offset)``; ``out``: ``(lo, hi, const, coef, value)``."""
+    (g, gp, p), (g_by_p, p_sorted, p_order, member) = arrays
+    avail, num, den, r, u = node
+    small, large = sums
+    terms, beta, offset = scratch
+    out_lo, out_hi, out_const, out_coef, out_value = out
     n = avail.size
-    g_by_p, p_sorted, p_order, member = ratio_args
     stack_lo, stack_hi = np.empty(2 * k + 8, np.intp), np.empty(2 * k + 8, np.intp)
     top = 0
     for lo0, hi0 in _RANGES:

@@ -30,7 +30,7 @@ from ganglion.runtime.selection.bound_kernels import (
     mean_ratio,
     mean_ratio_of,
     ranked_sums,
-    signed_gains,
+    signed_terms,
     size_pieces,
 )
 from ganglion.runtime.selection.problem import SelectionProblem
@@ -193,8 +193,17 @@ class Workspace:
             large, node.exact = inherited.large, False
         # knapsack: a_ie = w⁺/(den + g_ie) + w⁻/(den + g_ie + the k-1 largest other gates)
         alpha = np.empty(n)
-        signed_gains(
-            self.g, self.gp, avail, den, r, np.zeros(m), large[max(k - 1, 0)], large[k], alpha
+        signed_terms(
+            self.g,
+            self.gp,
+            avail,
+            den,
+            r,
+            np.zeros(m),
+            large[max(k - 1, 0)],
+            large[k],
+            self._terms,
+            alpha,
         )
         node.families.append([Linear(0.0, alpha, 1, k)])
         node.bounds["knapsack"] = q + float(knapsack(alpha, costs, room, 0, k))
@@ -211,17 +220,9 @@ class Workspace:
         out_coef, out_value = np.empty((k, n)), np.empty(k)
         out_lo, out_hi, out_const = np.empty(k, np.intp), np.empty(k, np.intp), np.empty(k)
         count, status = size_pieces(
-            self.g,
-            self.gp,
-            self.p,
-            (self.g_by_p, self.p_sorted, self.p_order, self._member),
-            avail,
-            num,
-            den,
-            r,
-            u,
-            small,
-            large,
+            ((self.g, self.gp, self.p), (self.g_by_p, self.p_sorted, self.p_order, self._member)),
+            (avail, num, den, r, u),
+            (small, large),
             costs,
             room,
             k,
@@ -229,14 +230,8 @@ class Workspace:
             q,
             threshold - q,
             inherited is not None and threshold > -math.inf,
-            self._terms,
-            self._beta,
-            np.empty(m),
-            out_lo,
-            out_hi,
-            out_const,
-            out_coef,
-            out_value,
+            (self._terms, self._beta, np.empty(m)),
+            (out_lo, out_hi, out_const, out_coef, out_value),
         )
         if not np.isnan(u[0]):
             node.bounds["ratio"] = float(mean_ratio_of(u))
