@@ -134,7 +134,7 @@ def mean_ratio(num, den):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
-def mean_ratio_of(values):  # noqa: ANN001, ANN202
+def blocked_mean(values):  # noqa: ANN001, ANN202
     """``mean_i values_i`` in blocks (as ``mean_ratio``)."""
     m, total = values.size, 0.0
     blocks = (m + _BLOCK - 1) // _BLOCK
@@ -359,7 +359,7 @@ def size_pieces(arrays, node, sums, costs, room, k, lp_min, q, stop, first_pass,
         coef[:] = gain
         if value >= stop and np.isnan(u[0]):
             best_ratio(g_by_p, p_sorted, p_order, member, num, den, u)
-            if mean_ratio_of(u) - q < stop:
+            if blocked_mean(u) - q < stop:
                 return pieces, 2
         if value >= stop and n >= lp_min:
             anchored_piece(g, p, avail, num, den, r, u, large[hi], beta, offset)

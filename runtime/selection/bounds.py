@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ganglion.runtime.selection.bound_kernels import (
+    blocked_mean,
     cheapest_fit,
     child_quality,
     forced_bounds,
     knapsack,
     mean_ratio,
-    mean_ratio_of,
     ranked_sums,
     signed_terms,
     size_pieces,
@@ -234,7 +234,7 @@ class Workspace:
             (out_lo, out_hi, out_const, out_coef, out_value),
         )
         if not np.isnan(u[0]):
-            node.bounds["ratio"] = float(mean_ratio_of(u))
+            node.bounds["ratio"] = float(blocked_mean(u))
         if status:  # the ratio bound cuts, or a first pass cannot: no pieces needed
             return node
         for j in range(count):
