@@ -211,16 +211,25 @@ def spike_mean_2x2(row, width, pairs, out):  # noqa: ANN001, ANN202
     if width % LANES == 0 and quarter_n % LANES == 0:  # a vector of sums stays in one line
         for k in range(0, quarter_n, LANES):
             first = vadd(vload(row, top + column), vload(row, top + width + column))
-            top, column = (top, column + LANES) if column + LANES < width else (top + 2 * width, 0)
+            top, column = _next_columns(top, column, LANES, width)
             second = vadd(vload(row, top + column), vload(row, top + width + column))
-            top, column = (top, column + LANES) if column + LANES < width else (top + 2 * width, 0)
+            top, column = _next_columns(top, column, LANES, width)
             vstore(out, k, vscale(vpair_sums(first, second), quarter))
         return
     for j in range(2 * quarter_n):
         pairs[j] = row[top + column] + row[top + width + column]
-        top, column = (top, column + 1) if column + 1 < width else (top + 2 * width, 0)
+        top, column = _next_columns(top, column, 1, width)
     for k in range(quarter_n):
         out[k] = (pairs[2 * k] + pairs[2 * k + 1]) * quarter
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_columns(top, column, count, width):  # noqa: ANN001, ANN202
+    """``spike_mean_2x2``'s walk: ``count`` columns on along a pair of lines starting at flat
+    ``top``, or the next pair of lines (two lines down) once the line ends."""
+    if column + count < width:
+        return top, column + count
+    return top + 2 * width, 0
 
 
 @numba.njit(cache=True, nogil=True)

@@ -13,7 +13,7 @@ from ganglion.kernels import numba_cache  # noqa: F401 - before the first cache=
 FW_STEPS = 6  # Frank-Wolfe steps for the combined bound (each step's bound is valid)
 _GAMMAS = np.array([0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0])  # its line-search grid
 _BLOCK = 256  # samples per partial sum
-_RANGES = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 64))  # |B| bounded separately first
+_RANGES = ((2, 3), (4, 7), (8, 15), (16, 31), (32, 64))  # |B| ranges bounded first (1: exact)
 _SUMS = {"reassoc", "nsz"}  # fastmath flags: reorder sums (vectorized), nothing else
 # error_model="numpy": no ZeroDivisionError checks (they stop vectorization); every
 # denominator here is a positive gate sum, and zero costs are tested before dividing
@@ -345,7 +345,7 @@ def size_pieces(arrays, node, sums, costs, room, k, lp_min, q, stop, first_pass,
     stack_lo, stack_hi = np.empty(2 * k + 8, np.intp), np.empty(2 * k + 8, np.intp)
     top = 0
     for lo0, hi0 in _RANGES:
-        if 2 <= lo0 <= k:
+        if lo0 <= k:
             stack_lo[top], stack_hi[top] = lo0, min(hi0, k)
             top += 1
     gain, coef = np.empty(n), np.empty(n)
