@@ -23,7 +23,10 @@ Rows (one JSON line each, then a table):
 ``--gate random`` / ``--instance 13`` time only that gate's instances / that instance of each
 size (every instance is still drawn, so each one is the same as in a full run).
 Goals: <= 10 ms at 16 experts and <= 1 s at 64, both on the worst case. numpy's BLAS is held
-to ``--threads`` threads (default 1); the search itself is single-threaded.
+to ``--threads`` threads (default 1). The search runs on ``--search-threads`` threads (default:
+``solver.default_threads()``, the CPUs it may use, at most 4); with more than one, each instance
+is also solved on one thread in the same run (the order alternating), which must give the same
+subset and work, and both times are reported.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from rich.table import Table  # noqa: E402
 
 from ganglion.runtime.selection import brute_force, run_baselines, solve  # noqa: E402
 from ganglion.runtime.selection.bounds import warm_up  # noqa: E402
+from ganglion.runtime.selection.solver import default_threads  # noqa: E402
 from ganglion.runtime.selection.synthetic import (  # noqa: E402
     GATES,
     binding_budgets,
@@ -113,12 +117,14 @@ def size_row(
     brute_max: int,
     gate: str | None = None,
     only: int | None = None,
+    search_threads: int = 1,
 ) -> dict:
     """Solve ``count`` instances with ``n`` experts; time, effort, optimality, baselines.
     ``gate`` / ``only``: solve just that gate's instances / instance ``only`` (the others are
     still drawn, so every instance is the same as in a full run)."""
     rng = np.random.default_rng(seed + n)
     wall, cpu, evaluated, agree, checked, solved = [], [], [], 0, 0, []
+    wall_one, same_one = [], 0  # one search thread, when search_threads > 1
     by_gate: dict[str, list[float]] = {g: [] for g in GATES}
     ratios: dict[str, list[float]] = {}
     all_fit = 0
@@ -129,10 +135,19 @@ def size_row(
         if (gate is not None and GATES[i % 3] != gate) or (only is not None and i != only):
             continue
         solved.append(i)
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        best = solve(problem, energy, latency)
-        cpu.append(1e3 * (time.process_time() - start_cpu))
-        wall.append(1e3 * (time.perf_counter() - start_wall))
+        for threads in (1, search_threads)[:: 1 if i % 2 else -1] if search_threads > 1 else (1,):
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            found = solve(problem, energy, latency, threads=threads)
+            took = 1e3 * (time.perf_counter() - start_wall), 1e3 * (time.process_time() - start_cpu)
+            if threads == search_threads:
+                best, (spent, used) = found, took
+            else:
+                alone, spent_one = found, took[0]
+        wall.append(spent)
+        cpu.append(used)
+        if search_threads > 1:
+            wall_one.append(spent_one)
+            same_one += alone == best  # same subset, quality and work
         by_gate[GATES[i % 3]].append(wall[-1])
         evaluated.append(best.evaluated if best else 0)
         if goal is not None and best is not None and wall[-1] > goal and best.quality > 0:
@@ -154,8 +169,11 @@ def size_row(
         "instance_indices": solved,
         "gates": {g: sum(GATES[i % 3] == g for i in solved) for g in GATES},
         "all_experts_fit": all_fit,
+        "search_threads": search_threads,
         "wall_ms": _spread(wall),
         "cpu_ms": _spread(cpu),
+        "wall_ms_one_thread": _spread(wall_one) if wall_one else None,
+        "one_thread_same_answer": same_one if wall_one else None,
         "wall_ms_by_gate": {g: _spread(v) for g, v in by_gate.items() if v},
         "subsets_evaluated": {"median": float(np.median(evaluated)), "max": max(evaluated)},
         "brute_force_checked": checked,
@@ -171,7 +189,7 @@ def size_row(
             "share_of_optimum_worst": min((r for r, _ in limited), default=None),
             "gap_largest": max((g for _, g in limited), default=None),
         },
-        "threads": int(THREADS),
+        "blas_threads": int(THREADS),
     }
 
 
@@ -192,6 +210,9 @@ def main() -> None:
     ap.add_argument("--optimality", type=int, default=600, help="small instances vs brute force")
     ap.add_argument("--brute-max", type=int, default=16, help="largest size checked by brute force")
     ap.add_argument("--threads", default=THREADS, help="BLAS threads (set before numpy loads)")
+    ap.add_argument(
+        "--search-threads", type=int, default=default_threads(), help="the search's threads"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gate", choices=GATES, help="time only this gate's instances")
     ap.add_argument("--instance", type=int, help="time only this instance index of each size")
@@ -207,7 +228,14 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
         row = size_row(
-            n, args.instances, args.samples, args.seed, args.brute_max, args.gate, args.instance
+            n,
+            args.instances,
+            args.samples,
+            args.seed,
+            args.brute_max,
+            args.gate,
+            args.instance,
+            args.search_threads,
         )
         rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
@@ -234,7 +262,9 @@ def main() -> None:
         "single / greedy / random / all (mean % of opt)",
         "goal (worst)",
         "stopped at the goal: % of opt (worst), gap",
-        title=f"MoE² exact solver, {args.threads} BLAS thread(s)",
+        "1 thread: worst ms (same)",
+        title=f"MoE² exact solver: search on {args.search_threads} thread(s), "
+        f"{args.threads} BLAS thread(s)",
     )
     for row in (r for r in rows if r["row"] == "size"):
         w, base = row["wall_ms"], row["baseline_quality_vs_optimum"]
@@ -274,6 +304,10 @@ def main() -> None:
             pct,
             goal,
             stopped,
+            "-"
+            if row["wall_ms_one_thread"] is None
+            else f"{row['wall_ms_one_thread']['max']:.1f} "
+            f"({row['one_thread_same_answer']}/{row['instances']})",
         )
     console.print(table)
 

@@ -97,6 +97,14 @@ def select(
         help="Seconds the search may take; at the limit it answers the best subset found, "
         "marked not exact, with a bound on how much better the optimum can be.",
     ),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        max=64,
+        help="Threads the search may use (default: the CPUs it may run on, at most 4); "
+        "the answer does not depend on it.",
+    ),
 ) -> None:
     """Choose the expert subset with the best predicted quality within both budgets."""
     sources = None
@@ -153,7 +161,7 @@ def select(
         raise typer.Exit(2) from None
     if sources is not None and not as_json:
         _print_sources(sources)
-    report(loaded, energy, latency, as_json, seed, sources, time_limit)
+    report(loaded, energy, latency, as_json, seed, sources, time_limit, threads)
 
 
 def _refuse_bundle_flags(
@@ -243,15 +251,16 @@ def report(
     seed: int,
     sources: dict[str, Any] | None = None,
     time_limit_s: float = TIME_LIMIT_S,
+    threads: int | None = None,
 ) -> None:
-    """Solve within ``time_limit_s``, print the answer, the baselines and the gate's
-    monotonicity (table or JSON; with ``sources``, a bundle's placement too); exit 1 when
-    nothing fits."""
+    """Solve within ``time_limit_s`` (on ``threads``), print the answer, the baselines and the
+    gate's monotonicity (table or JSON; with ``sources``, a bundle's placement too); exit 1
+    when nothing fits."""
     from ganglion.runtime.selection.bounds import warm_up
 
     warm_up()  # load the compiled loops first: solve_ms measures the search alone
     start = time.perf_counter()
-    chosen = solve(problem, energy_budget, latency_budget, time_limit_s)
+    chosen = solve(problem, energy_budget, latency_budget, time_limit_s, threads)
     solve_ms = (time.perf_counter() - start) * 1e3
     budgets = {
         "energy_budget_j": energy_budget,

@@ -15,6 +15,7 @@ sums of the ``j`` largest (or smallest) gates of ``A`` are exact, not ``j·max``
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import time
@@ -26,6 +27,7 @@ from ganglion.runtime.selection.bound_kernels import (
     blocked_mean,
     cheapest_fit,
     child_quality,
+    first_ranges,
     forced_bounds,
     knapsack,
     mean_ratio,
@@ -124,6 +126,7 @@ class NodeEval:
     families: list[list[Linear]] = field(default_factory=list)  # each covers |B| in [1, k]
     sums: GateSums | None = None
     exact: bool = True
+    partial: tuple | None = None  # a first pass stopped short: (pieces, u, sizes left)
 
     @property
     def bound(self) -> float:
@@ -151,7 +154,22 @@ class Workspace:
         n, m = self.g.shape
         self._terms = np.empty((n, m))  # the knapsack-form terms of one size range
         self._beta = np.empty((n, m))
+        # the coupled bound's lines and the gates of A, in double and single precision
+        self._rows = (np.empty((n, m)), np.empty((n, m), np.float32))
+        self._gates = (np.empty((n, m)), np.empty((n, m), np.float32), np.empty(n))
+        self._pair = np.empty((n, n))
+        self.tally = np.zeros((3, 3))  # (tries, cuts, chances) of the bounds a search adapts
         self._member = np.zeros(n, dtype=bool)
+
+    def sibling(self) -> Workspace:
+        """A workspace sharing this one's problem arrays (read only) with scratch of its own,
+        for a search thread."""
+        other = copy.copy(self)
+        for name in ("_terms", "_beta", "_pair", "tally", "_member"):
+            setattr(other, name, np.zeros_like(getattr(self, name)))
+        for name in ("_rows", "_gates"):
+            setattr(other, name, tuple(np.zeros_like(a) for a in getattr(self, name)))
+        return other
 
     def joined_quality(self, avail: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
         """``[n]`` ``Q(S ∪ {e})`` for each ``e`` of ``avail``; ``num``, ``den`` are S's sums
@@ -169,13 +187,19 @@ class Workspace:
         k: int,
         threshold: float = -math.inf,
         inherited: GateSums | None = None,
+        tally: np.ndarray | None = None,
+        resume: NodeEval | None = None,
     ) -> NodeEval:
         """Bounds for node ``(S, avail)``; ``num``, ``den`` ``[M]`` are S's per-sample sums.
 
         Cheapest first; returns as soon as one is below ``threshold`` (``-inf``: all of them).
         ``inherited``: the gate sums of a node whose ``A`` contains ``avail`` and whose ``k`` is
         at least this one's (the parent's), used instead of sorting ``avail``'s own: looser,
-        still valid, and the sorting walk is most of a cut child's cost.
+        still valid, and the sorting walk is most of a cut child's cost. ``tally``: how often
+        the coupled bound and the LP have cut so far (``[tries, cuts]`` each; updated), which
+        orders them (default: this workspace's). ``resume``: this node's first pass (with
+        ``inherited`` sums) that stopped at a size it could not cut: its pieces so far are
+        kept (valid, if looser) and the sizes it left are bounded with the node's own sums.
         """
         n, m = avail.size, num.size
         avail = np.ascontiguousarray(avail, dtype=np.intp)
@@ -183,10 +207,16 @@ class Workspace:
         self._member[avail] = True
         costs = self.cost[avail]
         r = num / den
-        child_q = np.empty(n)
-        child_quality(self.g, self.gp, avail, num, den, child_q)
-        node = NodeEval(float(mean_ratio(num, den)), min(k, cheapest_fit(costs, room)), child_q)
-        q, k = node.q, node.k
+        if resume is not None and resume.partial is None:
+            resume = None  # the first pass bounded every size: start again with own sums
+        if resume is None:
+            child_q = np.empty(n)
+            child_quality(self.g, self.gp, avail, num, den, child_q)
+            k = min(k, cheapest_fit(costs, room))
+            node = NodeEval(float(mean_ratio(num, den)), k, child_q)
+        else:
+            node = NodeEval(resume.q, resume.k, resume.child_q)
+        q, k, child_q = node.q, node.k, node.child_q
         if inherited is None:
             large = self._ranked(True, k + 1, m)  # sums of the largest gates of A
         else:
@@ -214,11 +244,18 @@ class Workspace:
             node.sums = GateSums(large, small)
         else:
             small = inherited.small
-        pieces = [Linear(0.0, child_q - q, 1, 1)]  # exact for |B| = 1
-        combined = max(q, float(child_q.max()))  # B = ∅ or one expert
-        u = np.full(m, np.nan)  # each sample's best on its own, computed when first needed
+        first_pass = inherited is not None and threshold > -math.inf
+        if resume is None:
+            exact = Linear(0.0, child_q - q, 1, 1)  # |B| = 1
+            done = [(exact, exact, float(child_q.max()) - q)]  # (piece, coupled piece, value)
+            u = np.full(m, np.nan)  # each sample's best on its own, computed when first needed
+            start = first_ranges(k)
+        else:
+            done, u, start = resume.partial
         out_coef, out_value = np.empty((k, n)), np.empty(k)
         out_lo, out_hi, out_const = np.empty(k, np.intp), np.empty(k, np.intp), np.empty(k)
+        out_alt = np.empty((k, n))
+        left = np.empty(2 * k + 8, np.intp), np.empty(2 * k + 8, np.intp)
         count, status = size_pieces(
             ((self.g, self.gp, self.p), (self.g_by_p, self.p_sorted, self.p_order, self._member)),
             (avail, num, den, r, u),
@@ -229,19 +266,29 @@ class Workspace:
             COMBINED_MIN,
             q,
             threshold - q,
-            inherited is not None and threshold > -math.inf,
-            (self._terms, self._beta, np.empty(m)),
-            (out_lo, out_hi, out_const, out_coef, out_value),
+            first_pass,
+            (self._terms, self._beta, np.empty(m), self._rows, self._pair, np.empty(n))
+            + (self._gates, np.empty(m)),
+            (out_lo, out_hi, out_const, out_coef, out_value, out_alt),
+            self.tally if tally is None else tally,
+            start,
+            left,
         )
         if not np.isnan(u[0]):
             node.bounds["ratio"] = float(blocked_mean(u))
-        if status:  # the ratio bound cuts, or a first pass cannot: no pieces needed
+        if status < 0:  # the ratio bound cuts: no pieces needed
             return node
         for j in range(count):
-            pieces.append(Linear(float(out_const[j]), out_coef[j], int(out_lo[j]), int(out_hi[j])))
-            combined = max(combined, q + float(out_value[j]))
-        node.bounds["combined"] = combined
-        node.families.append(pieces)
+            lo_j, hi_j = int(out_lo[j]), int(out_hi[j])
+            piece = Linear(float(out_const[j]), out_coef[j], lo_j, hi_j)
+            done.append((piece, Linear(0.0, out_alt[j], lo_j, hi_j), float(out_value[j])))
+        if status > 0:  # a first pass that cannot cut this node: the rest is its own pass's
+            node.partial = (done, u, (left[0][:status].copy(), left[1][:status].copy()))
+            return node
+        node.bounds["combined"] = q + max(0.0, *(value for _, _, value in done))  # B = ∅ too
+        node.families.append([piece for piece, _, _ in done])
+        if any(piece.const != 0.0 for piece, _, _ in done):  # an LP piece: the coupled ones too
+            node.families.append([coupled for _, coupled, _ in done])
         return node
 
     def _ranked(self, largest: bool, counts: int, m: int) -> np.ndarray:

@@ -30,7 +30,16 @@ optimum, and hiding it lowers the tie window below the one brute force applies.
 The incumbent is seeded by three greedy ascents. A child is first bounded with its parent's
 per-sample gate sums (``bounds.GateSums``, valid at every node below, looser), which spares
 its own per-sample sort; a child that pass does not cut is bounded again with its own sums
-before its children are ordered and pre-checked (a leaf enumerates either way).
+before its children are ordered and pre-checked (a leaf enumerates either way): that pass
+keeps the size ranges the first one bounded and takes up the sizes it left.
+
+Threads. The children of a node (and the roots) are assessed — both passes — up to ``AHEAD``
+ahead of the one the search descends into, on ``threads`` threads (the bound loops release
+the GIL); each assessment sees the threshold and the bounds' tally as they were when it was
+drawn, so the answer and the subsets evaluated are the same on any number of threads. The
+threads join once a search has run ``SERIAL_S`` and while an assessment takes over
+``PARALLEL_TASK_S`` of CPU on average: below that, handing the GIL over costs more than it
+saves.
 
 Bounds (``bounds.py``), with ``r_i = num_i/den_i`` the ratio of ``S`` and ``w_ie =
 g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
@@ -46,10 +55,20 @@ g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
   which tightens both signs, and the knapsack takes at least ``lo`` experts: with fewer
   positive coefficients than that, the ``lo``-th largest (negative) prices a member
   (``μ·lo + FK((α - μ)^+)``, a point of the LP dual of ``lo <= Σx``). Ranges start at
-  [2, 3], [4, 7], [8, 15], [16, 31], [32, k] (``|B| = 1`` is exact: the children's
-  qualities); a range whose bound (this or the combined one) does not cut is split in
-  halves, down to single sizes, so a node pays for the sizes that need it. The node bound
-  is the largest over the ranges.
+  [2, 3], [4, 7], [8, 11], [12, 15], [16, 23], [24, k] (``|B| = 1`` is exact: the children's
+  qualities); a range whose bound (this, the coupled or the combined one) does not cut is
+  split in halves, down to single sizes, so a node pays for the sizes that need it. The node
+  bound is the largest over the ranges.
+- coupled. The sized bound takes each sample's worst case of the other joiners' gates on its
+  own; one ``B`` serves every sample. Expert ``e``'s term ``mean_i w_ie/(a_ie + t_i)``
+  (``a_ie = den_i + g_ie``, ``t_i`` the other joiners' gates, within the range's sums) is per
+  sample at most a line ``κ_ie - γ_ie t_i``: the chord of the convex ``w/(a + t)`` over the
+  range of ``t_i`` where ``w >= 0``, a tangent of the concave one where ``w < 0``. Summed,
+  the term is at most ``β_e - Σ_{f∈B-e} C_ef`` with ``C_ef = mean_i γ_ie g_if`` (a matrix
+  product), so at most ``β_e`` less the least sum of ``lo-1`` to ``hi-1`` entries of row
+  ``e``: a per-expert coefficient again, and each term's smaller of it and the sized one is a
+  modular bound over the range. On random gates it is about half the sized bound at the sizes
+  that decide a node.
 - ratio. ``Q(T) <= mean_i u_i``, ``u_i = max_{B⊆A} (num_i + Σ_B g p)/(den_i + Σ_B g)``: each
   sample alone can do no better. The best ``B`` is every expert whose ``p`` beats ``u_i``
   (Dinkelbach), a prefix of ``A`` by ``p`` descending: adding experts in that order while ``p``
@@ -63,7 +82,12 @@ g_ie (p_ie - r_i)``, for ``T = S ∪ B``, ``B ⊆ A``:
   ``B`` again, so a knapsack (with the range's ``lo``) bounds it; ``λ`` comes from a few
   Frank-Wolfe steps on the LP ``max_x mean_i min(piece_1, piece_2)`` over ``lo <= Σx <= hi``.
   One LP per range whose sized bound does not cut, skipped below ``COMBINED_MIN`` joinable
-  experts; the range keeps the smaller of the two as its piece (modular over its sizes).
+  experts; the range keeps the smallest bound as its piece (modular over its sizes), and
+  where that is the LP's, a second family holds the coupled coefficients for the children.
+  The coupled bound and the LP go in the order of their share of cuts so far in the search,
+  the second (and the ratio bound) only while it cuts at least 5 % of its tries (and at one
+  chance in 32): the LP decides nodes under trained gates, the coupled bound under random
+  ones.
   Once a single size cannot be cut the node survives: a child's first pass stops there, a
   node's own pass keeps the ranges it has not split yet as they are (their pieces pre-check
   the children).
@@ -87,10 +111,16 @@ the energy slack used to drop experts from ``A`` only loosens bounds.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import math
+import os
+import queue
 import time
+from collections.abc import Iterator
+from time import perf_counter, thread_time  # the thread policy's clocks (a limit's: monotonic)
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -99,12 +129,38 @@ from ganglion.models.mixture import TIE_TOLERANCE
 from ganglion.runtime.selection.problem import SelectionProblem, budget_limit
 
 if TYPE_CHECKING:
-    from ganglion.runtime.selection.bounds import GateSums
+    from ganglion.runtime.selection import bounds
+
+    # a node's joinable experts, energy room, evaluation and children (None for a leaf), or
+    # None when it is cut
+    Assessed = tuple[np.ndarray, float, bounds.NodeEval, tuple | None] | None
 
 ROUNDING = 1e-12  # margin for float rounding in bounds and search-order quality sums
 BRUTE_FORCE_MAX_EXPERTS = 20  # 2^20 subsets
 LEAF_SIZE = 6  # a surviving node with this few joinable experts enumerates its subsets
 GRACE = 0.1  # share of a time limit spent past it bounding the subsets left unvisited
+AHEAD = 10  # children (or roots) assessed ahead of the one descended into
+SERIAL_S = 0.1  # seconds a search runs on one thread before it uses the others
+PARALLEL_TASK_S = 3e-4  # ... and only while assessments take this much CPU (GIL handovers)
+HELD_BYTES = 256 * 2**20  # assessments done ahead on the threads hold at most this
+
+
+def _held_bytes(joinable: int, samples: int) -> int:
+    """At most the bytes an assessed node with ``joinable`` experts holds: its gate sums
+    ``[2k + 1, M]`` and its pieces' coefficients."""
+    return 8 * ((2 * joinable + 1) * samples + 3 * joinable * joinable)
+
+
+@functools.cache
+def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The threads searches with ``threads`` threads share (the bound loops release the GIL)."""
+    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="moe2-search")
+
+
+def default_threads() -> int:
+    """The search threads ``solve`` uses unless told: the CPUs this process may run on, at
+    most four."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,11 +214,19 @@ class _Search:
         latency_budget: float,
         deadline: float = math.inf,
         grace: float = 0.0,
+        threads: int = 1,
     ):
         from ganglion.runtime.selection import bounds  # numba: loaded when a search runs
 
         self.problem = problem
         self.ws = bounds.Workspace(problem)
+        self.threads = threads
+        self.parallel_from = perf_counter() + SERIAL_S  # a short search stays on one thread
+        self.task_s = 0.0  # CPU seconds an assessment takes, on average lately
+        self.spare: queue.SimpleQueue = queue.SimpleQueue()  # a workspace per running task
+        self.spare.put(self.ws.sibling())
+        self.workspaces = 1  # in spare or in use
+        self.held = 0  # bytes of assessments done ahead on the threads, not yet consumed
         self.child_bounds = bounds.child_bounds
         self.energy_budget = energy_budget
         self.latency_budget = latency_budget
@@ -173,7 +237,6 @@ class _Search:
         self.q_max = -math.inf
         self.kept: dict[tuple[int, ...], float] = {}
         self.evaluated = 0
-        self.nodes = 0
         self.deadline = deadline  # time.monotonic() past which the search stops
         self.pending = -math.inf  # bound on the subsets left unvisited at the deadline
         self.grace = grace  # seconds past the deadline spent bounding what is left
@@ -258,9 +321,17 @@ class _Search:
             self.record((t,), singles[t])
         for t in roots[:3]:
             self.greedy(t)
-        for j, t in enumerate(roots):
+        tasks = (
+            (j, ([t], self.ws.gp[t].copy(), self.ws.g[t].copy(), self._later(roots, j), None))
+            for j, t in enumerate(roots)
+        )
+        for j, task, found in self.ahead(tasks):
+            if time.monotonic() > self.deadline:
+                self.pending = self._roots_bound(roots, j)
+                return
             try:
-                self.expand([t], self.ws.gp[t].copy(), self.ws.g[t].copy(), self._later(roots, j))
+                if found is not None:
+                    self.expand(*task[:3], *found)
             except _OutOfTime as stop:
                 self.pending = max(stop.bound, self._roots_bound(roots, j + stop.covered))
                 return
@@ -289,65 +360,151 @@ class _Search:
                 bound = max(bound, node.bound)
         return bound
 
+    def assess(
+        self,
+        ws: bounds.Workspace,
+        task: tuple,
+        threshold: float,
+        tally: np.ndarray,
+    ) -> Assessed:
+        """Bound node ``task = (members, num, den, avail, inherited)`` on workspace ``ws``: its
+        joinable experts, energy room, evaluation and children (``plan``; None for a leaf), or
+        None when a bound cuts it (or nothing may join). ``inherited``: the parent's gate sums,
+        tried first (cheaper, looser); a node they do not cut is bounded again with its own."""
+        members, num, den, avail, inherited = task
+        avail, k, room = self.joinable(members, avail)
+        if avail.size == 0:
+            return None
+        node = ws.evaluate(num, den, avail, room, k, threshold, inherited, tally)
+        if node.bound < threshold or node.bound <= node.q - ROUNDING:
+            return None
+        if avail.size <= LEAF_SIZE:  # a leaf enumerates either way
+            return avail, room, node, None
+        if not node.exact:
+            node = ws.evaluate(num, den, avail, room, k, threshold, None, tally, node)
+            if node.bound < threshold or node.bound <= node.q - ROUNDING:
+                return None
+        return avail, room, node, self.plan(avail, room, node, threshold)
+
+    def plan(
+        self, avail: np.ndarray, room: float, node: bounds.NodeEval, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The children of a node that survives its bounds: their order (by the knapsack
+        coefficient ``α``, best first), each one's cheapest subtree bound ``quick`` (its ``α``
+        and the ``k-1`` best after it, energy ignored: once it fails, every later child fails,
+        with a smaller ``α`` and fewer experts after it), how many pass it at ``threshold``, and
+        their subtree bounds from the node's modular bounds (``child_bounds``)."""
+        k, alpha = node.k, node.families[0][0].coef
+        order = np.argsort(-alpha, kind="stable")
+        head = np.cumsum(np.maximum(alpha[order], 0.0))
+        ends = np.minimum(np.arange(k, k + order.size), order.size) - 1
+        quick = node.q + alpha[order] + (head[ends] - head)
+        below = np.flatnonzero(quick < threshold)
+        count = int(below[0]) if below.size else order.size
+        subtree = self.child_bounds(node.families, order, self.ws.cost[avail], room, count)
+        return order, quick, subtree, count
+
+    def ahead(self, tasks: Iterator[tuple[int, tuple]]) -> Iterator[tuple[int, tuple, Assessed]]:
+        """``(j, task, assess(task))`` for each ``(j, task)`` of ``tasks``, in order, with up to
+        ``AHEAD`` assessed ahead of the one being consumed, on the search's threads
+        when it has more than one. A task sees the threshold and the bound tally as they were
+        when it was drawn (a tally change is merged when its task is consumed): the same answers
+        and subsets evaluated whatever the number of threads."""
+        tally, waiting = self.ws.tally, collections.deque()
+
+        def one(task: tuple, threshold: float, mine: np.ndarray) -> tuple:
+            ws, before, start = self.spare.get(), mine.copy(), thread_time()
+            try:
+                found = self.assess(ws, task, threshold, mine)
+                return found, mine - before, thread_time() - start
+            finally:
+                self.spare.put(ws)
+
+        def draw() -> bool:
+            item = next(tasks, None)
+            if item is None:
+                return False
+            args = (item[1], self.threshold(), tally.copy())
+            size = _held_bytes(item[1][3].size, self.problem.n_samples)
+            if (
+                self.threads > 1
+                and self.task_s > PARALLEL_TASK_S
+                and perf_counter() > self.parallel_from
+                and self.held + size <= HELD_BYTES
+            ):
+                while self.workspaces < self.threads:  # the other threads' scratch, once
+                    self.spare.put(self.ws.sibling())
+                    self.workspaces += 1
+                self.held += size
+                waiting.append((item, _pool(self.threads).submit(one, *args), size))
+            else:
+                waiting.append((item, args, 0))  # assessed when consumed
+            return True
+
+        while len(waiting) < AHEAD and draw():
+            pass
+        while waiting:
+            (j, task), job, size = waiting.popleft()
+            found, change, took = one(*job) if isinstance(job, tuple) else job.result()
+            self.held -= size
+            tally += change
+            self.task_s += 0.05 * (took - self.task_s)  # a running mean of CPU seconds
+            yield j, task, found
+            draw()
+
     def expand(
         self,
         members: list[int],
         num: np.ndarray,
         den: np.ndarray,
         avail: np.ndarray,
-        inherited: GateSums | None = None,
-    ):
-        """Visit the children of node ``(members, avail)``: each child is ``members`` plus one
-        expert of ``avail``, with the experts after it (in bound order) still available.
-        ``inherited``: the parent's gate sums, tried first (cheaper, looser); a node they do not
-        cut is bounded again with its own."""
+        room: float,
+        node: bounds.NodeEval,
+        plan: tuple | None,
+    ) -> None:
+        """Visit the children of an assessed node ``(members, avail)`` (``plan``: its
+        children, from ``plan``; None for a leaf): each child is ``members`` plus one expert of
+        ``avail``, with the experts after it (in bound order) still available; children are
+        assessed ahead (``ahead``) and descended into in order."""
         if time.monotonic() > self.deadline:
             raise _OutOfTime
-        avail, k, room = self.joinable(members, avail)
-        if avail.size == 0:
-            return
-        self.nodes += 1
-        threshold = self.threshold()
-        node = self.ws.evaluate(num, den, avail, room, k, threshold, inherited)
-        if node.bound < threshold or node.bound <= node.q - ROUNDING:
-            return
-        if not node.exact and avail.size > LEAF_SIZE:  # a leaf enumerates either way
-            node = self.ws.evaluate(num, den, avail, room, k, threshold)
-            if node.bound < threshold or node.bound <= node.q - ROUNDING:
-                return
-        if avail.size <= LEAF_SIZE:
+        if plan is None:
             self.enumerate(members, num, den, avail, node.k)
             return
         k = node.k
-        alpha = node.families[0][0].coef  # the knapsack coefficients order the children
-        order = np.argsort(-alpha, kind="stable")
-        # the cheapest bound on child j's subtree: its alpha and the k-1 best after it (energy
-        # ignored); once it fails, every later child fails (smaller alpha, fewer after it)
-        head = np.cumsum(np.maximum(alpha[order], 0.0))
-        ends = np.minimum(np.arange(k, k + order.size), order.size) - 1
-        quick = node.q + alpha[order] + (head[ends] - head)
-        below = np.flatnonzero(quick < self.threshold())
-        count = int(below[0]) if below.size else order.size
-        subtree = self.child_bounds(node.families, order, self.ws.cost[avail], room, count)
-        for j in range(count):
+        order, quick, subtree, count = plan
+
+        def left_after(j: int) -> float:
+            """A bound on the subsets of child ``j`` onwards (their subtrees unvisited)."""
+            return float(np.minimum(quick[j:count], node.q + subtree[j:count]).max())
+
+        def children() -> Iterator[tuple[int, tuple]]:
+            """The children to visit, recorded as they are drawn."""
+            for j in range(count):
+                if quick[j] < self.threshold():
+                    return  # this child and every later one
+                e = int(avail[order[j]])
+                joined = sorted(members + [e])
+                if subtree[j] < self.threshold() - node.q or (
+                    self.energy(joined) > self.energy_budget
+                ):
+                    continue
+                self.record(tuple(joined), float(node.child_q[order[j]]))
+                if k > 1 and j + 1 < order.size:
+                    later = avail[order[j + 1 :]]
+                    yield j, (joined, num + self.ws.gp[e], den + self.ws.g[e], later, node.sums)
+
+        for j, task, found in self.ahead(children()):
             if quick[j] < self.threshold():
-                return  # this child and every later one
-            if subtree[j] < self.threshold() - node.q:
+                return  # the threshold rose: this child and every later one
+            if found is None or subtree[j] < self.threshold() - node.q:
                 continue
-            e = int(avail[order[j]])
-            joined = sorted(members + [e])
-            if self.energy(joined) > self.energy_budget:
-                continue
-            self.record(tuple(joined), float(node.child_q[order[j]]))
-            if k > 1 and j + 1 < order.size:
-                later = avail[order[j + 1 :]]
-                try:
-                    self.expand(joined, num + self.ws.gp[e], den + self.ws.g[e], later, node.sums)
-                except _OutOfTime as stop:  # child j's subtree and the later children are left
-                    left = np.minimum(quick[j:count], node.q + subtree[j:count])
-                    stop.bound = max(stop.bound, float(left.max()))
-                    stop.covered = True
-                    raise
+            try:
+                self.expand(*task[:3], *found)
+            except _OutOfTime as stop:  # child j's subtree and the later children are left
+                stop.bound = max(stop.bound, left_after(j))
+                stop.covered = True
+                raise
 
     def enumerate(
         self, members: list[int], num: np.ndarray, den: np.ndarray, avail: np.ndarray, k: int
@@ -412,9 +569,13 @@ def solve(
     energy_budget: float,
     latency_budget: float,
     time_limit_s: float | None = None,
+    threads: int | None = None,
 ) -> Selection | None:
     """The exact best subset under both budgets (tie-broken; a cost fits within
     ``budget_limit``), or None when none fits.
+
+    ``threads``: how many threads bound nodes (None: ``default_threads()``); the answer and
+    the subsets evaluated do not depend on it.
 
     ``time_limit_s`` bounds the search (None: none; the compiled bound loops are loaded before
     its clock starts, ``bounds.warm_up``). A search that reaches it returns the best
@@ -428,8 +589,15 @@ def solve(
 
         warm_up()  # the compiled loops first (seconds into an empty cache): the clock is the search
         deadline, grace = time.monotonic() + time_limit_s, GRACE * time_limit_s
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads: expected a whole number >= 1, got {threads!r}")
     search = _Search(
-        problem, budget_limit(energy_budget), budget_limit(latency_budget), deadline, grace
+        problem,
+        budget_limit(energy_budget),
+        budget_limit(latency_budget),
+        deadline,
+        grace,
+        default_threads() if threads is None else threads,
     )
     search.run()
     return search.result()

@@ -273,3 +273,17 @@ def test_an_answer_within_the_time_limit_is_marked_exact(problem_file):
     answer = strict_json(out)
     assert code == 0 and answer["exact"] is True and answer["optimality_gap"] == 0.0
     assert answer["time_limit_s"] == 300.0
+
+
+def test_threads_change_nothing_but_a_bad_count_is_refused(problem_file):
+    problem = read_problem(problem_file)
+    energy = float(problem.cost_j.sum() * 0.3)
+    latency = float(np.quantile(problem.delay_ms, 0.8) + 3.0)
+    common = ("--problem", str(problem_file), "--energy-budget", repr(energy),
+              "--latency-budget", repr(latency), "--json")  # fmt: skip
+    one, three = (ganglion_select(*common, "--threads", n) for n in ("1", "3"))
+    assert one.returncode == three.returncode == 0, (one.stderr, three.stderr)
+    first, second = strict_json(one.stdout), strict_json(three.stdout)
+    assert first["experts"] == second["experts"] and first["quality"] == second["quality"]
+    refused = ganglion_select(*common, "--threads", "0")
+    assert refused.returncode == 2 and "--threads" in refused.stderr
