@@ -334,7 +334,9 @@ def line_terms(g, gp, e, den, r, spans, t0, row):  # noqa: ANN001, ANN202
             least = max(low1[i], low2[i] - ge[i])
             most = min(high1[i], high2[i] - ge[i])
             near, far, d = a + least, a + most, a + t0[i]
-            scale = w / (near * far if w >= 0.0 else d * d)
+            # two divisions, not one by a product: near * far underflows where both are
+            # tiny (a sample whose weights on S and A are all but zero; w / near <= 1)
+            scale = (w / near) / far if w >= 0.0 else (w / d) / d
             part += scale * (near + most if w >= 0.0 else d + t0[i])
             row[i] = scale * per_sample
         total += part

@@ -130,3 +130,22 @@ def test_a_thread_count_that_is_not_a_whole_number_above_zero_is_refused(threads
     problem = synthetic_problem(np.random.default_rng(1), 4, 8)
     with pytest.raises(ValueError, match="threads"):
         solve(problem, 10.0, 100.0, threads=threads)
+
+
+def test_tiny_weights_do_not_underflow_the_coupled_bound():
+    # found in review: a sample whose weights on S and A are zeros (read as 1e-200) but one
+    # tiny allowed weight made the chord's denominator near·far subnormal; its slope lost its
+    # bits, the bound fell below the best superset and the optimum's root was cut
+    from ganglion.runtime.selection import brute_force
+    from ganglion.runtime.selection.problem import Expert, SelectionProblem
+
+    tiny = 1.727e-124  # at least 1e-150 of its row's largest: allowed
+    experts = tuple(Expert(name, 1.0, 1.0, 0.0, 0.0) for name in "abcdefg")
+    gate = np.array([[1.0, 0, 0, 0, 0, 0, tiny], [0.01, 0.01, 0.01, 1.0, 0.001, 0.001, 0.01]])
+    p_true = np.array([[0.6, 0.55, 0.55, 0, 1, 1, 0], [0.96, 0.55, 0.55, 1, 0, 0, 0]])
+    problem = SelectionProblem(experts, 0.0, 0.0, gate, p_true)
+    best = brute_force(problem, 100.0, 1e9)
+    for threads in (1, 2):
+        found = solve(problem, 100.0, 1e9, threads=threads)
+        assert found.experts == best.experts == (3, 4, 5)
+        assert abs(found.quality - best.quality) <= 1e-12
