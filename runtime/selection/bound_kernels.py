@@ -16,9 +16,10 @@ _BLOCK = 256  # samples per partial sum
 _RANGES = ((2, 3), (4, 7), (8, 11), (12, 15), (16, 23), (24, 64))  # first |B| ranges (1: exact)
 _SUMS = {"reassoc", "nsz"}  # fastmath flags: reorder sums (vectorized), nothing else
 # coupled_gain's single-precision product: unit roundoff, a bound on what underflow adds per
-# term (inputs at most _SINGLE_MAX, gates at most 1), and the largest row sum it takes
+# term (inputs at most _SINGLE_MAX, gates at most 1; so also where a library set the CPU to
+# flush subnormals to zero: 2^40 · 2^-126 < 2^-80), and the largest row sum it takes
 _SINGLE_REL = 2.0**-24
-_SINGLE_ABS = 2.0**-100
+_SINGLE_ABS = 2.0**-80
 _SINGLE_MAX = 2.0**40
 # error_model="numpy": no ZeroDivisionError checks (they stop vectorization); every
 # denominator here is a positive gate sum, and zero costs are tested before dividing

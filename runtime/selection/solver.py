@@ -441,16 +441,22 @@ class _Search:
                 waiting.append((item, args, 0))  # assessed when consumed
             return True
 
-        while len(waiting) < AHEAD and draw():
-            pass
-        while waiting:
-            (j, task), job, size = waiting.popleft()
-            found, change, took = one(*job) if isinstance(job, tuple) else job.result()
-            self.held -= size
-            tally += change
-            self.task_s += 0.05 * (took - self.task_s)  # a running mean of CPU seconds
-            yield j, task, found
-            draw()
+        try:
+            while len(waiting) < AHEAD and draw():
+                pass
+            while waiting:
+                (j, task), job, size = waiting.popleft()
+                found, change, took = one(*job) if isinstance(job, tuple) else job.result()
+                self.held -= size
+                tally += change
+                self.task_s += 0.05 * (took - self.task_s)  # a running mean of CPU seconds
+                yield j, task, found
+                draw()
+        finally:  # left early (the threshold rose, the time ran out): drop what is ahead
+            for _, job, size in waiting:
+                if not isinstance(job, tuple):
+                    job.cancel()  # not started yet: never runs; running: its answer is dropped
+                self.held -= size
 
     def expand(
         self,

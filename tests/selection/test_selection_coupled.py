@@ -149,3 +149,23 @@ def test_tiny_weights_do_not_underflow_the_coupled_bound():
         found = solve(problem, 100.0, 1e9, threads=threads)
         assert found.experts == best.experts == (3, 4, 5)
         assert abs(found.quality - best.quality) <= 1e-12
+
+
+def test_assessments_left_ahead_are_released(monkeypatch):
+    # found in review: a node left early (the threshold rose) kept the bytes of the
+    # assessments drawn ahead counted, and past HELD_BYTES the threads stopped being used
+    monkeypatch.setattr(solver, "SERIAL_S", 0.0)
+    monkeypatch.setattr(solver, "PARALLEL_TASK_S", -1.0)  # every assessment on the threads
+    rng = np.random.default_rng(4)
+    problem = synthetic_problem(rng, 20, 64, "random")
+    energy, latency = binding_budgets(problem, rng)
+    search = solver._Search(problem, energy, latency, threads=2)
+    roots = (
+        (t, ([t], search.ws.gp[t].copy(), search.ws.g[t].copy(), np.arange(t + 1, 20), None))
+        for t in range(19)
+    )
+    ahead = search.ahead(roots)
+    next(ahead)
+    assert search.held > 0  # the roots after the first are being assessed ahead
+    ahead.close()  # what a node left early does
+    assert search.held == 0
