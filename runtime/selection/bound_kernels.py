@@ -21,6 +21,7 @@ _SUMS = {"reassoc", "nsz"}  # fastmath flags: reorder sums (vectorized), nothing
 _SINGLE_REL = 2.0**-24
 _SINGLE_ABS = 2.0**-80
 _SINGLE_MAX = 2.0**40
+_TINY_DEN = 2.0**-500  # below it, line_terms divides twice (a product of two could underflow)
 # error_model="numpy": no ZeroDivisionError checks (they stop vectorization); every
 # denominator here is a positive gate sum, and zero costs are tested before dividing
 
@@ -318,9 +319,14 @@ def signed_terms(g, gp, avail, den, r, low, high1, high2, terms, gain):  # noqa:
 
 
 @numba.njit(inline="always", error_model="numpy", fastmath=_SUMS)
-def line_terms(g, gp, e, den, r, spans, t0, row):  # noqa: ANN001, ANN202
+def line_terms(g, gp, e, node, spans, t0, row):  # noqa: ANN001, ANN202
     """``coupled_gain``'s lines for expert ``e``: ``row[i] = γ_ie / M`` (in ``row``'s precision)
-    and the return value ``β_e = mean_i κ_ie``."""
+    and the return value ``β_e = mean_i κ_ie``. ``node = (den, r, normal, tiny)``: the samples
+    in ``tiny`` (``den_i < _TINY_DEN``; ``normal`` is 0 there, 1 elsewhere) divide twice,
+    ``(w / near) / far``, after the loop: there the product ``near · far`` could fall below the
+    smallest normal number and lose its bits (a sample whose weights on S and A are all but
+    zero); elsewhere it is at least ``2^-1000``."""
+    den, r, normal, tiny = node
     low1, low2, high1, high2 = spans
     m = den.size
     blocks = (m + _BLOCK - 1) // _BLOCK
@@ -335,12 +341,21 @@ def line_terms(g, gp, e, den, r, spans, t0, row):  # noqa: ANN001, ANN202
             least = max(low1[i], low2[i] - ge[i])
             most = min(high1[i], high2[i] - ge[i])
             near, far, d = a + least, a + most, a + t0[i]
-            # two divisions, not one by a product: near * far underflows where both are
-            # tiny (a sample whose weights on S and A are all but zero; w / near <= 1)
-            scale = (w / near) / far if w >= 0.0 else (w / d) / d
+            product = near * far if w >= 0.0 else d * d
+            if tiny.size:  # 0 where tiny (a loop-invariant test: the loop is compiled twice)
+                w, product = w * normal[i], product + (1.0 - normal[i])
+            scale = w / product
             part += scale * (near + most if w >= 0.0 else d + t0[i])
             row[i] = scale * per_sample
         total += part
+    for i in tiny:
+        w, a = gpe[i] - ge[i] * r[i], den[i] + ge[i]
+        least = max(low1[i], low2[i] - ge[i])
+        most = min(high1[i], high2[i] - ge[i])
+        near, far, d = a + least, a + most, a + t0[i]
+        scale = (w / near) / far if w >= 0.0 else (w / d) / d  # |w / near| <= 1: no overflow
+        total += scale * (near + most if w >= 0.0 else d + t0[i])
+        row[i] = scale * per_sample
     return total * per_sample
 
 
@@ -362,15 +377,16 @@ def coupled_gain(g, gp, node, spans, t0, size, picked, rows, pair, row_sums, out
     to ``hi - 1`` entries of row ``e`` off the diagonal. One ``F`` for every sample: what the
     per-sample worst case of the sized bound cannot see (measured on the hardest benchmark
     instance: about half the sized bound at the sizes that decide a node). ``node``:
-    ``(avail, den, r, gates)``, ``gates`` ``[|A|, M]`` A's gate rows; ``rows``, ``pair``:
+    ``(avail, den, r, normal, tiny, gates)`` (``normal``, ``tiny``: see ``line_terms``), ``gates``
+    ``node_gates``' A's gate rows; ``rows``, ``pair``:
     scratch ``[|A|, M]``, ``[|A|, |A|]``."""
-    avail, den, r, (gates, gates32, gate_max) = node
+    avail, den, r, normal, tiny, (gates, gates32, gate_max) = node
     rows, rows32 = rows
     lo, hi = size
     n, m, count = avail.size, den.size, picked.size
     largest = 0.0
     for j in range(count):  # single precision first: the product is twice as fast
-        out[j] = line_terms(g, gp, avail[picked[j]], den, r, spans, t0, rows32[j])
+        out[j] = line_terms(g, gp, avail[picked[j]], (den, r, normal, tiny), spans, t0, rows32[j])
         size_j = 0.0
         for i in range(m):
             size_j += abs(rows32[j, i])
@@ -385,7 +401,7 @@ def coupled_gain(g, gp, node, spans, t0, size, picked, rows, pair, row_sums, out
                 pair[j, f] -= rel * row_sums[j] * (1.0 + 1e-6) * gate_max[f] + _SINGLE_ABS * m
     else:  # too large for single precision: double
         for j in range(count):
-            line_terms(g, gp, avail[picked[j]], den, r, spans, t0, rows[j])
+            line_terms(g, gp, avail[picked[j]], (den, r, normal, tiny), spans, t0, rows[j])
         pair[:count, :n] = np.dot(rows[:count], gates[:n].T)
     most = min(hi - 1, n - 1)  # other joiners: lo - 1 to hi - 1 of the n - 1 others
     ranked = np.empty(max(most, 1))
@@ -555,6 +571,8 @@ def size_pieces(  # noqa: ANN201
     pieces = 0
     failed = False
     have_gates = False
+    normal = (den >= _TINY_DEN).astype(np.float64)  # line_terms divides twice where 0
+    tiny = np.flatnonzero(normal == 0.0)
     while top > 0:
         top -= 1
         lo, hi = stack_lo[top], stack_hi[top]
@@ -582,7 +600,7 @@ def size_pieces(  # noqa: ANN201
                 found = couple(
                     g,
                     gp,
-                    (avail, den, r, gates),
+                    (avail, den, r, normal, tiny, gates),
                     (small[lo - 1], small[min(lo, k - 1)], large[hi - 1], large[hi]),
                     mean_gate,
                     (lo, hi),

@@ -43,7 +43,9 @@ def test_coupled_coefficients_bound_each_experts_term_over_the_range(gate):
         t0 = rng.uniform(0.0, 2.0) * gates.mean(axis=0) * (hi - 1)  # any tangent point holds
         coupled = np.empty(n)
         rows = np.empty((n, m)), np.empty((n, m), np.float32)
-        node = (avail, den, r, (gates, gates.astype(np.float32), gates.max(axis=1)))
+        normal = (den >= 2.0**-500).astype(np.float64)
+        node = (avail, den, r, normal, np.flatnonzero(normal == 0.0))
+        node += ((gates, gates.astype(np.float32), gates.max(axis=1)),)
         scratch = np.empty((n, n)), np.empty(n)
         coupled_gain(ws.g, ws.gp, node, spans, t0, (lo, hi), np.arange(n), rows, *scratch, coupled)
         sized = np.empty(n)
