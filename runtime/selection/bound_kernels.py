@@ -592,7 +592,7 @@ def size_pieces(  # noqa: ANN201
             if value < stop or (method == _LP and n < lp_min) or (method == _COUPLED and n < 2):
                 continue
             if attempt == 1 and not worth(tally, method, 0.05):
-                continue  # rarely cuts what the other left: tried one time in eight
+                continue  # rarely cuts what the other left: tried one chance in 32
             if method == _COUPLED:
                 if not have_gates:
                     node_gates(g, avail, gates, mean_gate)

@@ -196,10 +196,11 @@ class Workspace:
         ``inherited``: the gate sums of a node whose ``A`` contains ``avail`` and whose ``k`` is
         at least this one's (the parent's), used instead of sorting ``avail``'s own: looser,
         still valid, and the sorting walk is most of a cut child's cost. ``tally``: how often
-        the coupled bound and the LP have cut so far (``[tries, cuts]`` each; updated), which
-        orders them (default: this workspace's). ``resume``: this node's first pass (with
-        ``inherited`` sums) that stopped at a size it could not cut: its pieces so far are
-        kept (valid, if looser) and the sizes it left are bounded with the node's own sums.
+        the coupled bound, the LP and the ratio bound have cut so far (``[3, 3]``: tries, cuts,
+        chances each; updated), which orders and skips them (default: this workspace's).
+        ``resume``: this node's first pass (with ``inherited`` sums) that stopped at a size it
+        could not cut: its pieces so far are kept (valid, if looser) and the sizes it left are
+        bounded with the node's own sums.
         """
         n, m = avail.size, num.size
         avail = np.ascontiguousarray(avail, dtype=np.intp)
